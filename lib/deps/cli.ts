@@ -1,0 +1,5 @@
+/**
+ * Command-line parsing (stands in for `@std/cli`).
+ * @module
+ */
+export { parseArgs } from "node:util";
