@@ -1,0 +1,78 @@
+/**
+ * Logging: one line per event, as text for humans or JSON lines for journald
+ * and log shippers. All output of the service goes through here (lint forbids
+ * `console` elsewhere).
+ * @module
+ */
+
+/** Structured fields attached to a log line. */
+export type LogFields = Record<string, string | number | boolean | undefined | null>;
+
+/** Severity of a log line. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** The logging interface the rest of the code depends on. */
+export interface Logger {
+  log(level: LogLevel, msg: string, fields?: LogFields): void;
+  info(msg: string, fields?: LogFields): void;
+  warn(msg: string, fields?: LogFields): void;
+  error(msg: string, fields?: LogFields): void;
+}
+
+const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+function textValue(v: string | number | boolean): string {
+  const s = String(v);
+  return /^[\w.:/@+-]*$/.test(s) && s !== "" ? s : JSON.stringify(s);
+}
+
+/**
+ * Creates a logger writing to a sink (stderr by default).
+ *
+ * @param format "text" (`2026-01-01T00:00:00.000Z INFO msg key=value`) or "json"
+ * @param sink receives each complete line, without the newline
+ */
+export function createLogger(
+  format: "text" | "json" = "text",
+  sink: (line: string) => void = defaultSink,
+  minLevel: LogLevel = "info",
+  now: () => Date = () => new Date(),
+): Logger {
+  const log = (level: LogLevel, msg: string, fields: LogFields = {}) => {
+    if (LEVELS[level] < LEVELS[minLevel]) return;
+    const ts = now().toISOString();
+    if (format === "json") {
+      const obj: Record<string, unknown> = { ts, level, msg };
+      for (const [k, v] of Object.entries(fields)) if (v !== undefined) obj[k] = v;
+      sink(JSON.stringify(obj));
+      return;
+    }
+    let line = `${ts} ${level.toUpperCase()} ${msg}`;
+    for (const [k, v] of Object.entries(fields)) {
+      if (v !== undefined && v !== null) line += ` ${k}=${textValue(v)}`;
+    }
+    sink(line);
+  };
+  return {
+    log,
+    info: (m, f) => log("info", m, f),
+    warn: (m, f) => log("warn", m, f),
+    error: (m, f) => log("error", m, f),
+  };
+}
+
+const encoder = new TextEncoder();
+function defaultSink(line: string): void {
+  Deno.stderr.writeSync(encoder.encode(line + "\n"));
+}
+
+/** A logger that keeps lines in memory, for tests. */
+export function memoryLogger(): Logger & { lines: string[]; records: Record<string, unknown>[] } {
+  const lines: string[] = [];
+  const records: Record<string, unknown>[] = [];
+  const inner = createLogger("json", (l) => {
+    lines.push(l);
+    records.push(JSON.parse(l));
+  }, "debug");
+  return Object.assign(inner, { lines, records });
+}

@@ -1,0 +1,365 @@
+/**
+ * Upstream metadata with caching: service discovery, version lists, download
+ * documents, SHA256SUMS and signatures. One copy of the truth in `refs/`
+ * serves both the network mirror and the registry protocol.
+ *
+ * Freshness rules: discovery and version lists are refreshed after the TTL;
+ * download documents and checksums of a released version never change and are
+ * kept for good. When a refresh fails and something is stored, the stored copy
+ * is served and marked stale.
+ * @module
+ */
+import type { Config } from "./config.ts";
+import { NotFoundError, UpstreamError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+import {
+  compareVersions,
+  isValidOsArch,
+  isValidVersion,
+  type PlatformRef,
+  type ProviderRef,
+} from "./names.ts";
+import { entryBytes, type RefEntry, type RefsStore, toBase64 } from "./refs_store.ts";
+import { noProviderService, type UpstreamClient } from "./upstream.ts";
+
+/** Where an answer came from, for logs, metrics and the `x-repoxy-cache` header. */
+export type CacheStatus = "hit" | "miss" | "stale";
+
+/** A value with its provenance. */
+export interface Sourced<T> {
+  value: T;
+  status: CacheStatus;
+  fetchedAt: number;
+}
+
+/** One entry of the registry's `versions` answer. */
+export interface VersionEntry {
+  version: string;
+  protocols?: string[];
+  platforms?: PlatformRef[];
+}
+
+/** The registry's `download` answer (only the fields Repoxy relies on are typed). */
+export interface DownloadDoc {
+  os: string;
+  arch: string;
+  filename: string;
+  "download_url": string;
+  "shasums_url"?: string;
+  "shasums_signature_url"?: string;
+  shasum: string;
+  "signing_keys"?: { "gpg_public_keys"?: Array<{ "key_id"?: string; "ascii_armor"?: string }> };
+  [k: string]: unknown;
+}
+
+/** A parsed version list plus the exact upstream body. */
+export interface VersionsValue {
+  versions: VersionEntry[];
+  raw: string;
+}
+
+/** A parsed download document plus the exact upstream body and its URL. */
+export interface DownloadValue {
+  doc: DownloadDoc;
+  raw: string;
+  /** Final URL of the document; relative URLs inside resolve against it. */
+  url: string;
+}
+
+/** SHA256SUMS and its detached signature, byte for byte. */
+export interface SumsValue {
+  sums: Uint8Array;
+  signature: Uint8Array | undefined;
+}
+
+/** Minimum gap between refreshes forced by a client asking for an unlisted version. */
+const FORCED_REFRESH_GAP_MS = 30_000;
+
+function providerKey(p: ProviderRef): string {
+  return `${p.hostname}/${p.namespace}/${p.type}`;
+}
+
+/** Keys of the refs store, in one place so every module agrees on them. */
+export const refKeys = {
+  discovery: (hostname: string) => `${hostname}/discovery`,
+  versions: (p: ProviderRef) => `${providerKey(p)}/versions`,
+  download: (p: ProviderRef, v: string, pl: PlatformRef) =>
+    `${providerKey(p)}/${v}/download_${pl.os}_${pl.arch}`,
+  sums: (p: ProviderRef, v: string) => `${providerKey(p)}/${v}/SHA256SUMS`,
+  signature: (p: ProviderRef, v: string) => `${providerKey(p)}/${v}/SHA256SUMS.sig`,
+  archive: (p: ProviderRef, v: string, pl: PlatformRef) =>
+    `${providerKey(p)}/${v}/archive_${pl.os}_${pl.arch}`,
+};
+
+function parseVersions(text: string, hostname: string): VersionEntry[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new UpstreamError(`upstream ${hostname} sent a malformed version list`);
+  }
+  const list = (json as { versions?: unknown })?.versions;
+  if (!Array.isArray(list)) {
+    throw new UpstreamError(`upstream ${hostname} sent a version list without "versions"`);
+  }
+  const out: VersionEntry[] = [];
+  for (const v of list) {
+    if (
+      !v || typeof v !== "object" || typeof v.version !== "string" || !isValidVersion(v.version)
+    ) continue;
+    const entry: VersionEntry = { version: v.version };
+    if (Array.isArray(v.protocols)) {
+      entry.protocols = v.protocols.filter((x: unknown) => typeof x === "string");
+    }
+    if (Array.isArray(v.platforms)) {
+      entry.platforms = v.platforms.filter((p: unknown): p is PlatformRef =>
+        !!p && typeof p === "object" && isValidOsArch((p as PlatformRef).os) &&
+        isValidOsArch((p as PlatformRef).arch)
+      ).map((p: PlatformRef) => ({ os: p.os, arch: p.arch }));
+    }
+    out.push(entry);
+  }
+  return out;
+}
+
+function parseDownload(text: string, hostname: string, pl: PlatformRef): DownloadDoc {
+  let doc: DownloadDoc;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    throw new UpstreamError(`upstream ${hostname} sent a malformed download document`);
+  }
+  const bad = (why: string) =>
+    new UpstreamError(`upstream ${hostname} sent an unusable download document: ${why}`);
+  if (!doc || typeof doc !== "object") throw bad("not an object");
+  if (typeof doc.download_url !== "string" || doc.download_url === "") throw bad("no download_url");
+  if (typeof doc.shasum !== "string" || !/^[0-9a-fA-F]{64}$/.test(doc.shasum)) {
+    throw bad("shasum is not 64 hex digits");
+  }
+  if (typeof doc.filename !== "string" || doc.filename === "" || /[\/\\]/.test(doc.filename)) {
+    throw bad("bad filename");
+  }
+  if (doc.os !== pl.os || doc.arch !== pl.arch) {
+    throw bad(`it is for ${doc.os}_${doc.arch}, not ${pl.os}_${pl.arch}`);
+  }
+  return doc;
+}
+
+/** Metadata access for all upstreams. */
+export class Metadata {
+  readonly #inflight = new Map<string, Promise<RefEntry>>();
+  readonly #lastForced = new Map<string, number>();
+
+  constructor(
+    readonly config: Config,
+    readonly refs: RefsStore,
+    readonly clients: Map<string, UpstreamClient>,
+    readonly log: Logger,
+    readonly now: () => number = Date.now,
+  ) {}
+
+  /** The client for a configured upstream; other hostnames are never contacted. */
+  client(hostname: string): UpstreamClient {
+    const c = this.clients.get(hostname);
+    if (!c) throw new NotFoundError(`registry ${hostname} is not configured on this mirror`);
+    return c;
+  }
+
+  /**
+   * Returns a stored entry, fetching it when missing or older than `ttlMs`.
+   * Concurrent callers for one key share one upstream request.
+   */
+  async #cached(
+    key: string,
+    ttlMs: number,
+    fetcher: () => Promise<RefEntry>,
+    opts: { force?: boolean; what: string; hostname: string },
+  ): Promise<Sourced<RefEntry>> {
+    const stored = await this.refs.get(key);
+    const fresh = stored && !opts.force && this.now() - stored.fetchedAt < ttlMs;
+    if (stored && (fresh || this.config.offline)) {
+      return { value: stored, status: "hit", fetchedAt: stored.fetchedAt };
+    }
+    if (this.config.offline) {
+      throw new NotFoundError(`${opts.what} is not cached and this mirror is offline`);
+    }
+    let p = this.#inflight.get(key);
+    if (!p) {
+      p = (async () => {
+        const entry = await fetcher();
+        await this.refs.put(key, entry);
+        return entry;
+      })();
+      this.#inflight.set(key, p);
+      p.finally(() => this.#inflight.delete(key)).catch(() => {});
+    }
+    try {
+      const entry = await p;
+      return { value: entry, status: "miss", fetchedAt: entry.fetchedAt };
+    } catch (e) {
+      // A definite "not found" upstream is not a reason to serve stale data
+      // for a version list, but it is for everything kept for good.
+      if (stored && !(e instanceof NotFoundError && ttlMs !== Infinity)) {
+        this.log.warn("upstream failed; serving stale metadata", {
+          upstream: opts.hostname,
+          key,
+          error: (e as Error).message,
+        });
+        return { value: stored, status: "stale", fetchedAt: stored.fetchedAt };
+      }
+      throw e;
+    }
+  }
+
+  /** The upstream's `providers.v1` base URL, from service discovery. */
+  async providersBase(hostname: string): Promise<URL> {
+    const client = this.client(hostname);
+    const got = await this.#cached(
+      refKeys.discovery(hostname),
+      Math.max(this.config.metadataTtlMs, 3_600_000),
+      async () => {
+        const { text, url } = await client.getJson(client.discoveryUrl()).catch((e) => {
+          if (e instanceof NotFoundError) throw noProviderService(hostname);
+          throw e;
+        });
+        return { fetchedAt: this.now(), url, body: text };
+      },
+      { what: `service discovery for ${hostname}`, hostname },
+    );
+    let doc: unknown;
+    try {
+      doc = JSON.parse(got.value.body);
+    } catch {
+      throw new UpstreamError(`upstream ${hostname} sent malformed service discovery`);
+    }
+    const service = (doc as Record<string, unknown>)?.["providers.v1"];
+    if (typeof service !== "string") throw noProviderService(hostname);
+    const base = new URL(service, got.value.url);
+    if (base.protocol !== "https:" && base.protocol !== "http:") throw noProviderService(hostname);
+    if (!base.pathname.endsWith("/")) base.pathname += "/";
+    return base;
+  }
+
+  /**
+   * The upstream version list of a provider.
+   *
+   * @param want a version the client asked for: when the stored list lacks it,
+   *   the list is refreshed at once instead of waiting for the TTL
+   */
+  async versions(p: ProviderRef, want?: string): Promise<Sourced<VersionsValue>> {
+    const key = refKeys.versions(p);
+    const fetcher = async (): Promise<RefEntry> => {
+      const client = this.client(p.hostname);
+      const base = await this.providersBase(p.hostname);
+      const { text, url } = await client.getText(
+        new URL(`${p.namespace}/${p.type}/versions`, base),
+        {
+          accept: "application/json",
+        },
+      );
+      parseVersions(text, p.hostname); // refuse to store what we could not use
+      return { fetchedAt: this.now(), url, body: text };
+    };
+    const what = `provider ${providerKey(p)}`;
+    let got = await this.#cached(key, this.config.metadataTtlMs, fetcher, {
+      what,
+      hostname: p.hostname,
+    });
+    let versions = parseVersions(got.value.body, p.hostname);
+    if (
+      want !== undefined && got.status === "hit" && !this.config.offline &&
+      !versions.some((v) => v.version === want) &&
+      this.now() - (this.#lastForced.get(key) ?? 0) > FORCED_REFRESH_GAP_MS
+    ) {
+      this.#lastForced.set(key, this.now());
+      got = await this.#cached(key, this.config.metadataTtlMs, fetcher, {
+        what,
+        hostname: p.hostname,
+        force: true,
+      });
+      versions = parseVersions(got.value.body, p.hostname);
+    }
+    return {
+      value: { versions, raw: got.value.body },
+      status: got.status,
+      fetchedAt: got.fetchedAt,
+    };
+  }
+
+  /** A version's entry from the version list, or NotFoundError. */
+  async versionEntry(p: ProviderRef, version: string): Promise<Sourced<VersionEntry>> {
+    const got = await this.versions(p, version);
+    const entry = got.value.versions.find((v) => v.version === version);
+    if (!entry) throw new NotFoundError(`provider ${providerKey(p)} has no version ${version}`);
+    return { value: entry, status: got.status, fetchedAt: got.fetchedAt };
+  }
+
+  /** The upstream download document for one platform (kept for good once fetched). */
+  async download(
+    p: ProviderRef,
+    version: string,
+    pl: PlatformRef,
+  ): Promise<Sourced<DownloadValue>> {
+    const got = await this.#cached(
+      refKeys.download(p, version, pl),
+      Infinity,
+      async () => {
+        const client = this.client(p.hostname);
+        const base = await this.providersBase(p.hostname);
+        const { text, url } = await client.getText(
+          new URL(`${p.namespace}/${p.type}/${version}/download/${pl.os}/${pl.arch}`, base),
+          { accept: "application/json" },
+        );
+        parseDownload(text, p.hostname, pl);
+        return { fetchedAt: this.now(), url, body: text };
+      },
+      { what: `${providerKey(p)} ${version} for ${pl.os}_${pl.arch}`, hostname: p.hostname },
+    );
+    const doc = parseDownload(got.value.body, p.hostname, pl);
+    return {
+      value: { doc, raw: got.value.body, url: got.value.url },
+      status: got.status,
+      fetchedAt: got.fetchedAt,
+    };
+  }
+
+  /**
+   * SHA256SUMS and its signature for a version, fetched from the URLs the
+   * download document names (kept for good once fetched).
+   */
+  async sums(p: ProviderRef, version: string, dl: DownloadValue): Promise<Sourced<SumsValue>> {
+    const client = this.client(p.hostname);
+    const what = `SHA256SUMS of ${providerKey(p)} ${version}`;
+    if (!dl.doc.shasums_url) {
+      throw new UpstreamError(`upstream ${p.hostname} names no shasums_url for ${version}`);
+    }
+    const sumsUrl = new URL(dl.doc.shasums_url, dl.url);
+    const sums = await this.#cached(refKeys.sums(p, version), Infinity, async () => {
+      // The client fetches these without credentials (PROTOCOL 2.3); so do we,
+      // unless they live on the registry's own origin.
+      const { body, url } = await client.getBytes(sumsUrl);
+      // base64 keeps the bytes exact (a text round trip could drop a BOM), and
+      // the signature covers exactly these bytes.
+      return { fetchedAt: this.now(), url, body: toBase64(body), encoding: "base64" };
+    }, { what, hostname: p.hostname });
+    let signature: Uint8Array | undefined;
+    if (dl.doc.shasums_signature_url) {
+      const sigUrl = new URL(dl.doc.shasums_signature_url, dl.url);
+      const sig = await this.#cached(refKeys.signature(p, version), Infinity, async () => {
+        const { body, url } = await client.getBytes(sigUrl);
+        return { fetchedAt: this.now(), url, body: toBase64(body), encoding: "base64" };
+      }, { what: `signature of ${what}`, hostname: p.hostname });
+      signature = entryBytes(sig.value);
+    }
+    return {
+      value: { sums: entryBytes(sums.value), signature },
+      status: sums.status,
+      fetchedAt: sums.value.fetchedAt,
+    };
+  }
+
+  /** Versions that have anything stored (offline listings use this). */
+  static sortNewestFirst(versions: string[]): string[] {
+    return [...versions].sort((a, b) => compareVersions(b, a));
+  }
+}

@@ -1,0 +1,270 @@
+/**
+ * A fake origin registry for tests: two real HTTP servers on 127.0.0.1:0.
+ *
+ * - the *registry* serves service discovery, `versions` and `download`
+ *   documents (like registry.terraform.io);
+ * - the *release host* serves the zips, SHA256SUMS and its detached signature
+ *   (like releases.hashicorp.com or GitHub release assets), with archive URLs
+ *   that redirect once, as GitHub's do.
+ *
+ * Every request is recorded so tests can assert how many upstream requests a
+ * step caused. `intercept` lets a test inject faults.
+ * @module
+ */
+import { createHash } from "../lib/deps/crypto.ts";
+import { makeSigningKey, signDetached } from "./_pgp.ts";
+import { makeProviderZip } from "./_zip.ts";
+
+/** A provider the fake registry publishes. */
+export interface FakeProviderSpec {
+  namespace: string;
+  type: string;
+  versions: Array<{ version: string; platforms: string[]; protocols?: string[] }>;
+}
+
+/** One recorded request. */
+export interface RecordedRequest {
+  server: "registry" | "release";
+  method: string;
+  path: string;
+  headers: Headers;
+}
+
+/** Options of {@link startFakeRegistry}. */
+export interface FakeRegistryOptions {
+  providers: FakeProviderSpec[];
+  /** Lets a test replace any answer: return a Response to use it, undefined to go on. */
+  intercept?: (
+    req: Request,
+    server: "registry" | "release",
+  ) => Response | undefined | Promise<Response | undefined>;
+  /** Zip bytes override, by archive filename. */
+  zipOverride?: (filename: string, zip: Uint8Array) => Uint8Array;
+  /** Whether download_url redirects once before the file (default true). */
+  redirectDownloads?: boolean;
+  /** Extra fields merged into every download document (e.g. OpenTofu `packages`). */
+  extraDownloadFields?: (
+    spec: { namespace: string; type: string; version: string; os: string; arch: string },
+  ) => Record<string, unknown>;
+}
+
+/** Everything about one published archive. */
+export interface FakeArchive {
+  namespace: string;
+  type: string;
+  version: string;
+  os: string;
+  arch: string;
+  filename: string;
+  bytes: Uint8Array;
+  sha256: string;
+}
+
+/** A running fake registry. */
+export interface FakeRegistry extends AsyncDisposable {
+  /** Base URL of the registry (use as `upstreams.<host>.url`). */
+  registryUrl: string;
+  /** Base URL of the release host. */
+  releaseUrl: string;
+  archives: FakeArchive[];
+  /** SHA256SUMS bytes by `{ns}/{type}/{version}`. */
+  sums: Map<string, Uint8Array>;
+  /** Detached binary signatures by `{ns}/{type}/{version}`. */
+  signatures: Map<string, Uint8Array>;
+  signingKey: {
+    publicKeyArmored: string;
+    privateKeyArmored: string;
+    keyId: string;
+    fingerprint: string;
+  };
+  requests: RecordedRequest[];
+  /** Number of recorded requests whose path satisfies `match`. */
+  count(match?: (r: RecordedRequest) => boolean): number;
+  /** Finds an archive. */
+  archive(type: string, version: string, platform: string): FakeArchive;
+  /** Stops both servers (idempotent). */
+  stop(): Promise<void>;
+}
+
+function sha256Hex(b: Uint8Array): string {
+  return createHash("sha256").update(b).digest("hex");
+}
+
+function json(body: unknown, status = 200): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+/** Starts the fake registry and release host. */
+export async function startFakeRegistry(opts: FakeRegistryOptions): Promise<FakeRegistry> {
+  const signingKey = await makeSigningKey("Fake Registry Signing Key");
+  const archives: FakeArchive[] = [];
+  const sums = new Map<string, Uint8Array>();
+  const signatures = new Map<string, Uint8Array>();
+  for (const p of opts.providers) {
+    for (const v of p.versions) {
+      const lines: string[] = [];
+      for (const platform of v.platforms) {
+        const [os, arch] = platform.split("_") as [string, string];
+        const filename = `terraform-provider-${p.type}_${v.version}_${os}_${arch}.zip`;
+        let bytes = await makeProviderZip(p.type, v.version, platform);
+        if (opts.zipOverride) bytes = opts.zipOverride(filename, bytes);
+        const a: FakeArchive = {
+          namespace: p.namespace,
+          type: p.type,
+          version: v.version,
+          os,
+          arch,
+          filename,
+          bytes,
+          sha256: sha256Hex(bytes),
+        };
+        archives.push(a);
+        lines.push(`${a.sha256}  ${filename}`);
+      }
+      const sumsBytes = new TextEncoder().encode(lines.join("\n") + "\n");
+      const key = `${p.namespace}/${p.type}/${v.version}`;
+      sums.set(key, sumsBytes);
+      signatures.set(key, await signDetached(signingKey.privateKeyArmored, sumsBytes));
+    }
+  }
+
+  const requests: RecordedRequest[] = [];
+  const ac = new AbortController();
+  let releaseUrl = "";
+
+  const release = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen() {} },
+    async (req) => {
+      const path = new URL(req.url).pathname;
+      requests.push({ server: "release", method: req.method, path, headers: req.headers });
+      const intercepted = await opts.intercept?.(req, "release");
+      if (intercepted) return intercepted;
+      // /redirect/{ns}/{type}/{version}/{filename} → 302 → /files/...
+      let m = /^\/redirect\/(.+)$/.exec(path);
+      if (m) {
+        return new Response(null, {
+          status: 302,
+          headers: { location: `${releaseUrl}/files/${m[1]}` },
+        });
+      }
+      m = /^\/files\/([^/]+)\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(path);
+      if (!m) return new Response("not found", { status: 404 });
+      const [, ns, type, version, file] = m as unknown as [string, string, string, string, string];
+      const key = `${ns}/${type}/${version}`;
+      if (file === "SHA256SUMS" && sums.has(key)) return new Response(sums.get(key)! as BodyInit);
+      if (file === "SHA256SUMS.sig" && signatures.has(key)) {
+        return new Response(signatures.get(key)! as BodyInit);
+      }
+      const a = archives.find((x) =>
+        x.namespace === ns && x.type === type && x.version === version && x.filename === file
+      );
+      if (!a) return new Response("not found", { status: 404 });
+      return new Response(a.bytes as BodyInit, {
+        headers: { "content-type": "application/zip", "content-length": String(a.bytes.length) },
+      });
+    },
+  );
+  releaseUrl = `http://127.0.0.1:${release.addr.port}`;
+
+  const registry = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen() {} },
+    async (req) => {
+      const path = new URL(req.url).pathname;
+      requests.push({ server: "registry", method: req.method, path, headers: req.headers });
+      const intercepted = await opts.intercept?.(req, "registry");
+      if (intercepted) return intercepted;
+      if (path === "/.well-known/terraform.json") {
+        return json({ "modules.v1": "/v1/modules/", "providers.v1": "/v1/providers/" });
+      }
+      let m = /^\/v1\/providers\/([^/]+)\/([^/]+)\/versions$/.exec(path);
+      if (m) {
+        const p = opts.providers.find((x) => x.namespace === m![1] && x.type === m![2]);
+        if (!p) return json({ errors: ["Not Found"] }, 404);
+        return json({
+          id: `${p.namespace}/${p.type}`,
+          versions: p.versions.map((v) => ({
+            version: v.version,
+            protocols: v.protocols ?? ["5.0"],
+            platforms: v.platforms.map((pl) => {
+              const [os, arch] = pl.split("_");
+              return { os, arch };
+            }),
+          })),
+          warnings: null,
+        });
+      }
+      m = /^\/v1\/providers\/([^/]+)\/([^/]+)\/([^/]+)\/download\/([^/]+)\/([^/]+)$/.exec(path);
+      if (m) {
+        const [, ns, type, version, os, arch] = m as unknown as [
+          string,
+          string,
+          string,
+          string,
+          string,
+          string,
+        ];
+        const a = archives.find((x) =>
+          x.namespace === ns && x.type === type && x.version === version && x.os === os &&
+          x.arch === arch
+        );
+        if (!a) return json({ errors: ["Not Found"] }, 404);
+        const p = opts.providers.find((x) => x.namespace === ns && x.type === type)!;
+        const v = p.versions.find((x) => x.version === version)!;
+        const dir = `${ns}/${type}/${version}`;
+        const redirect = opts.redirectDownloads ?? true;
+        return json({
+          protocols: v.protocols ?? ["5.0"],
+          os,
+          arch,
+          filename: a.filename,
+          download_url: `${releaseUrl}/${redirect ? "redirect" : "files"}/${dir}/${a.filename}`,
+          shasums_url: `${releaseUrl}/files/${dir}/SHA256SUMS`,
+          shasums_signature_url: `${releaseUrl}/files/${dir}/SHA256SUMS.sig`,
+          shasum: a.sha256,
+          signing_keys: {
+            gpg_public_keys: [{
+              key_id: signingKey.keyId.toUpperCase(),
+              ascii_armor: signingKey.publicKeyArmored,
+              trust_signature: "",
+              source: "Fake",
+              source_url: null,
+            }],
+          },
+          ...(opts.extraDownloadFields?.({ namespace: ns, type, version, os, arch }) ?? {}),
+        });
+      }
+      return json({ errors: ["Not Found"] }, 404);
+    },
+  );
+
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    ac.abort();
+    await Promise.all([registry.finished, release.finished]);
+  };
+
+  return {
+    registryUrl: `http://127.0.0.1:${registry.addr.port}`,
+    releaseUrl,
+    archives,
+    sums,
+    signatures,
+    signingKey,
+    requests,
+    count: (match) => match ? requests.filter(match).length : requests.length,
+    archive(type, version, platform) {
+      const a = archives.find((x) =>
+        x.type === type && x.version === version && `${x.os}_${x.arch}` === platform
+      );
+      if (!a) throw new Error(`fake registry has no ${type} ${version} ${platform}`);
+      return a;
+    },
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}
