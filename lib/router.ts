@@ -97,7 +97,7 @@ function registryRoute(segs: string[], hostname: string): Route | undefined {
 export function parseRoute(pathname: string, defaultUpstream: string): Route | undefined {
   if (pathname === "/.well-known/terraform.json") return { kind: "wellKnown" };
   if (pathname === "/-/healthz" || pathname === "/-/health") return { kind: "health" };
-  if (!pathname.startsWith("/")) return undefined;
+  if (!pathname.startsWith("/") || pathname === "/") return undefined;
   // Every valid name is plain ASCII without '%', so encoded bytes (%2e%2e, %2f,
   // %00) are simply invalid; rejecting them early means nothing is decoded twice.
   // deno-lint-ignore no-control-regex

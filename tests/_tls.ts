@@ -95,6 +95,7 @@ export async function makeTestTls(dir: string): Promise<TestTls> {
   const csrPath = join(dir, "server.csr");
   const caConfigPath = join(dir, "ca.cnf");
   const serverConfigPath = join(dir, "server.cnf");
+  await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(caConfigPath, CA_CONFIG);
   await Deno.writeTextFile(serverConfigPath, SERVER_CONFIG);
 
