@@ -179,8 +179,11 @@ class WindowReader {
 
 interface DirectoryLocation {
   entryCount: number;
-  offset: number;
+  /** Where the central directory starts in the file. */
+  start: number;
   size: number;
+  /** Added to recorded offsets to get file offsets (non-zero if data was prepended). */
+  base: number;
 }
 
 async function findDirectory(file: Deno.FsFile, fileSize: number): Promise<DirectoryLocation> {
@@ -209,6 +212,7 @@ async function findDirectory(file: Deno.FsFile, fileSize: number): Promise<Direc
   let size = tv.getUint32(at + 12, true);
   let offset = tv.getUint32(at + 16, true);
   const eocdOffset = tailStart + at;
+  let endOffset = eocdOffset;
 
   if (entryCount === 0xffff || size === 0xffffffff || offset === 0xffffffff) {
     const locatorOffset = eocdOffset - EOCD64_LOCATOR_LEN;
@@ -245,15 +249,30 @@ async function findDirectory(file: Deno.FsFile, fileSize: number): Promise<Direc
         entryCount = getUint64(rec, 32, "zip64 entry count");
         size = getUint64(rec, 40, "zip64 central directory size");
         offset = getUint64(rec, 48, "zip64 central directory offset");
+        endOffset = recordOffset;
       }
     }
   }
-  if (offset > fileSize || size > fileSize - offset) {
+  // Data prepended to an archive (a self-extractor stub, say) shifts every
+  // offset. Like Go, infer the shift from where the directory ends, unless
+  // the recorded offset already points at a directory header.
+  let base = endOffset - size - offset;
+  if (endOffset - size < 0 || endOffset - size >= fileSize) {
     throw new ZipFormatError(
-      `central directory (offset ${offset}, ${size} bytes) lies outside the ${fileSize}-byte file`,
+      `central directory (${size} bytes ending at offset ${endOffset}) lies outside the ${fileSize}-byte file`,
     );
   }
-  return { entryCount, offset, size };
+  if (base > 0 && offset + 4 <= fileSize) {
+    const sig = view(await readAt(file, offset, 4, "the central directory"));
+    if (sig.getUint32(0, true) === SIG_CENTRAL) base = 0;
+  }
+  const start = base + offset;
+  if (start + size > fileSize) {
+    throw new ZipFormatError(
+      `central directory (offset ${start}, ${size} bytes) lies outside the ${fileSize}-byte file`,
+    );
+  }
+  return { entryCount, start, size, base };
 }
 
 /**
@@ -268,7 +287,7 @@ async function findDirectory(file: Deno.FsFile, fileSize: number): Promise<Direc
 export async function readZipEntries(file: Deno.FsFile): Promise<ZipEntry[]> {
   const fileSize = (await file.stat()).size;
   const dir = await findDirectory(file, fileSize);
-  const reader = new WindowReader(file, dir.offset, dir.offset + dir.size);
+  const reader = new WindowReader(file, dir.start, dir.start + dir.size);
   const entries: ZipEntry[] = [];
   // The 16-bit entry count overflows in archives written without zip64, so
   // (like Go) read records until the signature stops matching and compare
@@ -330,9 +349,10 @@ export async function readZipEntries(file: Deno.FsFile): Promise<ZipEntry[]> {
         `entry "${name}" has 32-bit overflow markers but no zip64 extra field`,
       );
     }
-    if (localHeaderOffset + LOCAL_HEADER_LEN > fileSize) {
+    localHeaderOffset += dir.base;
+    if (localHeaderOffset < 0 || localHeaderOffset + LOCAL_HEADER_LEN > fileSize) {
       throw new ZipFormatError(
-        `entry "${name}" has local header offset ${localHeaderOffset}, past the end of the ${fileSize}-byte file`,
+        `entry "${name}" has local header offset ${localHeaderOffset}, outside the ${fileSize}-byte file`,
       );
     }
     const entry: ZipEntry = {

@@ -373,6 +373,40 @@ Deno.test("comments and bytes after the end record are tolerated", async () => {
   });
 });
 
+Deno.test("data prepended to an archive shifts its offsets, as in Go", async () => {
+  const zip = await makeZip([
+    { name: "a", data: "first" },
+    { name: "b", data: "second entry", method: "deflate" },
+  ]);
+  const stub = enc.encode("#!/bin/sh\necho self-extracting stub\nexit 0\n");
+  await withZip(new Uint8Array([...stub, ...zip]), async (file) => {
+    const entries = await readZipEntries(file);
+    assertEquals(entries[0]!.localHeaderOffset, stub.length);
+    const got = await Promise.all(entries.map((e) => readAll(openZipEntry(file, e))));
+    assertEquals(got, [enc.encode("first"), enc.encode("second entry")]);
+  });
+  // Bytes between the directory and its end record look like a shift too, but
+  // the recorded offset still points at a directory header, so it is kept.
+  const eocd = zip.length - 22;
+  const gap = new Uint8Array([
+    ...zip.subarray(0, eocd),
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    ...zip.subarray(eocd),
+  ]);
+  await withZip(gap, async (file) => {
+    const entries = await readZipEntries(file);
+    assertEquals(entries.map((e) => e.localHeaderOffset), [0, 30 + 1 + 5]);
+    assertEquals(await readAll(openZipEntry(file, entries[1]!)), enc.encode("second entry"));
+  });
+});
+
 Deno.test("ZIP64 end records and extra fields are read", async () => {
   const big = noise(300_000, 9);
   const small = enc.encode("zip64 entry\n");
@@ -425,11 +459,17 @@ Deno.test("garbage and truncated files throw ZipFormatError", async () => {
     ["random bytes", noise(200_000, 11), /no end of central directory/],
     ["cut in half", zip.subarray(0, zip.length >> 1), /no end of central directory/],
     ["last byte missing", zip.subarray(0, zip.length - 1), /no end of central directory/],
-    ["directory past the end", patch(zip, zip.length - 6, zip.length, 4), /outside/],
-    ["huge directory", patch(zip, zip.length - 10, 0xfffffff0, 4), /outside/],
+    // A wrong directory offset reads as data prepended with a negative length.
+    ["directory past the end", patch(zip, zip.length - 6, zip.length, 4), /offset -\d+, outside/],
+    ["huge directory", patch(zip, zip.length - 10, 0xfffffff0, 4), /lies outside/],
+    [
+      "overstated directory size",
+      patch(zip, zip.length - 10, zip.length - 22 - cd + 10, 4),
+      /0 readable/,
+    ],
     ["wrong entry count", patch(zip, zip.length - 12, 3, 2), /2 readable entries .* says 3/],
     ["bad central signature", patch(zip, cd, 0x12345678, 4), /0 readable entries/],
-    ["local header past the end", patch(zip, cd + 42, zip.length, 4), /past the end/],
+    ["local header past the end", patch(zip, cd + 42, zip.length, 4), /outside the/],
   ];
   for (const [what, bytes, pattern] of cases) {
     await withZip(bytes, async (file) => {

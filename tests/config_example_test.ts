@@ -1,0 +1,24 @@
+import { buildConfig, type ConfigEnv } from "../lib/config.ts";
+import { assertEquals } from "../lib/deps/assert.ts";
+
+Deno.test("config.example.json is valid and shows every key", async () => {
+  const raw = JSON.parse(
+    await Deno.readTextFile(new URL("../config.example.json", import.meta.url)),
+  );
+  const pem = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n";
+  const key = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nx\n-----END PGP PUBLIC KEY BLOCK-----\n";
+  const env: ConfigEnv = {
+    readTextFile: (p) => Promise.resolve(p.endsWith(".asc") ? key : pem),
+    getEnv: (n) => n === "TFE_TOKEN" ? "t0ken" : undefined,
+    cwd: () => "/",
+  };
+  const c = await buildConfig(raw, {}, "/etc/repoxy", env);
+  assertEquals(c.upstreams.get("tfe.example.com")?.token, "t0ken");
+  assertEquals(c.upstreams.get("tfe.example.com")?.trustedKeys.length, 1);
+  // Every documented key appears in the example and in the README table.
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const keys = ["listen", "tls.cert", "tls.key", "publicUrl", "cacheDir", "upstreams"]
+    .concat(["upstreams.<host>.url", "upstreams.<host>.token", "upstreams.<host>.trustedKeys"])
+    .concat(["defaultUpstream", "metadataTtl", "upstreamTimeout", "offline", "logFormat"]);
+  for (const k of keys) assertEquals(readme.includes(`\`${k}\``), true, `README documents ${k}`);
+});
