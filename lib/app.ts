@@ -20,7 +20,7 @@ import {
 import { archiveFilename, type PlatformRef, type ProviderRef } from "./names.ts";
 import { PackageStore } from "./package_store.ts";
 import { RefsStore } from "./refs_store.ts";
-import { BadPathError, parseRoute, type Route } from "./router.ts";
+import { BadPathError, type ModuleRef, parseRoute, type Route } from "./router.ts";
 import { serveFile } from "./serve_file.ts";
 import { parseSha256Sums } from "./signature.ts";
 import { type FetchFn, UpstreamClient } from "./upstream.ts";
@@ -264,10 +264,57 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   function wellKnown(req: Request): Response {
     return jsonResponse(
       req,
-      JSON.stringify({ "providers.v1": "/v1/providers/" }) + "\n",
+      JSON.stringify({ "modules.v1": "/v1/modules/", "providers.v1": "/v1/providers/" }) + "\n",
       undefined,
       300,
     );
+  }
+
+  /**
+   * Module registry answers are passed through (not cached): a `host` block
+   * replaces the whole discovery document, so without `modules.v1` module
+   * installs from that registry would break. Relative locations are made
+   * absolute against the upstream URL, which the client no longer sees.
+   */
+  async function modulePassThrough(req: Request, ctx: RequestContext, m: ModuleRef, suffix: string) {
+    if (config.offline) throw new NotFoundError("module registry answers are not cached and this mirror is offline");
+    const base = await metadata.serviceBase(m.hostname, "modules.v1");
+    const client = metadata.client(m.hostname);
+    const url = new URL(`${m.namespace}/${m.name}/${m.system}/${suffix}`, base);
+    const { res, url: final } = await client.get(url, {
+      accept: "application/json",
+      signal: AbortSignal.timeout(config.upstreamTimeoutMs),
+    });
+    ctx.cache = "miss";
+    if (res.status === 404) {
+      await res.body?.cancel();
+      throw new NotFoundError(`upstream ${m.hostname} has no module ${m.namespace}/${m.name}/${m.system}`);
+    }
+    if (res.status !== 200 && res.status !== 204) {
+      await res.body?.cancel();
+      throw new UpstreamError(`upstream ${m.hostname} answered ${res.status} for ${final.pathname}`);
+    }
+    const len = Number(res.headers.get("content-length") ?? "0");
+    if (len > 1024 * 1024) {
+      await res.body?.cancel();
+      throw new UpstreamError(`upstream ${m.hostname} sent an oversized module document`);
+    }
+    const absolute = (loc: string) => /^(\/|\.\/|\.\.\/)/.test(loc) ? new URL(loc, final).href : loc;
+    let body = res.status === 204 ? "" : await res.text();
+    const headers = new Headers({ "cache-control": "no-store", "x-repoxy-cache": "miss" });
+    headers.set("content-type", res.headers.get("content-type") ?? "application/json");
+    const get = res.headers.get("x-terraform-get");
+    if (get) headers.set("x-terraform-get", absolute(get));
+    if (body && suffix.endsWith("download")) {
+      try {
+        const doc = JSON.parse(body);
+        if (doc && typeof doc.location === "string") {
+          doc.location = absolute(doc.location);
+          body = JSON.stringify(doc);
+        }
+      } catch { /* not JSON: pass through as is */ }
+    }
+    return new Response(req.method === "HEAD" || res.status === 204 ? null : body, { status: res.status, headers });
   }
 
   function health(req: Request): Response {
@@ -292,7 +339,9 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
         allow: "GET, HEAD",
       });
     }
-    if ("provider" in r) metadata.client(r.provider.hostname); // 404 for unknown registries, before any work
+    // 404 for unknown registries, before any work.
+    if ("provider" in r) metadata.client(r.provider.hostname);
+    if ("module" in r) metadata.client(r.module.hostname);
     switch (r.kind) {
       case "wellKnown":
         return wellKnown(req);
@@ -310,6 +359,10 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
         return await registryDownload(req, ctx, r.provider, r.version, r);
       case "registrySums":
         return await registrySums(req, ctx, r.provider, r.version, r.signature);
+      case "moduleVersions":
+        return await modulePassThrough(req, ctx, r.module, "versions");
+      case "moduleDownload":
+        return await modulePassThrough(req, ctx, r.module, `${r.version}/download`);
     }
   }
 

@@ -20,7 +20,7 @@ import {
   type ProviderRef,
 } from "./names.ts";
 import { entryBytes, type RefEntry, type RefsStore, toBase64 } from "./refs_store.ts";
-import { noProviderService, type UpstreamClient } from "./upstream.ts";
+import type { UpstreamClient } from "./upstream.ts";
 
 /** Where an answer came from, for logs, metrics and the `x-repoxy-cache` header. */
 export type CacheStatus = "hit" | "miss" | "stale";
@@ -70,6 +70,10 @@ export interface DownloadValue {
 export interface SumsValue {
   sums: Uint8Array;
   signature: Uint8Array | undefined;
+}
+
+function noService(hostname: string, service: string): NotFoundError {
+  return new NotFoundError(`upstream ${hostname} does not offer ${service}`);
 }
 
 /** Minimum gap between refreshes forced by a client asking for an unlisted version. */
@@ -212,14 +216,19 @@ export class Metadata {
   }
 
   /** The upstream's `providers.v1` base URL, from service discovery. */
-  async providersBase(hostname: string): Promise<URL> {
+  providersBase(hostname: string): Promise<URL> {
+    return this.serviceBase(hostname, "providers.v1");
+  }
+
+  /** A service's base URL (`providers.v1`, `modules.v1`) from the upstream's discovery document. */
+  async serviceBase(hostname: string, service: "providers.v1" | "modules.v1"): Promise<URL> {
     const client = this.client(hostname);
     const got = await this.#cached(
       refKeys.discovery(hostname),
       Math.max(this.config.metadataTtlMs, 3_600_000),
       async () => {
         const { text, url } = await client.getJson(client.discoveryUrl()).catch((e) => {
-          if (e instanceof NotFoundError) throw noProviderService(hostname);
+          if (e instanceof NotFoundError) throw noService(hostname, service);
           throw e;
         });
         return { fetchedAt: this.now(), url, body: text };
@@ -232,10 +241,10 @@ export class Metadata {
     } catch {
       throw new UpstreamError(`upstream ${hostname} sent malformed service discovery`);
     }
-    const service = (doc as Record<string, unknown>)?.["providers.v1"];
-    if (typeof service !== "string") throw noProviderService(hostname);
-    const base = new URL(service, got.value.url);
-    if (base.protocol !== "https:" && base.protocol !== "http:") throw noProviderService(hostname);
+    const value = (doc as Record<string, unknown>)?.[service];
+    if (typeof value !== "string") throw noService(hostname, service);
+    const base = new URL(value, got.value.url);
+    if (base.protocol !== "https:" && base.protocol !== "http:") throw noService(hostname, service);
     if (!base.pathname.endsWith("/")) base.pathname += "/";
     return base;
   }

@@ -30,7 +30,17 @@ export type Route =
     os: string;
     arch: string;
   }
-  | { kind: "registrySums"; provider: ProviderRef; version: string; signature: boolean };
+  | { kind: "registrySums"; provider: ProviderRef; version: string; signature: boolean }
+  | { kind: "moduleVersions"; module: ModuleRef }
+  | { kind: "moduleDownload"; module: ModuleRef; version: string };
+
+/** A module in a registry: `{namespace}/{name}/{system}`. */
+export interface ModuleRef {
+  hostname: string;
+  namespace: string;
+  name: string;
+  system: string;
+}
 
 /** A request path that is understood but names something invalid. */
 export class BadPathError extends Error {
@@ -116,6 +126,18 @@ export function parseRoute(pathname: string, defaultUpstream: string): Route | u
     // the same length and tail, so trying the short form first is unambiguous.
     return registryRoute(rest, defaultUpstream) ??
       (rest.length > 1 ? registryRoute(rest.slice(1), rest[0]!) : undefined);
+  }
+
+  if (segs[0] === "v1" && segs[1] === "modules") {
+    // {host}/{ns}/{name}/{system}/versions or {host}/{ns}/{name}/{system}/{version}/download
+    const [host, ns, name, system, a, b] = segs.slice(2);
+    if (host === undefined || ns === undefined || name === undefined || system === undefined) return undefined;
+    const p = provider(host, ns, name);
+    if (!isValidPart(system.toLowerCase())) throw new BadPathError(`invalid module system "${system}"`);
+    const module: ModuleRef = { hostname: p.hostname, namespace: p.namespace, name: p.type, system: system.toLowerCase() };
+    if (segs.length === 7 && a === "versions") return { kind: "moduleVersions", module };
+    if (segs.length === 8 && b === "download") return { kind: "moduleDownload", module, version: version(a!) };
+    return undefined;
   }
 
   if (segs.length === 4) {

@@ -95,6 +95,7 @@ export function clientSnippet(baseUrl: string, upstreams: string[], tls: boolean
       `host "${h}" {`,
       "  services = {",
       `    "providers.v1" = "${base}v1/providers/${h}/"`,
+      `    "modules.v1"   = "${base}v1/modules/${h}/"`,
       "  }",
       "}",
     );

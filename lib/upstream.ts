@@ -235,10 +235,3 @@ export class UpstreamClient {
     }
   }
 }
-
-/** Raised for services an upstream does not offer (e.g. no `providers.v1`). */
-export function noProviderService(hostname: string): NotFoundError {
-  return new NotFoundError(
-    `upstream ${hostname} does not offer a provider registry (providers.v1)`,
-  );
-}

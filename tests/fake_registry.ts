@@ -179,6 +179,18 @@ export async function startFakeRegistry(opts: FakeRegistryOptions): Promise<Fake
       if (path === "/.well-known/terraform.json") {
         return json({ "modules.v1": "/v1/modules/", "providers.v1": "/v1/providers/" });
       }
+      // One module, hashicorp/consul/aws 0.1.0, for the modules.v1 pass-through.
+      if (path === "/v1/modules/hashicorp/consul/aws/versions") {
+        return json({
+          modules: [{ source: "hashicorp/consul/aws", versions: [{ version: "0.1.0" }] }],
+        });
+      }
+      if (path === "/v1/modules/hashicorp/consul/aws/0.1.0/download") {
+        return new Response(null, {
+          status: 204,
+          headers: { "x-terraform-get": "/archives/consul-0.1.0.tar.gz" },
+        });
+      }
       let m = /^\/v1\/providers\/([^/]+)\/([^/]+)\/versions$/.exec(path);
       if (m) {
         const p = opts.providers.find((x) => x.namespace === m![1] && x.type === m![2]);

@@ -236,7 +236,10 @@ Deno.test("well-known discovery and health endpoints", async () => {
   await using t = await makeTestApp(undefined, dir.path);
   const wk = await t.get("/.well-known/terraform.json");
   assertEquals(wk.status, 200);
-  assertEquals(await jsonOf(wk), { "providers.v1": "/v1/providers/" });
+  assertEquals(await jsonOf(wk), {
+    "modules.v1": "/v1/modules/",
+    "providers.v1": "/v1/providers/",
+  });
   const h = await t.get("/-/healthz");
   assertEquals(h.status, 200);
   assertEquals((await jsonOf(h) as { status: string }).status, "ok");
