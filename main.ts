@@ -26,6 +26,9 @@ Options:
 Exit codes: 0 ok, 1 runtime failure, 2 bad flags or config.
 Docs: README.md (client setup, every config key).`;
 
+/** How long in-flight responses may run after SIGTERM (systemd's TimeoutStopSec must exceed it). */
+const DRAIN_MS = 20_000;
+
 function out(s: string) {
   // deno-lint-ignore no-console
   console.log(s);
@@ -113,9 +116,18 @@ export async function main(argv: string[]): Promise<number> {
       clientSnippet(base, [...config.upstreams.keys()], config.tls !== undefined) + "\n",
   );
 
+  let stopping = false;
   const stop = () => {
-    app.log.info("shutting down");
-    server.shutdown(10_000).then(() => Deno.exit(0));
+    if (stopping) {
+      app.log.warn("second signal; exiting now");
+      Deno.exit(1);
+    }
+    stopping = true;
+    app.log.info("shutting down: no new connections, draining in-flight responses", { deadlineMs: DRAIN_MS });
+    server.shutdown(DRAIN_MS).then(() => {
+      app.log.info("shutdown complete");
+      Deno.exit(0);
+    });
   };
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGINT", stop);

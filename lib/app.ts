@@ -8,9 +8,17 @@
 import { resetDir } from "./atomic_write.ts";
 import type { Config } from "./config.ts";
 import { join } from "./deps/path.ts";
-import { errorResponse, HttpError, NotFoundError, toErrorStatus, UpstreamError } from "./errors.ts";
+import {
+  DiskError,
+  errorResponse,
+  HttpError,
+  NotFoundError,
+  toErrorStatus,
+  UpstreamError,
+  UpstreamTimeoutError,
+} from "./errors.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { type CacheStatus, Metadata } from "./metadata.ts";
+import { type CacheStatus, type DownloadValue, Metadata, worstStatus } from "./metadata.ts";
 import {
   type MirrorArchive,
   mirrorIndexJson,
@@ -18,7 +26,7 @@ import {
   rewriteDownloadDoc,
 } from "./mirror_json.ts";
 import { archiveFilename, type PlatformRef, type ProviderRef } from "./names.ts";
-import { PackageStore } from "./package_store.ts";
+import { PackageStore, verifyingStream } from "./package_store.ts";
 import { RefsStore } from "./refs_store.ts";
 import { BadPathError, type ModuleRef, parseRoute, type Route } from "./router.ts";
 import { serveFile } from "./serve_file.ts";
@@ -37,6 +45,8 @@ export interface AppDeps {
   sleep?: (ms: number) => Promise<void>;
   /** Idle timeout of archive downloads, in ms. */
   downloadIdleTimeoutMs?: number;
+  /** Deadline for a whole metadata answer, in ms (default: upstreamTimeout + 1.5 s, at most 9.5 s). */
+  requestDeadlineMs?: number;
 }
 
 /** Per-request facts gathered for the access log. */
@@ -73,12 +83,6 @@ function jsonResponse(
   return new Response(req.method === "HEAD" ? null : body, { status: 200, headers });
 }
 
-/** Combines cache statuses: any stale part makes the answer stale, any miss a miss. */
-function worst(...s: Array<CacheStatus | undefined>): CacheStatus {
-  if (s.includes("stale")) return "stale";
-  if (s.includes("miss")) return "miss";
-  return "hit";
-}
 
 /**
  * Creates the application. Prepares the cache directory (and empties `tmp/`).
@@ -88,6 +92,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const now = deps.now ?? Date.now;
   const fetchFn = deps.fetch ?? ((input, init) => fetch(input, init));
   const shutdown = new AbortController();
+  const requestDeadlineMs = deps.requestDeadlineMs ?? Math.min(9_500, config.upstreamTimeoutMs + 1_500);
 
   const tmpDir = join(config.cacheDir, "tmp");
   await Deno.mkdir(join(config.cacheDir, "refs"), { recursive: true });
@@ -124,7 +129,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     const s = await metadata.sums(p, version, dl.value);
     return {
       map: parseSha256Sums(new TextDecoder().decode(s.value.sums)),
-      status: worst(dl.status, s.status),
+      status: worstStatus(dl.status, s.status),
     };
   }
 
@@ -161,7 +166,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       hashes.push(`zh:${zh}`);
       archives.push({ platform: `${pl.os}_${pl.arch}`, url: filename, hashes });
     }
-    ctx.cache = worst(...statuses);
+    ctx.cache = worstStatus(...statuses);
     return jsonResponse(req, mirrorVersionJson(archives), ctx.cache);
   }
 
@@ -188,23 +193,48 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
         `${archiveFilename(p.type, version, pl)} is not cached and this mirror is offline`,
       );
     }
-    let d = packages.inflight(p, version, pl);
-    if (!d) {
-      const dl = await metadata.download(p, version, pl);
-      const client = metadata.client(p.hostname);
-      d = packages.fetch(p, version, pl, {
-        client,
-        url: new URL(dl.value.doc.download_url, dl.value.url),
-        expectedSha256: dl.value.doc.shasum,
-        signal: shutdown.signal,
+    const joined = packages.inflight(p, version, pl);
+    const dl = joined ? undefined : await metadata.verifiedDownload(p, version, pl);
+    const d = joined ?? packages.fetch(p, version, pl, {
+      client: metadata.client(p.hostname),
+      url: new URL(dl!.value.doc.download_url, dl!.value.url),
+      expectedSha256: dl!.value.doc.shasum,
+      signal: shutdown.signal,
+    });
+    try {
+      await d.ready;
+    } catch (e) {
+      if (!(e instanceof DiskError) || !dl) throw e;
+      log.error("cache not writable; streaming the archive without caching it", {
+        path: new URL(req.url).pathname,
+        error: e.message,
       });
+      return await passThrough(req, ctx, p, dl.value);
     }
-    await d.ready;
     ctx.cache = "miss";
     const headers = new Headers({ "content-type": "application/zip", "x-repoxy-cache": "miss" });
     if (d.expectedSize !== undefined) headers.set("content-length", String(d.expectedSize));
     if (req.method === "HEAD") return new Response(null, { status: 200, headers });
     return new Response(d.reader(), { status: 200, headers });
+  }
+
+  /** Streams an archive from upstream to the client, verified, without caching it. */
+  async function passThrough(req: Request, ctx: RequestContext, p: ProviderRef, dl: DownloadValue) {
+    const client = metadata.client(p.hostname);
+    const { res, url } = await client.get(new URL(dl.doc.download_url, dl.url), { signal: shutdown.signal });
+    if (res.status !== 200 || !res.body) {
+      await res.body?.cancel();
+      throw new UpstreamError(`download host ${url.host} answered ${res.status} for ${url.pathname}`);
+    }
+    ctx.cache = "miss";
+    const headers = new Headers({ "content-type": "application/zip", "x-repoxy-cache": "bypass" });
+    const len = res.headers.get("content-length");
+    if (len && /^\d+$/.test(len)) headers.set("content-length", len);
+    if (req.method === "HEAD") {
+      await res.body.cancel();
+      return new Response(null, { status: 200, headers });
+    }
+    return new Response(verifyingStream(res.body, dl.doc.shasum), { status: 200, headers });
   }
 
   async function registryVersions(req: Request, ctx: RequestContext, p: ProviderRef) {
@@ -247,7 +277,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     if (!pl) throw new NotFoundError(`${providerPath(p)} ${version} lists no platforms`);
     const dl = await metadata.download(p, version, pl);
     const s = await metadata.sums(p, version, dl.value);
-    ctx.cache = worst(entry.status, dl.status, s.status);
+    ctx.cache = worstStatus(entry.status, dl.status, s.status);
     const bytes = sig ? s.value.signature : s.value.sums;
     if (!bytes) {
       throw new NotFoundError(`upstream ${p.hostname} offers no signature for ${version}`);
@@ -423,12 +453,30 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     }, { highWaterMark: 0 });
   }
 
+  /**
+   * Metadata answers must beat the client's 10 s timeout even when an upstream
+   * hangs mid-chain (discovery, then versions, then documents): past the
+   * deadline the client gets a 504 while the fetch goes on and fills the cache.
+   */
+  function withDeadline(req: Request, ctx: RequestContext): Promise<Response> {
+    const work = route(req, ctx);
+    if (ctx.route === "archive") return work;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        work.then((r) => r.body?.cancel()).catch(() => {});
+        reject(new UpstreamTimeoutError("the upstream did not answer in time; try again shortly"));
+      }, requestDeadlineMs);
+    });
+    return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+  }
+
   async function handle(req: Request): Promise<Response> {
     const started = performance.now();
     const ctx: RequestContext = { route: "none", cache: undefined };
     let res: Response;
     try {
-      res = await route(req, ctx);
+      res = await withDeadline(req, ctx);
     } catch (e) {
       const status = toErrorStatus(e);
       if (status >= 500 && !(e instanceof HttpError)) {
@@ -459,10 +507,16 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     packages,
     metadata,
     handle,
-    settle: () => packages.settle(),
+    async settle() {
+      await metadata.settle();
+      await packages.settle();
+    },
     async close() {
       shutdown.abort();
+      await metadata.settle();
       await packages.settle();
+      // Whatever an aborted download left behind goes now, not at next start.
+      await resetDir(tmpDir).catch(() => {});
     },
   };
 }

@@ -42,6 +42,11 @@ export class UpstreamTimeoutError extends UpstreamError {
   }
 }
 
+/** The cache directory cannot be written (full, read-only, gone). */
+export class DiskError extends Error {
+  override name = "DiskError";
+}
+
 /** Maps any thrown value to a status code. */
 export function toErrorStatus(e: unknown): number {
   if (e instanceof HttpError) return e.status;

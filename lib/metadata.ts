@@ -20,6 +20,7 @@ import {
   type ProviderRef,
 } from "./names.ts";
 import { entryBytes, type RefEntry, type RefsStore, toBase64 } from "./refs_store.ts";
+import { parseSha256Sums, SignatureError, verifyDetachedSignature } from "./signature.ts";
 import type { UpstreamClient } from "./upstream.ts";
 
 /** Where an answer came from, for logs, metrics and the `x-repoxy-cache` header. */
@@ -72,8 +73,28 @@ export interface SumsValue {
   signature: Uint8Array | undefined;
 }
 
+/** Combines cache statuses: any stale part makes the answer stale, any miss a miss. */
+export function worstStatus(...s: Array<CacheStatus | undefined>): CacheStatus {
+  if (s.includes("stale")) return "stale";
+  if (s.includes("miss")) return "miss";
+  return "hit";
+}
+
 function noService(hostname: string, service: string): NotFoundError {
   return new NotFoundError(`upstream ${hostname} does not offer ${service}`);
+}
+
+/** How long a refresh may take before a stored (expired) copy is served instead. */
+const STALE_GRACE_MS = 2_000;
+const SLOW = Symbol("slow");
+
+async function raceStale<T>(p: Promise<T>, ms: number): Promise<T | typeof SLOW> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([p, new Promise<typeof SLOW>((r) => timer = setTimeout(() => r(SLOW), ms))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Minimum gap between refreshes forced by a client asking for an unlisted version. */
@@ -191,14 +212,29 @@ export class Metadata {
     if (!p) {
       p = (async () => {
         const entry = await fetcher();
-        await this.refs.put(key, entry);
+        try {
+          await this.refs.put(key, entry);
+        } catch (e) {
+          // A full or read-only disk must not turn a good upstream answer into an error.
+          this.log.error("cannot write metadata to the cache; serving it uncached", {
+            key,
+            error: (e as Error).message,
+          });
+        }
         return entry;
       })();
       this.#inflight.set(key, p);
       p.finally(() => this.#inflight.delete(key)).catch(() => {});
     }
     try {
-      const entry = await p;
+      // With a stored copy to fall back on, a slow upstream should not make
+      // the client wait: past a short grace period the stale copy is served
+      // and the refresh goes on in the background.
+      const entry = stored ? await raceStale(p, STALE_GRACE_MS) : await p;
+      if (entry === SLOW) {
+        this.log.warn("upstream slow; serving stale metadata while refreshing", { upstream: opts.hostname, key });
+        return { value: stored!, status: "stale", fetchedAt: stored!.fetchedAt };
+      }
       return { value: entry, status: "miss", fetchedAt: entry.fetchedAt };
     } catch (e) {
       // A definite "not found" upstream is not a reason to serve stale data
@@ -334,37 +370,98 @@ export class Metadata {
 
   /**
    * SHA256SUMS and its signature for a version, fetched from the URLs the
-   * download document names (kept for good once fetched).
+   * download document names and kept for good — but only once the signature
+   * verified against the upstream's signing keys (or the operator's pinned
+   * `trustedKeys`). A release that fails is refused and nothing is stored.
    */
   async sums(p: ProviderRef, version: string, dl: DownloadValue): Promise<Sourced<SumsValue>> {
     const client = this.client(p.hostname);
+    const upstream = this.config.upstreams.get(p.hostname);
     const what = `SHA256SUMS of ${providerKey(p)} ${version}`;
-    if (!dl.doc.shasums_url) {
-      throw new UpstreamError(`upstream ${p.hostname} names no shasums_url for ${version}`);
-    }
-    const sumsUrl = new URL(dl.doc.shasums_url, dl.url);
-    const sums = await this.#cached(refKeys.sums(p, version), Infinity, async () => {
-      // The client fetches these without credentials (PROTOCOL 2.3); so do we,
-      // unless they live on the registry's own origin.
-      const { body, url } = await client.getBytes(sumsUrl);
+    const got = await this.#cached(refKeys.sums(p, version), Infinity, async () => {
+      if (!dl.doc.shasums_url) {
+        throw new UpstreamError(`upstream ${p.hostname} names no shasums_url for ${providerKey(p)} ${version}`);
+      }
+      const keys = (dl.doc.signing_keys?.gpg_public_keys ?? [])
+        .map((k) => k.ascii_armor)
+        .filter((k): k is string => typeof k === "string" && k !== "");
+      const trustedKeys = upstream?.trustedKeys ?? [];
+      // OpenTofu skips the signature check for its own registry when it lists
+      // no keys; Repoxy accepts exactly that case too, and nothing else.
+      const unsignedOk = keys.length === 0 && trustedKeys.length === 0 && p.hostname === "registry.opentofu.org";
+      if (!dl.doc.shasums_signature_url && !unsignedOk) {
+        throw new UpstreamError(`refusing ${what}: the upstream names no signature for it`);
+      }
+      const [sums, sig] = await Promise.all([
+        client.getBytes(new URL(dl.doc.shasums_url, dl.url)),
+        dl.doc.shasums_signature_url && !unsignedOk
+          ? client.getBytes(new URL(dl.doc.shasums_signature_url, dl.url))
+          : Promise.resolve(undefined),
+      ]);
+      if (sig) {
+        try {
+          const signer = await verifyDetachedSignature({
+            data: sums.body,
+            signature: sig.body,
+            armoredKeys: keys,
+            trustedKeys,
+          });
+          this.log.info("SHA256SUMS signature verified", { what, keyId: signer.keyId });
+        } catch (e) {
+          if (!(e instanceof SignatureError)) throw e;
+          this.log.error("SHA256SUMS signature does not verify; release refused", { what, error: e.message });
+          throw new UpstreamError(`refusing ${what}: ${e.message}`);
+        }
+        await this.refs.put(refKeys.signature(p, version), {
+          fetchedAt: this.now(),
+          url: sig.url,
+          body: toBase64(sig.body),
+          encoding: "base64",
+        });
+      } else {
+        this.log.warn("accepting unsigned SHA256SUMS (registry.opentofu.org lists no keys)", { what });
+      }
+      try {
+        parseSha256Sums(new TextDecoder().decode(sums.body));
+      } catch (e) {
+        throw new UpstreamError(`refusing ${what}: ${(e as Error).message}`);
+      }
       // base64 keeps the bytes exact (a text round trip could drop a BOM), and
       // the signature covers exactly these bytes.
-      return { fetchedAt: this.now(), url, body: toBase64(body), encoding: "base64" };
+      return { fetchedAt: this.now(), url: sums.url, body: toBase64(sums.body), encoding: "base64" };
     }, { what, hostname: p.hostname });
-    let signature: Uint8Array | undefined;
-    if (dl.doc.shasums_signature_url) {
-      const sigUrl = new URL(dl.doc.shasums_signature_url, dl.url);
-      const sig = await this.#cached(refKeys.signature(p, version), Infinity, async () => {
-        const { body, url } = await client.getBytes(sigUrl);
-        return { fetchedAt: this.now(), url, body: toBase64(body), encoding: "base64" };
-      }, { what: `signature of ${what}`, hostname: p.hostname });
-      signature = entryBytes(sig.value);
-    }
+    const sig = await this.refs.get(refKeys.signature(p, version));
     return {
-      value: { sums: entryBytes(sums.value), signature },
-      status: sums.status,
-      fetchedAt: sums.value.fetchedAt,
+      value: { sums: entryBytes(got.value), signature: sig ? entryBytes(sig) : undefined },
+      status: got.status,
+      fetchedAt: got.value.fetchedAt,
     };
+  }
+
+  /**
+   * The download document of an archive, checked against the verified
+   * SHA256SUMS: its `shasum` must be the line for its `filename`. This is what
+   * an archive download may trust.
+   */
+  async verifiedDownload(p: ProviderRef, version: string, pl: PlatformRef): Promise<Sourced<DownloadValue>> {
+    const dl = await this.download(p, version, pl);
+    const sums = await this.sums(p, version, dl.value);
+    const listed = parseSha256Sums(new TextDecoder().decode(sums.value.sums)).get(dl.value.doc.filename);
+    const what = `${providerKey(p)} ${version} ${pl.os}_${pl.arch}`;
+    if (!listed) {
+      throw new UpstreamError(`refusing ${what}: SHA256SUMS has no line for ${dl.value.doc.filename}`);
+    }
+    if (listed !== dl.value.doc.shasum.toLowerCase()) {
+      throw new UpstreamError(
+        `refusing ${what}: the download document's shasum ${dl.value.doc.shasum} differs from SHA256SUMS (${listed})`,
+      );
+    }
+    return { ...dl, status: worstStatus(dl.status, sums.status) };
+  }
+
+  /** Waits for metadata fetches still in flight (shutdown, tests). */
+  async settle(): Promise<void> {
+    await Promise.allSettled([...this.#inflight.values()]);
   }
 
   /** Versions that have anything stored (offline listings use this). */

@@ -13,7 +13,7 @@ import { syncDir, tempPath } from "./atomic_write.ts";
 import { createHash } from "./deps/crypto.ts";
 import { dirname, join } from "./deps/path.ts";
 import { hashZipH1 } from "./dirhash.ts";
-import { UpstreamError, UpstreamTimeoutError } from "./errors.ts";
+import { DiskError, UpstreamError, UpstreamTimeoutError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { refKeys } from "./metadata.ts";
 import { archiveFilename, type PlatformRef, type ProviderRef } from "./names.ts";
@@ -164,6 +164,45 @@ export class Download {
   }
 }
 
+/**
+ * Passes an upstream body through while hashing it, holding back the last
+ * chunk until the sha256 matched (used when the cache cannot be written: the
+ * client still never receives a complete archive that failed the check).
+ */
+export function verifyingStream(
+  body: ReadableStream<Uint8Array>,
+  expectedSha256: string,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  const hash = createHash("sha256");
+  let pending: Uint8Array | undefined;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) {
+          const got = hash.digest("hex");
+          if (got !== expectedSha256.toLowerCase()) {
+            controller.error(new UpstreamError(`archive does not match the upstream checksum (got sha256 ${got})`));
+            return;
+          }
+          if (pending) controller.enqueue(pending);
+          controller.close();
+          return;
+        }
+        hash.update(value);
+        const out = pending;
+        pending = value;
+        if (out) {
+          controller.enqueue(out);
+          return;
+        }
+      }
+    },
+    cancel: (reason) => reader.cancel(reason),
+  }, { highWaterMark: 0 });
+}
+
 /** Stores, opens and downloads provider archives. */
 export class PackageStore {
   readonly root: string;
@@ -293,7 +332,12 @@ export class PackageStore {
         lenHeader !== null && /^\d+$/.test(lenHeader) && !res.headers.has("content-encoding")
           ? Number(lenHeader)
           : undefined;
-      file = await Deno.open(d.tmpPath, { write: true, createNew: true });
+      try {
+        file = await Deno.open(d.tmpPath, { write: true, createNew: true });
+      } catch (e) {
+        await res.body?.cancel();
+        throw new DiskError(`cannot create a temp file in ${this.tmpDir}: ${(e as Error).message}`);
+      }
       d.markReady(expected);
       const hash = createHash("sha256");
       try {
