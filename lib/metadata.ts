@@ -183,6 +183,15 @@ export class Metadata {
     readonly now: () => number = Date.now,
   ) {}
 
+  /** Stores an entry; a full or read-only disk must not turn a good upstream answer into an error. */
+  async #store(key: string, entry: RefEntry): Promise<void> {
+    try {
+      await this.refs.put(key, entry);
+    } catch (e) {
+      this.log.error("cannot write metadata to the cache; serving it uncached", { key, error: (e as Error).message });
+    }
+  }
+
   /** The client for a configured upstream; other hostnames are never contacted. */
   client(hostname: string): UpstreamClient {
     const c = this.clients.get(hostname);
@@ -212,15 +221,7 @@ export class Metadata {
     if (!p) {
       p = (async () => {
         const entry = await fetcher();
-        try {
-          await this.refs.put(key, entry);
-        } catch (e) {
-          // A full or read-only disk must not turn a good upstream answer into an error.
-          this.log.error("cannot write metadata to the cache; serving it uncached", {
-            key,
-            error: (e as Error).message,
-          });
-        }
+        await this.#store(key, entry);
         return entry;
       })();
       this.#inflight.set(key, p);
@@ -412,7 +413,7 @@ export class Metadata {
           this.log.error("SHA256SUMS signature does not verify; release refused", { what, error: e.message });
           throw new UpstreamError(`refusing ${what}: ${e.message}`);
         }
-        await this.refs.put(refKeys.signature(p, version), {
+        await this.#store(refKeys.signature(p, version), {
           fetchedAt: this.now(),
           url: sig.url,
           body: toBase64(sig.body),

@@ -62,8 +62,10 @@ export class RefsStore {
 
   /** Stores an entry atomically (and in memory). */
   async put(key: string, entry: RefEntry): Promise<void> {
-    await atomicWrite(this.pathOf(key), JSON.stringify(entry), this.tmpDir);
+    // Remembered even if the write fails: a broken disk should cost durability,
+    // not the ability to answer.
     this.#remember(key, entry);
+    await atomicWrite(this.pathOf(key), JSON.stringify(entry), this.tmpDir);
   }
 
   /** Forgets what memory holds for a key (after an outside change). */
