@@ -123,7 +123,9 @@ export async function main(argv: string[]): Promise<number> {
       Deno.exit(1);
     }
     stopping = true;
-    app.log.info("shutting down: no new connections, draining in-flight responses", { deadlineMs: DRAIN_MS });
+    app.log.info("shutting down: no new connections, draining in-flight responses", {
+      deadlineMs: DRAIN_MS,
+    });
     server.shutdown(DRAIN_MS).then(() => {
       app.log.info("shutdown complete");
       Deno.exit(0);

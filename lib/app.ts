@@ -83,7 +83,6 @@ function jsonResponse(
   return new Response(req.method === "HEAD" ? null : body, { status: 200, headers });
 }
 
-
 /**
  * Creates the application. Prepares the cache directory (and empties `tmp/`).
  */
@@ -92,7 +91,8 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const now = deps.now ?? Date.now;
   const fetchFn = deps.fetch ?? ((input, init) => fetch(input, init));
   const shutdown = new AbortController();
-  const requestDeadlineMs = deps.requestDeadlineMs ?? Math.min(9_500, config.upstreamTimeoutMs + 1_500);
+  const requestDeadlineMs = deps.requestDeadlineMs ??
+    Math.min(9_500, config.upstreamTimeoutMs + 1_500);
 
   const tmpDir = join(config.cacheDir, "tmp");
   await Deno.mkdir(join(config.cacheDir, "refs"), { recursive: true });
@@ -221,10 +221,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   /** Streams an archive from upstream to the client, verified, without caching it. */
   async function passThrough(req: Request, ctx: RequestContext, p: ProviderRef, dl: DownloadValue) {
     const client = metadata.client(p.hostname);
-    const { res, url } = await client.get(new URL(dl.doc.download_url, dl.url), { signal: shutdown.signal });
+    const { res, url } = await client.get(new URL(dl.doc.download_url, dl.url), {
+      signal: shutdown.signal,
+    });
     if (res.status !== 200 || !res.body) {
       await res.body?.cancel();
-      throw new UpstreamError(`download host ${url.host} answered ${res.status} for ${url.pathname}`);
+      throw new UpstreamError(
+        `download host ${url.host} answered ${res.status} for ${url.pathname}`,
+      );
     }
     ctx.cache = "miss";
     const headers = new Headers({ "content-type": "application/zip", "x-repoxy-cache": "bypass" });
@@ -306,8 +310,15 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
    * installs from that registry would break. Relative locations are made
    * absolute against the upstream URL, which the client no longer sees.
    */
-  async function modulePassThrough(req: Request, ctx: RequestContext, m: ModuleRef, suffix: string) {
-    if (config.offline) throw new NotFoundError("module registry answers are not cached and this mirror is offline");
+  async function modulePassThrough(
+    req: Request,
+    ctx: RequestContext,
+    m: ModuleRef,
+    suffix: string,
+  ) {
+    if (config.offline) {
+      throw new NotFoundError("module registry answers are not cached and this mirror is offline");
+    }
     const base = await metadata.serviceBase(m.hostname, "modules.v1");
     const client = metadata.client(m.hostname);
     const url = new URL(`${m.namespace}/${m.name}/${m.system}/${suffix}`, base);
@@ -318,18 +329,23 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     ctx.cache = "miss";
     if (res.status === 404) {
       await res.body?.cancel();
-      throw new NotFoundError(`upstream ${m.hostname} has no module ${m.namespace}/${m.name}/${m.system}`);
+      throw new NotFoundError(
+        `upstream ${m.hostname} has no module ${m.namespace}/${m.name}/${m.system}`,
+      );
     }
     if (res.status !== 200 && res.status !== 204) {
       await res.body?.cancel();
-      throw new UpstreamError(`upstream ${m.hostname} answered ${res.status} for ${final.pathname}`);
+      throw new UpstreamError(
+        `upstream ${m.hostname} answered ${res.status} for ${final.pathname}`,
+      );
     }
     const len = Number(res.headers.get("content-length") ?? "0");
     if (len > 1024 * 1024) {
       await res.body?.cancel();
       throw new UpstreamError(`upstream ${m.hostname} sent an oversized module document`);
     }
-    const absolute = (loc: string) => /^(\/|\.\/|\.\.\/)/.test(loc) ? new URL(loc, final).href : loc;
+    const absolute = (loc: string) =>
+      /^(\/|\.\/|\.\.\/)/.test(loc) ? new URL(loc, final).href : loc;
     let body = res.status === 204 ? "" : await res.text();
     const headers = new Headers({ "cache-control": "no-store", "x-repoxy-cache": "miss" });
     headers.set("content-type", res.headers.get("content-type") ?? "application/json");
@@ -344,7 +360,10 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
         }
       } catch { /* not JSON: pass through as is */ }
     }
-    return new Response(req.method === "HEAD" || res.status === 204 ? null : body, { status: res.status, headers });
+    return new Response(req.method === "HEAD" || res.status === 204 ? null : body, {
+      status: res.status,
+      headers,
+    });
   }
 
   function health(req: Request): Response {
@@ -361,14 +380,15 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
 
   async function route(req: Request, ctx: RequestContext): Promise<Response> {
     const url = new URL(req.url);
-    const r = parseRoute(url.pathname, config.defaultUpstream);
-    if (!r) throw new NotFoundError(`nothing is served at ${url.pathname}`);
-    ctx.route = r.kind;
+    // Everything Repoxy serves is read-only.
     if (req.method !== "GET" && req.method !== "HEAD") {
       throw new HttpError(405, `method ${req.method} is not allowed; use GET or HEAD`, {
         allow: "GET, HEAD",
       });
     }
+    const r = parseRoute(url.pathname, config.defaultUpstream);
+    if (!r) throw new NotFoundError(`nothing is served at ${url.pathname}`);
+    ctx.route = r.kind;
     // 404 for unknown registries, before any work.
     if ("provider" in r) metadata.client(r.provider.hostname);
     if ("module" in r) metadata.client(r.module.hostname);

@@ -91,7 +91,10 @@ const SLOW = Symbol("slow");
 async function raceStale<T>(p: Promise<T>, ms: number): Promise<T | typeof SLOW> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    return await Promise.race([p, new Promise<typeof SLOW>((r) => timer = setTimeout(() => r(SLOW), ms))]);
+    return await Promise.race([
+      p,
+      new Promise<typeof SLOW>((r) => timer = setTimeout(() => r(SLOW), ms)),
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -188,7 +191,10 @@ export class Metadata {
     try {
       await this.refs.put(key, entry);
     } catch (e) {
-      this.log.error("cannot write metadata to the cache; serving it uncached", { key, error: (e as Error).message });
+      this.log.error("cannot write metadata to the cache; serving it uncached", {
+        key,
+        error: (e as Error).message,
+      });
     }
   }
 
@@ -233,7 +239,10 @@ export class Metadata {
       // and the refresh goes on in the background.
       const entry = stored ? await raceStale(p, STALE_GRACE_MS) : await p;
       if (entry === SLOW) {
-        this.log.warn("upstream slow; serving stale metadata while refreshing", { upstream: opts.hostname, key });
+        this.log.warn("upstream slow; serving stale metadata while refreshing", {
+          upstream: opts.hostname,
+          key,
+        });
         return { value: stored!, status: "stale", fetchedAt: stored!.fetchedAt };
       }
       return { value: entry, status: "miss", fetchedAt: entry.fetchedAt };
@@ -381,7 +390,9 @@ export class Metadata {
     const what = `SHA256SUMS of ${providerKey(p)} ${version}`;
     const got = await this.#cached(refKeys.sums(p, version), Infinity, async () => {
       if (!dl.doc.shasums_url) {
-        throw new UpstreamError(`upstream ${p.hostname} names no shasums_url for ${providerKey(p)} ${version}`);
+        throw new UpstreamError(
+          `upstream ${p.hostname} names no shasums_url for ${providerKey(p)} ${version}`,
+        );
       }
       const keys = (dl.doc.signing_keys?.gpg_public_keys ?? [])
         .map((k) => k.ascii_armor)
@@ -389,7 +400,8 @@ export class Metadata {
       const trustedKeys = upstream?.trustedKeys ?? [];
       // OpenTofu skips the signature check for its own registry when it lists
       // no keys; Repoxy accepts exactly that case too, and nothing else.
-      const unsignedOk = keys.length === 0 && trustedKeys.length === 0 && p.hostname === "registry.opentofu.org";
+      const unsignedOk = keys.length === 0 && trustedKeys.length === 0 &&
+        p.hostname === "registry.opentofu.org";
       if (!dl.doc.shasums_signature_url && !unsignedOk) {
         throw new UpstreamError(`refusing ${what}: the upstream names no signature for it`);
       }
@@ -410,7 +422,10 @@ export class Metadata {
           this.log.info("SHA256SUMS signature verified", { what, keyId: signer.keyId });
         } catch (e) {
           if (!(e instanceof SignatureError)) throw e;
-          this.log.error("SHA256SUMS signature does not verify; release refused", { what, error: e.message });
+          this.log.error("SHA256SUMS signature does not verify; release refused", {
+            what,
+            error: e.message,
+          });
           throw new UpstreamError(`refusing ${what}: ${e.message}`);
         }
         await this.#store(refKeys.signature(p, version), {
@@ -420,7 +435,9 @@ export class Metadata {
           encoding: "base64",
         });
       } else {
-        this.log.warn("accepting unsigned SHA256SUMS (registry.opentofu.org lists no keys)", { what });
+        this.log.warn("accepting unsigned SHA256SUMS (registry.opentofu.org lists no keys)", {
+          what,
+        });
       }
       try {
         parseSha256Sums(new TextDecoder().decode(sums.body));
@@ -429,7 +446,12 @@ export class Metadata {
       }
       // base64 keeps the bytes exact (a text round trip could drop a BOM), and
       // the signature covers exactly these bytes.
-      return { fetchedAt: this.now(), url: sums.url, body: toBase64(sums.body), encoding: "base64" };
+      return {
+        fetchedAt: this.now(),
+        url: sums.url,
+        body: toBase64(sums.body),
+        encoding: "base64",
+      };
     }, { what, hostname: p.hostname });
     const sig = await this.refs.get(refKeys.signature(p, version));
     return {
@@ -444,13 +466,21 @@ export class Metadata {
    * SHA256SUMS: its `shasum` must be the line for its `filename`. This is what
    * an archive download may trust.
    */
-  async verifiedDownload(p: ProviderRef, version: string, pl: PlatformRef): Promise<Sourced<DownloadValue>> {
+  async verifiedDownload(
+    p: ProviderRef,
+    version: string,
+    pl: PlatformRef,
+  ): Promise<Sourced<DownloadValue>> {
     const dl = await this.download(p, version, pl);
     const sums = await this.sums(p, version, dl.value);
-    const listed = parseSha256Sums(new TextDecoder().decode(sums.value.sums)).get(dl.value.doc.filename);
+    const listed = parseSha256Sums(new TextDecoder().decode(sums.value.sums)).get(
+      dl.value.doc.filename,
+    );
     const what = `${providerKey(p)} ${version} ${pl.os}_${pl.arch}`;
     if (!listed) {
-      throw new UpstreamError(`refusing ${what}: SHA256SUMS has no line for ${dl.value.doc.filename}`);
+      throw new UpstreamError(
+        `refusing ${what}: SHA256SUMS has no line for ${dl.value.doc.filename}`,
+      );
     }
     if (listed !== dl.value.doc.shasum.toLowerCase()) {
       throw new UpstreamError(

@@ -183,7 +183,9 @@ export function verifyingStream(
         if (done) {
           const got = hash.digest("hex");
           if (got !== expectedSha256.toLowerCase()) {
-            controller.error(new UpstreamError(`archive does not match the upstream checksum (got sha256 ${got})`));
+            controller.error(
+              new UpstreamError(`archive does not match the upstream checksum (got sha256 ${got})`),
+            );
             return;
           }
           if (pending) controller.enqueue(pending);

@@ -131,12 +131,23 @@ export function parseRoute(pathname: string, defaultUpstream: string): Route | u
   if (segs[0] === "v1" && segs[1] === "modules") {
     // {host}/{ns}/{name}/{system}/versions or {host}/{ns}/{name}/{system}/{version}/download
     const [host, ns, name, system, a, b] = segs.slice(2);
-    if (host === undefined || ns === undefined || name === undefined || system === undefined) return undefined;
+    if (host === undefined || ns === undefined || name === undefined || system === undefined) {
+      return undefined;
+    }
     const p = provider(host, ns, name);
-    if (!isValidPart(system.toLowerCase())) throw new BadPathError(`invalid module system "${system}"`);
-    const module: ModuleRef = { hostname: p.hostname, namespace: p.namespace, name: p.type, system: system.toLowerCase() };
+    if (!isValidPart(system.toLowerCase())) {
+      throw new BadPathError(`invalid module system "${system}"`);
+    }
+    const module: ModuleRef = {
+      hostname: p.hostname,
+      namespace: p.namespace,
+      name: p.type,
+      system: system.toLowerCase(),
+    };
     if (segs.length === 7 && a === "versions") return { kind: "moduleVersions", module };
-    if (segs.length === 8 && b === "download") return { kind: "moduleDownload", module, version: version(a!) };
+    if (segs.length === 8 && b === "download") {
+      return { kind: "moduleDownload", module, version: version(a!) };
+    }
     return undefined;
   }
 

@@ -25,8 +25,8 @@ async function slowFake(delayMs = 15): Promise<FakeRegistry> {
   const big = await makeZip([
     { name: "terraform-provider-alpha_v1.0.0", data: randomBytes(1 << 20), mode: 0o755 },
   ]);
-  let fake: FakeRegistry;
-  fake = await startFakeRegistry({
+  // The intercept closure reads `fake` only after it is assigned.
+  const fake: FakeRegistry = await startFakeRegistry({
     providers: TWO_PROVIDERS,
     zipOverride: (name, zip) =>
       name === "terraform-provider-alpha_1.0.0_linux_amd64.zip" ? big : zip,

@@ -46,8 +46,8 @@ async function expectRefused(
 
 Deno.test("a signature by a key the upstream does not offer is refused", async () => {
   const other = await makeSigningKey("Somebody Else");
-  let fake: FakeRegistry;
-  fake = await startFakeRegistry({
+  // The intercept closure reads `fake` only after it is assigned.
+  const fake: FakeRegistry = await startFakeRegistry({
     providers: TWO_PROVIDERS,
     intercept: async (req) => {
       if (new URL(req.url).pathname === "/files/example/alpha/1.0.0/SHA256SUMS.sig") {
