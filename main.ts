@@ -116,24 +116,25 @@ export async function main(argv: string[]): Promise<number> {
       clientSnippet(base, [...config.upstreams.keys()], config.tls !== undefined) + "\n",
   );
 
-  let stopping = false;
+  let stopped: Promise<void> | undefined;
   const stop = () => {
-    if (stopping) {
+    if (stopped) {
       app.log.warn("second signal; exiting now");
       Deno.exit(1);
     }
-    stopping = true;
     app.log.info("shutting down: no new connections, draining in-flight responses", {
       deadlineMs: DRAIN_MS,
     });
-    server.shutdown(DRAIN_MS).then(() => {
-      app.log.info("shutdown complete");
-      Deno.exit(0);
-    });
+    stopped = server.shutdown(DRAIN_MS);
   };
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGINT", stop);
   await server.finished;
+  // The listener closes before the drain and cleanup are done; wait for those.
+  await stopped;
+  Deno.removeSignalListener("SIGTERM", stop);
+  Deno.removeSignalListener("SIGINT", stop);
+  app.log.info("shutdown complete");
   return 0;
 }
 
