@@ -2,6 +2,9 @@
  * Slow and broken bodies for fault-injection tests.
  * @module
  */
+import { type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
+import { TWO_PROVIDERS } from "./_helpers.ts";
+import { makeZip } from "./_zip.ts";
 
 /** A body that sends `bytes` in chunks with a pause before each. */
 export function slowBody(
@@ -52,4 +55,38 @@ export function randomBytes(n: number): Uint8Array {
     crypto.getRandomValues(out.subarray(i, Math.min(n, i + 65536)));
   }
   return out;
+}
+
+/** The archive {@link slowArchiveFake} makes slow. */
+export const SLOW_ZIP = "terraform-provider-alpha_1.0.0_linux_amd64.zip";
+
+/**
+ * A fake registry whose alpha 1.0.0 linux_amd64 archive is `size` random bytes
+ * and trickles out in `chunk`-byte steps every `delayMs` while `slow.on`.
+ */
+export async function slowArchiveFake(
+  opts: { size: number; chunk: number; delayMs: number; slow?: { on: boolean } },
+): Promise<FakeRegistry> {
+  const big = await makeZip([{
+    name: "terraform-provider-alpha_v1.0.0",
+    data: randomBytes(opts.size),
+    mode: 0o755,
+  }]);
+  // The intercept closure reads `fake` only after it is assigned.
+  const fake: FakeRegistry = await startFakeRegistry({
+    providers: TWO_PROVIDERS,
+    zipOverride: (name, zip) => name === SLOW_ZIP ? big : zip,
+    intercept: (req) => {
+      if (
+        (opts.slow?.on ?? true) &&
+        new URL(req.url).pathname === `/files/example/alpha/1.0.0/${SLOW_ZIP}`
+      ) {
+        const a = fake.archive("alpha", "1.0.0", "linux_amd64");
+        return new Response(slowBody(a.bytes, opts.chunk, opts.delayMs), {
+          headers: { "content-length": String(a.bytes.length) },
+        });
+      }
+    },
+  });
+  return fake;
 }

@@ -15,32 +15,13 @@ import {
   tempDir,
   TWO_PROVIDERS,
 } from "./_helpers.ts";
-import { randomBytes, slowBody } from "./_slow.ts";
-import { makeZip } from "./_zip.ts";
+import { slowArchiveFake } from "./_slow.ts";
 
 const H = "registry.terraform.io";
 
 /** A fake whose alpha 1.0.0 linux_amd64 archive is ~1 MiB and trickles out in 64 KiB steps. */
-async function slowFake(delayMs = 15): Promise<FakeRegistry> {
-  const big = await makeZip([
-    { name: "terraform-provider-alpha_v1.0.0", data: randomBytes(1 << 20), mode: 0o755 },
-  ]);
-  // The intercept closure reads `fake` only after it is assigned.
-  const fake: FakeRegistry = await startFakeRegistry({
-    providers: TWO_PROVIDERS,
-    zipOverride: (name, zip) =>
-      name === "terraform-provider-alpha_1.0.0_linux_amd64.zip" ? big : zip,
-    intercept: (req) => {
-      const path = new URL(req.url).pathname;
-      if (path === "/files/example/alpha/1.0.0/terraform-provider-alpha_1.0.0_linux_amd64.zip") {
-        const a = fake.archive("alpha", "1.0.0", "linux_amd64");
-        return new Response(slowBody(a.bytes, 64 * 1024, delayMs), {
-          headers: { "content-length": String(a.bytes.length) },
-        });
-      }
-    },
-  });
-  return fake;
+function slowFake(delayMs = 15): Promise<FakeRegistry> {
+  return slowArchiveFake({ size: 1 << 20, chunk: 64 * 1024, delayMs });
 }
 
 const ZIP = `/${H}/example/alpha/terraform-provider-alpha_1.0.0_linux_amd64.zip`;

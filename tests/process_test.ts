@@ -4,41 +4,39 @@
  */
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
-import { type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
-import { listDir, sha256Hex, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
-import { randomBytes, slowBody } from "./_slow.ts";
-import { makeZip } from "./_zip.ts";
+import type { FakeRegistry } from "./fake_registry.ts";
+import { listDir, sha256Hex, tempDir } from "./_helpers.ts";
+import { slowArchiveFake } from "./_slow.ts";
 
 const H = "registry.terraform.io";
 const ZIP = `/${H}/example/alpha/terraform-provider-alpha_1.0.0_linux_amd64.zip`;
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 /** A fake whose alpha archive (~2 MiB) trickles out while `slow.on`. */
-async function slowFake(slow: { on: boolean }): Promise<FakeRegistry> {
-  const big = await makeZip([{
-    name: "terraform-provider-alpha_v1.0.0",
-    data: randomBytes(2 << 20),
-    mode: 0o755,
-  }]);
-  // The intercept closure reads `fake` only after it is assigned.
-  const fake: FakeRegistry = await startFakeRegistry({
-    providers: TWO_PROVIDERS,
-    zipOverride: (name, zip) =>
-      name === "terraform-provider-alpha_1.0.0_linux_amd64.zip" ? big : zip,
-    intercept: (req) => {
-      const path = new URL(req.url).pathname;
-      if (
-        slow.on &&
-        path === "/files/example/alpha/1.0.0/terraform-provider-alpha_1.0.0_linux_amd64.zip"
-      ) {
-        const a = fake.archive("alpha", "1.0.0", "linux_amd64");
-        return new Response(slowBody(a.bytes, 32 * 1024, 20), {
-          headers: { "content-length": String(a.bytes.length) },
-        });
-      }
+function slowFake(slow: { on: boolean }): Promise<FakeRegistry> {
+  return slowArchiveFake({ size: 2 << 20, chunk: 32 * 1024, delayMs: 20, slow });
+}
+
+/** A slow fake, a cache dir and a config file pointing at the fake. */
+async function setup(slow: { on: boolean }) {
+  const fake = await slowFake(slow);
+  const dir = await tempDir();
+  const cacheDir = join(dir.path, "cache");
+  const configPath = join(dir.path, "repoxy.json");
+  await Deno.writeTextFile(
+    configPath,
+    JSON.stringify({ cacheDir, upstreams: { [H]: { url: fake.registryUrl } } }),
+  );
+  return {
+    fake,
+    cacheDir,
+    configPath,
+    want: fake.archive("alpha", "1.0.0", "linux_amd64"),
+    async [Symbol.asyncDispose]() {
+      await fake.stop();
+      await dir[Symbol.asyncDispose]();
     },
-  });
-  return fake;
+  };
 }
 
 interface Proc {
@@ -80,15 +78,8 @@ async function startRepoxy(configPath: string): Promise<Proc> {
 
 Deno.test("kill -9 during a download leaves nothing partial; restart cleans tmp and fetches again", async () => {
   const slow = { on: true };
-  await using fake = await slowFake(slow);
-  await using dir = await tempDir();
-  const cacheDir = join(dir.path, "cache");
-  const configPath = join(dir.path, "repoxy.json");
-  await Deno.writeTextFile(
-    configPath,
-    JSON.stringify({ cacheDir, upstreams: { [H]: { url: fake.registryUrl } } }),
-  );
-  const want = fake.archive("alpha", "1.0.0", "linux_amd64");
+  await using s = await setup(slow);
+  const { cacheDir, configPath, want } = s;
 
   const first = await startRepoxy(configPath);
   const res = await fetch(first.url + ZIP.slice(1));
@@ -139,15 +130,8 @@ Deno.test("kill -9 during a download leaves nothing partial; restart cleans tmp 
 
 Deno.test("SIGTERM: in-flight downloads finish, new connections are refused, exit 0, tmp empty", async () => {
   const slow = { on: true };
-  await using fake = await slowFake(slow);
-  await using dir = await tempDir();
-  const cacheDir = join(dir.path, "cache");
-  const configPath = join(dir.path, "repoxy.json");
-  await Deno.writeTextFile(
-    configPath,
-    JSON.stringify({ cacheDir, upstreams: { [H]: { url: fake.registryUrl } } }),
-  );
-  const want = fake.archive("alpha", "1.0.0", "linux_amd64");
+  await using s = await setup(slow);
+  const { cacheDir, configPath, want } = s;
 
   const p = await startRepoxy(configPath);
   const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
