@@ -3,9 +3,10 @@
  * @module
  */
 import { createApp } from "./lib/app.ts";
-import { ConfigError, loadConfig } from "./lib/config.ts";
+import { ConfigError, findConfigFile, loadConfig } from "./lib/config.ts";
 import { parseArgs } from "./lib/deps/cli.ts";
-import { clientSnippet, startServer } from "./lib/server.ts";
+import { createLogger } from "./lib/log.ts";
+import { clientSnippet, SHUTDOWN_DRAIN_MS, startServer } from "./lib/server.ts";
 import { VERSION } from "./lib/version.ts";
 
 const HELP = `Repoxy ${VERSION} — a caching mirror for Terraform and OpenTofu providers
@@ -15,8 +16,10 @@ Usage:
   repoxy --help | --version
 
 Options:
-  -c, --config FILE      JSON config file (default: none; every key has a default)
-  -l, --listen HOST:PORT address to listen on (default 127.0.0.1:8080)
+  -c, --config FILE      JSON config file; without it the first of $REPOXY_CONFIG,
+                         ./repoxy.json, /etc/repoxy/config.json and (compiled
+                         binary) config.json next to the executable; else defaults
+  -l, --listen HOST:PORT address to listen on (default 127.0.0.1:8080; port 0 picks one)
   -d, --cache-dir DIR    cache directory (default: the user's cache dir + /repoxy)
       --offline          never contact an upstream; serve only what is cached
       --log-format FMT   "text" (default) or "json" (one JSON object per line)
@@ -25,9 +28,6 @@ Options:
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad flags or config.
 Docs: README.md (client setup, every config key).`;
-
-/** How long in-flight responses may run after SIGTERM (systemd's TimeoutStopSec must exceed it). */
-const DRAIN_MS = 20_000;
 
 function out(s: string) {
   // deno-lint-ignore no-console
@@ -75,9 +75,16 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
 
+  // Until the config is read, only the flag says whether lines must be JSON.
+  const fail = (msg: string, fields: Record<string, string> = {}) => {
+    if (values["log-format"] === "json") createLogger("json").error(msg, fields);
+    else err(`repoxy: ${msg}${Object.values(fields).map((v) => `: ${v}`).join("")}`);
+  };
   let config;
+  let configFile;
   try {
-    config = await loadConfig(values.config ?? Deno.env.get("REPOXY_CONFIG"), {
+    configFile = await findConfigFile(values.config);
+    config = await loadConfig(configFile?.path, {
       listen: values.listen,
       cacheDir: values["cache-dir"],
       offline: values.offline,
@@ -85,7 +92,7 @@ export async function main(argv: string[]): Promise<number> {
     });
   } catch (e) {
     if (e instanceof ConfigError) {
-      err(`repoxy: config error: ${e.message}`);
+      fail("config error", { error: e.message });
       return 2;
     }
     throw e;
@@ -96,42 +103,46 @@ export async function main(argv: string[]): Promise<number> {
   try {
     server = startServer(app);
   } catch (e) {
-    err(
-      `repoxy: cannot listen on ${config.listen.hostname}:${config.listen.port}: ${
-        (e as Error).message
-      }`,
-    );
+    fail(`cannot listen on ${config.listen.hostname}:${config.listen.port}`, {
+      error: (e as Error).message,
+    });
     return 1;
   }
+  // Listen for signals before announcing the URL: whoever reads it may stop us at once.
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    if (stopping) {
+      app.log.warn("second signal; exiting without waiting");
+      Deno.exit(1);
+    }
+    app.log.info("shutting down");
+    stopping = server.shutdown(SHUTDOWN_DRAIN_MS);
+  };
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
   app.log.info("repoxy started", {
     version: VERSION,
     url: server.url,
     cacheDir: config.cacheDir,
     upstreams: [...config.upstreams.keys()].join(","),
     offline: config.offline,
+    config: configFile?.path ?? "none (defaults)",
+    configSource: configFile?.source,
   });
   const base = config.publicUrl ?? server.url;
-  err(
-    `\nRepoxy ${VERSION} is serving at ${server.url}\nPaste this into ~/.terraformrc (Terraform) or ~/.tofurc (OpenTofu):\n\n` +
-      clientSnippet(base, [...config.upstreams.keys()], config.tls !== undefined) + "\n",
-  );
+  const snippet = clientSnippet(base, [...config.upstreams.keys()], config.tls !== undefined);
+  if (config.logFormat === "json") {
+    app.log.info("client configuration for ~/.terraformrc or ~/.tofurc", { snippet });
+  } else {
+    err(
+      `\nRepoxy ${VERSION} is serving at ${server.url}\nPaste this into ~/.terraformrc (Terraform) or ~/.tofurc (OpenTofu):\n\n${snippet}\n`,
+    );
+  }
 
-  let stopped: Promise<void> | undefined;
-  const stop = () => {
-    if (stopped) {
-      app.log.warn("second signal; exiting now");
-      Deno.exit(1);
-    }
-    app.log.info("shutting down: no new connections, draining in-flight responses", {
-      deadlineMs: DRAIN_MS,
-    });
-    stopped = server.shutdown(DRAIN_MS);
-  };
-  Deno.addSignalListener("SIGTERM", stop);
-  Deno.addSignalListener("SIGINT", stop);
   await server.finished;
-  // The listener closes before the drain and cleanup are done; wait for those.
-  await stopped;
+  // `finished` resolves when the socket closes; archives still being written
+  // to the cache (app.close in shutdown) must land before the process exits.
+  await stopping;
   Deno.removeSignalListener("SIGTERM", stop);
   Deno.removeSignalListener("SIGINT", stop);
   app.log.info("shutdown complete");

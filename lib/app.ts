@@ -17,6 +17,7 @@ import {
   UpstreamError,
   UpstreamTimeoutError,
 } from "./errors.ts";
+import { CacheInventory } from "./inventory.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { type CacheStatus, type DownloadValue, Metadata, worstStatus } from "./metadata.ts";
 import {
@@ -26,11 +27,13 @@ import {
   rewriteDownloadDoc,
 } from "./mirror_json.ts";
 import { archiveFilename, type PlatformRef, type ProviderRef } from "./names.ts";
+import { metricsResponse, readyResponse, statusPageResponse } from "./ops.ts";
 import { PackageStore, verifyingStream } from "./package_store.ts";
 import { RefsStore } from "./refs_store.ts";
 import { BadPathError, type ModuleRef, parseRoute, type Route } from "./router.ts";
 import { serveFile } from "./serve_file.ts";
 import { parseSha256Sums } from "./signature.ts";
+import { Telemetry, type UpstreamRequestInfo } from "./telemetry.ts";
 import { type FetchFn, UpstreamClient } from "./upstream.ts";
 import { USER_AGENT, VERSION } from "./version.ts";
 
@@ -39,8 +42,8 @@ export interface AppDeps {
   fetch?: FetchFn;
   log?: Logger;
   now?: () => number;
-  /** Called for every upstream HTTP request (tests count them; metrics later). */
-  onUpstreamRequest?: (info: { hostname: string; url: string; status: number | "error" }) => void;
+  /** Called for every upstream HTTP request (tests count them; metrics get them anyway). */
+  onUpstreamRequest?: (info: UpstreamRequestInfo) => void;
   /** Waits between upstream retries. */
   sleep?: (ms: number) => Promise<void>;
   /** Idle timeout of archive downloads, in ms. */
@@ -61,6 +64,10 @@ export interface App {
   readonly log: Logger;
   readonly packages: PackageStore;
   readonly metadata: Metadata;
+  /** Metrics and upstream health (served at `/-/metrics` and `/`). */
+  readonly telemetry: Telemetry;
+  /** The archives in `packages/`, kept in memory for metrics and the status page. */
+  readonly inventory: CacheInventory;
   /** Handles one request. Never throws: errors become JSON responses. */
   handle(req: Request): Promise<Response>;
   /** Waits for in-flight downloads and background jobs. */
@@ -101,6 +108,21 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   if (removed > 0) log.warn("removed leftover temp files from an earlier run", { count: removed });
 
   const refs = new RefsStore(config.cacheDir, tmpDir);
+  // Walked once here; afterwards the store's hook keeps it current.
+  const inventory = new CacheInventory(join(config.cacheDir, "packages"));
+  await inventory.scan();
+  const telemetry = new Telemetry({
+    version: VERSION,
+    upstreams: [...config.upstreams.keys()],
+    inventory,
+    // Read at scrape time, after `packages` exists.
+    inflightDownloads: () => packages.inflightCount,
+    now,
+  });
+  const onUpstreamRequest = (info: UpstreamRequestInfo) => {
+    telemetry.onUpstream(info);
+    deps.onUpstreamRequest?.(info);
+  };
   const clients = new Map<string, UpstreamClient>();
   for (const [host, up] of config.upstreams) {
     clients.set(
@@ -112,7 +134,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
         timeoutMs: config.upstreamTimeoutMs,
         signal: shutdown.signal,
         ...(deps.sleep ? { sleep: deps.sleep } : {}),
-        ...(deps.onUpstreamRequest ? { onRequest: deps.onUpstreamRequest } : {}),
+        onRequest: onUpstreamRequest,
       }),
     );
   }
@@ -120,7 +142,16 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const packages = new PackageStore(config.cacheDir, tmpDir, refs, log, {
     ...(deps.downloadIdleTimeoutMs ? { idleTimeoutMs: deps.downloadIdleTimeoutMs } : {}),
     now,
+    onStored: (p, v, pl, size) => inventory.add(p, v, pl, size),
   });
+  const ops = {
+    config,
+    telemetry,
+    inventory,
+    inflightDownloads: () => packages.inflightCount,
+    now,
+    version: VERSION,
+  };
 
   /** SHA256SUMS of a version as filename → sha256, or undefined when unavailable. */
   async function sumsFor(p: ProviderRef, version: string, pl: PlatformRef) {
@@ -397,6 +428,12 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
         return wellKnown(req);
       case "health":
         return health(req);
+      case "ready":
+        return await readyResponse(req, config.cacheDir);
+      case "metrics":
+        return metricsResponse(req, telemetry);
+      case "status":
+        return statusPageResponse(req, ops);
       case "mirrorIndex":
         return await mirrorIndex(req, ctx, r.provider);
       case "mirrorVersion":
@@ -510,10 +547,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
         : "internal error; see the server log";
       res = errorResponse(status, message, e instanceof HttpError ? e.headers : {});
     }
+    telemetry.onRequest(ctx.route, res.status, (performance.now() - started) / 1000, ctx.cache);
     if (res.body) {
       const body = countedBody(
         res.body,
-        (bytes, note) => accessLog(req, ctx, res.status, bytes, started, note),
+        (bytes, note) => {
+          telemetry.onBytes(ctx.route, bytes);
+          accessLog(req, ctx, res.status, bytes, started, note);
+        },
       );
       return new Response(body, { status: res.status, headers: res.headers });
     }
@@ -526,6 +567,8 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     log,
     packages,
     metadata,
+    telemetry,
+    inventory,
     handle,
     async settle() {
       await metadata.settle();

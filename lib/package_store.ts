@@ -216,7 +216,12 @@ export class PackageStore {
     readonly tmpDir: string,
     readonly refs: RefsStore,
     readonly log: Logger,
-    readonly opts: { idleTimeoutMs?: number; now?: () => number } = {},
+    readonly opts: {
+      idleTimeoutMs?: number;
+      now?: () => number;
+      /** Called after an archive entered `packages/` (keeps the inventory current). */
+      onStored?: (p: ProviderRef, version: string, pl: PlatformRef, size: number) => void;
+    } = {},
   ) {
     this.root = join(cacheDir, "packages");
   }
@@ -400,6 +405,7 @@ export class PackageStore {
       await Deno.mkdir(dirname(d.finalPath), { recursive: true });
       await Deno.rename(d.tmpPath, d.finalPath);
       await syncDir(dirname(d.finalPath));
+      this.opts.onStored?.(p, version, pl, d.written);
       this.log.info("archive cached", {
         path: d.finalPath,
         bytes: d.written,

@@ -19,6 +19,9 @@ import {
 export type Route =
   | { kind: "wellKnown" }
   | { kind: "health" }
+  | { kind: "ready" }
+  | { kind: "metrics" }
+  | { kind: "status" }
   | { kind: "mirrorIndex"; provider: ProviderRef }
   | { kind: "mirrorVersion"; provider: ProviderRef; version: string }
   | { kind: "archive"; provider: ProviderRef; version: string; os: string; arch: string }
@@ -107,7 +110,11 @@ function registryRoute(segs: string[], hostname: string): Route | undefined {
 export function parseRoute(pathname: string, defaultUpstream: string): Route | undefined {
   if (pathname === "/.well-known/terraform.json") return { kind: "wellKnown" };
   if (pathname === "/-/healthz" || pathname === "/-/health") return { kind: "health" };
-  if (!pathname.startsWith("/") || pathname === "/") return undefined;
+  if (pathname === "/-/readyz") return { kind: "ready" };
+  if (pathname === "/-/metrics") return { kind: "metrics" };
+  // `/` is used by neither protocol (mirror paths start with a hostname).
+  if (pathname === "/") return { kind: "status" };
+  if (!pathname.startsWith("/")) return undefined;
   // Every valid name is plain ASCII without '%', so encoded bytes (%2e%2e, %2f,
   // %00) are simply invalid; rejecting them early means nothing is decoded twice.
   // deno-lint-ignore no-control-regex

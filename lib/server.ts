@@ -5,6 +5,12 @@
  */
 import type { App } from "./app.ts";
 
+/**
+ * How long SIGTERM waits for in-flight responses before cutting them. The
+ * systemd unit's TimeoutStopSec must be longer (a test checks it).
+ */
+export const SHUTDOWN_DRAIN_MS = 20_000;
+
 /** A started server. */
 export interface RunningServer {
   /** The bound address (port resolved when 0 was asked for). */
@@ -48,7 +54,7 @@ export function startServer(app: App): RunningServer {
     port: addr.port,
     url: `${scheme}://${displayHost}:${addr.port}/`,
     finished: server.finished,
-    async shutdown(deadlineMs = 10_000) {
+    async shutdown(deadlineMs = SHUTDOWN_DRAIN_MS) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const deadline = new Promise<"timeout">((r) =>
         timer = setTimeout(() => r("timeout"), deadlineMs)

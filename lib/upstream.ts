@@ -10,6 +10,7 @@
 import type { UpstreamConfig } from "./config.ts";
 import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import type { UpstreamRequestInfo } from "./telemetry.ts";
 
 /** The `fetch` signature Repoxy depends on (injectable for tests). */
 export type FetchFn = (input: Request | URL | string, init?: RequestInit) => Promise<Response>;
@@ -26,7 +27,7 @@ export interface UpstreamDeps {
   /** Waits between retries; injectable so tests need not sleep. */
   sleep?: (ms: number) => Promise<void>;
   /** Called for every upstream request (metrics, test counting). */
-  onRequest?: (info: { hostname: string; url: string; status: number | "error" }) => void;
+  onRequest?: (info: UpstreamRequestInfo) => void;
 }
 
 /** A fetched metadata body with the URL it finally came from (after redirects). */
@@ -38,6 +39,13 @@ export interface FetchedText {
 const MAX_REDIRECTS = 10;
 /** Metadata documents are small; a bigger answer is a broken or hostile upstream. */
 const MAX_METADATA_BYTES = 8 * 1024 * 1024;
+
+/** Deno's fetch says only "fetch failed"; the reason (refused, DNS, TLS) is in `cause`. */
+function fetchErrorText(e: unknown): string {
+  const cause = (e as Error)?.cause;
+  if (cause instanceof Error && cause.message) return cause.message;
+  return (e as Error)?.message ?? String(e);
+}
 
 const sleepReal = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -89,6 +97,8 @@ export class UpstreamClient {
         headers.set("authorization", `Bearer ${this.#token}`);
       }
       let res: Response;
+      const started = performance.now();
+      const took = () => Math.round((performance.now() - started) * 1000) / 1000;
       try {
         res = await this.deps.fetch(current, {
           headers,
@@ -96,17 +106,28 @@ export class UpstreamClient {
           ...(opts.signal ? { signal: opts.signal } : {}),
         });
       } catch (e) {
-        this.deps.onRequest?.({ hostname: this.hostname, url: current.href, status: "error" });
+        this.deps.onRequest?.({
+          hostname: this.hostname,
+          url: current.href,
+          status: "error",
+          durationMs: took(),
+          error: fetchErrorText(e),
+        });
         if (e instanceof DOMException && (e.name === "TimeoutError" || e.name === "AbortError")) {
           throw new UpstreamTimeoutError(`upstream ${current.host} did not answer in time`);
         }
         const err = new UpstreamError(
-          `cannot reach upstream ${current.host}: ${(e as Error).message}`,
+          `cannot reach upstream ${current.host}: ${fetchErrorText(e)}`,
         );
         err.transient = true;
         throw err;
       }
-      this.deps.onRequest?.({ hostname: this.hostname, url: current.href, status: res.status });
+      this.deps.onRequest?.({
+        hostname: this.hostname,
+        url: current.href,
+        status: res.status,
+        durationMs: took(),
+      });
       if (res.status >= 300 && res.status < 400 && res.headers.has("location")) {
         await res.body?.cancel();
         current = new URL(res.headers.get("location")!, current);

@@ -81,9 +81,9 @@ Deno.test("parseRoute() maps registry protocol paths, with and without hostname"
 });
 
 Deno.test("parseRoute() returns undefined for unknown shapes", () => {
+  assertEquals(parseRoute("/", D), { kind: "status" });
   for (
     const p of [
-      "/",
       "/foo",
       `/${D}/a/b`,
       `/${D}/a/b/c/d`,

@@ -1,0 +1,225 @@
+/**
+ * Prometheus metrics without a dependency: counters, gauges and histograms
+ * with labels, rendered in the text exposition format (version 0.0.4).
+ *
+ * Only what Repoxy needs is here. Series are kept in a `Map` keyed by the
+ * rendered label set, so an observation is one string join and one lookup.
+ * Label values are never client-chosen strings (route kinds, status codes,
+ * configured upstream names), which keeps the number of series bounded.
+ * @module
+ */
+
+/** Content type of the text exposition format. */
+export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+/** Label values by label name. */
+export type Labels = Record<string, string | number>;
+
+interface Metric {
+  readonly name: string;
+  readonly help: string;
+  readonly type: "counter" | "gauge" | "histogram";
+  /** Appends the sample lines (without HELP/TYPE) to `out`. */
+  samples(out: string[]): void;
+}
+
+const NAME_RE = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+
+/** Escapes a label value: backslash, double quote and newline. */
+export function escapeLabelValue(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+function escapeHelp(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+}
+
+/** Formats a sample value as Prometheus expects (`+Inf`, `NaN`, plain numbers). */
+export function formatValue(v: number): string {
+  if (Number.isNaN(v)) return "NaN";
+  if (v === Infinity) return "+Inf";
+  if (v === -Infinity) return "-Inf";
+  return String(v);
+}
+
+function labelKey(names: readonly string[], labels: Labels): string {
+  if (names.length === 0) return "";
+  const parts: string[] = [];
+  for (const n of names) {
+    const v = labels[n];
+    if (v === undefined) throw new TypeError(`Missing label "${n}"`);
+    parts.push(`${n}="${escapeLabelValue(String(v))}"`);
+  }
+  return parts.join(",");
+}
+
+function checkNames(name: string, labelNames: readonly string[]) {
+  if (!NAME_RE.test(name)) throw new TypeError(`Invalid metric name "${name}"`);
+  for (const l of labelNames) {
+    if (!LABEL_RE.test(l) || l.startsWith("__") || l === "le") {
+      throw new TypeError(`Invalid label name "${l}"`);
+    }
+  }
+}
+
+function series(name: string, key: string): string {
+  return key === "" ? name : `${name}{${key}}`;
+}
+
+/** A monotonically increasing count. */
+export class Counter implements Metric {
+  readonly type = "counter";
+  readonly #values = new Map<string, { labels: Labels; value: number }>();
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly labelNames: readonly string[] = [],
+  ) {
+    checkNames(name, labelNames);
+  }
+
+  /** Adds `n` (default 1) to the series with these labels. */
+  inc(labels: Labels = {}, n = 1): void {
+    if (!(n >= 0)) throw new RangeError(`Counter "${this.name}" cannot decrease`);
+    const k = labelKey(this.labelNames, labels);
+    const s = this.#values.get(k);
+    if (s) s.value += n;
+    else this.#values.set(k, { labels: { ...labels }, value: n });
+  }
+
+  /** The current value of one series (0 when never incremented). */
+  get(labels: Labels = {}): number {
+    return this.#values.get(labelKey(this.labelNames, labels))?.value ?? 0;
+  }
+
+  /** Sum over every series whose labels include all of `match`. */
+  sum(match: Labels = {}): number {
+    let total = 0;
+    for (const s of this.#values.values()) {
+      if (Object.entries(match).every(([k, v]) => String(s.labels[k]) === String(v))) {
+        total += s.value;
+      }
+    }
+    return total;
+  }
+
+  samples(out: string[]): void {
+    for (const [k, s] of this.#values) out.push(`${series(this.name, k)} ${formatValue(s.value)}`);
+  }
+}
+
+/** A value that goes up and down; either set directly or read at scrape time. */
+export class Gauge implements Metric {
+  readonly type = "gauge";
+  readonly #values = new Map<string, number>();
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly labelNames: readonly string[] = [],
+    /** Called at scrape time to set current values (cheap reads only). */
+    readonly collect?: (g: Gauge) => void,
+  ) {
+    checkNames(name, labelNames);
+  }
+
+  /** Sets the series with these labels. */
+  set(labels: Labels, v: number): void {
+    this.#values.set(labelKey(this.labelNames, labels), v);
+  }
+
+  /** The current value of one series. */
+  get(labels: Labels = {}): number | undefined {
+    return this.#values.get(labelKey(this.labelNames, labels));
+  }
+
+  samples(out: string[]): void {
+    this.collect?.(this);
+    for (const [k, v] of this.#values) out.push(`${series(this.name, k)} ${formatValue(v)}`);
+  }
+}
+
+interface HistogramSeries {
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+/** A distribution of observations over fixed buckets (cumulative when rendered). */
+export class Histogram implements Metric {
+  readonly type = "histogram";
+  readonly buckets: readonly number[];
+  readonly #values = new Map<string, HistogramSeries>();
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    buckets: readonly number[],
+    readonly labelNames: readonly string[] = [],
+  ) {
+    checkNames(name, labelNames);
+    const sorted = [...buckets].sort((a, b) => a - b);
+    if (sorted.length === 0 || sorted.some((b, i) => i > 0 && b === sorted[i - 1])) {
+      throw new TypeError(`Histogram "${name}" needs distinct buckets`);
+    }
+    this.buckets = sorted.filter((b) => b !== Infinity);
+  }
+
+  /** Records one observation. */
+  observe(labels: Labels, v: number): void {
+    const k = labelKey(this.labelNames, labels);
+    let s = this.#values.get(k);
+    if (!s) {
+      s = { counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 };
+      this.#values.set(k, s);
+    }
+    // Stored per bucket (not cumulative) so observe is one increment.
+    const i = this.buckets.findIndex((b) => v <= b);
+    if (i >= 0) s.counts[i]!++;
+    s.sum += v;
+    s.count++;
+  }
+
+  /** Number of observations of one series. */
+  count(labels: Labels = {}): number {
+    return this.#values.get(labelKey(this.labelNames, labels))?.count ?? 0;
+  }
+
+  samples(out: string[]): void {
+    for (const [k, s] of this.#values) {
+      const prefix = k === "" ? "" : k + ",";
+      let cumulative = 0;
+      for (const [i, b] of this.buckets.entries()) {
+        cumulative += s.counts[i]!;
+        out.push(`${this.name}_bucket{${prefix}le="${formatValue(b)}"} ${cumulative}`);
+      }
+      out.push(`${this.name}_bucket{${prefix}le="+Inf"} ${s.count}`);
+      out.push(`${series(this.name + "_sum", k)} ${formatValue(s.sum)}`);
+      out.push(`${series(this.name + "_count", k)} ${s.count}`);
+    }
+  }
+}
+
+/** A set of metrics rendered together. */
+export class Registry {
+  readonly #metrics: Metric[] = [];
+
+  /** Adds a metric; names must be unique. Returns it for chaining. */
+  register<M extends Metric>(m: M): M {
+    if (this.#metrics.some((x) => x.name === m.name)) {
+      throw new TypeError(`Metric "${m.name}" is already registered`);
+    }
+    this.#metrics.push(m);
+    return m;
+  }
+
+  /** The whole registry in the text exposition format, ending with a newline. */
+  render(): string {
+    const out: string[] = [];
+    for (const m of this.#metrics) {
+      out.push(`# HELP ${m.name} ${escapeHelp(m.help)}`);
+      out.push(`# TYPE ${m.name} ${m.type}`);
+      m.samples(out);
+    }
+    return out.join("\n") + "\n";
+  }
+}
