@@ -9,7 +9,7 @@ Deno.test("config.example.json is valid and shows every key", async () => {
   const key = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nx\n-----END PGP PUBLIC KEY BLOCK-----\n";
   const env: ConfigEnv = {
     readTextFile: (p) => Promise.resolve(p.endsWith(".asc") ? key : pem),
-    getEnv: (n) => n === "TFE_TOKEN" ? "t0ken" : undefined,
+    getEnv: (n) => n === "REPOXY_TFE_TOKEN" ? "t0ken" : undefined,
     cwd: () => "/",
   };
   const c = await buildConfig(raw, {}, "/etc/repoxy", env);
