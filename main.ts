@@ -3,7 +3,9 @@
  * @module
  */
 import { createApp } from "./lib/app.ts";
-import { ConfigError, loadConfig } from "./lib/config.ts";
+import { stdio } from "./lib/cli.ts";
+import { COMMANDS } from "./lib/commands.ts";
+import { type Config, ConfigError, type ConfigOverrides, loadConfig } from "./lib/config.ts";
 import { parseArgs } from "./lib/deps/cli.ts";
 import { clientSnippet, startServer } from "./lib/server.ts";
 import { VERSION } from "./lib/version.ts";
@@ -12,6 +14,8 @@ const HELP = `Repoxy ${VERSION} — a caching mirror for Terraform and OpenTofu 
 
 Usage:
   repoxy [serve] [options]     run the mirror (the default command)
+  repoxy COMMAND [options]     maintenance (see "repoxy COMMAND --help"):
+${[...COMMANDS.values()].map((c) => `    ${c.name.padEnd(24)} ${c.summary}`).join("\n")}
   repoxy --help | --version
 
 Options:
@@ -35,8 +39,18 @@ function err(s: string) {
   console.error(s);
 }
 
+/**
+ * Loads the config for any command: `--config`, else `REPOXY_CONFIG`, else
+ * defaults. One place, so `serve` and the maintenance commands always agree.
+ */
+function loadCliConfig(path: string | undefined, overrides: ConfigOverrides): Promise<Config> {
+  return loadConfig(path ?? Deno.env.get("REPOXY_CONFIG"), overrides);
+}
+
 /** Runs the CLI; returns the process exit code. */
 export async function main(argv: string[]): Promise<number> {
+  const sub = argv[0] === undefined ? undefined : COMMANDS.get(argv[0]);
+  if (sub) return await sub.run(argv.slice(1), { io: stdio(), loadConfig: loadCliConfig });
   let parsed;
   try {
     parsed = parseArgs({
@@ -74,7 +88,7 @@ export async function main(argv: string[]): Promise<number> {
 
   let config;
   try {
-    config = await loadConfig(values.config ?? Deno.env.get("REPOXY_CONFIG"), {
+    config = await loadCliConfig(values.config, {
       listen: values.listen,
       cacheDir: values["cache-dir"],
       offline: values.offline,

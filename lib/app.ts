@@ -10,7 +10,8 @@ import type { Config } from "./config.ts";
 import { join } from "./deps/path.ts";
 import { errorResponse, HttpError, NotFoundError, toErrorStatus, UpstreamError } from "./errors.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { type CacheStatus, Metadata } from "./metadata.ts";
+import { listCachedPlatforms, listCachedVersions } from "./local_index.ts";
+import { type CacheStatus, Metadata, refKeys } from "./metadata.ts";
 import {
   type MirrorArchive,
   mirrorIndexJson,
@@ -19,6 +20,7 @@ import {
 } from "./mirror_json.ts";
 import { archiveFilename, type PlatformRef, type ProviderRef } from "./names.ts";
 import { PackageStore } from "./package_store.ts";
+import { holdForServing, QuotaKeeper } from "./quota.ts";
 import { RefsStore } from "./refs_store.ts";
 import { BadPathError, parseRoute, type Route } from "./router.ts";
 import { serveFile } from "./serve_file.ts";
@@ -37,6 +39,8 @@ export interface AppDeps {
   sleep?: (ms: number) => Promise<void>;
   /** Idle timeout of archive downloads, in ms. */
   downloadIdleTimeoutMs?: number;
+  /** Temp dir (emptied at start); default `<cacheDir>/tmp`. CLI commands use their own. */
+  tmpDir?: string;
 }
 
 /** Per-request facts gathered for the access log. */
@@ -89,7 +93,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const fetchFn = deps.fetch ?? ((input, init) => fetch(input, init));
   const shutdown = new AbortController();
 
-  const tmpDir = join(config.cacheDir, "tmp");
+  const tmpDir = deps.tmpDir ?? join(config.cacheDir, "tmp");
   await Deno.mkdir(join(config.cacheDir, "refs"), { recursive: true });
   await Deno.mkdir(join(config.cacheDir, "packages"), { recursive: true });
   const removed = await resetDir(tmpDir);
@@ -116,6 +120,9 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     ...(deps.downloadIdleTimeoutMs ? { idleTimeoutMs: deps.downloadIdleTimeoutMs } : {}),
     now,
   });
+  const quota = config.maxCacheSizeBytes === undefined
+    ? undefined
+    : new QuotaKeeper(config.cacheDir, config.maxCacheSizeBytes, log);
 
   /** SHA256SUMS of a version as filename → sha256, or undefined when unavailable. */
   async function sumsFor(p: ProviderRef, version: string, pl: PlatformRef) {
@@ -131,7 +138,49 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   async function mirrorIndex(req: Request, ctx: RequestContext, p: ProviderRef): Promise<Response> {
     const got = await metadata.versions(p);
     ctx.cache = got.status;
-    return jsonResponse(req, mirrorIndexJson(got.value.versions.map((v) => v.version)), got.status);
+    const versions = got.value.versions.map((v) => v.version);
+    // Offline, archives imported after the list was cached are available too.
+    if (config.offline) versions.push(...await listCachedVersions(config.cacheDir, p));
+    return jsonResponse(req, mirrorIndexJson([...new Set(versions)]), got.status);
+  }
+
+  /**
+   * Offline, a provider or version without cached upstream metadata (e.g.
+   * brought by `repoxy import`) is answered from the archives stored for it.
+   */
+  async function offlineFallback(
+    req: Request,
+    ctx: RequestContext,
+    p: ProviderRef,
+    version: string | undefined,
+    answer: () => Promise<Response>,
+  ): Promise<Response> {
+    try {
+      return await answer();
+    } catch (e) {
+      if (!config.offline || !(e instanceof NotFoundError)) throw e;
+      if (version === undefined) {
+        const versions = await listCachedVersions(config.cacheDir, p);
+        if (versions.length === 0) throw e;
+        ctx.cache = "hit";
+        return jsonResponse(req, mirrorIndexJson(versions), "hit");
+      }
+      const local = await listCachedPlatforms(config.cacheDir, p, version);
+      if (local.length === 0) throw e;
+      for (const a of local) {
+        if (!a.meta.h1) packages.ensureH1(p, version, a.platform).catch(() => {});
+      }
+      ctx.cache = "hit";
+      return jsonResponse(
+        req,
+        mirrorVersionJson(local.map((a) => ({
+          platform: `${a.platform.os}_${a.platform.arch}`,
+          url: a.filename,
+          hashes: [...(a.meta.h1 ? [a.meta.h1] : []), `zh:${a.meta.sha256}`],
+        }))),
+        "hit",
+      );
+    }
   }
 
   async function mirrorVersion(req: Request, ctx: RequestContext, p: ProviderRef, version: string) {
@@ -172,9 +221,15 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     version: string,
     pl: PlatformRef,
   ) {
-    const cached = await packages.open(p, version, pl);
+    let cached = await packages.open(p, version, pl);
+    if (!cached) {
+      // Another process (warm, import) may have stored it since we last looked.
+      packages.refs.forget(refKeys.archive(p, version, pl));
+      cached = await packages.open(p, version, pl);
+    }
     if (cached) {
       ctx.cache = "hit";
+      await holdForServing(cached);
       return serveFile(req, {
         file: cached.file,
         size: cached.size,
@@ -198,6 +253,10 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
         expectedSha256: dl.value.doc.shasum,
         signal: shutdown.signal,
       });
+      if (quota) {
+        const stored = d.finalPath;
+        d.done.then(() => quota.afterStore(stored), () => {});
+      }
     }
     await d.ready;
     ctx.cache = "miss";
@@ -299,9 +358,21 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       case "health":
         return health(req);
       case "mirrorIndex":
-        return await mirrorIndex(req, ctx, r.provider);
+        return await offlineFallback(
+          req,
+          ctx,
+          r.provider,
+          undefined,
+          () => mirrorIndex(req, ctx, r.provider),
+        );
       case "mirrorVersion":
-        return await mirrorVersion(req, ctx, r.provider, r.version);
+        return await offlineFallback(
+          req,
+          ctx,
+          r.provider,
+          r.version,
+          () => mirrorVersion(req, ctx, r.provider, r.version),
+        );
       case "archive":
         return await archive(req, ctx, r.provider, r.version, r);
       case "registryVersions":
@@ -406,10 +477,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     packages,
     metadata,
     handle,
-    settle: () => packages.settle(),
+    async settle() {
+      await packages.settle();
+      await quota?.idle();
+    },
     async close() {
       shutdown.abort();
       await packages.settle();
+      await quota?.idle();
     },
   };
 }
