@@ -3,7 +3,15 @@
  * @module
  */
 import { createApp } from "./lib/app.ts";
-import { ConfigError, findConfigFile, loadConfig } from "./lib/config.ts";
+import { stdio } from "./lib/cli.ts";
+import { COMMANDS } from "./lib/commands.ts";
+import {
+  type Config,
+  ConfigError,
+  type ConfigOverrides,
+  findConfigFile,
+  loadConfig,
+} from "./lib/config.ts";
 import { parseArgs } from "./lib/deps/cli.ts";
 import { createLogger } from "./lib/log.ts";
 import { clientSnippet, SHUTDOWN_DRAIN_MS, startServer } from "./lib/server.ts";
@@ -13,6 +21,8 @@ const HELP = `Repoxy ${VERSION} — a caching mirror for Terraform and OpenTofu 
 
 Usage:
   repoxy [serve] [options]     run the mirror (the default command)
+  repoxy COMMAND [options]     maintenance (see "repoxy COMMAND --help"):
+${[...COMMANDS.values()].map((c) => `    ${c.name.padEnd(24)} ${c.summary}`).join("\n")}
   repoxy --help | --version
 
 Options:
@@ -38,8 +48,19 @@ function err(s: string) {
   console.error(s);
 }
 
+/**
+ * Loads the config for any command: `--config`, else `REPOXY_CONFIG`, else
+ * defaults. One place, so `serve` and the maintenance commands always agree.
+ */
+async function loadCliConfig(path: string | undefined, overrides: ConfigOverrides): Promise<Config> {
+  const found = await findConfigFile(path);
+  return await loadConfig(found?.path, overrides);
+}
+
 /** Runs the CLI; returns the process exit code. */
 export async function main(argv: string[]): Promise<number> {
+  const sub = argv[0] === undefined ? undefined : COMMANDS.get(argv[0]);
+  if (sub) return await sub.run(argv.slice(1), { io: stdio(), loadConfig: loadCliConfig });
   let parsed;
   try {
     parsed = parseArgs({

@@ -19,7 +19,8 @@ import {
 } from "./errors.ts";
 import { CacheInventory } from "./inventory.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { type CacheStatus, type DownloadValue, Metadata, worstStatus } from "./metadata.ts";
+import { listCachedPlatforms, listCachedVersions } from "./local_index.ts";
+import { type CacheStatus, type DownloadValue, Metadata, refKeys, worstStatus } from "./metadata.ts";
 import {
   type MirrorArchive,
   mirrorIndexJson,
@@ -29,6 +30,7 @@ import {
 import { archiveFilename, type PlatformRef, type ProviderRef } from "./names.ts";
 import { metricsResponse, readyResponse, statusPageResponse } from "./ops.ts";
 import { PackageStore, verifyingStream } from "./package_store.ts";
+import { holdForServing, QuotaKeeper } from "./quota.ts";
 import { RefsStore } from "./refs_store.ts";
 import { BadPathError, type ModuleRef, parseRoute, type Route } from "./router.ts";
 import { serveFile } from "./serve_file.ts";
@@ -50,6 +52,8 @@ export interface AppDeps {
   downloadIdleTimeoutMs?: number;
   /** Deadline for a whole metadata answer, in ms (default: upstreamTimeout + 1.5 s, at most 9.5 s). */
   requestDeadlineMs?: number;
+  /** Temp dir (emptied at start); default `<cacheDir>/tmp`. CLI commands use their own. */
+  tmpDir?: string;
 }
 
 /** Per-request facts gathered for the access log. */
@@ -101,7 +105,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const requestDeadlineMs = deps.requestDeadlineMs ??
     Math.min(9_500, config.upstreamTimeoutMs + 1_500);
 
-  const tmpDir = join(config.cacheDir, "tmp");
+  const tmpDir = deps.tmpDir ?? join(config.cacheDir, "tmp");
   await Deno.mkdir(join(config.cacheDir, "refs"), { recursive: true });
   await Deno.mkdir(join(config.cacheDir, "packages"), { recursive: true });
   const removed = await resetDir(tmpDir);
@@ -152,6 +156,9 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     now,
     version: VERSION,
   };
+  const quota = config.maxCacheSizeBytes === undefined
+    ? undefined
+    : new QuotaKeeper(config.cacheDir, config.maxCacheSizeBytes, log);
 
   /** SHA256SUMS of a version as filename → sha256, or undefined when unavailable. */
   async function sumsFor(p: ProviderRef, version: string, pl: PlatformRef) {
@@ -167,7 +174,49 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   async function mirrorIndex(req: Request, ctx: RequestContext, p: ProviderRef): Promise<Response> {
     const got = await metadata.versions(p);
     ctx.cache = got.status;
-    return jsonResponse(req, mirrorIndexJson(got.value.versions.map((v) => v.version)), got.status);
+    const versions = got.value.versions.map((v) => v.version);
+    // Offline, archives imported after the list was cached are available too.
+    if (config.offline) versions.push(...await listCachedVersions(config.cacheDir, p));
+    return jsonResponse(req, mirrorIndexJson([...new Set(versions)]), got.status);
+  }
+
+  /**
+   * Offline, a provider or version without cached upstream metadata (e.g.
+   * brought by `repoxy import`) is answered from the archives stored for it.
+   */
+  async function offlineFallback(
+    req: Request,
+    ctx: RequestContext,
+    p: ProviderRef,
+    version: string | undefined,
+    answer: () => Promise<Response>,
+  ): Promise<Response> {
+    try {
+      return await answer();
+    } catch (e) {
+      if (!config.offline || !(e instanceof NotFoundError)) throw e;
+      if (version === undefined) {
+        const versions = await listCachedVersions(config.cacheDir, p);
+        if (versions.length === 0) throw e;
+        ctx.cache = "hit";
+        return jsonResponse(req, mirrorIndexJson(versions), "hit");
+      }
+      const local = await listCachedPlatforms(config.cacheDir, p, version);
+      if (local.length === 0) throw e;
+      for (const a of local) {
+        if (!a.meta.h1) packages.ensureH1(p, version, a.platform).catch(() => {});
+      }
+      ctx.cache = "hit";
+      return jsonResponse(
+        req,
+        mirrorVersionJson(local.map((a) => ({
+          platform: `${a.platform.os}_${a.platform.arch}`,
+          url: a.filename,
+          hashes: [...(a.meta.h1 ? [a.meta.h1] : []), `zh:${a.meta.sha256}`],
+        }))),
+        "hit",
+      );
+    }
   }
 
   async function mirrorVersion(req: Request, ctx: RequestContext, p: ProviderRef, version: string) {
@@ -208,9 +257,15 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     version: string,
     pl: PlatformRef,
   ) {
-    const cached = await packages.open(p, version, pl);
+    let cached = await packages.open(p, version, pl);
+    if (!cached) {
+      // Another process (warm, import) may have stored it since we last looked.
+      packages.refs.forget(refKeys.archive(p, version, pl));
+      cached = await packages.open(p, version, pl);
+    }
     if (cached) {
       ctx.cache = "hit";
+      await holdForServing(cached);
       return serveFile(req, {
         file: cached.file,
         size: cached.size,
@@ -232,6 +287,10 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       expectedSha256: dl!.value.doc.shasum,
       signal: shutdown.signal,
     });
+    if (quota && !joined) {
+      const stored = d.finalPath;
+      d.done.then(() => quota.afterStore(stored), () => {});
+    }
     try {
       await d.ready;
     } catch (e) {
@@ -435,9 +494,21 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       case "status":
         return statusPageResponse(req, ops);
       case "mirrorIndex":
-        return await mirrorIndex(req, ctx, r.provider);
+        return await offlineFallback(
+          req,
+          ctx,
+          r.provider,
+          undefined,
+          () => mirrorIndex(req, ctx, r.provider),
+        );
       case "mirrorVersion":
-        return await mirrorVersion(req, ctx, r.provider, r.version);
+        return await offlineFallback(
+          req,
+          ctx,
+          r.provider,
+          r.version,
+          () => mirrorVersion(req, ctx, r.provider, r.version),
+        );
       case "archive":
         return await archive(req, ctx, r.provider, r.version, r);
       case "registryVersions":
@@ -573,11 +644,13 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     async settle() {
       await metadata.settle();
       await packages.settle();
+      await quota?.idle();
     },
     async close() {
       shutdown.abort();
       await metadata.settle();
       await packages.settle();
+      await quota?.idle();
       // Whatever an aborted download left behind goes now, not at next start.
       await resetDir(tmpDir).catch(() => {});
     },

@@ -7,6 +7,7 @@
  */
 import { dirname, isAbsolute, join, resolve } from "./deps/path.ts";
 import { isValidHostname } from "./names.ts";
+import { parseSize } from "./size.ts";
 
 /** Settings for one upstream registry. */
 export interface UpstreamConfig {
@@ -37,6 +38,8 @@ export interface Config {
   /** Public base URL of this instance, used in printed client snippets. */
   publicUrl?: string;
   logFormat: "text" | "json";
+  /** Upper bound for the archives in `packages/`, in bytes (LRU eviction after each store). */
+  maxCacheSizeBytes?: number;
 }
 
 /** A configuration problem: start-up stops with exit code 2 and this message. */
@@ -61,6 +64,7 @@ const TOP_KEYS = new Set([
   "offline",
   "publicUrl",
   "logFormat",
+  "maxCacheSize",
 ]);
 const UPSTREAM_KEYS = new Set(["url", "token", "trustedKeys"]);
 
@@ -388,6 +392,18 @@ export async function buildConfig(
     throw new ConfigError(`"logFormat" must be "text" or "json", got "${fmt}"`);
   }
 
+  let maxCacheSizeBytes: number | undefined;
+  if (raw.maxCacheSize !== undefined) {
+    maxCacheSizeBytes = parseSize(raw.maxCacheSize);
+    if (maxCacheSizeBytes === undefined) {
+      throw new ConfigError(
+        `"maxCacheSize" must be a size such as "50GB", "500MB", "2GiB" or a number of bytes, got ${
+          JSON.stringify(raw.maxCacheSize)
+        }`,
+      );
+    }
+  }
+
   const config: Config = {
     listen,
     cacheDir,
@@ -400,6 +416,7 @@ export async function buildConfig(
   };
   if (tls) config.tls = tls;
   if (publicUrl) config.publicUrl = publicUrl;
+  if (maxCacheSizeBytes !== undefined) config.maxCacheSizeBytes = maxCacheSizeBytes;
   return config;
 }
 

@@ -35,6 +35,8 @@ export interface OpenArchive {
   file: Deno.FsFile;
   size: number;
   mtime: Date | null;
+  /** Last recorded access (LRU eviction, see quota.ts). */
+  atime: Date | null;
   meta: ArchiveMeta;
 }
 
@@ -127,7 +129,11 @@ export class Download {
             // holds a complete archive that Repoxy has not verified.
             const limit = complete ? this.written : this.written - 1;
             if (pos < limit) {
-              if (!file) file = await this.#openForRead();
+              if (!file) {
+                file = await this.#openForRead();
+                // Tells `repoxy prune` in another process that this archive is being read.
+                await file.tryLock(false).catch(() => false);
+              }
               const buf = new Uint8Array(Math.min(READ_CHUNK, limit - pos));
               const n = await file.read(buf);
               if (n === null || n === 0) throw new Error("temp file ended early");
@@ -268,7 +274,7 @@ export class PackageStore {
         });
         return undefined;
       }
-      return { file, size: st.size, mtime: st.mtime, meta };
+      return { file, size: st.size, mtime: st.mtime, atime: st.atime, meta };
     } catch (e) {
       file.close();
       throw e;

@@ -1,0 +1,78 @@
+/**
+ * Helpers for testing the subcommands: captured output for in-process runs,
+ * and a spawner for `deno run main.ts <cmd>` with the permission set the
+ * service runs with.
+ * @module
+ */
+import type { CliContext, CliIo } from "../lib/cli.ts";
+import { loadConfig } from "../lib/config.ts";
+import { join, resolve } from "../lib/deps/path.ts";
+
+/** Repository root (where main.ts and deno.json live). */
+export const ROOT: string = resolve(import.meta.dirname!, "..");
+
+/** Output lines captured from an in-process command run. */
+export interface CapturedIo extends CliIo {
+  outLines: string[];
+  errLines: string[];
+  /** Raw progress-bar writes (only when created with a fake terminal). */
+  ttyWrites: string[];
+}
+
+/** A CliIo that records everything; with `tty`, it also pretends to be a terminal. */
+export function captureIo(tty = false): CapturedIo {
+  const io: CapturedIo = {
+    outLines: [],
+    errLines: [],
+    ttyWrites: [],
+    out: (l) => io.outLines.push(l),
+    err: (l) => io.errLines.push(l),
+  };
+  if (tty) io.tty = { write: (s) => io.ttyWrites.push(s), columns: () => 100 };
+  return io;
+}
+
+/** A context whose config loading is the real one (no REPOXY_CONFIG fallback). */
+export function testContext(io: CliIo): CliContext {
+  return { io, loadConfig: (path, overrides) => loadConfig(path, overrides) };
+}
+
+/** Writes a config file for a test cache and returns its path. */
+export async function writeConfig(dir: string, raw: Record<string, unknown>): Promise<string> {
+  const path = join(dir, "repoxy.json");
+  await Deno.writeTextFile(path, JSON.stringify(raw, null, 2));
+  return path;
+}
+
+/** Result of a spawned CLI run. */
+export interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `deno run -P=serve main.ts ...args`: the same permission set the
+ * service is started with, so a command that needs more fails here.
+ */
+export async function runCli(
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string } = {},
+): Promise<CliRun> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--config",
+      join(ROOT, "deno.json"),
+      "-P=serve",
+      "--quiet",
+      join(ROOT, "main.ts"),
+      ...args,
+    ],
+    cwd: opts.cwd ?? ROOT,
+    env: { NO_COLOR: "1", ...opts.env },
+    stdin: "null",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
