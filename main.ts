@@ -49,10 +49,14 @@ function err(s: string) {
 }
 
 /**
- * Loads the config for any command: `--config`, else `REPOXY_CONFIG`, else
- * defaults. One place, so `serve` and the maintenance commands always agree.
+ * Loads the config for the maintenance commands with the same lookup as
+ * `serve` (`--config`, `REPOXY_CONFIG`, `./repoxy.json`, `/etc/repoxy/config.json`,
+ * next to the binary), so they always work on the same cache.
  */
-async function loadCliConfig(path: string | undefined, overrides: ConfigOverrides): Promise<Config> {
+async function loadCliConfig(
+  path: string | undefined,
+  overrides: ConfigOverrides,
+): Promise<Config> {
   const found = await findConfigFile(path);
   return await loadConfig(found?.path, overrides);
 }

@@ -20,7 +20,13 @@ import {
 import { CacheInventory } from "./inventory.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { listCachedPlatforms, listCachedVersions } from "./local_index.ts";
-import { type CacheStatus, type DownloadValue, Metadata, refKeys, worstStatus } from "./metadata.ts";
+import {
+  type CacheStatus,
+  type DownloadValue,
+  Metadata,
+  refKeys,
+  worstStatus,
+} from "./metadata.ts";
 import {
   type MirrorArchive,
   mirrorIndexJson,
@@ -174,49 +180,49 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   async function mirrorIndex(req: Request, ctx: RequestContext, p: ProviderRef): Promise<Response> {
     const got = await metadata.versions(p);
     ctx.cache = got.status;
-    const versions = got.value.versions.map((v) => v.version);
-    // Offline, archives imported after the list was cached are available too.
-    if (config.offline) versions.push(...await listCachedVersions(config.cacheDir, p));
-    return jsonResponse(req, mirrorIndexJson([...new Set(versions)]), got.status);
+    return jsonResponse(req, mirrorIndexJson(got.value.versions.map((v) => v.version)), got.status);
   }
 
   /**
-   * Offline, a provider or version without cached upstream metadata (e.g.
-   * brought by `repoxy import`) is answered from the archives stored for it.
+   * Offline, the network mirror lists only what is cached: a listed version or
+   * platform that then cannot be served would abort the client, while an
+   * unlisted one lets it try its next source. Answered from the archives on
+   * disk, so providers brought by `repoxy import` are served too.
    */
-  async function offlineFallback(
+  async function offlineIndex(req: Request, ctx: RequestContext, p: ProviderRef) {
+    const versions = await listCachedVersions(config.cacheDir, p);
+    if (versions.length === 0) {
+      throw new NotFoundError(`nothing of ${providerPath(p)} is cached and this mirror is offline`);
+    }
+    ctx.cache = "hit";
+    return jsonResponse(req, mirrorIndexJson(versions), "hit");
+  }
+
+  async function offlineVersion(
     req: Request,
     ctx: RequestContext,
     p: ProviderRef,
-    version: string | undefined,
-    answer: () => Promise<Response>,
-  ): Promise<Response> {
-    try {
-      return await answer();
-    } catch (e) {
-      if (!config.offline || !(e instanceof NotFoundError)) throw e;
-      if (version === undefined) {
-        const versions = await listCachedVersions(config.cacheDir, p);
-        if (versions.length === 0) throw e;
-        ctx.cache = "hit";
-        return jsonResponse(req, mirrorIndexJson(versions), "hit");
-      }
-      const local = await listCachedPlatforms(config.cacheDir, p, version);
-      if (local.length === 0) throw e;
-      for (const a of local) {
-        if (!a.meta.h1) packages.ensureH1(p, version, a.platform).catch(() => {});
-      }
-      ctx.cache = "hit";
-      return jsonResponse(
-        req,
-        mirrorVersionJson(local.map((a) => ({
-          platform: `${a.platform.os}_${a.platform.arch}`,
-          url: a.filename,
-          hashes: [...(a.meta.h1 ? [a.meta.h1] : []), `zh:${a.meta.sha256}`],
-        }))),
-        "hit",
+    version: string,
+  ) {
+    const local = await listCachedPlatforms(config.cacheDir, p, version);
+    if (local.length === 0) {
+      throw new NotFoundError(
+        `${providerPath(p)} ${version} is not cached and this mirror is offline`,
       );
     }
+    for (const a of local) {
+      if (!a.meta.h1) packages.ensureH1(p, version, a.platform).catch(() => {});
+    }
+    ctx.cache = "hit";
+    return jsonResponse(
+      req,
+      mirrorVersionJson(local.map((a) => ({
+        platform: `${a.platform.os}_${a.platform.arch}`,
+        url: a.filename,
+        hashes: [...(a.meta.h1 ? [a.meta.h1] : []), `zh:${a.meta.sha256}`],
+      }))),
+      "hit",
+    );
   }
 
   async function mirrorVersion(req: Request, ctx: RequestContext, p: ProviderRef, version: string) {
@@ -334,7 +340,26 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   async function registryVersions(req: Request, ctx: RequestContext, p: ProviderRef) {
     const got = await metadata.versions(p);
     ctx.cache = got.status;
-    return jsonResponse(req, got.value.raw, got.status);
+    if (!config.offline) return jsonResponse(req, got.value.raw, got.status);
+    // Offline, only versions and platforms whose archive is cached are offered
+    // (the client would otherwise pick one it then cannot download).
+    const doc = JSON.parse(got.value.raw) as {
+      versions: Array<{ version: string; platforms?: PlatformRef[] }>;
+    };
+    const kept = [];
+    for (const v of doc.versions) {
+      const local = await listCachedPlatforms(config.cacheDir, p, v.version);
+      if (local.length === 0) continue;
+      const have = new Set(local.map((a) => `${a.platform.os}_${a.platform.arch}`));
+      kept.push({
+        ...v,
+        platforms: (v.platforms ?? []).filter((pl) => have.has(`${pl.os}_${pl.arch}`)),
+      });
+    }
+    if (kept.length === 0) {
+      throw new NotFoundError(`nothing of ${providerPath(p)} is cached and this mirror is offline`);
+    }
+    return jsonResponse(req, JSON.stringify({ ...doc, versions: kept }), got.status);
   }
 
   function providerPath(p: ProviderRef) {
@@ -494,21 +519,13 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       case "status":
         return statusPageResponse(req, ops);
       case "mirrorIndex":
-        return await offlineFallback(
-          req,
-          ctx,
-          r.provider,
-          undefined,
-          () => mirrorIndex(req, ctx, r.provider),
-        );
+        return config.offline
+          ? await offlineIndex(req, ctx, r.provider)
+          : await mirrorIndex(req, ctx, r.provider);
       case "mirrorVersion":
-        return await offlineFallback(
-          req,
-          ctx,
-          r.provider,
-          r.version,
-          () => mirrorVersion(req, ctx, r.provider, r.version),
-        );
+        return config.offline
+          ? await offlineVersion(req, ctx, r.provider, r.version)
+          : await mirrorVersion(req, ctx, r.provider, r.version);
       case "archive":
         return await archive(req, ctx, r.provider, r.version, r);
       case "registryVersions":

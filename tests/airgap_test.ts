@@ -17,7 +17,12 @@ import { startServer } from "../lib/server.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { runCli, writeConfig } from "./_cli.ts";
 import { jsonOf, listDir, makeTestApp, sha256Hex, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
-import { lockedHashes, requiredProviders, runTerraform, terraformOrSkip } from "./_terraform_cli.ts";
+import {
+  lockedHashes,
+  requiredProviders,
+  runTerraform,
+  terraformOrSkip,
+} from "./_terraform_cli.ts";
 
 const H = "registry.terraform.io";
 const LINUX = { os: "linux", arch: "amd64" };
