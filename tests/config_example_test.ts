@@ -19,6 +19,13 @@ Deno.test("config.example.json is valid and shows every key", async () => {
   const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
   const keys = ["listen", "tls.cert", "tls.key", "publicUrl", "cacheDir", "upstreams"]
     .concat(["upstreams.<host>.url", "upstreams.<host>.token", "upstreams.<host>.trustedKeys"])
-    .concat(["defaultUpstream", "metadataTtl", "upstreamTimeout", "offline", "logFormat"]);
+    .concat([
+      "defaultUpstream",
+      "metadataTtl",
+      "upstreamTimeout",
+      "offline",
+      "logFormat",
+      "maxCacheSize",
+    ]);
   for (const k of keys) assertEquals(readme.includes(`\`${k}\``), true, `README documents ${k}`);
 });
