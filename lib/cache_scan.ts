@@ -28,7 +28,8 @@ export interface CachedFile {
   mtime: Date | null;
 }
 
-async function dirNames(path: string, want: "file" | "dir"): Promise<string[]> {
+/** Sorted names of the files or directories in `path` (empty when it does not exist). */
+export async function dirNames(path: string, want: "file" | "dir"): Promise<string[]> {
   const out: string[] = [];
   try {
     for await (const e of Deno.readDir(path)) {

@@ -11,6 +11,7 @@
  * and that `repoxy import` on an air-gapped host checks hash by hash.
  * @module
  */
+import { copyHashed } from "./copy_hashed.ts";
 import { type CachedFile, readArchiveMeta, restoreAccessTime, scanPackages } from "./cache_scan.ts";
 import {
   type CliContext,
@@ -24,7 +25,6 @@ import {
   parseCommandArgs,
   Progress,
 } from "./cli.ts";
-import { createHash } from "./deps/crypto.ts";
 import { dirname, join, resolve } from "./deps/path.ts";
 import { hashZipH1 } from "./dirhash.ts";
 import { mirrorIndexJson, mirrorVersionJson } from "./mirror_json.ts";
@@ -83,28 +83,16 @@ async function writeAtomically(path: string, data: string): Promise<void> {
 }
 
 /** Copies `from` to `to` (atomically) and returns the sha256 of the bytes written. */
-async function copyHashed(from: string, to: string): Promise<string> {
+async function copyInto(from: string, to: string): Promise<string> {
   const tmp = hiddenTemp(to);
-  const hash = createHash("sha256");
   try {
-    using src = await Deno.open(from, { read: true });
-    using dst = await Deno.open(tmp, { write: true, createNew: true });
-    const buf = new Uint8Array(256 * 1024);
-    while (true) {
-      const n = await src.read(buf);
-      if (n === null) break;
-      const chunk = buf.subarray(0, n);
-      hash.update(chunk);
-      let off = 0;
-      while (off < n) off += await dst.write(chunk.subarray(off));
-    }
-    await dst.syncData();
+    const { sha256 } = await copyHashed(from, tmp);
+    await Deno.rename(tmp, to);
+    return sha256;
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});
     throw e;
   }
-  await Deno.rename(tmp, to);
-  return hash.digest("hex");
 }
 
 function wanted(f: CachedFile, opts: ExportOptions): boolean {
@@ -165,7 +153,7 @@ export async function exportCache(
     const dest = join(dir, f.filename);
     let sha256: string;
     try {
-      sha256 = await copyHashed(f.path, dest);
+      sha256 = await copyInto(f.path, dest);
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
       report.skipped.push(`${name}: skipped, evicted while exporting`);

@@ -14,6 +14,7 @@
  * after its meta record, as downloads do.
  * @module
  */
+import { copyHashed } from "./copy_hashed.ts";
 import { readArchiveMeta } from "./cache_scan.ts";
 import {
   type CliContext,
@@ -29,7 +30,6 @@ import {
 } from "./cli.ts";
 import { syncDir, tempPath } from "./atomic_write.ts";
 import type { Config } from "./config.ts";
-import { createHash } from "./deps/crypto.ts";
 import { dirname, join, resolve } from "./deps/path.ts";
 import { hashZipH1 } from "./dirhash.ts";
 import { refKeys } from "./metadata.ts";
@@ -108,26 +108,6 @@ async function readListings(dir: string, names: string[]): Promise<Map<string, L
     }
   }
   return out;
-}
-
-/** Copies into the temp dir while hashing; the copy is fsynced. */
-async function copyIn(from: string, tmp: string): Promise<{ sha256: string; size: number }> {
-  const hash = createHash("sha256");
-  let size = 0;
-  using src = await Deno.open(from, { read: true });
-  using dst = await Deno.open(tmp, { write: true, createNew: true });
-  const buf = new Uint8Array(256 * 1024);
-  while (true) {
-    const n = await src.read(buf);
-    if (n === null) break;
-    const chunk = buf.subarray(0, n);
-    hash.update(chunk);
-    size += n;
-    let off = 0;
-    while (off < n) off += await dst.write(chunk.subarray(off));
-  }
-  await dst.syncData();
-  return { sha256: hash.digest("hex"), size };
 }
 
 /**
@@ -256,7 +236,7 @@ async function importOne(
 
   const tmp = tempPath(tmpDir, zip);
   try {
-    const { sha256, size } = await copyIn(source, tmp);
+    const { sha256, size } = await copyHashed(source, tmp);
     item.bytes = size;
     if (zh.length > 0 && !zh.includes(sha256)) {
       return refuse(`its sha256 ${sha256} is not the zh: that ${version}.json lists`);

@@ -4,6 +4,7 @@
  * and the status page read it, so neither ever walks the disk per request.
  * @module
  */
+import { dirNames } from "./cache_scan.ts";
 import { join } from "./deps/path.ts";
 import {
   isValidHostname,
@@ -30,18 +31,6 @@ export interface InventoryProvider {
 
 function keyOf(p: ProviderRef, version: string, pl: PlatformRef): string {
   return `${p.hostname}/${p.namespace}/${p.type}/${version}/${pl.os}_${pl.arch}`;
-}
-
-async function dirNames(path: string, want: "dir" | "file"): Promise<string[]> {
-  const out: string[] = [];
-  try {
-    for await (const e of Deno.readDir(path)) {
-      if (want === "dir" ? e.isDirectory : e.isFile) out.push(e.name);
-    }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  return out;
 }
 
 /** Archives known to be in `packages/`, with their sizes. */
