@@ -20,8 +20,9 @@ import {
 import { archiveFilename, type PlatformRef, type ProviderRef } from "./names.ts";
 import { PackageStore } from "./package_store.ts";
 import { RefsStore } from "./refs_store.ts";
+import { ResponseCache } from "./response_cache.ts";
 import { BadPathError, parseRoute, type Route } from "./router.ts";
-import { serveFile } from "./serve_file.ts";
+import { type BodyEnd, bodyEtag, serveBytes, serveFile, trackBody } from "./serve_file.ts";
 import { parseSha256Sums } from "./signature.ts";
 import { type FetchFn, UpstreamClient } from "./upstream.ts";
 import { USER_AGENT, VERSION } from "./version.ts";
@@ -43,6 +44,14 @@ export interface AppDeps {
 interface RequestContext {
   route: Route["kind"] | "none";
   cache: CacheStatus | undefined;
+  /** Set when the response body writes the access log line itself, when it ends. */
+  reported?: boolean;
+  /** Request path, once routing parsed the URL. */
+  path: string;
+  /** Refs generation when the request began (see response_cache.ts). */
+  generation: number;
+  /** Writes the access log line for this request. */
+  done: (end: BodyEnd) => void;
 }
 
 /** A running Repoxy instance (without the listening socket). */
@@ -61,16 +70,41 @@ export interface App {
 
 const JSON_HEADERS = { "content-type": "application/json" };
 
+/** A JSON body as sent: bytes plus their ETag. */
+interface EncodedJson {
+  bytes: Uint8Array;
+  etag: string;
+}
+
+const encoder = new TextEncoder();
+
+function encodeJson(body: string): EncodedJson {
+  const bytes = encoder.encode(body);
+  return { bytes, etag: bodyEtag(bytes) };
+}
+
+/** A metadata answer: short max-age, an ETag of the body, 304 on If-None-Match. */
 function jsonResponse(
   req: Request,
-  body: string,
+  body: string | EncodedJson,
   cache: CacheStatus | undefined,
   maxAge = 60,
 ): Response {
-  const headers = new Headers(JSON_HEADERS);
-  headers.set("cache-control", `public, max-age=${maxAge}`);
-  if (cache) headers.set("x-repoxy-cache", cache);
-  return new Response(req.method === "HEAD" ? null : body, { status: 200, headers });
+  const enc = typeof body === "string" ? encodeJson(body) : body;
+  return serveBytes(req, enc.bytes, {
+    contentType: "application/json",
+    cacheControl: `public, max-age=${maxAge}`,
+    etag: enc.etag,
+    ...(cache ? { headers: { "x-repoxy-cache": cache } } : {}),
+  });
+}
+
+/** The path of an absolute request URL, without parsing it (a cache key only). */
+function pathOf(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return "/";
+  const q = url.indexOf("?", start);
+  return q < 0 ? url.slice(start) : url.slice(start, q);
 }
 
 /** Combines cache statuses: any stale part makes the answer stale, any miss a miss. */
@@ -117,13 +151,51 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     now,
   });
 
+  const answers = new ResponseCache(() => refs.generation, now);
+
+  /**
+   * Sends a metadata answer and keeps it for the same path while every input
+   * stays current: no refs write since the request began, and the version
+   * list (when it depends on one) still fresh.
+   */
+  function keptJson(
+    req: Request,
+    ctx: RequestContext,
+    body: string | EncodedJson,
+    status: CacheStatus,
+    freshUntil: number,
+  ): Response {
+    const enc = typeof body === "string" ? encodeJson(body) : body;
+    if (status !== "stale") {
+      answers.put(ctx.path, {
+        ...enc,
+        maxAge: 60,
+        generation: ctx.generation,
+        expiresAt: config.offline ? Infinity : freshUntil,
+      });
+    }
+    return jsonResponse(req, enc, status);
+  }
+
+  // Rendered and parsed forms, keyed by the memoised values Metadata returns
+  // (same object until the stored entry changes), so they go with the entry.
+  const indexBodies = new WeakMap<object, EncodedJson>();
+  /** {version}.json by version entry, with the hashes it was rendered from. */
+  const versionBodies = new WeakMap<object, EncodedJson & { hashes: string[] }>();
+  const parsedSums = new WeakMap<Uint8Array, Map<string, string>>();
+
   /** SHA256SUMS of a version as filename → sha256, or undefined when unavailable. */
   async function sumsFor(p: ProviderRef, version: string, pl: PlatformRef) {
     const dl = await metadata.download(p, version, pl);
     if (!dl.value.doc.shasums_url) return { map: undefined, status: dl.status };
     const s = await metadata.sums(p, version, dl.value);
+    let map = parsedSums.get(s.value.sums);
+    if (!map) {
+      map = parseSha256Sums(new TextDecoder().decode(s.value.sums));
+      parsedSums.set(s.value.sums, map);
+    }
     return {
-      map: parseSha256Sums(new TextDecoder().decode(s.value.sums)),
+      map,
       status: worst(dl.status, s.status),
     };
   }
@@ -131,7 +203,12 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   async function mirrorIndex(req: Request, ctx: RequestContext, p: ProviderRef): Promise<Response> {
     const got = await metadata.versions(p);
     ctx.cache = got.status;
-    return jsonResponse(req, mirrorIndexJson(got.value.versions.map((v) => v.version)), got.status);
+    let body = indexBodies.get(got.value);
+    if (!body) {
+      body = encodeJson(mirrorIndexJson(got.value.versions.map((v) => v.version)));
+      indexBodies.set(got.value, body);
+    }
+    return keptJson(req, ctx, body, got.status, got.fetchedAt + config.metadataTtlMs);
   }
 
   async function mirrorVersion(req: Request, ctx: RequestContext, p: ProviderRef, version: string) {
@@ -146,6 +223,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     const sums = await sumsFor(p, version, platforms[0]!);
     statuses.push(sums.status);
     const archives: MirrorArchive[] = [];
+    const allHashes: string[] = [];
     for (const pl of platforms) {
       const filename = archiveFilename(p.type, version, pl);
       let zh = sums.map?.get(filename);
@@ -159,10 +237,22 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       if (meta?.h1) hashes.push(meta.h1);
       else if (meta) packages.ensureH1(p, version, pl).catch(() => {});
       hashes.push(`zh:${zh}`);
+      allHashes.push(...hashes, "");
       archives.push({ platform: `${pl.os}_${pl.arch}`, url: filename, hashes });
     }
     ctx.cache = worst(...statuses);
-    return jsonResponse(req, mirrorVersionJson(archives), ctx.cache);
+    // The document depends only on the entry's platforms and these hashes, so
+    // rendering, encoding and the ETag are redone only when a hash changes
+    // (an archive got cached, or its h1 was computed).
+    let body = versionBodies.get(entry.value);
+    if (
+      !body || body.hashes.length !== allHashes.length ||
+      body.hashes.some((h, i) => h !== allHashes[i])
+    ) {
+      body = { ...encodeJson(mirrorVersionJson(archives)), hashes: allHashes };
+      versionBodies.set(entry.value, body);
+    }
+    return keptJson(req, ctx, body, ctx.cache, entry.fetchedAt + config.metadataTtlMs);
   }
 
   async function archive(
@@ -175,13 +265,15 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     const cached = await packages.open(p, version, pl);
     if (cached) {
       ctx.cache = "hit";
-      return serveFile(req, {
+      const res = serveFile(req, {
         file: cached.file,
         size: cached.size,
         mtime: cached.mtime,
         sha256: cached.meta.sha256,
         contentType: "application/zip",
-      }, { "x-repoxy-cache": "hit" });
+      }, { headers: { "x-repoxy-cache": "hit" }, onFinish: ctx.done });
+      ctx.reported = true;
+      return res;
     }
     if (config.offline) {
       throw new NotFoundError(
@@ -204,13 +296,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     const headers = new Headers({ "content-type": "application/zip", "x-repoxy-cache": "miss" });
     if (d.expectedSize !== undefined) headers.set("content-length", String(d.expectedSize));
     if (req.method === "HEAD") return new Response(null, { status: 200, headers });
-    return new Response(d.reader(), { status: 200, headers });
+    ctx.reported = true;
+    return new Response(trackBody(req, d.reader(), 200, ctx.done), { status: 200, headers });
   }
 
   async function registryVersions(req: Request, ctx: RequestContext, p: ProviderRef) {
     const got = await metadata.versions(p);
     ctx.cache = got.status;
-    return jsonResponse(req, got.value.raw, got.status);
+    return keptJson(req, ctx, got.value.raw, got.status, got.fetchedAt + config.metadataTtlMs);
   }
 
   function providerPath(p: ProviderRef) {
@@ -232,7 +325,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       shasums_url: `${base}v1/providers/${providerPath(p)}/${version}/SHA256SUMS`,
       shasums_signature_url: `${base}v1/providers/${providerPath(p)}/${version}/SHA256SUMS.sig`,
     });
-    return jsonResponse(req, body, dl.status);
+    return keptJson(req, ctx, body, dl.status, Infinity);
   }
 
   async function registrySums(
@@ -273,17 +366,17 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   function health(req: Request): Response {
     const h = new Headers(JSON_HEADERS);
     h.set("cache-control", "no-store");
-    return new Response(
-      req.method === "HEAD" ? null : JSON.stringify({ status: "ok", version: VERSION }) + "\n",
-      {
-        status: 200,
-        headers: h,
-      },
-    );
+    const body = encoder.encode(JSON.stringify({ status: "ok", version: VERSION }) + "\n");
+    h.set("content-length", String(body.length));
+    return new Response(req.method === "HEAD" ? null : body as BodyInit, {
+      status: 200,
+      headers: h,
+    });
   }
 
   async function route(req: Request, ctx: RequestContext): Promise<Response> {
     const url = new URL(req.url);
+    ctx.path = url.pathname;
     const r = parseRoute(url.pathname, config.defaultUpstream);
     if (!r) throw new NotFoundError(`nothing is served at ${url.pathname}`);
     ctx.route = r.kind;
@@ -315,68 +408,48 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
 
   function accessLog(
     req: Request,
+    path: string,
     ctx: RequestContext,
-    status: number,
-    bytes: number,
+    end: BodyEnd,
     started: number,
-    note?: string,
   ) {
-    const url = new URL(req.url);
     log.info("request", {
       method: req.method,
-      path: url.pathname,
-      status,
-      bytes,
+      path,
+      status: end.status,
+      bytes: end.bytes,
       ms: Math.round((performance.now() - started) * 10) / 10,
       cache: ctx.cache ?? "-",
-      ...(note ? { note } : {}),
+      ...(end.note ? { note: end.note } : {}),
     });
-  }
-
-  /** Wraps a body so the access log line is written when it has been sent (or abandoned). */
-  function countedBody(
-    body: ReadableStream<Uint8Array>,
-    done: (bytes: number, note?: string) => void,
-  ) {
-    const reader = body.getReader();
-    let bytes = 0;
-    let finished = false;
-    const finish = (note?: string) => {
-      if (!finished) {
-        finished = true;
-        done(bytes, note);
-      }
-    };
-    return new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        try {
-          const { value, done: end } = await reader.read();
-          if (end) {
-            finish();
-            controller.close();
-            return;
-          }
-          bytes += value.length;
-          controller.enqueue(value);
-        } catch (e) {
-          finish(`body failed: ${(e as Error).message}`);
-          controller.error(e);
-        }
-      },
-      async cancel(reason) {
-        finish("client went away");
-        await reader.cancel(reason);
-      },
-    }, { highWaterMark: 0 });
   }
 
   async function handle(req: Request): Promise<Response> {
     const started = performance.now();
-    const ctx: RequestContext = { route: "none", cache: undefined };
+    const ctx: RequestContext = {
+      route: "none",
+      cache: undefined,
+      path: "",
+      generation: refs.generation,
+      done: (end) => accessLog(req, ctx.path || new URL(req.url).pathname, ctx, end, started),
+    };
+    if (req.method === "GET" || req.method === "HEAD") {
+      const path = pathOf(req.url);
+      const kept = answers.get(path);
+      if (kept) {
+        ctx.path = path;
+        ctx.cache = "hit";
+        const res = jsonResponse(req, kept, "hit", kept.maxAge);
+        const bytes = req.method === "HEAD" || res.status === 304 ? 0 : kept.bytes.length;
+        ctx.done({ status: res.status, bytes });
+        return res;
+      }
+    }
     let res: Response;
     try {
       res = await route(req, ctx);
     } catch (e) {
+      ctx.reported = false;
       const status = toErrorStatus(e);
       if (status >= 500 && !(e instanceof HttpError)) {
         log.error("internal error", {
@@ -389,14 +462,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
         : "internal error; see the server log";
       res = errorResponse(status, message, e instanceof HttpError ? e.headers : {});
     }
-    if (res.body) {
-      const body = countedBody(
-        res.body,
-        (bytes, note) => accessLog(req, ctx, res.status, bytes, started, note),
-      );
-      return new Response(body, { status: res.status, headers: res.headers });
+    // Streamed archive bodies log when they end (bytes sent, client aborts);
+    // every other body is a complete buffer, logged now. No wrapper stream
+    // here: it would cost a stream hop per chunk, and archive bodies must
+    // reach Deno.serve unwrapped (see markSocketRequest in serve_file.ts).
+    if (!ctx.reported) {
+      const bytes = req.method === "HEAD" ? 0 : Number(res.headers.get("content-length") ?? 0);
+      ctx.done({ status: res.status, bytes });
     }
-    accessLog(req, ctx, res.status, 0, started);
     return res;
   }
 
