@@ -9,7 +9,9 @@
  *   deno task bench --smoke    tiny sizes, seconds (the test suite runs this)
  *
  * Options: --out FILE (markdown, default bench/out/latest.md), --json FILE,
- * --keep (keep the work dir), --no-terraform.
+ * --keep (keep the work dir), --no-terraform, --nginx-workers N (default
+ * "auto", as Debian ships it), --cpu-prof DIR (V8 CPU profile of Repoxy,
+ * written when it stops).
  * @module
  */
 import { parseArgs } from "../lib/deps/cli.ts";
@@ -159,6 +161,8 @@ const fmtRps = (r: number) => `${Math.round(r).toLocaleString("en-US")} req/s`;
 const fmtMs = (s: number) => `${(s * 1000).toFixed(1)} ms`;
 const fmtS = (s: number) => `${s.toFixed(2)} s`;
 const fmtMb = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MiB`;
+const fmtSize = (b: number) =>
+  b >= MB ? `${(b / MB).toFixed(0)} MB` : `${(b / 1000).toFixed(0)} kB`;
 
 /** One row of the result table. */
 interface Row {
@@ -181,6 +185,8 @@ export async function main(argv: string[]): Promise<number> {
       "no-terraform": { type: "boolean" },
       out: { type: "string" },
       json: { type: "string" },
+      "nginx-workers": { type: "string" },
+      "cpu-prof": { type: "string" },
     },
   });
   const profile = PROFILES[args.values.smoke ? "smoke" : args.values.quick ? "quick" : "full"];
@@ -231,8 +237,8 @@ export async function main(argv: string[]): Promise<number> {
 
     // --- archives and the upstream -------------------------------------------
     note(
-      `writing archives (${fmtMb(profile.bigSize)} + ${profile.tfProviders} x ${
-        fmtMb(profile.tfSize)
+      `writing archives (${fmtSize(profile.bigSize)} + ${profile.tfProviders} x ${
+        fmtSize(profile.tfSize)
       })`,
     );
     const bigPath = join(dirs.files, "big.zip");
@@ -308,7 +314,17 @@ export async function main(argv: string[]): Promise<number> {
     );
     const repoxy = spawnLogged(
       Deno.execPath(),
-      ["run", "-P=serve", "main.ts", "serve", "--config", cfgPath],
+      [
+        "run",
+        ...(args.values["cpu-prof"]
+          ? ["--cpu-prof", `--cpu-prof-dir=${resolve(args.values["cpu-prof"])}`]
+          : []),
+        "-P=serve",
+        "main.ts",
+        "serve",
+        "--config",
+        cfgPath,
+      ],
       join(work, "repoxy.log"),
       { cwd: REPO },
     );
@@ -400,6 +416,7 @@ export async function main(argv: string[]): Promise<number> {
       keyPath: tls.keyPath,
       archiveRoot: join(dirs.cache, "packages"),
       jsonRoot: dirs.json,
+      workers: args.values["nginx-workers"] ? Number(args.values["nginx-workers"]) : "auto",
     });
     children.push(nginx);
     const nUrl = `https://127.0.0.1:${nPort}`;
@@ -577,7 +594,7 @@ export async function main(argv: string[]): Promise<number> {
     const dTot = median(cold.dTotal);
     const rTot = median(cold.rTotal);
     rows.push({
-      measure: `Cold miss, total time, ${fmtMb(profile.bigSize)} (vs direct)`,
+      measure: `Cold miss, total time, ${fmtSize(profile.bigSize)} (vs direct)`,
       repoxy: fmtS(rTot),
       baseline: fmtS(dTot),
       ratio: (rTot / dTot).toFixed(2),
@@ -644,10 +661,11 @@ export async function main(argv: string[]): Promise<number> {
       memTotal: fmtMb(Deno.systemMemoryInfo().total),
     };
     const seconds = (performance.now() - started) / 1000;
-    const settings = `profile ${profile.name}; archive ${fmtMb(profile.bigSize)}; upstream ` +
+    const settings = `profile ${profile.name}; archive ${fmtSize(profile.bigSize)}; upstream ` +
       `${fmtRate(profile.bandwidth)} per response + ${profile.latencyMs} ms latency; ` +
       `1-client medians of ${profile.reps}, ${profile.parClients}-client medians of ${profile.parReps}; ` +
       `wrk -t2 -c${profile.wrkConnections} -d${profile.wrkSeconds}s; ` +
+      `nginx worker_processes ${args.values["nginx-workers"] ?? "auto"}; ` +
       `{version}.json lists ${META_PLATFORMS.length} platforms, index.json ${profile.metaVersions} versions; ` +
       `run took ${seconds.toFixed(0)} s`;
     const md = [

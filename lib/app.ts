@@ -22,7 +22,14 @@ import { PackageStore } from "./package_store.ts";
 import { RefsStore } from "./refs_store.ts";
 import { ResponseCache } from "./response_cache.ts";
 import { BadPathError, parseRoute, type Route } from "./router.ts";
-import { type BodyEnd, bodyEtag, serveBytes, serveFile, trackBody } from "./serve_file.ts";
+import {
+  type BodyEnd,
+  bodyEtag,
+  serveBody,
+  serveFile,
+  trackBody,
+  utf8Length,
+} from "./serve_file.ts";
 import { parseSha256Sums } from "./signature.ts";
 import { type FetchFn, UpstreamClient } from "./upstream.ts";
 import { USER_AGENT, VERSION } from "./version.ts";
@@ -70,17 +77,17 @@ export interface App {
 
 const JSON_HEADERS = { "content-type": "application/json" };
 
-/** A JSON body as sent: bytes plus their ETag. */
+/** A JSON body ready to send: text, its UTF-8 length and its ETag. */
 interface EncodedJson {
-  bytes: Uint8Array;
+  text: string;
+  length: number;
   etag: string;
 }
 
 const encoder = new TextEncoder();
 
-function encodeJson(body: string): EncodedJson {
-  const bytes = encoder.encode(body);
-  return { bytes, etag: bodyEtag(bytes) };
+function encodeJson(text: string): EncodedJson {
+  return { text, length: utf8Length(text), etag: bodyEtag(text) };
 }
 
 /** A metadata answer: short max-age, an ETag of the body, 304 on If-None-Match. */
@@ -91,10 +98,11 @@ function jsonResponse(
   maxAge = 60,
 ): Response {
   const enc = typeof body === "string" ? encodeJson(body) : body;
-  return serveBytes(req, enc.bytes, {
+  return serveBody(req, enc.text, {
     contentType: "application/json",
     cacheControl: `public, max-age=${maxAge}`,
     etag: enc.etag,
+    length: enc.length,
     ...(cache ? { headers: { "x-repoxy-cache": cache } } : {}),
   });
 }
@@ -440,7 +448,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
         ctx.path = path;
         ctx.cache = "hit";
         const res = jsonResponse(req, kept, "hit", kept.maxAge);
-        const bytes = req.method === "HEAD" || res.status === 304 ? 0 : kept.bytes.length;
+        const bytes = req.method === "HEAD" || res.status === 304 ? 0 : kept.length;
         ctx.done({ status: res.status, bytes });
         return res;
       }

@@ -13,7 +13,9 @@
 
 /** One cached answer. */
 export interface CachedAnswer {
-  bytes: Uint8Array;
+  text: string;
+  /** Size in bytes (UTF-8), for the memory bound and Content-Length. */
+  length: number;
   etag: string;
   /** `max-age` of the answer, in seconds. */
   maxAge: number;
@@ -48,11 +50,11 @@ export class ResponseCache {
 
   /** Stores an answer (ignored when it is already outdated or too big). */
   put(path: string, a: CachedAnswer): void {
-    if (a.generation !== this.generation() || a.bytes.length > this.maxBytes / 16) return;
+    if (a.generation !== this.generation() || a.length > this.maxBytes / 16) return;
     const old = this.#answers.get(path);
     if (old) this.#drop(path, old);
     this.#answers.set(path, a);
-    this.#bytes += a.bytes.length;
+    this.#bytes += a.length;
     while (this.#answers.size > this.maxEntries || this.#bytes > this.maxBytes) {
       const [oldestPath, oldest] = this.#answers.entries().next().value!;
       this.#drop(oldestPath, oldest);
@@ -66,6 +68,6 @@ export class ResponseCache {
 
   #drop(path: string, a: CachedAnswer) {
     this.#answers.delete(path);
-    this.#bytes -= a.bytes.length;
+    this.#bytes -= a.length;
   }
 }

@@ -13,8 +13,9 @@ import {
   parseHttpDate,
   parseRange,
   READ_CHUNK,
-  serveBytes,
+  serveBody,
   serveFile,
+  utf8Length,
 } from "../lib/serve_file.ts";
 import { bytesOf, sha256Hex, tempDir } from "./_helpers.ts";
 
@@ -288,28 +289,34 @@ Deno.test("serveFile() reports how each body ended, once, including client abort
   ]);
 });
 
-Deno.test("serveBytes() sets an ETag and answers 304 and HEAD", async () => {
-  const body = new TextEncoder().encode('{"versions":{}}\n');
-  const etag = bodyEtag(body);
-  assertMatch(etag, /^"[0-9a-f]{16}-[0-9a-f]+"$/);
-  assertEquals(bodyEtag(body), etag, "stable");
-  assert(bodyEtag(new TextEncoder().encode('{"versions":{"1.0.0":{}}}\n')) !== etag);
-  const opts = { contentType: "application/json", cacheControl: "public, max-age=60", etag };
-  const res = serveBytes(new Request("http://x/i.json"), body, opts);
-  assertEquals(res.status, 200);
-  assertEquals(res.headers.get("etag"), etag);
-  assertEquals(res.headers.get("content-length"), String(body.length));
-  assertEquals(await bytesOf(res), body);
-  const notModified = serveBytes(
-    new Request("http://x/i.json", { headers: { "if-none-match": etag } }),
-    body,
-    opts,
-  );
-  assertEquals(notModified.status, 304);
-  assertEquals(notModified.body, null);
-  assertEquals(notModified.headers.get("cache-control"), "public, max-age=60");
-  const head = serveBytes(new Request("http://x/i.json", { method: "HEAD" }), body, opts);
-  assertEquals(head.status, 200);
-  assertEquals(head.headers.get("content-length"), String(body.length));
-  assertEquals(head.body, null);
+Deno.test("serveBody() sets an ETag and answers 304 and HEAD, for text and bytes", async () => {
+  const text = '{"versions":{"1.0.0":{}},"note":"caf\u00e9 \u{1F600}"}\n';
+  const bytes = new TextEncoder().encode(text);
+  assertEquals(utf8Length(text), bytes.length);
+  for (const body of [text, bytes]) {
+    const etag = bodyEtag(body);
+    assertMatch(etag, /^"[0-9a-f]{16}-[0-9a-f]+"$/);
+    assertEquals(bodyEtag(body), etag, "stable");
+    const opts = { contentType: "application/json", cacheControl: "public, max-age=60", etag };
+    const res = serveBody(new Request("http://x/i.json"), body, opts);
+    assertEquals(res.status, 200);
+    assertEquals(res.headers.get("etag"), etag);
+    assertEquals(res.headers.get("content-type"), "application/json");
+    assertEquals(res.headers.get("content-length"), String(bytes.length));
+    assertEquals(await bytesOf(res), bytes);
+    const notModified = serveBody(
+      new Request("http://x/i.json", { headers: { "if-none-match": `W/${etag}` } }),
+      body,
+      opts,
+    );
+    assertEquals(notModified.status, 304);
+    assertEquals(notModified.body, null);
+    assertEquals(notModified.headers.get("etag"), etag);
+    assertEquals(notModified.headers.get("cache-control"), "public, max-age=60");
+    const head = serveBody(new Request("http://x/i.json", { method: "HEAD" }), body, opts);
+    assertEquals(head.status, 200);
+    assertEquals(head.headers.get("content-length"), String(bytes.length));
+    assertEquals(head.body, null);
+  }
+  assert(bodyEtag('{"versions":{}}') !== bodyEtag('{"versions":{"1.0.0":{}}}'));
 });
