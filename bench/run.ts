@@ -650,9 +650,11 @@ export async function main(argv: string[]): Promise<number> {
     const versions = {
       deno: Deno.version.deno,
       nginx: (await run("nginx", ["-v"])).stderr.trim().replace(/^nginx version: /, ""),
-      curl: (await run("curl", ["--version"])).stdout.split("\n")[0]!,
-      wrk: ((await run("wrk", ["-v"])).stdout.split("\n")[0] ?? "").trim(),
-      terraform: tf?.version ?? "not installed",
+      curl: (await run("curl", ["--version"])).stdout.split(" ").slice(0, 2).join(" "),
+      wrk: "wrk " + (/wrk (?:debian\/)?([\w.+~-]+)/.exec((await run("wrk", ["-v"])).stdout)?.[1] ??
+        "?"),
+      terraform: tf?.version ??
+        (args.values["no-terraform"] ? "terraform skipped" : "terraform not installed"),
       cpus: navigator.hardwareConcurrency,
       cpuModel: ((await Deno.readTextFile("/proc/cpuinfo").catch(() => "")).match(
         /model name\s*:\s*(.+)/,
@@ -676,7 +678,7 @@ export async function main(argv: string[]): Promise<number> {
       settings,
       "",
       `Machine: ${versions.cpus} CPUs (${versions.cpuModel}), ${versions.memTotal} RAM, Linux ${versions.kernel}`,
-      `Versions: Deno ${versions.deno}, nginx ${versions.nginx}, ${versions.curl}, ${versions.wrk}, ${versions.terraform}`,
+      `Versions: Deno ${versions.deno}, ${versions.nginx}, ${versions.curl}, ${versions.wrk}, ${versions.terraform}`,
       "",
     ].join("\n");
     out(md);
