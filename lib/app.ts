@@ -38,8 +38,16 @@ import { metricsResponse, readyResponse, statusPageResponse } from "./ops.ts";
 import { PackageStore, verifyingStream } from "./package_store.ts";
 import { holdForServing, QuotaKeeper } from "./quota.ts";
 import { RefsStore } from "./refs_store.ts";
+import { ResponseCache } from "./response_cache.ts";
 import { BadPathError, type ModuleRef, parseRoute, type Route } from "./router.ts";
-import { serveFile } from "./serve_file.ts";
+import {
+  type BodyEnd,
+  bodyEtag,
+  serveBody,
+  serveFile,
+  trackBody,
+  utf8Length,
+} from "./serve_file.ts";
 import { parseSha256Sums } from "./signature.ts";
 import { Telemetry, type UpstreamRequestInfo } from "./telemetry.ts";
 import { type FetchFn, UpstreamClient } from "./upstream.ts";
@@ -66,6 +74,14 @@ export interface AppDeps {
 interface RequestContext {
   route: Route["kind"] | "none";
   cache: CacheStatus | undefined;
+  /** Set when the response body writes the access log line itself, when it ends. */
+  reported?: boolean;
+  /** Request path, once routing parsed the URL. */
+  path: string;
+  /** Refs generation when the request began (see response_cache.ts). */
+  generation: number;
+  /** Writes the access log line for this request. */
+  done: (end: BodyEnd) => void;
 }
 
 /** A running Repoxy instance (without the listening socket). */
@@ -88,16 +104,42 @@ export interface App {
 
 const JSON_HEADERS = { "content-type": "application/json" };
 
+/** A JSON body ready to send: text, its UTF-8 length and its ETag. */
+interface EncodedJson {
+  text: string;
+  length: number;
+  etag: string;
+}
+
+const encoder = new TextEncoder();
+
+function encodeJson(text: string): EncodedJson {
+  return { text, length: utf8Length(text), etag: bodyEtag(text) };
+}
+
+/** A metadata answer: short max-age, an ETag of the body, 304 on If-None-Match. */
 function jsonResponse(
   req: Request,
-  body: string,
+  body: string | EncodedJson,
   cache: CacheStatus | undefined,
   maxAge = 60,
 ): Response {
-  const headers = new Headers(JSON_HEADERS);
-  headers.set("cache-control", `public, max-age=${maxAge}`);
-  if (cache) headers.set("x-repoxy-cache", cache);
-  return new Response(req.method === "HEAD" ? null : body, { status: 200, headers });
+  const enc = typeof body === "string" ? encodeJson(body) : body;
+  return serveBody(req, enc.text, {
+    contentType: "application/json",
+    cacheControl: `public, max-age=${maxAge}`,
+    etag: enc.etag,
+    length: enc.length,
+    ...(cache ? { headers: { "x-repoxy-cache": cache } } : {}),
+  });
+}
+
+/** The path of an absolute request URL, without parsing it (a cache key only). */
+function pathOf(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return "/";
+  const q = url.indexOf("?", start);
+  return q < 0 ? url.slice(start) : url.slice(start, q);
 }
 
 /**
@@ -166,13 +208,52 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     ? undefined
     : new QuotaKeeper(config.cacheDir, config.maxCacheSizeBytes, log);
 
+  const answers = new ResponseCache(() => refs.generation, now);
+
+  /**
+   * Sends a metadata answer and keeps it for the same path while every input
+   * stays current: no refs write since the request began, and the version
+   * list (when it depends on one) still fresh.
+   */
+  function keptJson(
+    req: Request,
+    ctx: RequestContext,
+    body: string | EncodedJson,
+    status: CacheStatus,
+    freshUntil: number,
+  ): Response {
+    const enc = typeof body === "string" ? encodeJson(body) : body;
+    if (status !== "stale") {
+      answers.put(ctx.path, {
+        ...enc,
+        route: ctx.route,
+        maxAge: 60,
+        generation: ctx.generation,
+        expiresAt: config.offline ? Infinity : freshUntil,
+      });
+    }
+    return jsonResponse(req, enc, status);
+  }
+
+  // Rendered and parsed forms, keyed by the memoised values Metadata returns
+  // (same object until the stored entry changes), so they go with the entry.
+  const indexBodies = new WeakMap<object, EncodedJson>();
+  /** {version}.json by version entry, with the hashes it was rendered from. */
+  const versionBodies = new WeakMap<object, EncodedJson & { hashes: string[] }>();
+  const parsedSums = new WeakMap<Uint8Array, Map<string, string>>();
+
   /** SHA256SUMS of a version as filename → sha256, or undefined when unavailable. */
   async function sumsFor(p: ProviderRef, version: string, pl: PlatformRef) {
     const dl = await metadata.download(p, version, pl);
     if (!dl.value.doc.shasums_url) return { map: undefined, status: dl.status };
     const s = await metadata.sums(p, version, dl.value);
+    let map = parsedSums.get(s.value.sums);
+    if (!map) {
+      map = parseSha256Sums(new TextDecoder().decode(s.value.sums));
+      parsedSums.set(s.value.sums, map);
+    }
     return {
-      map: parseSha256Sums(new TextDecoder().decode(s.value.sums)),
+      map,
       status: worstStatus(dl.status, s.status),
     };
   }
@@ -180,7 +261,12 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   async function mirrorIndex(req: Request, ctx: RequestContext, p: ProviderRef): Promise<Response> {
     const got = await metadata.versions(p);
     ctx.cache = got.status;
-    return jsonResponse(req, mirrorIndexJson(got.value.versions.map((v) => v.version)), got.status);
+    let body = indexBodies.get(got.value);
+    if (!body) {
+      body = encodeJson(mirrorIndexJson(got.value.versions.map((v) => v.version)));
+      indexBodies.set(got.value, body);
+    }
+    return keptJson(req, ctx, body, got.status, got.fetchedAt + config.metadataTtlMs);
   }
 
   /**
@@ -237,6 +323,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     const sums = await sumsFor(p, version, platforms[0]!);
     statuses.push(sums.status);
     const archives: MirrorArchive[] = [];
+    const allHashes: string[] = [];
     for (const pl of platforms) {
       const filename = archiveFilename(p.type, version, pl);
       let zh = sums.map?.get(filename);
@@ -250,10 +337,22 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       if (meta?.h1) hashes.push(meta.h1);
       else if (meta) packages.ensureH1(p, version, pl).catch(() => {});
       hashes.push(`zh:${zh}`);
+      allHashes.push(...hashes, "");
       archives.push({ platform: `${pl.os}_${pl.arch}`, url: filename, hashes });
     }
     ctx.cache = worstStatus(...statuses);
-    return jsonResponse(req, mirrorVersionJson(archives), ctx.cache);
+    // The document depends only on the entry's platforms and these hashes, so
+    // rendering, encoding and the ETag are redone only when a hash changes
+    // (an archive got cached, or its h1 was computed).
+    let body = versionBodies.get(entry.value);
+    if (
+      !body || body.hashes.length !== allHashes.length ||
+      body.hashes.some((h, i) => h !== allHashes[i])
+    ) {
+      body = { ...encodeJson(mirrorVersionJson(archives)), hashes: allHashes };
+      versionBodies.set(entry.value, body);
+    }
+    return keptJson(req, ctx, body, ctx.cache, entry.fetchedAt + config.metadataTtlMs);
   }
 
   async function archive(
@@ -272,13 +371,15 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     if (cached) {
       ctx.cache = "hit";
       await holdForServing(cached);
-      return serveFile(req, {
+      const res = serveFile(req, {
         file: cached.file,
         size: cached.size,
         mtime: cached.mtime,
         sha256: cached.meta.sha256,
         contentType: "application/zip",
-      }, { "x-repoxy-cache": "hit" });
+      }, { headers: { "x-repoxy-cache": "hit" }, onFinish: ctx.done });
+      ctx.reported = true;
+      return res;
     }
     if (config.offline) {
       throw new NotFoundError(
@@ -311,7 +412,8 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     const headers = new Headers({ "content-type": "application/zip", "x-repoxy-cache": "miss" });
     if (d.expectedSize !== undefined) headers.set("content-length", String(d.expectedSize));
     if (req.method === "HEAD") return new Response(null, { status: 200, headers });
-    return new Response(d.reader(), { status: 200, headers });
+    ctx.reported = true;
+    return new Response(trackBody(req, d.reader(), 200, ctx.done), { status: 200, headers });
   }
 
   /** Streams an archive from upstream to the client, verified, without caching it. */
@@ -340,7 +442,9 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   async function registryVersions(req: Request, ctx: RequestContext, p: ProviderRef) {
     const got = await metadata.versions(p);
     ctx.cache = got.status;
-    if (!config.offline) return jsonResponse(req, got.value.raw, got.status);
+    if (!config.offline) {
+      return keptJson(req, ctx, got.value.raw, got.status, got.fetchedAt + config.metadataTtlMs);
+    }
     // Offline, only versions and platforms whose archive is cached are offered
     // (the client would otherwise pick one it then cannot download).
     const doc = JSON.parse(got.value.raw) as {
@@ -381,7 +485,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       shasums_url: `${base}v1/providers/${providerPath(p)}/${version}/SHA256SUMS`,
       shasums_signature_url: `${base}v1/providers/${providerPath(p)}/${version}/SHA256SUMS.sig`,
     });
-    return jsonResponse(req, body, dl.status);
+    return keptJson(req, ctx, body, dl.status, Infinity);
   }
 
   async function registrySums(
@@ -475,6 +579,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
         }
       } catch { /* not JSON: pass through as is */ }
     }
+    if (res.status !== 204) headers.set("content-length", String(utf8Length(body)));
     return new Response(req.method === "HEAD" || res.status === 204 ? null : body, {
       status: res.status,
       headers,
@@ -484,17 +589,17 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   function health(req: Request): Response {
     const h = new Headers(JSON_HEADERS);
     h.set("cache-control", "no-store");
-    return new Response(
-      req.method === "HEAD" ? null : JSON.stringify({ status: "ok", version: VERSION }) + "\n",
-      {
-        status: 200,
-        headers: h,
-      },
-    );
+    const body = encoder.encode(JSON.stringify({ status: "ok", version: VERSION }) + "\n");
+    h.set("content-length", String(body.length));
+    return new Response(req.method === "HEAD" ? null : body as BodyInit, {
+      status: 200,
+      headers: h,
+    });
   }
 
   async function route(req: Request, ctx: RequestContext): Promise<Response> {
     const url = new URL(req.url);
+    ctx.path = url.pathname;
     // Everything Repoxy serves is read-only.
     if (req.method !== "GET" && req.method !== "HEAD") {
       throw new HttpError(405, `method ${req.method} is not allowed; use GET or HEAD`, {
@@ -543,59 +648,20 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
 
   function accessLog(
     req: Request,
+    path: string,
     ctx: RequestContext,
-    status: number,
-    bytes: number,
+    end: BodyEnd,
     started: number,
-    note?: string,
   ) {
-    const url = new URL(req.url);
     log.info("request", {
       method: req.method,
-      path: url.pathname,
-      status,
-      bytes,
+      path,
+      status: end.status,
+      bytes: end.bytes,
       ms: Math.round((performance.now() - started) * 10) / 10,
       cache: ctx.cache ?? "-",
-      ...(note ? { note } : {}),
+      ...(end.note ? { note: end.note } : {}),
     });
-  }
-
-  /** Wraps a body so the access log line is written when it has been sent (or abandoned). */
-  function countedBody(
-    body: ReadableStream<Uint8Array>,
-    done: (bytes: number, note?: string) => void,
-  ) {
-    const reader = body.getReader();
-    let bytes = 0;
-    let finished = false;
-    const finish = (note?: string) => {
-      if (!finished) {
-        finished = true;
-        done(bytes, note);
-      }
-    };
-    return new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        try {
-          const { value, done: end } = await reader.read();
-          if (end) {
-            finish();
-            controller.close();
-            return;
-          }
-          bytes += value.length;
-          controller.enqueue(value);
-        } catch (e) {
-          finish(`body failed: ${(e as Error).message}`);
-          controller.error(e);
-        }
-      },
-      async cancel(reason) {
-        finish("client went away");
-        await reader.cancel(reason);
-      },
-    }, { highWaterMark: 0 });
   }
 
   /**
@@ -618,11 +684,35 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
 
   async function handle(req: Request): Promise<Response> {
     const started = performance.now();
-    const ctx: RequestContext = { route: "none", cache: undefined };
+    const ctx: RequestContext = {
+      route: "none",
+      cache: undefined,
+      path: "",
+      generation: refs.generation,
+      done: (end) => {
+        telemetry.onBytes(ctx.route, end.bytes);
+        accessLog(req, ctx.path || new URL(req.url).pathname, ctx, end, started);
+      },
+    };
+    if (req.method === "GET" || req.method === "HEAD") {
+      const path = pathOf(req.url);
+      const kept = answers.get(path);
+      if (kept) {
+        ctx.path = path;
+        ctx.cache = "hit";
+        ctx.route = kept.route as Route["kind"];
+        const res = jsonResponse(req, kept, "hit", kept.maxAge);
+        telemetry.onRequest(ctx.route, res.status, (performance.now() - started) / 1000, "hit");
+        const bytes = req.method === "HEAD" || res.status === 304 ? 0 : kept.length;
+        ctx.done({ status: res.status, bytes });
+        return res;
+      }
+    }
     let res: Response;
     try {
       res = await withDeadline(req, ctx);
     } catch (e) {
+      ctx.reported = false;
       const status = toErrorStatus(e);
       if (status >= 500 && !(e instanceof HttpError)) {
         log.error("internal error", {
@@ -636,17 +726,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       res = errorResponse(status, message, e instanceof HttpError ? e.headers : {});
     }
     telemetry.onRequest(ctx.route, res.status, (performance.now() - started) / 1000, ctx.cache);
-    if (res.body) {
-      const body = countedBody(
-        res.body,
-        (bytes, note) => {
-          telemetry.onBytes(ctx.route, bytes);
-          accessLog(req, ctx, res.status, bytes, started, note);
-        },
-      );
-      return new Response(body, { status: res.status, headers: res.headers });
+    // Streamed archive bodies log when they end (bytes sent, client aborts);
+    // every other body is a complete buffer, logged now. No wrapper stream
+    // here: it would cost a stream hop per chunk, and archive bodies must
+    // reach Deno.serve unwrapped (see markSocketRequest in serve_file.ts).
+    if (!ctx.reported) {
+      const bytes = req.method === "HEAD" ? 0 : Number(res.headers.get("content-length") ?? 0);
+      ctx.done({ status: res.status, bytes });
     }
-    accessLog(req, ctx, res.status, 0, started);
     return res;
   }
 

@@ -4,6 +4,7 @@
  * Lock files pin providers by it, so ours must match Terraform's byte for byte.
  * @module
  */
+import { releaseChunk } from "./buffers.ts";
 import { createHash } from "./deps/crypto.ts";
 import { openZipEntry, readZipEntries, type ZipEntry, zipEntryNameBytes } from "./zip_reader.ts";
 
@@ -63,7 +64,10 @@ export function h1FromFileHashes(files: Array<{ name: string; sha256Hex: string 
 
 async function hashEntry(file: Deno.FsFile, entry: ZipEntry): Promise<string> {
   const h = createHash("sha256");
-  for await (const chunk of openZipEntry(file, entry)) h.update(chunk);
+  for await (const chunk of openZipEntry(file, entry)) {
+    h.update(chunk);
+    releaseChunk(chunk);
+  }
   return h.digest("hex");
 }
 

@@ -65,5 +65,7 @@ export function errorResponse(
   const h = new Headers(headers);
   h.set("content-type", "application/json");
   h.set("cache-control", "no-store");
-  return new Response(JSON.stringify({ errors: [message] }) + "\n", { status, headers: h });
+  const body = new TextEncoder().encode(JSON.stringify({ errors: [message] }) + "\n");
+  h.set("content-length", String(body.length));
+  return new Response(body as BodyInit, { status, headers: h });
 }

@@ -119,6 +119,22 @@ export const refKeys = {
     `${providerKey(p)}/${v}/archive_${pl.os}_${pl.arch}`,
 };
 
+/**
+ * Parses a stored entry once. RefsStore hands out the same entry object until
+ * the entry is replaced or evicted, so keying by the object keeps the parsed
+ * value exactly as fresh as the entry and lets it go with the entry. Without
+ * this a metadata hit re-parsed the whole upstream version list (hundreds of
+ * KB for big providers) on every request.
+ */
+function parsedOnce<T>(memo: WeakMap<RefEntry, T>, entry: RefEntry, parse: () => T): T {
+  let v = memo.get(entry);
+  if (v === undefined) {
+    v = parse();
+    memo.set(entry, v);
+  }
+  return v;
+}
+
 function parseVersions(text: string, hostname: string): VersionEntry[] {
   let json: unknown;
   try {
@@ -177,6 +193,9 @@ function parseDownload(text: string, hostname: string, pl: PlatformRef): Downloa
 export class Metadata {
   readonly #inflight = new Map<string, Promise<RefEntry>>();
   readonly #lastForced = new Map<string, number>();
+  readonly #parsedVersions = new WeakMap<RefEntry, VersionsValue>();
+  readonly #parsedDownloads = new WeakMap<RefEntry, DownloadDoc>();
+  readonly #parsedBytes = new WeakMap<RefEntry, Uint8Array>();
 
   constructor(
     readonly config: Config,
@@ -320,10 +339,15 @@ export class Metadata {
       what,
       hostname: p.hostname,
     });
-    let versions = parseVersions(got.value.body, p.hostname);
+    const parse = (e: RefEntry) =>
+      parsedOnce(this.#parsedVersions, e, () => ({
+        versions: parseVersions(e.body, p.hostname),
+        raw: e.body,
+      }));
+    let value = parse(got.value);
     if (
       want !== undefined && got.status === "hit" && !this.config.offline &&
-      !versions.some((v) => v.version === want) &&
+      !value.versions.some((v) => v.version === want) &&
       this.now() - (this.#lastForced.get(key) ?? 0) > FORCED_REFRESH_GAP_MS
     ) {
       this.#lastForced.set(key, this.now());
@@ -332,10 +356,10 @@ export class Metadata {
         hostname: p.hostname,
         force: true,
       });
-      versions = parseVersions(got.value.body, p.hostname);
+      value = parse(got.value);
     }
     return {
-      value: { versions, raw: got.value.body },
+      value,
       status: got.status,
       fetchedAt: got.fetchedAt,
     };
@@ -370,7 +394,11 @@ export class Metadata {
       },
       { what: `${providerKey(p)} ${version} for ${pl.os}_${pl.arch}`, hostname: p.hostname },
     );
-    const doc = parseDownload(got.value.body, p.hostname, pl);
+    const doc = parsedOnce(
+      this.#parsedDownloads,
+      got.value,
+      () => parseDownload(got.value.body, p.hostname, pl),
+    );
     return {
       value: { doc, raw: got.value.body, url: got.value.url },
       status: got.status,
@@ -455,7 +483,10 @@ export class Metadata {
     }, { what, hostname: p.hostname });
     const sig = await this.refs.get(refKeys.signature(p, version));
     return {
-      value: { sums: entryBytes(got.value), signature: sig ? entryBytes(sig) : undefined },
+      value: {
+        sums: parsedOnce(this.#parsedBytes, got.value, () => entryBytes(got.value)),
+        signature: sig ? parsedOnce(this.#parsedBytes, sig, () => entryBytes(sig)) : undefined,
+      },
       status: got.status,
       fetchedAt: got.value.fetchedAt,
     };

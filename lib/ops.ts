@@ -4,6 +4,7 @@
  * handlers in app.ts so that file only routes to them.
  * @module
  */
+import { utf8Length } from "./serve_file.ts";
 import type { Config } from "./config.ts";
 import { join } from "./deps/path.ts";
 import type { CacheInventory } from "./inventory.ts";
@@ -52,18 +53,12 @@ export async function readyResponse(req: Request, cacheDir: string): Promise<Res
       reason: `cache directory ${cacheDir} is not writable: ${(e as Error).message}`,
     };
   }
-  return new Response(req.method === "HEAD" ? null : JSON.stringify(body) + "\n", {
-    status,
-    headers: noStore("application/json"),
-  });
+  return textResponse(req, JSON.stringify(body) + "\n", status, noStore("application/json"));
 }
 
 /** The metrics in the Prometheus text format. */
 export function metricsResponse(req: Request, telemetry: Telemetry): Response {
-  return new Response(req.method === "HEAD" ? null : telemetry.render(), {
-    status: 200,
-    headers: noStore(PROMETHEUS_CONTENT_TYPE),
-  });
+  return textResponse(req, telemetry.render(), 200, noStore(PROMETHEUS_CONTENT_TYPE));
 }
 
 /**
@@ -116,6 +111,14 @@ export function statusPageResponse(req: Request, s: OpsSources): Response {
   );
   headers.set("x-content-type-options", "nosniff");
   headers.set("referrer-policy", "no-referrer");
-  const body = req.method === "HEAD" ? null : renderStatusPage(statusPageData(req, s));
-  return new Response(body, { status: 200, headers });
+  return textResponse(req, renderStatusPage(statusPageData(req, s)), 200, headers);
+}
+
+/**
+ * A complete text body with its Content-Length set, so the access log and the
+ * bytes-served metric can count it without wrapping the body.
+ */
+function textResponse(req: Request, text: string, status: number, headers: Headers): Response {
+  headers.set("content-length", String(utf8Length(text)));
+  return new Response(req.method === "HEAD" ? null : text, { status, headers });
 }

@@ -10,6 +10,7 @@
  * @module
  */
 import { syncDir, tempPath } from "./atomic_write.ts";
+import { releaseChunk } from "./buffers.ts";
 import { createHash } from "./deps/crypto.ts";
 import { dirname, join } from "./deps/path.ts";
 import { hashZipH1 } from "./dirhash.ts";
@@ -17,7 +18,7 @@ import { DiskError, UpstreamError, UpstreamTimeoutError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { refKeys } from "./metadata.ts";
 import { archiveFilename, type PlatformRef, type ProviderRef } from "./names.ts";
-import type { RefsStore } from "./refs_store.ts";
+import type { RefEntry, RefsStore } from "./refs_store.ts";
 import type { UpstreamClient } from "./upstream.ts";
 
 /** What Repoxy records about a stored archive (in `refs/`, beside its metadata). */
@@ -216,6 +217,8 @@ export class PackageStore {
   readonly root: string;
   readonly #downloads = new Map<string, Download>();
   readonly #h1Jobs = new Map<string, Promise<string | undefined>>();
+  /** Keyed by the refs entry object, so a rewritten entry is parsed afresh. */
+  readonly #parsedMeta = new WeakMap<RefEntry, ArchiveMeta>();
 
   constructor(
     cacheDir: string,
@@ -237,15 +240,20 @@ export class PackageStore {
     return join(this.root, p.hostname, p.namespace, p.type, archiveFilename(p.type, version, pl));
   }
 
-  /** Recorded meta of a stored archive. */
+  /** Recorded meta of a stored archive (parsed once per stored entry; treat as read-only). */
   async meta(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveMeta | undefined> {
     const e = await this.refs.get(refKeys.archive(p, version, pl));
     if (!e) return undefined;
-    try {
-      return JSON.parse(e.body) as ArchiveMeta;
-    } catch {
-      return undefined;
+    let meta = this.#parsedMeta.get(e);
+    if (!meta) {
+      try {
+        meta = JSON.parse(e.body) as ArchiveMeta;
+      } catch {
+        return undefined;
+      }
+      this.#parsedMeta.set(e, meta);
     }
+    return meta;
   }
 
   /**
@@ -361,6 +369,7 @@ export class PackageStore {
           while (off < chunk.length) off += await file.write(chunk.subarray(off));
           d.written += chunk.length;
           d.notify();
+          releaseChunk(chunk); // readers read the temp file, never this chunk
         }
       } catch (e) {
         if (signal.aborted) {

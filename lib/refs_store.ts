@@ -27,6 +27,11 @@ const MAX_MEMORY_ENTRIES = 20_000;
 export class RefsStore {
   readonly root: string;
   readonly #memory = new Map<string, RefEntry | null>();
+  /**
+   * Bumped by every write or forget, so answers derived from entries (see
+   * response_cache.ts) can tell in O(1) that something they read may be stale.
+   */
+  generation = 0;
 
   constructor(cacheDir: string, readonly tmpDir: string) {
     this.root = join(cacheDir, "refs");
@@ -65,12 +70,14 @@ export class RefsStore {
     // Remembered even if the write fails: a broken disk should cost durability,
     // not the ability to answer.
     this.#remember(key, entry);
+    this.generation++;
     await atomicWrite(this.pathOf(key), JSON.stringify(entry), this.tmpDir);
   }
 
   /** Forgets what memory holds for a key (after an outside change). */
   forget(key: string): void {
     this.#memory.delete(key);
+    this.generation++;
   }
 
   #remember(key: string, entry: RefEntry | null) {

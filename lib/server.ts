@@ -4,6 +4,8 @@
  * @module
  */
 import type { App } from "./app.ts";
+import { markSocketRequest } from "./serve_file.ts";
+import { type NoDelayResult, setListenerNoDelay } from "./tcp_nodelay.ts";
 
 /**
  * How long SIGTERM waits for in-flight responses before cutting them. The
@@ -18,6 +20,8 @@ export interface RunningServer {
   port: number;
   /** Base URL clients use (https when TLS is configured). */
   url: string;
+  /** Whether Nagle's algorithm was turned off for TLS connections (see tcp_nodelay.ts). */
+  noDelay: Promise<NoDelayResult>;
   /** Stops accepting, lets in-flight responses finish up to `deadlineMs`, then cuts them. */
   shutdown(deadlineMs?: number): Promise<void>;
   finished: Promise<void>;
@@ -44,8 +48,22 @@ export function startServer(app: App): RunningServer {
     opts.cert = config.tls.certPem;
     opts.key = config.tls.keyPem;
   }
-  const server = Deno.serve(opts, (req) => app.handle(req));
+  const server = Deno.serve(opts, (req) => {
+    markSocketRequest(req);
+    return app.handle(req);
+  });
   const addr = server.addr as Deno.NetAddr;
+  // Only TLS needs it: Deno already sets TCP_NODELAY on plain TCP connections.
+  const noDelay: Promise<NoDelayResult> = config.tls
+    ? setListenerNoDelay(addr.port).then((r) => {
+      if (!r.ok) {
+        app.log.warn("TLS responses may stall ~40 ms (Nagle); TCP_NODELAY not set", {
+          reason: r.reason,
+        });
+      }
+      return r;
+    })
+    : Promise.resolve({ ok: false, reason: "not needed without TLS" });
   const scheme = config.tls ? "https" : "http";
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const displayHost = addr.hostname === "0.0.0.0" || addr.hostname === "::" ? "127.0.0.1" : host;
@@ -54,6 +72,7 @@ export function startServer(app: App): RunningServer {
     port: addr.port,
     url: `${scheme}://${displayHost}:${addr.port}/`,
     finished: server.finished,
+    noDelay,
     async shutdown(deadlineMs = SHUTDOWN_DRAIN_MS) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const deadline = new Promise<"timeout">((r) =>

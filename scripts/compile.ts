@@ -40,14 +40,17 @@ export const BAKED_ENV = ["HOME", "XDG_CACHE_HOME", "LOCALAPPDATA", "REPOXY_*"];
  * narrowed to paths or hosts here: the listen address, the cache dir, the
  * config and TLS files and the upstreams are all chosen at run time. The
  * systemd unit narrows the filesystem instead (ProtectSystem=strict plus its
- * State/Cache/Configuration directories). No run, ffi or sys permission:
- * Repoxy starts no processes and loads no native code.
+ * State/Cache/Configuration directories). No run or sys permission: Repoxy
+ * starts no processes. `ffi` is granted for one call only — setsockopt
+ * TCP_NODELAY on the listening socket through libc (lib/tcp_nodelay.ts);
+ * without it every HTTPS response stalls ~40 ms on delayed ACKs.
  */
 export function permissionFlags(): string[] {
   return [
     "--allow-net",
     "--allow-read",
     "--allow-write",
+    "--allow-ffi",
     `--allow-env=${BAKED_ENV.join(",")}`,
     "--no-prompt",
   ];

@@ -35,7 +35,7 @@ Deno.test("compileArgs: locked, offline, and only the permissions Repoxy uses", 
     "/src/main.ts",
   ]);
   for (const a of args) {
-    assert(!/^(-A|--allow-all|--allow-run|--allow-ffi|--allow-sys|--allow-import)/.test(a), a);
+    assert(!/^(-A|--allow-all|--allow-run|--allow-sys|--allow-import)/.test(a), a);
   }
   assertEquals(BAKED_ENV.includes("REPOXY_*"), true);
 });
