@@ -22,8 +22,12 @@ import {
 
 const NAME = "terraform init through the network mirror, cold then warm with the upstream down";
 
-Deno.test(NAME, async () => {
-  if (!await findTerraform()) return skip(NAME, "terraform is not on PATH");
+// Decided before registration, so a missing terraform is reported as ignored,
+// never as passed.
+const TERRAFORM = await findTerraform();
+if (!TERRAFORM) skip(NAME, "terraform is not on PATH");
+
+Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
   await using dir = await tempDir();
   const tls = await makeTestTls(join(dir.path, "tls"));
   const fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
