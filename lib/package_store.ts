@@ -434,6 +434,13 @@ export class PackageStore {
         file?.close();
       } catch { /* closed */ }
       await Deno.remove(d.tmpPath).catch(() => {});
+      // Said here too: the clients may all have left, and the access log
+      // only knows about the ones still attached.
+      this.log.warn("archive download failed; nothing cached", {
+        path: d.finalPath,
+        written: d.written,
+        error: (e as Error).message,
+      });
       throw e;
     } finally {
       clearTimeout(idleTimer);

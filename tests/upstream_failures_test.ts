@@ -244,3 +244,53 @@ Deno.test("a version missing from the cached list triggers an immediate refresh"
   }
   assertEquals(fake.count((r) => r.path.endsWith("/beta/versions")), 2);
 });
+
+Deno.test("an archive download that stalls mid-body is given up after the idle timeout", async () => {
+  const g = gate();
+  await using fake = await startFakeRegistry({
+    providers: TWO_PROVIDERS,
+    intercept: (req) => {
+      const path = new URL(req.url).pathname;
+      if (path.startsWith("/files/") && path.endsWith(".zip")) {
+        const a = fake.archives.find((x) => path.endsWith(x.filename))!;
+        let sent = false;
+        // Half the archive, then silence until the test ends.
+        const body = new ReadableStream<Uint8Array>({
+          async pull(c) {
+            if (!sent) {
+              sent = true;
+              c.enqueue(a.bytes.slice(0, a.bytes.length >> 1));
+              return;
+            }
+            await g.wait;
+            c.close();
+          },
+        });
+        return new Response(body, { headers: { "content-length": String(a.bytes.length) } });
+      }
+    },
+  });
+  await using dir = await tempDir();
+  await using t = await makeTestApp(fake, dir.path, {}, { downloadIdleTimeoutMs: 300 });
+  const fa = fake.archive("alpha", "1.1.0", "darwin_arm64");
+  const started = performance.now();
+  const res = await t.get(`/${H}/example/alpha/${fa.filename}`);
+  let failed = false;
+  try {
+    await bytesOf(res);
+  } catch {
+    failed = true;
+  }
+  assert(failed, "the stalled transfer must fail, not hang");
+  assert(performance.now() - started < 5_000);
+  await t.app.settle();
+  assertEquals(await exists(join(dir.path, "packages", H, "example", "alpha", fa.filename)), false);
+  assertEquals(await listDir(join(dir.path, "tmp")), []);
+  assert(
+    t.log.records.some((r) =>
+      r.msg === "archive download failed; nothing cached" &&
+      /stalled for 300 ms/.test(String(r.error))
+    ),
+  );
+  g.open();
+});
