@@ -100,7 +100,8 @@ export const COMMON_HELP = `  -c, --config FILE      config file (as for "repoxy
 
 /**
  * Parses a subcommand's arguments. Prints the problem and returns undefined on
- * bad flags; prints `help` and returns "help" for `--help`.
+ * bad flags or more than `maxPositionals` arguments; prints `help` and returns
+ * "help" for `--help`.
  */
 export function parseCommandArgs(
   io: CliIo,
@@ -108,6 +109,7 @@ export function parseCommandArgs(
   args: string[],
   options: OptionSpec,
   help: string,
+  maxPositionals = Infinity,
 ): ParsedArgs | "help" | undefined {
   let parsed: ParsedArgs;
   try {
@@ -124,6 +126,11 @@ export function parseCommandArgs(
   if (parsed.values.help) {
     io.out(help);
     return "help";
+  }
+  const extra = parsed.positionals[maxPositionals];
+  if (extra !== undefined) {
+    io.err(`repoxy ${command}: unexpected argument "${extra}"`);
+    return undefined;
   }
   return parsed;
 }

@@ -42,16 +42,19 @@ export const pruneCommand: Command = {
   summary: "evict least-recently-used archives down to a size",
   async run(args: string[], ctx: CliContext): Promise<number> {
     const { io } = ctx;
-    const parsed = parseCommandArgs(io, "prune", args, {
-      "max-size": { type: "string" },
-      "dry-run": { type: "boolean" },
-    }, HELP);
+    const parsed = parseCommandArgs(
+      io,
+      "prune",
+      args,
+      {
+        "max-size": { type: "string" },
+        "dry-run": { type: "boolean" },
+      },
+      HELP,
+      0,
+    );
     if (parsed === "help") return EXIT_OK;
     if (!parsed) return EXIT_USAGE;
-    if (parsed.positionals.length > 0) {
-      io.err(`repoxy prune: unexpected argument "${parsed.positionals[0]}"`);
-      return EXIT_USAGE;
-    }
     const config = await loadCommandConfig(ctx, "prune", parsed);
     if (!config) return EXIT_USAGE;
     const flag = flagString(parsed, "max-size");

@@ -170,13 +170,9 @@ export const verifyCommand: Command = {
   summary: "re-hash cached archives and quarantine mismatches",
   async run(args: string[], ctx: CliContext): Promise<number> {
     const { io } = ctx;
-    const parsed = parseCommandArgs(io, "verify", args, {}, HELP);
+    const parsed = parseCommandArgs(io, "verify", args, {}, HELP, 0);
     if (parsed === "help") return EXIT_OK;
     if (!parsed) return EXIT_USAGE;
-    if (parsed.positionals.length > 0) {
-      io.err(`repoxy verify: unexpected argument "${parsed.positionals[0]}"`);
-      return EXIT_USAGE;
-    }
     const config = await loadCommandConfig(ctx, "verify", parsed);
     if (!config) return EXIT_USAGE;
     const progress = new Progress(io);

@@ -40,6 +40,11 @@ Deno.test("subcommands reject bad flags, arguments and config with exit code 2",
     [["import", "-d", dir.path, join(dir.path, "missing")], /cannot read/],
     [["prune", "-d", dir.path, "--max-size", "big"], /--max-size must be a size/],
     [["verify", "-c", badConfig], /repoxy verify: config error: .*"maxCacheSize" must be a size/],
+    [["verify", "-d", dir.path, "extra"], /repoxy verify: unexpected argument "extra"/],
+    [
+      ["prune", "-d", dir.path, "--max-size", "1GB", "extra"],
+      /repoxy prune: unexpected argument "extra"/,
+    ],
   ];
   const runs = await Promise.all(cases.map(([args]) => runCli(args, { cwd: dir.path })));
   for (const [i, [args, re]] of cases.entries()) {
