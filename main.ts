@@ -3,19 +3,19 @@
  * @module
  */
 import { createApp } from "./lib/app.ts";
-import { stdio } from "./lib/cli.ts";
-import { COMMANDS } from "./lib/commands.ts";
+import { stdio } from "./lib/commands/cli.ts";
+import { COMMANDS } from "./lib/commands/mod.ts";
 import {
   type Config,
   ConfigError,
   type ConfigOverrides,
   findConfigFile,
   loadConfig,
-} from "./lib/config.ts";
+} from "./lib/config/config.ts";
 import { parseArgs } from "./lib/deps/cli.ts";
-import { createLogger } from "./lib/log.ts";
-import { clientSnippet, SHUTDOWN_DRAIN_MS, startServer } from "./lib/server.ts";
-import { VERSION } from "./lib/version.ts";
+import { createLogger } from "./lib/base/log.ts";
+import { clientSnippet, SHUTDOWN_DRAIN_MS, startServer } from "./lib/http/server.ts";
+import { VERSION } from "./lib/base/version.ts";
 
 const HELP = `Repoxy ${VERSION} — a caching mirror for Terraform and OpenTofu providers
 

@@ -5,8 +5,8 @@
  * most tests call `app.handle(new Request(...))` without a socket.
  * @module
  */
-import { resetDir } from "./atomic_write.ts";
-import type { Config } from "./config.ts";
+import { resetDir } from "./cache/atomic_write.ts";
+import type { Config } from "./config/config.ts";
 import { join } from "./deps/path.ts";
 import {
   DiskError,
@@ -16,30 +16,30 @@ import {
   toErrorStatus,
   UpstreamError,
   UpstreamTimeoutError,
-} from "./errors.ts";
-import { CacheInventory } from "./inventory.ts";
-import { createLogger, type Logger } from "./log.ts";
-import { listCachedPlatforms, listCachedVersions } from "./local_index.ts";
+} from "./http/errors.ts";
+import { CacheInventory } from "./cache/inventory.ts";
+import { createLogger, type Logger } from "./base/log.ts";
+import { listCachedPlatforms, listCachedVersions } from "./cache/local_index.ts";
 import {
   type CacheStatus,
   type DownloadValue,
   Metadata,
   refKeys,
   worstStatus,
-} from "./metadata.ts";
+} from "./upstream/metadata.ts";
 import {
   type MirrorArchive,
   mirrorIndexJson,
   mirrorVersionJson,
   rewriteDownloadDoc,
-} from "./mirror_json.ts";
-import { archiveFilename, type PlatformRef, type ProviderRef } from "./names.ts";
-import { metricsResponse, readyResponse, statusPageResponse } from "./ops.ts";
-import { PackageStore, verifyingStream } from "./package_store.ts";
-import { holdForServing, QuotaKeeper } from "./quota.ts";
-import { RefsStore } from "./refs_store.ts";
-import { ResponseCache } from "./response_cache.ts";
-import { BadPathError, type ModuleRef, parseRoute, type Route } from "./router.ts";
+} from "./protocol/mirror_json.ts";
+import { archiveFilename, type PlatformRef, type ProviderRef } from "./protocol/names.ts";
+import { metricsResponse, readyResponse, statusPageResponse } from "./routes/operator.ts";
+import { PackageStore, verifyingStream } from "./cache/package_store.ts";
+import { holdForServing, QuotaKeeper } from "./cache/quota.ts";
+import { RefsStore } from "./cache/refs_store.ts";
+import { ResponseCache } from "./http/response_cache.ts";
+import { BadPathError, type ModuleRef, parseRoute, type Route } from "./protocol/paths.ts";
 import {
   type BodyEnd,
   bodyEtag,
@@ -47,11 +47,11 @@ import {
   serveFile,
   trackBody,
   utf8Length,
-} from "./serve_file.ts";
-import { parseSha256Sums } from "./signature.ts";
-import { Telemetry, type UpstreamRequestInfo } from "./telemetry.ts";
-import { type FetchFn, UpstreamClient } from "./upstream.ts";
-import { USER_AGENT, VERSION } from "./version.ts";
+} from "./http/serve_file.ts";
+import { parseSha256Sums } from "./integrity/signature.ts";
+import { Telemetry, type UpstreamRequestInfo } from "./ops/telemetry.ts";
+import { type FetchFn, UpstreamClient } from "./upstream/client.ts";
+import { USER_AGENT, VERSION } from "./base/version.ts";
 
 /** Injected dependencies; every field has a real default. */
 export interface AppDeps {

@@ -4,8 +4,8 @@
  * service runs with.
  * @module
  */
-import type { CliContext, CliIo } from "../lib/cli.ts";
-import { loadConfig } from "../lib/config.ts";
+import type { CliContext, CliIo } from "../lib/commands/cli.ts";
+import { loadConfig } from "../lib/config/config.ts";
 import { join, resolve } from "../lib/deps/path.ts";
 
 /** Repository root (where main.ts and deno.json live). */

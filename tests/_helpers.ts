@@ -4,9 +4,9 @@
  * @module
  */
 import { type App, type AppDeps, createApp } from "../lib/app.ts";
-import { buildConfig, type Config } from "../lib/config.ts";
+import { buildConfig, type Config } from "../lib/config/config.ts";
 import { createHash } from "../lib/deps/crypto.ts";
-import { memoryLogger } from "../lib/log.ts";
+import { memoryLogger } from "../lib/base/log.ts";
 import type { FakeRegistry } from "./fake_registry.ts";
 
 /** Makes a temp dir; the returned object removes it on dispose. */

@@ -3,17 +3,17 @@
  * `repoxy import` ingests it (or `terraform providers mirror` output) checking
  * every hash, and an offline Repoxy serves the result to `terraform init`.
  */
-import { exportCache } from "../lib/cmd_export.ts";
-import { importTree } from "../lib/cmd_import.ts";
-import { warm } from "../lib/cmd_warm.ts";
-import { buildConfig, loadConfig } from "../lib/config.ts";
+import { exportCache } from "../lib/commands/export.ts";
+import { importTree } from "../lib/commands/import.ts";
+import { warm } from "../lib/commands/warm.ts";
+import { buildConfig, loadConfig } from "../lib/config/config.ts";
 import { createApp } from "../lib/app.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
-import { hashZipH1 } from "../lib/dirhash.ts";
-import { memoryLogger } from "../lib/log.ts";
-import { currentPlatform, platformString } from "../lib/provider_args.ts";
-import { startServer } from "../lib/server.ts";
+import { hashZipH1 } from "../lib/integrity/dirhash.ts";
+import { memoryLogger } from "../lib/base/log.ts";
+import { currentPlatform, platformString } from "../lib/protocol/provider_address.ts";
+import { startServer } from "../lib/http/server.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { runCli, writeConfig } from "./_cli.ts";
 import { jsonOf, listDir, makeTestApp, sha256Hex, tempDir, TWO_PROVIDERS } from "./_helpers.ts";

@@ -7,7 +7,7 @@
  */
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { fromFileUrl, join } from "../lib/deps/path.ts";
-import { VERSION } from "../lib/version.ts";
+import { VERSION } from "../lib/base/version.ts";
 import { BAKED_ENV } from "../scripts/compile.ts";
 import { parseExposition } from "./_prom.ts";
 import { spawnRepoxy } from "./_process.ts";

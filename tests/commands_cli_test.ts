@@ -2,7 +2,7 @@
  * The command line: `repoxy --help` lists the subcommands, each has its own
  * `--help`, and usage or config mistakes exit 2 with a message.
  */
-import { COMMANDS } from "../lib/commands.ts";
+import { COMMANDS } from "../lib/commands/mod.ts";
 import { assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { runCli } from "./_cli.ts";

@@ -1,4 +1,4 @@
-import { buildConfig, type ConfigEnv } from "../lib/config.ts";
+import { buildConfig, type ConfigEnv } from "../lib/config/config.ts";
 import { assertEquals } from "../lib/deps/assert.ts";
 
 Deno.test("config.example.json is valid and shows every key", async () => {

@@ -1,7 +1,12 @@
 /**
  * Config file lookup order, with an injected filesystem and environment.
  */
-import { buildConfig, ConfigError, type ConfigLookupEnv, findConfigFile } from "../lib/config.ts";
+import {
+  buildConfig,
+  ConfigError,
+  type ConfigLookupEnv,
+  findConfigFile,
+} from "../lib/config/config.ts";
 import { assertEquals, assertRejects } from "../lib/deps/assert.ts";
 
 function fakeEnv(opts: {

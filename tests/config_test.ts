@@ -5,7 +5,7 @@ import {
   loadConfig,
   parseDuration,
   parseListen,
-} from "../lib/config.ts";
+} from "../lib/config/config.ts";
 import { assertEquals, assertMatch, assertRejects, assertThrows } from "../lib/deps/assert.ts";
 
 function fakeEnv(files: Record<string, string> = {}, vars: Record<string, string> = {}): ConfigEnv {

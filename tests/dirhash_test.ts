@@ -7,8 +7,8 @@ import {
 } from "../lib/deps/assert.ts";
 import { createHash } from "../lib/deps/crypto.ts";
 import { dirname, join } from "../lib/deps/path.ts";
-import { h1FromFileHashes, hashZipH1 } from "../lib/dirhash.ts";
-import { ZipFormatError } from "../lib/zip_reader.ts";
+import { h1FromFileHashes, hashZipH1 } from "../lib/integrity/dirhash.ts";
+import { ZipFormatError } from "../lib/integrity/zip_reader.ts";
 import { makeZip, type ZipInput } from "./_zip.ts";
 
 const enc = new TextEncoder();

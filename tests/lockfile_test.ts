@@ -1,10 +1,14 @@
 /**
  * Lock file parsing and command-line provider addresses.
  */
-import { newestRelease } from "../lib/cmd_warm.ts";
+import { newestRelease } from "../lib/commands/warm.ts";
 import { assertEquals, assertThrows } from "../lib/deps/assert.ts";
-import { LockFileError, parseLockFile } from "../lib/lockfile.ts";
-import { ArgumentError, parsePlatform, parseProviderAddress } from "../lib/provider_args.ts";
+import { LockFileError, parseLockFile } from "../lib/protocol/lockfile.ts";
+import {
+  ArgumentError,
+  parsePlatform,
+  parseProviderAddress,
+} from "../lib/protocol/provider_address.ts";
 
 const H = "registry.terraform.io";
 

@@ -3,9 +3,9 @@
  * traffic against the fake registry.
  */
 import { assert, assertEquals, assertMatch, assertThrows } from "../lib/deps/assert.ts";
-import { Counter, Gauge, Histogram, Registry } from "../lib/metrics.ts";
-import { isUpstreamFailure } from "../lib/telemetry.ts";
-import { VERSION } from "../lib/version.ts";
+import { Counter, Gauge, Histogram, Registry } from "../lib/ops/metrics.ts";
+import { isUpstreamFailure } from "../lib/ops/telemetry.ts";
+import { VERSION } from "../lib/base/version.ts";
 import { parseExposition } from "./_prom.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { bytesOf, makeTestApp, tempDir, type TestApp, TWO_PROVIDERS } from "./_helpers.ts";

@@ -1,6 +1,10 @@
 import { assertEquals } from "../lib/deps/assert.ts";
-import { mirrorIndexJson, mirrorVersionJson, rewriteDownloadDoc } from "../lib/mirror_json.ts";
-import { compareVersions } from "../lib/names.ts";
+import {
+  mirrorIndexJson,
+  mirrorVersionJson,
+  rewriteDownloadDoc,
+} from "../lib/protocol/mirror_json.ts";
+import { compareVersions } from "../lib/protocol/names.ts";
 
 Deno.test("mirrorIndexJson() maps every version to {} newest first", () => {
   const text = mirrorIndexJson(["1.0.0", "1.10.0", "1.2.0", "2.0.0-rc1", "2.0.0"]);

@@ -2,7 +2,7 @@
  * Network mirror protocol against the fake registry: handler-level requests,
  * real upstream sockets.
  */
-import { hashZipH1 } from "../lib/dirhash.ts";
+import { hashZipH1 } from "../lib/integrity/dirhash.ts";
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { startFakeRegistry } from "./fake_registry.ts";

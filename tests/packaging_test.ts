@@ -2,10 +2,10 @@
  * packaging/: the systemd unit and its example config. Static checks always;
  * `systemd-analyze verify` when systemd-analyze is installed.
  */
-import { buildConfig, type ConfigEnv } from "../lib/config.ts";
+import { buildConfig, type ConfigEnv } from "../lib/config/config.ts";
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { fromFileUrl, join } from "../lib/deps/path.ts";
-import { SHUTDOWN_DRAIN_MS } from "../lib/server.ts";
+import { SHUTDOWN_DRAIN_MS } from "../lib/http/server.ts";
 import { tempDir } from "./_helpers.ts";
 
 const ROOT = fromFileUrl(new URL("..", import.meta.url));

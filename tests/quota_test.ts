@@ -2,11 +2,11 @@
  * Cache quota: `maxCacheSize`, `repoxy prune`, LRU by access time, and archives
  * being served (shared lock) never evicted.
  */
-import { buildConfig } from "../lib/config.ts";
+import { buildConfig } from "../lib/config/config.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
-import { pruneCache } from "../lib/quota.ts";
-import { formatSize, parseSize } from "../lib/size.ts";
+import { pruneCache } from "../lib/cache/quota.ts";
+import { formatSize, parseSize } from "../lib/base/size.ts";
 import { type FakeArchive, startFakeRegistry } from "./fake_registry.ts";
 import { runCli, writeConfig } from "./_cli.ts";
 import { bytesOf, exists, makeTestApp, tempDir, TWO_PROVIDERS } from "./_helpers.ts";

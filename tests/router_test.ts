@@ -1,5 +1,5 @@
 import { assertEquals, assertThrows } from "../lib/deps/assert.ts";
-import { BadPathError, parseRoute } from "../lib/router.ts";
+import { BadPathError, parseRoute } from "../lib/protocol/paths.ts";
 
 const D = "registry.terraform.io";
 const P = { hostname: D, namespace: "hashicorp", type: "aws" };

@@ -16,7 +16,7 @@ import {
   serveBody,
   serveFile,
   utf8Length,
-} from "../lib/serve_file.ts";
+} from "../lib/http/serve_file.ts";
 import { bytesOf, sha256Hex, tempDir } from "./_helpers.ts";
 
 const MTIME = new Date("2026-03-04T05:06:07.000Z");

@@ -6,8 +6,8 @@
  */
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
-import { type RunningServer, startServer } from "../lib/server.ts";
-import { hasNoDelay, openSocketLib, socketPort } from "../lib/tcp_nodelay.ts";
+import { type RunningServer, startServer } from "../lib/http/server.ts";
+import { hasNoDelay, openSocketLib, socketPort } from "../lib/http/tcp_nodelay.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { makeTestTls, type TestTls } from "./_tls.ts";
 import { makeProviderZip } from "./_zip.ts";

@@ -1,4 +1,8 @@
-import { parseSha256Sums, SignatureError, verifyDetachedSignature } from "../lib/signature.ts";
+import {
+  parseSha256Sums,
+  SignatureError,
+  verifyDetachedSignature,
+} from "../lib/integrity/signature.ts";
 import { openpgp } from "../lib/deps/openpgp.ts";
 import {
   assert,

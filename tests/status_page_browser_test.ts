@@ -6,8 +6,8 @@
  */
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
-import { startServer } from "../lib/server.ts";
-import { formatBytes } from "../lib/status_page.ts";
+import { startServer } from "../lib/http/server.ts";
+import { formatBytes } from "../lib/ops/status_page.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { bytesOf, makeTestApp, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 

@@ -10,8 +10,8 @@ import {
   formatDuration,
   renderStatusPage,
   type StatusPageData,
-} from "../lib/status_page.ts";
-import { VERSION } from "../lib/version.ts";
+} from "../lib/ops/status_page.ts";
+import { VERSION } from "../lib/base/version.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { bytesOf, jsonOf, listDir, makeTestApp, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 

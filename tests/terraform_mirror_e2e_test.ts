@@ -3,12 +3,12 @@
  * Repoxy over HTTPS (test CA via SSL_CERT_FILE), upstream = fake registry.
  */
 import { createApp } from "../lib/app.ts";
-import { buildConfig } from "../lib/config.ts";
+import { buildConfig } from "../lib/config/config.ts";
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
-import { hashZipH1 } from "../lib/dirhash.ts";
-import { memoryLogger } from "../lib/log.ts";
-import { startServer } from "../lib/server.ts";
+import { hashZipH1 } from "../lib/integrity/dirhash.ts";
+import { memoryLogger } from "../lib/base/log.ts";
+import { startServer } from "../lib/http/server.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 import { makeTestTls } from "./_tls.ts";

@@ -3,8 +3,8 @@
  * clients trust, kept on re-runs, constrained to local names.
  */
 import { createApp } from "../lib/app.ts";
-import { tlsCommand, tlsInit } from "../lib/cmd_tls.ts";
-import { buildConfig } from "../lib/config.ts";
+import { tlsCommand, tlsInit } from "../lib/commands/tls.ts";
+import { buildConfig } from "../lib/config/config.ts";
 import {
   assert,
   assertEquals,
@@ -13,8 +13,8 @@ import {
   assertRejects,
 } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
-import { memoryLogger } from "../lib/log.ts";
-import { startServer } from "../lib/server.ts";
+import { memoryLogger } from "../lib/base/log.ts";
+import { startServer } from "../lib/http/server.ts";
 import {
   fromPem,
   generateKey,
@@ -22,7 +22,7 @@ import {
   makeCertificate,
   readCertificate,
   toPem,
-} from "../lib/x509.ts";
+} from "../lib/commands/x509.ts";
 import { captureIo, runCli, testContext, writeConfig } from "./_cli.ts";
 import { tempDir } from "./_helpers.ts";
 

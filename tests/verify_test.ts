@@ -1,7 +1,7 @@
 /**
  * `repoxy verify`: flipped bytes are caught, quarantined, and fetched again.
  */
-import { verifyCache } from "../lib/cmd_verify.ts";
+import { verifyCache } from "../lib/commands/verify.ts";
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { startFakeRegistry } from "./fake_registry.ts";

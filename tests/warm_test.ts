@@ -2,9 +2,9 @@
  * `repoxy warm` against the fake registry: from lock files and addresses,
  * idempotent, bounded, failures named, then served offline.
  */
-import { hashZipH1 } from "../lib/dirhash.ts";
-import { warm, warmCommand, type WarmTarget } from "../lib/cmd_warm.ts";
-import { Progress } from "../lib/cli.ts";
+import { hashZipH1 } from "../lib/integrity/dirhash.ts";
+import { warm, warmCommand, type WarmTarget } from "../lib/commands/warm.ts";
+import { Progress } from "../lib/commands/cli.ts";
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { startFakeRegistry } from "./fake_registry.ts";

@@ -5,7 +5,7 @@ import {
   type ZipEntry,
   zipEntryNameBytes,
   ZipFormatError,
-} from "../lib/zip_reader.ts";
+} from "../lib/integrity/zip_reader.ts";
 import { crc32, makeZip } from "./_zip.ts";
 
 const enc = new TextEncoder();

@@ -1,0 +1,71 @@
+/**
+ * Atomic file writes: temp file in the cache's own `tmp/` (same filesystem, so
+ * rename is atomic; /tmp may be another mount), fsync, rename. Readers see the
+ * old file or the new one, never half of either.
+ * @module
+ */
+import { dirname, join } from "../deps/path.ts";
+
+let counter = 0;
+
+/** A unique temp path inside `tmpDir`. */
+export function tempPath(tmpDir: string, hint: string): string {
+  const safe = hint.replace(/[^A-Za-z0-9._-]/g, "_").slice(-80);
+  return join(
+    tmpDir,
+    `${safe}.tmp-${Deno.pid}-${Date.now().toString(36)}-${(counter++).toString(36)}`,
+  );
+}
+
+/** Fsyncs a directory so a rename into it survives a power cut. */
+export async function syncDir(dir: string): Promise<void> {
+  try {
+    using d = await Deno.open(dir, { read: true });
+    await d.sync();
+  } catch {
+    // Not every platform can open a directory (Windows); the rename is still atomic.
+  }
+}
+
+/**
+ * Writes `data` to `path` atomically.
+ *
+ * @param tmpDir a directory on the same filesystem as `path`
+ */
+export async function atomicWrite(
+  path: string,
+  data: Uint8Array | string,
+  tmpDir: string,
+): Promise<void> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const tmp = tempPath(tmpDir, path);
+  try {
+    {
+      using f = await Deno.open(tmp, { write: true, createNew: true });
+      let off = 0;
+      while (off < bytes.length) off += await f.write(bytes.subarray(off));
+      await f.syncData();
+    }
+    await Deno.mkdir(dirname(path), { recursive: true });
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+  await syncDir(dirname(path));
+}
+
+/** Removes everything in `dir` (the temp dir at start-up) and recreates it. */
+export async function resetDir(dir: string): Promise<number> {
+  let removed = 0;
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      await Deno.remove(join(dir, e.name), { recursive: true });
+      removed++;
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  return removed;
+}

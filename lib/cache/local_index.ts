@@ -1,0 +1,52 @@
+/**
+ * What the cache itself can vouch for, without any upstream metadata: the
+ * versions and platforms of a provider whose archives are stored with a meta
+ * record. An offline mirror answers `index.json` and `{version}.json` from this
+ * for providers that arrived by `repoxy import` (which brings no registry
+ * documents) and for versions newer than the last cached upstream list.
+ *
+ * Reads the disk every time, so archives imported by another process while the
+ * server runs show up at once.
+ * @module
+ */
+import { readArchiveMeta, scanProviderDir } from "./scan.ts";
+import { compareVersions, type PlatformRef, type ProviderRef } from "../protocol/names.ts";
+import type { ArchiveMeta } from "./package_store.ts";
+
+/** One stored archive of a version. */
+export interface LocalArchive {
+  platform: PlatformRef;
+  filename: string;
+  meta: ArchiveMeta;
+}
+
+async function validArchives(cacheDir: string, p: ProviderRef, version?: string) {
+  const out: Array<LocalArchive & { version: string }> = [];
+  for (const f of await scanProviderDir(cacheDir, p)) {
+    if (version !== undefined && f.version !== version) continue;
+    const meta = await readArchiveMeta(cacheDir, p, f.version, f.platform);
+    // Same rule as serving: a file counts only with a record whose size it has.
+    if (!meta || meta.size !== f.size) continue;
+    out.push({ version: f.version, platform: f.platform, filename: f.filename, meta });
+  }
+  return out;
+}
+
+/** Versions of a provider with at least one stored archive, newest first. */
+export async function listCachedVersions(cacheDir: string, p: ProviderRef): Promise<string[]> {
+  const versions = new Set((await validArchives(cacheDir, p)).map((a) => a.version));
+  return [...versions].sort((a, b) => compareVersions(b, a));
+}
+
+/** The stored archives of one version, with their meta records. */
+export async function listCachedPlatforms(
+  cacheDir: string,
+  p: ProviderRef,
+  version: string,
+): Promise<LocalArchive[]> {
+  return (await validArchives(cacheDir, p, version)).map(({ platform, filename, meta }) => ({
+    platform,
+    filename,
+    meta,
+  }));
+}

@@ -1,0 +1,205 @@
+/**
+ * The cache size quota: least-recently-used eviction of archives.
+ *
+ * Recency is the archive file's access time. The server sets it explicitly
+ * (`futimens`) when it serves a cached archive, at most once per
+ * {@link ACCESS_GRANULARITY_MS} per file, so it works on `noatime` mounts, costs
+ * nothing on most hits, survives restarts and is visible to `repoxy prune` in
+ * another process. The modification time is left alone: it is the archive's
+ * Last-Modified.
+ *
+ * "Being served" is an advisory shared lock (`flock`) on the open file, held by
+ * whoever streams it (released when the body ends or is cancelled, because
+ * that closes the handle). Prune takes an exclusive lock without waiting and
+ * skips files it cannot lock. Files being written live in `tmp/` and enter
+ * `packages/` by rename, so prune never sees them half-written.
+ * @module
+ */
+import { type CachedFile, dropArchiveMeta, readArchiveMeta, scanPackages } from "./scan.ts";
+import type { Logger } from "../base/log.ts";
+import { formatSize } from "../base/size.ts";
+
+/** Accesses closer together than this are recorded once (one syscall per file per hour). */
+export const ACCESS_GRANULARITY_MS = 3_600_000;
+
+/**
+ * Takes a shared lock on an open file for as long as it stays open.
+ *
+ * Synchronous on purpose: a non-blocking `flock` never waits (it fails if
+ * prune holds the exclusive lock, and then the open handle still reads the
+ * whole file), and it costs about 0.5 µs where the async variant, which Deno
+ * runs on its blocking thread pool, costs about 40 µs per cache hit.
+ */
+export function lockShared(file: Deno.FsFile): void {
+  try {
+    file.tryLockSync(false);
+  } catch { /* locks unsupported here; prune then cannot see this reader */ }
+}
+
+/**
+ * Marks an open cached archive as in use: a shared lock for as long as the
+ * handle is open, and the access time for LRU eviction. Never throws: neither
+ * is worth failing a download over.
+ */
+export async function holdForServing(
+  a: { file: Deno.FsFile; atime?: Date | null; mtime: Date | null },
+  now: number = Date.now(),
+): Promise<void> {
+  lockShared(a.file);
+  const last = a.atime?.getTime();
+  if (a.mtime && (last === undefined || now - last >= ACCESS_GRANULARITY_MS)) {
+    try {
+      await a.file.utime(new Date(now), a.mtime);
+    } catch { /* read-only cache: LRU falls back to download time */ }
+  }
+}
+
+/** Options of {@link pruneCache}. */
+export interface PruneOptions {
+  /** Evict until the archives take at most this many bytes. */
+  maxBytes: number;
+  /** Only report what would be evicted. */
+  dryRun?: boolean;
+  /** Paths never to evict in this run (archives just stored). */
+  protect?: ReadonlySet<string>;
+}
+
+/** What a prune did. */
+export interface PruneResult {
+  /** Bytes of archives before and after. */
+  sizeBefore: number;
+  sizeAfter: number;
+  files: number;
+  evicted: CachedFile[];
+  /** Candidates skipped because someone is reading them. */
+  busy: CachedFile[];
+}
+
+function lastUse(f: CachedFile): number {
+  return (f.atime ?? f.mtime)?.getTime() ?? 0;
+}
+
+/**
+ * Evicts least-recently-used archives until the cache is within `maxBytes`.
+ * Each eviction removes the file (only if it can be locked exclusively and is
+ * still the file that was scanned) and then its meta record.
+ */
+export async function pruneCache(cacheDir: string, opts: PruneOptions): Promise<PruneResult> {
+  const files: CachedFile[] = [];
+  for await (const f of scanPackages(cacheDir)) files.push(f);
+  const sizeBefore = files.reduce((n, f) => n + f.size, 0);
+  const result: PruneResult = {
+    sizeBefore,
+    sizeAfter: sizeBefore,
+    files: files.length,
+    evicted: [],
+    busy: [],
+  };
+  if (sizeBefore <= opts.maxBytes) return result;
+  const candidates = [...files].sort((a, b) =>
+    lastUse(a) - lastUse(b) || (a.path < b.path ? -1 : 1)
+  );
+  let size = sizeBefore;
+  for (const f of candidates) {
+    if (size <= opts.maxBytes) break;
+    if (opts.protect?.has(f.path)) continue;
+    if (opts.dryRun) {
+      result.evicted.push(f);
+      size -= f.size;
+      continue;
+    }
+    const outcome = await evict(cacheDir, f);
+    if (outcome === "busy") result.busy.push(f);
+    else {
+      if (outcome === "evicted") result.evicted.push(f);
+      size -= f.size;
+    }
+  }
+  result.sizeAfter = size;
+  return result;
+}
+
+async function evict(cacheDir: string, f: CachedFile): Promise<"evicted" | "gone" | "busy"> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(f.path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return "gone";
+    throw e;
+  }
+  try {
+    if (!(await file.tryLock(true))) return "busy";
+    // A download may have renamed a new copy into place since the scan; that
+    // one is fresh, not the one we chose.
+    const [held, current] = await Promise.all([file.stat(), Deno.stat(f.path)]);
+    if (held.ino !== current.ino || held.dev !== current.dev) return "busy";
+    const meta = await readArchiveMeta(cacheDir, f.provider, f.version, f.platform);
+    try {
+      await Deno.remove(f.path);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return "gone";
+      return "busy"; // e.g. Windows refuses to delete an open file
+    }
+    // File first, record second: a reader in between sees "not cached" and
+    // fetches again, never a record without its file being served.
+    if (meta) await dropArchiveMeta(cacheDir, f, meta);
+    return "evicted";
+  } finally {
+    file.close();
+  }
+}
+
+/**
+ * Keeps a running server within `maxCacheSize`: after each stored archive it
+ * prunes, one run at a time (stores during a run trigger one more run).
+ */
+export class QuotaKeeper {
+  #running: Promise<void> | undefined;
+  #again = false;
+  readonly #protect = new Set<string>();
+
+  constructor(readonly cacheDir: string, readonly maxBytes: number, readonly log: Logger) {}
+
+  /** Called when an archive has been stored at `path`; that one is never evicted for it. */
+  afterStore(path: string): void {
+    this.#protect.add(path);
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = this.#loop().finally(() => this.#running = undefined);
+  }
+
+  async #loop() {
+    do {
+      this.#again = false;
+      const protect = new Set(this.#protect);
+      this.#protect.clear();
+      try {
+        const r = await pruneCache(this.cacheDir, { maxBytes: this.maxBytes, protect });
+        if (r.evicted.length > 0 || r.sizeAfter > this.maxBytes) {
+          this.log.info("cache pruned", {
+            evicted: r.evicted.length,
+            freed: r.sizeBefore - r.sizeAfter,
+            size: r.sizeAfter,
+            maxCacheSize: this.maxBytes,
+            busy: r.busy.length,
+          });
+        }
+        if (r.sizeAfter > this.maxBytes) {
+          this.log.warn("cache is still over maxCacheSize", {
+            size: formatSize(r.sizeAfter),
+            maxCacheSize: formatSize(this.maxBytes),
+          });
+        }
+      } catch (e) {
+        this.log.error("pruning the cache failed", { error: (e as Error).message });
+      }
+    } while (this.#again);
+  }
+
+  /** Resolves when no prune is running. */
+  async idle(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+}

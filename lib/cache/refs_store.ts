@@ -1,0 +1,106 @@
+/**
+ * The `refs/` half of the cache: metadata fetched from upstreams (discovery,
+ * version lists, download documents, SHA256SUMS and signatures, archive hashes),
+ * each stored as a small JSON envelope with the time it was fetched.
+ *
+ * Keys are relative paths built only from validated names (see names.ts).
+ * A bounded in-memory map keeps hot entries so a metadata hit touches no disk.
+ * @module
+ */
+import { atomicWrite } from "./atomic_write.ts";
+import { join } from "../deps/path.ts";
+
+/** One stored metadata document. */
+export interface RefEntry {
+  /** Epoch ms when fetched from the upstream. */
+  fetchedAt: number;
+  /** The URL it was finally fetched from (after redirects). */
+  url: string;
+  /** The body exactly as received: UTF-8 text, or base64 for binary bodies. */
+  body: string;
+  encoding?: "base64";
+}
+
+const MAX_MEMORY_ENTRIES = 20_000;
+
+/** Reads and writes metadata envelopes under `<cacheDir>/refs`. */
+export class RefsStore {
+  readonly root: string;
+  readonly #memory = new Map<string, RefEntry | null>();
+  /**
+   * Bumped by every write or forget, so answers derived from entries (see
+   * response_cache.ts) can tell in O(1) that something they read may be stale.
+   */
+  generation = 0;
+
+  constructor(cacheDir: string, readonly tmpDir: string) {
+    this.root = join(cacheDir, "refs");
+  }
+
+  /** The file path for a key. */
+  pathOf(key: string): string {
+    return join(this.root, key + ".json");
+  }
+
+  /** Returns the entry, or undefined when none is stored (or it is unreadable). */
+  async get(key: string): Promise<RefEntry | undefined> {
+    if (this.#memory.has(key)) {
+      const hit = this.#memory.get(key);
+      // Refresh recency: Map iteration order is insertion order.
+      this.#memory.delete(key);
+      this.#memory.set(key, hit ?? null);
+      return hit ?? undefined;
+    }
+    let entry: RefEntry | undefined;
+    try {
+      const parsed = JSON.parse(await Deno.readTextFile(this.pathOf(key)));
+      if (
+        parsed && typeof parsed.fetchedAt === "number" && typeof parsed.body === "string" &&
+        typeof parsed.url === "string"
+      ) entry = parsed;
+    } catch {
+      entry = undefined;
+    }
+    this.#remember(key, entry ?? null);
+    return entry;
+  }
+
+  /** Stores an entry atomically (and in memory). */
+  async put(key: string, entry: RefEntry): Promise<void> {
+    // Remembered even if the write fails: a broken disk should cost durability,
+    // not the ability to answer.
+    this.#remember(key, entry);
+    this.generation++;
+    await atomicWrite(this.pathOf(key), JSON.stringify(entry), this.tmpDir);
+  }
+
+  /** Forgets what memory holds for a key (after an outside change). */
+  forget(key: string): void {
+    this.#memory.delete(key);
+    this.generation++;
+  }
+
+  #remember(key: string, entry: RefEntry | null) {
+    this.#memory.delete(key);
+    this.#memory.set(key, entry);
+    if (this.#memory.size > MAX_MEMORY_ENTRIES) {
+      const oldest = this.#memory.keys().next().value;
+      if (oldest !== undefined) this.#memory.delete(oldest);
+    }
+  }
+}
+
+/** Decodes an entry's body to bytes. */
+export function entryBytes(e: RefEntry): Uint8Array {
+  if (e.encoding === "base64") return Uint8Array.from(atob(e.body), (c) => c.charCodeAt(0));
+  return new TextEncoder().encode(e.body);
+}
+
+/** Encodes bytes as base64 for a binary entry. */
+export function toBase64(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}

@@ -1,0 +1,268 @@
+/**
+ * `repoxy export DIR`: copies cached archives into a directory that is, at the
+ * same time,
+ *
+ * - a `filesystem_mirror` (the packed layout
+ *   `DIR/<host>/<ns>/<type>/terraform-provider-<type>_<ver>_<os>_<arch>.zip`), and
+ * - a static `network_mirror` (`index.json` and `<version>.json` beside the
+ *   zips, with relative `url`s and both `h1:` and `zh:` hashes), listing only
+ *   what was exported,
+ *
+ * and that `repoxy import` on an air-gapped host checks hash by hash.
+ * @module
+ */
+import { copyHashed } from "../integrity/hashing.ts";
+import {
+  type CachedFile,
+  readArchiveMeta,
+  restoreAccessTime,
+  scanPackages,
+} from "../cache/scan.ts";
+import {
+  type CliContext,
+  type Command,
+  COMMON_HELP,
+  EXIT_FAILED,
+  EXIT_OK,
+  EXIT_USAGE,
+  flagStrings,
+  loadCommandConfig,
+  parseCommandArgs,
+  Progress,
+} from "./cli.ts";
+import { dirname, join, resolve } from "../deps/path.ts";
+import { hashZipH1 } from "../integrity/dirhash.ts";
+import { mirrorIndexJson, mirrorVersionJson } from "../protocol/mirror_json.ts";
+import type { PlatformRef } from "../protocol/names.ts";
+import {
+  ArgumentError,
+  parsePlatform,
+  parseProviderAddress,
+  platformString,
+  providerString,
+  type ProviderTarget,
+} from "../protocol/provider_address.ts";
+import { formatSize } from "../base/size.ts";
+
+/** Options of {@link exportCache}. */
+export interface ExportOptions {
+  /** Only these providers (and versions, when given); default all. */
+  providers?: ProviderTarget[];
+  /** Only these platforms; default all. */
+  platforms?: PlatformRef[];
+  progress?: Progress;
+}
+
+/** What an export did. */
+export interface ExportReport {
+  archives: number;
+  bytes: number;
+  providers: number;
+  /** Archives left out because their bytes differ from their record (the command fails). */
+  problems: string[];
+  /** Files left out because nothing vouches for them (they are not served either). */
+  skipped: string[];
+}
+
+let seq = 0;
+function hiddenTemp(path: string): string {
+  // Dot-prefixed like Terraform's own staging files: mirror readers skip them.
+  return join(dirname(path), `.${path.slice(dirname(path).length + 1)}.tmp-${Deno.pid}-${seq++}`);
+}
+
+async function writeAtomically(path: string, data: string): Promise<void> {
+  const tmp = hiddenTemp(path);
+  try {
+    {
+      using f = await Deno.open(tmp, { write: true, createNew: true });
+      const bytes = new TextEncoder().encode(data);
+      let off = 0;
+      while (off < bytes.length) off += await f.write(bytes.subarray(off));
+      await f.syncData();
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+/** Copies `from` to `to` (atomically) and returns the sha256 of the bytes written. */
+async function copyInto(from: string, to: string): Promise<string> {
+  const tmp = hiddenTemp(to);
+  try {
+    const { sha256 } = await copyHashed(from, tmp);
+    await Deno.rename(tmp, to);
+    return sha256;
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+function wanted(f: CachedFile, opts: ExportOptions): boolean {
+  if (
+    opts.platforms &&
+    !opts.platforms.some((pl) => platformString(pl) === platformString(f.platform))
+  ) {
+    return false;
+  }
+  if (!opts.providers || opts.providers.length === 0) return true;
+  return opts.providers.some((t) =>
+    providerString(t.provider) === providerString(f.provider) &&
+    (t.version === undefined || t.version === f.version)
+  );
+}
+
+/**
+ * Exports the cache into `outDir`, which must not exist or be empty (so that
+ * its index files list exactly what it holds).
+ *
+ * @throws {ArgumentError} when `outDir` is not empty
+ */
+export async function exportCache(
+  cacheDir: string,
+  outDir: string,
+  opts: ExportOptions = {},
+): Promise<ExportReport> {
+  try {
+    for await (const _ of Deno.readDir(outDir)) {
+      throw new ArgumentError(`"${outDir}" is not empty; export into a new or empty directory`);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  await Deno.mkdir(outDir, { recursive: true });
+
+  const files: CachedFile[] = [];
+  for await (const f of scanPackages(cacheDir)) if (wanted(f, opts)) files.push(f);
+  const report: ExportReport = { archives: 0, bytes: 0, providers: 0, problems: [], skipped: [] };
+  // provider dir → version → archives
+  const listing = new Map<
+    string,
+    Map<string, Array<{ platform: string; url: string; hashes: string[] }>>
+  >();
+  let done = 0;
+  for (const f of files) {
+    opts.progress?.update(done, files.length, `archives  ${formatSize(report.bytes)}`);
+    done++;
+    const name = `${providerString(f.provider)} ${f.version} ${platformString(f.platform)}`;
+    const meta = await readArchiveMeta(cacheDir, f.provider, f.version, f.platform);
+    if (!meta || meta.size !== f.size) {
+      // Not served either: a download's leftover or a file nothing vouches for.
+      report.skipped.push(`${name}: skipped, the cache holds no matching record for ${f.path}`);
+      continue;
+    }
+    const dir = join(outDir, f.provider.hostname, f.provider.namespace, f.provider.type);
+    await Deno.mkdir(dir, { recursive: true });
+    const dest = join(dir, f.filename);
+    let sha256: string;
+    try {
+      sha256 = await copyInto(f.path, dest);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      report.skipped.push(`${name}: skipped, evicted while exporting`);
+      continue;
+    }
+    await restoreAccessTime(f);
+    if (sha256 !== meta.sha256) {
+      await Deno.remove(dest).catch(() => {});
+      report.problems.push(
+        `${name}: NOT exported, its bytes (sha256 ${sha256}) differ from the record (${meta.sha256}); run "repoxy verify"`,
+      );
+      continue;
+    }
+    // Same bytes as recorded, so the recorded h1 holds; compute it only if missing.
+    const h1 = meta.h1 ?? await hashZipH1(dest);
+    const versions = listing.get(dir) ?? new Map();
+    listing.set(dir, versions);
+    const archives = versions.get(f.version) ?? [];
+    versions.set(f.version, archives);
+    archives.push({
+      platform: platformString(f.platform),
+      url: f.filename,
+      hashes: [h1, `zh:${sha256}`],
+    });
+    report.archives++;
+    report.bytes += f.size;
+  }
+  opts.progress?.update(done, files.length, `archives  ${formatSize(report.bytes)}`, true);
+  for (const [dir, versions] of listing) {
+    for (const [version, archives] of versions) {
+      await writeAtomically(join(dir, `${version}.json`), mirrorVersionJson(archives));
+    }
+    await writeAtomically(join(dir, "index.json"), mirrorIndexJson([...versions.keys()]));
+    report.providers++;
+  }
+  return report;
+}
+
+const HELP = `Usage: repoxy export [options] DIR [PROVIDER[@VERSION]]...
+
+Copies cached archives into DIR (which must not exist or be empty), laid out as
+"terraform providers mirror" does, plus index.json and <version>.json files with
+h1: and zh: hashes. DIR then works as:
+  - a filesystem_mirror:      provider_installation { filesystem_mirror { path = "DIR" } }
+  - a static network_mirror:  serve DIR over HTTPS, network_mirror { url = "https://host/" }
+  - input to "repoxy import DIR" on another (e.g. air-gapped) Repoxy.
+
+Arguments:
+  DIR                  the directory to write
+  PROVIDER[@VERSION]   only these providers ([HOSTNAME/]NAMESPACE/TYPE); default all
+
+Options:
+  -p, --platform OS_ARCH  only this platform, repeatable (default: all cached)
+${COMMON_HELP}
+
+Every archive's sha256 is checked against its record while it is copied; a
+mismatch is left out and reported. Exit codes: 0 ok, 1 something was left out,
+2 bad arguments or config.`;
+
+/** `repoxy export`. */
+export const exportCommand: Command = {
+  name: "export",
+  summary: "write cached providers as a filesystem/network mirror directory",
+  async run(args: string[], ctx: CliContext): Promise<number> {
+    const { io } = ctx;
+    const parsed = parseCommandArgs(io, "export", args, {
+      platform: { type: "string", short: "p", multiple: true },
+    }, HELP);
+    if (parsed === "help") return EXIT_OK;
+    if (!parsed) return EXIT_USAGE;
+    const [outArg, ...providerArgs] = parsed.positionals;
+    if (outArg === undefined) {
+      io.err(`repoxy export: missing DIR\nRun "repoxy export --help" for usage.`);
+      return EXIT_USAGE;
+    }
+    const config = await loadCommandConfig(ctx, "export", parsed);
+    if (!config) return EXIT_USAGE;
+    const outDir = resolve(outArg);
+    const progress = new Progress(io);
+    let report: ExportReport;
+    try {
+      const opts: ExportOptions = {
+        providers: providerArgs.map((a) => parseProviderAddress(a, config.defaultUpstream)),
+        progress,
+      };
+      const platforms = flagStrings(parsed, "platform").map(parsePlatform);
+      if (platforms.length > 0) opts.platforms = platforms;
+      report = await exportCache(config.cacheDir, outDir, opts);
+    } catch (e) {
+      if (e instanceof ArgumentError) {
+        progress.done();
+        io.err(`repoxy export: ${e.message}`);
+        return EXIT_USAGE;
+      }
+      throw e;
+    }
+    progress.done();
+    for (const s of report.skipped) io.err(`repoxy export: note: ${s}`);
+    for (const p of report.problems) io.err(`repoxy export: ${p}`);
+    io.out(
+      `export: ${report.archives} archive(s) of ${report.providers} provider(s) (${
+        formatSize(report.bytes)
+      }) written to ${outDir}`,
+    );
+    return report.problems.length > 0 ? EXIT_FAILED : EXIT_OK;
+  },
+};

@@ -1,0 +1,375 @@
+/**
+ * `repoxy import DIR`: ingests a mirror directory (from `repoxy export` or
+ * plain `terraform providers mirror` / `tofu providers mirror`) into the cache.
+ *
+ * Trust comes from the hashes the directory lists: each zip must match the
+ * `zh:` (sha256 of the zip) and `h1:` (hash of its contents) entries that its
+ * `<version>.json` gives for its platform. `terraform providers mirror` writes
+ * only `h1:`, `repoxy export` both. A zip with nothing listed is refused unless
+ * the operator says `--trust-unlisted`: the hashes Repoxy then records (and
+ * clients pin in their lock files) come from the zip itself.
+ *
+ * Hashes are computed on the copy inside the cache's temp dir, so what was
+ * checked is exactly what gets stored; the copy enters `packages/` by rename,
+ * after its meta record, as downloads do.
+ * @module
+ */
+import { copyHashed } from "../integrity/hashing.ts";
+import { readArchiveMeta } from "../cache/scan.ts";
+import {
+  type CliContext,
+  type Command,
+  COMMON_HELP,
+  EXIT_FAILED,
+  EXIT_OK,
+  EXIT_USAGE,
+  flagBool,
+  loadCommandConfig,
+  parseCommandArgs,
+  Progress,
+} from "./cli.ts";
+import { syncDir, tempPath } from "../cache/atomic_write.ts";
+import type { Config } from "../config/config.ts";
+import { dirname, join, resolve } from "../deps/path.ts";
+import { hashZipH1 } from "../integrity/dirhash.ts";
+import { refKeys } from "../upstream/metadata.ts";
+import {
+  isValidHostname,
+  isValidPart,
+  isValidVersion,
+  parseArchiveFilename,
+  type PlatformRef,
+  type ProviderRef,
+} from "../protocol/names.ts";
+import type { ArchiveMeta } from "../cache/package_store.ts";
+import { platformString, providerString } from "../protocol/provider_address.ts";
+import { RefsStore } from "../cache/refs_store.ts";
+import { formatSize } from "../base/size.ts";
+
+/** Outcome for one zip of the source tree. */
+export interface ImportItem {
+  source: string;
+  provider: ProviderRef;
+  version: string;
+  platform: PlatformRef;
+  status: "imported" | "cached" | "refused";
+  bytes: number;
+  /** Why it was refused, or which hashes it was checked against. */
+  detail: string;
+}
+
+/** What an import did. */
+export interface ImportReport {
+  items: ImportItem[];
+  /** Things in the tree that are not importable at all (wrong layout, bad names). */
+  problems: string[];
+}
+
+/** Options of {@link importTree}. */
+export interface ImportOptions {
+  /** Accept zips whose version JSON lists no hash for them. */
+  trustUnlisted?: boolean;
+  progress?: Progress;
+  now?: () => number;
+}
+
+async function entries(path: string) {
+  const out: Deno.DirEntry[] = [];
+  for await (const e of Deno.readDir(path)) out.push(e);
+  return out.sort((a, b) => (a.name < b.name ? -1 : 1));
+}
+
+type Listed = { hashes: Map<string, string[]> } | { error: string };
+
+/** Reads `<version>.json` files of one provider dir: platform → listed hashes. */
+async function readListings(dir: string, names: string[]): Promise<Map<string, Listed>> {
+  const out = new Map<string, Listed>();
+  for (const name of names) {
+    if (!name.endsWith(".json") || name === "index.json") continue;
+    const version = name.slice(0, -5);
+    if (!isValidVersion(version)) continue;
+    try {
+      const doc = JSON.parse(await Deno.readTextFile(join(dir, name)));
+      const archives = doc?.archives;
+      if (!archives || typeof archives !== "object" || Array.isArray(archives)) {
+        throw new Error(`no "archives" object`);
+      }
+      const hashes = new Map<string, string[]>();
+      for (const [platform, a] of Object.entries(archives as Record<string, unknown>)) {
+        const list = (a as { hashes?: unknown })?.hashes;
+        hashes.set(
+          platform,
+          Array.isArray(list) ? list.filter((h): h is string => typeof h === "string") : [],
+        );
+      }
+      out.set(version, { hashes });
+    } catch (e) {
+      out.set(version, { error: `${name} is malformed: ${(e as Error).message}` });
+    }
+  }
+  return out;
+}
+
+/**
+ * Imports every `<host>/<ns>/<type>/*.zip` under `srcDir` into the cache of
+ * `config`. Never throws for one bad zip: it is refused and reported.
+ */
+export async function importTree(
+  config: Config,
+  srcDir: string,
+  opts: ImportOptions = {},
+): Promise<ImportReport> {
+  const now = opts.now ?? Date.now;
+  const report: ImportReport = { items: [], problems: [] };
+  const tmpDir = join(config.cacheDir, "tmp", `import-${Deno.pid}`);
+  await Deno.mkdir(tmpDir, { recursive: true });
+  await Deno.mkdir(join(config.cacheDir, "packages"), { recursive: true });
+  const refs = new RefsStore(config.cacheDir, tmpDir);
+  try {
+    const work: Array<
+      { dir: string; p: ProviderRef; zips: string[]; listed: Map<string, Listed> }
+    > = [];
+    for (const host of await entries(srcDir)) {
+      if (!host.isDirectory || host.name.startsWith(".")) continue;
+      const hostDir = join(srcDir, host.name);
+      if (!isValidHostname(host.name)) {
+        report.problems.push(
+          `${hostDir}: "${host.name}" is not a registry hostname Repoxy serves (lowercase, punycode for IDNs)`,
+        );
+        continue;
+      }
+      for (const ns of await entries(hostDir)) {
+        if (!ns.isDirectory || ns.name.startsWith(".")) continue;
+        for (const type of await entries(join(hostDir, ns.name))) {
+          if (!type.isDirectory || type.name.startsWith(".")) continue;
+          const dir = join(hostDir, ns.name, type.name);
+          if (!isValidPart(ns.name) || !isValidPart(type.name)) {
+            report.problems.push(`${dir}: not a valid provider namespace/type`);
+            continue;
+          }
+          const p = { hostname: host.name, namespace: ns.name, type: type.name };
+          const list = await entries(dir);
+          const zips: string[] = [];
+          for (const e of list) {
+            if (e.name.startsWith(".")) continue; // staging files of an unfinished mirror run
+            if (e.isDirectory) {
+              report.problems.push(
+                `${
+                  join(dir, e.name)
+                }: the unpacked layout is not supported; use the packed layout (zips) that "terraform providers mirror" writes`,
+              );
+            } else if (e.name.endsWith(".zip")) {
+              if (parseArchiveFilename(p.type, e.name)) zips.push(e.name);
+              else {report.problems.push(
+                  `${
+                    join(dir, e.name)
+                  }: not named terraform-provider-${p.type}_VERSION_OS_ARCH.zip`,
+                );}
+            }
+          }
+          const listed = await readListings(dir, list.filter((e) => e.isFile).map((e) => e.name));
+          work.push({ dir, p, zips, listed });
+        }
+      }
+    }
+    const total = work.reduce((n, w) => n + w.zips.length, 0);
+    let done = 0;
+    let bytes = 0;
+    for (const w of work) {
+      for (const zip of w.zips) {
+        opts.progress?.update(done, total, `archives  ${formatSize(bytes)}`);
+        const item = await importOne(config, refs, tmpDir, w.dir, w.p, zip, w.listed, opts, now);
+        report.items.push(item);
+        if (item.status === "imported") bytes += item.bytes;
+        done++;
+      }
+    }
+    opts.progress?.update(done, total, `archives  ${formatSize(bytes)}`, true);
+  } finally {
+    await Deno.remove(tmpDir, { recursive: true }).catch(() => {});
+  }
+  return report;
+}
+
+async function importOne(
+  config: Config,
+  refs: RefsStore,
+  tmpDir: string,
+  dir: string,
+  p: ProviderRef,
+  zip: string,
+  listings: Map<string, Listed>,
+  opts: ImportOptions,
+  now: () => number,
+): Promise<ImportItem> {
+  const parsed = parseArchiveFilename(p.type, zip)!;
+  const pl = { os: parsed.os, arch: parsed.arch };
+  const version = parsed.version;
+  const source = join(dir, zip);
+  const item: ImportItem = {
+    source,
+    provider: p,
+    version,
+    platform: pl,
+    status: "refused",
+    bytes: 0,
+    detail: "",
+  };
+  const refuse = (detail: string) => ({ ...item, status: "refused" as const, detail });
+  if (!config.upstreams.has(p.hostname)) {
+    return refuse(
+      `registry ${p.hostname} is not in "upstreams" of the config, so Repoxy would not serve it`,
+    );
+  }
+  const listing = listings.get(version);
+  if (listing && "error" in listing) return refuse(listing.error);
+  const listed = listing?.hashes.get(platformString(pl)) ?? [];
+  const zh = listed.filter((h) => h.startsWith("zh:")).map((h) => h.slice(3).toLowerCase());
+  const h1s = listed.filter((h) => h.startsWith("h1:"));
+  if (zh.length === 0 && h1s.length === 0 && !opts.trustUnlisted) {
+    return refuse(
+      `${version}.json lists no h1: or zh: hash for ${
+        platformString(pl)
+      }, so it cannot be checked (--trust-unlisted accepts it as is)`,
+    );
+  }
+
+  const tmp = tempPath(tmpDir, zip);
+  try {
+    const { sha256, size } = await copyHashed(source, tmp);
+    item.bytes = size;
+    if (zh.length > 0 && !zh.includes(sha256)) {
+      return refuse(`its sha256 ${sha256} is not the zh: that ${version}.json lists`);
+    }
+    let h1: string;
+    try {
+      h1 = await hashZipH1(tmp);
+    } catch (e) {
+      return refuse(`not a readable zip archive: ${(e as Error).message}`);
+    }
+    if (h1s.length > 0 && !h1s.includes(h1)) {
+      return refuse(`its contents hash to ${h1}, not the h1: that ${version}.json lists`);
+    }
+    const checked = [zh.length > 0 ? "zh:" : "", h1s.length > 0 ? "h1:" : ""].filter(Boolean);
+
+    const finalPath = join(config.cacheDir, "packages", p.hostname, p.namespace, p.type, zip);
+    const existing = await readArchiveMeta(config.cacheDir, p, version, pl);
+    let existingSize: number | undefined;
+    try {
+      existingSize = (await Deno.stat(finalPath)).size;
+    } catch { /* not cached */ }
+    if (existing && existingSize === existing.size) {
+      if (existing.sha256 === sha256) {
+        return { ...item, status: "cached", detail: "already cached with the same sha256" };
+      }
+      return refuse(
+        `the cache already holds different bytes for it (sha256 ${existing.sha256}, from ${existing.url})`,
+      );
+    }
+
+    const meta: ArchiveMeta = {
+      sha256,
+      size,
+      h1,
+      cachedAt: now(),
+      url: `import:${source}`,
+    };
+    // Record first, then the file, as downloads do: a crash in between reads
+    // as "not cached", never as a file nothing vouches for.
+    await refs.put(refKeys.archive(p, version, pl), {
+      fetchedAt: meta.cachedAt,
+      url: meta.url,
+      body: JSON.stringify(meta),
+    });
+    await Deno.mkdir(dirname(finalPath), { recursive: true });
+    await Deno.rename(tmp, finalPath);
+    await syncDir(dirname(finalPath));
+    return {
+      ...item,
+      status: "imported",
+      detail: checked.length > 0
+        ? `matched ${checked.join(" and ")}`
+        : "trusted without a listed hash",
+    };
+  } catch (e) {
+    return refuse((e as Error).message);
+  } finally {
+    await Deno.remove(tmp).catch(() => {});
+  }
+}
+
+const HELP = `Usage: repoxy import [options] DIR
+
+Copies provider archives from a mirror directory into the cache, so this Repoxy
+serves them (also with "offline": true). DIR is the output of "repoxy export" or
+of "terraform providers mirror" / "tofu providers mirror" (packed layout:
+DIR/HOST/NAMESPACE/TYPE/terraform-provider-TYPE_VERSION_OS_ARCH.zip).
+
+Every zip is checked against the hashes its VERSION.json lists for its platform:
+its sha256 against zh: entries and its contents against h1: entries ("repoxy
+export" writes both, "terraform providers mirror" writes h1:). A mismatch is
+refused. A zip with no listed hash is refused too, unless:
+
+      --trust-unlisted   accept zips that have no listed hash, as they are; their
+                         hashes are then computed from the zip itself (and are
+                         what clients will pin), so use it only for a directory
+                         you made yourself and carried safely
+${COMMON_HELP}
+
+Archives already cached with the same bytes are skipped. Exit codes: 0 all
+imported or present, 1 something was refused (each is named), 2 bad arguments
+or config.`;
+
+/** `repoxy import`. */
+export const importCommand: Command = {
+  name: "import",
+  summary: "ingest a mirror directory (repoxy export, terraform providers mirror)",
+  async run(args: string[], ctx: CliContext): Promise<number> {
+    const { io } = ctx;
+    const parsed = parseCommandArgs(io, "import", args, {
+      "trust-unlisted": { type: "boolean" },
+    }, HELP);
+    if (parsed === "help") return EXIT_OK;
+    if (!parsed) return EXIT_USAGE;
+    if (parsed.positionals.length !== 1) {
+      io.err(`repoxy import: expected exactly one DIR\nRun "repoxy import --help" for usage.`);
+      return EXIT_USAGE;
+    }
+    const srcDir = resolve(parsed.positionals[0]!);
+    try {
+      if (!(await Deno.stat(srcDir)).isDirectory) throw new Error("not a directory");
+    } catch (e) {
+      io.err(`repoxy import: cannot read "${srcDir}": ${(e as Error).message}`);
+      return EXIT_USAGE;
+    }
+    const config = await loadCommandConfig(ctx, "import", parsed);
+    if (!config) return EXIT_USAGE;
+    const progress = new Progress(io);
+    const report = await importTree(config, srcDir, {
+      trustUnlisted: flagBool(parsed, "trust-unlisted"),
+      progress,
+    });
+    progress.done();
+    for (const p of report.problems) io.err(`repoxy import: ${p}`);
+    for (const i of report.items) {
+      const name = `${providerString(i.provider)} ${i.version} ${platformString(i.platform)}`;
+      if (i.status === "refused") {
+        io.err(`repoxy import: REFUSED ${name} (${i.source}): ${i.detail}`);
+      } else if (i.detail === "trusted without a listed hash") {
+        io.err(`repoxy import: note: ${name} imported without a listed hash (--trust-unlisted)`);
+      }
+    }
+    const n = (s: ImportItem["status"]) => report.items.filter((i) => i.status === s).length;
+    const bytes = report.items.filter((i) => i.status === "imported").reduce(
+      (a, i) => a + i.bytes,
+      0,
+    );
+    io.out(
+      `import: ${report.items.length} archive(s): ${n("imported")} imported (${
+        formatSize(bytes)
+      }), ` +
+        `${n("cached")} already cached, ${n("refused")} refused`,
+    );
+    return n("refused") > 0 || report.problems.length > 0 ? EXIT_FAILED : EXIT_OK;
+  },
+};

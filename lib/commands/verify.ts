@@ -1,0 +1,197 @@
+/**
+ * `repoxy verify`: re-hashes every cached archive against its meta record
+ * (size, sha256, and h1 when recorded). A mismatch, such as a flipped bit on
+ * disk or a file changed by hand, is moved to `<cacheDir>/quarantine/` with a
+ * note of what was expected, and its record is dropped, so the next request
+ * fetches a good copy from the upstream.
+ * @module
+ */
+import {
+  type CachedFile,
+  dropArchiveMeta,
+  readArchiveMeta,
+  restoreAccessTime,
+  scanPackages,
+} from "../cache/scan.ts";
+import {
+  type CliContext,
+  type Command,
+  COMMON_HELP,
+  EXIT_FAILED,
+  EXIT_OK,
+  EXIT_USAGE,
+  loadCommandConfig,
+  parseCommandArgs,
+  Progress,
+} from "./cli.ts";
+import { createHash } from "../deps/crypto.ts";
+import { dirname, join } from "../deps/path.ts";
+import { hashZipH1 } from "../integrity/dirhash.ts";
+import type { ArchiveMeta } from "../cache/package_store.ts";
+import { platformString, providerString } from "../protocol/provider_address.ts";
+import { formatSize } from "../base/size.ts";
+
+/** One archive that failed verification. */
+export interface Mismatch {
+  file: CachedFile;
+  reason: string;
+  /** Where the file now is. */
+  quarantined: string;
+}
+
+/** What a verify run found. */
+export interface VerifyReport {
+  checked: number;
+  bytes: number;
+  mismatches: Mismatch[];
+  /** Archive files without a record: never served, so not judged (prune may evict them). */
+  unrecorded: CachedFile[];
+}
+
+async function sha256Of(path: string): Promise<{ sha256: string; size: number }> {
+  const hash = createHash("sha256");
+  let size = 0;
+  using f = await Deno.open(path, { read: true });
+  const buf = new Uint8Array(256 * 1024);
+  while (true) {
+    const n = await f.read(buf);
+    if (n === null) break;
+    hash.update(buf.subarray(0, n));
+    size += n;
+  }
+  return { sha256: hash.digest("hex"), size };
+}
+
+async function check(f: CachedFile, meta: ArchiveMeta): Promise<string | undefined> {
+  if (f.size !== meta.size) return `size is ${f.size} bytes, recorded ${meta.size}`;
+  const got = await sha256Of(f.path);
+  if (got.size !== meta.size) return `size is ${got.size} bytes, recorded ${meta.size}`;
+  if (got.sha256 !== meta.sha256) return `sha256 is ${got.sha256}, recorded ${meta.sha256}`;
+  if (meta.h1) {
+    let h1: string;
+    try {
+      h1 = await hashZipH1(f.path);
+    } catch (e) {
+      return `not a readable zip: ${(e as Error).message}`;
+    }
+    if (h1 !== meta.h1) return `contents hash to ${h1}, recorded ${meta.h1}`;
+  }
+  return undefined;
+}
+
+/**
+ * Verifies every cached archive. Mismatches are quarantined as
+ * `quarantine/<host>/<ns>/<type>/<file>.<time>` with a `.json` note beside.
+ */
+export async function verifyCache(
+  cacheDir: string,
+  opts: { progress?: Progress; now?: () => number } = {},
+): Promise<VerifyReport> {
+  const now = opts.now ?? Date.now;
+  const files: CachedFile[] = [];
+  for await (const f of scanPackages(cacheDir)) files.push(f);
+  const total = files.reduce((n, f) => n + f.size, 0);
+  const report: VerifyReport = { checked: 0, bytes: 0, mismatches: [], unrecorded: [] };
+  for (const f of files) {
+    opts.progress?.update(
+      report.checked,
+      files.length,
+      `archives  ${formatSize(report.bytes)} of ${formatSize(total)}`,
+    );
+    const meta = await readArchiveMeta(cacheDir, f.provider, f.version, f.platform);
+    if (!meta) {
+      report.unrecorded.push(f);
+      continue;
+    }
+    let reason: string | undefined;
+    try {
+      reason = await check(f, meta);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) continue; // evicted meanwhile
+      reason = `cannot read it: ${(e as Error).message}`;
+    }
+    report.checked++;
+    report.bytes += f.size;
+    if (!reason) {
+      await restoreAccessTime(f);
+      continue;
+    }
+    const stamp = new Date(now()).toISOString().replace(/[:.]/g, "-");
+    const dest = join(
+      cacheDir,
+      "quarantine",
+      f.provider.hostname,
+      f.provider.namespace,
+      f.provider.type,
+      `${f.filename}.${stamp}`,
+    );
+    await Deno.mkdir(dirname(dest), { recursive: true });
+    // The file goes first: with the record still there but no file, a server
+    // sees "not cached" and downloads again, never serves the bad bytes.
+    try {
+      await Deno.rename(f.path, dest);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) continue; // evicted meanwhile
+      throw e;
+    }
+    await dropArchiveMeta(cacheDir, f, meta);
+    await Deno.writeTextFile(
+      dest + ".json",
+      JSON.stringify({ path: f.path, reason, recorded: meta, quarantinedAt: now() }, null, 2) +
+        "\n",
+    );
+    report.mismatches.push({ file: f, reason, quarantined: dest });
+  }
+  opts.progress?.update(
+    report.checked,
+    files.length,
+    `archives  ${formatSize(report.bytes)}`,
+    true,
+  );
+  return report;
+}
+
+const HELP = `Usage: repoxy verify [options]
+
+Re-hashes every cached archive (size, sha256 and h1) against what was recorded
+when it was stored. Mismatches are moved to <cacheDir>/quarantine/ (with a .json
+note of what was expected) and their records dropped, so the next request
+downloads a good copy. Safe to run next to a live server.
+
+Options:
+${COMMON_HELP}
+
+Exit codes: 0 every archive matches, 1 mismatches were found (each is named),
+2 bad arguments or config.`;
+
+/** `repoxy verify`. */
+export const verifyCommand: Command = {
+  name: "verify",
+  summary: "re-hash cached archives and quarantine mismatches",
+  async run(args: string[], ctx: CliContext): Promise<number> {
+    const { io } = ctx;
+    const parsed = parseCommandArgs(io, "verify", args, {}, HELP, 0);
+    if (parsed === "help") return EXIT_OK;
+    if (!parsed) return EXIT_USAGE;
+    const config = await loadCommandConfig(ctx, "verify", parsed);
+    if (!config) return EXIT_USAGE;
+    const progress = new Progress(io);
+    const report = await verifyCache(config.cacheDir, { progress });
+    progress.done();
+    for (const m of report.mismatches) {
+      const name = `${providerString(m.file.provider)} ${m.file.version} ${
+        platformString(m.file.platform)
+      }`;
+      io.err(`repoxy verify: MISMATCH ${name}: ${m.reason}; moved to ${m.quarantined}`);
+    }
+    for (const u of report.unrecorded) {
+      io.err(`repoxy verify: note: ${u.path} has no record (it is not served)`);
+    }
+    io.out(
+      `verify: ${report.checked} archive(s) (${formatSize(report.bytes)}) checked: ` +
+        `${report.checked - report.mismatches.length} ok, ${report.mismatches.length} quarantined` +
+        (report.unrecorded.length ? `, ${report.unrecorded.length} without a record` : ""),
+    );
+    return report.mismatches.length > 0 ? EXIT_FAILED : EXIT_OK;
+  },
+};

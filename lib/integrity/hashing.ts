@@ -1,0 +1,33 @@
+/**
+ * Copying an archive while hashing it, for export and import: one read of the
+ * source gives both the copy and the sha256 of exactly the bytes written.
+ * @module
+ */
+import { createHash } from "../deps/crypto.ts";
+
+/**
+ * Copies `from` into a new file `to` (which must not exist), fsyncs it, and
+ * returns the sha256 and size of the bytes written. The caller renames it
+ * into place and removes it on failure.
+ */
+export async function copyHashed(
+  from: string,
+  to: string,
+): Promise<{ sha256: string; size: number }> {
+  const hash = createHash("sha256");
+  let size = 0;
+  using src = await Deno.open(from, { read: true });
+  using dst = await Deno.open(to, { write: true, createNew: true });
+  const buf = new Uint8Array(256 * 1024);
+  while (true) {
+    const n = await src.read(buf);
+    if (n === null) break;
+    const chunk = buf.subarray(0, n);
+    hash.update(chunk);
+    size += n;
+    let off = 0;
+    while (off < n) off += await dst.write(chunk.subarray(off));
+  }
+  await dst.syncData();
+  return { sha256: hash.digest("hex"), size };
+}

@@ -1,0 +1,205 @@
+/**
+ * Verification of the detached OpenPGP signature that registries publish over a
+ * provider release's SHA256SUMS, and parsing of SHA256SUMS itself. Together they
+ * let the mirror refuse archives whose checksums the provider's author did not
+ * sign, the same way `terraform init` would.
+ * @module
+ */
+
+import { openpgp } from "../deps/openpgp.ts";
+
+type PublicKey = openpgp.PublicKey;
+type SignaturePacket = openpgp.SignaturePacket;
+
+/** Any failure to establish that SHA256SUMS was signed by an acceptable key. */
+export class SignatureError extends Error {
+  override readonly name = "SignatureError";
+
+  /** `options.cause` carries the underlying OpenPGP error, when there is one. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** Who signed SHA256SUMS: the primary key of the certificate that verified. */
+export interface SignerIdentity {
+  /** 16 upper-case hex digits, as in the registry protocol's `key_id`. */
+  keyId: string;
+  /** 40 (v4) or 64 (v6) upper-case hex digits. */
+  fingerprint: string;
+}
+
+/** Input of {@link verifyDetachedSignature}. */
+export interface VerifyDetachedSignatureOptions {
+  /** The SHA256SUMS bytes exactly as the registry served them. */
+  data: Uint8Array;
+  /** The detached signature, binary (as registries serve `.sig`) or ASCII-armored. */
+  signature: Uint8Array;
+  /** `signing_keys.gpg_public_keys[].ascii_armor` from the upstream download document. */
+  armoredKeys: string[];
+  /** Armored public keys pinned by the operator; when non-empty they replace `armoredKeys`. */
+  trustedKeys?: string[];
+}
+
+/**
+ * Verifies a detached OpenPGP signature over `data`.
+ *
+ * Without pinning, the signature must verify with one of the upstream-offered
+ * `armoredKeys`, which is what Terraform itself accepts. Every offered key must
+ * parse; like Terraform, a malformed key is an error rather than skipped.
+ *
+ * With a non-empty `trustedKeys`, the signature is verified against the pinned
+ * keys alone and `armoredKeys` is not consulted at all. Requiring the signer to
+ * also appear in the upstream list would add nothing: whoever controls that
+ * list can always include a pinned key, and it is the pinned key that must
+ * have made the signature. The consequence is that a new signing subkey the
+ * author publishes later is only accepted once the operator updates the pin.
+ *
+ * Key expiry is ignored, because Terraform ignores it (its Go verifier reports
+ * an expired key and Terraform discards that error). openpgp.js would judge
+ * the key's validity at the signature's creation time, which still rejects
+ * signatures made after the key expired, so the key is validated with time
+ * checks off instead. Everything else still applies: the signing (sub)key must
+ * be properly bound to its primary key, be allowed to sign, not be revoked and
+ * not be newer than the signature; and the signature itself must not be
+ * dated in the future, be expired, or use a hash algorithm openpgp.js rejects
+ * (MD5, RIPEMD-160, SHA-1).
+ *
+ * @returns The primary key ID and fingerprint of the certificate that verified.
+ * @throws {SignatureError} If anything is unparseable or nothing verifies.
+ */
+export async function verifyDetachedSignature(
+  opts: VerifyDetachedSignatureOptions,
+): Promise<SignerIdentity> {
+  const trusted = opts.trustedKeys ?? [];
+  const pinned = trusted.length > 0;
+  const armored = pinned ? trusted : opts.armoredKeys;
+  if (armored.length === 0) throw new SignatureError("No signing keys offered by the upstream");
+  const source = pinned ? "pinned by the operator" : "offered by the upstream";
+  const describeKeys = `${armored.length} ${pinned ? "trusted " : ""}signing keys ${source}`;
+
+  const keys: PublicKey[] = [];
+  for (const [i, text] of armored.entries()) {
+    const which = `${pinned ? "trusted " : ""}signing key ${i + 1} of ${armored.length} ${source}`;
+    try {
+      keys.push(...await openpgp.readKeys({ armoredKeys: text }));
+    } catch (err) {
+      throw new SignatureError(`Cannot parse ${which}: ${reason(err)}`, { cause: err });
+    }
+  }
+
+  const signatures = await readSignaturePackets(opts.signature);
+  // The literal packet only carries the bytes: detached v4/v6 signatures do not
+  // hash its filename or date, so the defaults are harmless.
+  const message = await openpgp.createMessage({ binary: opts.data });
+  const literal = message.packets.findPacket(openpgp.enums.packet.literalData);
+  if (literal === undefined) throw new Error("openpgp.createMessage made no literal data packet");
+
+  const failures: string[] = [];
+  for (const sig of signatures) {
+    const issuer = sig.issuerKeyID.toHex().toUpperCase();
+    let issuerKnown = false;
+    // Every key holding the issuer ID is tried, not just the first, so a key
+    // that merely collides on the 64-bit ID cannot shadow the real signer.
+    for (const key of keys) {
+      if (key.getKeys(sig.issuerKeyID).length === 0) continue;
+      issuerKnown = true;
+      try {
+        await verifyWithKey(sig, key, literal);
+        return {
+          keyId: key.getKeyID().toHex().toUpperCase(),
+          fingerprint: key.getFingerprint().toUpperCase(),
+        };
+      } catch (err) {
+        failures.push(`key ID ${issuer}: ${reason(err)}`);
+      }
+    }
+    if (!issuerKnown) failures.push(`made by key ID ${issuer}, which none of them contains`);
+  }
+  throw new SignatureError(
+    `Signature of SHA256SUMS does not verify with any of the ${describeKeys} (${
+      failures.join("; ")
+    })`,
+  );
+}
+
+async function verifyWithKey(sig: SignaturePacket, key: PublicKey, literal: object): Promise<void> {
+  const type = sig.signatureType;
+  // Only document signatures count; a certification or revocation signature
+  // from the same key must not pass for a signature over SHA256SUMS.
+  if (type !== openpgp.enums.signature.binary && type !== openpgp.enums.signature.text) {
+    throw new Error(`Signature type ${type} is not a document signature`);
+  }
+  // A null date switches off every time check (expiry of the key, its
+  // self-signatures and its binding signatures) while keeping the structural
+  // ones: binding and back-signatures, signing capability, revocation.
+  const signingKey = await key.getSigningKey(sig.issuerKeyID, null);
+  if (sig.created === null) throw new Error("Signature has no creation time");
+  if (signingKey.getCreationTime() > sig.created) {
+    throw new Error("Signing key is newer than the signature");
+  }
+  await sig.verify(signingKey.keyPacket, type, literal, new Date(), true);
+}
+
+async function readSignaturePackets(bytes: Uint8Array): Promise<SignaturePacket[]> {
+  let signature: openpgp.Signature;
+  try {
+    // Every binary OpenPGP packet header has its top bit set; armor is ASCII.
+    signature = bytes.length > 0 && (bytes[0]! & 0x80) !== 0
+      ? await openpgp.readSignature({ binarySignature: bytes })
+      : await openpgp.readSignature({
+        armoredSignature: new TextDecoder("utf-8", { fatal: true }).decode(bytes),
+      });
+  } catch (err) {
+    throw new SignatureError(`Cannot parse signature of SHA256SUMS: ${reason(err)}`, {
+      cause: err,
+    });
+  }
+  const packets = signature.packets.filterByTag(openpgp.enums.packet.signature);
+  if (packets.length === 0) {
+    throw new SignatureError("Signature of SHA256SUMS contains no signature packets");
+  }
+  return [...packets];
+}
+
+function reason(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+const SHA256SUMS_LINE = /^([0-9a-fA-F]{64}) [ *]?(\S.*)$/;
+
+/**
+ * Parses a SHA256SUMS document: one `<64 hex digits>  <filename>` per line, as
+ * `sha256sum` writes it. Also accepted: a single separating space, the `*`
+ * binary-mode marker, CRLF line ends and blank lines. A filename may contain
+ * spaces but not start with one, so a stray third separator is an error rather
+ * than part of the name.
+ *
+ * @returns Filename → lower-case hex digest.
+ * @throws {TypeError} Naming the 1-based line number of the first malformed
+ *   line, or of a filename listed twice with different digests (which of the
+ *   two would be meant is unknowable).
+ */
+export function parseSha256Sums(text: string): Map<string, string> {
+  const sums = new Map<string, string>();
+  for (const [i, raw] of text.split("\n").entries()) {
+    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    if (line.trim() === "") continue;
+    const match = SHA256SUMS_LINE.exec(line);
+    if (match === null) {
+      throw new TypeError(
+        `Line ${i + 1} of SHA256SUMS is not "<64 hex digits>  <filename>": ${
+          JSON.stringify(line.slice(0, 120))
+        }`,
+      );
+    }
+    const digest = match[1]!.toLowerCase();
+    const name = match[2]!;
+    const previous = sums.get(name);
+    if (previous !== undefined && previous !== digest) {
+      throw new TypeError(`Line ${i + 1} of SHA256SUMS gives ${name} a second, different digest`);
+    }
+    sums.set(name, digest);
+  }
+  return sums;
+}

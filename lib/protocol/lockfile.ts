@@ -1,0 +1,295 @@
+/**
+ * Reads Terraform / OpenTofu dependency lock files (`.terraform.lock.hcl`).
+ *
+ * Lock files are machine-written HCL with a small shape:
+ *
+ * ```hcl
+ * provider "registry.terraform.io/hashicorp/aws" {
+ *   version     = "5.31.0"
+ *   constraints = "~> 5.0"
+ *   hashes = [
+ *     "h1:...",
+ *     "zh:...",
+ *   ]
+ * }
+ * ```
+ *
+ * so this is a purpose-built parser for HCL's block/attribute structure with
+ * literal values (strings, numbers, booleans, lists, objects) and comments; it
+ * refuses expressions and templates instead of guessing at them.
+ * @module
+ */
+import { parseProviderAddress, type ProviderTarget } from "./provider_address.ts";
+
+/** One `provider` block of a lock file. */
+export interface LockedProvider extends ProviderTarget {
+  /** The address exactly as written. */
+  address: string;
+  constraints?: string;
+  /** `h1:` and `zh:` hashes (and any other scheme) as written. */
+  hashes: string[];
+  /** 1-based line of the block, for messages. */
+  line: number;
+}
+
+/** A lock file that cannot be read; the message names the file and line. */
+export class LockFileError extends Error {
+  override name = "LockFileError";
+}
+
+type TokenKind = "ident" | "string" | "number" | "punct" | "eof";
+interface Token {
+  kind: TokenKind;
+  value: string;
+  line: number;
+}
+
+/** A literal HCL value. */
+type Value = string | number | boolean | null | Value[] | { [k: string]: Value };
+interface Attr {
+  v: Value;
+  line: number;
+}
+interface Block {
+  type: string;
+  labels: string[];
+  line: number;
+  attrs: Map<string, Attr>;
+}
+
+function tokenize(text: string, fail: (line: number, msg: string) => never): Token[] {
+  const tokens: Token[] = [];
+  let i = 0;
+  let line = 1;
+  while (i < text.length) {
+    const c = text[i]!;
+    if (c === "\n") {
+      line++;
+      i++;
+    } else if (c === " " || c === "\t" || c === "\r" || c === "\ufeff") {
+      i++;
+    } else if (c === "#" || (c === "/" && text[i + 1] === "/")) {
+      while (i < text.length && text[i] !== "\n") i++;
+    } else if (c === "/" && text[i + 1] === "*") {
+      const end = text.indexOf("*/", i + 2);
+      if (end < 0) fail(line, "unterminated /* comment");
+      for (let j = i; j < end; j++) if (text[j] === "\n") line++;
+      i = end + 2;
+    } else if ("{}[]=,:.()".includes(c)) {
+      tokens.push({ kind: "punct", value: c, line });
+      i++;
+    } else if (c === '"') {
+      const start = line;
+      let s = "";
+      i++;
+      while (true) {
+        if (i >= text.length || text[i] === "\n") fail(start, "unterminated string");
+        const d = text[i]!;
+        if (d === '"') {
+          i++;
+          break;
+        }
+        if (d === "\\") {
+          const e = text[i + 1];
+          const simple: Record<string, string> = {
+            n: "\n",
+            r: "\r",
+            t: "\t",
+            '"': '"',
+            "\\": "\\",
+          };
+          if (e !== undefined && e in simple) {
+            s += simple[e];
+            i += 2;
+          } else if (e === "u" || e === "U") {
+            const len = e === "u" ? 4 : 8;
+            const hex = text.slice(i + 2, i + 2 + len);
+            if (!/^[0-9a-fA-F]+$/.test(hex) || hex.length !== len) fail(line, "bad \\u escape");
+            s += String.fromCodePoint(parseInt(hex, 16));
+            i += 2 + len;
+          } else fail(line, `unknown escape "\\${e ?? ""}"`);
+        } else if ((d === "$" || d === "%") && text[i + 1] === "{") {
+          fail(line, "template sequences are not supported in lock files");
+        } else if ((d === "$" || d === "%") && text[i + 1] === d && text[i + 2] === "{") {
+          s += d + "{"; // $${ and %%{ are escaped literals
+          i += 3;
+        } else {
+          s += d;
+          i++;
+        }
+      }
+      tokens.push({ kind: "string", value: s, line: start });
+    } else if (/[A-Za-z_]/.test(c)) {
+      let j = i + 1;
+      while (j < text.length && /[A-Za-z0-9_-]/.test(text[j]!)) j++;
+      tokens.push({ kind: "ident", value: text.slice(i, j), line });
+      i = j;
+    } else if (/[0-9]/.test(c)) {
+      const m = /^[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/.exec(text.slice(i))!;
+      tokens.push({ kind: "number", value: m[0], line });
+      i += m[0].length;
+    } else if (c === "<" && text[i + 1] === "<") {
+      fail(line, "heredoc strings are not supported in lock files");
+    } else {
+      fail(line, `unexpected character "${c}"`);
+    }
+  }
+  tokens.push({ kind: "eof", value: "", line });
+  return tokens;
+}
+
+/**
+ * Parses the text of a lock file.
+ *
+ * @param name used in error messages (the file path)
+ * @param defaultHost registry for addresses without a hostname (lock files always have one)
+ * @throws {LockFileError} for syntax errors and provider blocks that make no sense
+ */
+export function parseLockFile(text: string, name: string, defaultHost: string): LockedProvider[] {
+  const fail = (line: number, msg: string): never => {
+    throw new LockFileError(`${name}:${line}: ${msg}`);
+  };
+  const tokens = tokenize(text, fail);
+  let pos = 0;
+  const peek = () => tokens[pos]!;
+  const next = () => tokens[pos++]!;
+  const expect = (value: string) => {
+    const t = next();
+    if (t.kind !== "punct" || t.value !== value) {
+      fail(
+        t.line,
+        `expected "${value}", found ${t.kind === "eof" ? "end of file" : `"${t.value}"`}`,
+      );
+    }
+  };
+
+  function value(): Value {
+    const t = next();
+    if (t.kind === "string") return t.value;
+    if (t.kind === "number") return Number(t.value);
+    if (t.kind === "ident") {
+      if (t.value === "true") return true;
+      if (t.value === "false") return false;
+      if (t.value === "null") return null;
+      return fail(t.line, `expressions are not supported in lock files ("${t.value}")`);
+    }
+    if (t.kind === "punct" && t.value === "[") {
+      const items: Value[] = [];
+      while (!(peek().kind === "punct" && peek().value === "]")) {
+        items.push(value());
+        if (peek().kind === "punct" && peek().value === ",") next();
+        else break;
+      }
+      expect("]");
+      return items;
+    }
+    if (t.kind === "punct" && t.value === "{") {
+      const obj: Record<string, Value> = {};
+      while (!(peek().kind === "punct" && peek().value === "}")) {
+        const k = next();
+        if (k.kind !== "ident" && k.kind !== "string") fail(k.line, "expected an object key");
+        const sep = next();
+        if (sep.kind !== "punct" || (sep.value !== "=" && sep.value !== ":")) {
+          fail(sep.line, `expected "=" after "${k.value}"`);
+        }
+        obj[k.value] = value();
+        if (peek().kind === "punct" && peek().value === ",") next();
+      }
+      expect("}");
+      return obj;
+    }
+    return fail(t.line, `unexpected ${t.kind === "eof" ? "end of file" : `"${t.value}"`}`);
+  }
+
+  /** Parses a block or attribute body up to `}` (or end of file at top level). */
+  function body(top: boolean): { attrs: Map<string, Attr>; blocks: Block[] } {
+    const attrs = new Map<string, Attr>();
+    const blocks: Block[] = [];
+    while (true) {
+      const t = peek();
+      if (t.kind === "eof") {
+        if (!top) fail(t.line, `expected "}", found end of file`);
+        break;
+      }
+      if (!top && t.kind === "punct" && t.value === "}") break;
+      if (t.kind !== "ident") fail(t.line, `expected an attribute or block, found "${t.value}"`);
+      next();
+      const after = peek();
+      if (after.kind === "punct" && after.value === "=") {
+        next();
+        if (attrs.has(t.value)) fail(t.line, `attribute "${t.value}" is set twice`);
+        attrs.set(t.value, { v: value(), line: t.line });
+        continue;
+      }
+      const labels: string[] = [];
+      while (peek().kind === "string" || peek().kind === "ident") labels.push(next().value);
+      expect("{");
+      const inner = body(false);
+      expect("}");
+      blocks.push({ type: t.value, labels, line: t.line, attrs: inner.attrs });
+    }
+    return { attrs, blocks };
+  }
+
+  const out: LockedProvider[] = [];
+  const seen = new Set<string>();
+  for (const b of body(true).blocks) {
+    if (b.type !== "provider") continue; // e.g. future block types: not ours to judge
+    const address = b.labels[0];
+    if (b.labels.length !== 1 || address === undefined) {
+      fail(b.line, `a provider block needs exactly one label (the provider address)`);
+    }
+    let target: ProviderTarget;
+    try {
+      target = parseProviderAddress(address!, defaultHost);
+    } catch (e) {
+      return fail(b.line, (e as Error).message);
+    }
+    if (target.version !== undefined) fail(b.line, `"${address}" is not a provider address`);
+    const key = `${target.provider.hostname}/${target.provider.namespace}/${target.provider.type}`;
+    if (seen.has(key)) fail(b.line, `provider "${key}" is listed twice`);
+    seen.add(key);
+    const str = (name: string): string | undefined => {
+      const a = b.attrs.get(name);
+      if (a === undefined) return undefined;
+      if (typeof a.v !== "string") fail(a.line, `"${name}" must be a string`);
+      return a.v as string;
+    };
+    const version = str("version");
+    if (version === undefined) fail(b.line, `provider "${key}" has no version`);
+    const withVersion = (() => {
+      try {
+        return parseProviderAddress(`${key}@${version}`, defaultHost);
+      } catch (e) {
+        return fail(b.attrs.get("version")!.line, (e as Error).message);
+      }
+    })();
+    const hashesAttr = b.attrs.get("hashes");
+    const hashes: string[] = [];
+    if (hashesAttr) {
+      if (!Array.isArray(hashesAttr.v) || hashesAttr.v.some((h) => typeof h !== "string")) {
+        fail(hashesAttr.line, `"hashes" must be a list of strings`);
+      }
+      hashes.push(...hashesAttr.v as string[]);
+    }
+    const entry: LockedProvider = { ...withVersion, address: address!, hashes, line: b.line };
+    const constraints = str("constraints");
+    if (constraints !== undefined) entry.constraints = constraints;
+    out.push(entry);
+  }
+  return out;
+}
+
+/**
+ * Reads and parses a lock file from disk.
+ * @throws {LockFileError} also when the file cannot be read
+ */
+export async function readLockFile(path: string, defaultHost: string): Promise<LockedProvider[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new LockFileError(`cannot read lock file "${path}": ${(e as Error).message}`);
+  }
+  return parseLockFile(text, path, defaultHost);
+}

@@ -1,0 +1,124 @@
+/**
+ * Operator endpoints: readiness (`/-/readyz`), Prometheus metrics
+ * (`/-/metrics`) and the status page (`/`). Kept apart from the protocol
+ * handlers in app.ts so that file only routes to them.
+ * @module
+ */
+import { utf8Length } from "../http/serve_file.ts";
+import type { Config } from "../config/config.ts";
+import { join } from "../deps/path.ts";
+import type { CacheInventory } from "../cache/inventory.ts";
+import { PROMETHEUS_CONTENT_TYPE } from "../ops/metrics.ts";
+import { compareVersions } from "../protocol/names.ts";
+import { clientSnippet } from "../http/server.ts";
+import { renderStatusPage, type StatusPageData } from "../ops/status_page.ts";
+import type { Telemetry } from "../ops/telemetry.ts";
+
+/** What the operator endpoints read from the running app. */
+export interface OpsSources {
+  config: Config;
+  telemetry: Telemetry;
+  inventory: CacheInventory;
+  inflightDownloads: () => number;
+  now: () => number;
+  version: string;
+}
+
+function noStore(contentType: string): Headers {
+  return new Headers({ "content-type": contentType, "cache-control": "no-store" });
+}
+
+/**
+ * 200 when a file can be created and removed in the cache's `tmp/` (where
+ * every download starts), else 503 with the reason. A full or read-only disk
+ * makes every miss fail, so a load balancer should stop sending traffic.
+ */
+export async function readyResponse(req: Request, cacheDir: string): Promise<Response> {
+  const probe = join(cacheDir, "tmp", `.readyz-${crypto.randomUUID()}`);
+  let status = 200;
+  let body: Record<string, string> = { status: "ready" };
+  try {
+    const f = await Deno.open(probe, { write: true, createNew: true });
+    try {
+      await f.write(new Uint8Array([0x72]));
+    } finally {
+      f.close();
+    }
+    await Deno.remove(probe);
+  } catch (e) {
+    await Deno.remove(probe).catch(() => {});
+    status = 503;
+    body = {
+      status: "unavailable",
+      reason: `cache directory ${cacheDir} is not writable: ${(e as Error).message}`,
+    };
+  }
+  return textResponse(req, JSON.stringify(body) + "\n", status, noStore("application/json"));
+}
+
+/** The metrics in the Prometheus text format. */
+export function metricsResponse(req: Request, telemetry: Telemetry): Response {
+  return textResponse(req, telemetry.render(), 200, noStore(PROMETHEUS_CONTENT_TYPE));
+}
+
+/**
+ * The base URL clients should use: `publicUrl` when configured, else the
+ * scheme and `Host` the request came in with (what the browser used is what
+ * works from that network).
+ */
+export function publicBaseUrl(req: Request, config: Config): string {
+  if (config.publicUrl) return config.publicUrl;
+  const url = new URL(req.url);
+  const scheme = config.tls ? "https:" : url.protocol;
+  return `${scheme}//${url.host}/`;
+}
+
+/** Gathers the status page's data for one request. */
+export function statusPageData(req: Request, s: OpsSources): StatusPageData {
+  const base = publicBaseUrl(req, s.config);
+  const upstreams = [...s.config.upstreams.values()].map((u) => ({
+    hostname: u.hostname,
+    url: u.url,
+    health: s.telemetry.upstreamHealth(u.hostname),
+  }));
+  return {
+    version: s.version,
+    now: s.now(),
+    startedAt: s.telemetry.startedAt,
+    baseUrl: base,
+    snippet: clientSnippet(base, [...s.config.upstreams.keys()], base.startsWith("https:")),
+    cacheDir: s.config.cacheDir,
+    offline: s.config.offline,
+    archives: s.inventory.count,
+    bytes: s.inventory.totalBytes,
+    inflightDownloads: s.inflightDownloads(),
+    providers: s.inventory.byProvider(compareVersions),
+    ratios: {
+      archive: s.telemetry.cacheRatio("archive"),
+      metadata: s.telemetry.cacheRatio("metadata"),
+    },
+    upstreams,
+  };
+}
+
+/** The status page as an HTML response. */
+export function statusPageResponse(req: Request, s: OpsSources): Response {
+  const headers = noStore("text/html; charset=utf-8");
+  // No script runs on this page; say so, so an injection could not run one either.
+  headers.set(
+    "content-security-policy",
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  );
+  headers.set("x-content-type-options", "nosniff");
+  headers.set("referrer-policy", "no-referrer");
+  return textResponse(req, renderStatusPage(statusPageData(req, s)), 200, headers);
+}
+
+/**
+ * A complete text body with its Content-Length set, so the access log and the
+ * bytes-served metric can count it without wrapping the body.
+ */
+function textResponse(req: Request, text: string, status: number, headers: Headers): Response {
+  headers.set("content-length", String(utf8Length(text)));
+  return new Response(req.method === "HEAD" ? null : text, { status, headers });
+}

@@ -1,0 +1,258 @@
+/**
+ * HTTP client for one upstream registry and the download hosts it names.
+ *
+ * Only URLs built from the configured upstream base, or URLs the upstream's own
+ * documents name, are ever fetched; a client can never make Repoxy fetch an
+ * arbitrary URL. The upstream token goes only to the registry's own origin and
+ * is dropped on redirects that leave it.
+ * @module
+ */
+import type { UpstreamConfig } from "../config/config.ts";
+import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
+import type { Logger } from "../base/log.ts";
+import type { UpstreamRequestInfo } from "../ops/telemetry.ts";
+
+/** The `fetch` signature Repoxy depends on (injectable for tests). */
+export type FetchFn = (input: Request | URL | string, init?: RequestInit) => Promise<Response>;
+
+/** Options shared by every upstream client. */
+export interface UpstreamDeps {
+  fetch: FetchFn;
+  log: Logger;
+  userAgent: string;
+  /** Per-request deadline for metadata, in ms. */
+  timeoutMs: number;
+  /** Aborted when the server shuts down. */
+  signal?: AbortSignal;
+  /** Waits between retries; injectable so tests need not sleep. */
+  sleep?: (ms: number) => Promise<void>;
+  /** Called for every upstream request (metrics, test counting). */
+  onRequest?: (info: UpstreamRequestInfo) => void;
+}
+
+/** A fetched metadata body with the URL it finally came from (after redirects). */
+export interface FetchedText {
+  text: string;
+  url: string;
+}
+
+const MAX_REDIRECTS = 10;
+/** Metadata documents are small; a bigger answer is a broken or hostile upstream. */
+const MAX_METADATA_BYTES = 8 * 1024 * 1024;
+
+/** Deno's fetch says only "fetch failed"; the reason (refused, DNS, TLS) is in `cause`. */
+function fetchErrorText(e: unknown): string {
+  const cause = (e as Error)?.cause;
+  if (cause instanceof Error && cause.message) return cause.message;
+  return (e as Error)?.message ?? String(e);
+}
+
+const sleepReal = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Client for one configured upstream. */
+export class UpstreamClient {
+  readonly hostname: string;
+  readonly #base: URL;
+  readonly #token: string | undefined;
+
+  constructor(readonly config: UpstreamConfig, readonly deps: UpstreamDeps) {
+    this.hostname = config.hostname;
+    this.#base = new URL(config.url.endsWith("/") ? config.url : config.url + "/");
+    this.#token = config.token;
+  }
+
+  /** The discovery document URL: `{url}/.well-known/terraform.json`. */
+  discoveryUrl(): URL {
+    return new URL(".well-known/terraform.json", this.#base);
+  }
+
+  /** Whether the token may be sent to this URL (same origin as the registry). */
+  #mayAuthorize(url: URL): boolean {
+    return this.#token !== undefined && url.origin === this.#base.origin;
+  }
+
+  /**
+   * GET with manual redirects, so the Authorization header is decided per hop.
+   * The caller owns the returned response body.
+   */
+  async get(
+    url: URL,
+    opts: { accept?: string; signal?: AbortSignal; auth?: boolean } = {},
+  ): Promise<{ res: Response; url: URL }> {
+    let current = url;
+    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+      if (current.protocol !== "https:" && current.protocol !== "http:") {
+        throw new UpstreamError(
+          `upstream ${this.hostname} named a non-http URL: ${current.protocol}`,
+        );
+      }
+      const headers = new Headers({
+        "user-agent": this.deps.userAgent,
+        // Deno's fetch would otherwise decompress while keeping the original
+        // length and encoding headers; archives must pass through byte for byte.
+        "accept-encoding": "identity",
+      });
+      if (opts.accept) headers.set("accept", opts.accept);
+      if (opts.auth !== false && this.#mayAuthorize(current)) {
+        headers.set("authorization", `Bearer ${this.#token}`);
+      }
+      let res: Response;
+      const started = performance.now();
+      const took = () => Math.round((performance.now() - started) * 1000) / 1000;
+      try {
+        res = await this.deps.fetch(current, {
+          headers,
+          redirect: "manual",
+          ...(opts.signal ? { signal: opts.signal } : {}),
+        });
+      } catch (e) {
+        this.deps.onRequest?.({
+          hostname: this.hostname,
+          url: current.href,
+          status: "error",
+          durationMs: took(),
+          error: fetchErrorText(e),
+        });
+        if (e instanceof DOMException && (e.name === "TimeoutError" || e.name === "AbortError")) {
+          throw new UpstreamTimeoutError(`upstream ${current.host} did not answer in time`);
+        }
+        const err = new UpstreamError(
+          `cannot reach upstream ${current.host}: ${fetchErrorText(e)}`,
+        );
+        err.transient = true;
+        throw err;
+      }
+      this.deps.onRequest?.({
+        hostname: this.hostname,
+        url: current.href,
+        status: res.status,
+        durationMs: took(),
+      });
+      if (res.status >= 300 && res.status < 400 && res.headers.has("location")) {
+        await res.body?.cancel();
+        current = new URL(res.headers.get("location")!, current);
+        continue;
+      }
+      return { res, url: current };
+    }
+    throw new UpstreamError(`upstream ${this.hostname}: too many redirects`);
+  }
+
+  /**
+   * Fetches a small text document (JSON, SHA256SUMS) with a deadline and
+   * bounded retries. A 404 becomes {@link NotFoundError}.
+   */
+  async getText(
+    url: URL,
+    opts: { accept?: string; auth?: boolean; binary?: false } = {},
+  ): Promise<FetchedText> {
+    const bytes = await this.getBytes(url, opts);
+    return { text: new TextDecoder().decode(bytes.body), url: bytes.url };
+  }
+
+  /** Like {@link getText} but returns raw bytes (signatures are binary). */
+  async getBytes(
+    url: URL,
+    opts: { accept?: string; auth?: boolean } = {},
+  ): Promise<{ body: Uint8Array; url: string }> {
+    const deadline = Date.now() + this.deps.timeoutMs;
+    const sleep = this.deps.sleep ?? sleepReal;
+    let attempt = 0;
+    while (true) {
+      attempt++;
+      const remaining = deadline - Date.now();
+      try {
+        if (remaining <= 0) {
+          throw new UpstreamTimeoutError(`upstream ${url.host} did not answer in time`);
+        }
+        return await this.#getBytesOnce(url, remaining, opts);
+      } catch (e) {
+        if (!(e instanceof UpstreamError) || !e.transient) throw e;
+        const wait = e.retryAfterMs ?? 200 * 2 ** (attempt - 1);
+        // Give up early rather than let the client's own 10 s timeout fire first.
+        if (attempt >= 3 || Date.now() + wait >= deadline - 250) throw e;
+        this.deps.log.warn("upstream request failed, retrying", {
+          upstream: this.hostname,
+          url: url.href,
+          attempt,
+          error: (e as Error).message,
+        });
+        await sleep(wait);
+      }
+    }
+  }
+
+  async #getBytesOnce(
+    url: URL,
+    timeoutMs: number,
+    opts: { accept?: string; auth?: boolean },
+  ): Promise<{ body: Uint8Array; url: string }> {
+    const signals = [AbortSignal.timeout(timeoutMs)];
+    if (this.deps.signal) signals.push(this.deps.signal);
+    const signal = AbortSignal.any(signals);
+    const { res, url: finalUrl } = await this.get(url, { ...opts, signal });
+    if (res.status === 404 || res.status === 410) {
+      await res.body?.cancel();
+      throw new NotFoundError(`upstream ${this.hostname} has no ${finalUrl.pathname}`);
+    }
+    if (res.status !== 200) {
+      await res.body?.cancel();
+      const err = new UpstreamError(
+        `upstream ${finalUrl.host} answered ${res.status} for ${finalUrl.pathname}`,
+      );
+      if (res.status === 429 || (res.status >= 500 && res.status !== 501)) {
+        err.transient = true;
+        const ra = Number(res.headers.get("retry-after") ?? "NaN");
+        if (Number.isFinite(ra) && ra >= 0) err.retryAfterMs = Math.min(ra * 1000, 5000);
+      }
+      throw err;
+    }
+    const len = Number(res.headers.get("content-length") ?? "0");
+    if (len > MAX_METADATA_BYTES) {
+      await res.body?.cancel();
+      throw new UpstreamError(
+        `upstream ${finalUrl.host} sent ${len} bytes for ${finalUrl.pathname}; too large`,
+      );
+    }
+    try {
+      const chunks: Uint8Array[] = [];
+      let total = 0;
+      for await (const chunk of res.body ?? new ReadableStream<Uint8Array>()) {
+        total += chunk.length;
+        if (total > MAX_METADATA_BYTES) {
+          throw new UpstreamError(
+            `upstream ${finalUrl.host} sent too much data for ${finalUrl.pathname}`,
+          );
+        }
+        chunks.push(chunk);
+      }
+      const body = new Uint8Array(total);
+      let at = 0;
+      for (const c of chunks) {
+        body.set(c, at);
+        at += c.length;
+      }
+      return { body, url: finalUrl.href };
+    } catch (e) {
+      if (e instanceof UpstreamError) throw e;
+      if (e instanceof DOMException && (e.name === "TimeoutError" || e.name === "AbortError")) {
+        throw new UpstreamTimeoutError(`upstream ${finalUrl.host} did not answer in time`);
+      }
+      throw new UpstreamError(
+        `upstream ${finalUrl.host} broke off ${finalUrl.pathname}: ${(e as Error).message}`,
+      );
+    }
+  }
+
+  /** Fetches and parses JSON; malformed JSON is an {@link UpstreamError}. */
+  async getJson(url: URL): Promise<{ json: unknown; text: string; url: string }> {
+    const { text, url: final } = await this.getText(url, { accept: "application/json" });
+    try {
+      return { json: JSON.parse(text), text, url: final };
+    } catch {
+      throw new UpstreamError(
+        `upstream ${this.hostname} sent malformed JSON for ${new URL(final).pathname}`,
+      );
+    }
+  }
+}

@@ -1,0 +1,537 @@
+/**
+ * Upstream metadata with caching: service discovery, version lists, download
+ * documents, SHA256SUMS and signatures. One copy of the truth in `refs/`
+ * serves both the network mirror and the registry protocol.
+ *
+ * Freshness rules: discovery and version lists are refreshed after the TTL;
+ * download documents and checksums of a released version never change and are
+ * kept for good. When a refresh fails and something is stored, the stored copy
+ * is served and marked stale.
+ * @module
+ */
+import type { Config } from "../config/config.ts";
+import { NotFoundError, UpstreamError } from "../http/errors.ts";
+import type { Logger } from "../base/log.ts";
+import {
+  compareVersions,
+  isValidOsArch,
+  isValidVersion,
+  type PlatformRef,
+  type ProviderRef,
+} from "../protocol/names.ts";
+import { entryBytes, type RefEntry, type RefsStore, toBase64 } from "../cache/refs_store.ts";
+import {
+  parseSha256Sums,
+  SignatureError,
+  verifyDetachedSignature,
+} from "../integrity/signature.ts";
+import type { UpstreamClient } from "./client.ts";
+
+/** Where an answer came from, for logs, metrics and the `x-repoxy-cache` header. */
+export type CacheStatus = "hit" | "miss" | "stale";
+
+/** A value with its provenance. */
+export interface Sourced<T> {
+  value: T;
+  status: CacheStatus;
+  fetchedAt: number;
+}
+
+/** One entry of the registry's `versions` answer. */
+export interface VersionEntry {
+  version: string;
+  protocols?: string[];
+  platforms?: PlatformRef[];
+}
+
+/** The registry's `download` answer (only the fields Repoxy relies on are typed). */
+export interface DownloadDoc {
+  os: string;
+  arch: string;
+  filename: string;
+  "download_url": string;
+  "shasums_url"?: string;
+  "shasums_signature_url"?: string;
+  shasum: string;
+  "signing_keys"?: { "gpg_public_keys"?: Array<{ "key_id"?: string; "ascii_armor"?: string }> };
+  [k: string]: unknown;
+}
+
+/** A parsed version list plus the exact upstream body. */
+export interface VersionsValue {
+  versions: VersionEntry[];
+  raw: string;
+}
+
+/** A parsed download document plus the exact upstream body and its URL. */
+export interface DownloadValue {
+  doc: DownloadDoc;
+  raw: string;
+  /** Final URL of the document; relative URLs inside resolve against it. */
+  url: string;
+}
+
+/** SHA256SUMS and its detached signature, byte for byte. */
+export interface SumsValue {
+  sums: Uint8Array;
+  signature: Uint8Array | undefined;
+}
+
+/** Combines cache statuses: any stale part makes the answer stale, any miss a miss. */
+export function worstStatus(...s: Array<CacheStatus | undefined>): CacheStatus {
+  if (s.includes("stale")) return "stale";
+  if (s.includes("miss")) return "miss";
+  return "hit";
+}
+
+function noService(hostname: string, service: string): NotFoundError {
+  return new NotFoundError(`upstream ${hostname} does not offer ${service}`);
+}
+
+/** How long a refresh may take before a stored (expired) copy is served instead. */
+const STALE_GRACE_MS = 2_000;
+const SLOW = Symbol("slow");
+
+async function raceStale<T>(p: Promise<T>, ms: number): Promise<T | typeof SLOW> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<typeof SLOW>((r) => timer = setTimeout(() => r(SLOW), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Minimum gap between refreshes forced by a client asking for an unlisted version. */
+const FORCED_REFRESH_GAP_MS = 30_000;
+
+function providerKey(p: ProviderRef): string {
+  return `${p.hostname}/${p.namespace}/${p.type}`;
+}
+
+/** Keys of the refs store, in one place so every module agrees on them. */
+export const refKeys = {
+  discovery: (hostname: string) => `${hostname}/discovery`,
+  versions: (p: ProviderRef) => `${providerKey(p)}/versions`,
+  download: (p: ProviderRef, v: string, pl: PlatformRef) =>
+    `${providerKey(p)}/${v}/download_${pl.os}_${pl.arch}`,
+  sums: (p: ProviderRef, v: string) => `${providerKey(p)}/${v}/SHA256SUMS`,
+  signature: (p: ProviderRef, v: string) => `${providerKey(p)}/${v}/SHA256SUMS.sig`,
+  archive: (p: ProviderRef, v: string, pl: PlatformRef) =>
+    `${providerKey(p)}/${v}/archive_${pl.os}_${pl.arch}`,
+};
+
+/**
+ * Parses a stored entry once. RefsStore hands out the same entry object until
+ * the entry is replaced or evicted, so keying by the object keeps the parsed
+ * value exactly as fresh as the entry and lets it go with the entry. Without
+ * this a metadata hit re-parsed the whole upstream version list (hundreds of
+ * KB for big providers) on every request.
+ */
+function parsedOnce<T>(memo: WeakMap<RefEntry, T>, entry: RefEntry, parse: () => T): T {
+  let v = memo.get(entry);
+  if (v === undefined) {
+    v = parse();
+    memo.set(entry, v);
+  }
+  return v;
+}
+
+function parseVersions(text: string, hostname: string): VersionEntry[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new UpstreamError(`upstream ${hostname} sent a malformed version list`);
+  }
+  const list = (json as { versions?: unknown })?.versions;
+  if (!Array.isArray(list)) {
+    throw new UpstreamError(`upstream ${hostname} sent a version list without "versions"`);
+  }
+  const out: VersionEntry[] = [];
+  for (const v of list) {
+    if (
+      !v || typeof v !== "object" || typeof v.version !== "string" || !isValidVersion(v.version)
+    ) continue;
+    const entry: VersionEntry = { version: v.version };
+    if (Array.isArray(v.protocols)) {
+      entry.protocols = v.protocols.filter((x: unknown) => typeof x === "string");
+    }
+    if (Array.isArray(v.platforms)) {
+      entry.platforms = v.platforms.filter((p: unknown): p is PlatformRef =>
+        !!p && typeof p === "object" && isValidOsArch((p as PlatformRef).os) &&
+        isValidOsArch((p as PlatformRef).arch)
+      ).map((p: PlatformRef) => ({ os: p.os, arch: p.arch }));
+    }
+    out.push(entry);
+  }
+  return out;
+}
+
+function parseDownload(text: string, hostname: string, pl: PlatformRef): DownloadDoc {
+  let doc: DownloadDoc;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    throw new UpstreamError(`upstream ${hostname} sent a malformed download document`);
+  }
+  const bad = (why: string) =>
+    new UpstreamError(`upstream ${hostname} sent an unusable download document: ${why}`);
+  if (!doc || typeof doc !== "object") throw bad("not an object");
+  if (typeof doc.download_url !== "string" || doc.download_url === "") throw bad("no download_url");
+  if (typeof doc.shasum !== "string" || !/^[0-9a-fA-F]{64}$/.test(doc.shasum)) {
+    throw bad("shasum is not 64 hex digits");
+  }
+  if (typeof doc.filename !== "string" || doc.filename === "" || /[\/\\]/.test(doc.filename)) {
+    throw bad("bad filename");
+  }
+  if (doc.os !== pl.os || doc.arch !== pl.arch) {
+    throw bad(`it is for ${doc.os}_${doc.arch}, not ${pl.os}_${pl.arch}`);
+  }
+  return doc;
+}
+
+/** Metadata access for all upstreams. */
+export class Metadata {
+  readonly #inflight = new Map<string, Promise<RefEntry>>();
+  readonly #lastForced = new Map<string, number>();
+  readonly #parsedVersions = new WeakMap<RefEntry, VersionsValue>();
+  readonly #parsedDownloads = new WeakMap<RefEntry, DownloadDoc>();
+  readonly #parsedBytes = new WeakMap<RefEntry, Uint8Array>();
+
+  constructor(
+    readonly config: Config,
+    readonly refs: RefsStore,
+    readonly clients: Map<string, UpstreamClient>,
+    readonly log: Logger,
+    readonly now: () => number = Date.now,
+  ) {}
+
+  /** Stores an entry; a full or read-only disk must not turn a good upstream answer into an error. */
+  async #store(key: string, entry: RefEntry): Promise<void> {
+    try {
+      await this.refs.put(key, entry);
+    } catch (e) {
+      this.log.error("cannot write metadata to the cache; serving it uncached", {
+        key,
+        error: (e as Error).message,
+      });
+    }
+  }
+
+  /** The client for a configured upstream; other hostnames are never contacted. */
+  client(hostname: string): UpstreamClient {
+    const c = this.clients.get(hostname);
+    if (!c) throw new NotFoundError(`registry ${hostname} is not configured on this mirror`);
+    return c;
+  }
+
+  /**
+   * Returns a stored entry, fetching it when missing or older than `ttlMs`.
+   * Concurrent callers for one key share one upstream request.
+   */
+  async #cached(
+    key: string,
+    ttlMs: number,
+    fetcher: () => Promise<RefEntry>,
+    opts: { force?: boolean; what: string; hostname: string },
+  ): Promise<Sourced<RefEntry>> {
+    const stored = await this.refs.get(key);
+    const fresh = stored && !opts.force && this.now() - stored.fetchedAt < ttlMs;
+    if (stored && (fresh || this.config.offline)) {
+      return { value: stored, status: "hit", fetchedAt: stored.fetchedAt };
+    }
+    if (this.config.offline) {
+      throw new NotFoundError(`${opts.what} is not cached and this mirror is offline`);
+    }
+    let p = this.#inflight.get(key);
+    if (!p) {
+      p = (async () => {
+        const entry = await fetcher();
+        await this.#store(key, entry);
+        return entry;
+      })();
+      this.#inflight.set(key, p);
+      p.finally(() => this.#inflight.delete(key)).catch(() => {});
+    }
+    try {
+      // With a stored copy to fall back on, a slow upstream should not make
+      // the client wait: past a short grace period the stale copy is served
+      // and the refresh goes on in the background.
+      const entry = stored ? await raceStale(p, STALE_GRACE_MS) : await p;
+      if (entry === SLOW) {
+        this.log.warn("upstream slow; serving stale metadata while refreshing", {
+          upstream: opts.hostname,
+          key,
+        });
+        return { value: stored!, status: "stale", fetchedAt: stored!.fetchedAt };
+      }
+      return { value: entry, status: "miss", fetchedAt: entry.fetchedAt };
+    } catch (e) {
+      // A definite "not found" upstream is not a reason to serve stale data
+      // for a version list, but it is for everything kept for good.
+      if (stored && !(e instanceof NotFoundError && ttlMs !== Infinity)) {
+        this.log.warn("upstream failed; serving stale metadata", {
+          upstream: opts.hostname,
+          key,
+          error: (e as Error).message,
+        });
+        return { value: stored, status: "stale", fetchedAt: stored.fetchedAt };
+      }
+      throw e;
+    }
+  }
+
+  /** The upstream's `providers.v1` base URL, from service discovery. */
+  providersBase(hostname: string): Promise<URL> {
+    return this.serviceBase(hostname, "providers.v1");
+  }
+
+  /** A service's base URL (`providers.v1`, `modules.v1`) from the upstream's discovery document. */
+  async serviceBase(hostname: string, service: "providers.v1" | "modules.v1"): Promise<URL> {
+    const client = this.client(hostname);
+    const got = await this.#cached(
+      refKeys.discovery(hostname),
+      Math.max(this.config.metadataTtlMs, 3_600_000),
+      async () => {
+        const { text, url } = await client.getJson(client.discoveryUrl()).catch((e) => {
+          if (e instanceof NotFoundError) throw noService(hostname, service);
+          throw e;
+        });
+        return { fetchedAt: this.now(), url, body: text };
+      },
+      { what: `service discovery for ${hostname}`, hostname },
+    );
+    let doc: unknown;
+    try {
+      doc = JSON.parse(got.value.body);
+    } catch {
+      throw new UpstreamError(`upstream ${hostname} sent malformed service discovery`);
+    }
+    const value = (doc as Record<string, unknown>)?.[service];
+    if (typeof value !== "string") throw noService(hostname, service);
+    const base = new URL(value, got.value.url);
+    if (base.protocol !== "https:" && base.protocol !== "http:") throw noService(hostname, service);
+    if (!base.pathname.endsWith("/")) base.pathname += "/";
+    return base;
+  }
+
+  /**
+   * The upstream version list of a provider.
+   *
+   * @param want a version the client asked for: when the stored list lacks it,
+   *   the list is refreshed at once instead of waiting for the TTL
+   */
+  async versions(p: ProviderRef, want?: string): Promise<Sourced<VersionsValue>> {
+    const key = refKeys.versions(p);
+    const fetcher = async (): Promise<RefEntry> => {
+      const client = this.client(p.hostname);
+      const base = await this.providersBase(p.hostname);
+      const { text, url } = await client.getText(
+        new URL(`${p.namespace}/${p.type}/versions`, base),
+        {
+          accept: "application/json",
+        },
+      );
+      parseVersions(text, p.hostname); // refuse to store what we could not use
+      return { fetchedAt: this.now(), url, body: text };
+    };
+    const what = `provider ${providerKey(p)}`;
+    let got = await this.#cached(key, this.config.metadataTtlMs, fetcher, {
+      what,
+      hostname: p.hostname,
+    });
+    const parse = (e: RefEntry) =>
+      parsedOnce(this.#parsedVersions, e, () => ({
+        versions: parseVersions(e.body, p.hostname),
+        raw: e.body,
+      }));
+    let value = parse(got.value);
+    if (
+      want !== undefined && got.status === "hit" && !this.config.offline &&
+      !value.versions.some((v) => v.version === want) &&
+      this.now() - (this.#lastForced.get(key) ?? 0) > FORCED_REFRESH_GAP_MS
+    ) {
+      this.#lastForced.set(key, this.now());
+      got = await this.#cached(key, this.config.metadataTtlMs, fetcher, {
+        what,
+        hostname: p.hostname,
+        force: true,
+      });
+      value = parse(got.value);
+    }
+    return {
+      value,
+      status: got.status,
+      fetchedAt: got.fetchedAt,
+    };
+  }
+
+  /** A version's entry from the version list, or NotFoundError. */
+  async versionEntry(p: ProviderRef, version: string): Promise<Sourced<VersionEntry>> {
+    const got = await this.versions(p, version);
+    const entry = got.value.versions.find((v) => v.version === version);
+    if (!entry) throw new NotFoundError(`provider ${providerKey(p)} has no version ${version}`);
+    return { value: entry, status: got.status, fetchedAt: got.fetchedAt };
+  }
+
+  /** The upstream download document for one platform (kept for good once fetched). */
+  async download(
+    p: ProviderRef,
+    version: string,
+    pl: PlatformRef,
+  ): Promise<Sourced<DownloadValue>> {
+    const got = await this.#cached(
+      refKeys.download(p, version, pl),
+      Infinity,
+      async () => {
+        const client = this.client(p.hostname);
+        const base = await this.providersBase(p.hostname);
+        const { text, url } = await client.getText(
+          new URL(`${p.namespace}/${p.type}/${version}/download/${pl.os}/${pl.arch}`, base),
+          { accept: "application/json" },
+        );
+        parseDownload(text, p.hostname, pl);
+        return { fetchedAt: this.now(), url, body: text };
+      },
+      { what: `${providerKey(p)} ${version} for ${pl.os}_${pl.arch}`, hostname: p.hostname },
+    );
+    const doc = parsedOnce(
+      this.#parsedDownloads,
+      got.value,
+      () => parseDownload(got.value.body, p.hostname, pl),
+    );
+    return {
+      value: { doc, raw: got.value.body, url: got.value.url },
+      status: got.status,
+      fetchedAt: got.fetchedAt,
+    };
+  }
+
+  /**
+   * SHA256SUMS and its signature for a version, fetched from the URLs the
+   * download document names and kept for good — but only once the signature
+   * verified against the upstream's signing keys (or the operator's pinned
+   * `trustedKeys`). A release that fails is refused and nothing is stored.
+   */
+  async sums(p: ProviderRef, version: string, dl: DownloadValue): Promise<Sourced<SumsValue>> {
+    const client = this.client(p.hostname);
+    const upstream = this.config.upstreams.get(p.hostname);
+    const what = `SHA256SUMS of ${providerKey(p)} ${version}`;
+    const got = await this.#cached(refKeys.sums(p, version), Infinity, async () => {
+      if (!dl.doc.shasums_url) {
+        throw new UpstreamError(
+          `upstream ${p.hostname} names no shasums_url for ${providerKey(p)} ${version}`,
+        );
+      }
+      const keys = (dl.doc.signing_keys?.gpg_public_keys ?? [])
+        .map((k) => k.ascii_armor)
+        .filter((k): k is string => typeof k === "string" && k !== "");
+      const trustedKeys = upstream?.trustedKeys ?? [];
+      // OpenTofu skips the signature check for its own registry when it lists
+      // no keys; Repoxy accepts exactly that case too, and nothing else.
+      const unsignedOk = keys.length === 0 && trustedKeys.length === 0 &&
+        p.hostname === "registry.opentofu.org";
+      if (!dl.doc.shasums_signature_url && !unsignedOk) {
+        throw new UpstreamError(`refusing ${what}: the upstream names no signature for it`);
+      }
+      const [sums, sig] = await Promise.all([
+        client.getBytes(new URL(dl.doc.shasums_url, dl.url)),
+        dl.doc.shasums_signature_url && !unsignedOk
+          ? client.getBytes(new URL(dl.doc.shasums_signature_url, dl.url))
+          : Promise.resolve(undefined),
+      ]);
+      if (sig) {
+        try {
+          const signer = await verifyDetachedSignature({
+            data: sums.body,
+            signature: sig.body,
+            armoredKeys: keys,
+            trustedKeys,
+          });
+          this.log.info("SHA256SUMS signature verified", { what, keyId: signer.keyId });
+        } catch (e) {
+          if (!(e instanceof SignatureError)) throw e;
+          this.log.error("SHA256SUMS signature does not verify; release refused", {
+            what,
+            error: e.message,
+          });
+          throw new UpstreamError(`refusing ${what}: ${e.message}`);
+        }
+        await this.#store(refKeys.signature(p, version), {
+          fetchedAt: this.now(),
+          url: sig.url,
+          body: toBase64(sig.body),
+          encoding: "base64",
+        });
+      } else {
+        this.log.warn("accepting unsigned SHA256SUMS (registry.opentofu.org lists no keys)", {
+          what,
+        });
+      }
+      try {
+        parseSha256Sums(new TextDecoder().decode(sums.body));
+      } catch (e) {
+        throw new UpstreamError(`refusing ${what}: ${(e as Error).message}`);
+      }
+      // base64 keeps the bytes exact (a text round trip could drop a BOM), and
+      // the signature covers exactly these bytes.
+      return {
+        fetchedAt: this.now(),
+        url: sums.url,
+        body: toBase64(sums.body),
+        encoding: "base64",
+      };
+    }, { what, hostname: p.hostname });
+    const sig = await this.refs.get(refKeys.signature(p, version));
+    return {
+      value: {
+        sums: parsedOnce(this.#parsedBytes, got.value, () => entryBytes(got.value)),
+        signature: sig ? parsedOnce(this.#parsedBytes, sig, () => entryBytes(sig)) : undefined,
+      },
+      status: got.status,
+      fetchedAt: got.value.fetchedAt,
+    };
+  }
+
+  /**
+   * The download document of an archive, checked against the verified
+   * SHA256SUMS: its `shasum` must be the line for its `filename`. This is what
+   * an archive download may trust.
+   */
+  async verifiedDownload(
+    p: ProviderRef,
+    version: string,
+    pl: PlatformRef,
+  ): Promise<Sourced<DownloadValue>> {
+    const dl = await this.download(p, version, pl);
+    const sums = await this.sums(p, version, dl.value);
+    const listed = parseSha256Sums(new TextDecoder().decode(sums.value.sums)).get(
+      dl.value.doc.filename,
+    );
+    const what = `${providerKey(p)} ${version} ${pl.os}_${pl.arch}`;
+    if (!listed) {
+      throw new UpstreamError(
+        `refusing ${what}: SHA256SUMS has no line for ${dl.value.doc.filename}`,
+      );
+    }
+    if (listed !== dl.value.doc.shasum.toLowerCase()) {
+      throw new UpstreamError(
+        `refusing ${what}: the download document's shasum ${dl.value.doc.shasum} differs from SHA256SUMS (${listed})`,
+      );
+    }
+    return { ...dl, status: worstStatus(dl.status, sums.status) };
+  }
+
+  /** Waits for metadata fetches still in flight (shutdown, tests). */
+  async settle(): Promise<void> {
+    await Promise.allSettled([...this.#inflight.values()]);
+  }
+
+  /** Versions that have anything stored (offline listings use this). */
+  static sortNewestFirst(versions: string[]): string[] {
+    return [...versions].sort((a, b) => compareVersions(b, a));
+  }
+}
