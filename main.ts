@@ -2,7 +2,7 @@
  * Repoxy command line: flags → config → subcommand.
  * @module
  */
-import { createApp } from "./lib/app.ts";
+import { createApp, serveApp } from "./lib/app.ts";
 import { stdio } from "./lib/commands/cli.ts";
 import { COMMANDS } from "./lib/commands/mod.ts";
 import {
@@ -14,7 +14,8 @@ import {
 } from "./lib/config/config.ts";
 import { parseArgs } from "./lib/deps/cli.ts";
 import { createLogger } from "./lib/base/log.ts";
-import { clientSnippet, SHUTDOWN_DRAIN_MS, startServer } from "./lib/http/server.ts";
+import { SHUTDOWN_DRAIN_MS } from "./lib/http/server.ts";
+import { clientSnippet } from "./lib/ops/client_snippet.ts";
 import { VERSION } from "./lib/base/version.ts";
 
 const HELP = `Repoxy ${VERSION} — a caching mirror for Terraform and OpenTofu providers
@@ -126,7 +127,7 @@ export async function main(argv: string[]): Promise<number> {
   const app = await createApp(config);
   let server;
   try {
-    server = startServer(app);
+    server = serveApp(app);
   } catch (e) {
     fail(`cannot listen on ${config.listen.hostname}:${config.listen.port}`, {
       error: (e as Error).message,

@@ -9,14 +9,15 @@ import { resetDir } from "./cache/atomic_write.ts";
 import type { Config } from "./config/config.ts";
 import { join } from "./deps/path.ts";
 import {
-  DiskError,
   errorResponse,
   HttpError,
+  INTERNAL_ERROR_MESSAGE,
   NotFoundError,
-  toErrorStatus,
   UpstreamError,
   UpstreamTimeoutError,
 } from "./http/errors.ts";
+import { DiskError } from "./cache/storage.ts";
+import { type RunningServer, startServer } from "./http/server.ts";
 import { CacheInventory } from "./cache/inventory.ts";
 import { createLogger, type Logger } from "./base/log.ts";
 import { listCachedPlatforms, listCachedVersions } from "./cache/local_index.ts";
@@ -24,7 +25,6 @@ import {
   type CacheStatus,
   type DownloadValue,
   Metadata,
-  refKeys,
   worstStatus,
 } from "./upstream/metadata.ts";
 import {
@@ -37,7 +37,7 @@ import { archiveFilename, type PlatformRef, type ProviderRef } from "./protocol/
 import { metricsResponse, readyResponse, statusPageResponse } from "./routes/operator.ts";
 import { PackageStore, verifyingStream } from "./cache/package_store.ts";
 import { holdForServing, QuotaKeeper } from "./cache/quota.ts";
-import { RefsStore } from "./cache/refs_store.ts";
+import { refKeys, RefsStore } from "./cache/refs_store.ts";
 import { ResponseCache } from "./http/response_cache.ts";
 import { BadPathError, type ModuleRef, parseRoute, type Route } from "./protocol/paths.ts";
 import {
@@ -49,8 +49,8 @@ import {
   utf8Length,
 } from "./http/serve_file.ts";
 import { parseSha256Sums } from "./integrity/signature.ts";
-import { Telemetry, type UpstreamRequestInfo } from "./ops/telemetry.ts";
-import { type FetchFn, UpstreamClient } from "./upstream/client.ts";
+import { Telemetry } from "./ops/telemetry.ts";
+import { type FetchFn, UpstreamClient, type UpstreamRequestInfo } from "./upstream/client.ts";
 import { USER_AGENT, VERSION } from "./base/version.ts";
 
 /** Injected dependencies; every field has a real default. */
@@ -713,17 +713,18 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       res = await withDeadline(req, ctx);
     } catch (e) {
       ctx.reported = false;
-      const status = toErrorStatus(e);
-      if (status >= 500 && !(e instanceof HttpError)) {
-        log.error("internal error", {
-          path: new URL(req.url).pathname,
-          error: (e as Error)?.stack ?? String(e),
-        });
+      if (e instanceof HttpError) res = e.toResponse();
+      else if (e instanceof BadPathError) res = errorResponse(400, e.message);
+      else {
+        const status = e instanceof Deno.errors.NotFound ? 404 : 500;
+        if (status === 500) {
+          log.error("internal error", {
+            path: new URL(req.url).pathname,
+            error: (e as Error)?.stack ?? String(e),
+          });
+        }
+        res = errorResponse(status, INTERNAL_ERROR_MESSAGE);
       }
-      const message = e instanceof HttpError || e instanceof BadPathError
-        ? e.message
-        : "internal error; see the server log";
-      res = errorResponse(status, message, e instanceof HttpError ? e.headers : {});
     }
     telemetry.onRequest(ctx.route, res.status, (performance.now() - started) / 1000, ctx.cache);
     // Streamed archive bodies log when they end (bytes sent, client aborts);
@@ -759,4 +760,17 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       await resetDir(tmpDir).catch(() => {});
     },
   };
+}
+
+/**
+ * Serves `app` on its configured address; shutting the server down also
+ * closes the app (stops downloads, removes their temp files).
+ */
+export function serveApp(app: App): RunningServer {
+  return startServer(app.handle, {
+    ...app.config.listen,
+    tls: app.config.tls,
+    log: app.log,
+    onDrained: () => app.close(),
+  });
 }

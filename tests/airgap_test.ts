@@ -7,13 +7,12 @@ import { exportCache } from "../lib/commands/export.ts";
 import { importTree } from "../lib/commands/import.ts";
 import { warm } from "../lib/commands/warm.ts";
 import { buildConfig, loadConfig } from "../lib/config/config.ts";
-import { createApp } from "../lib/app.ts";
+import { createApp, serveApp } from "../lib/app.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { hashZipH1 } from "../lib/integrity/dirhash.ts";
 import { memoryLogger } from "../lib/base/log.ts";
 import { currentPlatform, platformString } from "../lib/protocol/provider_address.ts";
-import { startServer } from "../lib/http/server.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { runCli, writeConfig } from "./_cli.ts";
 import { jsonOf, listDir, makeTestApp, sha256Hex, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
@@ -284,7 +283,7 @@ Deno.test("end to end: warm, export, carry, import into an empty cache, serve of
     log,
     fetch: () => Promise.reject(new Error("no network")),
   });
-  const server = startServer(app);
+  const server = serveApp(app);
   try {
     const client = Deno.createHttpClient({
       caCerts: [await Deno.readTextFile(join(tlsDir, "ca.pem"))],
@@ -394,7 +393,7 @@ Deno.test("import takes the plain output of terraform providers mirror (h1: only
   // terraform providers mirror talks the registry protocol; let it reach the
   // fake registry through a connected Repoxy (plain http works for host blocks).
   await using t = await makeTestApp(fake, join(dir.path, "connected"), { listen: "127.0.0.1:0" });
-  const server = startServer(t.app);
+  const server = serveApp(t.app);
   const work = join(dir.path, "work");
   const out = join(dir.path, "tf-mirror");
   try {

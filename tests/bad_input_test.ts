@@ -4,7 +4,7 @@
  */
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join, resolve } from "../lib/deps/path.ts";
-import { refKeys } from "../lib/upstream/metadata.ts";
+import { refKeys } from "../lib/cache/refs_store.ts";
 import { parseRoute } from "../lib/protocol/paths.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { makeTestApp, tempDir, TWO_PROVIDERS } from "./_helpers.ts";

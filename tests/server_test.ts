@@ -6,7 +6,8 @@
  */
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
-import { type RunningServer, startServer } from "../lib/http/server.ts";
+import type { RunningServer } from "../lib/http/server.ts";
+import { serveApp } from "../lib/app.ts";
 import { hasNoDelay, openSocketLib, socketPort } from "../lib/http/tcp_nodelay.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { makeTestTls, type TestTls } from "./_tls.ts";
@@ -52,7 +53,7 @@ async function withServer(
     listen: "127.0.0.1:0",
     tls: { cert: tls.certPath, key: tls.keyPath },
   });
-  const server = startServer(t.app);
+  const server = serveApp(t.app);
   try {
     await fn({ server, t, tls, base: `https://127.0.0.1:${server.port}/${H}/example/alpha`, big });
   } finally {

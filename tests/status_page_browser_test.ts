@@ -6,7 +6,7 @@
  */
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
-import { startServer } from "../lib/http/server.ts";
+import { serveApp } from "../lib/app.ts";
 import { formatBytes } from "../lib/ops/status_page.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { bytesOf, makeTestApp, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
@@ -122,7 +122,7 @@ Deno.test({
   await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
   await using dir = await tempDir();
   await using t = await makeTestApp(fake, join(dir.path, "cache"), { listen: "127.0.0.1:0" });
-  const server = startServer(t.app);
+  const server = serveApp(t.app);
   try {
     const base = server.url;
     const a = fake.archive("alpha", "1.1.0", "linux_amd64");

@@ -2,13 +2,12 @@
  * End to end with the real terraform CLI through the network mirror protocol:
  * Repoxy over HTTPS (test CA via SSL_CERT_FILE), upstream = fake registry.
  */
-import { createApp } from "../lib/app.ts";
+import { createApp, serveApp } from "../lib/app.ts";
 import { buildConfig } from "../lib/config/config.ts";
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { hashZipH1 } from "../lib/integrity/dirhash.ts";
 import { memoryLogger } from "../lib/base/log.ts";
-import { startServer } from "../lib/http/server.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 import { makeTestTls } from "./_tls.ts";
@@ -43,7 +42,7 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
     });
     const log = memoryLogger();
     const app = await createApp(config, { log });
-    const server = startServer(app);
+    const server = serveApp(app);
     try {
       const cliConfig =
         `provider_installation {\n  network_mirror {\n    url = "${server.url}"\n  }\n}\n`;

@@ -3,13 +3,12 @@
  * protocol (`host` block, plain http): the client verifies the publisher's
  * signature and locks every platform's zh: hash.
  */
-import { createApp } from "../lib/app.ts";
+import { createApp, serveApp } from "../lib/app.ts";
 import { buildConfig } from "../lib/config/config.ts";
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { hashZipH1 } from "../lib/integrity/dirhash.ts";
 import { memoryLogger } from "../lib/base/log.ts";
-import { startServer } from "../lib/http/server.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 import {
@@ -40,7 +39,7 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
     });
     const log = memoryLogger();
     const app = await createApp(config, { log });
-    const server = startServer(app);
+    const server = serveApp(app);
     try {
       const cliConfig = [
         `host "registry.terraform.io" {`,

@@ -2,7 +2,7 @@
  * `repoxy tls init`: a CA and server certificate that Repoxy serves with and
  * clients trust, kept on re-runs, constrained to local names.
  */
-import { createApp } from "../lib/app.ts";
+import { createApp, serveApp } from "../lib/app.ts";
 import { tlsCommand, tlsInit } from "../lib/commands/tls.ts";
 import { buildConfig } from "../lib/config/config.ts";
 import {
@@ -14,7 +14,6 @@ import {
 } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { memoryLogger } from "../lib/base/log.ts";
-import { startServer } from "../lib/http/server.ts";
 import {
   fromPem,
   generateKey,
@@ -35,7 +34,7 @@ async function withRepoxy(cacheDir: string, fn: (port: number) => Promise<void>)
     tls: { cert: join(tls, "server.pem"), key: join(tls, "server.key") },
   });
   const app = await createApp(config, { log: memoryLogger() });
-  const server = startServer(app);
+  const server = serveApp(app);
   try {
     await fn(server.port);
   } finally {

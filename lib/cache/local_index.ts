@@ -11,7 +11,7 @@
  */
 import { readArchiveMeta, scanProviderDir } from "./scan.ts";
 import { compareVersions, type PlatformRef, type ProviderRef } from "../protocol/names.ts";
-import type { ArchiveMeta } from "./package_store.ts";
+import type { ArchiveMeta } from "./archive_meta.ts";
 
 /** One stored archive of a version. */
 export interface LocalArchive {

@@ -14,22 +14,14 @@ import { releaseChunk } from "../base/buffers.ts";
 import { createHash } from "../deps/crypto.ts";
 import { dirname, join } from "../deps/path.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
-import { DiskError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
+import { UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
+import { DiskError } from "./storage.ts";
 import type { Logger } from "../base/log.ts";
-import { refKeys } from "../upstream/metadata.ts";
+import { type ArchiveMeta, encodeArchiveMeta, parseArchiveMeta } from "./archive_meta.ts";
+import { refKeys } from "./refs_store.ts";
 import { archiveFilename, type PlatformRef, type ProviderRef } from "../protocol/names.ts";
 import type { RefEntry, RefsStore } from "./refs_store.ts";
 import type { UpstreamClient } from "../upstream/client.ts";
-
-/** What Repoxy records about a stored archive (in `refs/`, beside its metadata). */
-export interface ArchiveMeta {
-  sha256: string;
-  size: number;
-  /** Go dirhash Hash1 of the zip contents, once computed. */
-  h1?: string;
-  cachedAt: number;
-  url: string;
-}
 
 /** An open cached archive. The caller must close `file` (or hand it to a Response). */
 export interface OpenArchive {
@@ -246,11 +238,8 @@ export class PackageStore {
     if (!e) return undefined;
     let meta = this.#parsedMeta.get(e);
     if (!meta) {
-      try {
-        meta = JSON.parse(e.body) as ArchiveMeta;
-      } catch {
-        return undefined;
-      }
+      meta = parseArchiveMeta(e.body);
+      if (!meta) return undefined;
       this.#parsedMeta.set(e, meta);
     }
     return meta;
@@ -415,7 +404,7 @@ export class PackageStore {
       await this.refs.put(refKeys.archive(p, version, pl), {
         fetchedAt: meta.cachedAt,
         url: url.href,
-        body: JSON.stringify(meta),
+        body: encodeArchiveMeta(meta),
       });
       await Deno.mkdir(dirname(d.finalPath), { recursive: true });
       await Deno.rename(d.tmpPath, d.finalPath);
@@ -464,7 +453,7 @@ export class PackageStore {
       await this.refs.put(refKeys.archive(p, version, pl), {
         fetchedAt: meta.cachedAt,
         url: meta.url,
-        body: JSON.stringify(updated),
+        body: encodeArchiveMeta(updated),
       });
       return h1;
     })();

@@ -9,6 +9,23 @@
  */
 import { atomicWrite } from "./atomic_write.ts";
 import { join } from "../deps/path.ts";
+import type { PlatformRef, ProviderRef } from "../protocol/names.ts";
+
+function refProvider(p: ProviderRef): string {
+  return `${p.hostname}/${p.namespace}/${p.type}`;
+}
+
+/** Keys of the refs store, in one place so every module agrees on them. */
+export const refKeys = {
+  discovery: (hostname: string) => `${hostname}/discovery`,
+  versions: (p: ProviderRef) => `${refProvider(p)}/versions`,
+  download: (p: ProviderRef, v: string, pl: PlatformRef) =>
+    `${refProvider(p)}/${v}/download_${pl.os}_${pl.arch}`,
+  sums: (p: ProviderRef, v: string) => `${refProvider(p)}/${v}/SHA256SUMS`,
+  signature: (p: ProviderRef, v: string) => `${refProvider(p)}/${v}/SHA256SUMS.sig`,
+  archive: (p: ProviderRef, v: string, pl: PlatformRef) =>
+    `${refProvider(p)}/${v}/archive_${pl.os}_${pl.arch}`,
+};
 
 /** One stored metadata document. */
 export interface RefEntry {

@@ -6,7 +6,7 @@
  * @module
  */
 import { join } from "../deps/path.ts";
-import { refKeys } from "../upstream/metadata.ts";
+import { refKeys } from "./refs_store.ts";
 import {
   isValidHostname,
   isValidPart,
@@ -14,7 +14,7 @@ import {
   type PlatformRef,
   type ProviderRef,
 } from "../protocol/names.ts";
-import type { ArchiveMeta } from "./package_store.ts";
+import { type ArchiveMeta, parseArchiveMeta } from "./archive_meta.ts";
 
 /** One archive file found under `packages/`. */
 export interface CachedFile {
@@ -103,11 +103,7 @@ export async function readArchiveMeta(
 ): Promise<ArchiveMeta | undefined> {
   try {
     const envelope = JSON.parse(await Deno.readTextFile(metaPath(cacheDir, p, v, pl)));
-    const meta = JSON.parse(envelope?.body);
-    if (
-      meta && typeof meta.sha256 === "string" && typeof meta.size === "number" &&
-      typeof meta.cachedAt === "number"
-    ) return meta as ArchiveMeta;
+    if (typeof envelope?.body === "string") return parseArchiveMeta(envelope.body);
   } catch { /* absent or unreadable: not cached */ }
   return undefined;
 }

@@ -32,7 +32,7 @@ import { syncDir, tempPath } from "../cache/atomic_write.ts";
 import type { Config } from "../config/config.ts";
 import { dirname, join, resolve } from "../deps/path.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
-import { refKeys } from "../upstream/metadata.ts";
+import { refKeys } from "../cache/refs_store.ts";
 import {
   isValidHostname,
   isValidPart,
@@ -41,7 +41,7 @@ import {
   type PlatformRef,
   type ProviderRef,
 } from "../protocol/names.ts";
-import type { ArchiveMeta } from "../cache/package_store.ts";
+import { type ArchiveMeta, encodeArchiveMeta } from "../cache/archive_meta.ts";
 import { platformString, providerString } from "../protocol/provider_address.ts";
 import { RefsStore } from "../cache/refs_store.ts";
 import { formatSize } from "../base/size.ts";
@@ -279,7 +279,7 @@ async function importOne(
     await refs.put(refKeys.archive(p, version, pl), {
       fetchedAt: meta.cachedAt,
       url: meta.url,
-      body: JSON.stringify(meta),
+      body: encodeArchiveMeta(meta),
     });
     await Deno.mkdir(dirname(finalPath), { recursive: true });
     await Deno.rename(tmp, finalPath);

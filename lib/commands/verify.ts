@@ -27,7 +27,7 @@ import {
 import { createHash } from "../deps/crypto.ts";
 import { dirname, join } from "../deps/path.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
-import type { ArchiveMeta } from "../cache/package_store.ts";
+import type { ArchiveMeta } from "../cache/archive_meta.ts";
 import { platformString, providerString } from "../protocol/provider_address.ts";
 import { formatSize } from "../base/size.ts";
 

@@ -1,16 +1,29 @@
 /**
- * Error classes the handler maps to HTTP statuses, and the one function that
- * does the mapping (so no error reaches a client as a bare 500).
+ * Errors that render themselves: each {@link HttpError} knows its status, a
+ * message safe to show to clients and extra headers, and turns itself into
+ * the JSON error answer the registry protocol uses. Generic HTTP only: the
+ * gateway errors say "the origin failed", whoever the origin is.
  * @module
  */
-import { ConfigError } from "../config/config.ts";
-import { BadPathError } from "../protocol/paths.ts";
 
 /** An error with an HTTP status and a message safe to show to clients. */
 export class HttpError extends Error {
   override name = "HttpError";
   constructor(readonly status: number, message: string, readonly headers: HeadersInit = {}) {
     super(message);
+  }
+
+  /** The JSON error answer for this error. */
+  toResponse(): Response {
+    return errorResponse(this.status, this.message, this.headers);
+  }
+}
+
+/** The request names something malformed (400). */
+export class BadRequestError extends HttpError {
+  override name = "BadRequestError";
+  constructor(message: string) {
+    super(400, message);
   }
 }
 
@@ -42,19 +55,8 @@ export class UpstreamTimeoutError extends UpstreamError {
   }
 }
 
-/** The cache directory cannot be written (full, read-only, gone). */
-export class DiskError extends Error {
-  override name = "DiskError";
-}
-
-/** Maps any thrown value to a status code. */
-export function toErrorStatus(e: unknown): number {
-  if (e instanceof HttpError) return e.status;
-  if (e instanceof BadPathError) return 400;
-  if (e instanceof ConfigError) return 500;
-  if (e instanceof Deno.errors.NotFound) return 404;
-  return 500;
-}
+/** What clients see for an error that is not an {@link HttpError}: no internals. */
+export const INTERNAL_ERROR_MESSAGE = "internal error; see the server log";
 
 /** A JSON error response: `{"errors": ["message"]}` as the registry protocol uses. */
 export function errorResponse(

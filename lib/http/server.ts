@@ -1,9 +1,10 @@
 /**
  * The listening server: a small wrapper around `Deno.serve` with TLS,
- * graceful shutdown, and the start-up banner.
+ * TCP_NODELAY over TLS and graceful shutdown. It knows nothing of Terraform:
+ * it serves a handler function.
  * @module
  */
-import type { App } from "../app.ts";
+import type { Logger } from "../base/log.ts";
 import { markSocketRequest } from "./serve_file.ts";
 import { type NoDelayResult, setListenerNoDelay } from "./tcp_nodelay.ts";
 
@@ -27,44 +28,58 @@ export interface RunningServer {
   finished: Promise<void>;
 }
 
-/** Starts serving `app` on the configured address. */
-export function startServer(app: App): RunningServer {
-  const { config } = app;
+/** What {@link startServer} needs. */
+export interface ServerOptions {
+  hostname: string;
+  port: number;
+  /** PEM certificate chain and key; HTTPS when set. */
+  tls?: { certPem: string; keyPem: string } | undefined;
+  log: Logger;
+  /** Runs after the connections drained (or were cut) on shutdown: stop background work. */
+  onDrained?: () => Promise<void>;
+}
+
+/** Starts serving `handler` on the given address. */
+export function startServer(
+  handler: (req: Request) => Promise<Response>,
+  options: ServerOptions,
+): RunningServer {
+  const { log } = options;
   const abort = new AbortController();
   const opts: Deno.ServeTcpOptions & Partial<Deno.TlsCertifiedKeyPem> = {
-    hostname: config.listen.hostname,
-    port: config.listen.port,
+    hostname: options.hostname,
+    port: options.port,
     signal: abort.signal,
     onListen: () => {},
     onError: (e) => {
-      app.log.error("unhandled server error", { error: (e as Error)?.stack ?? String(e) });
+      log.error("unhandled server error", { error: (e as Error)?.stack ?? String(e) });
       return new Response(JSON.stringify({ errors: ["internal error"] }), {
         status: 500,
         headers: { "content-type": "application/json" },
       });
     },
   };
-  if (config.tls) {
-    opts.cert = config.tls.certPem;
-    opts.key = config.tls.keyPem;
+  if (options.tls) {
+    opts.cert = options.tls.certPem;
+    opts.key = options.tls.keyPem;
   }
   const server = Deno.serve(opts, (req) => {
     markSocketRequest(req);
-    return app.handle(req);
+    return handler(req);
   });
   const addr = server.addr as Deno.NetAddr;
   // Only TLS needs it: Deno already sets TCP_NODELAY on plain TCP connections.
-  const noDelay: Promise<NoDelayResult> = config.tls
+  const noDelay: Promise<NoDelayResult> = options.tls
     ? setListenerNoDelay(addr.port).then((r) => {
       if (!r.ok) {
-        app.log.warn("TLS responses may stall ~40 ms (Nagle); TCP_NODELAY not set", {
+        log.warn("TLS responses may stall ~40 ms (Nagle); TCP_NODELAY not set", {
           reason: r.reason,
         });
       }
       return r;
     })
     : Promise.resolve({ ok: false, reason: "not needed without TLS" });
-  const scheme = config.tls ? "https" : "http";
+  const scheme = options.tls ? "https" : "http";
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const displayHost = addr.hostname === "0.0.0.0" || addr.hostname === "::" ? "127.0.0.1" : host;
   return {
@@ -81,49 +96,11 @@ export function startServer(app: App): RunningServer {
       const result = await Promise.race([server.shutdown().then(() => "done" as const), deadline]);
       clearTimeout(timer);
       if (result === "timeout") {
-        app.log.warn("shutdown deadline passed; closing remaining connections", { deadlineMs });
+        log.warn("shutdown deadline passed; closing remaining connections", { deadlineMs });
         abort.abort();
         await server.finished.catch(() => {});
       }
-      await app.close();
+      await options.onDrained?.();
     },
   };
-}
-
-/**
- * The CLI configuration a user pastes into `.terraformrc` / `.tofurc` for this
- * instance: the network mirror block when served over HTTPS (the client
- * requires it), and the registry `host` blocks for every upstream.
- */
-export function clientSnippet(baseUrl: string, upstreams: string[], tls: boolean): string {
-  const base = baseUrl.endsWith("/") ? baseUrl : baseUrl + "/";
-  const lines: string[] = [];
-  if (tls) {
-    lines.push(
-      "# Network mirror (all providers through Repoxy):",
-      "provider_installation {",
-      "  network_mirror {",
-      `    url = "${base}"`,
-      "  }",
-      "}",
-      "",
-    );
-  } else {
-    lines.push(
-      "# The network mirror protocol needs HTTPS (set tls.cert and tls.key);",
-      "# over plain http use the registry protocol:",
-    );
-  }
-  lines.push("# Pull-through registry (keeps publisher signatures, all-platform lock hashes):");
-  for (const h of upstreams) {
-    lines.push(
-      `host "${h}" {`,
-      "  services = {",
-      `    "providers.v1" = "${base}v1/providers/${h}/"`,
-      `    "modules.v1"   = "${base}v1/modules/${h}/"`,
-      "  }",
-      "}",
-    );
-  }
-  return lines.join("\n");
 }

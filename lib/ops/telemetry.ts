@@ -5,20 +5,8 @@
  * @module
  */
 import type { CacheInventory } from "../cache/inventory.ts";
+import type { UpstreamRequestInfo } from "../upstream/client.ts";
 import { Counter, Gauge, Histogram, Registry } from "./metrics.ts";
-
-/** One upstream HTTP exchange, as reported by the upstream client. */
-export interface UpstreamRequestInfo {
-  /** The configured upstream the request was made for. */
-  hostname: string;
-  url: string;
-  /** HTTP status, or "error" when no response arrived (connect failure, timeout). */
-  status: number | "error";
-  /** Time until the response headers (or the failure), in milliseconds. */
-  durationMs?: number;
-  /** Why no response arrived. */
-  error?: string;
-}
 
 /** The last good and the last bad exchange with one upstream. */
 export interface UpstreamHealth {

@@ -10,7 +10,7 @@ import { join } from "../deps/path.ts";
 import type { CacheInventory } from "../cache/inventory.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../ops/metrics.ts";
 import { compareVersions } from "../protocol/names.ts";
-import { clientSnippet } from "../http/server.ts";
+import { clientSnippet } from "../ops/client_snippet.ts";
 import { renderStatusPage, type StatusPageData } from "../ops/status_page.ts";
 import type { Telemetry } from "../ops/telemetry.ts";
 

@@ -10,7 +10,19 @@
 import type { UpstreamConfig } from "../config/config.ts";
 import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
 import type { Logger } from "../base/log.ts";
-import type { UpstreamRequestInfo } from "../ops/telemetry.ts";
+
+/** One upstream HTTP exchange, as reported by the upstream client. */
+export interface UpstreamRequestInfo {
+  /** The configured upstream the request was made for. */
+  hostname: string;
+  url: string;
+  /** HTTP status, or "error" when no response arrived (connect failure, timeout). */
+  status: number | "error";
+  /** Time until the response headers (or the failure), in milliseconds. */
+  durationMs?: number;
+  /** Why no response arrived. */
+  error?: string;
+}
 
 /** The `fetch` signature Repoxy depends on (injectable for tests). */
 export type FetchFn = (input: Request | URL | string, init?: RequestInit) => Promise<Response>;

@@ -19,7 +19,13 @@ import {
   type PlatformRef,
   type ProviderRef,
 } from "../protocol/names.ts";
-import { entryBytes, type RefEntry, type RefsStore, toBase64 } from "../cache/refs_store.ts";
+import {
+  entryBytes,
+  type RefEntry,
+  refKeys,
+  type RefsStore,
+  toBase64,
+} from "../cache/refs_store.ts";
 import {
   parseSha256Sums,
   SignatureError,
@@ -110,18 +116,6 @@ const FORCED_REFRESH_GAP_MS = 30_000;
 function providerKey(p: ProviderRef): string {
   return `${p.hostname}/${p.namespace}/${p.type}`;
 }
-
-/** Keys of the refs store, in one place so every module agrees on them. */
-export const refKeys = {
-  discovery: (hostname: string) => `${hostname}/discovery`,
-  versions: (p: ProviderRef) => `${providerKey(p)}/versions`,
-  download: (p: ProviderRef, v: string, pl: PlatformRef) =>
-    `${providerKey(p)}/${v}/download_${pl.os}_${pl.arch}`,
-  sums: (p: ProviderRef, v: string) => `${providerKey(p)}/${v}/SHA256SUMS`,
-  signature: (p: ProviderRef, v: string) => `${providerKey(p)}/${v}/SHA256SUMS.sig`,
-  archive: (p: ProviderRef, v: string, pl: PlatformRef) =>
-    `${providerKey(p)}/${v}/archive_${pl.os}_${pl.arch}`,
-};
 
 /**
  * Parses a stored entry once. RefsStore hands out the same entry object until
