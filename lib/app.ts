@@ -6,8 +6,9 @@
  * @module
  */
 import { resetDir } from "./cache/atomic_write.ts";
+import { type CacheDir, defaultTmpDir, openCacheDir } from "./cache/cache_dir.ts";
+import { Downloads, verifyingStream } from "./cache/download.ts";
 import type { Config } from "./config/config.ts";
-import { join } from "./deps/path.ts";
 import {
   errorResponse,
   HttpError,
@@ -35,9 +36,9 @@ import {
 } from "./protocol/mirror_json.ts";
 import { archiveFilename, type PlatformRef, type ProviderRef } from "./protocol/names.ts";
 import { metricsResponse, readyResponse, statusPageResponse } from "./routes/operator.ts";
-import { PackageStore, verifyingStream } from "./cache/package_store.ts";
-import { holdForServing, QuotaKeeper } from "./cache/quota.ts";
-import { refKeys, RefsStore } from "./cache/refs_store.ts";
+import type { PackageStore } from "./cache/package_store.ts";
+import { QuotaKeeper } from "./cache/quota.ts";
+import { refKeys } from "./cache/refs_store.ts";
 import { ResponseCache } from "./http/response_cache.ts";
 import { BadPathError, type ModuleRef, parseRoute, type Route } from "./protocol/paths.ts";
 import {
@@ -88,7 +89,11 @@ interface RequestContext {
 export interface App {
   readonly config: Config;
   readonly log: Logger;
+  /** The cache directory's stores. */
+  readonly cache: CacheDir;
   readonly packages: PackageStore;
+  /** Archive downloads in flight (single-flight). */
+  readonly downloads: Downloads;
   readonly metadata: Metadata;
   /** Metrics and upstream health (served at `/-/metrics` and `/`). */
   readonly telemetry: Telemetry;
@@ -153,22 +158,37 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const requestDeadlineMs = deps.requestDeadlineMs ??
     Math.min(9_500, config.upstreamTimeoutMs + 1_500);
 
-  const tmpDir = deps.tmpDir ?? join(config.cacheDir, "tmp");
-  await Deno.mkdir(join(config.cacheDir, "refs"), { recursive: true });
-  await Deno.mkdir(join(config.cacheDir, "packages"), { recursive: true });
+  const tmpDir = deps.tmpDir ?? defaultTmpDir(config.cacheDir);
   const removed = await resetDir(tmpDir);
   if (removed > 0) log.warn("removed leftover temp files from an earlier run", { count: removed });
 
-  const refs = new RefsStore(config.cacheDir, tmpDir);
+  // Every stored archive goes into the inventory and, with a quota, may evict others.
+  let quota: QuotaKeeper | undefined;
+  const cache = await openCacheDir(config.cacheDir, log, {
+    tmpDir,
+    now,
+    onStored: (p, v, pl, size, key) => {
+      inventory.add(p, v, pl, size);
+      quota?.afterStore(key);
+    },
+  });
+  const { refs, packages } = cache;
+  if (config.maxCacheSizeBytes !== undefined) {
+    quota = new QuotaKeeper(cache, config.maxCacheSizeBytes, log);
+  }
+  const downloads = new Downloads(packages, log, {
+    ...(deps.downloadIdleTimeoutMs ? { idleTimeoutMs: deps.downloadIdleTimeoutMs } : {}),
+    now,
+  });
   // Walked once here; afterwards the store's hook keeps it current.
-  const inventory = new CacheInventory(join(config.cacheDir, "packages"));
+  const inventory = new CacheInventory(cache.storage);
   await inventory.scan();
   const telemetry = new Telemetry({
     version: VERSION,
     upstreams: [...config.upstreams.keys()],
     inventory,
     // Read at scrape time, after `packages` exists.
-    inflightDownloads: () => packages.inflightCount,
+    inflightDownloads: () => downloads.count,
     now,
   });
   const onUpstreamRequest = (info: UpstreamRequestInfo) => {
@@ -191,22 +211,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     );
   }
   const metadata = new Metadata(config, refs, clients, log, now);
-  const packages = new PackageStore(config.cacheDir, tmpDir, refs, log, {
-    ...(deps.downloadIdleTimeoutMs ? { idleTimeoutMs: deps.downloadIdleTimeoutMs } : {}),
-    now,
-    onStored: (p, v, pl, size) => inventory.add(p, v, pl, size),
-  });
   const ops = {
     config,
     telemetry,
     inventory,
-    inflightDownloads: () => packages.inflightCount,
+    inflightDownloads: () => downloads.count,
     now,
     version: VERSION,
   };
-  const quota = config.maxCacheSizeBytes === undefined
-    ? undefined
-    : new QuotaKeeper(config.cacheDir, config.maxCacheSizeBytes, log);
 
   const answers = new ResponseCache(() => refs.generation, now);
 
@@ -276,7 +288,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
    * disk, so providers brought by `repoxy import` are served too.
    */
   async function offlineIndex(req: Request, ctx: RequestContext, p: ProviderRef) {
-    const versions = await listCachedVersions(config.cacheDir, p);
+    const versions = await listCachedVersions(cache, p);
     if (versions.length === 0) {
       throw new NotFoundError(`nothing of ${providerPath(p)} is cached and this mirror is offline`);
     }
@@ -290,7 +302,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     p: ProviderRef,
     version: string,
   ) {
-    const local = await listCachedPlatforms(config.cacheDir, p, version);
+    const local = await listCachedPlatforms(cache, p, version);
     if (local.length === 0) {
       throw new NotFoundError(
         `${providerPath(p)} ${version} is not cached and this mirror is offline`,
@@ -370,11 +382,11 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     }
     if (cached) {
       ctx.cache = "hit";
-      await holdForServing(cached);
+      await cached.object.markServing();
       const res = serveFile(req, {
-        file: cached.file,
-        size: cached.size,
-        mtime: cached.mtime,
+        file: cached.object,
+        size: cached.object.size,
+        mtime: cached.object.mtime,
         sha256: cached.meta.sha256,
         contentType: "application/zip",
       }, { headers: { "x-repoxy-cache": "hit" }, onFinish: ctx.done });
@@ -386,18 +398,18 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
         `${archiveFilename(p.type, version, pl)} is not cached and this mirror is offline`,
       );
     }
-    const joined = packages.inflight(p, version, pl);
+    const joined = downloads.inflight(p, version, pl);
     const dl = joined ? undefined : await metadata.verifiedDownload(p, version, pl);
-    const d = joined ?? packages.fetch(p, version, pl, {
-      client: metadata.client(p.hostname),
-      url: new URL(dl!.value.doc.download_url, dl!.value.url),
+    const client = metadata.client(p.hostname);
+    const d = joined ?? downloads.start(p, version, pl, {
+      open: (signal) =>
+        client.get(new URL(dl!.value.doc.download_url, dl!.value.url), {
+          signal,
+          accept: "application/zip, */*",
+        }),
       expectedSha256: dl!.value.doc.shasum,
       signal: shutdown.signal,
     });
-    if (quota && !joined) {
-      const stored = d.finalPath;
-      d.done.then(() => quota.afterStore(stored), () => {});
-    }
     try {
       await d.ready;
     } catch (e) {
@@ -452,7 +464,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     };
     const kept = [];
     for (const v of doc.versions) {
-      const local = await listCachedPlatforms(config.cacheDir, p, v.version);
+      const local = await listCachedPlatforms(cache, p, v.version);
       if (local.length === 0) continue;
       const have = new Set(local.map((a) => `${a.platform.os}_${a.platform.arch}`));
       kept.push({
@@ -741,20 +753,22 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   return {
     config,
     log,
+    cache,
     packages,
+    downloads,
     metadata,
     telemetry,
     inventory,
     handle,
     async settle() {
       await metadata.settle();
-      await packages.settle();
+      await downloads.settle();
       await quota?.idle();
     },
     async close() {
       shutdown.abort();
       await metadata.settle();
-      await packages.settle();
+      await downloads.settle();
       await quota?.idle();
       // Whatever an aborted download left behind goes now, not at next start.
       await resetDir(tmpDir).catch(() => {});

@@ -107,7 +107,9 @@ Deno.test("thousands of generated paths: never a 5xx, always JSON, nothing outsi
           assert(p.startsWith(cacheRoot + "/refs/"), `${path} → ${p}`);
         }
         if (route.kind === "archive") {
-          const p = resolve(t.app.packages.pathOf(route.provider, route.version, route));
+          const p = resolve(
+            t.app.cache.storage.pathOf(t.app.packages.keyOf(route.provider, route.version, route)),
+          );
           assert(p.startsWith(cacheRoot + "/packages/"), `${path} → ${p}`);
         }
       }

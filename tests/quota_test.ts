@@ -6,6 +6,8 @@ import { buildConfig } from "../lib/config/config.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { pruneCache } from "../lib/cache/quota.ts";
+import { openCacheDir } from "../lib/cache/cache_dir.ts";
+import { memoryLogger } from "../lib/base/log.ts";
 import { formatSize, parseSize } from "../lib/base/size.ts";
 import { type FakeArchive, startFakeRegistry } from "./fake_registry.ts";
 import { runCli, writeConfig } from "./_cli.ts";
@@ -137,7 +139,9 @@ Deno.test("repoxy prune evicts least recently used first, down to the size, skip
   assertEquals(await bytesOf(serving), a.bytes);
   // Reading it was a use (the kernel's relatime may say so too); pin the order again.
   await setLastUse(pathOf(cacheDir, a), 1_000_000);
-  const next = await pruneCache(cacheDir, { maxBytes: d.bytes.length });
+  const next = await pruneCache(await openCacheDir(cacheDir, memoryLogger()), {
+    maxBytes: d.bytes.length,
+  });
   assertEquals(next.evicted.map((f) => f.filename), [a.filename]);
   assertEquals(next.sizeAfter, d.bytes.length);
 

@@ -4,15 +4,14 @@
  * and the status page read it, so neither ever walks the disk per request.
  * @module
  */
-import { dirNames } from "./scan.ts";
-import { join } from "../deps/path.ts";
 import {
-  isValidHostname,
-  isValidPart,
-  parseArchiveFilename,
   type PlatformRef,
+  platformString,
   type ProviderRef,
+  providerString,
 } from "../protocol/names.ts";
+import { scanPackages } from "./scan.ts";
+import type { Storage } from "./storage.ts";
 
 /** One archive in the cache. */
 export interface InventoryItem {
@@ -30,7 +29,7 @@ export interface InventoryProvider {
 }
 
 function keyOf(p: ProviderRef, version: string, pl: PlatformRef): string {
-  return `${p.hostname}/${p.namespace}/${p.type}/${version}/${pl.os}_${pl.arch}`;
+  return `${providerString(p)}/${version}/${platformString(pl)}`;
 }
 
 /** Archives known to be in `packages/`, with their sizes. */
@@ -38,8 +37,8 @@ export class CacheInventory {
   readonly #items = new Map<string, InventoryItem>();
   #bytes = 0;
 
-  /** @param root the `packages/` directory */
-  constructor(readonly root: string) {}
+  /** @param storage where the archives are */
+  constructor(readonly storage: Storage) {}
 
   /** Total size of the known archives, in bytes. */
   get totalBytes(): number {
@@ -52,39 +51,14 @@ export class CacheInventory {
   }
 
   /**
-   * Walks `packages/{hostname}/{namespace}/{type}/*.zip` and replaces what is
-   * known. Files that do not follow the layout are ignored, as the client
-   * would ignore them.
+   * Walks `packages/` and replaces what is known. Objects that do not follow
+   * the layout are ignored, as the client would ignore them.
    */
   async scan(): Promise<void> {
     this.#items.clear();
     this.#bytes = 0;
-    for (const host of await dirNames(this.root, "dir")) {
-      if (!isValidHostname(host)) continue;
-      for (const ns of await dirNames(join(this.root, host), "dir")) {
-        if (!isValidPart(ns)) continue;
-        for (const type of await dirNames(join(this.root, host, ns), "dir")) {
-          if (!isValidPart(type)) continue;
-          const dir = join(this.root, host, ns, type);
-          for (const file of await dirNames(dir, "file")) {
-            const a = parseArchiveFilename(type, file);
-            if (!a) continue;
-            let size: number;
-            try {
-              size = (await Deno.stat(join(dir, file))).size;
-            } catch (e) {
-              if (e instanceof Deno.errors.NotFound) continue; // removed while we walked
-              throw e;
-            }
-            this.add(
-              { hostname: host, namespace: ns, type },
-              a.version,
-              { os: a.os, arch: a.arch },
-              size,
-            );
-          }
-        }
-      }
+    for await (const f of scanPackages(this.storage)) {
+      this.add(f.provider, f.version, f.platform, f.size);
     }
   }
 
@@ -123,7 +97,7 @@ export class CacheInventory {
   byProvider(compareVersions: (a: string, b: string) => number): InventoryProvider[] {
     const groups = new Map<string, InventoryProvider>();
     for (const it of this.#items.values()) {
-      const pk = `${it.provider.hostname}/${it.provider.namespace}/${it.provider.type}`;
+      const pk = providerString(it.provider);
       let g = groups.get(pk);
       if (!g) {
         g = { provider: it.provider, bytes: 0, versions: [] };
@@ -144,8 +118,8 @@ export class CacheInventory {
       g.versions.sort((a, b) => compareVersions(b.version, a.version));
       for (const v of g.versions) {
         v.platforms.sort((a, b) => {
-          const x = `${a.platform.os}_${a.platform.arch}`;
-          const y = `${b.platform.os}_${b.platform.arch}`;
+          const x = platformString(a.platform);
+          const y = platformString(b.platform);
           return x < y ? -1 : x > y ? 1 : 0;
         });
       }

@@ -9,9 +9,10 @@
  * server runs show up at once.
  * @module
  */
-import { readArchiveMeta, scanProviderDir } from "./scan.ts";
 import { compareVersions, type PlatformRef, type ProviderRef } from "../protocol/names.ts";
 import type { ArchiveMeta } from "./archive_meta.ts";
+import type { CacheDir } from "./cache_dir.ts";
+import { scanProvider } from "./scan.ts";
 
 /** One stored archive of a version. */
 export interface LocalArchive {
@@ -20,11 +21,11 @@ export interface LocalArchive {
   meta: ArchiveMeta;
 }
 
-async function validArchives(cacheDir: string, p: ProviderRef, version?: string) {
+async function validArchives(cache: CacheDir, p: ProviderRef, version?: string) {
   const out: Array<LocalArchive & { version: string }> = [];
-  for (const f of await scanProviderDir(cacheDir, p)) {
+  for (const f of await scanProvider(cache.storage, p)) {
     if (version !== undefined && f.version !== version) continue;
-    const meta = await readArchiveMeta(cacheDir, p, f.version, f.platform);
+    const meta = await cache.packages.readMeta(p, f.version, f.platform);
     // Same rule as serving: a file counts only with a record whose size it has.
     if (!meta || meta.size !== f.size) continue;
     out.push({ version: f.version, platform: f.platform, filename: f.filename, meta });
@@ -33,18 +34,18 @@ async function validArchives(cacheDir: string, p: ProviderRef, version?: string)
 }
 
 /** Versions of a provider with at least one stored archive, newest first. */
-export async function listCachedVersions(cacheDir: string, p: ProviderRef): Promise<string[]> {
-  const versions = new Set((await validArchives(cacheDir, p)).map((a) => a.version));
+export async function listCachedVersions(cache: CacheDir, p: ProviderRef): Promise<string[]> {
+  const versions = new Set((await validArchives(cache, p)).map((a) => a.version));
   return [...versions].sort((a, b) => compareVersions(b, a));
 }
 
 /** The stored archives of one version, with their meta records. */
 export async function listCachedPlatforms(
-  cacheDir: string,
+  cache: CacheDir,
   p: ProviderRef,
   version: string,
 ): Promise<LocalArchive[]> {
-  return (await validArchives(cacheDir, p, version)).map(({ platform, filename, meta }) => ({
+  return (await validArchives(cache, p, version)).map(({ platform, filename, meta }) => ({
     platform,
     filename,
     meta,

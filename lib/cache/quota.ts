@@ -1,11 +1,12 @@
 /**
- * The cache size quota: least-recently-used eviction of archives.
+ * The cache size quota: least-recently-used eviction of archives on the local
+ * disk.
  *
  * Recency is the archive file's access time. The server sets it explicitly
- * (`futimens`) when it serves a cached archive, at most once per
- * {@link ACCESS_GRANULARITY_MS} per file, so it works on `noatime` mounts, costs
- * nothing on most hits, survives restarts and is visible to `repoxy prune` in
- * another process. The modification time is left alone: it is the archive's
+ * when it serves a cached archive (see `markServing` in disk_storage.ts), at
+ * most once an hour per file, so it works on `noatime` mounts, costs nothing
+ * on most hits, survives restarts and is visible to `repoxy prune` in another
+ * process. The modification time is left alone: it is the archive's
  * Last-Modified.
  *
  * "Being served" is an advisory shared lock (`flock`) on the open file, held by
@@ -15,44 +16,10 @@
  * `packages/` by rename, so prune never sees them half-written.
  * @module
  */
-import { type CachedFile, dropArchiveMeta, readArchiveMeta, scanPackages } from "./scan.ts";
-import type { Logger } from "../base/log.ts";
 import { formatSize } from "../base/size.ts";
-
-/** Accesses closer together than this are recorded once (one syscall per file per hour). */
-export const ACCESS_GRANULARITY_MS = 3_600_000;
-
-/**
- * Takes a shared lock on an open file for as long as it stays open.
- *
- * Synchronous on purpose: a non-blocking `flock` never waits (it fails if
- * prune holds the exclusive lock, and then the open handle still reads the
- * whole file), and it costs about 0.5 µs where the async variant, which Deno
- * runs on its blocking thread pool, costs about 40 µs per cache hit.
- */
-export function lockShared(file: Deno.FsFile): void {
-  try {
-    file.tryLockSync(false);
-  } catch { /* locks unsupported here; prune then cannot see this reader */ }
-}
-
-/**
- * Marks an open cached archive as in use: a shared lock for as long as the
- * handle is open, and the access time for LRU eviction. Never throws: neither
- * is worth failing a download over.
- */
-export async function holdForServing(
-  a: { file: Deno.FsFile; atime?: Date | null; mtime: Date | null },
-  now: number = Date.now(),
-): Promise<void> {
-  lockShared(a.file);
-  const last = a.atime?.getTime();
-  if (a.mtime && (last === undefined || now - last >= ACCESS_GRANULARITY_MS)) {
-    try {
-      await a.file.utime(new Date(now), a.mtime);
-    } catch { /* read-only cache: LRU falls back to download time */ }
-  }
-}
+import type { Logger } from "../base/log.ts";
+import type { CacheDir } from "./cache_dir.ts";
+import { type CachedFile, scanPackages } from "./scan.ts";
 
 /** Options of {@link pruneCache}. */
 export interface PruneOptions {
@@ -60,7 +27,7 @@ export interface PruneOptions {
   maxBytes: number;
   /** Only report what would be evicted. */
   dryRun?: boolean;
-  /** Paths never to evict in this run (archives just stored). */
+  /** Storage keys never to evict in this run (archives just stored). */
   protect?: ReadonlySet<string>;
 }
 
@@ -84,9 +51,9 @@ function lastUse(f: CachedFile): number {
  * Each eviction removes the file (only if it can be locked exclusively and is
  * still the file that was scanned) and then its meta record.
  */
-export async function pruneCache(cacheDir: string, opts: PruneOptions): Promise<PruneResult> {
+export async function pruneCache(cache: CacheDir, opts: PruneOptions): Promise<PruneResult> {
   const files: CachedFile[] = [];
-  for await (const f of scanPackages(cacheDir)) files.push(f);
+  for await (const f of scanPackages(cache.storage)) files.push(f);
   const sizeBefore = files.reduce((n, f) => n + f.size, 0);
   const result: PruneResult = {
     sizeBefore,
@@ -96,19 +63,17 @@ export async function pruneCache(cacheDir: string, opts: PruneOptions): Promise<
     busy: [],
   };
   if (sizeBefore <= opts.maxBytes) return result;
-  const candidates = [...files].sort((a, b) =>
-    lastUse(a) - lastUse(b) || (a.path < b.path ? -1 : 1)
-  );
+  const candidates = [...files].sort((a, b) => lastUse(a) - lastUse(b) || (a.key < b.key ? -1 : 1));
   let size = sizeBefore;
   for (const f of candidates) {
     if (size <= opts.maxBytes) break;
-    if (opts.protect?.has(f.path)) continue;
+    if (opts.protect?.has(f.key)) continue;
     if (opts.dryRun) {
       result.evicted.push(f);
       size -= f.size;
       continue;
     }
-    const outcome = await evict(cacheDir, f);
+    const outcome = await evict(cache, f);
     if (outcome === "busy") result.busy.push(f);
     else {
       if (outcome === "evicted") result.evicted.push(f);
@@ -119,30 +84,31 @@ export async function pruneCache(cacheDir: string, opts: PruneOptions): Promise<
   return result;
 }
 
-async function evict(cacheDir: string, f: CachedFile): Promise<"evicted" | "gone" | "busy"> {
+async function evict(cache: CacheDir, f: CachedFile): Promise<"evicted" | "gone" | "busy"> {
+  const path = cache.storage.pathOf(f.key);
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(f.path, { read: true });
+    file = await Deno.open(path, { read: true });
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return "gone";
     throw e;
   }
   try {
     if (!(await file.tryLock(true))) return "busy";
-    // A download may have renamed a new copy into place since the scan; that
-    // one is fresh, not the one we chose.
-    const [held, current] = await Promise.all([file.stat(), Deno.stat(f.path)]);
+    // A download may have committed a new copy since the scan; that one is
+    // fresh, not the one we chose.
+    const [held, current] = await Promise.all([file.stat(), Deno.stat(path)]);
     if (held.ino !== current.ino || held.dev !== current.dev) return "busy";
-    const meta = await readArchiveMeta(cacheDir, f.provider, f.version, f.platform);
+    const meta = await cache.packages.readMeta(f.provider, f.version, f.platform);
     try {
-      await Deno.remove(f.path);
+      await Deno.remove(path);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return "gone";
       return "busy"; // e.g. Windows refuses to delete an open file
     }
     // File first, record second: a reader in between sees "not cached" and
     // fetches again, never a record without its file being served.
-    if (meta) await dropArchiveMeta(cacheDir, f, meta);
+    if (meta) await cache.packages.dropMeta(f.provider, f.version, f.platform, meta);
     return "evicted";
   } finally {
     file.close();
@@ -158,11 +124,11 @@ export class QuotaKeeper {
   #again = false;
   readonly #protect = new Set<string>();
 
-  constructor(readonly cacheDir: string, readonly maxBytes: number, readonly log: Logger) {}
+  constructor(readonly cache: CacheDir, readonly maxBytes: number, readonly log: Logger) {}
 
-  /** Called when an archive has been stored at `path`; that one is never evicted for it. */
-  afterStore(path: string): void {
-    this.#protect.add(path);
+  /** Called when an archive has been stored under `key`; that one is never evicted for it. */
+  afterStore(key: string): void {
+    this.#protect.add(key);
     if (this.#running) {
       this.#again = true;
       return;
@@ -176,7 +142,7 @@ export class QuotaKeeper {
       const protect = new Set(this.#protect);
       this.#protect.clear();
       try {
-        const r = await pruneCache(this.cacheDir, { maxBytes: this.maxBytes, protect });
+        const r = await pruneCache(this.cache, { maxBytes: this.maxBytes, protect });
         if (r.evicted.length > 0 || r.sizeAfter > this.maxBytes) {
           this.log.info("cache pruned", {
             evicted: r.evicted.length,

@@ -1,30 +1,31 @@
 /**
  * The `refs/` half of the cache: metadata fetched from upstreams (discovery,
- * version lists, download documents, SHA256SUMS and signatures, archive hashes),
- * each stored as a small JSON envelope with the time it was fetched.
+ * version lists, download documents, SHA256SUMS and signatures, archive
+ * records), each stored as a small JSON envelope with the time it was fetched.
  *
- * Keys are relative paths built only from validated names (see names.ts).
- * A bounded in-memory map keeps hot entries so a metadata hit touches no disk.
+ * This module owns the key scheme ({@link refKeys}); keys are built only from
+ * validated names. A bounded in-memory map keeps hot entries so a metadata
+ * hit touches no storage.
  * @module
  */
-import { atomicWrite } from "./atomic_write.ts";
-import { join } from "../deps/path.ts";
-import type { PlatformRef, ProviderRef } from "../protocol/names.ts";
-
-function refProvider(p: ProviderRef): string {
-  return `${p.hostname}/${p.namespace}/${p.type}`;
-}
+import {
+  type PlatformRef,
+  platformString,
+  type ProviderRef,
+  providerString,
+} from "../protocol/names.ts";
+import type { Storage } from "./storage.ts";
 
 /** Keys of the refs store, in one place so every module agrees on them. */
 export const refKeys = {
   discovery: (hostname: string) => `${hostname}/discovery`,
-  versions: (p: ProviderRef) => `${refProvider(p)}/versions`,
+  versions: (p: ProviderRef) => `${providerString(p)}/versions`,
   download: (p: ProviderRef, v: string, pl: PlatformRef) =>
-    `${refProvider(p)}/${v}/download_${pl.os}_${pl.arch}`,
-  sums: (p: ProviderRef, v: string) => `${refProvider(p)}/${v}/SHA256SUMS`,
-  signature: (p: ProviderRef, v: string) => `${refProvider(p)}/${v}/SHA256SUMS.sig`,
+    `${providerString(p)}/${v}/download_${platformString(pl)}`,
+  sums: (p: ProviderRef, v: string) => `${providerString(p)}/${v}/SHA256SUMS`,
+  signature: (p: ProviderRef, v: string) => `${providerString(p)}/${v}/SHA256SUMS.sig`,
   archive: (p: ProviderRef, v: string, pl: PlatformRef) =>
-    `${refProvider(p)}/${v}/archive_${pl.os}_${pl.arch}`,
+    `${providerString(p)}/${v}/archive_${platformString(pl)}`,
 };
 
 /** One stored metadata document. */
@@ -40,9 +41,8 @@ export interface RefEntry {
 
 const MAX_MEMORY_ENTRIES = 20_000;
 
-/** Reads and writes metadata envelopes under `<cacheDir>/refs`. */
+/** Reads and writes metadata envelopes under `refs/` of a {@link Storage}. */
 export class RefsStore {
-  readonly root: string;
   readonly #memory = new Map<string, RefEntry | null>();
   /**
    * Bumped by every write or forget, so answers derived from entries (see
@@ -50,13 +50,11 @@ export class RefsStore {
    */
   generation = 0;
 
-  constructor(cacheDir: string, readonly tmpDir: string) {
-    this.root = join(cacheDir, "refs");
-  }
+  constructor(readonly storage: Storage) {}
 
-  /** The file path for a key. */
-  pathOf(key: string): string {
-    return join(this.root, key + ".json");
+  /** The storage key of a refs key. */
+  storageKey(key: string): string {
+    return `refs/${key}.json`;
   }
 
   /** Returns the entry, or undefined when none is stored (or it is unreadable). */
@@ -68,18 +66,26 @@ export class RefsStore {
       this.#memory.set(key, hit ?? null);
       return hit ?? undefined;
     }
-    let entry: RefEntry | undefined;
+    const entry = await this.read(key);
+    this.#remember(key, entry ?? null);
+    return entry;
+  }
+
+  /**
+   * Reads an entry from storage, bypassing (and not filling) memory: what
+   * another process, such as a maintenance command, may have written.
+   */
+  async read(key: string): Promise<RefEntry | undefined> {
+    const bytes = await this.storage.get(this.storageKey(key));
+    if (!bytes) return undefined;
     try {
-      const parsed = JSON.parse(await Deno.readTextFile(this.pathOf(key)));
+      const parsed = JSON.parse(new TextDecoder().decode(bytes));
       if (
         parsed && typeof parsed.fetchedAt === "number" && typeof parsed.body === "string" &&
         typeof parsed.url === "string"
-      ) entry = parsed;
-    } catch {
-      entry = undefined;
-    }
-    this.#remember(key, entry ?? null);
-    return entry;
+      ) return parsed;
+    } catch { /* unreadable: as if absent */ }
+    return undefined;
   }
 
   /** Stores an entry atomically (and in memory). */
@@ -88,13 +94,19 @@ export class RefsStore {
     // not the ability to answer.
     this.#remember(key, entry);
     this.generation++;
-    await atomicWrite(this.pathOf(key), JSON.stringify(entry), this.tmpDir);
+    await this.storage.put(this.storageKey(key), JSON.stringify(entry));
   }
 
   /** Forgets what memory holds for a key (after an outside change). */
   forget(key: string): void {
     this.#memory.delete(key);
     this.generation++;
+  }
+
+  /** Removes an entry from storage and memory. */
+  async delete(key: string): Promise<void> {
+    this.forget(key);
+    await this.storage.delete(this.storageKey(key));
   }
 
   #remember(key: string, entry: RefEntry | null) {

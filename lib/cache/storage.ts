@@ -1,9 +1,67 @@
 /**
- * Storage failures: the cache cannot be written (full, read-only, gone).
+ * The storage seam: where `refs/` and `packages/` live. Keys are
+ * `/`-separated paths relative to the cache root (`refs/…json`,
+ * `packages/{host}/{ns}/{type}/…zip`), built only from validated names.
+ *
+ * Today the one implementation is the local disk ({@link ./disk_storage.ts});
+ * object storage can be added beside it without touching the handlers, which
+ * only see this interface through the refs and package stores.
  * @module
  */
 
-/** The cache directory cannot be written (full, read-only, gone). */
+/** The cache cannot be written (full, read-only, gone). */
 export class DiskError extends Error {
   override name = "DiskError";
+}
+
+/** Facts about one stored object. */
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  mtime: Date | null;
+  /** Last recorded access (LRU eviction), when the storage keeps one. */
+  atime: Date | null;
+}
+
+/**
+ * A stored object opened for reading. The bytes cannot change while it is
+ * open (objects are replaced by atomic commit, never rewritten in place), so
+ * `size` always belongs to what `read` returns.
+ */
+export interface OpenObject extends ObjectInfo {
+  /** Reads from the current position; null at the end. */
+  read(buf: Uint8Array): Promise<number | null>;
+  /** Moves the read position (used for ranges). */
+  seek(offset: number, whence: Deno.SeekMode): Promise<number>;
+  close(): void;
+  /**
+   * Marks the object as being served: protected from eviction while open and
+   * its access time recorded for LRU. Never throws.
+   */
+  markServing(now?: number): Promise<void>;
+}
+
+/** Where refs and packages are kept. */
+export interface Storage {
+  /** "disk" today. */
+  readonly kind: string;
+  /** A small object whole (a refs document), or undefined when absent or unreadable. */
+  get(key: string): Promise<Uint8Array | undefined>;
+  /** Writes a small object atomically: readers see the old bytes or the new, never half. */
+  put(key: string, data: Uint8Array | string): Promise<void>;
+  /** Opens an object for reading, or undefined when it is absent (or not a regular object). */
+  open(key: string): Promise<OpenObject | undefined>;
+  /** Size and times of an object, or undefined when it is absent. */
+  stat(key: string): Promise<ObjectInfo | undefined>;
+  /** Every object under a key prefix (ending in `/`), in key order. */
+  list(prefix: string): AsyncGenerator<ObjectInfo>;
+  /** A fresh local path for a temp file, on the same filesystem as what `commit` writes. */
+  tempPath(hint: string): string;
+  /**
+   * Makes a complete, verified temp file (from {@link tempPath}) visible
+   * under `key` in one step. The temp file is consumed.
+   */
+  commit(tempPath: string, key: string): Promise<void>;
+  /** Removes an object; false when it was not there. */
+  delete(key: string): Promise<boolean>;
 }

@@ -11,13 +11,12 @@
  * and that `repoxy import` on an air-gapped host checks hash by hash.
  * @module
  */
+import { createLogger, type Logger } from "../base/log.ts";
+import { openCacheDir } from "../cache/cache_dir.ts";
+import { type CachedFile, scanPackages } from "../cache/scan.ts";
 import { copyHashed } from "../integrity/hashing.ts";
-import {
-  type CachedFile,
-  readArchiveMeta,
-  restoreAccessTime,
-  scanPackages,
-} from "../cache/scan.ts";
+import { providerDir } from "../protocol/packed_layout.ts";
+
 import {
   type CliContext,
   type Command,
@@ -51,6 +50,8 @@ export interface ExportOptions {
   /** Only these platforms; default all. */
   platforms?: PlatformRef[];
   progress?: Progress;
+  /** Where warnings go (default: stderr, warnings and errors only). */
+  log?: Logger;
 }
 
 /** What an export did. */
@@ -134,8 +135,9 @@ export async function exportCache(
   }
   await Deno.mkdir(outDir, { recursive: true });
 
+  const cache = await openCacheDir(cacheDir, opts.log ?? createLogger("text", undefined, "warn"));
   const files: CachedFile[] = [];
-  for await (const f of scanPackages(cacheDir)) if (wanted(f, opts)) files.push(f);
+  for await (const f of scanPackages(cache.storage)) if (wanted(f, opts)) files.push(f);
   const report: ExportReport = { archives: 0, bytes: 0, providers: 0, problems: [], skipped: [] };
   // provider dir → version → archives
   const listing = new Map<
@@ -147,24 +149,25 @@ export async function exportCache(
     opts.progress?.update(done, files.length, `archives  ${formatSize(report.bytes)}`);
     done++;
     const name = `${providerString(f.provider)} ${f.version} ${platformString(f.platform)}`;
-    const meta = await readArchiveMeta(cacheDir, f.provider, f.version, f.platform);
+    const meta = await cache.packages.readMeta(f.provider, f.version, f.platform);
+    const path = cache.storage.pathOf(f.key);
     if (!meta || meta.size !== f.size) {
       // Not served either: a download's leftover or a file nothing vouches for.
-      report.skipped.push(`${name}: skipped, the cache holds no matching record for ${f.path}`);
+      report.skipped.push(`${name}: skipped, the cache holds no matching record for ${path}`);
       continue;
     }
-    const dir = join(outDir, f.provider.hostname, f.provider.namespace, f.provider.type);
+    const dir = join(outDir, providerDir(f.provider));
     await Deno.mkdir(dir, { recursive: true });
     const dest = join(dir, f.filename);
     let sha256: string;
     try {
-      sha256 = await copyInto(f.path, dest);
+      sha256 = await copyInto(path, dest);
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
       report.skipped.push(`${name}: skipped, evicted while exporting`);
       continue;
     }
-    await restoreAccessTime(f);
+    await cache.storage.restoreTimes(f);
     if (sha256 !== meta.sha256) {
       await Deno.remove(dest).catch(() => {});
       report.problems.push(

@@ -15,7 +15,6 @@
  * @module
  */
 import { copyHashed } from "../integrity/hashing.ts";
-import { readArchiveMeta } from "../cache/scan.ts";
 import {
   type CliContext,
   type Command,
@@ -28,11 +27,9 @@ import {
   parseCommandArgs,
   Progress,
 } from "./cli.ts";
-import { syncDir, tempPath } from "../cache/atomic_write.ts";
 import type { Config } from "../config/config.ts";
-import { dirname, join, resolve } from "../deps/path.ts";
+import { join, resolve } from "../deps/path.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
-import { refKeys } from "../cache/refs_store.ts";
 import {
   isValidHostname,
   isValidPart,
@@ -41,9 +38,10 @@ import {
   type PlatformRef,
   type ProviderRef,
 } from "../protocol/names.ts";
-import { type ArchiveMeta, encodeArchiveMeta } from "../cache/archive_meta.ts";
+import type { ArchiveMeta } from "../cache/archive_meta.ts";
+import { createLogger, type Logger } from "../base/log.ts";
+import { type CacheDir, openCacheDir } from "../cache/cache_dir.ts";
 import { platformString, providerString } from "../protocol/provider_address.ts";
-import { RefsStore } from "../cache/refs_store.ts";
 import { formatSize } from "../base/size.ts";
 
 /** Outcome for one zip of the source tree. */
@@ -71,6 +69,8 @@ export interface ImportOptions {
   trustUnlisted?: boolean;
   progress?: Progress;
   now?: () => number;
+  /** Where warnings go (default: stderr, warnings and errors only). */
+  log?: Logger;
 }
 
 async function entries(path: string) {
@@ -122,9 +122,11 @@ export async function importTree(
   const now = opts.now ?? Date.now;
   const report: ImportReport = { items: [], problems: [] };
   const tmpDir = join(config.cacheDir, "tmp", `import-${Deno.pid}`);
-  await Deno.mkdir(tmpDir, { recursive: true });
-  await Deno.mkdir(join(config.cacheDir, "packages"), { recursive: true });
-  const refs = new RefsStore(config.cacheDir, tmpDir);
+  const cache = await openCacheDir(
+    config.cacheDir,
+    opts.log ?? createLogger("text", undefined, "warn"),
+    { tmpDir },
+  );
   try {
     const work: Array<
       { dir: string; p: ProviderRef; zips: string[]; listed: Map<string, Listed> }
@@ -178,7 +180,7 @@ export async function importTree(
     for (const w of work) {
       for (const zip of w.zips) {
         opts.progress?.update(done, total, `archives  ${formatSize(bytes)}`);
-        const item = await importOne(config, refs, tmpDir, w.dir, w.p, zip, w.listed, opts, now);
+        const item = await importOne(config, cache, w.dir, w.p, zip, w.listed, opts, now);
         report.items.push(item);
         if (item.status === "imported") bytes += item.bytes;
         done++;
@@ -193,8 +195,7 @@ export async function importTree(
 
 async function importOne(
   config: Config,
-  refs: RefsStore,
-  tmpDir: string,
+  cache: CacheDir,
   dir: string,
   p: ProviderRef,
   zip: string,
@@ -234,7 +235,7 @@ async function importOne(
     );
   }
 
-  const tmp = tempPath(tmpDir, zip);
+  const tmp = cache.storage.tempPath(zip);
   try {
     const { sha256, size } = await copyHashed(source, tmp);
     item.bytes = size;
@@ -252,12 +253,8 @@ async function importOne(
     }
     const checked = [zh.length > 0 ? "zh:" : "", h1s.length > 0 ? "h1:" : ""].filter(Boolean);
 
-    const finalPath = join(config.cacheDir, "packages", p.hostname, p.namespace, p.type, zip);
-    const existing = await readArchiveMeta(config.cacheDir, p, version, pl);
-    let existingSize: number | undefined;
-    try {
-      existingSize = (await Deno.stat(finalPath)).size;
-    } catch { /* not cached */ }
+    const existing = await cache.packages.readMeta(p, version, pl);
+    const existingSize = (await cache.storage.stat(cache.packages.keyOf(p, version, pl)))?.size;
     if (existing && existingSize === existing.size) {
       if (existing.sha256 === sha256) {
         return { ...item, status: "cached", detail: "already cached with the same sha256" };
@@ -274,16 +271,7 @@ async function importOne(
       cachedAt: now(),
       url: `import:${source}`,
     };
-    // Record first, then the file, as downloads do: a crash in between reads
-    // as "not cached", never as a file nothing vouches for.
-    await refs.put(refKeys.archive(p, version, pl), {
-      fetchedAt: meta.cachedAt,
-      url: meta.url,
-      body: encodeArchiveMeta(meta),
-    });
-    await Deno.mkdir(dirname(finalPath), { recursive: true });
-    await Deno.rename(tmp, finalPath);
-    await syncDir(dirname(finalPath));
+    await cache.packages.commit(p, version, pl, tmp, meta);
     return {
       ...item,
       status: "imported",

@@ -16,6 +16,8 @@ import {
   parseCommandArgs,
 } from "./cli.ts";
 import { platformString, providerString } from "../protocol/provider_address.ts";
+import { createLogger } from "../base/log.ts";
+import { openCacheDir } from "../cache/cache_dir.ts";
 import { pruneCache } from "../cache/quota.ts";
 import { formatSize, parseSize } from "../base/size.ts";
 
@@ -68,7 +70,8 @@ export const pruneCommand: Command = {
       return EXIT_USAGE;
     }
     const dryRun = flagBool(parsed, "dry-run");
-    const r = await pruneCache(config.cacheDir, { maxBytes, dryRun });
+    const cache = await openCacheDir(config.cacheDir, createLogger("text", undefined, "warn"));
+    const r = await pruneCache(cache, { maxBytes, dryRun });
     const verb = dryRun ? "would evict" : "evicted";
     for (const f of r.evicted) {
       io.out(
@@ -77,7 +80,7 @@ export const pruneCommand: Command = {
         })`,
       );
     }
-    for (const f of r.busy) io.err(`repoxy prune: skipped ${f.path}: in use`);
+    for (const f of r.busy) io.err(`repoxy prune: skipped ${cache.storage.pathOf(f.key)}: in use`);
     io.out(
       `prune: ${verb} ${r.evicted.length} of ${r.files} archive(s), ` +
         `${formatSize(r.sizeBefore - r.sizeAfter)} freed; ${formatSize(r.sizeAfter)} ` +

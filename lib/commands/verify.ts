@@ -6,13 +6,10 @@
  * fetches a good copy from the upstream.
  * @module
  */
-import {
-  type CachedFile,
-  dropArchiveMeta,
-  readArchiveMeta,
-  restoreAccessTime,
-  scanPackages,
-} from "../cache/scan.ts";
+import { createLogger, type Logger } from "../base/log.ts";
+import { openCacheDir } from "../cache/cache_dir.ts";
+import { type CachedFile, scanPackages } from "../cache/scan.ts";
+import { packedArchivePath } from "../protocol/packed_layout.ts";
 import {
   type CliContext,
   type Command,
@@ -31,9 +28,12 @@ import type { ArchiveMeta } from "../cache/archive_meta.ts";
 import { platformString, providerString } from "../protocol/provider_address.ts";
 import { formatSize } from "../base/size.ts";
 
+/** A cached archive and its file on the local disk. */
+export type LocalFile = CachedFile & { path: string };
+
 /** One archive that failed verification. */
 export interface Mismatch {
-  file: CachedFile;
+  file: LocalFile;
   reason: string;
   /** Where the file now is. */
   quarantined: string;
@@ -45,7 +45,7 @@ export interface VerifyReport {
   bytes: number;
   mismatches: Mismatch[];
   /** Archive files without a record: never served, so not judged (prune may evict them). */
-  unrecorded: CachedFile[];
+  unrecorded: LocalFile[];
 }
 
 async function sha256Of(path: string): Promise<{ sha256: string; size: number }> {
@@ -62,7 +62,7 @@ async function sha256Of(path: string): Promise<{ sha256: string; size: number }>
   return { sha256: hash.digest("hex"), size };
 }
 
-async function check(f: CachedFile, meta: ArchiveMeta): Promise<string | undefined> {
+async function check(f: LocalFile, meta: ArchiveMeta): Promise<string | undefined> {
   if (f.size !== meta.size) return `size is ${f.size} bytes, recorded ${meta.size}`;
   const got = await sha256Of(f.path);
   if (got.size !== meta.size) return `size is ${got.size} bytes, recorded ${meta.size}`;
@@ -85,11 +85,14 @@ async function check(f: CachedFile, meta: ArchiveMeta): Promise<string | undefin
  */
 export async function verifyCache(
   cacheDir: string,
-  opts: { progress?: Progress; now?: () => number } = {},
+  opts: { progress?: Progress; now?: () => number; log?: Logger } = {},
 ): Promise<VerifyReport> {
   const now = opts.now ?? Date.now;
-  const files: CachedFile[] = [];
-  for await (const f of scanPackages(cacheDir)) files.push(f);
+  const cache = await openCacheDir(cacheDir, opts.log ?? createLogger("text", undefined, "warn"));
+  const files: LocalFile[] = [];
+  for await (const f of scanPackages(cache.storage)) {
+    files.push({ ...f, path: cache.storage.pathOf(f.key) });
+  }
   const total = files.reduce((n, f) => n + f.size, 0);
   const report: VerifyReport = { checked: 0, bytes: 0, mismatches: [], unrecorded: [] };
   for (const f of files) {
@@ -98,7 +101,7 @@ export async function verifyCache(
       files.length,
       `archives  ${formatSize(report.bytes)} of ${formatSize(total)}`,
     );
-    const meta = await readArchiveMeta(cacheDir, f.provider, f.version, f.platform);
+    const meta = await cache.packages.readMeta(f.provider, f.version, f.platform);
     if (!meta) {
       report.unrecorded.push(f);
       continue;
@@ -113,17 +116,14 @@ export async function verifyCache(
     report.checked++;
     report.bytes += f.size;
     if (!reason) {
-      await restoreAccessTime(f);
+      await cache.storage.restoreTimes(f);
       continue;
     }
     const stamp = new Date(now()).toISOString().replace(/[:.]/g, "-");
     const dest = join(
       cacheDir,
       "quarantine",
-      f.provider.hostname,
-      f.provider.namespace,
-      f.provider.type,
-      `${f.filename}.${stamp}`,
+      `${packedArchivePath(f.provider, f.version, f.platform)}.${stamp}`,
     );
     await Deno.mkdir(dirname(dest), { recursive: true });
     // The file goes first: with the record still there but no file, a server
@@ -134,7 +134,7 @@ export async function verifyCache(
       if (e instanceof Deno.errors.NotFound) continue; // evicted meanwhile
       throw e;
     }
-    await dropArchiveMeta(cacheDir, f, meta);
+    await cache.packages.dropMeta(f.provider, f.version, f.platform, meta);
     await Deno.writeTextFile(
       dest + ".json",
       JSON.stringify({ path: f.path, reason, recorded: meta, quarantinedAt: now() }, null, 2) +

@@ -211,9 +211,9 @@ async function warmArchive(
     const cached = await app.packages.open(p, t.version, pl);
     let sha256: string;
     if (cached) {
-      cached.file.close();
+      cached.object.close();
       sha256 = cached.meta.sha256;
-      item.bytes = cached.size;
+      item.bytes = cached.object.size;
     } else {
       // The mirror protocol's url is relative to {version}.json; Repoxy names
       // its own archive route there, which is what we request.
@@ -234,7 +234,7 @@ async function warmArchive(
       if (zh && sha256 !== zh.toLowerCase()) {
         return fail(`received bytes with sha256 ${sha256}, but the mirror lists zh:${zh}`);
       }
-      await app.packages.inflight(p, t.version, pl)?.done.catch(() => {});
+      await app.downloads.inflight(p, t.version, pl)?.done.catch(() => {});
       const meta = await app.packages.meta(p, t.version, pl);
       if (!meta || meta.sha256 !== sha256) return fail("served, but not stored in the cache");
       item.status = res.headers.get("x-repoxy-cache") === "hit" ? "cached" : "fetched";

@@ -14,11 +14,18 @@
  */
 import { releaseChunk } from "../base/buffers.ts";
 
+/** Bytes that can be read from a position: an open file, or any stored object. */
+export interface RangeReadable {
+  read(buf: Uint8Array): Promise<number | null>;
+  seek(offset: number, whence: Deno.SeekMode): Promise<number>;
+  close(): void;
+}
+
 /** What a cached file response needs. */
 export interface FileToServe {
   /** Open handle; `serveFile` takes ownership and always closes it. */
-  file: Deno.FsFile;
-  /** Size of the open file (from `file.stat()`, not a path stat). */
+  file: RangeReadable;
+  /** Size of the open file (from the handle, not a path stat). */
   size: number;
   mtime: Date | null;
   /** Lowercase hex sha256 of the whole file: the strong ETag. */
@@ -159,7 +166,7 @@ export function parseRange(header: string, size: number): RangeResult {
  * Closes the file when done, on error, or when cancelled.
  */
 function fileBody(
-  file: Deno.FsFile,
+  file: RangeReadable,
   start: number,
   length: number,
   releaseChunks: boolean,

@@ -6,7 +6,13 @@
  */
 import { releaseChunk } from "../base/buffers.ts";
 import { createHash } from "../deps/crypto.ts";
-import { openZipEntry, readZipEntries, type ZipEntry, zipEntryNameBytes } from "./zip_reader.ts";
+import {
+  openZipEntry,
+  readZipEntries,
+  type ZipEntry,
+  zipEntryNameBytes,
+  type ZipFile,
+} from "./zip_reader.ts";
 
 const encoder = new TextEncoder();
 const NEWLINE = 0x0a;
@@ -62,7 +68,7 @@ export function h1FromFileHashes(files: Array<{ name: string; sha256Hex: string 
   }));
 }
 
-async function hashEntry(file: Deno.FsFile, entry: ZipEntry): Promise<string> {
+async function hashEntry(file: ZipFile, entry: ZipEntry): Promise<string> {
   const h = createHash("sha256");
   for await (const chunk of openZipEntry(file, entry)) {
     h.update(chunk);
@@ -82,13 +88,13 @@ function bytesKey(bytes: Uint8Array): string {
  * Go's `dirhash.HashZip(path, dirhash.Hash1)`: every central-directory entry
  * (directories included) contributes a line with the SHA-256 of its
  * uncompressed content and its name. The archive is streamed, never loaded.
- * @param path the zip archive on disk
+ * @param source the zip archive: a path on disk, or an open archive (not closed here)
  * @returns "h1:" followed by a standard base64 SHA-256
  * @throws {import("./zip_reader.ts").ZipFormatError} if the archive is malformed or unreadable
  * @throws {Error} if an entry name contains a newline
  */
-export async function hashZipH1(path: string): Promise<string> {
-  const file = await Deno.open(path, { read: true });
+export async function hashZipH1(source: string | ZipFile): Promise<string> {
+  const file = typeof source === "string" ? await Deno.open(source, { read: true }) : source;
   try {
     const entries = await readZipEntries(file);
     const names = entries.map((e) => zipEntryNameBytes(e));
@@ -107,6 +113,6 @@ export async function hashZipH1(path: string): Promise<string> {
     for (const [key, entry] of unique) digests.set(key, await hashEntry(file, entry));
     return summaryHash(names.map((name) => ({ name, sha256Hex: digests.get(bytesKey(name))! })));
   } finally {
-    file.close();
+    if (typeof source === "string") (file as Deno.FsFile).close();
   }
 }

@@ -91,13 +91,23 @@ export function zipEntryNameBytes(entry: ZipEntry): Uint8Array {
 }
 
 /**
+ * What the reader needs of an archive: random access. A `Deno.FsFile` is one;
+ * so is any stored object that can seek.
+ */
+export interface ZipFile {
+  read(buf: Uint8Array): Promise<number | null>;
+  seek(offset: number, whence: Deno.SeekMode): Promise<number>;
+  stat(): Promise<{ size: number }>;
+}
+
+/**
  * Seek-then-read is two awaits on one shared cursor, so two streams reading
  * the same handle could interleave and read each other's bytes. Every read
  * goes through this per-handle queue.
  */
-const fileQueues = new WeakMap<Deno.FsFile, Promise<void>>();
+const fileQueues = new WeakMap<ZipFile, Promise<void>>();
 
-function withFile<T>(file: Deno.FsFile, task: () => Promise<T>): Promise<T> {
+function withFile<T>(file: ZipFile, task: () => Promise<T>): Promise<T> {
   const previous = fileQueues.get(file) ?? Promise.resolve();
   const run = previous.then(task);
   fileQueues.set(file, run.then(() => {}, () => {}));
@@ -106,7 +116,7 @@ function withFile<T>(file: Deno.FsFile, task: () => Promise<T>): Promise<T> {
 
 /** Reads exactly `length` bytes at `offset`; a short file is a format error. */
 function readAt(
-  file: Deno.FsFile,
+  file: ZipFile,
   offset: number,
   length: number,
   what: string,
@@ -142,13 +152,13 @@ function getUint64(dv: DataView, offset: number, what: string): number {
 
 /** Sequential reads over a byte range through a bounded buffer. */
 class WindowReader {
-  #file: Deno.FsFile;
+  #file: ZipFile;
   #next: number;
   #end: number;
   #buf = new Uint8Array(0);
   #at = 0;
 
-  constructor(file: Deno.FsFile, start: number, end: number) {
+  constructor(file: ZipFile, start: number, end: number) {
     this.#file = file;
     this.#next = start;
     this.#end = end;
@@ -186,7 +196,7 @@ interface DirectoryLocation {
   base: number;
 }
 
-async function findDirectory(file: Deno.FsFile, fileSize: number): Promise<DirectoryLocation> {
+async function findDirectory(file: ZipFile, fileSize: number): Promise<DirectoryLocation> {
   if (fileSize < EOCD_LEN) {
     throw new ZipFormatError(`not a zip archive: the file is only ${fileSize} bytes`);
   }
@@ -284,7 +294,7 @@ async function findDirectory(file: Deno.FsFile, fileSize: number): Promise<Direc
  * @returns the entries in central-directory order
  * @throws {ZipFormatError} if the file is not a readable zip archive
  */
-export async function readZipEntries(file: Deno.FsFile): Promise<ZipEntry[]> {
+export async function readZipEntries(file: ZipFile): Promise<ZipEntry[]> {
   const fileSize = (await file.stat()).size;
   const dir = await findDirectory(file, fileSize);
   const reader = new WindowReader(file, dir.start, dir.start + dir.size);
@@ -409,7 +419,7 @@ class Verifier {
     this.#crc = crc32Update(chunk, this.#crc);
   }
 
-  async finish(file: Deno.FsFile, dataEnd: number): Promise<void> {
+  async finish(file: ZipFile, dataEnd: number): Promise<void> {
     const entry = this.#entry;
     if (this.#count !== entry.uncompressedSize) {
       throw new ZipFormatError(
@@ -447,7 +457,7 @@ function hex32(n: number): string {
 }
 
 function storedSource(
-  file: Deno.FsFile,
+  file: ZipFile,
   entry: ZipEntry,
   dataStart: number,
 ): EntrySource {
@@ -471,7 +481,7 @@ function storedSource(
 }
 
 function deflateSource(
-  file: Deno.FsFile,
+  file: ZipFile,
   entry: ZipEntry,
   dataStart: number,
 ): EntrySource {
@@ -535,7 +545,7 @@ function deflateSource(
   };
 }
 
-async function startEntry(file: Deno.FsFile, entry: ZipEntry): Promise<EntrySource> {
+async function startEntry(file: ZipFile, entry: ZipEntry): Promise<EntrySource> {
   const local = view(
     await readAt(
       file,
@@ -587,7 +597,7 @@ async function startEntry(file: Deno.FsFile, entry: ZipEntry): Promise<EntrySour
  * @param entry an entry of that archive
  * @returns a byte stream of the entry's content
  */
-export function openZipEntry(file: Deno.FsFile, entry: ZipEntry): ReadableStream<Uint8Array> {
+export function openZipEntry(file: ZipFile, entry: ZipEntry): ReadableStream<Uint8Array> {
   let source: EntrySource | undefined;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {

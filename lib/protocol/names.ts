@@ -47,9 +47,19 @@ export interface PlatformRef {
   arch: string;
 }
 
+/** `host/ns/type` of a provider: how logs, keys and paths name it. */
+export function providerString(p: ProviderRef): string {
+  return `${p.hostname}/${p.namespace}/${p.type}`;
+}
+
+/** `os_arch` of a platform, as mirror JSON and archive names spell it. */
+export function platformString(pl: PlatformRef): string {
+  return `${pl.os}_${pl.arch}`;
+}
+
 /** The archive file name of the packed mirror layout. */
 export function archiveFilename(type: string, version: string, p: PlatformRef): string {
-  return `terraform-provider-${type}_${version}_${p.os}_${p.arch}.zip`;
+  return `terraform-provider-${type}_${version}_${platformString(p)}.zip`;
 }
 
 /**

@@ -13,6 +13,8 @@ import {
   type ProviderRef,
 } from "./names.ts";
 
+export { platformString, providerString } from "./names.ts";
+
 /** A provider, and the version asked for (undefined: the newest release). */
 export interface ProviderTarget {
   provider: ProviderRef;
@@ -80,14 +82,4 @@ const GO_ARCH: Record<string, string> = { "x86_64": "amd64", "aarch64": "arm64" 
 /** The platform Terraform would use on this machine, in Go's names. */
 export function currentPlatform(): PlatformRef {
   return { os: Deno.build.os, arch: GO_ARCH[Deno.build.arch] ?? Deno.build.arch };
-}
-
-/** `host/ns/type` of a provider. */
-export function providerString(p: ProviderRef): string {
-  return `${p.hostname}/${p.namespace}/${p.type}`;
-}
-
-/** `os_arch` of a platform. */
-export function platformString(pl: PlatformRef): string {
-  return `${pl.os}_${pl.arch}`;
 }

@@ -1,0 +1,198 @@
+/**
+ * {@link Storage} on the local disk: one file per key under the cache
+ * directory, temp files in a temp directory on the same filesystem (so a
+ * commit is one atomic rename), fsynced before they become visible.
+ *
+ * Also what only a local disk has, which the quota and the maintenance
+ * commands use directly: file paths, advisory locks and access times (see
+ * quota.ts for how "being served" and LRU recency are tracked).
+ * @module
+ */
+import { join } from "../deps/path.ts";
+import { atomicWrite, syncDir, tempPath } from "./atomic_write.ts";
+import type { ObjectInfo, OpenObject, Storage } from "./storage.ts";
+import { dirname } from "../deps/path.ts";
+
+/** Accesses closer together than this are recorded once (one syscall per file per hour). */
+export const ACCESS_GRANULARITY_MS = 3_600_000;
+
+/**
+ * Takes a shared lock on an open file for as long as it stays open.
+ *
+ * Synchronous on purpose: a non-blocking `flock` never waits (it fails if
+ * prune holds the exclusive lock, and then the open handle still reads the
+ * whole file), and it costs about 0.5 µs where the async variant, which Deno
+ * runs on its blocking thread pool, costs about 40 µs per cache hit.
+ */
+export function lockShared(file: Deno.FsFile): void {
+  try {
+    file.tryLockSync(false);
+  } catch { /* locks unsupported here; prune then cannot see this reader */ }
+}
+
+// Keys come from validated names; this keeps a bug elsewhere from ever
+// reaching outside the root.
+// deno-lint-ignore no-control-regex
+const BAD_KEY = /(^|\/)\.{0,2}(\/|$)|[\\\x00]/;
+
+/** Storage in a directory on the local disk. */
+export class DiskStorage implements Storage {
+  readonly kind = "disk";
+
+  /**
+   * @param root the cache directory
+   * @param tmpDir where temp files go (same filesystem as `root`)
+   */
+  constructor(readonly root: string, readonly tmpDir: string) {}
+
+  /** The file path of a key. */
+  pathOf(key: string): string {
+    if (BAD_KEY.test(key)) throw new TypeError(`invalid storage key "${key}"`);
+    return join(this.root, ...key.split("/"));
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    try {
+      return await Deno.readFile(this.pathOf(key));
+    } catch {
+      return undefined;
+    }
+  }
+
+  async put(key: string, data: Uint8Array | string): Promise<void> {
+    await atomicWrite(this.pathOf(key), data, this.tmpDir);
+  }
+
+  async open(key: string): Promise<OpenObject | undefined> {
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(this.pathOf(key), { read: true });
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    }
+    try {
+      // The handle's own stat: the size belongs to the bytes that will be read.
+      const st = await file.stat();
+      if (!st.isFile) {
+        file.close();
+        return undefined;
+      }
+      return new DiskObject(key, file, st);
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+  }
+
+  async stat(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const st = await Deno.stat(this.pathOf(key));
+      return st.isFile ? { key, size: st.size, mtime: st.mtime, atime: st.atime } : undefined;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    }
+  }
+
+  async *list(prefix: string): AsyncGenerator<ObjectInfo> {
+    const base = prefix.replace(/\/+$/, "");
+    yield* this.#walk(base);
+  }
+
+  async *#walk(key: string): AsyncGenerator<ObjectInfo> {
+    const names: Array<{ name: string; dir: boolean }> = [];
+    try {
+      for await (const e of Deno.readDir(this.pathOf(key))) {
+        if (e.isDirectory || e.isFile) names.push({ name: e.name, dir: e.isDirectory });
+      }
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return;
+      throw e;
+    }
+    names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const n of names) {
+      const child = `${key}/${n.name}`;
+      if (n.dir) yield* this.#walk(child);
+      else {
+        const info = await this.stat(child).catch(() => undefined);
+        if (info) yield info; // gone meanwhile: skipped
+      }
+    }
+  }
+
+  tempPath(hint: string): string {
+    return tempPath(this.tmpDir, hint);
+  }
+
+  async commit(tmp: string, key: string): Promise<void> {
+    const path = this.pathOf(key);
+    await Deno.mkdir(dirname(path), { recursive: true });
+    await Deno.rename(tmp, path);
+    await syncDir(dirname(path));
+  }
+
+  async delete(key: string): Promise<boolean> {
+    try {
+      await Deno.remove(this.pathOf(key));
+      return true;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return false;
+      throw e;
+    }
+  }
+
+  /**
+   * Puts an object's times back after a maintenance read (verify, export),
+   * which the kernel may have counted as an access (relatime); the access
+   * time is what `prune` evicts by.
+   */
+  async restoreTimes(info: ObjectInfo): Promise<void> {
+    if (!info.atime || !info.mtime) return;
+    await Deno.utime(this.pathOf(info.key), info.atime, info.mtime).catch(() => {});
+  }
+}
+
+/** An open file of the disk storage. */
+class DiskObject implements OpenObject {
+  readonly size: number;
+  readonly mtime: Date | null;
+  readonly atime: Date | null;
+
+  constructor(readonly key: string, readonly file: Deno.FsFile, st: Deno.FileInfo) {
+    this.size = st.size;
+    this.mtime = st.mtime;
+    this.atime = st.atime;
+  }
+
+  read(buf: Uint8Array): Promise<number | null> {
+    return this.file.read(buf);
+  }
+
+  seek(offset: number, whence: Deno.SeekMode): Promise<number> {
+    return this.file.seek(offset, whence);
+  }
+
+  close(): void {
+    try {
+      this.file.close();
+    } catch { /* already closed */ }
+  }
+
+  /**
+   * A shared lock for as long as the handle is open (prune skips locked
+   * files) and the access time for LRU eviction, at most once per
+   * {@link ACCESS_GRANULARITY_MS}, so it works on `noatime` mounts and costs
+   * nothing on most hits. The modification time is left alone: it is the
+   * archive's Last-Modified.
+   */
+  async markServing(now: number = Date.now()): Promise<void> {
+    lockShared(this.file);
+    const last = this.atime?.getTime();
+    if (this.mtime && (last === undefined || now - last >= ACCESS_GRANULARITY_MS)) {
+      try {
+        await this.file.utime(new Date(now), this.mtime);
+      } catch { /* read-only cache: LRU falls back to download time */ }
+    }
+  }
+}
