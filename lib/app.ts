@@ -7,7 +7,8 @@
  */
 import { resetDir } from "./cache/atomic_write.ts";
 import { type CacheDir, defaultTmpDir, openCacheDir } from "./cache/cache_dir.ts";
-import { Downloads, verifyingStream } from "./cache/download.ts";
+import { Downloads } from "./cache/download.ts";
+import { verifyingStream } from "./integrity/verifying_stream.ts";
 import type { Config } from "./config/config.ts";
 import {
   errorResponse,
@@ -49,7 +50,7 @@ import {
   trackBody,
   utf8Length,
 } from "./http/serve_file.ts";
-import { parseSha256Sums } from "./integrity/signature.ts";
+import { parseSha256Sums } from "./protocol/sha256sums.ts";
 import { Telemetry } from "./ops/telemetry.ts";
 import { type FetchFn, UpstreamClient, type UpstreamRequestInfo } from "./upstream/client.ts";
 import { USER_AGENT, VERSION } from "./base/version.ts";
@@ -448,7 +449,12 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       await res.body.cancel();
       return new Response(null, { status: 200, headers });
     }
-    return new Response(verifyingStream(res.body, dl.doc.shasum), { status: 200, headers });
+    const body = verifyingStream(
+      res.body,
+      dl.doc.shasum,
+      (e) => new UpstreamError(`archive ${e.message}`),
+    );
+    return new Response(body, { status: 200, headers });
   }
 
   async function registryVersions(req: Request, ctx: RequestContext, p: ProviderRef) {

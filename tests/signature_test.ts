@@ -1,8 +1,5 @@
-import {
-  parseSha256Sums,
-  SignatureError,
-  verifyDetachedSignature,
-} from "../lib/integrity/signature.ts";
+import { SignatureError, verifyDetachedSignature } from "../lib/integrity/signature.ts";
+import { parseSha256Sums } from "../lib/protocol/sha256sums.ts";
 import { openpgp } from "../lib/deps/openpgp.ts";
 import {
   assert,

@@ -14,6 +14,7 @@ import { releaseChunk } from "../base/buffers.ts";
 import type { Logger } from "../base/log.ts";
 import { createHash } from "../deps/crypto.ts";
 import { UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
+import { checkArchiveHash, IntegrityError } from "../integrity/checks.ts";
 import {
   archiveFilename,
   type PlatformRef,
@@ -171,47 +172,6 @@ export class Download {
   }
 }
 
-/**
- * Passes an upstream body through while hashing it, holding back the last
- * chunk until the sha256 matched (used when the cache cannot be written: the
- * client still never receives a complete archive that failed the check).
- */
-export function verifyingStream(
-  body: ReadableStream<Uint8Array>,
-  expectedSha256: string,
-): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  const hash = createHash("sha256");
-  let pending: Uint8Array | undefined;
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      while (true) {
-        const { value, done } = await reader.read();
-        if (done) {
-          const got = hash.digest("hex");
-          if (got !== expectedSha256.toLowerCase()) {
-            controller.error(
-              new UpstreamError(`archive does not match the upstream checksum (got sha256 ${got})`),
-            );
-            return;
-          }
-          if (pending) controller.enqueue(pending);
-          controller.close();
-          return;
-        }
-        hash.update(value);
-        const out = pending;
-        pending = value;
-        if (out) {
-          controller.enqueue(out);
-          return;
-        }
-      }
-    },
-    cancel: (reason) => reader.cancel(reason),
-  }, { highWaterMark: 0 });
-}
-
 /** Options of {@link Downloads}. */
 export interface DownloadsOptions {
   /** Idle timeout of a download, in ms (default 60 s). */
@@ -314,19 +274,19 @@ export class Downloads {
         );
       }
       const sha256 = hash.digest("hex");
-      const want = source.expectedSha256.toLowerCase();
-      if (sha256 !== want) {
+      try {
+        checkArchiveHash(sha256, source.expectedSha256);
+      } catch (e) {
+        if (!(e instanceof IntegrityError)) throw e;
         this.log.error("archive checksum mismatch; not cached", {
           provider: providerString(p),
           version,
           platform: platformString(pl),
           url: url.href,
-          expected: want,
+          expected: source.expectedSha256.toLowerCase(),
           got: sha256,
         });
-        throw new UpstreamError(
-          `archive from ${url.host} does not match the upstream checksum (expected sha256 ${want}, got ${sha256})`,
-        );
+        throw new UpstreamError(`archive from ${url.host} ${e.message}`);
       }
       d.state = "verified";
       d.notify();

@@ -29,6 +29,7 @@ import {
 } from "./cli.ts";
 import type { Config } from "../config/config.ts";
 import { join, resolve } from "../deps/path.ts";
+import { checkListedH1, checkListedZh, IntegrityError } from "../integrity/checks.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
 import {
   isValidHostname,
@@ -239,17 +240,18 @@ async function importOne(
   try {
     const { sha256, size } = await copyHashed(source, tmp);
     item.bytes = size;
-    if (zh.length > 0 && !zh.includes(sha256)) {
-      return refuse(`its sha256 ${sha256} is not the zh: that ${version}.json lists`);
-    }
     let h1: string;
     try {
-      h1 = await hashZipH1(tmp);
+      checkListedZh(sha256, listed, `${version}.json`);
+      try {
+        h1 = await hashZipH1(tmp);
+      } catch (e) {
+        return refuse(`not a readable zip archive: ${(e as Error).message}`);
+      }
+      checkListedH1(h1, listed, `${version}.json`);
     } catch (e) {
-      return refuse(`not a readable zip archive: ${(e as Error).message}`);
-    }
-    if (h1s.length > 0 && !h1s.includes(h1)) {
-      return refuse(`its contents hash to ${h1}, not the h1: that ${version}.json lists`);
+      if (e instanceof IntegrityError) return refuse(e.message);
+      throw e;
     }
     const checked = [zh.length > 0 ? "zh:" : "", h1s.length > 0 ? "h1:" : ""].filter(Boolean);
 

@@ -21,7 +21,7 @@ import {
   parseCommandArgs,
   Progress,
 } from "./cli.ts";
-import { createHash } from "../deps/crypto.ts";
+import { sha256File } from "../integrity/hashing.ts";
 import { dirname, join } from "../deps/path.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
 import type { ArchiveMeta } from "../cache/archive_meta.ts";
@@ -48,23 +48,9 @@ export interface VerifyReport {
   unrecorded: LocalFile[];
 }
 
-async function sha256Of(path: string): Promise<{ sha256: string; size: number }> {
-  const hash = createHash("sha256");
-  let size = 0;
-  using f = await Deno.open(path, { read: true });
-  const buf = new Uint8Array(256 * 1024);
-  while (true) {
-    const n = await f.read(buf);
-    if (n === null) break;
-    hash.update(buf.subarray(0, n));
-    size += n;
-  }
-  return { sha256: hash.digest("hex"), size };
-}
-
 async function check(f: LocalFile, meta: ArchiveMeta): Promise<string | undefined> {
   if (f.size !== meta.size) return `size is ${f.size} bytes, recorded ${meta.size}`;
-  const got = await sha256Of(f.path);
+  const got = await sha256File(f.path);
   if (got.size !== meta.size) return `size is ${got.size} bytes, recorded ${meta.size}`;
   if (got.sha256 !== meta.sha256) return `sha256 is ${got.sha256}, recorded ${meta.sha256}`;
   if (meta.h1) {

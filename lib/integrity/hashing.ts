@@ -1,6 +1,7 @@
 /**
- * Copying an archive while hashing it, for export and import: one read of the
- * source gives both the copy and the sha256 of exactly the bytes written.
+ * Hashing files: copying an archive while hashing it (export, import: one read
+ * of the source gives both the copy and the sha256 of exactly the bytes
+ * written), and the sha256 of a file (verify).
  * @module
  */
 import { createHash } from "../deps/crypto.ts";
@@ -29,5 +30,20 @@ export async function copyHashed(
     while (off < n) off += await dst.write(chunk.subarray(off));
   }
   await dst.syncData();
+  return { sha256: hash.digest("hex"), size };
+}
+
+/** The sha256 and size of a file, read once in large chunks. */
+export async function sha256File(path: string): Promise<{ sha256: string; size: number }> {
+  const hash = createHash("sha256");
+  let size = 0;
+  using f = await Deno.open(path, { read: true });
+  const buf = new Uint8Array(256 * 1024);
+  while (true) {
+    const n = await f.read(buf);
+    if (n === null) break;
+    hash.update(buf.subarray(0, n));
+    size += n;
+  }
   return { sha256: hash.digest("hex"), size };
 }

@@ -17,6 +17,7 @@ import {
   isValidOsArch,
   isValidVersion,
   type PlatformRef,
+  platformString,
   type ProviderRef,
 } from "../protocol/names.ts";
 import {
@@ -27,10 +28,12 @@ import {
   toBase64,
 } from "../cache/refs_store.ts";
 import {
-  parseSha256Sums,
-  SignatureError,
-  verifyDetachedSignature,
-} from "../integrity/signature.ts";
+  checkMatchingChecksum,
+  checkSumsFormat,
+  checkSumsSignature,
+  IntegrityError,
+  mayBeUnsigned,
+} from "../integrity/checks.ts";
 import type { UpstreamClient } from "./client.ts";
 
 /** Where an answer came from, for logs, metrics and the `x-repoxy-cache` header. */
@@ -420,55 +423,50 @@ export class Metadata {
           `upstream ${p.hostname} names no shasums_url for ${providerKey(p)} ${version}`,
         );
       }
-      const keys = (dl.doc.signing_keys?.gpg_public_keys ?? [])
+      const offeredKeys = (dl.doc.signing_keys?.gpg_public_keys ?? [])
         .map((k) => k.ascii_armor)
         .filter((k): k is string => typeof k === "string" && k !== "");
       const trustedKeys = upstream?.trustedKeys ?? [];
-      // OpenTofu skips the signature check for its own registry when it lists
-      // no keys; Repoxy accepts exactly that case too, and nothing else.
-      const unsignedOk = keys.length === 0 && trustedKeys.length === 0 &&
-        p.hostname === "registry.opentofu.org";
-      if (!dl.doc.shasums_signature_url && !unsignedOk) {
+      const unsigned = mayBeUnsigned(p.hostname, offeredKeys, trustedKeys);
+      if (!dl.doc.shasums_signature_url && !unsigned) {
         throw new UpstreamError(`refusing ${what}: the upstream names no signature for it`);
       }
       const [sums, sig] = await Promise.all([
         client.getBytes(new URL(dl.doc.shasums_url, dl.url)),
-        dl.doc.shasums_signature_url && !unsignedOk
+        dl.doc.shasums_signature_url && !unsigned
           ? client.getBytes(new URL(dl.doc.shasums_signature_url, dl.url))
           : Promise.resolve(undefined),
       ]);
-      if (sig) {
-        try {
-          const signer = await verifyDetachedSignature({
-            data: sums.body,
-            signature: sig.body,
-            armoredKeys: keys,
-            trustedKeys,
-          });
-          this.log.info("SHA256SUMS signature verified", { what, keyId: signer.keyId });
-        } catch (e) {
-          if (!(e instanceof SignatureError)) throw e;
-          this.log.error("SHA256SUMS signature does not verify; release refused", {
+      try {
+        const signer = await checkSumsSignature({
+          hostname: p.hostname,
+          sums: sums.body,
+          signature: sig?.body,
+          offeredKeys,
+          trustedKeys,
+        });
+        if (signer) this.log.info("SHA256SUMS signature verified", { what, keyId: signer.keyId });
+        else {
+          this.log.warn("accepting unsigned SHA256SUMS (registry.opentofu.org lists no keys)", {
             what,
-            error: e.message,
           });
-          throw new UpstreamError(`refusing ${what}: ${e.message}`);
         }
+        checkSumsFormat(sums.body);
+      } catch (e) {
+        if (!(e instanceof IntegrityError)) throw e;
+        this.log.error("SHA256SUMS does not pass its checks; release refused", {
+          what,
+          error: e.message,
+        });
+        throw new UpstreamError(`refusing ${what}: ${e.message}`);
+      }
+      if (sig) {
         await this.#store(refKeys.signature(p, version), {
           fetchedAt: this.now(),
           url: sig.url,
           body: toBase64(sig.body),
           encoding: "base64",
         });
-      } else {
-        this.log.warn("accepting unsigned SHA256SUMS (registry.opentofu.org lists no keys)", {
-          what,
-        });
-      }
-      try {
-        parseSha256Sums(new TextDecoder().decode(sums.body));
-      } catch (e) {
-        throw new UpstreamError(`refusing ${what}: ${(e as Error).message}`);
       }
       // base64 keeps the bytes exact (a text round trip could drop a BOM), and
       // the signature covers exactly these bytes.
@@ -502,18 +500,16 @@ export class Metadata {
   ): Promise<Sourced<DownloadValue>> {
     const dl = await this.download(p, version, pl);
     const sums = await this.sums(p, version, dl.value);
-    const listed = parseSha256Sums(new TextDecoder().decode(sums.value.sums)).get(
-      dl.value.doc.filename,
-    );
-    const what = `${providerKey(p)} ${version} ${pl.os}_${pl.arch}`;
-    if (!listed) {
-      throw new UpstreamError(
-        `refusing ${what}: SHA256SUMS has no line for ${dl.value.doc.filename}`,
+    try {
+      checkMatchingChecksum(
+        checkSumsFormat(sums.value.sums),
+        dl.value.doc.filename,
+        dl.value.doc.shasum,
       );
-    }
-    if (listed !== dl.value.doc.shasum.toLowerCase()) {
+    } catch (e) {
+      if (!(e instanceof IntegrityError)) throw e;
       throw new UpstreamError(
-        `refusing ${what}: the download document's shasum ${dl.value.doc.shasum} differs from SHA256SUMS (${listed})`,
+        `refusing ${providerKey(p)} ${version} ${platformString(pl)}: ${e.message}`,
       );
     }
     return { ...dl, status: worstStatus(dl.status, sums.status) };
