@@ -1,9 +1,6 @@
 import { assertEquals } from "../lib/deps/assert.ts";
-import {
-  mirrorIndexJson,
-  mirrorVersionJson,
-  rewriteDownloadDoc,
-} from "../lib/protocol/mirror_json.ts";
+import { mirrorIndexJson, mirrorVersionJson } from "../lib/protocol/mirror_json.ts";
+import { rewriteDownloadDoc } from "../lib/protocol/registry_json.ts";
 import { compareVersions } from "../lib/protocol/names.ts";
 
 Deno.test("mirrorIndexJson() maps every version to {} newest first", () => {

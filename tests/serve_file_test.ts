@@ -4,19 +4,15 @@
  */
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
+import { type BodyEnd, READ_CHUNK, serveFile } from "../lib/http/serve_file.ts";
+import { bodyEtag, serveBody, utf8Length } from "../lib/http/serve_body.ts";
 import {
-  type BodyEnd,
-  bodyEtag,
   etagMatches,
   ifRangeMatches,
   isNotModified,
   parseHttpDate,
   parseRange,
-  READ_CHUNK,
-  serveBody,
-  serveFile,
-  utf8Length,
-} from "../lib/http/serve_file.ts";
+} from "../lib/http/conditional.ts";
 import { bytesOf, sha256Hex, tempDir } from "./_helpers.ts";
 
 const MTIME = new Date("2026-03-04T05:06:07.000Z");

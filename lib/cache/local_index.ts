@@ -33,6 +33,20 @@ async function validArchives(cache: CacheDir, p: ProviderRef, version?: string) 
   return out;
 }
 
+/** The stored archives of a provider, by version. */
+export async function cachedArchivesByVersion(
+  cache: CacheDir,
+  p: ProviderRef,
+): Promise<Map<string, LocalArchive[]>> {
+  const out = new Map<string, LocalArchive[]>();
+  for (const { version, ...a } of await validArchives(cache, p)) {
+    const list = out.get(version) ?? [];
+    list.push(a);
+    out.set(version, list);
+  }
+  return out;
+}
+
 /** Versions of a provider with at least one stored archive, newest first. */
 export async function listCachedVersions(cache: CacheDir, p: ProviderRef): Promise<string[]> {
   const versions = new Set((await validArchives(cache, p)).map((a) => a.version));

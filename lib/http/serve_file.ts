@@ -1,8 +1,8 @@
 /**
- * HTTP semantics of cached responses: conditional requests (ETag,
- * Last-Modified, If-None-Match, If-Modified-Since → 304), single byte ranges
- * (206/416, If-Range) and HEAD, for archives served from an open file and for
- * metadata JSON served from memory.
+ * Serving archives: from an open file or stored object with conditional
+ * requests (ETag, Last-Modified → 304), single byte ranges (206/416,
+ * If-Range) and HEAD; and streamed bodies of downloads in progress, with
+ * their end reported once for the access log.
  *
  * Archive bodies are our own pull streams with large reads: on Deno 2.9 the
  * built-in `file.readable` reads 64 KiB per blocking-pool round trip and was
@@ -13,6 +13,7 @@
  * @module
  */
 import { releaseChunk } from "../base/buffers.ts";
+import { ifRangeMatches, isNotModified, parseRange } from "./conditional.ts";
 
 /** Bytes that can be read from a position: an open file, or any stored object. */
 export interface RangeReadable {
@@ -71,93 +72,6 @@ const socketRequests = new WeakSet<Request>();
  */
 export function markSocketRequest(req: Request): void {
   socketRequests.add(req);
-}
-
-/**
- * Weak comparison of an `If-None-Match` value with an ETag (RFC 9110 §13.1.2):
- * `*` matches anything, `W/` prefixes are ignored, lists are comma-separated.
- */
-export function etagMatches(ifNoneMatch: string, etag: string): boolean {
-  const value = ifNoneMatch.trim();
-  if (value === "*") return true;
-  const want = etag.startsWith("W/") ? etag.slice(2) : etag;
-  for (const part of value.split(",")) {
-    let t = part.trim();
-    if (t.startsWith("W/")) t = t.slice(2);
-    if (t === want) return true;
-  }
-  return false;
-}
-
-/**
- * Parses an HTTP-date (RFC 9110 §5.6.7: IMF-fixdate, or the obsolete RFC 850
- * and asctime forms); NaN for anything else. `Date.parse` alone would accept
- * strings such as "1" as a date.
- */
-export function parseHttpDate(value: string): number {
-  const v = value.trim();
-  if (/^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(v)) return Date.parse(v);
-  if (/^[A-Za-z]{6,9}, \d{2}-[A-Za-z]{3}-\d{2} \d{2}:\d{2}:\d{2} GMT$/.test(v)) {
-    return Date.parse(v);
-  }
-  if (/^[A-Za-z]{3} [A-Za-z]{3} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/.test(v)) {
-    return Date.parse(`${v} GMT`);
-  }
-  return NaN;
-}
-
-/**
- * Whether a request is answered with 304 Not Modified: If-None-Match when
- * present (weak comparison), else If-Modified-Since against the second-
- * truncated modification time.
- */
-export function isNotModified(headers: Headers, etag: string, mtime: Date | null): boolean {
-  const inm = headers.get("if-none-match");
-  if (inm !== null) return etagMatches(inm, etag);
-  const ims = headers.get("if-modified-since");
-  if (ims !== null && mtime) {
-    const since = parseHttpDate(ims);
-    if (!Number.isNaN(since)) return Math.floor(mtime.getTime() / 1000) * 1000 <= since;
-  }
-  return false;
-}
-
-/**
- * Whether `If-Range` lets the Range header apply: it must equal the strong
- * ETag exactly, or be the Last-Modified date. Weak or other validators mean
- * "send the whole file", so a resumed download never splices two versions.
- */
-export function ifRangeMatches(ifRange: string, etag: string, mtime: Date | null): boolean {
-  const v = ifRange.trim();
-  if (v.startsWith("W/")) return false;
-  if (v.startsWith('"')) return v === etag;
-  const date = parseHttpDate(v);
-  return mtime !== null && !Number.isNaN(date) &&
-    Math.floor(mtime.getTime() / 1000) === Math.floor(date / 1000);
-}
-
-/** A satisfiable byte range (inclusive), "unsatisfiable" (416), or undefined (ignore Range). */
-export type RangeResult = { start: number; end: number } | "unsatisfiable" | undefined;
-
-/**
- * Parses a `Range` header against a representation of `size` bytes. Only one
- * range is supported; several ranges, other units or syntax errors return
- * undefined, meaning the header is ignored and the whole body is sent
- * (RFC 9110 allows that, and it is what std's serveFile does).
- */
-export function parseRange(header: string, size: number): RangeResult {
-  const m = /^bytes=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(header.trim());
-  if (!m || (m[1] === "" && m[2] === "")) return undefined;
-  if (m[1] === "") {
-    // bytes=-N: the last N bytes.
-    const n = Number(m[2]);
-    if (n === 0) return "unsatisfiable";
-    return { start: Math.max(0, size - n), end: size - 1 };
-  }
-  const start = Number(m[1]);
-  if (m[2] !== "" && Number(m[2]) < start) return undefined; // invalid range-spec: ignore it
-  if (start >= size) return "unsatisfiable";
-  return { start, end: m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1) };
 }
 
 /**
@@ -328,79 +242,4 @@ export function trackBody(
       await reader.cancel(reason);
     },
   }, { highWaterMark: 0 });
-}
-
-/** Options of {@link serveBody}. */
-export interface ServeBodyOptions {
-  contentType: string;
-  cacheControl: string;
-  /** Strong ETag, quoted (see {@link bodyEtag}). */
-  etag: string;
-  /** Body size in bytes (UTF-8 for a string); computed when absent. */
-  length?: number;
-  headers?: Record<string, string>;
-}
-
-/**
- * A small in-memory document (metadata JSON): ETag, If-None-Match → 304 and
- * HEAD. A string body is the cheapest for Deno.serve (encoded in Rust, no
- * per-request buffer copy), and plain-object headers are cheaper than a
- * Headers instance: this is the hottest path of a warm mirror.
- */
-export function serveBody(req: Request, body: string | Uint8Array, o: ServeBodyOptions): Response {
-  const inm = req.headers.get("if-none-match");
-  if (inm !== null && etagMatches(inm, o.etag)) {
-    return new Response(null, {
-      status: 304,
-      headers: { ...o.headers, "cache-control": o.cacheControl, etag: o.etag },
-    });
-  }
-  const length = o.length ?? (typeof body === "string" ? utf8Length(body) : body.length);
-  return new Response(req.method === "HEAD" ? null : body as BodyInit, {
-    status: 200,
-    headers: {
-      ...o.headers,
-      "cache-control": o.cacheControl,
-      etag: o.etag,
-      "content-type": o.contentType,
-      "content-length": String(length),
-    },
-  });
-}
-
-/** Bytes of `s` in UTF-8, without encoding it. */
-export function utf8Length(s: string): number {
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) n += 1;
-    else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
-      const d = s.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        n += 4;
-        i++;
-      } else n += 3;
-    } else n += 3;
-  }
-  return n;
-}
-
-/**
- * A strong ETag for a small in-memory body: two 32-bit FNV-1a lanes (64 bits)
- * over its code units, plus the length. It only has to change when the body
- * changes; a cryptographic hash would cost more for nothing (the bodies are
- * ours, so nobody is trying to collide them).
- */
-export function bodyEtag(body: string | Uint8Array): string {
-  let a = 0x811c9dc5;
-  let b = 0x050c5d1f;
-  const text = typeof body === "string";
-  for (let i = 0; i < body.length; i++) {
-    const c = text ? body.charCodeAt(i) : body[i]!;
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995);
-  }
-  const hex = (x: number) => (x >>> 0).toString(16).padStart(8, "0");
-  return `"${hex(a)}${hex(b)}-${body.length.toString(16)}"`;
 }

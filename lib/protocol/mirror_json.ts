@@ -1,7 +1,6 @@
 /**
- * The JSON documents Repoxy writes: network mirror `index.json` and
- * `{version}.json`, and the registry download document with its URLs
- * rewritten. Pure functions over parsed values.
+ * The network mirror protocol's JSON documents that Repoxy writes:
+ * `index.json` and `{version}.json`. Pure functions over parsed values.
  * @module
  */
 import { compareVersions } from "./names.ts";
@@ -30,27 +29,4 @@ export function mirrorVersionJson(archives: MirrorArchive[]): string {
     out[a.platform] = { url: a.url, hashes: a.hashes };
   }
   return JSON.stringify({ archives: out }, null, 2) + "\n";
-}
-
-/** The three URLs the registry protocol lets a proxy point at itself. */
-export interface RewrittenUrls {
-  "download_url": string;
-  "shasums_url": string;
-  "shasums_signature_url": string;
-}
-
-/**
- * Rewrites only `download_url`, `shasums_url` and `shasums_signature_url` of an
- * upstream download document; every other field (`filename`, `shasum`,
- * `protocols`, `signing_keys`, OpenTofu's `packages`, unknown ones) keeps its
- * value and its position.
- *
- * A URL the upstream did not provide is not added.
- */
-export function rewriteDownloadDoc(raw: string, urls: RewrittenUrls): string {
-  const doc = JSON.parse(raw) as Record<string, unknown>;
-  for (const k of ["download_url", "shasums_url", "shasums_signature_url"] as const) {
-    if (k in doc) doc[k] = urls[k];
-  }
-  return JSON.stringify(doc);
 }

@@ -1,28 +1,36 @@
 /**
- * Operator endpoints: readiness (`/-/readyz`), Prometheus metrics
- * (`/-/metrics`) and the status page (`/`). Kept apart from the protocol
- * handlers in app.ts so that file only routes to them.
+ * Operator endpoints: health (`/-/healthz`), readiness (`/-/readyz`),
+ * Prometheus metrics (`/-/metrics`) and the status page (`/`).
  * @module
  */
-import { utf8Length } from "../http/serve_file.ts";
 import type { Config } from "../config/config.ts";
 import { join } from "../deps/path.ts";
-import type { CacheInventory } from "../cache/inventory.ts";
-import { PROMETHEUS_CONTENT_TYPE } from "../ops/metrics.ts";
-import { compareVersions } from "../protocol/names.ts";
+import { utf8Length } from "../http/serve_body.ts";
 import { clientSnippet } from "../ops/client_snippet.ts";
+import { PROMETHEUS_CONTENT_TYPE } from "../ops/metrics.ts";
 import { renderStatusPage, type StatusPageData } from "../ops/status_page.ts";
-import type { Telemetry } from "../ops/telemetry.ts";
+import { compareVersions } from "../protocol/names.ts";
+import type { RouteHandler, Services } from "./context.ts";
 
-/** What the operator endpoints read from the running app. */
-export interface OpsSources {
-  config: Config;
-  telemetry: Telemetry;
-  inventory: CacheInventory;
-  inflightDownloads: () => number;
-  now: () => number;
-  version: string;
-}
+/** `GET /-/healthz`: the process answers. */
+export const health: RouteHandler<"health"> = (req, _ctx, _r, s) =>
+  textResponse(
+    req,
+    JSON.stringify({ status: "ok", version: s.version }) + "\n",
+    200,
+    noStore("application/json"),
+  );
+
+/** `GET /-/readyz`: the cache can take new downloads. */
+export const ready: RouteHandler<"ready"> = (req, _ctx, _r, s) =>
+  readyResponse(req, s.config.cacheDir);
+
+/** `GET /-/metrics`: the Prometheus text format. */
+export const metrics: RouteHandler<"metrics"> = (req, _ctx, _r, s) =>
+  textResponse(req, s.telemetry.render(), 200, noStore(PROMETHEUS_CONTENT_TYPE));
+
+/** `GET /`: the status page for browsers. */
+export const status: RouteHandler<"status"> = (req, _ctx, _r, s) => statusPageResponse(req, s);
 
 function noStore(contentType: string): Headers {
   return new Headers({ "content-type": contentType, "cache-control": "no-store" });
@@ -56,11 +64,6 @@ export async function readyResponse(req: Request, cacheDir: string): Promise<Res
   return textResponse(req, JSON.stringify(body) + "\n", status, noStore("application/json"));
 }
 
-/** The metrics in the Prometheus text format. */
-export function metricsResponse(req: Request, telemetry: Telemetry): Response {
-  return textResponse(req, telemetry.render(), 200, noStore(PROMETHEUS_CONTENT_TYPE));
-}
-
 /**
  * The base URL clients should use: `publicUrl` when configured, else the
  * scheme and `Host` the request came in with (what the browser used is what
@@ -74,7 +77,7 @@ export function publicBaseUrl(req: Request, config: Config): string {
 }
 
 /** Gathers the status page's data for one request. */
-export function statusPageData(req: Request, s: OpsSources): StatusPageData {
+export function statusPageData(req: Request, s: Services): StatusPageData {
   const base = publicBaseUrl(req, s.config);
   const upstreams = [...s.config.upstreams.values()].map((u) => ({
     hostname: u.hostname,
@@ -102,7 +105,7 @@ export function statusPageData(req: Request, s: OpsSources): StatusPageData {
 }
 
 /** The status page as an HTML response. */
-export function statusPageResponse(req: Request, s: OpsSources): Response {
+export function statusPageResponse(req: Request, s: Services): Response {
   const headers = noStore("text/html; charset=utf-8");
   // No script runs on this page; say so, so an injection could not run one either.
   headers.set(

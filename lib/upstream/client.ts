@@ -7,7 +7,7 @@
  * is dropped on redirects that leave it.
  * @module
  */
-import type { UpstreamConfig } from "../config/config.ts";
+import type { Config, UpstreamConfig } from "../config/config.ts";
 import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
 import type { Logger } from "../base/log.ts";
 
@@ -267,4 +267,9 @@ export class UpstreamClient {
       );
     }
   }
+}
+
+/** One client per configured upstream, keyed by hostname; no other registry is ever contacted. */
+export function upstreamClients(config: Config, deps: UpstreamDeps): Map<string, UpstreamClient> {
+  return new Map([...config.upstreams].map(([host, up]) => [host, new UpstreamClient(up, deps)]));
 }

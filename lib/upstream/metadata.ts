@@ -1,7 +1,9 @@
 /**
  * Upstream metadata with caching: service discovery, version lists, download
- * documents, SHA256SUMS and signatures. One copy of the truth in `refs/`
- * serves both the network mirror and the registry protocol.
+ * documents, SHA256SUMS and signatures, fetched from the upstream registries
+ * and kept in `refs/`. One copy of the truth serves both the network mirror
+ * and the registry protocol. (Offline, nothing here is used: the cache
+ * source answers from what is stored.)
  *
  * Freshness rules: discovery and version lists are refreshed after the TTL;
  * download documents and checksums of a released version never change and are
@@ -13,13 +15,22 @@ import type { Config } from "../config/config.ts";
 import { NotFoundError, UpstreamError } from "../http/errors.ts";
 import type { Logger } from "../base/log.ts";
 import {
-  compareVersions,
-  isValidOsArch,
-  isValidVersion,
   type PlatformRef,
   platformString,
   type ProviderRef,
+  providerString,
 } from "../protocol/names.ts";
+import {
+  type DownloadDoc,
+  type DownloadValue,
+  parseDownload,
+  parseVersions,
+  RegistryDocError,
+  type SumsValue,
+  type VersionEntry,
+  type VersionsValue,
+} from "../protocol/registry_json.ts";
+import { type Sourced, worstStatus } from "../cache/cache_status.ts";
 import {
   entryBytes,
   type RefEntry,
@@ -35,63 +46,6 @@ import {
   mayBeUnsigned,
 } from "../integrity/checks.ts";
 import type { UpstreamClient } from "./client.ts";
-
-/** Where an answer came from, for logs, metrics and the `x-repoxy-cache` header. */
-export type CacheStatus = "hit" | "miss" | "stale";
-
-/** A value with its provenance. */
-export interface Sourced<T> {
-  value: T;
-  status: CacheStatus;
-  fetchedAt: number;
-}
-
-/** One entry of the registry's `versions` answer. */
-export interface VersionEntry {
-  version: string;
-  protocols?: string[];
-  platforms?: PlatformRef[];
-}
-
-/** The registry's `download` answer (only the fields Repoxy relies on are typed). */
-export interface DownloadDoc {
-  os: string;
-  arch: string;
-  filename: string;
-  "download_url": string;
-  "shasums_url"?: string;
-  "shasums_signature_url"?: string;
-  shasum: string;
-  "signing_keys"?: { "gpg_public_keys"?: Array<{ "key_id"?: string; "ascii_armor"?: string }> };
-  [k: string]: unknown;
-}
-
-/** A parsed version list plus the exact upstream body. */
-export interface VersionsValue {
-  versions: VersionEntry[];
-  raw: string;
-}
-
-/** A parsed download document plus the exact upstream body and its URL. */
-export interface DownloadValue {
-  doc: DownloadDoc;
-  raw: string;
-  /** Final URL of the document; relative URLs inside resolve against it. */
-  url: string;
-}
-
-/** SHA256SUMS and its detached signature, byte for byte. */
-export interface SumsValue {
-  sums: Uint8Array;
-  signature: Uint8Array | undefined;
-}
-
-/** Combines cache statuses: any stale part makes the answer stale, any miss a miss. */
-export function worstStatus(...s: Array<CacheStatus | undefined>): CacheStatus {
-  if (s.includes("stale")) return "stale";
-  if (s.includes("miss")) return "miss";
-  return "hit";
-}
 
 function noService(hostname: string, service: string): NotFoundError {
   return new NotFoundError(`upstream ${hostname} does not offer ${service}`);
@@ -116,8 +70,16 @@ async function raceStale<T>(p: Promise<T>, ms: number): Promise<T | typeof SLOW>
 /** Minimum gap between refreshes forced by a client asking for an unlisted version. */
 const FORCED_REFRESH_GAP_MS = 30_000;
 
-function providerKey(p: ProviderRef): string {
-  return `${p.hostname}/${p.namespace}/${p.type}`;
+/** Parses an upstream document, blaming the upstream for what does not parse. */
+function fromUpstream<T>(hostname: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    if (e instanceof RegistryDocError) {
+      throw new UpstreamError(`upstream ${hostname} sent ${e.message}`);
+    }
+    throw e;
+  }
 }
 
 /**
@@ -134,60 +96,6 @@ function parsedOnce<T>(memo: WeakMap<RefEntry, T>, entry: RefEntry, parse: () =>
     memo.set(entry, v);
   }
   return v;
-}
-
-function parseVersions(text: string, hostname: string): VersionEntry[] {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new UpstreamError(`upstream ${hostname} sent a malformed version list`);
-  }
-  const list = (json as { versions?: unknown })?.versions;
-  if (!Array.isArray(list)) {
-    throw new UpstreamError(`upstream ${hostname} sent a version list without "versions"`);
-  }
-  const out: VersionEntry[] = [];
-  for (const v of list) {
-    if (
-      !v || typeof v !== "object" || typeof v.version !== "string" || !isValidVersion(v.version)
-    ) continue;
-    const entry: VersionEntry = { version: v.version };
-    if (Array.isArray(v.protocols)) {
-      entry.protocols = v.protocols.filter((x: unknown) => typeof x === "string");
-    }
-    if (Array.isArray(v.platforms)) {
-      entry.platforms = v.platforms.filter((p: unknown): p is PlatformRef =>
-        !!p && typeof p === "object" && isValidOsArch((p as PlatformRef).os) &&
-        isValidOsArch((p as PlatformRef).arch)
-      ).map((p: PlatformRef) => ({ os: p.os, arch: p.arch }));
-    }
-    out.push(entry);
-  }
-  return out;
-}
-
-function parseDownload(text: string, hostname: string, pl: PlatformRef): DownloadDoc {
-  let doc: DownloadDoc;
-  try {
-    doc = JSON.parse(text);
-  } catch {
-    throw new UpstreamError(`upstream ${hostname} sent a malformed download document`);
-  }
-  const bad = (why: string) =>
-    new UpstreamError(`upstream ${hostname} sent an unusable download document: ${why}`);
-  if (!doc || typeof doc !== "object") throw bad("not an object");
-  if (typeof doc.download_url !== "string" || doc.download_url === "") throw bad("no download_url");
-  if (typeof doc.shasum !== "string" || !/^[0-9a-fA-F]{64}$/.test(doc.shasum)) {
-    throw bad("shasum is not 64 hex digits");
-  }
-  if (typeof doc.filename !== "string" || doc.filename === "" || /[\/\\]/.test(doc.filename)) {
-    throw bad("bad filename");
-  }
-  if (doc.os !== pl.os || doc.arch !== pl.arch) {
-    throw bad(`it is for ${doc.os}_${doc.arch}, not ${pl.os}_${pl.arch}`);
-  }
-  return doc;
 }
 
 /** Metadata access for all upstreams. */
@@ -233,16 +141,11 @@ export class Metadata {
     key: string,
     ttlMs: number,
     fetcher: () => Promise<RefEntry>,
-    opts: { force?: boolean; what: string; hostname: string },
+    opts: { force?: boolean; hostname: string },
   ): Promise<Sourced<RefEntry>> {
     const stored = await this.refs.get(key);
     const fresh = stored && !opts.force && this.now() - stored.fetchedAt < ttlMs;
-    if (stored && (fresh || this.config.offline)) {
-      return { value: stored, status: "hit", fetchedAt: stored.fetchedAt };
-    }
-    if (this.config.offline) {
-      throw new NotFoundError(`${opts.what} is not cached and this mirror is offline`);
-    }
+    if (stored && fresh) return { value: stored, status: "hit", fetchedAt: stored.fetchedAt };
     let p = this.#inflight.get(key);
     if (!p) {
       p = (async () => {
@@ -299,7 +202,7 @@ export class Metadata {
         });
         return { fetchedAt: this.now(), url, body: text };
       },
-      { what: `service discovery for ${hostname}`, hostname },
+      { hostname },
     );
     let doc: unknown;
     try {
@@ -332,28 +235,25 @@ export class Metadata {
           accept: "application/json",
         },
       );
-      parseVersions(text, p.hostname); // refuse to store what we could not use
+      fromUpstream(p.hostname, () => parseVersions(text)); // refuse to store what we could not use
       return { fetchedAt: this.now(), url, body: text };
     };
-    const what = `provider ${providerKey(p)}`;
     let got = await this.#cached(key, this.config.metadataTtlMs, fetcher, {
-      what,
       hostname: p.hostname,
     });
     const parse = (e: RefEntry) =>
       parsedOnce(this.#parsedVersions, e, () => ({
-        versions: parseVersions(e.body, p.hostname),
+        versions: fromUpstream(p.hostname, () => parseVersions(e.body)),
         raw: e.body,
       }));
     let value = parse(got.value);
     if (
-      want !== undefined && got.status === "hit" && !this.config.offline &&
+      want !== undefined && got.status === "hit" &&
       !value.versions.some((v) => v.version === want) &&
       this.now() - (this.#lastForced.get(key) ?? 0) > FORCED_REFRESH_GAP_MS
     ) {
       this.#lastForced.set(key, this.now());
       got = await this.#cached(key, this.config.metadataTtlMs, fetcher, {
-        what,
         hostname: p.hostname,
         force: true,
       });
@@ -370,7 +270,7 @@ export class Metadata {
   async versionEntry(p: ProviderRef, version: string): Promise<Sourced<VersionEntry>> {
     const got = await this.versions(p, version);
     const entry = got.value.versions.find((v) => v.version === version);
-    if (!entry) throw new NotFoundError(`provider ${providerKey(p)} has no version ${version}`);
+    if (!entry) throw new NotFoundError(`provider ${providerString(p)} has no version ${version}`);
     return { value: entry, status: got.status, fetchedAt: got.fetchedAt };
   }
 
@@ -390,15 +290,15 @@ export class Metadata {
           new URL(`${p.namespace}/${p.type}/${version}/download/${pl.os}/${pl.arch}`, base),
           { accept: "application/json" },
         );
-        parseDownload(text, p.hostname, pl);
+        fromUpstream(p.hostname, () => parseDownload(text, pl));
         return { fetchedAt: this.now(), url, body: text };
       },
-      { what: `${providerKey(p)} ${version} for ${pl.os}_${pl.arch}`, hostname: p.hostname },
+      { hostname: p.hostname },
     );
     const doc = parsedOnce(
       this.#parsedDownloads,
       got.value,
-      () => parseDownload(got.value.body, p.hostname, pl),
+      () => fromUpstream(p.hostname, () => parseDownload(got.value.body, pl)),
     );
     return {
       value: { doc, raw: got.value.body, url: got.value.url },
@@ -416,11 +316,11 @@ export class Metadata {
   async sums(p: ProviderRef, version: string, dl: DownloadValue): Promise<Sourced<SumsValue>> {
     const client = this.client(p.hostname);
     const upstream = this.config.upstreams.get(p.hostname);
-    const what = `SHA256SUMS of ${providerKey(p)} ${version}`;
+    const what = `SHA256SUMS of ${providerString(p)} ${version}`;
     const got = await this.#cached(refKeys.sums(p, version), Infinity, async () => {
       if (!dl.doc.shasums_url) {
         throw new UpstreamError(
-          `upstream ${p.hostname} names no shasums_url for ${providerKey(p)} ${version}`,
+          `upstream ${p.hostname} names no shasums_url for ${providerString(p)} ${version}`,
         );
       }
       const offeredKeys = (dl.doc.signing_keys?.gpg_public_keys ?? [])
@@ -476,7 +376,7 @@ export class Metadata {
         body: toBase64(sums.body),
         encoding: "base64",
       };
-    }, { what, hostname: p.hostname });
+    }, { hostname: p.hostname });
     const sig = await this.refs.get(refKeys.signature(p, version));
     return {
       value: {
@@ -509,7 +409,7 @@ export class Metadata {
     } catch (e) {
       if (!(e instanceof IntegrityError)) throw e;
       throw new UpstreamError(
-        `refusing ${providerKey(p)} ${version} ${platformString(pl)}: ${e.message}`,
+        `refusing ${providerString(p)} ${version} ${platformString(pl)}: ${e.message}`,
       );
     }
     return { ...dl, status: worstStatus(dl.status, sums.status) };
@@ -518,10 +418,5 @@ export class Metadata {
   /** Waits for metadata fetches still in flight (shutdown, tests). */
   async settle(): Promise<void> {
     await Promise.allSettled([...this.#inflight.values()]);
-  }
-
-  /** Versions that have anything stored (offline listings use this). */
-  static sortNewestFirst(versions: string[]): string[] {
-    return [...versions].sort((a, b) => compareVersions(b, a));
   }
 }

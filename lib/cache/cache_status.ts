@@ -1,0 +1,23 @@
+/**
+ * Where an answer came from: the provenance every metadata value carries to
+ * the access log, the metrics and the `x-repoxy-cache` header.
+ * @module
+ */
+
+/** Where an answer came from. */
+export type CacheStatus = "hit" | "miss" | "stale";
+
+/** A value with its provenance. */
+export interface Sourced<T> {
+  value: T;
+  status: CacheStatus;
+  /** Epoch ms when the value was fetched from its upstream. */
+  fetchedAt: number;
+}
+
+/** Combines cache statuses: any stale part makes the answer stale, any miss a miss. */
+export function worstStatus(...s: Array<CacheStatus | undefined>): CacheStatus {
+  if (s.includes("stale")) return "stale";
+  if (s.includes("miss")) return "miss";
+  return "hit";
+}

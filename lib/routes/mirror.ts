@@ -1,0 +1,99 @@
+/**
+ * The provider network mirror protocol: `index.json`, `{version}.json` and
+ * the archives (which the registry protocol's `download_url` points at too,
+ * so one cache serves both protocols).
+ * @module
+ */
+import { serveFile, trackBody } from "../http/serve_file.ts";
+import { mirrorIndexJson, mirrorVersionJson } from "../protocol/mirror_json.ts";
+import type { VersionArchives, VersionList } from "../sources/source.ts";
+import { type EncodedJson, encodeJson, keptJson, type RouteHandler } from "./context.ts";
+import { refKeys } from "../cache/refs_store.ts";
+
+// Renderings kept beside the source's memoised values (same object while the
+// input is unchanged), so they go when those go.
+const indexBodies = new WeakMap<VersionList, EncodedJson>();
+const versionBodies = new WeakMap<object, EncodedJson & { hashes: string[] }>();
+
+/** `GET /{host}/{ns}/{type}/index.json`: every version a client may pick. */
+export const mirrorIndex: RouteHandler<"mirrorIndex"> = async (req, ctx, r, s) => {
+  const got = await s.source.versionList(r.provider);
+  ctx.cache = got.status;
+  let body = indexBodies.get(got.value);
+  if (!body) {
+    body = encodeJson(mirrorIndexJson(got.value.versions));
+    indexBodies.set(got.value, body);
+  }
+  return keptJson(req, ctx, s.answers, body, got);
+};
+
+/** `GET /{host}/{ns}/{type}/{version}.json`: every platform's archive with its hashes. */
+export const mirrorVersion: RouteHandler<"mirrorVersion"> = async (req, ctx, r, s) => {
+  const got = await s.source.versionArchives(r.provider, r.version);
+  ctx.cache = got.status;
+  return keptJson(req, ctx, s.answers, renderVersion(got.value), got);
+};
+
+/**
+ * The document depends only on the platforms and their hashes, so rendering,
+ * encoding and the ETag are redone only when a hash changes (an archive got
+ * cached, or its h1 was computed).
+ */
+function renderVersion(v: VersionArchives): EncodedJson {
+  const hashes = v.archives.flatMap((a) => [...a.hashes, ""]);
+  let body = versionBodies.get(v.memoKey);
+  if (
+    !body || body.hashes.length !== hashes.length || body.hashes.some((h, i) => h !== hashes[i])
+  ) {
+    body = { ...encodeJson(mirrorVersionJson(v.archives)), hashes };
+    versionBodies.set(v.memoKey, body);
+  }
+  return body;
+}
+
+/**
+ * `GET /{host}/{ns}/{type}/terraform-provider-…zip`: a cached archive from
+ * storage, else from the source (a download into the cache that this client
+ * reads behind the writer, or a verified pass-through when the cache cannot
+ * be written).
+ */
+export const archive: RouteHandler<"archive"> = async (req, ctx, r, s) => {
+  const { provider: p, version } = r;
+  let cached = await s.packages.open(p, version, r);
+  if (!cached) {
+    // Another process (warm, import) may have stored it since we last looked.
+    s.refs.forget(refKeys.archive(p, version, r));
+    cached = await s.packages.open(p, version, r);
+  }
+  if (cached) {
+    ctx.cache = "hit";
+    await cached.object.markServing();
+    const res = serveFile(req, {
+      file: cached.object,
+      size: cached.object.size,
+      mtime: cached.object.mtime,
+      sha256: cached.meta.sha256,
+      contentType: "application/zip",
+    }, { headers: { "x-repoxy-cache": "hit" }, onFinish: ctx.done });
+    ctx.reported = true;
+    return res;
+  }
+  const got = await s.source.fetchArchive(p, version, r);
+  ctx.cache = "miss";
+  const headers = new Headers({
+    "content-type": "application/zip",
+    "x-repoxy-cache": got.kind === "bypass" ? "bypass" : "miss",
+  });
+  const size = got.kind === "bypass" ? got.size : got.download.expectedSize;
+  if (size !== undefined) headers.set("content-length", String(size));
+  if (req.method === "HEAD") {
+    if (got.kind === "bypass") await got.body.cancel();
+    return new Response(null, { status: 200, headers });
+  }
+  if (got.kind === "bypass") return new Response(got.body, { status: 200, headers });
+  ctx.reported = true;
+  return new Response(trackBody(req, got.download.reader(), 200, ctx.done), {
+    status: 200,
+    headers,
+  });
+};

@@ -1,0 +1,94 @@
+/**
+ * The provider registry protocol (a pull-through registry behind a `host`
+ * block): service discovery, `versions`, `download` with its three URLs
+ * pointed at Repoxy, SHA256SUMS and its signature byte for byte; and the
+ * module registry's answers.
+ * @module
+ */
+import { NotFoundError } from "../http/errors.ts";
+import { utf8Length } from "../http/serve_body.ts";
+import { archiveFilename, providerString } from "../protocol/names.ts";
+import { rewriteDownloadDoc } from "../protocol/registry_json.ts";
+import type { ModuleAnswer } from "../sources/source.ts";
+import { jsonResponse, keptJson, type RequestContext, type RouteHandler } from "./context.ts";
+
+/** `GET /.well-known/terraform.json`: the services a `host` block may name. */
+export const wellKnown: RouteHandler<"wellKnown"> = (req) =>
+  jsonResponse(
+    req,
+    JSON.stringify({ "modules.v1": "/v1/modules/", "providers.v1": "/v1/providers/" }) + "\n",
+    undefined,
+    300,
+  );
+
+/** `GET /v1/providers/{host}/{ns}/{type}/versions`: the upstream's list as it is. */
+export const registryVersions: RouteHandler<"registryVersions"> = async (req, ctx, r, s) => {
+  const got = await s.source.versionsDocument(r.provider);
+  ctx.cache = got.status;
+  return keptJson(req, ctx, s.answers, got.value, got);
+};
+
+/**
+ * `GET /v1/providers/{host}/{ns}/{type}/{version}/download/{os}/{arch}`: the
+ * upstream document with only `download_url`, `shasums_url` and
+ * `shasums_signature_url` pointed at Repoxy.
+ */
+export const registryDownload: RouteHandler<"registryDownload"> = async (req, ctx, r, s) => {
+  const { provider: p, version } = r;
+  const got = await s.source.downloadDocument(p, version, r);
+  ctx.cache = got.status;
+  const base = s.config.publicUrl ?? "/";
+  const path = providerString(p);
+  const body = rewriteDownloadDoc(got.value.raw, {
+    download_url: `${base}${path}/${archiveFilename(p.type, version, r)}`,
+    shasums_url: `${base}v1/providers/${path}/${version}/SHA256SUMS`,
+    shasums_signature_url: `${base}v1/providers/${path}/${version}/SHA256SUMS.sig`,
+  });
+  return keptJson(req, ctx, s.answers, body, got);
+};
+
+/** `GET /v1/providers/{host}/{ns}/{type}/{version}/SHA256SUMS[.sig]`, byte for byte. */
+export const registrySums: RouteHandler<"registrySums"> = async (req, ctx, r, s) => {
+  const got = await s.source.checksums(r.provider, r.version);
+  ctx.cache = got.status;
+  const bytes = r.signature ? got.value.signature : got.value.sums;
+  if (!bytes) {
+    throw new NotFoundError(`upstream ${r.provider.hostname} offers no signature for ${r.version}`);
+  }
+  const headers = new Headers({
+    "content-type": r.signature ? "application/octet-stream" : "text/plain; charset=utf-8",
+    "content-length": String(bytes.length),
+    "cache-control": "public, max-age=31536000, immutable",
+    "x-repoxy-cache": got.status,
+  });
+  return new Response(req.method === "HEAD" ? null : bytes as BodyInit, { status: 200, headers });
+};
+
+/** `GET /v1/modules/{host}/{ns}/{name}/{system}/versions`. */
+export const moduleVersions: RouteHandler<"moduleVersions"> = (req, ctx, r, s) =>
+  moduleAnswer(req, ctx, s.source.moduleAnswer(r.module, "versions"));
+
+/** `GET /v1/modules/{host}/{ns}/{name}/{system}/{version}/download`. */
+export const moduleDownload: RouteHandler<"moduleDownload"> = (req, ctx, r, s) =>
+  moduleAnswer(req, ctx, s.source.moduleAnswer(r.module, `${r.version}/download`));
+
+/** A module answer as the upstream gave it (locations made absolute), never kept. */
+async function moduleAnswer(
+  req: Request,
+  ctx: RequestContext,
+  answer: Promise<ModuleAnswer>,
+): Promise<Response> {
+  const a = await answer;
+  ctx.cache = "miss";
+  const headers = new Headers({
+    "cache-control": "no-store",
+    "x-repoxy-cache": "miss",
+    "content-type": a.contentType,
+  });
+  if (a.terraformGet) headers.set("x-terraform-get", a.terraformGet);
+  if (a.status !== 204) headers.set("content-length", String(utf8Length(a.body)));
+  return new Response(req.method === "HEAD" || a.status === 204 ? null : a.body, {
+    status: a.status,
+    headers,
+  });
+}

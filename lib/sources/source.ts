@@ -1,0 +1,84 @@
+/**
+ * The source seam: where the answers about providers come from. Two
+ * implementations, one chosen when the app is wired:
+ *
+ * - {@link ./upstream_source.ts}: the configured upstream registries, with
+ *   metadata kept in `refs/` and archives downloaded into the cache (online);
+ * - {@link ./cache_source.ts}: the cache alone, never contacting anyone
+ *   (`offline: true`).
+ *
+ * Modelled on Terraform's `getproviders.Source` (one implementation per way of
+ * finding providers); the handlers in `routes/` see only this interface.
+ * @module
+ */
+import type { Sourced } from "../cache/cache_status.ts";
+import type { Download } from "../cache/download.ts";
+import type { MirrorArchive } from "../protocol/mirror_json.ts";
+import type { ModuleRef } from "../protocol/paths.ts";
+import type { PlatformRef, ProviderRef } from "../protocol/names.ts";
+import type { DownloadValue, SumsValue } from "../protocol/registry_json.ts";
+
+/** A sourced value, and how long an answer built from it may be reused. */
+export interface Answer<T> extends Sourced<T> {
+  /**
+   * Epoch ms until which a rendered answer may be kept and served again
+   * without asking the source (`Infinity`: immutable; `0`: never keep).
+   */
+  keepUntil: number;
+}
+
+/** The versions a client may pick. */
+export interface VersionList {
+  versions: string[];
+}
+
+/** The archives of one version, as `{version}.json` lists them. */
+export interface VersionArchives {
+  archives: MirrorArchive[];
+  /**
+   * The same object for as long as the platforms listed stay the same, so a
+   * rendering can be kept beside it (the hashes may still change).
+   */
+  memoKey: object;
+}
+
+/** How an archive that is not cached reaches the client. */
+export type ArchiveFetch =
+  /** Downloaded into the cache; clients read it behind the writer. */
+  | { kind: "download"; download: Download }
+  /** Streamed from upstream, verified, not cached (the cache cannot be written). */
+  | { kind: "bypass"; body: ReadableStream<Uint8Array>; size: number | undefined };
+
+/** A module registry answer to pass on. */
+export interface ModuleAnswer {
+  status: 200 | 204;
+  contentType: string;
+  /** The `X-Terraform-Get` header, absolute. */
+  terraformGet?: string;
+  /** The body (empty for 204). */
+  body: string;
+}
+
+/** Where provider answers come from. */
+export interface ProviderSource {
+  /** "upstream" or "cache" (status page, logs). */
+  readonly kind: string;
+  /** Every version a client may pick (network mirror `index.json`). */
+  versionList(p: ProviderRef): Promise<Answer<VersionList>>;
+  /** The registry protocol's `versions` document, as it is to be served. */
+  versionsDocument(p: ProviderRef): Promise<Answer<string>>;
+  /** The archives of one version with their hashes (network mirror `{version}.json`). */
+  versionArchives(p: ProviderRef, version: string): Promise<Answer<VersionArchives>>;
+  /** One platform's registry `download` document (before Repoxy rewrites its URLs). */
+  downloadDocument(
+    p: ProviderRef,
+    version: string,
+    pl: PlatformRef,
+  ): Promise<Answer<DownloadValue>>;
+  /** SHA256SUMS and its signature, byte for byte. */
+  checksums(p: ProviderRef, version: string): Promise<Answer<SumsValue>>;
+  /** Gets an archive the cache does not hold (verified before a client gets its last byte). */
+  fetchArchive(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveFetch>;
+  /** A module registry answer (`versions`, or `{version}/download`). */
+  moduleAnswer(m: ModuleRef, suffix: string): Promise<ModuleAnswer>;
+}
