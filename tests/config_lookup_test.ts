@@ -1,12 +1,8 @@
 /**
  * Config file lookup order, with an injected filesystem and environment.
  */
-import {
-  buildConfig,
-  ConfigError,
-  type ConfigLookupEnv,
-  findConfigFile,
-} from "../lib/config/config.ts";
+import { buildConfig, ConfigError } from "../lib/config/config.ts";
+import { type ConfigLookupEnv, findConfigFile } from "../lib/config/lookup.ts";
 import { assertEquals, assertRejects } from "../lib/deps/assert.ts";
 
 function fakeEnv(opts: {

@@ -9,7 +9,8 @@
  * @module
  */
 import { type App, createApp } from "../app.ts";
-import { type Config, ConfigError, type ConfigOverrides } from "../config/config.ts";
+import { type Config, ConfigError, type ConfigOverrides, loadConfig } from "../config/config.ts";
+import { findConfigFile } from "../config/lookup.ts";
 import { parseArgs } from "../deps/cli.ts";
 import { join } from "../deps/path.ts";
 import { createLogger, type Logger } from "../base/log.ts";
@@ -72,6 +73,22 @@ export function stdio(): CliIo {
     };
   }
   return io;
+}
+
+/**
+ * The context of a real run: the terminal, and config loading with the same
+ * lookup as `serve` (`--config`, `REPOXY_CONFIG`, `./repoxy.json`,
+ * `/etc/repoxy/config.json`, next to the binary), so every command works on
+ * the same cache.
+ */
+export function cliContext(): CliContext {
+  return {
+    io: stdio(),
+    async loadConfig(path, overrides) {
+      const found = await findConfigFile(path);
+      return await loadConfig(found?.path, overrides);
+    },
+  };
 }
 
 /** Option definitions in `node:util` parseArgs form. */
@@ -151,6 +168,65 @@ export function flagStrings(p: ParsedArgs, name: string): string[] {
 /** A boolean flag. */
 export function flagBool(p: ParsedArgs, name: string): boolean {
   return p.values[name] === true;
+}
+
+/** What a subcommand's body receives once its flags parsed and its config loaded. */
+export interface Invocation {
+  args: ParsedArgs;
+  config: Config;
+  io: CliIo;
+}
+
+/** A subcommand, described by what differs between subcommands. */
+export interface CommandSpec {
+  name: string;
+  /** One line for `repoxy --help`. */
+  summary: string;
+  /** The whole `--help` text. */
+  help: string;
+  /** Flags beyond the common ones. */
+  options?: OptionSpec;
+  /** Bounds on the positional arguments, checked before the config is read. */
+  positionals?: {
+    min?: number;
+    max?: number;
+    /** Said when fewer than `min` are given (e.g. "missing DIR"). */
+    missing?: string;
+  };
+  /** The command itself; returns the exit code. */
+  run(inv: Invocation): Promise<number>;
+}
+
+/**
+ * Makes a subcommand with the prelude every subcommand shares: parse the
+ * flags (`--help` prints the help, bad flags or argument counts exit 2 with
+ * one line), load the config as `serve` does (a config error exits 2), then
+ * run.
+ */
+export function defineCommand(spec: CommandSpec): Command {
+  return {
+    name: spec.name,
+    summary: spec.summary,
+    async run(argv: string[], ctx: CliContext): Promise<number> {
+      const { io } = ctx;
+      const { min = 0, max = Infinity, missing } = spec.positionals ?? {};
+      const args = parseCommandArgs(io, spec.name, argv, spec.options ?? {}, spec.help, max);
+      if (args === "help") return EXIT_OK;
+      if (!args) return EXIT_USAGE;
+      if (args.positionals.length < min) {
+        return usageError(io, spec.name, missing ?? "missing arguments");
+      }
+      const config = await loadCommandConfig(ctx, spec.name, args);
+      if (!config) return EXIT_USAGE;
+      return await spec.run({ args, config, io });
+    },
+  };
+}
+
+/** Prints a usage problem and the pointer to `--help`; returns the usage exit code. */
+export function usageError(io: CliIo, command: string, message: string): number {
+  io.err(`repoxy ${command}: ${message}\nRun "repoxy ${command} --help" for usage.`);
+  return EXIT_USAGE;
 }
 
 /**

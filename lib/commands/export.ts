@@ -18,15 +18,13 @@ import { copyHashed } from "../integrity/hashing.ts";
 import { providerDir } from "../protocol/packed_layout.ts";
 
 import {
-  type CliContext,
   type Command,
   COMMON_HELP,
+  defineCommand,
   EXIT_FAILED,
   EXIT_OK,
   EXIT_USAGE,
   flagStrings,
-  loadCommandConfig,
-  parseCommandArgs,
   Progress,
 } from "./cli.ts";
 import { dirname, join, resolve } from "../deps/path.ts";
@@ -222,23 +220,14 @@ mismatch is left out and reported. Exit codes: 0 ok, 1 something was left out,
 2 bad arguments or config.`;
 
 /** `repoxy export`. */
-export const exportCommand: Command = {
+export const exportCommand: Command = defineCommand({
   name: "export",
   summary: "write cached providers as a filesystem/network mirror directory",
-  async run(args: string[], ctx: CliContext): Promise<number> {
-    const { io } = ctx;
-    const parsed = parseCommandArgs(io, "export", args, {
-      platform: { type: "string", short: "p", multiple: true },
-    }, HELP);
-    if (parsed === "help") return EXIT_OK;
-    if (!parsed) return EXIT_USAGE;
-    const [outArg, ...providerArgs] = parsed.positionals;
-    if (outArg === undefined) {
-      io.err(`repoxy export: missing DIR\nRun "repoxy export --help" for usage.`);
-      return EXIT_USAGE;
-    }
-    const config = await loadCommandConfig(ctx, "export", parsed);
-    if (!config) return EXIT_USAGE;
+  help: HELP,
+  options: { platform: { type: "string", short: "p", multiple: true } },
+  positionals: { min: 1, missing: "missing DIR" },
+  async run({ args: parsed, config, io }) {
+    const [outArg, ...providerArgs] = parsed.positionals as [string, ...string[]];
     const outDir = resolve(outArg);
     const progress = new Progress(io);
     let report: ExportReport;
@@ -268,4 +257,4 @@ export const exportCommand: Command = {
     );
     return report.problems.length > 0 ? EXIT_FAILED : EXIT_OK;
   },
-};
+});

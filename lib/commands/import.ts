@@ -16,15 +16,13 @@
  */
 import { copyHashed } from "../integrity/hashing.ts";
 import {
-  type CliContext,
   type Command,
   COMMON_HELP,
+  defineCommand,
   EXIT_FAILED,
   EXIT_OK,
   EXIT_USAGE,
   flagBool,
-  loadCommandConfig,
-  parseCommandArgs,
   Progress,
 } from "./cli.ts";
 import type { Config } from "../config/config.ts";
@@ -311,20 +309,13 @@ imported or present, 1 something was refused (each is named), 2 bad arguments
 or config.`;
 
 /** `repoxy import`. */
-export const importCommand: Command = {
+export const importCommand: Command = defineCommand({
   name: "import",
   summary: "ingest a mirror directory (repoxy export, terraform providers mirror)",
-  async run(args: string[], ctx: CliContext): Promise<number> {
-    const { io } = ctx;
-    const parsed = parseCommandArgs(io, "import", args, {
-      "trust-unlisted": { type: "boolean" },
-    }, HELP);
-    if (parsed === "help") return EXIT_OK;
-    if (!parsed) return EXIT_USAGE;
-    if (parsed.positionals.length !== 1) {
-      io.err(`repoxy import: expected exactly one DIR\nRun "repoxy import --help" for usage.`);
-      return EXIT_USAGE;
-    }
+  help: HELP,
+  options: { "trust-unlisted": { type: "boolean" } },
+  positionals: { min: 1, max: 1, missing: "expected exactly one DIR" },
+  async run({ args: parsed, config, io }) {
     const srcDir = resolve(parsed.positionals[0]!);
     try {
       if (!(await Deno.stat(srcDir)).isDirectory) throw new Error("not a directory");
@@ -332,8 +323,6 @@ export const importCommand: Command = {
       io.err(`repoxy import: cannot read "${srcDir}": ${(e as Error).message}`);
       return EXIT_USAGE;
     }
-    const config = await loadCommandConfig(ctx, "import", parsed);
-    if (!config) return EXIT_USAGE;
     const progress = new Progress(io);
     const report = await importTree(config, srcDir, {
       trustUnlisted: flagBool(parsed, "trust-unlisted"),
@@ -362,4 +351,4 @@ export const importCommand: Command = {
     );
     return n("refused") > 0 || report.problems.length > 0 ? EXIT_FAILED : EXIT_OK;
   },
-};
+});

@@ -4,16 +4,14 @@
  * @module
  */
 import {
-  type CliContext,
   type Command,
   COMMON_HELP,
+  defineCommand,
   EXIT_FAILED,
   EXIT_OK,
   EXIT_USAGE,
   flagBool,
   flagString,
-  loadCommandConfig,
-  parseCommandArgs,
 } from "./cli.ts";
 import { platformString, providerString } from "../protocol/provider_address.ts";
 import { createLogger } from "../base/log.ts";
@@ -39,26 +37,16 @@ Exit codes: 0 the cache fits, 1 it still does not (busy archives, named),
 2 bad arguments or config.`;
 
 /** `repoxy prune`. */
-export const pruneCommand: Command = {
+export const pruneCommand: Command = defineCommand({
   name: "prune",
   summary: "evict least-recently-used archives down to a size",
-  async run(args: string[], ctx: CliContext): Promise<number> {
-    const { io } = ctx;
-    const parsed = parseCommandArgs(
-      io,
-      "prune",
-      args,
-      {
-        "max-size": { type: "string" },
-        "dry-run": { type: "boolean" },
-      },
-      HELP,
-      0,
-    );
-    if (parsed === "help") return EXIT_OK;
-    if (!parsed) return EXIT_USAGE;
-    const config = await loadCommandConfig(ctx, "prune", parsed);
-    if (!config) return EXIT_USAGE;
+  help: HELP,
+  options: {
+    "max-size": { type: "string" },
+    "dry-run": { type: "boolean" },
+  },
+  positionals: { max: 0 },
+  async run({ args: parsed, config, io }) {
     const flag = flagString(parsed, "max-size");
     const maxBytes = flag === undefined ? config.maxCacheSizeBytes : parseSize(flag);
     if (maxBytes === undefined) {
@@ -93,4 +81,4 @@ export const pruneCommand: Command = {
     }
     return EXIT_OK;
   },
-};
+});

@@ -11,15 +11,13 @@
  * @module
  */
 import {
-  type CliContext,
   type Command,
   COMMON_HELP,
+  defineCommand,
   EXIT_FAILED,
   EXIT_OK,
-  EXIT_USAGE,
   flagBool,
-  loadCommandConfig,
-  parseCommandArgs,
+  usageError,
 } from "./cli.ts";
 import type { Config } from "../config/config.ts";
 import { join } from "../deps/path.ts";
@@ -267,20 +265,16 @@ Exit codes: 0 ok, 1 the existing files cannot be used (see --force), 2 bad
 arguments or config.`;
 
 /** `repoxy tls`. */
-export const tlsCommand: Command = {
+export const tlsCommand: Command = defineCommand({
   name: "tls",
   summary: "tls init: make a local CA and localhost certificate for HTTPS",
-  async run(args: string[], ctx: CliContext): Promise<number> {
-    const { io } = ctx;
-    const parsed = parseCommandArgs(io, "tls", args, { force: { type: "boolean" } }, HELP);
-    if (parsed === "help") return EXIT_OK;
-    if (!parsed) return EXIT_USAGE;
-    if (parsed.positionals.length !== 1 || parsed.positionals[0] !== "init") {
-      io.err(`repoxy tls: expected "repoxy tls init"\nRun "repoxy tls --help" for usage.`);
-      return EXIT_USAGE;
+  help: HELP,
+  options: { force: { type: "boolean" } },
+  positionals: { min: 1, max: 1, missing: 'expected "repoxy tls init"' },
+  async run({ args: parsed, config, io }) {
+    if (parsed.positionals[0] !== "init") {
+      return usageError(io, "tls", 'expected "repoxy tls init"');
     }
-    const config = await loadCommandConfig(ctx, "tls", parsed);
-    if (!config) return EXIT_USAGE;
     try {
       const t = await tlsInit(config.cacheDir, { force: flagBool(parsed, "force") });
       io.out(tlsInstructions(t, config));
@@ -293,4 +287,4 @@ export const tlsCommand: Command = {
       throw e;
     }
   },
-};
+});

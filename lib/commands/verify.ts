@@ -10,17 +10,7 @@ import { createLogger, type Logger } from "../base/log.ts";
 import { openCacheDir } from "../cache/cache_dir.ts";
 import { type CachedFile, scanPackages } from "../cache/scan.ts";
 import { packedArchivePath } from "../protocol/packed_layout.ts";
-import {
-  type CliContext,
-  type Command,
-  COMMON_HELP,
-  EXIT_FAILED,
-  EXIT_OK,
-  EXIT_USAGE,
-  loadCommandConfig,
-  parseCommandArgs,
-  Progress,
-} from "./cli.ts";
+import { type Command, COMMON_HELP, defineCommand, EXIT_FAILED, EXIT_OK, Progress } from "./cli.ts";
 import { sha256File } from "../integrity/hashing.ts";
 import { dirname, join } from "../deps/path.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
@@ -151,16 +141,12 @@ Exit codes: 0 every archive matches, 1 mismatches were found (each is named),
 2 bad arguments or config.`;
 
 /** `repoxy verify`. */
-export const verifyCommand: Command = {
+export const verifyCommand: Command = defineCommand({
   name: "verify",
   summary: "re-hash cached archives and quarantine mismatches",
-  async run(args: string[], ctx: CliContext): Promise<number> {
-    const { io } = ctx;
-    const parsed = parseCommandArgs(io, "verify", args, {}, HELP, 0);
-    if (parsed === "help") return EXIT_OK;
-    if (!parsed) return EXIT_USAGE;
-    const config = await loadCommandConfig(ctx, "verify", parsed);
-    if (!config) return EXIT_USAGE;
+  help: HELP,
+  positionals: { max: 0 },
+  async run({ config, io }) {
     const progress = new Progress(io);
     const report = await verifyCache(config.cacheDir, { progress });
     progress.done();
@@ -180,4 +166,4 @@ export const verifyCommand: Command = {
     );
     return report.mismatches.length > 0 ? EXIT_FAILED : EXIT_OK;
   },
-};
+});

@@ -10,19 +10,17 @@
  */
 import type { App } from "../app.ts";
 import {
-  type CliContext,
   type Command,
   commandLogger,
   COMMON_HELP,
   createCommandApp,
+  defineCommand,
   EXIT_FAILED,
   EXIT_OK,
   EXIT_USAGE,
   flagString,
   flagStrings,
-  loadCommandConfig,
   mapPool,
-  parseCommandArgs,
   Progress,
 } from "./cli.ts";
 import { createHash } from "../deps/crypto.ts";
@@ -318,19 +316,15 @@ async function collectTargets(
 }
 
 /** `repoxy warm`. */
-export const warmCommand: Command = {
+export const warmCommand: Command = defineCommand({
   name: "warm",
   summary: "pre-fetch providers named by lock files or addresses",
-  async run(args: string[], ctx: CliContext): Promise<number> {
-    const { io } = ctx;
-    const parsed = parseCommandArgs(io, "warm", args, {
-      platform: { type: "string", short: "p", multiple: true },
-      concurrency: { type: "string", short: "j" },
-    }, HELP);
-    if (parsed === "help") return EXIT_OK;
-    if (!parsed) return EXIT_USAGE;
-    const config = await loadCommandConfig(ctx, "warm", parsed);
-    if (!config) return EXIT_USAGE;
+  help: HELP,
+  options: {
+    platform: { type: "string", short: "p", multiple: true },
+    concurrency: { type: "string", short: "j" },
+  },
+  async run({ args: parsed, config, io }) {
     if (config.offline) {
       io.err("repoxy warm: the config sets offline, but warming fetches from the upstreams");
       return EXIT_USAGE;
@@ -392,4 +386,4 @@ export const warmCommand: Command = {
     );
     return failed > 0 ? EXIT_FAILED : EXIT_OK;
   },
-};
+});
