@@ -7,7 +7,7 @@ import { type App, type AppDeps, createApp } from "../lib/app.ts";
 import { buildConfig, type Config } from "../lib/config/config.ts";
 import { createHash } from "../lib/deps/crypto.ts";
 import { memoryLogger } from "../lib/base/log.ts";
-import type { FakeRegistry } from "./fake_registry.ts";
+import { type FakeRegistry, type FakeRegistryOptions, startFakeRegistry } from "./fake_registry.ts";
 
 /** Makes a temp dir; the returned object removes it on dispose. */
 export async function tempDir(
@@ -65,6 +65,48 @@ export async function makeTestApp(
       await app.close();
     },
   };
+}
+
+/** A fake registry, a temp cache dir and an app on both: the usual test setup. */
+export interface MirrorFixture extends TestApp {
+  fake: FakeRegistry;
+  dir: { path: string };
+}
+
+/**
+ * Starts a fake registry publishing `providers`, makes a temp dir and an app
+ * whose `registry.terraform.io` is the fake. Disposing it closes the app,
+ * stops the registry and removes the dir, in that order.
+ *
+ * @param opts.registry more fake registry options (intercepts, overrides)
+ * @param opts.config merged over the generated config document
+ * @param opts.deps injected app dependencies
+ */
+export async function mirrorFixture(opts: {
+  providers: FakeRegistryOptions["providers"];
+  registry?: Omit<FakeRegistryOptions, "providers">;
+  config?: Record<string, unknown>;
+  deps?: AppDeps;
+}): Promise<MirrorFixture> {
+  const fake = await startFakeRegistry({ providers: opts.providers, ...opts.registry });
+  const dir = await tempDir();
+  try {
+    const t = await makeTestApp(fake, dir.path, opts.config, opts.deps);
+    return {
+      ...t,
+      fake,
+      dir,
+      async [Symbol.asyncDispose]() {
+        await t[Symbol.asyncDispose]();
+        await fake.stop();
+        await dir[Symbol.asyncDispose]();
+      },
+    };
+  } catch (e) {
+    await fake.stop();
+    await dir[Symbol.asyncDispose]();
+    throw e;
+  }
 }
 
 /** Reads a body fully as bytes. */

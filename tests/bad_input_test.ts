@@ -6,8 +6,7 @@ import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join, resolve } from "../lib/deps/path.ts";
 import { refKeys } from "../lib/cache/refs_store.ts";
 import { parseRoute } from "../lib/protocol/paths.ts";
-import { startFakeRegistry } from "./fake_registry.ts";
-import { makeTestApp, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
+import { makeTestApp, mirrorFixture, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 
 const H = "registry.terraform.io";
 
@@ -81,9 +80,8 @@ function generatePath(r: () => number): string {
 }
 
 Deno.test("thousands of generated paths: never a 5xx, always JSON, nothing outside the cache", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake, dir } = t;
   const cacheRoot = resolve(dir.path);
   const r = rng(20261124);
   const statuses = new Map<number, number>();

@@ -4,13 +4,14 @@
  */
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
-import { type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
+import type { FakeRegistry } from "./fake_registry.ts";
 import {
   bytesOf,
   exists,
   jsonOf,
   listDir,
   makeTestApp,
+  mirrorFixture,
   sha256Hex,
   tempDir,
   TWO_PROVIDERS,
@@ -53,9 +54,8 @@ Deno.test("N concurrent requests for one uncached archive cause one upstream dow
 });
 
 Deno.test("concurrent metadata misses share one upstream request", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake } = t;
   const answers = await Promise.all(
     Array.from({ length: 20 }, () => t.get(`/${H}/example/alpha/1.0.0.json`).then(jsonOf)),
   );
@@ -108,9 +108,8 @@ Deno.test("a lone client that disconnects: the download still completes into the
 });
 
 Deno.test("an unwritable cache: the client still gets verified bytes, nothing is cached", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake, dir } = t;
   // Running as root ignores permission bits, so break the temp dir another way:
   // a file where the directory should be makes every create fail.
   await Deno.remove(join(dir.path, "tmp"), { recursive: true });

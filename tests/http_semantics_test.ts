@@ -4,13 +4,13 @@
  * consistent with the cache). Handler-level, with the fake registry upstream.
  */
 import { assert, assertEquals, assertNotEquals } from "../lib/deps/assert.ts";
-import { startFakeRegistry } from "./fake_registry.ts";
-import { bytesOf, jsonOf, makeTestApp, tempDir, type TestApp, TWO_PROVIDERS } from "./_helpers.ts";
+import type { FakeRegistry } from "./fake_registry.ts";
+import { bytesOf, jsonOf, mirrorFixture, type TestApp, TWO_PROVIDERS } from "./_helpers.ts";
 
 const H = "registry.terraform.io";
 
 /** Caches one archive through the app and returns its path and bytes. */
-async function cachedArchive(t: TestApp, fake: Awaited<ReturnType<typeof startFakeRegistry>>) {
+async function cachedArchive(t: TestApp, fake: FakeRegistry) {
   const fa = fake.archive("alpha", "1.1.0", "linux_amd64");
   const path = `/${H}/example/alpha/${fa.filename}`;
   const miss = await t.get(path);
@@ -21,9 +21,8 @@ async function cachedArchive(t: TestApp, fake: Awaited<ReturnType<typeof startFa
 }
 
 Deno.test("a cached archive answers ranges, If-Range, 304 and HEAD", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake } = t;
   const { path, fa } = await cachedArchive(t, fake);
   const size = fa.bytes.length;
   const etag = `"${fa.sha256}"`;
@@ -97,9 +96,7 @@ Deno.test("a cached archive answers ranges, If-Range, 304 and HEAD", async () =>
 });
 
 Deno.test("metadata JSON carries an ETag and answers If-None-Match with 304", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
   for (
     const path of [
       `/${H}/example/alpha/index.json`,
@@ -134,9 +131,8 @@ Deno.test("metadata JSON carries an ETag and answers If-None-Match with 304", as
 });
 
 Deno.test("kept metadata answers change as soon as the cache does (new h1:, new ETag)", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake } = t;
   const vpath = `/${H}/example/alpha/1.1.0.json`;
   const before = await t.get(vpath);
   const etagBefore = before.headers.get("etag")!;
@@ -160,10 +156,9 @@ Deno.test("kept metadata answers change as soon as the cache does (new h1:, new 
 });
 
 Deno.test("kept index.json answers expire with the version list", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
   let now = 5_000_000;
-  await using t = await makeTestApp(fake, dir.path, {}, { now: () => now });
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS, deps: { now: () => now } });
+  const { fake } = t;
   const path = `/${H}/example/beta/index.json`;
   await bytesOf(await t.get(path));
   await bytesOf(await t.get(path));

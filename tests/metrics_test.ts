@@ -8,7 +8,14 @@ import { isUpstreamFailure } from "../lib/ops/telemetry.ts";
 import { VERSION } from "../lib/base/version.ts";
 import { parseExposition } from "./_prom.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
-import { bytesOf, makeTestApp, tempDir, type TestApp, TWO_PROVIDERS } from "./_helpers.ts";
+import {
+  bytesOf,
+  makeTestApp,
+  mirrorFixture,
+  tempDir,
+  type TestApp,
+  TWO_PROVIDERS,
+} from "./_helpers.ts";
 
 const H = "registry.terraform.io";
 
@@ -77,9 +84,8 @@ Deno.test("parseExposition rejects what a scraper would reject", () => {
 });
 
 Deno.test("/-/metrics counts requests, cache results, bytes and upstream calls exactly", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake } = t;
   const fa = fake.archive("alpha", "1.1.0", "linux_amd64");
 
   const indexBytes = [

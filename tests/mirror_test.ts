@@ -12,6 +12,7 @@ import {
   jsonOf,
   listDir,
   makeTestApp,
+  mirrorFixture,
   sha256Hex,
   tempDir,
   TWO_PROVIDERS,
@@ -20,10 +21,9 @@ import {
 const H = "registry.terraform.io";
 
 Deno.test("index.json lists every upstream version and caches the list within the TTL", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
   let now = 1_000_000;
-  await using t = await makeTestApp(fake, dir.path, {}, { now: () => now });
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS, deps: { now: () => now } });
+  const { fake, dir } = t;
 
   const res = await t.get(`/${H}/example/alpha/index.json`);
   assertEquals(res.status, 200);
@@ -61,9 +61,8 @@ Deno.test("index.json lists every upstream version and caches the list within th
 });
 
 Deno.test("{version}.json lists every platform with relative urls and zh: hashes from the upstream", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake } = t;
 
   const res = await t.get(`/${H}/example/beta/2.3.4.json`);
   assertEquals(res.status, 200);
@@ -88,9 +87,8 @@ Deno.test("{version}.json lists every platform with relative urls and zh: hashes
 });
 
 Deno.test("archive miss streams upstream bytes, stores them in the mirror layout, then hits", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake, dir } = t;
   const fa = fake.archive("alpha", "1.1.0", "linux_amd64");
 
   const res = await t.get(`/${H}/example/alpha/${fa.filename}`);
@@ -139,20 +137,22 @@ Deno.test("archive miss streams upstream bytes, stores them in the mirror layout
 });
 
 Deno.test("an archive whose sha256 does not match the upstream shasum is never cached", async () => {
-  await using fake = await startFakeRegistry({
+  await using t = await mirrorFixture({
     providers: TWO_PROVIDERS,
-    // The release host serves different bytes than SHA256SUMS and the download document promise.
-    intercept: (req, server) => {
-      if (
-        server === "release" && new URL(req.url).pathname.startsWith("/files/") &&
-        req.url.endsWith(".zip")
-      ) {
-        return new Response(new Uint8Array(500).fill(7), { headers: { "content-length": "500" } });
-      }
+    registry: { // The release host serves different bytes than SHA256SUMS and the download document promise.
+      intercept: (req, server) => {
+        if (
+          server === "release" && new URL(req.url).pathname.startsWith("/files/") &&
+          req.url.endsWith(".zip")
+        ) {
+          return new Response(new Uint8Array(500).fill(7), {
+            headers: { "content-length": "500" },
+          });
+        }
+      },
     },
   });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  const { fake, dir } = t;
   const fa = fake.archive("alpha", "1.0.0", "linux_amd64");
 
   const res = await t.get(`/${H}/example/alpha/${fa.filename}`);
@@ -177,9 +177,8 @@ Deno.test("an archive whose sha256 does not match the upstream shasum is never c
 });
 
 Deno.test("unknown registries, providers and versions answer 404 JSON; unknown hosts are never contacted", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake } = t;
 
   for (
     const path of [

@@ -5,14 +5,13 @@
  */
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
-import { bytesOf, jsonOf, makeTestApp, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
+import { bytesOf, jsonOf, makeTestApp, mirrorFixture, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 
 const H = "registry.terraform.io";
 
 Deno.test("registry versions: the upstream answer byte for byte, cached and shared with index.json", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake } = t;
 
   const upstream = await fetch(`${fake.registryUrl}/v1/providers/example/alpha/versions`).then((
     r,
@@ -38,12 +37,11 @@ Deno.test("registry download: only the three URLs change, and they serve the ups
   const packages = (s: { os: string; arch: string }) => ({
     packages: { [`${s.os}_${s.arch}`]: { hashes: ["zh:feed"], package_size: 123 } },
   });
-  await using fake = await startFakeRegistry({
+  await using t = await mirrorFixture({
     providers: TWO_PROVIDERS,
-    extraDownloadFields: packages,
+    registry: { extraDownloadFields: packages },
   });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  const { fake } = t;
 
   const path = `/v1/providers/example/beta/2.3.4/download/darwin/arm64`;
   const upstreamDoc = await fetch(fake.registryUrl + path).then((r) => r.json());
@@ -75,9 +73,8 @@ Deno.test("registry download: only the three URLs change, and they serve the ups
 });
 
 Deno.test("one cache for both protocols: what the mirror fetched, the registry serves without upstream", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake } = t;
   const fa = fake.archive("alpha", "1.0.0", "linux_amd64");
 
   // Network mirror client: index, version document, archive.
@@ -143,9 +140,10 @@ Deno.test("registry routes without a hostname use defaultUpstream", async () => 
 });
 
 Deno.test("publicUrl makes rewritten URLs absolute", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path, { publicUrl: "https://mirror.example.com/" });
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    config: { publicUrl: "https://mirror.example.com/" },
+  });
   const dl = await jsonOf(
     await t.get(`/v1/providers/${H}/example/beta/2.3.4/download/linux/arm64`),
   ) as Record<
@@ -163,9 +161,8 @@ Deno.test("publicUrl makes rewritten URLs absolute", async () => {
 });
 
 Deno.test("a client's own Authorization header is never forwarded upstream", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake } = t;
   const auth = { headers: { authorization: "Bearer client-token-for-registry.terraform.io" } };
   await (await t.get(`/v1/providers/${H}/example/alpha/versions`, auth)).body?.cancel();
   const doc = await jsonOf(
@@ -182,9 +179,8 @@ Deno.test("a client's own Authorization header is never forwarded upstream", asy
 });
 
 Deno.test("modules.v1 is passed through with absolute locations", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake } = t;
   const v = await t.get(`/v1/modules/${H}/hashicorp/consul/aws/versions`);
   assertEquals(v.status, 200);
   assertEquals(await jsonOf(v), {

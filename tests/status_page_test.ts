@@ -12,8 +12,15 @@ import {
   type StatusPageData,
 } from "../lib/ops/status_page.ts";
 import { VERSION } from "../lib/base/version.ts";
-import { startFakeRegistry } from "./fake_registry.ts";
-import { bytesOf, jsonOf, listDir, makeTestApp, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
+import {
+  bytesOf,
+  jsonOf,
+  listDir,
+  makeTestApp,
+  mirrorFixture,
+  tempDir,
+  TWO_PROVIDERS,
+} from "./_helpers.ts";
 
 const H = "registry.terraform.io";
 
@@ -38,9 +45,8 @@ Deno.test("escapeHtml, formatBytes, formatDuration", () => {
 });
 
 Deno.test("the status page lists cached providers, versions, platforms and sizes, hit ratios and the client snippet", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake } = t;
   const a = fake.archive("alpha", "1.1.0", "linux_amd64");
   const b1 = fake.archive("beta", "2.3.4", "darwin_arm64");
   const b2 = fake.archive("beta", "2.3.4", "linux_arm64");

@@ -11,6 +11,7 @@ import {
   jsonOf,
   listDir,
   makeTestApp,
+  mirrorFixture,
   tempDir,
   TWO_PROVIDERS,
 } from "./_helpers.ts";
@@ -20,17 +21,18 @@ const H = "registry.terraform.io";
 
 Deno.test("a hanging upstream gets a 504 within the deadline, naming the upstream", async () => {
   const g = gate();
-  await using fake = await startFakeRegistry({
+  await using t = await mirrorFixture({
     providers: TWO_PROVIDERS,
-    intercept: async (req) => {
-      if (new URL(req.url).pathname.endsWith("/versions")) {
-        await g.wait;
-        return new Response("late", { status: 503 });
-      }
+    registry: {
+      intercept: async (req) => {
+        if (new URL(req.url).pathname.endsWith("/versions")) {
+          await g.wait;
+          return new Response("late", { status: 503 });
+        }
+      },
     },
+    config: { upstreamTimeout: "1s" },
   });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path, { upstreamTimeout: "1s" });
   const started = performance.now();
   const res = await t.get(`/${H}/example/alpha/index.json`);
   const ms = performance.now() - started;
@@ -46,18 +48,19 @@ Deno.test("a hanging upstream gets a 504 within the deadline, naming the upstrea
 Deno.test("a hanging upstream with a stored copy: the stale copy is served quickly", async () => {
   let hang = false;
   const g = gate();
-  await using fake = await startFakeRegistry({
-    providers: TWO_PROVIDERS,
-    intercept: async (req) => {
-      if (hang && new URL(req.url).pathname.endsWith("/versions")) {
-        await g.wait;
-        return new Response("late", { status: 503 });
-      }
-    },
-  });
-  await using dir = await tempDir();
   let now = 0;
-  await using t = await makeTestApp(fake, dir.path, {}, { now: () => now });
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    registry: {
+      intercept: async (req) => {
+        if (hang && new URL(req.url).pathname.endsWith("/versions")) {
+          await g.wait;
+          return new Response("late", { status: 503 });
+        }
+      },
+    },
+    deps: { now: () => now },
+  });
   const fresh = await jsonOf(await t.get(`/${H}/example/alpha/index.json`));
   hang = true;
   now += 20 * 60_000;
@@ -73,16 +76,17 @@ Deno.test("a hanging upstream with a stored copy: the stale copy is served quick
 
 Deno.test("5xx answers are retried a bounded number of times", async () => {
   let failures = 2;
-  await using fake = await startFakeRegistry({
+  await using t = await mirrorFixture({
     providers: TWO_PROVIDERS,
-    intercept: (req) => {
-      if (new URL(req.url).pathname.endsWith("/versions") && failures-- > 0) {
-        return new Response("oops", { status: 500 });
-      }
+    registry: {
+      intercept: (req) => {
+        if (new URL(req.url).pathname.endsWith("/versions") && failures-- > 0) {
+          return new Response("oops", { status: 500 });
+        }
+      },
     },
   });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  const { fake } = t;
   const res = await t.get(`/${H}/example/alpha/index.json`);
   assertEquals(res.status, 200);
   await res.body?.cancel();
@@ -101,22 +105,24 @@ Deno.test("5xx answers are retried a bounded number of times", async () => {
 
 Deno.test("429 with Retry-After is honoured", async () => {
   let limited = 1;
-  await using fake = await startFakeRegistry({
-    providers: TWO_PROVIDERS,
-    intercept: (req) => {
-      if (new URL(req.url).pathname.endsWith("/versions") && limited-- > 0) {
-        return new Response("slow down", { status: 429, headers: { "retry-after": "1" } });
-      }
-    },
-  });
-  await using dir = await tempDir();
   const waits: number[] = [];
-  await using t = await makeTestApp(fake, dir.path, {}, {
-    sleep: (ms) => {
-      waits.push(ms);
-      return Promise.resolve();
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    registry: {
+      intercept: (req) => {
+        if (new URL(req.url).pathname.endsWith("/versions") && limited-- > 0) {
+          return new Response("slow down", { status: 429, headers: { "retry-after": "1" } });
+        }
+      },
+    },
+    deps: {
+      sleep: (ms) => {
+        waits.push(ms);
+        return Promise.resolve();
+      },
     },
   });
+  const { fake } = t;
   const res = await t.get(`/${H}/example/alpha/index.json`);
   assertEquals(res.status, 200);
   await res.body?.cancel();
@@ -125,18 +131,18 @@ Deno.test("429 with Retry-After is honoured", async () => {
 });
 
 Deno.test("malformed JSON and refused connections give a 502 naming the upstream", async () => {
-  await using fake = await startFakeRegistry({
+  await using t = await mirrorFixture({
     providers: TWO_PROVIDERS,
-    intercept: (req) => {
-      if (new URL(req.url).pathname.endsWith("/versions")) {
-        return new Response("<html>maintenance</html>", {
-          headers: { "content-type": "text/html" },
-        });
-      }
+    registry: {
+      intercept: (req) => {
+        if (new URL(req.url).pathname.endsWith("/versions")) {
+          return new Response("<html>maintenance</html>", {
+            headers: { "content-type": "text/html" },
+          });
+        }
+      },
     },
   });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
   const res = await t.get(`/${H}/example/alpha/index.json`);
   assertEquals(res.status, 502);
   assertMatch(
@@ -162,13 +168,12 @@ Deno.test("malformed JSON and refused connections give a 502 naming the upstream
 
 Deno.test("stale metadata is served, marked, when the upstream fails after the TTL", async () => {
   let down = false;
-  await using fake = await startFakeRegistry({
-    providers: TWO_PROVIDERS,
-    intercept: () => down ? new Response("down", { status: 503 }) : undefined,
-  });
-  await using dir = await tempDir();
   let now = 0;
-  await using t = await makeTestApp(fake, dir.path, {}, { now: () => now });
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    registry: { intercept: () => down ? new Response("down", { status: 503 }) : undefined },
+    deps: { now: () => now },
+  });
   const first = await jsonOf(await t.get(`/${H}/example/beta/2.3.4.json`));
   await (await t.get(`/${H}/example/beta/index.json`)).body?.cancel();
   down = true;

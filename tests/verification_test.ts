@@ -11,6 +11,7 @@ import {
   jsonOf,
   listDir,
   makeTestApp,
+  mirrorFixture,
   tempDir,
   TWO_PROVIDERS,
 } from "./_helpers.ts";
@@ -139,15 +140,13 @@ Deno.test("trustedKeys: only the pinned key may sign, whatever the upstream offe
 });
 
 Deno.test("a version listed with no platforms is refused with 502", async () => {
-  await using fake = await startFakeRegistry({
+  await using t = await mirrorFixture({
     providers: [{
       namespace: "example",
       type: "alpha",
       versions: [{ version: "1.0.0", platforms: [] }],
     }],
   });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
   const res = await t.get(`/${H}/example/alpha/1.0.0.json`);
   assertEquals(res.status, 502);
   assertMatch(
@@ -158,17 +157,19 @@ Deno.test("a version listed with no platforms is refused with 502", async () => 
 
 Deno.test("a refused release does not replace the last good metadata", async () => {
   let tamper = false;
-  await using fake = await startFakeRegistry({
-    providers: TWO_PROVIDERS,
-    intercept: (req) => {
-      if (tamper && new URL(req.url).pathname.endsWith("/versions")) {
-        return new Response("{not json");
-      }
-    },
-  });
-  await using dir = await tempDir();
   let now = 0;
-  await using t = await makeTestApp(fake, dir.path, {}, { now: () => now });
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    registry: {
+      intercept: (req) => {
+        if (tamper && new URL(req.url).pathname.endsWith("/versions")) {
+          return new Response("{not json");
+        }
+      },
+    },
+    deps: { now: () => now },
+  });
+  const { dir } = t;
   const good = await jsonOf(await t.get(`/${H}/example/alpha/index.json`));
   tamper = true;
   now += 3_600_000;

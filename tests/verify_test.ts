@@ -11,6 +11,7 @@ import {
   exists,
   listDir,
   makeTestApp,
+  mirrorFixture,
   sha256Hex,
   tempDir,
   TWO_PROVIDERS,
@@ -94,9 +95,8 @@ Deno.test("verify catches a flipped byte, quarantines the file, and the next req
 });
 
 Deno.test("verify compares the recorded h1 and leaves access times (LRU order) alone", async () => {
-  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const { fake, dir } = t;
   const a = fake.archive("alpha", "1.0.0", "darwin_arm64");
   const b = fake.archive("alpha", "1.0.0", "linux_amd64");
   for (const x of [a, b]) await bytesOf(await t.get(`/${H}/example/alpha/${x.filename}`));

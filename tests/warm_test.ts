@@ -9,7 +9,15 @@ import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { captureIo, runCli, testContext, writeConfig } from "./_cli.ts";
-import { bytesOf, jsonOf, makeTestApp, sha256Hex, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
+import {
+  bytesOf,
+  jsonOf,
+  makeTestApp,
+  mirrorFixture,
+  sha256Hex,
+  tempDir,
+  TWO_PROVIDERS,
+} from "./_helpers.ts";
 
 const H = "registry.terraform.io";
 
@@ -196,20 +204,20 @@ async function assertMissing(path: string) {
 Deno.test("warm keeps at most --concurrency archive downloads in flight and draws a progress bar on a terminal", async () => {
   let inFlight = 0;
   let peak = 0;
-  await using fake = await startFakeRegistry({
+  await using t = await mirrorFixture({
     providers: TWO_PROVIDERS,
-    redirectDownloads: false,
-    intercept: async (req, server) => {
-      if (server !== "release" || !req.url.endsWith(".zip")) return undefined;
-      inFlight++;
-      peak = Math.max(peak, inFlight);
-      await new Promise((r) => setTimeout(r, 40));
-      inFlight--;
-      return undefined; // then the normal answer
+    registry: {
+      redirectDownloads: false,
+      intercept: async (req, server) => {
+        if (server !== "release" || !req.url.endsWith(".zip")) return undefined;
+        inFlight++;
+        peak = Math.max(peak, inFlight);
+        await new Promise((r) => setTimeout(r, 40));
+        inFlight--;
+        return undefined; // then the normal answer
+      },
     },
   });
-  await using dir = await tempDir();
-  await using t = await makeTestApp(fake, dir.path);
   const io = captureIo(true);
   const targets: WarmTarget[] = [
     {
