@@ -42,7 +42,7 @@ export const BAKED_ENV = ["HOME", "XDG_CACHE_HOME", "LOCALAPPDATA", "REPOXY_*"];
  * systemd unit narrows the filesystem instead (ProtectSystem=strict plus its
  * State/Cache/Configuration directories). No run or sys permission: Repoxy
  * starts no processes. `ffi` is granted for one call only — setsockopt
- * TCP_NODELAY on the listening socket through libc (lib/tcp_nodelay.ts);
+ * TCP_NODELAY on the listening socket through libc (lib/http/tcp_nodelay.ts);
  * without it every HTTPS response stalls ~40 ms on delayed ACKs.
  */
 export function permissionFlags(): string[] {

@@ -12,7 +12,8 @@ import { assert, assertEquals, assertMatch, assertRejects } from "../lib/deps/as
 import { join } from "../lib/deps/path.ts";
 import { hashZipH1 } from "../lib/integrity/dirhash.ts";
 import { memoryLogger } from "../lib/base/log.ts";
-import { currentPlatform, platformString } from "../lib/protocol/provider_address.ts";
+import { currentPlatform } from "../lib/protocol/provider_address.ts";
+import { platformString } from "../lib/protocol/names.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { runCli, writeConfig } from "./_cli.ts";
 import { jsonOf, listDir, makeTestApp, sha256Hex, tempDir, TWO_PROVIDERS } from "./_helpers.ts";

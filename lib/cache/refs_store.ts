@@ -46,7 +46,7 @@ export class RefsStore {
   readonly #memory = new Map<string, RefEntry | null>();
   /**
    * Bumped by every write or forget, so answers derived from entries (see
-   * response_cache.ts) can tell in O(1) that something they read may be stale.
+   * http/response_cache.ts) can tell in O(1) that something they read may be stale.
    */
   generation = 0;
 

@@ -30,13 +30,11 @@ import {
 import { dirname, join, resolve } from "../deps/path.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
 import { mirrorIndexJson, mirrorVersionJson } from "../protocol/mirror_json.ts";
-import type { PlatformRef } from "../protocol/names.ts";
+import { type PlatformRef, platformString, providerString } from "../protocol/names.ts";
 import {
   ArgumentError,
   parsePlatform,
   parseProviderAddress,
-  platformString,
-  providerString,
   type ProviderTarget,
 } from "../protocol/provider_address.ts";
 import { formatSize } from "../base/size.ts";

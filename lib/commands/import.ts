@@ -40,7 +40,7 @@ import {
 import type { ArchiveMeta } from "../cache/archive_meta.ts";
 import { createLogger, type Logger } from "../base/log.ts";
 import { type CacheDir, openCacheDir } from "../cache/cache_dir.ts";
-import { platformString, providerString } from "../protocol/provider_address.ts";
+import { platformString, providerString } from "../protocol/names.ts";
 import { formatSize } from "../base/size.ts";
 
 /** Outcome for one zip of the source tree. */

@@ -1,6 +1,6 @@
 /**
  * `repoxy prune`: evicts least-recently-used archives until the cache fits a
- * size (see quota.ts for how recency and "being served" are tracked).
+ * size (see cache/quota.ts for how recency and "being served" are tracked).
  * @module
  */
 import {
@@ -13,7 +13,7 @@ import {
   flagBool,
   flagString,
 } from "./cli.ts";
-import { platformString, providerString } from "../protocol/provider_address.ts";
+import { platformString, providerString } from "../protocol/names.ts";
 import { createLogger } from "../base/log.ts";
 import { openCacheDir } from "../cache/cache_dir.ts";
 import { pruneCache } from "../cache/quota.ts";

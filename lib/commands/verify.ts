@@ -15,7 +15,7 @@ import { sha256File } from "../integrity/hashing.ts";
 import { dirname, join } from "../deps/path.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
 import type { ArchiveMeta } from "../cache/archive_meta.ts";
-import { platformString, providerString } from "../protocol/provider_address.ts";
+import { platformString, providerString } from "../protocol/names.ts";
 import { formatSize } from "../base/size.ts";
 
 /** A cached archive and its file on the local disk. */

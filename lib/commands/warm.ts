@@ -26,14 +26,18 @@ import {
 import { createHash } from "../deps/crypto.ts";
 import { join } from "../deps/path.ts";
 import { LockFileError, readLockFile } from "../protocol/lockfile.ts";
-import { compareVersions, type PlatformRef, type ProviderRef } from "../protocol/names.ts";
+import {
+  compareVersions,
+  type PlatformRef,
+  platformString,
+  type ProviderRef,
+  providerString,
+} from "../protocol/names.ts";
 import {
   ArgumentError,
   currentPlatform,
   parsePlatform,
   parseProviderAddress,
-  platformString,
-  providerString,
 } from "../protocol/provider_address.ts";
 import { formatSize } from "../base/size.ts";
 

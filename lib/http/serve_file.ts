@@ -9,7 +9,7 @@
  * measured at 0.6× nginx for one client (bench/RESULTS.md); 512 KiB reads are
  * on par. When the consumer is Deno's own socket writer each chunk's buffer is
  * released as soon as the writer has taken it (see {@link markSocketRequest}
- * and buffers.ts).
+ * and base/buffers.ts).
  * @module
  */
 import { releaseChunk } from "../base/buffers.ts";

@@ -13,8 +13,6 @@ import {
   type ProviderRef,
 } from "./names.ts";
 
-export { platformString, providerString } from "./names.ts";
-
 /** A provider, and the version asked for (undefined: the newest release). */
 export interface ProviderTarget {
   provider: ProviderRef;

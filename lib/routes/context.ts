@@ -21,7 +21,7 @@ import type { ProviderSource } from "../sources/source.ts";
 export interface RequestContext extends RequestInfo {
   route: Route["kind"] | "none";
   cache: CacheStatus | undefined;
-  /** Refs generation when the request began (see response_cache.ts). */
+  /** Refs generation when the request began (see http/response_cache.ts). */
   generation: number;
 }
 

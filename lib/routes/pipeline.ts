@@ -90,7 +90,7 @@ export function keptAnswer(req: Request, ctx: RequestContext, s: Services): Resp
  * its access log line, unless the body does so itself when it ends (streamed
  * archives: bytes sent, client aborts). No wrapper stream is put around
  * bodies here: it would cost a stream hop per chunk, and archive bodies must
- * reach Deno.serve unwrapped (see markSocketRequest in serve_file.ts).
+ * reach Deno.serve unwrapped (see markSocketRequest in http/serve_file.ts).
  */
 export function observe(s: Pick<Services, "telemetry">): Middleware<RequestContext> {
   return (next) => async (req, ctx) => {
