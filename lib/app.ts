@@ -19,7 +19,7 @@ import { CacheInventory } from "./cache/inventory.ts";
 import type { PackageStore } from "./cache/package_store.ts";
 import { QuotaKeeper } from "./cache/quota.ts";
 import type { Config } from "./config/config.ts";
-import { compose } from "./http/pipeline.ts";
+import { compose } from "./http/middleware.ts";
 import { ResponseCache } from "./http/response_cache.ts";
 import { type RunningServer, startServer } from "./http/server.ts";
 import { Telemetry } from "./ops/telemetry.ts";
@@ -121,23 +121,19 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const removed = await resetDir(tmpDir);
   if (removed > 0) log.warn("removed leftover temp files from an earlier run", { count: removed });
 
-  // Every stored archive goes into the inventory and, with a quota, may evict others.
-  let quota: QuotaKeeper | undefined;
-  const cache = await openCacheDir(config.cacheDir, log, {
-    tmpDir,
-    now,
-    onStored: (p, v, pl, size, key) => {
-      inventory.add(p, v, pl, size);
-      quota?.afterStore(key);
-    },
-  });
-  if (config.maxCacheSizeBytes !== undefined) {
-    quota = new QuotaKeeper(cache, config.maxCacheSizeBytes, log);
-  }
-  // Walked once here; afterwards the store's hook keeps it current.
+  const cache = await openCacheDir(config.cacheDir, log, { tmpDir });
+  const { refs, packages } = cache;
+  // Walked once here; afterwards every stored archive is added as it comes,
+  // and with a quota may evict others.
   const inventory = new CacheInventory(cache.storage);
   await inventory.scan();
-  const { refs, packages } = cache;
+  const quota = config.maxCacheSizeBytes === undefined
+    ? undefined
+    : new QuotaKeeper(cache, config.maxCacheSizeBytes, log);
+  packages.onStored((p, v, pl, size, key) => {
+    inventory.add(p, v, pl, size);
+    quota?.afterStore(key);
+  });
   const downloads = new Downloads(packages, log, {
     ...(deps.downloadIdleTimeoutMs ? { idleTimeoutMs: deps.downloadIdleTimeoutMs } : {}),
     now,
@@ -164,7 +160,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const metadata = new Metadata(config, refs, clients, log, now);
   // The one place offline mode is decided.
   const source: ProviderSource = config.offline
-    ? new CacheSource(cache, now)
+    ? new CacheSource(cache)
     : new UpstreamSource({ config, metadata, packages, downloads, log, shutdown: shutdown.signal });
 
   const services: Services = {
@@ -190,6 +186,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const settle = async () => {
     await metadata.settle();
     await downloads.settle();
+    await packages.settle();
     await quota?.idle();
   };
   return {

@@ -7,7 +7,7 @@
 import type { Logger } from "../base/log.ts";
 import { join } from "../deps/path.ts";
 import { DiskStorage } from "./disk_storage.ts";
-import { PackageStore, type PackageStoreOptions } from "./package_store.ts";
+import { PackageStore } from "./package_store.ts";
 import { RefsStore } from "./refs_store.ts";
 
 /** The stores of one cache directory. */
@@ -23,22 +23,26 @@ export function defaultTmpDir(cacheDir: string): string {
 }
 
 /**
- * Opens the stores of a cache directory, creating `refs/`, `packages/` and
- * the temp dir when missing.
+ * Opens the stores of a cache directory.
  *
- * @param tmpDir where this process writes temp files (default `<cacheDir>/tmp`)
+ * @param opts.tmpDir where this process writes temp files (default `<cacheDir>/tmp`)
+ * @param opts.create create `refs/`, `packages/` and the temp dir when
+ *   missing (default true; commands that only read pass false, so a mistyped
+ *   path is not turned into an empty cache)
  */
 export async function openCacheDir(
   cacheDir: string,
   log: Logger,
-  opts: PackageStoreOptions & { tmpDir?: string } = {},
+  opts: { tmpDir?: string; create?: boolean } = {},
 ): Promise<CacheDir> {
   const tmpDir = opts.tmpDir ?? defaultTmpDir(cacheDir);
-  await Deno.mkdir(join(cacheDir, "refs"), { recursive: true });
-  await Deno.mkdir(join(cacheDir, "packages"), { recursive: true });
-  await Deno.mkdir(tmpDir, { recursive: true });
+  if (opts.create ?? true) {
+    await Deno.mkdir(join(cacheDir, "refs"), { recursive: true });
+    await Deno.mkdir(join(cacheDir, "packages"), { recursive: true });
+    await Deno.mkdir(tmpDir, { recursive: true });
+  }
   const storage = new DiskStorage(cacheDir, tmpDir);
   const refs = new RefsStore(storage);
-  const packages = new PackageStore(storage, refs, log, opts);
+  const packages = new PackageStore(storage, refs, log);
   return { storage, refs, packages };
 }

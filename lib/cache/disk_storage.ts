@@ -4,8 +4,8 @@
  * commit is one atomic rename), fsynced before they become visible.
  *
  * Also what only a local disk has, which the quota and the maintenance
- * commands use directly: file paths, advisory locks and access times (see
- * quota.ts for how "being served" and LRU recency are tracked).
+ * commands use directly: file paths, advisory locks and access times
+ * (quota.ts explains how "being served" and LRU recency are tracked).
  * @module
  */
 import { join } from "../deps/path.ts";
@@ -37,13 +37,16 @@ const BAD_KEY = /(^|\/)\.{0,2}(\/|$)|[\\\x00]/;
 
 /** Storage in a directory on the local disk. */
 export class DiskStorage implements Storage {
-  readonly kind = "disk";
-
   /**
    * @param root the cache directory
    * @param tmpDir where temp files go (same filesystem as `root`)
    */
   constructor(readonly root: string, readonly tmpDir: string) {}
+
+  /** The file path of a key. */
+  locate(key: string): string {
+    return this.pathOf(key);
+  }
 
   /** The file path of a key. */
   pathOf(key: string): string {

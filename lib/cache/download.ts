@@ -13,6 +13,7 @@
 import { releaseChunk } from "../base/buffers.ts";
 import type { Logger } from "../base/log.ts";
 import { createHash } from "../deps/crypto.ts";
+import { dirname } from "../deps/path.ts";
 import { UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
 import { checkArchiveHash, IntegrityError } from "../integrity/checks.ts";
 import {
@@ -245,7 +246,9 @@ export class Downloads {
         file = await Deno.open(d.tmpPath, { write: true, createNew: true });
       } catch (e) {
         await res.body?.cancel();
-        throw new DiskError(`cannot create a temp file for ${d.key}: ${(e as Error).message}`);
+        throw new DiskError(
+          `cannot create a temp file in ${dirname(d.tmpPath)}: ${(e as Error).message}`,
+        );
       }
       d.markReady(expected);
       const hash = createHash("sha256");
@@ -300,7 +303,11 @@ export class Downloads {
         url: url.href,
       };
       await this.packages.commit(p, version, pl, d.tmpPath, meta);
-      this.log.info("archive cached", { key: d.key, bytes: d.written, ms: Date.now() - started });
+      this.log.info("archive cached", {
+        path: this.packages.storage.locate(d.key),
+        bytes: d.written,
+        ms: Date.now() - started,
+      });
       // h1 needs the whole zip; compute it now that it is in place.
       this.packages.ensureH1(p, version, pl).catch(() => {});
       return meta;
@@ -312,7 +319,7 @@ export class Downloads {
       // Said here too: the clients may all have left, and the access log
       // only knows about the ones still attached.
       this.log.warn("archive download failed; nothing cached", {
-        key: d.key,
+        path: this.packages.storage.locate(d.key),
         written: d.written,
         error: (e as Error).message,
       });
@@ -325,6 +332,5 @@ export class Downloads {
   /** Waits for all in-flight downloads (used at shutdown and in tests). */
   async settle(): Promise<void> {
     await Promise.allSettled([...this.#downloads.values()].map((d) => d.done));
-    await this.packages.settle();
   }
 }

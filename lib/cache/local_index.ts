@@ -1,15 +1,16 @@
 /**
  * What the cache itself can vouch for, without any upstream metadata: the
- * versions and platforms of a provider whose archives are stored with a meta
- * record. An offline mirror answers `index.json` and `{version}.json` from this
- * for providers that arrived by `repoxy import` (which brings no registry
- * documents) and for versions newer than the last cached upstream list.
+ * versions and platforms of a provider whose archives are stored with a
+ * record. The offline source answers every listing from this (`index.json`,
+ * `{version}.json`, and the filtered registry `versions`), so providers that
+ * arrived by `repoxy import` (which brings no registry documents) are served
+ * too.
  *
  * Reads the disk every time, so archives imported by another process while the
  * server runs show up at once.
  * @module
  */
-import { compareVersions, type PlatformRef, type ProviderRef } from "../protocol/names.ts";
+import type { PlatformRef, ProviderRef } from "../protocol/names.ts";
 import type { ArchiveMeta } from "./archive_meta.ts";
 import type { CacheDir } from "./cache_dir.ts";
 import { scanProvider } from "./scan.ts";
@@ -45,23 +46,4 @@ export async function cachedArchivesByVersion(
     out.set(version, list);
   }
   return out;
-}
-
-/** Versions of a provider with at least one stored archive, newest first. */
-export async function listCachedVersions(cache: CacheDir, p: ProviderRef): Promise<string[]> {
-  const versions = new Set((await validArchives(cache, p)).map((a) => a.version));
-  return [...versions].sort((a, b) => compareVersions(b, a));
-}
-
-/** The stored archives of one version, with their meta records. */
-export async function listCachedPlatforms(
-  cache: CacheDir,
-  p: ProviderRef,
-  version: string,
-): Promise<LocalArchive[]> {
-  return (await validArchives(cache, p, version)).map(({ platform, filename, meta }) => ({
-    platform,
-    filename,
-    meta,
-  }));
 }

@@ -12,12 +12,7 @@
  */
 import type { Logger } from "../base/log.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
-import {
-  type PlatformRef,
-  platformString,
-  type ProviderRef,
-  providerString,
-} from "../protocol/names.ts";
+import type { PlatformRef, ProviderRef } from "../protocol/names.ts";
 import { packedArchivePath } from "../protocol/packed_layout.ts";
 import { type ArchiveMeta, encodeArchiveMeta, parseArchiveMeta } from "./archive_meta.ts";
 import { type RefEntry, refKeys, type RefsStore } from "./refs_store.ts";
@@ -29,12 +24,14 @@ export interface OpenArchive {
   meta: ArchiveMeta;
 }
 
-/** Options of {@link PackageStore}. */
-export interface PackageStoreOptions {
-  now?: () => number;
-  /** Called after an archive entered `packages/` (inventory, quota). */
-  onStored?: (p: ProviderRef, version: string, pl: PlatformRef, size: number, key: string) => void;
-}
+/** Told about every archive that entered `packages/` (the inventory, the quota). */
+export type StoredListener = (
+  p: ProviderRef,
+  version: string,
+  pl: PlatformRef,
+  size: number,
+  key: string,
+) => void;
 
 /** The storage key prefix of archives. */
 export const PACKAGES_PREFIX = "packages/";
@@ -42,15 +39,16 @@ export const PACKAGES_PREFIX = "packages/";
 /** Stores, opens and records provider archives. */
 export class PackageStore {
   readonly #h1Jobs = new Map<string, Promise<string | undefined>>();
+  readonly #listeners: StoredListener[] = [];
   /** Keyed by the refs entry object, so a rewritten entry is parsed afresh. */
   readonly #parsedMeta = new WeakMap<RefEntry, ArchiveMeta>();
 
-  constructor(
-    readonly storage: Storage,
-    readonly refs: RefsStore,
-    readonly log: Logger,
-    readonly opts: PackageStoreOptions = {},
-  ) {}
+  constructor(readonly storage: Storage, readonly refs: RefsStore, readonly log: Logger) {}
+
+  /** Calls `listener` after every archive this store commits. */
+  onStored(listener: StoredListener): void {
+    this.#listeners.push(listener);
+  }
 
   /** The storage key of an archive. */
   keyOf(p: ProviderRef, version: string, pl: PlatformRef): string {
@@ -96,7 +94,7 @@ export class PackageStore {
     if (object.size !== meta.size) {
       object.close();
       this.log.warn("cached archive does not match its recorded size; fetching again", {
-        key: object.key,
+        path: this.storage.locate(object.key),
         size: object.size,
         expected: meta.size,
       });
@@ -123,7 +121,7 @@ export class PackageStore {
       body: encodeArchiveMeta(meta),
     });
     await this.storage.commit(tmpPath, key);
-    this.opts.onStored?.(p, version, pl, meta.size, key);
+    for (const l of this.#listeners) l(p, version, pl, meta.size, key);
   }
 
   /**
@@ -150,7 +148,7 @@ export class PackageStore {
       if (!meta) return undefined;
       if (meta.h1) return meta.h1;
       const object = await this.storage.open(key);
-      if (!object) return undefined;
+      if (!object) throw new Error("the archive file is missing");
       let h1: string;
       try {
         h1 = await hashZipH1({
@@ -172,9 +170,7 @@ export class PackageStore {
     this.#h1Jobs.set(key, job);
     job.finally(() => this.#h1Jobs.delete(key)).catch((e) => {
       this.log.warn("cannot compute h1 of cached archive", {
-        provider: providerString(p),
-        version,
-        platform: platformString(pl),
+        path: this.storage.locate(key),
         error: (e as Error).message,
       });
     });

@@ -43,8 +43,8 @@ export interface OpenObject extends ObjectInfo {
 
 /** Where refs and packages are kept. */
 export interface Storage {
-  /** "disk" today. */
-  readonly kind: string;
+  /** Where an object is, for messages (a file path, a URL). */
+  locate(key: string): string;
   /** A small object whole (a refs document), or undefined when absent or unreadable. */
   get(key: string): Promise<Uint8Array | undefined>;
   /** Writes a small object atomically: readers see the old bytes or the new, never half. */

@@ -190,8 +190,11 @@ export interface CommandSpec {
   positionals?: {
     min?: number;
     max?: number;
-    /** Said when fewer than `min` are given (e.g. "missing DIR"). */
-    missing?: string;
+    /**
+     * Said when the count is out of bounds (e.g. "expected exactly one DIR");
+     * without it, too many arguments name the first extra one.
+     */
+    usage?: string;
   };
   /** The command itself; returns the exit code. */
   run(inv: Invocation): Promise<number>;
@@ -209,13 +212,13 @@ export function defineCommand(spec: CommandSpec): Command {
     summary: spec.summary,
     async run(argv: string[], ctx: CliContext): Promise<number> {
       const { io } = ctx;
-      const { min = 0, max = Infinity, missing } = spec.positionals ?? {};
-      const args = parseCommandArgs(io, spec.name, argv, spec.options ?? {}, spec.help, max);
+      const { min = 0, max = Infinity, usage } = spec.positionals ?? {};
+      const limit = usage === undefined ? max : Infinity;
+      const args = parseCommandArgs(io, spec.name, argv, spec.options ?? {}, spec.help, limit);
       if (args === "help") return EXIT_OK;
       if (!args) return EXIT_USAGE;
-      if (args.positionals.length < min) {
-        return usageError(io, spec.name, missing ?? "missing arguments");
-      }
+      const n = args.positionals.length;
+      if (n < min || n > max) return usageError(io, spec.name, usage ?? "missing arguments");
       const config = await loadCommandConfig(ctx, spec.name, args);
       if (!config) return EXIT_USAGE;
       return await spec.run({ args, config, io });

@@ -131,7 +131,11 @@ export async function exportCache(
   }
   await Deno.mkdir(outDir, { recursive: true });
 
-  const cache = await openCacheDir(cacheDir, opts.log ?? createLogger("text", undefined, "warn"));
+  const cache = await openCacheDir(
+    cacheDir,
+    opts.log ?? createLogger("text", undefined, "warn"),
+    { create: false },
+  );
   const files: CachedFile[] = [];
   for await (const f of scanPackages(cache.storage)) if (wanted(f, opts)) files.push(f);
   const report: ExportReport = { archives: 0, bytes: 0, providers: 0, problems: [], skipped: [] };
@@ -223,7 +227,7 @@ export const exportCommand: Command = defineCommand({
   summary: "write cached providers as a filesystem/network mirror directory",
   help: HELP,
   options: { platform: { type: "string", short: "p", multiple: true } },
-  positionals: { min: 1, missing: "missing DIR" },
+  positionals: { min: 1, usage: "missing DIR" },
   async run({ args: parsed, config, io }) {
     const [outArg, ...providerArgs] = parsed.positionals as [string, ...string[]];
     const outDir = resolve(outArg);

@@ -314,7 +314,7 @@ export const importCommand: Command = defineCommand({
   summary: "ingest a mirror directory (repoxy export, terraform providers mirror)",
   help: HELP,
   options: { "trust-unlisted": { type: "boolean" } },
-  positionals: { min: 1, max: 1, missing: "expected exactly one DIR" },
+  positionals: { min: 1, max: 1, usage: "expected exactly one DIR" },
   async run({ args: parsed, config, io }) {
     const srcDir = resolve(parsed.positionals[0]!);
     try {

@@ -270,7 +270,7 @@ export const tlsCommand: Command = defineCommand({
   summary: "tls init: make a local CA and localhost certificate for HTTPS",
   help: HELP,
   options: { force: { type: "boolean" } },
-  positionals: { min: 1, max: 1, missing: 'expected "repoxy tls init"' },
+  positionals: { min: 1, max: 1, usage: 'expected "repoxy tls init"' },
   async run({ args: parsed, config, io }) {
     if (parsed.positionals[0] !== "init") {
       return usageError(io, "tls", 'expected "repoxy tls init"');

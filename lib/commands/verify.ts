@@ -64,7 +64,11 @@ export async function verifyCache(
   opts: { progress?: Progress; now?: () => number; log?: Logger } = {},
 ): Promise<VerifyReport> {
   const now = opts.now ?? Date.now;
-  const cache = await openCacheDir(cacheDir, opts.log ?? createLogger("text", undefined, "warn"));
+  const cache = await openCacheDir(
+    cacheDir,
+    opts.log ?? createLogger("text", undefined, "warn"),
+    { create: false },
+  );
   const files: LocalFile[] = [];
   for await (const f of scanPackages(cache.storage)) {
     files.push({ ...f, path: cache.storage.pathOf(f.key) });

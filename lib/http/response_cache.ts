@@ -1,7 +1,8 @@
 /**
  * Finished metadata answers (network mirror `index.json` and
- * `{version}.json`) kept in memory, so a hit skips routing, the refs lookups
- * and rendering: it costs a map lookup and a Response.
+ * `{version}.json`, registry `versions` and `download` documents) kept in
+ * memory, so a hit skips routing, the refs lookups and rendering: it costs a
+ * map lookup and a Response.
  *
  * An answer is only reused while it is exactly what the slow path would
  * produce: it records the refs store's generation when the request began
@@ -72,4 +73,12 @@ export class ResponseCache {
     this.#answers.delete(path);
     this.#bytes -= a.length;
   }
+}
+
+/** The path of an absolute request URL, without parsing it: the key of a kept answer. */
+export function pathOf(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return "/";
+  const q = url.indexOf("?", start);
+  return q < 0 ? url.slice(start) : url.slice(start, q);
 }

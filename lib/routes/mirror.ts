@@ -7,7 +7,8 @@
 import { serveFile, trackBody } from "../http/serve_file.ts";
 import { mirrorIndexJson, mirrorVersionJson } from "../protocol/mirror_json.ts";
 import type { VersionArchives, VersionList } from "../sources/source.ts";
-import { type EncodedJson, encodeJson, keptJson, type RouteHandler } from "./context.ts";
+import { type RouteHandler } from "./context.ts";
+import { type EncodedJson, encodeJson, keptJson } from "./json_answer.ts";
 import { refKeys } from "../cache/refs_store.ts";
 
 // Renderings kept beside the source's memoised values (same object while the
@@ -22,7 +23,8 @@ export const mirrorIndex: RouteHandler<"mirrorIndex"> = async (req, ctx, r, s) =
   let body = indexBodies.get(got.value);
   if (!body) {
     body = encodeJson(mirrorIndexJson(got.value.versions));
-    indexBodies.set(got.value, body);
+    // An answer that may not be kept is built afresh every time: no memo.
+    if (got.keepUntil > 0) indexBodies.set(got.value, body);
   }
   return keptJson(req, ctx, s.answers, body, got);
 };
@@ -31,7 +33,10 @@ export const mirrorIndex: RouteHandler<"mirrorIndex"> = async (req, ctx, r, s) =
 export const mirrorVersion: RouteHandler<"mirrorVersion"> = async (req, ctx, r, s) => {
   const got = await s.source.versionArchives(r.provider, r.version);
   ctx.cache = got.status;
-  return keptJson(req, ctx, s.answers, renderVersion(got.value), got);
+  const body = got.keepUntil > 0
+    ? renderVersion(got.value)
+    : encodeJson(mirrorVersionJson(got.value.archives));
+  return keptJson(req, ctx, s.answers, body, got);
 };
 
 /**

@@ -3,6 +3,7 @@
  * Prometheus metrics (`/-/metrics`) and the status page (`/`).
  * @module
  */
+import { defaultTmpDir } from "../cache/cache_dir.ts";
 import type { Config } from "../config/config.ts";
 import { join } from "../deps/path.ts";
 import { utf8Length } from "../http/serve_body.ts";
@@ -42,7 +43,7 @@ function noStore(contentType: string): Headers {
  * makes every miss fail, so a load balancer should stop sending traffic.
  */
 export async function readyResponse(req: Request, cacheDir: string): Promise<Response> {
-  const probe = join(cacheDir, "tmp", `.readyz-${crypto.randomUUID()}`);
+  const probe = join(defaultTmpDir(cacheDir), `.readyz-${crypto.randomUUID()}`);
   let status = 200;
   let body: Record<string, string> = { status: "ready" };
   try {

@@ -2,7 +2,8 @@
  * How every request is handled, as named steps composed in app.ts:
  *
  * 1. {@link keptAnswer}: a finished metadata answer still current is sent
- *    from memory (the hot path of a warm mirror);
+ *    from memory (the hot path of a warm mirror, so it runs before the
+ *    composed steps rather than as one of them: no extra promise hops);
  * 2. {@link observe}: metrics and the access log line, whatever happens below;
  * 3. {@link mapErrors}: every error becomes a JSON answer (never a bare 500);
  * 4. {@link dispatch}: method, path and registry checks, then the route's
@@ -12,16 +13,19 @@
 import type { Logger } from "../base/log.ts";
 import type { Config } from "../config/config.ts";
 import {
+  BadRequestError,
   errorResponse,
   HttpError,
   INTERNAL_ERROR_MESSAGE,
   NotFoundError,
   UpstreamTimeoutError,
 } from "../http/errors.ts";
-import { type Handler, type Middleware, pathOf, raceDeadline } from "../http/pipeline.ts";
+import { type Handler, type Middleware, raceDeadline } from "../http/middleware.ts";
+import { pathOf } from "../http/response_cache.ts";
 import type { BodyEnd } from "../http/serve_file.ts";
 import { BadPathError, parseRoute, type Route } from "../protocol/paths.ts";
-import { jsonResponse, type RequestContext, type RouteHandler, type Services } from "./context.ts";
+import { type RequestContext, type RouteHandler, type Services } from "./context.ts";
+import { jsonResponse } from "./json_answer.ts";
 
 /** How one route is served. */
 export interface RouteSpec<K extends Route["kind"]> {
@@ -79,28 +83,39 @@ export function keptAnswer(req: Request, ctx: RequestContext, s: Services): Resp
   ctx.cache = "hit";
   ctx.route = kept.route as Route["kind"];
   const res = jsonResponse(req, kept, "hit", kept.maxAge);
-  s.telemetry.onRequest(ctx.route, res.status, (performance.now() - ctx.started) / 1000, "hit");
-  const bytes = req.method === "HEAD" || res.status === 304 ? 0 : kept.length;
-  ctx.done({ status: res.status, bytes });
+  record(s, req, ctx, res);
   return res;
 }
 
 /**
- * Records the request in the metrics when its answer is ready, and writes
- * its access log line, unless the body does so itself when it ends (streamed
- * archives: bytes sent, client aborts). No wrapper stream is put around
- * bodies here: it would cost a stream hop per chunk, and archive bodies must
- * reach Deno.serve unwrapped (see markSocketRequest in http/serve_file.ts).
+ * Records an answered request in the metrics, and writes its access log line
+ * unless the body does so itself when it ends (streamed archives: bytes sent,
+ * client aborts).
+ */
+function record(
+  s: Pick<Services, "telemetry">,
+  req: Request,
+  ctx: RequestContext,
+  res: Response,
+): void {
+  const seconds = (performance.now() - ctx.started) / 1000;
+  s.telemetry.onRequest(ctx.route, res.status, seconds, ctx.cache);
+  if (!ctx.reported) {
+    const bytes = req.method === "HEAD" ? 0 : Number(res.headers.get("content-length") ?? 0);
+    ctx.done({ status: res.status, bytes });
+  }
+}
+
+/**
+ * Records the request (metrics, access log) when its answer is ready. No
+ * wrapper stream is put around bodies here: it would cost a stream hop per
+ * chunk, and archive bodies must reach Deno.serve unwrapped (see
+ * markSocketRequest in http/serve_file.ts).
  */
 export function observe(s: Pick<Services, "telemetry">): Middleware<RequestContext> {
   return (next) => async (req, ctx) => {
     const res = await next(req, ctx);
-    const seconds = (performance.now() - ctx.started) / 1000;
-    s.telemetry.onRequest(ctx.route, res.status, seconds, ctx.cache);
-    if (!ctx.reported) {
-      const bytes = req.method === "HEAD" ? 0 : Number(res.headers.get("content-length") ?? 0);
-      ctx.done({ status: res.status, bytes });
-    }
+    record(s, req, ctx, res);
     return res;
   };
 }
@@ -117,7 +132,7 @@ export function mapErrors(s: Pick<Services, "log">): Middleware<RequestContext> 
     } catch (e) {
       ctx.reported = false;
       if (e instanceof HttpError) return e.toResponse();
-      if (e instanceof BadPathError) return errorResponse(400, e.message);
+      if (e instanceof BadPathError) return new BadRequestError(e.message).toResponse();
       const status = e instanceof Deno.errors.NotFound ? 404 : 500;
       if (status === 500) {
         s.log.error("internal error", {

@@ -5,12 +5,14 @@
  * module registry's answers.
  * @module
  */
-import { NotFoundError } from "../http/errors.ts";
+import { NotFoundError, UpstreamError } from "../http/errors.ts";
+import type { ModuleRef } from "../protocol/paths.ts";
 import { utf8Length } from "../http/serve_body.ts";
 import { archiveFilename, providerString } from "../protocol/names.ts";
 import { rewriteDownloadDoc } from "../protocol/registry_json.ts";
 import type { ModuleAnswer } from "../sources/source.ts";
-import { jsonResponse, keptJson, type RequestContext, type RouteHandler } from "./context.ts";
+import { type RequestContext, type RouteHandler } from "./context.ts";
+import { jsonResponse, keptJson } from "./json_answer.ts";
 
 /** `GET /.well-known/terraform.json`: the services a `host` block may name. */
 export const wellKnown: RouteHandler<"wellKnown"> = (req) =>
@@ -66,20 +68,28 @@ export const registrySums: RouteHandler<"registrySums"> = async (req, ctx, r, s)
 
 /** `GET /v1/modules/{host}/{ns}/{name}/{system}/versions`. */
 export const moduleVersions: RouteHandler<"moduleVersions"> = (req, ctx, r, s) =>
-  moduleAnswer(req, ctx, s.source.moduleAnswer(r.module, "versions"));
+  moduleAnswer(req, ctx, r.module, s.source.moduleAnswer(r.module, "versions"));
 
 /** `GET /v1/modules/{host}/{ns}/{name}/{system}/{version}/download`. */
 export const moduleDownload: RouteHandler<"moduleDownload"> = (req, ctx, r, s) =>
-  moduleAnswer(req, ctx, s.source.moduleAnswer(r.module, `${r.version}/download`));
+  moduleAnswer(req, ctx, r.module, s.source.moduleAnswer(r.module, `${r.version}/download`));
 
 /** A module answer as the upstream gave it (locations made absolute), never kept. */
 async function moduleAnswer(
   req: Request,
   ctx: RequestContext,
+  route: ModuleRef,
   answer: Promise<ModuleAnswer>,
 ): Promise<Response> {
   const a = await answer;
   ctx.cache = "miss";
+  const { hostname, namespace, name, system } = route;
+  if (a.status === 404) {
+    throw new NotFoundError(`upstream ${hostname} has no module ${namespace}/${name}/${system}`);
+  }
+  if (a.status !== 200 && a.status !== 204) {
+    throw new UpstreamError(`upstream ${hostname} answered ${a.status} for ${a.url.pathname}`);
+  }
   const headers = new Headers({
     "cache-control": "no-store",
     "x-repoxy-cache": "miss",

@@ -41,21 +41,19 @@ function offline(what: string): NotFoundError {
   return new NotFoundError(`${what} is not cached and this mirror is offline`);
 }
 
-function hit<T>(value: T, fetchedAt: number, keepUntil: number): Answer<T> {
-  return { value, status: "hit", fetchedAt, keepUntil };
+function hit<T>(value: T, keepUntil: number): Answer<T> {
+  return { value, status: "hit", keepUntil };
 }
 
 /** Answers from the cache alone (`offline: true`). */
 export class CacheSource implements ProviderSource {
-  readonly kind = "cache";
-
-  constructor(readonly cache: CacheDir, readonly now: () => number = Date.now) {}
+  constructor(readonly cache: CacheDir) {}
 
   async versionList(p: ProviderRef): Promise<Answer<VersionList>> {
     const byVersion = await this.#stored(p);
     const versions = [...byVersion.keys()].sort((a, b) => compareVersions(b, a));
     // Not kept: another process may import more at any time.
-    return hit({ versions }, this.now(), 0);
+    return hit({ versions }, 0);
   }
 
   async versionsDocument(p: ProviderRef): Promise<Answer<string>> {
@@ -67,7 +65,7 @@ export class CacheSource implements ProviderSource {
       (v) => byVersion.get(v)?.map((a) => a.platform),
     );
     if (versions === 0) throw this.#nothing(p);
-    return hit(doc, entry.fetchedAt, 0);
+    return hit(doc, 0);
   }
 
   async versionArchives(p: ProviderRef, version: string): Promise<Answer<VersionArchives>> {
@@ -82,7 +80,7 @@ export class CacheSource implements ProviderSource {
       url: a.filename,
       hashes: [...(a.meta.h1 ? [a.meta.h1] : []), `zh:${a.meta.sha256}`],
     }));
-    return hit({ archives, memoKey: {} }, this.now(), 0);
+    return hit({ archives, memoKey: {} }, 0);
   }
 
   async downloadDocument(
@@ -94,7 +92,7 @@ export class CacheSource implements ProviderSource {
     if (!entry) throw offline(`${providerString(p)} ${version} for ${platformString(pl)}`);
     // Stored only after it parsed, so it parses.
     const value = { doc: parseDownload(entry.body, pl), raw: entry.body, url: entry.url };
-    return hit(value, entry.fetchedAt, Infinity);
+    return hit(value, Infinity);
   }
 
   async checksums(p: ProviderRef, version: string): Promise<Answer<SumsValue>> {
@@ -102,7 +100,7 @@ export class CacheSource implements ProviderSource {
     if (!sums) throw offline(`SHA256SUMS of ${providerString(p)} ${version}`);
     const sig = await this.cache.refs.get(refKeys.signature(p, version));
     const value = { sums: entryBytes(sums), signature: sig ? entryBytes(sig) : undefined };
-    return hit(value, sums.fetchedAt, Infinity);
+    return hit(value, Infinity);
   }
 
   fetchArchive(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveFetch> {

@@ -8,18 +8,21 @@
  *   (`offline: true`).
  *
  * Modelled on Terraform's `getproviders.Source` (one implementation per way of
- * finding providers); the handlers in `routes/` see only this interface.
+ * finding providers). Handlers ask it for everything but a cached archive,
+ * which `routes/mirror.ts` serves from the package store before asking.
  * @module
  */
-import type { Sourced } from "../cache/cache_status.ts";
+import type { CacheStatus } from "../cache/cache_status.ts";
 import type { Download } from "../cache/download.ts";
 import type { MirrorArchive } from "../protocol/mirror_json.ts";
 import type { ModuleRef } from "../protocol/paths.ts";
 import type { PlatformRef, ProviderRef } from "../protocol/names.ts";
 import type { DownloadValue, SumsValue } from "../protocol/registry_json.ts";
 
-/** A sourced value, and how long an answer built from it may be reused. */
-export interface Answer<T> extends Sourced<T> {
+/** A value, where it came from, and how long an answer built from it may be reused. */
+export interface Answer<T> {
+  value: T;
+  status: CacheStatus;
   /**
    * Epoch ms until which a rendered answer may be kept and served again
    * without asking the source (`Infinity`: immutable; `0`: never keep).
@@ -49,9 +52,11 @@ export type ArchiveFetch =
   /** Streamed from upstream, verified, not cached (the cache cannot be written). */
   | { kind: "bypass"; body: ReadableStream<Uint8Array>; size: number | undefined };
 
-/** A module registry answer to pass on. */
+/** A module registry answer to pass on (any status the upstream gave). */
 export interface ModuleAnswer {
-  status: 200 | 204;
+  status: number;
+  /** The final URL it came from (after redirects). */
+  url: URL;
   contentType: string;
   /** The `X-Terraform-Get` header, absolute. */
   terraformGet?: string;
@@ -61,8 +66,6 @@ export interface ModuleAnswer {
 
 /** Where provider answers come from. */
 export interface ProviderSource {
-  /** "upstream" or "cache" (status page, logs). */
-  readonly kind: string;
   /** Every version a client may pick (network mirror `index.json`). */
   versionList(p: ProviderRef): Promise<Answer<VersionList>>;
   /** The registry protocol's `versions` document, as it is to be served. */

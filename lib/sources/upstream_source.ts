@@ -49,7 +49,6 @@ export interface UpstreamSourceDeps {
 
 /** Answers from the upstream registries. */
 export class UpstreamSource implements ProviderSource {
-  readonly kind = "upstream";
   /** Derived forms keyed by the memoised values Metadata returns, so they go with them. */
   readonly #lists = new WeakMap<VersionsValue, VersionList>();
   readonly #parsedSums = new WeakMap<Uint8Array, Map<string, string>>();
@@ -63,12 +62,12 @@ export class UpstreamSource implements ProviderSource {
       list = { versions: got.value.versions.map((v) => v.version) };
       this.#lists.set(got.value, list);
     }
-    return { ...got, value: list, keepUntil: this.#freshUntil(got.fetchedAt) };
+    return { value: list, status: got.status, keepUntil: this.#freshUntil(got.fetchedAt) };
   }
 
   async versionsDocument(p: ProviderRef): Promise<Answer<string>> {
     const got = await this.deps.metadata.versions(p);
-    return { ...got, value: got.value.raw, keepUntil: this.#freshUntil(got.fetchedAt) };
+    return { value: got.value.raw, status: got.status, keepUntil: this.#freshUntil(got.fetchedAt) };
   }
 
   async versionArchives(p: ProviderRef, version: string): Promise<Answer<VersionArchives>> {
@@ -102,7 +101,6 @@ export class UpstreamSource implements ProviderSource {
     return {
       value: { archives, memoKey: entry.value },
       status: worstStatus(...statuses),
-      fetchedAt: entry.fetchedAt,
       keepUntil: this.#freshUntil(entry.fetchedAt),
     };
   }
@@ -112,7 +110,8 @@ export class UpstreamSource implements ProviderSource {
     version: string,
     pl: PlatformRef,
   ): Promise<Answer<DownloadValue>> {
-    return { ...await this.deps.metadata.download(p, version, pl), keepUntil: Infinity };
+    const got = await this.deps.metadata.download(p, version, pl);
+    return { value: got.value, status: got.status, keepUntil: Infinity };
   }
 
   async checksums(p: ProviderRef, version: string): Promise<Answer<SumsValue>> {
@@ -123,7 +122,7 @@ export class UpstreamSource implements ProviderSource {
     const dl = await metadata.download(p, version, pl);
     const s = await metadata.sums(p, version, dl.value);
     return {
-      ...s,
+      value: s.value,
       status: worstStatus(entry.status, dl.status, s.status),
       keepUntil: Infinity,
     };
@@ -149,7 +148,7 @@ export class UpstreamSource implements ProviderSource {
     } catch (e) {
       if (!(e instanceof DiskError)) throw e;
       log.error("cache not writable; streaming the archive without caching it", {
-        archive: archiveFilename(p.type, version, pl),
+        path: `/${providerString(p)}/${archiveFilename(p.type, version, pl)}`,
         error: e.message,
       });
       return await this.#passThrough(p, dl.value);
@@ -172,17 +171,9 @@ export class UpstreamSource implements ProviderSource {
       accept: "application/json",
       signal: AbortSignal.timeout(config.upstreamTimeoutMs),
     });
-    if (res.status === 404) {
-      await res.body?.cancel();
-      throw new NotFoundError(
-        `upstream ${m.hostname} has no module ${m.namespace}/${m.name}/${m.system}`,
-      );
-    }
     if (res.status !== 200 && res.status !== 204) {
       await res.body?.cancel();
-      throw new UpstreamError(
-        `upstream ${m.hostname} answered ${res.status} for ${final.pathname}`,
-      );
+      return { status: res.status, url: final, contentType: "", body: "" };
     }
     const len = Number(res.headers.get("content-length") ?? "0");
     if (len > MAX_MODULE_ANSWER_BYTES) {
@@ -203,7 +194,8 @@ export class UpstreamSource implements ProviderSource {
     }
     const get = res.headers.get("x-terraform-get");
     const answer: ModuleAnswer = {
-      status: res.status as 200 | 204,
+      status: res.status,
+      url: final,
       contentType: res.headers.get("content-type") ?? "application/json",
       body,
     };

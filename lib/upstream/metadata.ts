@@ -351,13 +351,18 @@ export class Metadata {
             what,
           });
         }
-        checkSumsFormat(sums.body);
       } catch (e) {
         if (!(e instanceof IntegrityError)) throw e;
-        this.log.error("SHA256SUMS does not pass its checks; release refused", {
+        this.log.error("SHA256SUMS signature does not verify; release refused", {
           what,
           error: e.message,
         });
+        throw new UpstreamError(`refusing ${what}: ${e.message}`);
+      }
+      try {
+        checkSumsFormat(sums.body);
+      } catch (e) {
+        if (!(e instanceof IntegrityError)) throw e;
         throw new UpstreamError(`refusing ${what}: ${e.message}`);
       }
       if (sig) {

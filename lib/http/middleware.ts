@@ -59,11 +59,3 @@ export function raceDeadline(
   });
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
-
-/** The path of an absolute request URL, without parsing it (a cache key only). */
-export function pathOf(url: string): string {
-  const start = url.indexOf("/", url.indexOf("//") + 2);
-  if (start < 0) return "/";
-  const q = url.indexOf("?", start);
-  return q < 0 ? url.slice(start) : url.slice(start, q);
-}
