@@ -8,6 +8,25 @@
 import { dirname, isAbsolute, join, resolve } from "../deps/path.ts";
 import { isValidHostname } from "../protocol/names.ts";
 import { parseSize } from "../base/size.ts";
+import {
+  type AuthConfig,
+  type BackgroundVerifyConfig,
+  type EgressConfig,
+  type Limits,
+  parseAuth,
+  parseBackgroundVerify,
+  parseEgress,
+  parseLimits,
+} from "./hardening.ts";
+
+export type {
+  AuthConfig,
+  AuthToken,
+  BackgroundVerifyConfig,
+  EgressConfig,
+  Limits,
+} from "./hardening.ts";
+export { DEFAULT_LIMITS } from "./hardening.ts";
 
 /** Settings for one upstream registry. */
 export interface UpstreamConfig {
@@ -40,6 +59,14 @@ export interface Config {
   logFormat: "text" | "json";
   /** Upper bound for the archives in `packages/`, in bytes (LRU eviction after each store). */
   maxCacheSizeBytes?: number;
+  /** Resource bounds against hostile peers. */
+  limits: Limits;
+  /** Which hosts Repoxy may fetch from. */
+  egress: EgressConfig;
+  /** Client authentication; undefined means open. */
+  auth?: AuthConfig;
+  /** Background re-verification of cached archives. */
+  backgroundVerify: BackgroundVerifyConfig;
 }
 
 /** A configuration problem: start-up stops with exit code 2 and this message. */
@@ -65,6 +92,11 @@ const TOP_KEYS = new Set([
   "publicUrl",
   "logFormat",
   "maxCacheSize",
+  "limits",
+  "allowPrivateNetworks",
+  "egressAllow",
+  "auth",
+  "backgroundVerify",
 ]);
 const UPSTREAM_KEYS = new Set(["url", "token", "trustedKeys"]);
 
@@ -404,6 +436,15 @@ export async function buildConfig(
     }
   }
 
+  const limits = parseLimits(raw.limits, ConfigError);
+  const egress = parseEgress(raw.allowPrivateNetworks, raw.egressAllow, ConfigError);
+  const auth = await parseAuth(
+    raw.auth,
+    ConfigError,
+    (value, key) => resolveSecret(value, key, env, baseDir),
+  );
+  const backgroundVerify = parseBackgroundVerify(raw.backgroundVerify, ConfigError);
+
   const config: Config = {
     listen,
     cacheDir,
@@ -413,7 +454,11 @@ export async function buildConfig(
     upstreamTimeoutMs,
     offline,
     logFormat: fmt,
+    limits,
+    egress,
+    backgroundVerify,
   };
+  if (auth) config.auth = auth;
   if (tls) config.tls = tls;
   if (publicUrl) config.publicUrl = publicUrl;
   if (maxCacheSizeBytes !== undefined) config.maxCacheSizeBytes = maxCacheSizeBytes;
