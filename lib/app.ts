@@ -46,6 +46,7 @@ import { CacheSource } from "./sources/cache_source.ts";
 import type { ProviderSource } from "./sources/source.ts";
 import { UpstreamSource } from "./sources/upstream_source.ts";
 import { type FetchFn, upstreamClients, type UpstreamRequestInfo } from "./upstream/client.ts";
+import type { Resolver } from "./upstream/egress.ts";
 import { Metadata } from "./upstream/metadata.ts";
 
 /** Every route Repoxy serves, by the kind `parseRoute` gives it. */
@@ -77,6 +78,10 @@ export interface AppDeps {
   onUpstreamRequest?: (info: UpstreamRequestInfo) => void;
   /** Waits between upstream retries. */
   sleep?: (ms: number) => Promise<void>;
+  /** DNS resolver of the egress policy (tests inject one). */
+  resolve?: Resolver;
+  /** Environment the proxy variables are read from (default `Deno.env`). */
+  env?: (name: string) => string | undefined;
   /** Idle timeout of archive downloads, in ms. */
   downloadIdleTimeoutMs?: number;
   /** Deadline for a whole metadata answer, in ms (default: upstreamTimeout + 1.5 s, at most 9.5 s). */
@@ -152,6 +157,8 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     timeoutMs: config.upstreamTimeoutMs,
     signal: shutdown.signal,
     ...(deps.sleep ? { sleep: deps.sleep } : {}),
+    ...(deps.resolve ? { resolve: deps.resolve } : {}),
+    ...(deps.env ? { env: deps.env } : {}),
     onRequest: (info) => {
       telemetry.onUpstream(info);
       deps.onUpstreamRequest?.(info);

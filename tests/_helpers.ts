@@ -45,6 +45,7 @@ export async function makeTestApp(
   const config = await buildConfig({
     cacheDir,
     upstreams: fake ? { "registry.terraform.io": { url: fake.registryUrl } } : {},
+    ...(fake ? { egressAllow: fake.egressAllow } : {}),
     ...raw,
   });
   const log = memoryLogger();

@@ -235,6 +235,7 @@ Deno.test("end to end: warm, export, carry, import into an empty cache, serve of
   const connected = await writeConfig(join(dir.path, "connected"), {
     cacheDir: "cache",
     upstreams: { [H]: { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
   });
   const warmRun = await runCli([
     "warm",

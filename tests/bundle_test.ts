@@ -67,6 +67,7 @@ Deno.test("the bundled main.ts runs alone: --version, then serve, readyz, metric
       cacheDir: "cache",
       logFormat: "json",
       upstreams: { "registry.terraform.io": { url: fake.registryUrl } },
+      egressAllow: fake.egressAllow,
     }),
   );
   await using p = await spawnRepoxy(Deno.execPath(), [...run, "--listen", "127.0.0.1:0"], {

@@ -66,6 +66,12 @@ export interface FakeRegistry extends AsyncDisposable {
   registryUrl: string;
   /** Base URL of the release host. */
   releaseUrl: string;
+  /**
+   * The smallest egress allowance Repoxy needs for this fake: the release
+   * host is another loopback port, which the egress policy refuses by default.
+   * Put it in the config as `egressAllow`.
+   */
+  egressAllow: string[];
   archives: FakeArchive[];
   /** SHA256SUMS bytes by `{ns}/{type}/{version}`. */
   sums: Map<string, Uint8Array>;
@@ -263,6 +269,7 @@ export async function startFakeRegistry(opts: FakeRegistryOptions): Promise<Fake
   return {
     registryUrl: `http://127.0.0.1:${registry.addr.port}`,
     releaseUrl,
+    egressAllow: [new URL(releaseUrl).host],
     archives,
     sums,
     signatures,

@@ -25,7 +25,11 @@ async function setup(slow: { on: boolean }) {
   const configPath = join(dir.path, "repoxy.json");
   await Deno.writeTextFile(
     configPath,
-    JSON.stringify({ cacheDir, upstreams: { [H]: { url: fake.registryUrl } } }),
+    JSON.stringify({
+      cacheDir,
+      upstreams: { [H]: { url: fake.registryUrl } },
+      egressAllow: fake.egressAllow,
+    }),
   );
   return {
     fake,

@@ -75,6 +75,7 @@ Deno.test("repoxy prune evicts least recently used first, down to the size, skip
   const config = await writeConfig(dir.path, {
     cacheDir,
     upstreams: { [H]: { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
   });
   const [a, b, c, d] = await cacheFour(fake, cacheDir) as [
     FakeArchive,
@@ -158,6 +159,7 @@ Deno.test("prune exits 1 when busy archives keep the cache over the size", async
   const config = await writeConfig(dir.path, {
     cacheDir,
     upstreams: { [H]: { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
   });
   const [a] = await cacheFour(fake, cacheDir) as [FakeArchive];
   using held = await Deno.open(pathOf(cacheDir, a), { read: true });

@@ -36,6 +36,7 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
       cacheDir: join(dir.path, "cache"),
       tls: { cert: tls.certPath, key: tls.keyPath },
       upstreams: { "registry.terraform.io": { url: fake.registryUrl } },
+      egressAllow: fake.egressAllow,
       // Every version list is due for refresh, so the warm run (upstream
       // down) must be served from stale metadata, not from a fresh cache.
       metadataTtl: 0,

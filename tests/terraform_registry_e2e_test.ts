@@ -35,6 +35,7 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
       listen: "127.0.0.1:0",
       cacheDir: join(dir.path, "cache"),
       upstreams: { "registry.terraform.io": { url: fake.registryUrl } },
+      egressAllow: fake.egressAllow,
       metadataTtl: 0, // the warm run must then be served from stale metadata
     });
     const log = memoryLogger();

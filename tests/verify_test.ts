@@ -26,6 +26,7 @@ Deno.test("verify catches a flipped byte, quarantines the file, and the next req
   const config = await writeConfig(dir.path, {
     cacheDir,
     upstreams: { [H]: { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
   });
   // This app plays the server that keeps running while verify works.
   await using t = await makeTestApp(fake, cacheDir, {

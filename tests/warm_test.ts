@@ -48,6 +48,7 @@ Deno.test("repoxy warm fetches what a lock file and an address name, then skips 
   const config = await writeConfig(dir.path, {
     cacheDir,
     upstreams: { [H]: { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
   });
   const lockPath = join(dir.path, ".terraform.lock.hcl");
   await Deno.writeTextFile(
@@ -141,6 +142,7 @@ Deno.test("repoxy warm names every failure, keeps the rest, and exits 1", async 
   const config = await writeConfig(dir.path, {
     cacheDir,
     upstreams: { [H]: { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
   });
   const lockPath = join(dir.path, "other.lock.hcl");
   // A lock file pinning other bytes for beta (a registry-made lock: zh: hashes).

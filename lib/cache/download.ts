@@ -11,6 +11,7 @@
  * @module
  */
 import { releaseChunk } from "../base/buffers.ts";
+import { redactUrl } from "../base/redact.ts";
 import type { Logger } from "../base/log.ts";
 import { createHash } from "../deps/crypto.ts";
 import { dirname } from "../deps/path.ts";
@@ -285,7 +286,7 @@ export class Downloads {
           provider: providerString(p),
           version,
           platform: platformString(pl),
-          url: url.href,
+          url: redactUrl(url),
           expected: source.expectedSha256.toLowerCase(),
           got: sha256,
         });

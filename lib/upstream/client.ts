@@ -4,12 +4,22 @@
  * Only URLs built from the configured upstream base, or URLs the upstream's own
  * documents name, are ever fetched; a client can never make Repoxy fetch an
  * arbitrary URL. The upstream token goes only to the registry's own origin and
- * is dropped on redirects that leave it.
+ * is dropped on redirects that leave it. Every hop passes the egress policy
+ * (`egress.ts`) first; URLs in log lines and error messages are redacted
+ * (presigned URLs carry their credential in the query string).
  * @module
  */
 import type { Config, UpstreamConfig } from "../config/config.ts";
 import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
 import type { Logger } from "../base/log.ts";
+import { redactUrl } from "../base/redact.ts";
+import {
+  EgressPolicy,
+  EgressRefusedError,
+  type EgressRoute,
+  isLoopbackHost,
+  type Resolver,
+} from "./egress.ts";
 
 /** One upstream HTTP exchange, as reported by the upstream client. */
 export interface UpstreamRequestInfo {
@@ -40,6 +50,12 @@ export interface UpstreamDeps {
   sleep?: (ms: number) => Promise<void>;
   /** Called for every upstream request (metrics, test counting). */
   onRequest?: (info: UpstreamRequestInfo) => void;
+  /** The egress policy; {@link upstreamClients} builds one for all upstreams. */
+  egress?: EgressPolicy;
+  /** DNS resolver for the egress policy (tests inject one). */
+  resolve?: Resolver;
+  /** Environment for proxy variables (tests inject one; default `Deno.env`). */
+  env?: (name: string) => string | undefined;
 }
 
 /** A fetched metadata body with the URL it finally came from (after redirects). */
@@ -52,11 +68,50 @@ const MAX_REDIRECTS = 10;
 /** Metadata documents are small; a bigger answer is a broken or hostile upstream. */
 const MAX_METADATA_BYTES = 8 * 1024 * 1024;
 
-/** Deno's fetch says only "fetch failed"; the reason (refused, DNS, TLS) is in `cause`. */
+/** Redacts every URL inside a free text (Deno's errors quote the full URL). */
+function redactText(text: string): string {
+  return text.replace(/\b[a-z][a-z0-9+.-]*:\/\/[^\s()<>"']+/gi, (u) => redactUrl(u));
+}
+
+/**
+ * Deno's fetch says only "fetch failed"; the reason (refused, DNS, TLS) is in
+ * `cause`. Redacted: the text quotes the URL, query string included.
+ */
 function fetchErrorText(e: unknown): string {
   const cause = (e as Error)?.cause;
-  if (cause instanceof Error && cause.message) return cause.message;
-  return (e as Error)?.message ?? String(e);
+  if (cause instanceof Error && cause.message) return redactText(cause.message);
+  return redactText((e as Error)?.message ?? String(e));
+}
+
+/**
+ * The Deno client a route needs: one connecting to the vetted address (its
+ * "proxy" is a plain TCP transport to that address, so the request keeps its
+ * URL and Host), or one through the HTTP(S) proxy. Made per hop and closed
+ * once the headers are in: the body keeps streaming after close (checked on
+ * Deno 2.9), and no pool outlives the request.
+ */
+function clientFor(route: EgressRoute, url: URL): Deno.HttpClient | undefined {
+  if (route.via === "pinned") {
+    const port = Number(url.port || 80);
+    return Deno.createHttpClient({
+      proxy: { transport: "tcp", hostname: route.address!, port },
+    } as Deno.CreateHttpClientOptions);
+  }
+  if (route.via === "proxy") {
+    const proxy = new URL(route.proxy!);
+    const basicAuth = proxy.username
+      ? {
+        username: decodeURIComponent(proxy.username),
+        password: decodeURIComponent(proxy.password),
+      }
+      : undefined;
+    proxy.username = "";
+    proxy.password = "";
+    return Deno.createHttpClient({
+      proxy: { url: proxy.href, ...(basicAuth ? { basicAuth } : {}) },
+    });
+  }
+  return undefined;
 }
 
 const sleepReal = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -66,11 +121,27 @@ export class UpstreamClient {
   readonly hostname: string;
   readonly #base: URL;
   readonly #token: string | undefined;
+  readonly #egress: EgressPolicy;
 
   constructor(readonly config: UpstreamConfig, readonly deps: UpstreamDeps) {
     this.hostname = config.hostname;
     this.#base = new URL(config.url.endsWith("/") ? config.url : config.url + "/");
     this.#token = config.token;
+    this.#egress = deps.egress ??
+      new EgressPolicy({ allowPrivateNetworks: false, egressAllow: [] }, {
+        exemptOrigins: [this.#base.origin],
+        ...(deps.resolve ? { resolve: deps.resolve } : {}),
+        ...(deps.env ? { env: deps.env } : {}),
+      });
+    // Loopback is exempt: a token sent there never leaves the machine.
+    if (
+      this.#token !== undefined && this.#base.protocol === "http:" && !isLoopbackHost(this.#base)
+    ) {
+      deps.log.warn("upstream token will be sent over plain http://; use https://", {
+        upstream: this.hostname,
+        url: redactUrl(this.#base),
+      });
+    }
   }
 
   /** The discovery document URL: `{url}/.well-known/terraform.json`. */
@@ -109,18 +180,34 @@ export class UpstreamClient {
         headers.set("authorization", `Bearer ${this.#token}`);
       }
       let res: Response;
+      let route: EgressRoute;
+      try {
+        // Vetted on every hop, before any connection: a redirect is a new target.
+        route = await this.#egress.route(current);
+      } catch (e) {
+        if (e instanceof EgressRefusedError) {
+          this.deps.log.warn("egress refused", {
+            upstream: this.hostname,
+            url: redactUrl(current),
+            reason: e.reason,
+          });
+        }
+        throw e;
+      }
       const started = performance.now();
       const took = () => Math.round((performance.now() - started) * 1000) / 1000;
+      const client = clientFor(route, current);
       try {
         res = await this.deps.fetch(current, {
           headers,
           redirect: "manual",
           ...(opts.signal ? { signal: opts.signal } : {}),
+          ...(client ? { client } : {}),
         });
       } catch (e) {
         this.deps.onRequest?.({
           hostname: this.hostname,
-          url: current.href,
+          url: redactUrl(current),
           status: "error",
           durationMs: took(),
           error: fetchErrorText(e),
@@ -133,10 +220,12 @@ export class UpstreamClient {
         );
         err.transient = true;
         throw err;
+      } finally {
+        client?.close();
       }
       this.deps.onRequest?.({
         hostname: this.hostname,
-        url: current.href,
+        url: redactUrl(current),
         status: res.status,
         durationMs: took(),
       });
@@ -185,7 +274,7 @@ export class UpstreamClient {
         if (attempt >= 3 || Date.now() + wait >= deadline - 250) throw e;
         this.deps.log.warn("upstream request failed, retrying", {
           upstream: this.hostname,
-          url: url.href,
+          url: redactUrl(url),
           attempt,
           error: (e as Error).message,
         });
@@ -271,5 +360,11 @@ export class UpstreamClient {
 
 /** One client per configured upstream, keyed by hostname; no other registry is ever contacted. */
 export function upstreamClients(config: Config, deps: UpstreamDeps): Map<string, UpstreamClient> {
-  return new Map([...config.upstreams].map(([host, up]) => [host, new UpstreamClient(up, deps)]));
+  const egress = deps.egress ?? new EgressPolicy(config.egress, {
+    exemptOrigins: [...config.upstreams.values()].map((up) => new URL(up.url).origin),
+    ...(deps.resolve ? { resolve: deps.resolve } : {}),
+    ...(deps.env ? { env: deps.env } : {}),
+  });
+  const shared = { ...deps, egress };
+  return new Map([...config.upstreams].map(([host, up]) => [host, new UpstreamClient(up, shared)]));
 }
