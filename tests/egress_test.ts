@@ -48,12 +48,13 @@ function internalService(hostname = "127.0.0.1", port = 0) {
 async function hostileRegistry() {
   const hostile: {
     fields: Record<string, unknown>;
-    release?: (req: Request) => Response | undefined;
+    release?: ((req: Request) => Response | undefined) | undefined;
+    registry?: ((req: Request) => Response | undefined) | undefined;
   } = { fields: {} };
   const fake = await startFakeRegistry({
     providers: ONE,
     extraDownloadFields: () => hostile.fields,
-    intercept: (req, server) => server === "release" ? hostile.release?.(req) : undefined,
+    intercept: (req, server) => hostile[server]?.(req),
   });
   return { fake, hostile };
 }
@@ -103,6 +104,21 @@ Deno.test("a download_url on another loopback port is refused: 502, the internal
     assertMatch(msg, /loopback/);
     assert(!msg.includes("INTERNAL-SECRET"));
     assert(!msg.includes("all=1"), "the query string is not echoed");
+    assertEquals(internal.hits.length, 0);
+  }
+  // Service discovery naming another host is vetted the same way.
+  hostile.fields = {};
+  {
+    await using t = await appOn(fake, {}, {});
+    const wellKnown = { "providers.v1": `${internal.url}/v1/providers/` };
+    hostile.registry = (req) =>
+      new URL(req.url).pathname === "/.well-known/terraform.json"
+        ? Response.json(wellKnown)
+        : undefined;
+    const res = await t.get(`/${H}/example/alpha/index.json`);
+    hostile.registry = undefined;
+    assertEquals(res.status, 502);
+    assertMatch(await errorOf(res), /a loopback address/);
     assertEquals(internal.hits.length, 0);
   }
   // The release host is itself "another loopback port": without the
@@ -287,7 +303,12 @@ Deno.test("HTTP(S)_PROXY carries download hosts; NO_PROXY is honoured; internal 
   // Air gap behind a proxy: the name does not resolve here, the proxy resolves it.
   hostile.fields = { download_url: `http://releases.corp.test:${port}${FILES}/${ZIP_NAME}` };
   {
-    const env = envOf({ HTTP_PROXY: proxy.url, https_proxy: proxy.url, no_proxy: "127.0.0.1" });
+    // Without a scheme, as curl users write it.
+    const env = envOf({
+      HTTP_PROXY: proxy.url.replace("http://", ""),
+      https_proxy: proxy.url,
+      no_proxy: "127.0.0.1",
+    });
     await using t = await appOn(fake, {}, { resolve: airGap, env });
     const res = await t.get(ZIP);
     assertEquals(res.status, 200);
@@ -470,4 +491,45 @@ Deno.test("the address table: internal ranges, embedded IPv4 forms and public ad
     assertEquals(refused.status, 502);
     assertEquals(refused.transient, false);
   }
+});
+
+Deno.test("an allowed IPv6 address is pinned too; a resolver that never answers times out", async () => {
+  const { fake, hostile } = await hostileRegistry();
+  await using _f = fake;
+  const archive = fake.archive("alpha", "1.0.0", "linux_amd64");
+  const hits: Array<string | null> = [];
+  const ac = new AbortController();
+  const v6 = Deno.serve({ hostname: "::1", port: 0, signal: ac.signal, onListen() {} }, (req) => {
+    hits.push(req.headers.get("host"));
+    return new Response(archive.bytes as BodyInit);
+  });
+  try {
+    const host = `v6.corp.test:${v6.addr.port}`;
+    hostile.fields = { download_url: `http://${host}/${ZIP_NAME}` };
+    const resolve = () => Promise.resolve(["::1"]);
+    await using t = await appOn(fake, { egressAllow: [...fake.egressAllow, "::1/128"] }, {
+      resolve,
+    });
+    const res = await t.get(ZIP);
+    assertEquals(res.status, 200);
+    assertEquals(sha256Hex(new Uint8Array(await res.arrayBuffer())), archive.sha256);
+    assertEquals(hits, [host]);
+  } finally {
+    ac.abort();
+    await v6.finished;
+  }
+  // DNS has no deadline of its own: the request's deadline covers it.
+  hostile.fields = { shasums_url: "http://hangs.corp.test/SHA256SUMS" };
+  const never = () => new Promise<string[]>(() => {});
+  await using t = await appOn(fake, { upstreamTimeout: "1s" }, { resolve: never });
+  let guard: ReturnType<typeof setTimeout> | undefined;
+  const res = await Promise.race([
+    t.get(ZIP),
+    new Promise<Response>((r) =>
+      guard = setTimeout(() => r(new Response(null, { status: 599 })), 10_000)
+    ),
+  ]);
+  clearTimeout(guard);
+  assertEquals(res.status, 504);
+  await res.body?.cancel();
 });

@@ -83,6 +83,17 @@ function fetchErrorText(e: unknown): string {
   return redactText((e as Error)?.message ?? String(e));
 }
 
+/** `promise`, or the signal's reason when it aborts first (DNS has no signal of its own). */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
 /**
  * The Deno client a route needs: one connecting to the vetted address (its
  * "proxy" is a plain TCP transport to that address, so the request keeps its
@@ -93,8 +104,11 @@ function fetchErrorText(e: unknown): string {
 function clientFor(route: EgressRoute, url: URL): Deno.HttpClient | undefined {
   if (route.via === "pinned") {
     const port = Number(url.port || 80);
+    const address = route.address!;
+    // Deno parses the transport target as a URI authority: IPv6 needs brackets.
+    const hostname = address.includes(":") ? `[${address.replace(/%.*$/, "")}]` : address;
     return Deno.createHttpClient({
-      proxy: { transport: "tcp", hostname: route.address!, port },
+      proxy: { transport: "tcp", hostname, port },
     } as Deno.CreateHttpClientOptions);
   }
   if (route.via === "proxy") {
@@ -183,8 +197,11 @@ export class UpstreamClient {
       let route: EgressRoute;
       try {
         // Vetted on every hop, before any connection: a redirect is a new target.
-        route = await this.#egress.route(current);
+        route = await abortable(this.#egress.route(current), opts.signal);
       } catch (e) {
+        if (e instanceof DOMException && (e.name === "TimeoutError" || e.name === "AbortError")) {
+          throw new UpstreamTimeoutError(`upstream ${current.host} did not answer in time`);
+        }
         if (e instanceof EgressRefusedError) {
           this.deps.log.warn("egress refused", {
             upstream: this.hostname,

@@ -310,7 +310,9 @@ export class EgressPolicy {
     if (!chosen) return undefined;
     const noProxy = envVar(this.#env, "NO_PROXY");
     if (noProxy && noProxyMatches(noProxy, url.hostname)) return undefined;
-    return chosen;
+    // "proxy.corp:3128" is common (curl takes it); Deno's client wants a URL.
+    const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(chosen) ? chosen : `http://${chosen}`;
+    return URL.canParse(withScheme) ? withScheme : undefined;
   }
 
   #allowedByCidr(address: string): boolean {
@@ -383,7 +385,9 @@ export class EgressPolicy {
     // fetched by name: a rebound connection would have to present a
     // certificate for this host name, which an internal service cannot, so
     // the TLS handshake fails before any request is sent.
-    const first = addresses[0];
+    // One address is pinned, so no fallback between families: IPv4 first,
+    // as hosts without an IPv6 route are the common case.
+    const first = addresses.find((a) => parseV4(a)) ?? addresses[0];
     if (url.protocol === "http:" && first !== undefined) return { via: "pinned", address: first };
     return { via: "direct" };
   }
