@@ -29,11 +29,19 @@ export const TARGETS = [
 
 /**
  * Environment variables the binary may read: the cache-dir defaults, the
- * config path, and `REPOXY_*` for `env:` tokens in the config. Everything
- * else in a service's environment stays invisible to the program and its
- * dependencies.
+ * config path, `REPOXY_*` for `env:` tokens in the config, and the proxy
+ * variables (the egress policy must know which hosts a proxy carries; see
+ * lib/upstream/egress.ts). Everything else in a service's environment stays
+ * invisible to the program and its dependencies.
  */
-export const BAKED_ENV = ["HOME", "XDG_CACHE_HOME", "LOCALAPPDATA", "REPOXY_*"];
+export const BAKED_ENV = [
+  "HOME",
+  "XDG_CACHE_HOME",
+  "LOCALAPPDATA",
+  "REPOXY_*",
+  ...["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"].flatMap((v) => [v, v.toLowerCase()]),
+  "REQUEST_METHOD",
+];
 
 /**
  * Permissions baked into the binary. Network, read and write cannot be

@@ -265,6 +265,18 @@ function urlHost(address: string): string | undefined {
   }
 }
 
+/**
+ * `Deno.env.get`, or undefined where the variable may not be read (a binary
+ * built with a narrower `--allow-env`): no proxy then, as for an unset one.
+ */
+function readEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
+
 // ---------------------------------------------------------------------------
 
 /** Decides, per URL, whether Repoxy may fetch it and how to connect. */
@@ -294,7 +306,7 @@ export class EgressPolicy {
     }
     this.#exempt = new Set([...opts.exemptOrigins].map((o) => new URL(o).origin));
     this.#resolve = opts.resolve ?? systemResolver;
-    this.#env = opts.env ?? ((n) => Deno.env.get(n));
+    this.#env = opts.env ?? readEnv;
   }
 
   /**
