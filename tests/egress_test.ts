@@ -217,7 +217,9 @@ Deno.test("DNS rebinding: plain http connects to the vetted address, never to th
   try {
     let calls = 0;
     const resolve = () => Promise.resolve(calls++ === 0 ? ["127.0.0.2"] : ["127.0.0.1"]);
-    const host = `rebind.evil.test:${internal.port}`;
+    // "localhost": the system resolver answers 127.0.0.1 for it, so a fetch
+    // by name after vetting would reach the internal service.
+    const host = `localhost:${internal.port}`;
     hostile.fields = { download_url: `http://${host}/${ZIP_NAME}` };
     await using t = await appOn(fake, {
       egressAllow: [...fake.egressAllow, "127.0.0.2/32"],
@@ -318,11 +320,12 @@ Deno.test("HTTP(S)_PROXY carries download hosts; NO_PROXY is honoured; internal 
     assert(fake.count((r) => r.server === "registry") > 0);
   }
 
-  // NO_PROXY by domain suffix: the same host now goes direct, pinned to its
-  // (allowed) address, and the proxy sees nothing.
+  // A host NO_PROXY names goes direct, pinned to its (allowed) address, and
+  // the proxy sees nothing.
   proxy.seen.length = 0;
+  hostile.fields = { download_url: `http://localhost:${port}${FILES}/${ZIP_NAME}` };
   {
-    const env = envOf({ HTTP_PROXY: proxy.url, NO_PROXY: ".corp.test, 127.0.0.1" });
+    const env = envOf({ HTTP_PROXY: proxy.url, NO_PROXY: "example.org, localhost,127.0.0.1" });
     const resolve = () => Promise.resolve(["127.0.0.1"]);
     await using t = await appOn(fake, {}, { resolve, env });
     const res = await t.get(ZIP);
@@ -477,6 +480,21 @@ Deno.test("the address table: internal ranges, embedded IPv4 forms and public ad
   ) {
     assertEquals(internalReason(a), undefined, a);
   }
+  // NO_PROXY forms, as Deno reads them.
+  const proxied = (noProxy: string, url: string) =>
+    new EgressPolicy({ allowPrivateNetworks: false, egressAllow: [] }, {
+      exemptOrigins: [],
+      env: (n) =>
+        ({ HTTPS_PROXY: "proxy.corp:3128", NO_PROXY: noProxy } as Record<string, string>)[n],
+    }).proxyFor(new URL(url));
+  assertEquals(proxied("", "https://a.example/"), "http://proxy.corp:3128");
+  assertEquals(proxied(".corp.test", "https://a.b.corp.test/"), undefined);
+  assertEquals(proxied("corp.test", "https://corp.test/"), undefined);
+  assertEquals(proxied("corp.test", "https://notcorp.test/"), "http://proxy.corp:3128");
+  assertEquals(proxied("10.0.0.0/8", "https://10.1.2.3/"), undefined);
+  assertEquals(proxied("::1", "https://[::1]/"), undefined);
+  assertEquals(proxied("*", "https://any.example/"), undefined);
+  assertEquals(proxied("x", "http://plain.example/"), undefined, "HTTPS_PROXY is not for http");
   // The exact upstream origin is exempt, another port on its host is not.
   const policy = new EgressPolicy({ allowPrivateNetworks: false, egressAllow: [] }, {
     exemptOrigins: ["http://127.0.0.1:9000"],
@@ -504,7 +522,8 @@ Deno.test("an allowed IPv6 address is pinned too; a resolver that never answers 
     return new Response(archive.bytes as BodyInit);
   });
   try {
-    const host = `v6.corp.test:${v6.addr.port}`;
+    // The system resolves localhost to 127.0.0.1 only: only the pin reaches ::1.
+    const host = `localhost:${v6.addr.port}`;
     hostile.fields = { download_url: `http://${host}/${ZIP_NAME}` };
     const resolve = () => Promise.resolve(["::1"]);
     await using t = await appOn(fake, { egressAllow: [...fake.egressAllow, "::1/128"] }, {
