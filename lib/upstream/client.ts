@@ -68,19 +68,24 @@ const MAX_REDIRECTS = 10;
 /** Metadata documents are small; a bigger answer is a broken or hostile upstream. */
 const MAX_METADATA_BYTES = 8 * 1024 * 1024;
 
-/** Redacts every URL inside a free text (Deno's errors quote the full URL). */
-function redactText(text: string): string {
-  return text.replace(/\b[a-z][a-z0-9+.-]*:\/\/[^\s()<>"']+/gi, (u) => redactUrl(u));
+/**
+ * Redacts URLs inside a free text (Deno's errors quote the full URL). The URL
+ * being fetched is replaced verbatim first: its query may hold characters
+ * such as ")" that end the generic match early.
+ */
+function redactText(text: string, url?: URL): string {
+  const known = url ? text.split(url.href).join(redactUrl(url)) : text;
+  return known.replace(/\b[a-z][a-z0-9+.-]*:\/\/[^\s<>"']+/gi, (u) => redactUrl(u));
 }
 
 /**
  * Deno's fetch says only "fetch failed"; the reason (refused, DNS, TLS) is in
  * `cause`. Redacted: the text quotes the URL, query string included.
  */
-function fetchErrorText(e: unknown): string {
+function fetchErrorText(e: unknown, url: URL): string {
   const cause = (e as Error)?.cause;
-  if (cause instanceof Error && cause.message) return redactText(cause.message);
-  return redactText((e as Error)?.message ?? String(e));
+  if (cause instanceof Error && cause.message) return redactText(cause.message, url);
+  return redactText((e as Error)?.message ?? String(e), url);
 }
 
 /** `promise`, or the signal's reason when it aborts first (DNS has no signal of its own). */
@@ -227,13 +232,13 @@ export class UpstreamClient {
           url: redactUrl(current),
           status: "error",
           durationMs: took(),
-          error: fetchErrorText(e),
+          error: fetchErrorText(e, current),
         });
         if (e instanceof DOMException && (e.name === "TimeoutError" || e.name === "AbortError")) {
           throw new UpstreamTimeoutError(`upstream ${current.host} did not answer in time`);
         }
         const err = new UpstreamError(
-          `cannot reach upstream ${current.host}: ${fetchErrorText(e)}`,
+          `cannot reach upstream ${current.host}: ${fetchErrorText(e, current)}`,
         );
         err.transient = true;
         throw err;
