@@ -270,10 +270,13 @@ Deno.test("allowPrivateNetworks and each egressAllow form let an internal host t
 /** A tiny forward proxy: absolute-form requests are answered from the fake release host; CONNECT is recorded and refused. */
 function fakeProxy(fake: FakeRegistry) {
   const seen: string[] = [];
+  /** Client port of each request: equal ports mean one kept-alive connection. */
+  const ports: number[] = [];
   const ac = new AbortController();
   const srv = Deno.serve(
     { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen() {} },
-    async (req) => {
+    async (req, info) => {
+      ports.push((info.remoteAddr as Deno.NetAddr).port);
       if (req.method === "CONNECT") {
         seen.push(`CONNECT ${req.headers.get("host") ?? req.url}`);
         return new Response("tunnels are not allowed here", { status: 403 });
@@ -285,6 +288,7 @@ function fakeProxy(fake: FakeRegistry) {
   );
   return {
     seen,
+    ports,
     url: `http://127.0.0.1:${srv.addr.port}`,
     async [Symbol.asyncDispose]() {
       ac.abort();
@@ -303,7 +307,12 @@ Deno.test("HTTP(S)_PROXY carries download hosts; NO_PROXY is honoured; internal 
   const envOf = (vars: Record<string, string>) => (name: string) => vars[name];
 
   // Air gap behind a proxy: the name does not resolve here, the proxy resolves it.
-  hostile.fields = { download_url: `http://releases.corp.test:${port}${FILES}/${ZIP_NAME}` };
+  const corp = `http://releases.corp.test:${port}${FILES}`;
+  hostile.fields = {
+    download_url: `${corp}/${ZIP_NAME}`,
+    shasums_url: `${corp}/SHA256SUMS`,
+    shasums_signature_url: `${corp}/SHA256SUMS.sig`,
+  };
   {
     // Without a scheme, as curl users write it.
     const env = envOf({
@@ -315,7 +324,14 @@ Deno.test("HTTP(S)_PROXY carries download hosts; NO_PROXY is honoured; internal 
     const res = await t.get(ZIP);
     assertEquals(res.status, 200);
     assertEquals(sha256Hex(new Uint8Array(await res.arrayBuffer())), archive.sha256);
-    assertEquals(proxy.seen, [`GET http://releases.corp.test:${port}${FILES}/${ZIP_NAME}`]);
+    assertEquals(proxy.seen.sort(), [
+      `GET ${corp}/SHA256SUMS`,
+      `GET ${corp}/SHA256SUMS.sig`,
+      `GET ${corp}/${ZIP_NAME}`,
+    ]);
+    // SHA256SUMS and its signature are fetched at once; the archive after
+    // them reuses a kept-alive connection to the proxy.
+    assert(new Set(proxy.ports).size < proxy.ports.length, `connections: ${proxy.ports}`);
     // NO_PROXY=127.0.0.1: the registry API and SHA256SUMS went direct.
     assert(fake.count((r) => r.server === "registry") > 0);
   }

@@ -56,6 +56,8 @@ export interface UpstreamDeps {
   resolve?: Resolver;
   /** Environment for proxy variables (tests inject one; default `Deno.env`). */
   env?: (name: string) => string | undefined;
+  /** Proxy clients shared by all upstreams; {@link upstreamClients} makes one. */
+  connections?: EgressConnections;
 }
 
 /** A fetched metadata body with the URL it finally came from (after redirects). */
@@ -100,37 +102,66 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pro
 }
 
 /**
- * The Deno client a route needs: one connecting to the vetted address (its
- * "proxy" is a plain TCP transport to that address, so the request keeps its
- * URL and Host), or one through the HTTP(S) proxy. Made per hop and closed
- * once the headers are in: the body keeps streaming after close (checked on
- * Deno 2.9), and no pool outlives the request.
+ * The Deno clients the egress routes need.
+ *
+ * Pinned: a client whose "proxy" is a plain TCP transport to the vetted
+ * address, so the request keeps its URL and Host. Made per hop and closed
+ * once the headers are in (the body keeps streaming after close, checked on
+ * Deno 2.9): addresses vary, and no pool outlives the request.
+ *
+ * Proxy: one long-lived client per proxy URL, so registry metadata keeps its
+ * keep-alive tunnel instead of a CONNECT and TLS handshake per request.
+ * Closed when the server shuts down.
  */
-function clientFor(route: EgressRoute, url: URL): Deno.HttpClient | undefined {
-  if (route.via === "pinned") {
-    const port = Number(url.port || 80);
-    const address = route.address!;
-    // Deno parses the transport target as a URI authority: IPv6 needs brackets.
-    const hostname = address.includes(":") ? `[${address.replace(/%.*$/, "")}]` : address;
-    return Deno.createHttpClient({
-      proxy: { transport: "tcp", hostname, port },
-    } as Deno.CreateHttpClientOptions);
+export class EgressConnections {
+  readonly #proxies = new Map<string, Deno.HttpClient>();
+  #closed = false;
+
+  constructor(signal?: AbortSignal) {
+    signal?.addEventListener("abort", () => this.close(), { once: true });
   }
-  if (route.via === "proxy") {
-    const proxy = new URL(route.proxy!);
-    const basicAuth = proxy.username
-      ? {
-        username: decodeURIComponent(proxy.username),
-        password: decodeURIComponent(proxy.password),
-      }
-      : undefined;
-    proxy.username = "";
-    proxy.password = "";
-    return Deno.createHttpClient({
-      proxy: { url: proxy.href, ...(basicAuth ? { basicAuth } : {}) },
-    });
+
+  /** The client for `route`; `owned` ones are the caller's to close after the headers. */
+  clientFor(route: EgressRoute, url: URL): { client?: Deno.HttpClient; owned: boolean } {
+    if (route.via === "pinned") {
+      const port = Number(url.port || 80);
+      const address = route.address!;
+      // Deno parses the transport target as a URI authority: IPv6 needs brackets.
+      const hostname = address.includes(":") ? `[${address.replace(/%.*$/, "")}]` : address;
+      const client = Deno.createHttpClient({
+        proxy: { transport: "tcp", hostname, port },
+      } as Deno.CreateHttpClientOptions);
+      return { client, owned: true };
+    }
+    if (route.via === "proxy") {
+      const key = route.proxy!;
+      const kept = this.#proxies.get(key);
+      if (kept) return { client: kept, owned: false };
+      const client = proxyClient(key);
+      if (this.#closed) return { client, owned: true };
+      this.#proxies.set(key, client);
+      return { client, owned: false };
+    }
+    return { owned: false };
   }
-  return undefined;
+
+  /** Closes the kept proxy clients (responses under way keep streaming). */
+  close(): void {
+    this.#closed = true;
+    for (const c of this.#proxies.values()) c.close();
+    this.#proxies.clear();
+  }
+}
+
+/** A client through the proxy at `url`; userinfo in the URL becomes basic auth. */
+function proxyClient(url: string): Deno.HttpClient {
+  const proxy = new URL(url);
+  const basicAuth = proxy.username
+    ? { username: decodeURIComponent(proxy.username), password: decodeURIComponent(proxy.password) }
+    : undefined;
+  proxy.username = "";
+  proxy.password = "";
+  return Deno.createHttpClient({ proxy: { url: proxy.href, ...(basicAuth ? { basicAuth } : {}) } });
 }
 
 const sleepReal = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -141,6 +172,7 @@ export class UpstreamClient {
   readonly #base: URL;
   readonly #token: string | undefined;
   readonly #egress: EgressPolicy;
+  readonly #connections: EgressConnections;
 
   constructor(readonly config: UpstreamConfig, readonly deps: UpstreamDeps) {
     this.hostname = config.hostname;
@@ -152,6 +184,7 @@ export class UpstreamClient {
         ...(deps.resolve ? { resolve: deps.resolve } : {}),
         ...(deps.env ? { env: deps.env } : {}),
       });
+    this.#connections = deps.connections ?? new EgressConnections(deps.signal);
     // Loopback is exempt: a token sent there never leaves the machine.
     if (
       this.#token !== undefined && this.#base.protocol === "http:" && !isLoopbackHost(this.#base)
@@ -218,7 +251,7 @@ export class UpstreamClient {
       }
       const started = performance.now();
       const took = () => Math.round((performance.now() - started) * 1000) / 1000;
-      const client = clientFor(route, current);
+      const { client, owned } = this.#connections.clientFor(route, current);
       try {
         res = await this.deps.fetch(current, {
           headers,
@@ -243,7 +276,7 @@ export class UpstreamClient {
         err.transient = true;
         throw err;
       } finally {
-        client?.close();
+        if (owned) client?.close();
       }
       this.deps.onRequest?.({
         hostname: this.hostname,
@@ -387,6 +420,7 @@ export function upstreamClients(config: Config, deps: UpstreamDeps): Map<string,
     ...(deps.resolve ? { resolve: deps.resolve } : {}),
     ...(deps.env ? { env: deps.env } : {}),
   });
-  const shared = { ...deps, egress };
+  const connections = deps.connections ?? new EgressConnections(deps.signal);
+  const shared = { ...deps, egress, connections };
   return new Map([...config.upstreams].map(([host, up]) => [host, new UpstreamClient(up, shared)]));
 }
