@@ -365,8 +365,12 @@ Deno.test("HTTP(S)_PROXY carries download hosts; NO_PROXY is honoured; internal 
   for (
     const [url, reason] of [
       ["http://169.254.169.254/latest/meta-data/", /a cloud metadata address/],
-      ["http://metadata.google.internal/computeMetadata/v1/", /an internal host name/],
+      ["http://metadata.google.internal/computeMetadata/v1/", /a cloud metadata host name/],
       [`http://localhost:${port}${FILES}/${ZIP_NAME}`, /an internal host name/],
+      ["http://wiki/", /a single-label \(intranet\) host name/],
+      ["http://wiki.corp/", /an internal host name/],
+      ["http://api.svc.cluster.local/", /an internal host name/],
+      ["http://db.internal./", /an internal host name/],
     ] as const
   ) {
     proxy.seen.length = 0;

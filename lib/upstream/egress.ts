@@ -224,9 +224,47 @@ function reasonOf(a: Addr): string | undefined {
   return undefined;
 }
 
-/** Host names that are internal whatever they resolve to (used when only a proxy can resolve). */
-const INTERNAL_NAMES =
-  /^(localhost|.*\.localhost|metadata|metadata\.google\.internal|metadata\.goog|instance-data(\.ec2\.internal)?)\.?$/;
+/** Names of the cloud metadata services. */
+const METADATA_NAMES = new Set([
+  "metadata",
+  "metadata.google.internal",
+  "metadata.goog",
+  "instance-data",
+  "instance-data.ec2.internal",
+]);
+
+/**
+ * Suffixes that never name a public host: special-use (RFC 6761, 6762, 8375),
+ * ".internal" (reserved by ICANN for private use) and the private-network
+ * suffixes ICANN will not delegate (name collision).
+ */
+const INTERNAL_SUFFIXES = [
+  "localhost",
+  "local",
+  "internal",
+  "home.arpa",
+  "lan",
+  "corp",
+  "home",
+  "intranet",
+  "private",
+];
+
+/**
+ * Why a host name is internal by its name alone, or undefined. Used only when
+ * a proxy must resolve the name for us (the address cannot be checked here):
+ * then the proxy could reach the corporate network, so names that can only
+ * mean a private host are refused — single-label names included.
+ */
+export function internalNameReason(hostname: string): string | undefined {
+  const h = hostname.toLowerCase().replace(/\.$/, "");
+  if (METADATA_NAMES.has(h)) return "a cloud metadata host name";
+  if (INTERNAL_SUFFIXES.some((s) => h === s || h.endsWith(`.${s}`))) {
+    return "an internal host name";
+  }
+  if (!h.includes(".")) return "a single-label (intranet) host name";
+  return undefined;
+}
 
 // ---------------------------------------------------------------------------
 // Proxies, as Deno's fetch reads them (upper case first, then lower case).
@@ -377,9 +415,8 @@ export class EgressPolicy {
       if (proxy) {
         // Air gap behind a proxy: only the proxy can resolve names, so judge
         // by the name. The proxy is the operator's own egress control.
-        if (INTERNAL_NAMES.test(url.hostname)) {
-          throw new EgressRefusedError(host, "an internal host name");
-        }
+        const why = internalNameReason(url.hostname);
+        if (why) throw new EgressRefusedError(host, `${why}, and only the proxy can resolve it`);
         return carried();
       }
       const err = new UpstreamError(`cannot resolve ${url.hostname}: ${(e as Error).message}`);
