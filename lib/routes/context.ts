@@ -3,6 +3,7 @@
  * the shape of a handler.
  * @module
  */
+import type { AccessControl } from "../auth/access.ts";
 import type { Logger } from "../base/log.ts";
 import type { CacheStatus } from "../cache/cache_status.ts";
 import type { CacheInventory } from "../cache/inventory.ts";
@@ -21,12 +22,29 @@ export interface RequestContext extends RequestInfo {
   cache: CacheStatus | undefined;
   /** Refs generation when the request began (see http/response_cache.ts). */
   generation: number;
+  /** Name of the client's token (for the access log; never the token itself). */
+  client?: string;
+  /**
+   * Whether the answer may be kept and reused for other requests: false when
+   * client auth is on, since answers then depend on the token's rules and
+   * carry signed links that belong to this request.
+   */
+  shareable: boolean;
+  /**
+   * Turns the path of an archive or SHA256SUMS URL embedded in this answer
+   * (relative to the request's path, or rooted) into the query to append so
+   * the client can fetch it without credentials. Undefined when auth is off:
+   * URLs are then embedded bare.
+   */
+  signUrl?: (path: string) => string;
 }
 
 /** The app's parts that handlers use; each handler takes the ones it needs. */
 export interface Services {
   config: Config;
   log: Logger;
+  /** Client authentication; undefined when `auth` is not configured (open mirror). */
+  access?: AccessControl;
   /** Where provider answers come from: the upstreams, or (offline) the cache alone. */
   source: ProviderSource;
   packages: PackageStore;

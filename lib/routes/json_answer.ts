@@ -51,7 +51,7 @@ export function keptJson(
   from: { status: CacheStatus; keepUntil: number },
 ): Response {
   const enc = typeof body === "string" ? encodeJson(body) : body;
-  if (from.status !== "stale" && from.keepUntil > 0) {
+  if (ctx.shareable && from.status !== "stale" && from.keepUntil > 0) {
     answers.put(ctx.path, {
       ...enc,
       route: ctx.route,

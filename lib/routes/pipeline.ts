@@ -6,10 +6,12 @@
  *    composed steps rather than as one of them: no extra promise hops);
  * 2. {@link observe}: metrics and the access log line, whatever happens below;
  * 3. {@link mapErrors}: every error becomes a JSON answer (never a bare 500);
- * 4. {@link dispatch}: method, path and registry checks, then the route's
- *    handler, under the metadata deadline unless the route streams.
+ * 4. {@link dispatch}: method, path, client auth ({@link authorize}) and
+ *    registry checks, then the route's handler, under the metadata deadline
+ *    unless the route streams.
  * @module
  */
+import type { Decision } from "../auth/access.ts";
 import type { Logger } from "../base/log.ts";
 import type { Config } from "../config/config.ts";
 import {
@@ -49,6 +51,7 @@ export function newContext(req: Request, s: Services): RequestContext {
     started: performance.now(),
     reported: false,
     generation: s.refs.generation,
+    shareable: !s.access,
     done: (end) => {
       s.telemetry.onBytes(ctx.route, end.bytes);
       accessLog(s.log, req, ctx, end);
@@ -66,6 +69,7 @@ function accessLog(log: Logger, req: Request, ctx: RequestContext, end: BodyEnd)
     bytes: end.bytes,
     ms: Math.round((performance.now() - ctx.started) * 10) / 10,
     cache: ctx.cache ?? "-",
+    ...(ctx.client ? { client: ctx.client } : {}),
     ...(end.note ? { note: end.note } : {}),
   });
 }
@@ -75,6 +79,8 @@ function accessLog(log: Logger, req: Request, ctx: RequestContext, end: BodyEnd)
  * lookup and a Response, no routing, no refs lookups, no rendering.
  */
 export function keptAnswer(req: Request, ctx: RequestContext, s: Services): Response | undefined {
+  // With client auth every request must pass authorize(), and no answer is shared.
+  if (s.access) return undefined;
   if (req.method !== "GET" && req.method !== "HEAD") return undefined;
   const path = pathOf(req.url);
   const kept = s.answers.get(path);
@@ -153,6 +159,65 @@ function requireRegistry(config: Config, r: Route): void {
   }
 }
 
+/** Where a client learns how to present a token. */
+const CREDENTIALS_HINT =
+  'give the client a token for this mirror: credentials "<mirror host[:port]>" { token = "..." } ' +
+  "in the CLI config, or TF_TOKEN_<mirror_host>";
+
+/**
+ * Client auth (when configured): lets the request through and records who
+ * asked (and how to sign the links its answer embeds), or throws the answer:
+ * 401 without a usable token, 403 for a signed link that does not hold, 404
+ * for what the token may not see (the same answer as for something that does
+ * not exist, and given before any lookup, so it leaks nothing). Messages
+ * never contain the presented token.
+ */
+export function authorize(
+  req: Request,
+  url: URL,
+  r: Route | undefined,
+  ctx: RequestContext,
+  s: Services,
+): void {
+  const access = s.access!;
+  const d: Decision = access.decide(req, url, r, s.now());
+  switch (d.kind) {
+    case "allow": {
+      const token = d.token;
+      if (!token) return;
+      ctx.client = token.name;
+      if (d.via === "bearer") {
+        ctx.signUrl = (path) => access.signedQuery(ctx.path, path, token, s.now());
+      }
+      return;
+    }
+    case "unauthenticated":
+      throw new HttpError(
+        401,
+        d.invalidToken
+          ? `the token presented is not valid for this mirror; ${CREDENTIALS_HINT}`
+          : `this mirror requires a token; ${CREDENTIALS_HINT}`,
+        {
+          "www-authenticate": d.invalidToken
+            ? 'Bearer realm="repoxy", error="invalid_token"'
+            : 'Bearer realm="repoxy"',
+        },
+      );
+    case "badLink":
+      s.log.warn("refused a signed link", { path: url.pathname, problem: d.problem });
+      throw new HttpError(
+        403,
+        "this download link has expired or is not valid; ask the mirror for the metadata again",
+      );
+    case "hidden":
+      throw new NotFoundError(
+        d.hiddenUpstream
+          ? `registry ${d.hostname} is not configured on this mirror`
+          : `nothing is served at ${url.pathname}`,
+      );
+  }
+}
+
 /**
  * Routes a request to its handler. Everything Repoxy serves is read-only, so
  * only GET and HEAD pass. The route's spec, not the handler, decides whether
@@ -174,7 +239,17 @@ export function dispatch(
         allow: "GET, HEAD",
       });
     }
-    const r = parseRoute(url.pathname, s.config.defaultUpstream);
+    let r: Route | undefined;
+    try {
+      r = parseRoute(url.pathname, s.config.defaultUpstream);
+    } catch (e) {
+      // Under auth even a malformed path is a 401 first: nothing about paths
+      // is told to a client without a token.
+      if (!s.access || !(e instanceof BadPathError)) throw e;
+      authorize(req, url, undefined, ctx, s);
+      throw e;
+    }
+    if (s.access) authorize(req, url, r, ctx, s);
     if (!r) throw new NotFoundError(`nothing is served at ${url.pathname}`);
     ctx.route = r.kind;
     requireRegistry(s.config, r);
