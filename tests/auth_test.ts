@@ -238,7 +238,8 @@ Deno.test("per-token rules: what a token may not see answers 404 exactly as the 
       const madeUp = await f.get(path.replaceAll("alpha", "nosuch"), bearer(token));
       assertEquals(real.status, 404, path);
       assertEquals(madeUp.status, 404);
-      const a = await real.text(), b = await madeUp.text();
+      const a = await real.text();
+      const b = await madeUp.text();
       assertEquals(a.replaceAll("alpha", "nosuch"), b, "same answer whether it exists or not");
     }
   }
