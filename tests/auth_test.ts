@@ -9,6 +9,7 @@ import { assert, assertEquals, assertMatch, assertNotEquals } from "../lib/deps/
 import { join } from "../lib/deps/path.ts";
 import { createHash } from "../lib/deps/crypto.ts";
 import { openAccessWarning } from "../lib/commands/serve.ts";
+import { loadUrlKey } from "../lib/auth/url_key.ts";
 import { buildConfig } from "../lib/config/config.ts";
 import {
   bytesOf,
@@ -101,6 +102,7 @@ Deno.test("no token or a wrong token: 401 with WWW-Authenticate, JSON body, no u
       assertMatch(res.headers.get("www-authenticate") ?? "", /^Bearer realm="repoxy"/);
       const body = await jsonOf(res) as { errors: string[] };
       assertMatch(body.errors[0]!, /token/);
+      assert(!body.errors[0]!.includes("configured-token") && !body.errors[0]!.includes(ALL));
     }
   }
   const wrong = await f.get(`${ALPHA}/index.json`, bearer("not-a-configured-token-000000"));
@@ -147,6 +149,22 @@ Deno.test("a valid token: metadata served, links signed, archive bytes through t
   assertEquals(hit.headers.get("x-repoxy-cache"), "hit");
   assertEquals(sha256Hex(await bytesOf(hit)), sha256Hex(bytes));
   await expectStatus(await f.get(`${ALPHA}/${url}`, { method: "HEAD" }), 200);
+  // Shared caches must not keep what a token (or a link) was given.
+  for (
+    const [path, init] of [
+      [`${ALPHA}/index.json`, bearer(ALL)],
+      [`${ALPHA}/1.1.0.json`, bearer(ALL)],
+      [`${ALPHA}/${url}`, {}],
+      [`${ALPHA}/${ZIP}`, bearer(ALL)],
+    ] as const
+  ) {
+    const res = await f.get(path, init);
+    assertEquals(res.status, 200);
+    await res.body?.cancel();
+    assertMatch(res.headers.get("cache-control")!, /^private\b/, path);
+    assert(!/public/.test(res.headers.get("cache-control")!));
+    assertMatch(res.headers.get("vary")!, /Authorization/);
+  }
   // The bearer token alone opens the archive too.
   await expectStatus(await f.get(`${ALPHA}/${ZIP}`, bearer(ALL)), 200);
   // Without either: refused.
@@ -346,4 +364,23 @@ Deno.test("start-up warning: non-loopback listen without auth, with how to turn 
   }
   const authed = await buildConfig({ listen: "0.0.0.0:8080", cacheDir: "/tmp/x", auth: AUTH });
   assertEquals(openAccessWarning(authed), undefined);
+});
+
+Deno.test("the signing key: processes starting at once on one cache dir agree on one key", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const keys = await Promise.all(Array.from({ length: 8 }, () => loadUrlKey(dir)));
+    for (const k of keys) assertEquals(k, keys[0]);
+    assertEquals(
+      [...Deno.readDirSync(join(dir, "auth"))].map((e) => e.name),
+      ["url.key"],
+      "no temp files left",
+    );
+    // A key left readable by others is tightened to 0600.
+    await Deno.chmod(join(dir, "auth", "url.key"), 0o644);
+    assertEquals(await loadUrlKey(dir), keys[0]);
+    assertEquals((await Deno.stat(join(dir, "auth", "url.key"))).mode! & 0o777, 0o600);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

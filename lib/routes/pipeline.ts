@@ -219,6 +219,29 @@ export function authorize(
 }
 
 /**
+ * An answer given to an authenticated client must not be kept by shared
+ * caches (a corporate proxy would otherwise hand a token's answer, or an
+ * archive fetched with a token, to clients without one): `public` becomes
+ * `private`, and the answer varies by Authorization. Headers are set on the
+ * same Response, so streamed archive bodies stay unwrapped.
+ */
+function keepPrivate(res: Response): Response {
+  const cc = res.headers.get("cache-control");
+  const value = cc === null ? "private" : cc.replace(/\bpublic\b/i, "private");
+  try {
+    res.headers.set("cache-control", value);
+    res.headers.append("vary", "Authorization");
+    return res;
+  } catch {
+    // Immutable headers (a Response from fetch): copy them.
+    const headers = new Headers(res.headers);
+    headers.set("cache-control", value);
+    headers.append("vary", "Authorization");
+    return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+  }
+}
+
+/**
  * Routes a request to its handler. Everything Repoxy serves is read-only, so
  * only GET and HEAD pass. The route's spec, not the handler, decides whether
  * the deadline applies: past it, the client gets a 504 while the work goes on
@@ -254,7 +277,10 @@ export function dispatch(
     ctx.route = r.kind;
     requireRegistry(s.config, r);
     const spec = table[r.kind] as RouteSpec<Route["kind"]>;
-    const work = (async () => await spec.handler(req, ctx, r as never, s))();
+    const work = (async () => {
+      const res = await spec.handler(req, ctx, r as never, s);
+      return ctx.client ? keepPrivate(res) : res;
+    })();
     if (spec.streams) return work;
     return raceDeadline(
       work,
