@@ -6,7 +6,8 @@
  * the signing key kept in the cache dir, and the start-up warning.
  */
 import { assert, assertEquals, assertMatch, assertNotEquals } from "../lib/deps/assert.ts";
-import { join } from "../lib/deps/path.ts";
+import { fromFileUrl, join } from "../lib/deps/path.ts";
+import { spawnRepoxy } from "./_process.ts";
 import { createHash } from "../lib/deps/crypto.ts";
 import { openAccessWarning } from "../lib/commands/serve.ts";
 import { loadUrlKey } from "../lib/auth/url_key.ts";
@@ -383,4 +384,59 @@ Deno.test("the signing key: processes starting at once on one cache dir agree on
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+const ROOT = fromFileUrl(new URL("..", import.meta.url));
+const DENO_RUN = ["run", "-q", "--frozen", "--config", join(ROOT, "deno.json"), "-P=serve"];
+
+Deno.test("the real server: warns at start-up when open beyond loopback; with auth, 401 on the socket", async () => {
+  await using dir = await Deno.makeTempDir().then((path) => ({
+    path,
+    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
+  }));
+  const run = async (cfg: Record<string, unknown>) => {
+    const file = join(dir.path, `cfg-${crypto.randomUUID()}.json`);
+    await Deno.writeTextFile(file, JSON.stringify({ cacheDir: join(dir.path, "cache"), ...cfg }));
+    return await spawnRepoxy(Deno.execPath(), [
+      ...DENO_RUN,
+      join(ROOT, "main.ts"),
+      "serve",
+      "--config",
+      file,
+      "--log-format",
+      "json",
+      "--listen",
+      "0.0.0.0:0",
+    ], { cwd: dir.path });
+  };
+  const warnings = (lines: string[]) =>
+    lines.map((l) => JSON.parse(l)).filter((r) =>
+      r.level === "warn" && /without client auth/.test(r.msg)
+    );
+
+  const open = await run({});
+  try {
+    await (await fetch(open.url + "-/healthz")).arrayBuffer();
+  } finally {
+    await open.stop("SIGTERM");
+  }
+  const w = warnings(open.stderr);
+  assertEquals(w.length, 1, open.stderr.join("\n"));
+  assertMatch(w[0].msg, /"auth"/);
+
+  const closed = await run({ auth: { tokens: [{ name: "ci", token: ALL }] } });
+  try {
+    const port = new URL(closed.url).port;
+    const health = await fetch(`http://127.0.0.1:${port}/-/healthz`);
+    assertEquals(health.status, 200);
+    await health.arrayBuffer();
+    const refused = await fetch(`http://127.0.0.1:${port}${ALPHA}/index.json`);
+    assertEquals(refused.status, 401);
+    assertEquals(refused.headers.get("www-authenticate"), 'Bearer realm="repoxy"');
+    await refused.arrayBuffer();
+  } finally {
+    await closed.stop("SIGTERM");
+  }
+  assertEquals(warnings(closed.stderr), []);
+  assert(!closed.stderr.join("\n").includes(ALL), "the token is never logged");
 });
