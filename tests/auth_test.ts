@@ -373,7 +373,7 @@ Deno.test("the signing key: processes starting at once on one cache dir agree on
     const keys = await Promise.all(Array.from({ length: 8 }, () => loadUrlKey(dir)));
     for (const k of keys) assertEquals(k, keys[0]);
     assertEquals(
-      [...Deno.readDirSync(join(dir, "auth"))].map((e) => e.name),
+      await Array.fromAsync(Deno.readDir(join(dir, "auth")), (e) => e.name),
       ["url.key"],
       "no temp files left",
     );
