@@ -293,9 +293,21 @@ Deno.test("answers are never shared across tokens: each carries its own links, h
   f.clock.t += 5_000;
   const a2 = await archiveUrl(await f.get(path, bearer(ALL)));
   assertNotEquals(a2, a1, "a later answer carries a fresh link, not a kept one");
-  // index.json too goes through the check every time.
-  await expectStatus(await f.get(`${ALPHA}/index.json`, bearer(ALL)), 200);
+  // index.json is kept per token: another token, or none, never gets it.
+  for (let i = 0; i < 3; i++) {
+    await expectStatus(await f.get(`${ALPHA}/index.json`, bearer(ALL)), 200);
+  }
   await expectStatus(await f.get(`${ALPHA}/index.json`), 401);
+  await expectStatus(
+    await f.get(`${ALPHA}/index.json`, bearer("not-a-configured-token-000000")),
+    401,
+  );
+  await expectStatus(await f.get(`${ALPHA}/index.json`, bearer(OTHER_NS)), 404);
+  await expectStatus(await f.get(`${ALPHA}/index.json`, bearer(OTHER_UP)), 404);
+  const kept = await f.get(`${ALPHA}/index.json`, bearer(ALL));
+  assertMatch(kept.headers.get("cache-control")!, /^private\b/);
+  assertEquals(await jsonOf(kept), { versions: { "1.1.0": {}, "1.0.0": {} } });
+  assert(f.log.records.some((r) => r.msg === "request" && r.client === "all" && r.cache === "hit"));
 });
 
 Deno.test("registry protocol: the three URLs are signed links; SHA256SUMS and .sig byte for byte without a token", async () => {

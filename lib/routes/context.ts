@@ -37,6 +37,27 @@ export interface RequestContext extends RequestInfo {
    * URLs are then embedded bare.
    */
   signUrl?: (path: string) => string;
+  /** Set once `signUrl` was used: the answer carries this request's links and is never kept. */
+  linked?: boolean;
+}
+
+/**
+ * The key under which a request's answer may be kept for reuse, or
+ * undefined when it may not be kept. An open mirror keys by path; under
+ * client auth an answer is kept only for the same token (it was produced
+ * after that token passed its rules for that path) and never when it carries
+ * signed links.
+ */
+export function keepKey(ctx: RequestContext): string | undefined {
+  if (ctx.linked) return undefined;
+  if (ctx.client !== undefined) return clientKey(ctx.client, ctx.path);
+  return ctx.shareable ? ctx.path : undefined;
+}
+
+/** The kept-answer key of `path` for the token named `client`. */
+export function clientKey(client: string, path: string): string {
+  // A NUL cannot occur in a request path, so no path collides with a client's key.
+  return `${client}\u0000${path}`;
 }
 
 /** The app's parts that handlers use; each handler takes the ones it needs. */

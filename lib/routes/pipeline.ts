@@ -26,7 +26,7 @@ import { type Handler, type Middleware, raceDeadline } from "../http/middleware.
 import { pathOf } from "../http/response_cache.ts";
 import type { BodyEnd } from "../http/serve_file.ts";
 import { BadPathError, parseRoute, type Route } from "../protocol/paths.ts";
-import { type RequestContext, type RouteHandler, type Services } from "./context.ts";
+import { clientKey, type RequestContext, type RouteHandler, type Services } from "./context.ts";
 import { jsonResponse } from "./json_answer.ts";
 
 /** How one route is served. */
@@ -79,16 +79,26 @@ function accessLog(log: Logger, req: Request, ctx: RequestContext, end: BodyEnd)
  * lookup and a Response, no routing, no refs lookups, no rendering.
  */
 export function keptAnswer(req: Request, ctx: RequestContext, s: Services): Response | undefined {
-  // With client auth every request must pass authorize(), and no answer is shared.
-  if (s.access) return undefined;
   if (req.method !== "GET" && req.method !== "HEAD") return undefined;
   const path = pathOf(req.url);
-  const kept = s.answers.get(path);
+  // With client auth, only this token's own answers (see keepKey): anyone
+  // else goes the slow way, through authorize().
+  let client: string | undefined;
+  if (s.access) {
+    const presented = s.access.tokens.identify(req.headers.get("authorization"));
+    if (presented.kind !== "valid") return undefined;
+    client = presented.token.name;
+  }
+  const kept = s.answers.get(client === undefined ? path : clientKey(client, path));
   if (!kept) return undefined;
   ctx.path = path;
   ctx.cache = "hit";
   ctx.route = kept.route as Route["kind"];
-  const res = jsonResponse(req, kept, "hit", kept.maxAge);
+  let res = jsonResponse(req, kept, "hit", kept.maxAge);
+  if (client !== undefined) {
+    ctx.client = client;
+    res = keepPrivate(res);
+  }
   record(s, req, ctx, res);
   return res;
 }
@@ -187,7 +197,10 @@ export function authorize(
       if (!token) return;
       ctx.client = token.name;
       if (d.via === "bearer") {
-        ctx.signUrl = (path) => access.signedQuery(ctx.path, path, token, s.now());
+        ctx.signUrl = (path) => {
+          ctx.linked = true;
+          return access.signedQuery(ctx.path, path, token, s.now());
+        };
       }
       return;
     }
