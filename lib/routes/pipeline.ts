@@ -285,9 +285,9 @@ export function dispatch(
       authorize(req, url, undefined, ctx, s);
       throw e;
     }
+    if (r) ctx.route = r.kind; // refusals are counted under the route they were for
     if (s.access) authorize(req, url, r, ctx, s);
     if (!r) throw new NotFoundError(`nothing is served at ${url.pathname}`);
-    ctx.route = r.kind;
     requireRegistry(s.config, r);
     const spec = table[r.kind] as RouteSpec<Route["kind"]>;
     const work = (async () => {
