@@ -10,6 +10,8 @@
  * → {@link dispatch} (route, deadline) → the handler named in {@link ROUTES}.
  * @module
  */
+import { AccessControl } from "./auth/access.ts";
+import { loadUrlKey } from "./auth/url_key.ts";
 import { createLogger, type Logger } from "./base/log.ts";
 import { USER_AGENT, VERSION } from "./base/version.ts";
 import { resetDir } from "./cache/atomic_write.ts";
@@ -163,9 +165,13 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     ? new CacheSource(cache)
     : new UpstreamSource({ config, metadata, packages, downloads, log, shutdown: shutdown.signal });
 
+  const access = config.auth
+    ? new AccessControl(config.auth, await loadUrlKey(config.cacheDir, config.auth.urlKey))
+    : undefined;
   const services: Services = {
     config,
     log,
+    ...(access ? { access } : {}),
     source,
     packages,
     refs,
