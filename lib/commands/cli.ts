@@ -12,7 +12,6 @@ import { type App, createApp } from "../app.ts";
 import { type Config, ConfigError, type ConfigOverrides, loadConfig } from "../config/config.ts";
 import { findConfigFile } from "../config/lookup.ts";
 import { parseArgs } from "../deps/cli.ts";
-import { join } from "../deps/path.ts";
 import { createLogger, type Logger } from "../base/log.ts";
 
 /** Exit code: everything worked. */
@@ -303,22 +302,19 @@ export function commandLogger(config: Config, progress: Progress): Logger {
 }
 
 /**
- * Creates an app for a subcommand. It gets a temp dir of its own under
- * `<cacheDir>/tmp/` (same filesystem, so renames stay atomic): `createApp`
- * empties its temp dir, and the shared one belongs to a server that may be
- * running on the same cache right now.
+ * Creates an app for a subcommand. Like the server it gets a temp folder of
+ * its own under `<cacheDir>/tmp/`, locked for its lifetime (cache_dir.ts), so
+ * a server starting or stopping on the same cache leaves its files alone.
  */
 export async function createCommandApp(
   config: Config,
-  command: string,
+  _command: string,
   log: Logger,
 ): Promise<App & AsyncDisposable> {
-  const tmpDir = join(config.cacheDir, "tmp", `${command}-${Deno.pid}`);
-  const app = await createApp(config, { log, tmpDir });
+  const app = await createApp(config, { log });
   return Object.assign(app, {
     async [Symbol.asyncDispose]() {
       await app.close();
-      await Deno.remove(tmpDir, { recursive: true }).catch(() => {});
     },
   });
 }
