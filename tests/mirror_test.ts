@@ -10,7 +10,6 @@ import {
   bytesOf,
   exists,
   jsonOf,
-  listDir,
   makeTestApp,
   mirrorFixture,
   sha256Hex,

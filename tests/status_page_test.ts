@@ -15,7 +15,6 @@ import { VERSION } from "../lib/base/version.ts";
 import {
   bytesOf,
   jsonOf,
-  listDir,
   makeTestApp,
   mirrorFixture,
   tempDir,

@@ -9,7 +9,6 @@ import {
   bytesOf,
   exists,
   jsonOf,
-  listDir,
   makeTestApp,
   mirrorFixture,
   tempDir,
