@@ -129,7 +129,10 @@ Deno.test("the background check re-hashes at the configured rate, quarantines ro
     // Paced: the waits add up to (nearly) bytes / rate.
     const waited = paced.reduce((n, x) => n + x, 0);
     const due = (stats.bytes / RATE) * 1000;
-    assert(waited >= due * 0.5 && waited <= due * 1.01, `waited ${waited} ms for ${due} ms of reading`);
+    assert(
+      waited >= due * 0.5 && waited <= due * 1.01,
+      `waited ${waited} ms for ${due} ms of reading`,
+    );
     // Next pass one interval after this one started.
     const next = held.filter((h) => h !== first && h.ms > 5_000);
     assertEquals(next.length, 1);

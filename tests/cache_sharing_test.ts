@@ -48,6 +48,10 @@ Deno.test("start-up keeps the temp files of a live process and removes only dead
   await Deno.mkdir(join(dir.path, "tmp", "999999-deadbeef"));
   await Deno.writeTextFile(join(dir.path, "tmp", "999999-deadbeef", "x.tmp"), "old");
   await Deno.writeTextFile(join(dir.path, "tmp", "999999-deadbeef.lock"), "999999\n");
+  // A planted "lock" that is a link: removed, its target never opened or touched.
+  await using outside = await tempDir();
+  await Deno.writeTextFile(join(outside.path, "target"), "keep me");
+  await Deno.symlink(join(outside.path, "target"), join(dir.path, "tmp", "888888-feed.lock"));
   // Pre-per-process-folder leftovers (no lock at all).
   await Deno.writeTextFile(join(dir.path, "tmp", "y.zip.tmp-1-2-3"), "old");
 
@@ -57,6 +61,8 @@ Deno.test("start-up keeps the temp files of a live process and removes only dead
     assertEquals(await exists(join(dir.path, "tmp", "999999-deadbeef")), false);
     assertEquals(await exists(join(dir.path, "tmp", "999999-deadbeef.lock")), false);
     assertEquals(await exists(join(dir.path, "tmp", "y.zip.tmp-1-2-3")), false);
+    assertEquals(await exists(join(dir.path, "tmp", "888888-feed.lock")), false);
+    assertEquals(await Deno.readTextFile(join(outside.path, "target")), "keep me");
     assert(t.log.records.some((r) => r.msg === "removed leftover temp files from an earlier run"));
     // The server's own folder, locked: the other process's sweep keeps it.
     const own = t.app.cache.storage.tempPath("mine");

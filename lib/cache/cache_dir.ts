@@ -194,6 +194,12 @@ export async function sweepTempDir(parent: string, own?: TempArea): Promise<numb
 }
 
 async function removeIfUnlocked(lockPath: string, dir: string, hasDir: boolean): Promise<boolean> {
+  // Only ever a regular file of ours: a planted link is removed, never opened.
+  if (!(await Deno.lstat(lockPath)).isFile) {
+    await Deno.remove(lockPath);
+    if (hasDir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+    return true;
+  }
   let f: Deno.FsFile;
   try {
     f = await Deno.open(lockPath, { read: true, write: true });

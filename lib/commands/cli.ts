@@ -9,6 +9,7 @@
  * @module
  */
 import { type App, createApp } from "../app.ts";
+import { CacheLayoutError } from "../cache/cache_dir.ts";
 import { type Config, ConfigError, type ConfigOverrides, loadConfig } from "../config/config.ts";
 import { findConfigFile } from "../config/lookup.ts";
 import { parseArgs } from "../deps/cli.ts";
@@ -220,7 +221,13 @@ export function defineCommand(spec: CommandSpec): Command {
       if (n < min || n > max) return usageError(io, spec.name, usage ?? "missing arguments");
       const config = await loadCommandConfig(ctx, spec.name, args);
       if (!config) return EXIT_USAGE;
-      return await spec.run({ args, config, io });
+      try {
+        return await spec.run({ args, config, io });
+      } catch (e) {
+        if (!(e instanceof CacheLayoutError)) throw e;
+        io.err(`repoxy ${spec.name}: ${e.message}`);
+        return EXIT_FAILED;
+      }
     },
   };
 }

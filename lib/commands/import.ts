@@ -185,8 +185,7 @@ export async function importTree(
   );
   let done = 0;
   let bytes = 0;
-  const linked = (path: string) =>
-    report.problems.push(`${path}: a symbolic link to a directory; not followed`);
+  const linked = (path: string) => report.problems.push(`${path}: a symbolic link; not followed`);
   try {
     for await (const host of entries(srcDir)) {
       const hostDir = join(srcDir, host.name);
