@@ -117,7 +117,7 @@ Deno.test("warm racing a server that starts and stops on the same cache stores w
   const asked = new Promise<void>((r) => zipAsked = r);
   await using fake = await startFakeRegistry({
     providers: TWO_PROVIDERS,
-    intercept: async (req, server) => {
+    intercept: (req, server) => {
       const path = new URL(req.url).pathname;
       if (server !== "release" || !path.endsWith("alpha_1.0.0_linux_amd64.zip")) return undefined;
       const a = fake.archive("alpha", "1.0.0", "linux_amd64");

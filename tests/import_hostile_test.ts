@@ -25,6 +25,7 @@ const tools = ["mkfifo", "truncate"].filter((t) => {
     return true;
   }
 });
+// deno-lint-ignore no-console
 if (tools.length > 0) console.log(`SKIP: import_hostile_test needs ${tools.join(", ")}`);
 
 async function sh(cmd: string, ...args: string[]) {
