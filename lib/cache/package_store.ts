@@ -13,9 +13,9 @@
  * Every open re-checks the file against its record: the size, and the cheap
  * fingerprint taken at commit (first and last 64 KiB). A file that fails is
  * removed and counts as not cached, so the request fetches and verifies it
- * again. The fingerprint is re-read only when the file's identity (inode,
- * size, change times) differs from the last one that passed, which keeps a
- * hit at one `fstat` more than before.
+ * again. The fingerprint is re-read when the file's identity (inode, size,
+ * change times) differs from the last one that passed, or that pass is older
+ * than {@link FINGERPRINT_TRUST_MS}; otherwise a hit costs nothing more.
  *
  * Changes (commit, removal) also rewrite the change marker
  * {@link CHANGE_MARKER_KEY}, which other processes on the same cache poll to
@@ -61,6 +61,12 @@ export const CHANGE_MARKER_KEY = ".repoxy-changes";
 
 /** Identities of files whose fingerprint passed, remembered at most. */
 const CHECKED_MAX = 16_384;
+/**
+ * A passed fingerprint is trusted this long for an unchanged file, then read
+ * again on the next hit (rot that leaves the change times alone shows within
+ * this time on a hit; the background check reads everything else).
+ */
+export const FINGERPRINT_TRUST_MS = 600_000;
 
 /** Stores, opens and records provider archives. */
 export class PackageStore {
@@ -69,8 +75,8 @@ export class PackageStore {
   /** Keyed by the refs entry object, so a rewritten entry is parsed afresh. */
   readonly #parsedMeta = new WeakMap<RefEntry, ArchiveMeta>();
   readonly #removedListeners: RemovedListener[] = [];
-  /** Storage key → identity of the file whose fingerprint last passed. */
-  readonly #checked = new Map<string, string>();
+  /** Storage key → identity of the file whose fingerprint last passed, and when. */
+  readonly #checked = new Map<string, { identity: string; at: number }>();
   readonly #markerOwner = crypto.randomUUID();
   #markerSeq = 0;
 
@@ -152,7 +158,7 @@ export class PackageStore {
     if (!object) return undefined;
     let problem: string | undefined;
     if (object.size !== meta.size) problem = "size";
-    else if (meta.fp && (!object.identity || this.#checked.get(key) !== object.identity)) {
+    else if (meta.fp && !this.#trusted(key, object.identity)) {
       let fp: string | undefined;
       try {
         fp = await fingerprint(object, object.size);
@@ -163,7 +169,7 @@ export class PackageStore {
       if (fp !== meta.fp) problem = "fingerprint";
       else if (object.identity) {
         this.#checked.delete(key);
-        this.#checked.set(key, object.identity);
+        this.#checked.set(key, { identity: object.identity, at: Date.now() });
         if (this.#checked.size > CHECKED_MAX) {
           this.#checked.delete(this.#checked.keys().next().value!);
         }
@@ -183,6 +189,12 @@ export class PackageStore {
       return undefined;
     }
     return { object, meta };
+  }
+
+  #trusted(key: string, identity: string | undefined): boolean {
+    const c = this.#checked.get(key);
+    return identity !== undefined && c !== undefined && c.identity === identity &&
+      Date.now() - c.at < FINGERPRINT_TRUST_MS;
   }
 
   /**
