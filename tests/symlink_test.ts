@@ -114,3 +114,31 @@ Deno.test("the cache dir itself may be a link: it is resolved once and works", a
   assertEquals(hit.headers.get("x-repoxy-cache"), "hit");
   assertEquals(sha256Hex(await bytesOf(hit)), a.sha256);
 });
+
+Deno.test("a directory link planted while running: nothing is served from or written through it", async () => {
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    config: { backgroundVerify: { rate: 0 } },
+  });
+  await using outside = await tempDir();
+  const a = t.fake.archive("alpha", "1.0.0", "linux_amd64");
+  const url = `/${H}/example/alpha/${a.filename}`;
+  await bytesOf(await t.get(url));
+  await t.app.settle();
+  // The provider dir moves out and a link takes its place: the archive and
+  // its record are intact behind it, and still not served.
+  const typeDir = join(t.dir.path, "packages", H, "example", "alpha");
+  const moved = join(outside.path, "alpha");
+  await Deno.rename(typeDir, moved);
+  await Deno.symlink(moved, typeDir);
+  const res = await t.get(url);
+  assertEquals(res.status, 200);
+  assertEquals(res.headers.get("x-repoxy-cache"), "miss", "not a hit through the link");
+  assertEquals(sha256Hex(await bytesOf(res)), a.sha256, "the client still gets verified bytes");
+  await t.app.settle();
+  const behind = await Array.fromAsync(Deno.readDir(moved));
+  assertEquals(behind.map((e) => e.name), [a.filename], "nothing new written through the link");
+  assertEquals(await Deno.readFile(join(moved, a.filename)), a.bytes);
+  await t.app.inventory.scan();
+  assertEquals(t.app.inventory.count, 0, "not counted either");
+});
