@@ -296,3 +296,30 @@ Deno.test("metrics and the status page shrink when this process or another one p
   assertEquals(await metric(await t.get("/-/metrics"), "repoxy_cache_size_bytes"), 0);
   assert(!(await page()).includes("example/alpha"), "the status page lists no archive");
 });
+
+Deno.test("warm counts an archive it could not store as failed and exits 1", async () => {
+  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
+  await using dir = await tempDir();
+  const cacheDir = join(dir.path, "cache");
+  const config = await writeConfig(dir.path, {
+    cacheDir,
+    upstreams: { [H]: { url: fake.registryUrl } },
+  });
+  const a = fake.archive("alpha", "1.0.0", "linux_amd64");
+  // Something in the way of the archive's final name: the commit's rename fails.
+  await Deno.mkdir(join(cacheDir, "packages", H, "example", "alpha", a.filename, "x"), {
+    recursive: true,
+  });
+  const run = await runCli(["warm", "-c", config, "-p", "linux_amd64", `${H}/example/alpha@1.0.0`]);
+  assertEquals(run.code, 1, run.stdout + run.stderr);
+  assertMatch(run.stdout, /0 fetched/);
+  assertMatch(run.stdout, /1 failed/);
+  assertMatch(run.stderr, /FAILED .*alpha 1\.0\.0 linux_amd64: served, but not stored/);
+  assertEquals(
+    await exists(
+      join(cacheDir, "refs", H, "example", "alpha", "1.0.0", "archive_linux_amd64.json"),
+    ),
+    false,
+    "no record without its archive",
+  );
+});
