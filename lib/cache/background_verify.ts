@@ -106,6 +106,7 @@ export class BackgroundVerifier {
       const object = await storage.open(f.key);
       if (!object) continue; // pruned meanwhile
       let reason: string | undefined;
+      const identity = object.identity;
       try {
         if (object.size !== meta.size) reason = `size ${object.size}, recorded ${meta.size}`;
         else {
@@ -142,6 +143,8 @@ export class BackgroundVerifier {
         await storage.restoreTimes(f);
         continue;
       }
+      // Only the file that was read: a download may have replaced it meanwhile.
+      if (identity && !(await sameFile(storage.pathOf(f.key), identity))) continue;
       await this.#quarantine(f, meta, reason, now());
     }
   }
@@ -174,5 +177,15 @@ export class BackgroundVerifier {
       reason,
       quarantined: dest,
     });
+  }
+}
+
+/** Whether `path` is still the file whose identity (`dev:ino:...`) was read. */
+async function sameFile(path: string, identity: string): Promise<boolean> {
+  try {
+    const st = await Deno.lstat(path);
+    return identity.startsWith(`${st.dev}:${st.ino}:`);
+  } catch {
+    return false;
   }
 }

@@ -157,38 +157,46 @@ export class TempArea {
  */
 export async function sweepTempDir(parent: string, own?: TempArea): Promise<number> {
   let removed = 0;
-  let names: Deno.DirEntry[];
-  try {
-    names = await Array.fromAsync(Deno.readDir(parent));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return 0;
-    throw e;
-  }
-  const present = new Set(names.map((e) => e.name));
-  for (const e of names) {
-    const name = e.name;
-    if (own && (name === own.id || name === `${own.id}.lock`)) continue;
-    const path = join(parent, name);
+  const present = async (path: string) => {
     try {
-      if (name.startsWith(".")) {
-        const st = await Deno.lstat(path);
-        const age = Date.now() - (st.mtime?.getTime() ?? 0);
-        if (age > DOT_FILE_STALE_MS) {
+      await Deno.lstat(path);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  try {
+    // Streamed, and each decision made on the entry as it is now: a listing
+    // taken in advance could show a new owner's folder but not its lock.
+    for await (const e of Deno.readDir(parent)) {
+      const name = e.name;
+      if (own && (name === own.id || name === `${own.id}.lock`)) continue;
+      const path = join(parent, name);
+      try {
+        if (name.startsWith(".")) {
+          const st = await Deno.lstat(path);
+          const age = Date.now() - (st.mtime?.getTime() ?? 0);
+          if (age > DOT_FILE_STALE_MS) {
+            await Deno.remove(path, { recursive: true });
+            removed++;
+          }
+        } else if (name.endsWith(".lock")) {
+          const dir = path.slice(0, -5);
+          if (await removeIfUnlocked(path, dir, await present(dir))) removed++;
+        } else if (!(await present(`${path}.lock`))) {
+          // No lock file: an old-style leftover, or a folder whose lock another
+          // sweeper just removed together with it. (An owner makes its lock
+          // before its folder, so a live folder always has one.)
           await Deno.remove(path, { recursive: true });
           removed++;
         }
-      } else if (name.endsWith(".lock")) {
-        const id = name.slice(0, -5);
-        if (await removeIfUnlocked(path, join(parent, id), present.has(id))) removed++;
-      } else if (!present.has(`${name}.lock`)) {
-        // No lock file: an old-style leftover, or a folder whose lock another
-        // sweeper just removed together with it.
-        await Deno.remove(path, { recursive: true });
-        removed++;
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
       }
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return removed;
+    throw e;
   }
   return removed;
 }
