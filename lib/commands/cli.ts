@@ -318,7 +318,11 @@ export async function createCommandApp(
   _command: string,
   log: Logger,
 ): Promise<App & AsyncDisposable> {
-  const app = await createApp(config, { log });
+  // The background check is the server's job; a command does its own work.
+  const app = await createApp({
+    ...config,
+    backgroundVerify: { ...config.backgroundVerify, bytesPerSecond: 0 },
+  }, { log });
   return Object.assign(app, {
     async [Symbol.asyncDispose]() {
       await app.close();
