@@ -109,6 +109,23 @@ Deno.test("the cache dir emptied while running: caching resumes without a restar
   assertEquals(sha256Hex(await bytesOf(hit)), b.sha256);
   assertEquals(zipGets() - before, perDownload);
   assertEquals(await tempLeftovers(t.dir.path), []);
+
+  // Only tmp/ this time (lock files included).
+  await Deno.remove(join(t.dir.path, "tmp"), { recursive: true });
+  const c = t.fake.archive("beta", "2.3.4", "linux_amd64");
+  const before2 = zipGets();
+  assertEquals(sha256Hex(await bytesOf(await t.get(`/${H}/example/beta/${c.filename}`))), c.sha256);
+  await t.app.settle();
+  assertEquals(zipGets() - before2, perDownload);
+  const storedC = join(t.dir.path, "packages", H, "example", "beta", c.filename);
+  assertEquals(sha256Hex(await Deno.readFile(storedC)), c.sha256);
+  // The temp folder came back with its lock held: another process's sweep keeps it.
+  await using other = await openCacheDir(t.dir.path, memoryLogger());
+  const mine = t.app.cache.storage.tempPath("probe");
+  await Deno.writeTextFile(mine, "x");
+  await other.close();
+  assertEquals(await Deno.readTextFile(mine), "x");
+  await Deno.remove(mine);
 });
 
 Deno.test("warm racing a server that starts and stops on the same cache stores what it reports", async () => {
