@@ -306,12 +306,22 @@ Deno.test("metrics and the status page shrink when this process or another one p
     const r = await pruneCache(other, { maxBytes: 0 });
     assertEquals(r.evicted.length, 3);
   }
+  // The server stores one more before it looks: its own mark must not hide
+  // the other process's.
+  const last = fake.archive("alpha", "1.0.0", "windows_amd64");
+  await bytesOf(await t.get(`/${H}/example/alpha/${last.filename}`));
+  await t.app.settle();
   const seen = ticks;
   wake();
   while (ticks === seen) await new Promise((r) => setTimeout(r, 5));
-  assertEquals(await metric(await t.get("/-/metrics"), "repoxy_cache_archives"), 0);
-  assertEquals(await metric(await t.get("/-/metrics"), "repoxy_cache_size_bytes"), 0);
-  assert(!(await page()).includes("example/alpha"), "the status page lists no archive");
+  assertEquals(await metric(await t.get("/-/metrics"), "repoxy_cache_archives"), 1);
+  assertEquals(
+    await metric(await t.get("/-/metrics"), "repoxy_cache_size_bytes"),
+    last.bytes.length,
+  );
+  const after = await page();
+  assert(!after.includes("example/beta"), "the status page no longer lists the pruned ones");
+  assert(after.includes("windows_amd64") && !after.includes("darwin_arm64"));
 });
 
 Deno.test("warm counts an archive it could not store as failed and exits 1", async () => {

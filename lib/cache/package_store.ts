@@ -79,6 +79,7 @@ export class PackageStore {
   readonly #checked = new Map<string, { identity: string; at: number }>();
   readonly #markerOwner = crypto.randomUUID();
   #markerSeq = 0;
+  #overwroteForeign = false;
 
   constructor(readonly storage: Storage, readonly refs: RefsStore, readonly log: Logger) {}
 
@@ -100,10 +101,18 @@ export class PackageStore {
     const b = await this.storage.get(CHANGE_MARKER_KEY);
     if (!b) return undefined;
     const text = new TextDecoder().decode(b);
-    return { text, ours: text.startsWith(this.#markerOwner + " ") };
+    // Ours, unless we overwrote another process's mark since the last call:
+    // its change must still be picked up.
+    const ours = text.startsWith(this.#markerOwner + " ") && !this.#overwroteForeign;
+    this.#overwroteForeign = false;
+    return { text, ours };
   }
 
   async #noteChanged(): Promise<void> {
+    const before = await this.storage.get(CHANGE_MARKER_KEY);
+    if (before && !new TextDecoder().decode(before).startsWith(this.#markerOwner + " ")) {
+      this.#overwroteForeign = true;
+    }
     await this.storage.put(CHANGE_MARKER_KEY, `${this.#markerOwner} ${++this.#markerSeq}\n`)
       .catch(() => {});
   }
