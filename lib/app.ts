@@ -14,8 +14,8 @@ import { AccessControl } from "./auth/access.ts";
 import { loadUrlKey } from "./auth/url_key.ts";
 import { createLogger, type Logger } from "./base/log.ts";
 import { USER_AGENT, VERSION } from "./base/version.ts";
-import { resetDir } from "./cache/atomic_write.ts";
-import { type CacheDir, defaultTmpDir, openCacheDir } from "./cache/cache_dir.ts";
+import { BackgroundVerifier } from "./cache/background_verify.ts";
+import { type CacheDir, openCacheDir } from "./cache/cache_dir.ts";
 import { Downloads } from "./cache/download.ts";
 import { CacheInventory } from "./cache/inventory.ts";
 import type { PackageStore } from "./cache/package_store.ts";
@@ -83,8 +83,8 @@ export interface AppDeps {
   downloadIdleTimeoutMs?: number;
   /** Deadline for a whole metadata answer, in ms (default: upstreamTimeout + 1.5 s, at most 9.5 s). */
   requestDeadlineMs?: number;
-  /** Temp dir (emptied at start); default `<cacheDir>/tmp`. CLI commands use their own. */
-  tmpDir?: string;
+  /** Waits in the background jobs (inventory watch, background verify); tests pass a fast one. */
+  backgroundSleep?: (ms: number, signal: AbortSignal) => Promise<void>;
 }
 
 /** A running Repoxy instance (without the listening socket). */
@@ -102,6 +102,8 @@ export interface App {
   readonly telemetry: Telemetry;
   /** The archives in `packages/`, kept in memory for metrics and the status page. */
   readonly inventory: CacheInventory;
+  /** Re-hashes the cache in the background (`backgroundVerify`). */
+  readonly verifier: BackgroundVerifier;
   /** Handles one request. Never throws: errors become JSON responses. */
   handle(req: Request): Promise<Response>;
   /** Waits for in-flight downloads and background jobs. */
@@ -111,19 +113,21 @@ export interface App {
 }
 
 /**
- * Creates the application. Prepares the cache directory (and empties its
- * temp dir).
+ * Creates the application. Prepares the cache directory and claims this
+ * process's own temp folder in it (removing those of dead processes).
  */
 export async function createApp(config: Config, deps: AppDeps = {}): Promise<App> {
   const log = deps.log ?? createLogger(config.logFormat);
   const now = deps.now ?? Date.now;
   const shutdown = new AbortController();
 
-  const tmpDir = deps.tmpDir ?? defaultTmpDir(config.cacheDir);
-  const removed = await resetDir(tmpDir);
-  if (removed > 0) log.warn("removed leftover temp files from an earlier run", { count: removed });
-
-  const cache = await openCacheDir(config.cacheDir, log, { tmpDir });
+  const cache = await openCacheDir(config.cacheDir, log, {
+    onSwept: (removed) => {
+      if (removed > 0) {
+        log.warn("removed leftover temp files from an earlier run", { count: removed });
+      }
+    },
+  });
   const { refs, packages } = cache;
   // Walked once here; afterwards every stored archive is added as it comes,
   // and with a quota may evict others.
@@ -136,6 +140,22 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     inventory.add(p, v, pl, size);
     quota?.afterStore(key);
   });
+  packages.onRemoved((p, v, pl) => inventory.remove(p, v, pl));
+  const background = new AbortController();
+  const watching = inventory.watch({
+    marker: () => packages.changeMarker(),
+    signal: background.signal,
+    now,
+    ...(deps.backgroundSleep ? { sleep: deps.backgroundSleep } : {}),
+    onError: (e) => log.warn("cannot rescan the cache", { error: e.message }),
+  });
+  const verifier = new BackgroundVerifier(cache, {
+    ...config.backgroundVerify,
+    log,
+    now,
+    ...(deps.backgroundSleep ? { sleep: deps.backgroundSleep } : {}),
+  });
+  verifier.start();
   const downloads = new Downloads(packages, log, {
     ...(deps.downloadIdleTimeoutMs ? { idleTimeoutMs: deps.downloadIdleTimeoutMs } : {}),
     now,
@@ -145,6 +165,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     upstreams: [...config.upstreams.keys()],
     inventory,
     inflightDownloads: () => downloads.count,
+    backgroundVerify: verifier.stats,
     now,
   });
   const clients = upstreamClients(config, {
@@ -204,6 +225,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     source,
     telemetry,
     inventory,
+    verifier,
     handle(req) {
       const ctx = newContext(req, services);
       const kept = keptAnswer(req, ctx, services);
@@ -212,9 +234,12 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     settle,
     async close() {
       shutdown.abort();
+      background.abort();
+      await verifier.stop();
+      await watching;
       await settle();
       // Whatever an aborted download left behind goes now, not at next start.
-      await resetDir(tmpDir).catch(() => {});
+      await cache.close();
     },
   };
 }

@@ -139,9 +139,8 @@ Deno.test("repoxy prune evicts least recently used first, down to the size, skip
   assertEquals(await bytesOf(serving), a.bytes);
   // Reading it was a use (the kernel's relatime may say so too); pin the order again.
   await setLastUse(pathOf(cacheDir, a), 1_000_000);
-  const next = await pruneCache(await openCacheDir(cacheDir, memoryLogger()), {
-    maxBytes: d.bytes.length,
-  });
+  await using opened = await openCacheDir(cacheDir, memoryLogger());
+  const next = await pruneCache(opened, { maxBytes: d.bytes.length });
   assertEquals(next.evicted.map((f) => f.filename), [a.filename]);
   assertEquals(next.sizeAfter, d.bytes.length);
 

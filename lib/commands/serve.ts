@@ -4,6 +4,7 @@
  * @module
  */
 import { type App, createApp, serveApp } from "../app.ts";
+import { CacheLayoutError } from "../cache/cache_dir.ts";
 import { createLogger } from "../base/log.ts";
 import { VERSION } from "../base/version.ts";
 import { type Config, ConfigError, loadConfig } from "../config/config.ts";
@@ -107,7 +108,14 @@ export async function serve(argv: string[]): Promise<number> {
     throw e;
   }
 
-  const app = await createApp(config);
+  let app;
+  try {
+    app = await createApp(config);
+  } catch (e) {
+    if (!(e instanceof CacheLayoutError)) throw e;
+    fail("cannot use the cache directory", { error: e.message });
+    return 1;
+  }
   let server;
   try {
     server = serveApp(app);
