@@ -14,6 +14,7 @@ import { createLogger, type Logger } from "./base/log.ts";
 import { USER_AGENT, VERSION } from "./base/version.ts";
 import { resetDir } from "./cache/atomic_write.ts";
 import { type CacheDir, defaultTmpDir, openCacheDir } from "./cache/cache_dir.ts";
+import { DiskHealth } from "./cache/disk_health.ts";
 import { Downloads } from "./cache/download.ts";
 import { CacheInventory } from "./cache/inventory.ts";
 import type { PackageStore } from "./cache/package_store.ts";
@@ -81,6 +82,8 @@ export interface AppDeps {
   downloadIdleTimeoutMs?: number;
   /** Deadline for a whole metadata answer, in ms (default: upstreamTimeout + 1.5 s, at most 9.5 s). */
   requestDeadlineMs?: number;
+  /** Time between disk recovery probes after a disk failure, in ms (default 5 s). */
+  diskProbeIntervalMs?: number;
   /** Temp dir (emptied at start); default `<cacheDir>/tmp`. CLI commands use their own. */
   tmpDir?: string;
 }
@@ -127,16 +130,23 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   // and with a quota may evict others.
   const inventory = new CacheInventory(cache.storage);
   await inventory.scan();
-  const quota = config.maxCacheSizeBytes === undefined
+  const quota: QuotaKeeper | undefined = config.maxCacheSizeBytes === undefined
     ? undefined
-    : new QuotaKeeper(cache, config.maxCacheSizeBytes, log);
+    : new QuotaKeeper(cache, config.maxCacheSizeBytes, log, (): number => downloads.reservedBytes);
+  const diskHealth = new DiskHealth(cache.storage, log, {
+    ...(deps.diskProbeIntervalMs ? { probeIntervalMs: deps.diskProbeIntervalMs } : {}),
+  });
   packages.onStored((p, v, pl, size, key) => {
     inventory.add(p, v, pl, size);
     quota?.afterStore(key);
   });
-  const downloads = new Downloads(packages, log, {
+  const downloads: Downloads = new Downloads(packages, log, {
     ...(deps.downloadIdleTimeoutMs ? { idleTimeoutMs: deps.downloadIdleTimeoutMs } : {}),
     now,
+    limits: config.limits,
+    health: diskHealth,
+    ...(config.maxCacheSizeBytes === undefined ? {} : { maxCacheBytes: config.maxCacheSizeBytes }),
+    ...(quota ? { onReserve: () => quota.makeRoom() } : {}),
   });
   const telemetry = new Telemetry({
     version: VERSION,
@@ -173,6 +183,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     telemetry,
     inventory,
     inflightDownloads: () => downloads.count,
+    diskHealth,
     now,
     version: VERSION,
   };
@@ -206,6 +217,9 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     settle,
     async close() {
       shutdown.abort();
+      // An h1: job on a huge archive would otherwise hold shutdown up.
+      packages.abortH1Jobs();
+      await diskHealth.close();
       await settle();
       // Whatever an aborted download left behind goes now, not at next start.
       await resetDir(tmpDir).catch(() => {});

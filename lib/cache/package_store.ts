@@ -39,6 +39,8 @@ export const PACKAGES_PREFIX = "packages/";
 /** Stores, opens and records provider archives. */
 export class PackageStore {
   readonly #h1Jobs = new Map<string, Promise<string | undefined>>();
+  /** Aborted at shutdown: `h1:` jobs stop at their next chunk. */
+  readonly #h1Abort = new AbortController();
   readonly #listeners: StoredListener[] = [];
   /** Keyed by the refs entry object, so a rewritten entry is parsed afresh. */
   readonly #parsedMeta = new WeakMap<RefEntry, ArchiveMeta>();
@@ -155,7 +157,7 @@ export class PackageStore {
           read: (b) => object.read(b),
           seek: (o, w) => object.seek(o, w),
           stat: () => Promise.resolve({ size: object.size }),
-        });
+        }, { signal: this.#h1Abort.signal });
       } finally {
         object.close();
       }
@@ -175,6 +177,11 @@ export class PackageStore {
       });
     });
     return job;
+  }
+
+  /** Abandons the `h1:` computations in flight and any started later (shutdown). */
+  abortH1Jobs(): void {
+    this.#h1Abort.abort(new Error("shutting down"));
   }
 
   /** Waits for `h1:` computations in flight (shutdown, tests). */
