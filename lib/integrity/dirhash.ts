@@ -142,11 +142,6 @@ async function hashEntry(
  * content is inflated.
  */
 function checkBounds(entries: ZipEntry[], unique: ZipEntry[], fileSize: number): void {
-  if (entries.length > H1_BOUNDS.maxEntries) {
-    throw new ZipFormatError(
-      `archive has ${entries.length} entries; more than ${H1_BOUNDS.maxEntries} is not a provider`,
-    );
-  }
   // Entries sorted by offset must not share bytes: overlapping entries are
   // how a small zip makes one deflate stream count many times.
   const byOffset = [...unique].sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
@@ -168,6 +163,11 @@ function checkBounds(entries: ZipEntry[], unique: ZipEntry[], fileSize: number):
   if (total > bound) {
     throw new ZipFormatError(
       `archive of ${fileSize} bytes declares ${total} bytes uncompressed (bound ${bound}); refusing a zip bomb`,
+    );
+  }
+  if (entries.length > H1_BOUNDS.maxEntries) {
+    throw new ZipFormatError(
+      `archive has ${entries.length} entries (bound ${H1_BOUNDS.maxEntries}); refusing a zip bomb`,
     );
   }
 }
