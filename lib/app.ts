@@ -146,7 +146,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     limits: config.limits,
     health: diskHealth,
     ...(config.maxCacheSizeBytes === undefined ? {} : { maxCacheBytes: config.maxCacheSizeBytes }),
-    ...(quota ? { onReserve: () => quota.makeRoom() } : {}),
+    // Prunes only when archives and reservations together pass the quota.
+    ...(quota
+      ? {
+        onReserve: () => {
+          if (inventory.totalBytes + downloads.reservedBytes > quota.maxBytes) quota.makeRoom();
+        },
+      }
+      : {}),
   });
   const telemetry = new Telemetry({
     version: VERSION,

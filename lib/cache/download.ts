@@ -389,8 +389,6 @@ export class Downloads {
     d.done.finally(() => {
       if (this.#downloads.get(key) === d) this.#downloads.delete(key);
       this.#running.delete(d);
-      // Space the download reserved is free again.
-      this.opts.onReserve?.();
     }).catch(() => {});
     return d;
   }
