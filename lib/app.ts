@@ -49,6 +49,9 @@ import { UpstreamSource } from "./sources/upstream_source.ts";
 import { type FetchFn, upstreamClients, type UpstreamRequestInfo } from "./upstream/client.ts";
 import { Metadata } from "./upstream/metadata.ts";
 
+/** How long shutdown waits for `h1:` jobs before abandoning them. */
+const H1_SHUTDOWN_GRACE_MS = 2_000;
+
 /** Every route Repoxy serves, by the kind `parseRoute` gives it. */
 export const ROUTES: RouteTable = {
   // Network mirror protocol (archives are the registry protocol's downloads too).
@@ -224,9 +227,16 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     settle,
     async close() {
       shutdown.abort();
-      // An h1: job on a huge archive would otherwise hold shutdown up.
-      packages.abortH1Jobs();
       await diskHealth.close();
+      // h1: jobs get a short grace (what was just stored gets its hash),
+      // then are abandoned: a huge or hostile archive must not hold shutdown up.
+      let grace: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        packages.settle(),
+        new Promise((r) => grace = setTimeout(r, H1_SHUTDOWN_GRACE_MS)),
+      ]);
+      clearTimeout(grace);
+      packages.abortH1Jobs();
       await settle();
       // Whatever an aborted download left behind goes now, not at next start.
       await resetDir(tmpDir).catch(() => {});
