@@ -137,6 +137,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     ? undefined
     : new QuotaKeeper(cache, config.maxCacheSizeBytes, log, (): number => downloads.reservedBytes);
   const diskHealth = new DiskHealth(cache.storage, log, {
+    cacheDir: config.cacheDir,
     ...(deps.diskProbeIntervalMs ? { probeIntervalMs: deps.diskProbeIntervalMs } : {}),
   });
   packages.onStored((p, v, pl, size, key) => {

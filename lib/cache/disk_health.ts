@@ -21,6 +21,8 @@ export interface DiskHealthOptions {
    * hit the same wall.
    */
   maxProbeBytes?: number;
+  /** The cache directory, for messages. */
+  cacheDir?: string;
 }
 
 const DEFAULT_PROBE_INTERVAL_MS = 5_000;
@@ -114,7 +116,10 @@ export class DiskHealth {
       await f.syncData();
     } catch (e) {
       if (path) await Deno.remove(path).catch(() => {});
-      const reason = `cache directory is not writable: ${(e as Error).message}`;
+      const where = this.opts.cacheDir
+        ? `cache directory ${this.opts.cacheDir}`
+        : "cache directory";
+      const reason = `${where} is not writable: ${(e as Error).message}`;
       if (!this.#closed) this.fail(reason);
       return false;
     }
