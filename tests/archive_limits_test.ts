@@ -346,3 +346,38 @@ Deno.test("a pass-through whose body is wrong still never completes for the clie
   assert(t.log.records.some((r) => r.msg === "archive passed through without caching"));
   await assertRejects(() => Deno.stat(join(t.dir.path, "packages", H, "example", "alpha", FILE)));
 });
+
+Deno.test("a pass-through stops reading the upstream when its client leaves", async () => {
+  const sent = { sent: 0 };
+  await using t = await mirrorFixture({
+    providers: ALPHA,
+    // Declared 8 MB against a 1 MB quota: passed through from the start.
+    config: { maxCacheSize: 1_000_000 },
+    registry: {
+      intercept: (req) => {
+        if (!isZipFetch(new URL(req.url).pathname)) return undefined;
+        return new Response(
+          hostileBody({ chunk: 64 * 1024, everyMs: 0, total: 8 * 2 ** 20 }, sent),
+          {
+            headers: { "content-length": String(8 * 2 ** 20) },
+          },
+        );
+      },
+    },
+  });
+  const res = await t.get(ZIP);
+  assertEquals(res.headers.get("x-repoxy-cache"), "bypass");
+  const reader = res.body!.getReader();
+  await reader.read();
+  await reader.cancel();
+  await t.app.settle();
+  const failed = t.log.records.find((r) => r.msg === "archive download failed; nothing cached");
+  assert(failed);
+  assertMatch(
+    String(failed.error),
+    /client.* left a pass-through download|clients of a pass-through download left/,
+  );
+  // At most the in-memory window (2 MiB) and socket buffers, not the 8 MiB.
+  assert(sent.sent < 6 * 2 ** 20, `the upstream sent ${sent.sent} bytes`);
+  assertEquals(await listDir(tmpDirOf(t)), []);
+});

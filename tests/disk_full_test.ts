@@ -72,12 +72,24 @@ Deno.test({
       await using t = await makeTestApp(fake, cacheDir, {}, { diskProbeIntervalMs: 50 });
       const isZip = (r: { path: string }) => r.path.startsWith("/files/") && r.path.endsWith(FILE);
 
-      // 1. The disk fills mid-download: the client still gets every byte.
-      const first = await t.get(ZIP);
+      // 1. The disk fills mid-download: both clients attached (one reading
+      // slowly) still get every byte, from one upstream transfer.
+      const [first, joined] = await Promise.all([t.get(ZIP), t.get(ZIP)]);
       assertEquals(first.status, 200);
+      assertEquals(joined.status, 200);
+      const slowRead = (async () => {
+        const chunks: Uint8Array[] = [];
+        for await (const c of joined.body!) {
+          chunks.push(c);
+          await new Promise((r) => setTimeout(r, 1));
+        }
+        return sha256Hex(await new Blob(chunks as BlobPart[]).bytes());
+      })();
       const got = await bytesOf(first);
       assertEquals(got.length, big.length);
       assertEquals(sha256Hex(got), want);
+      assertEquals(await slowRead, want);
+      assertEquals(fake.count(isZip), 1);
       await t.app.settle();
       assert(
         t.log.records.some((r) =>
