@@ -104,7 +104,10 @@ export function h1FromFileHashes(files: Array<{ name: string; sha256Hex: string 
   }));
 }
 
-/** Lets timers and I/O callbacks run: a resolved promise would not. */
+/**
+ * Lets timers and I/O callbacks run: a resolved promise would not, and a
+ * MessageChannel round trip (tried) does not let timers fire either.
+ */
 function yieldToEventLoop(): Promise<void> {
   return new Promise((r) => setTimeout(r, 0));
 }
