@@ -16,6 +16,7 @@ import { createLogger, type Logger } from "./base/log.ts";
 import { USER_AGENT, VERSION } from "./base/version.ts";
 import { BackgroundVerifier } from "./cache/background_verify.ts";
 import { type CacheDir, openCacheDir } from "./cache/cache_dir.ts";
+import { DiskHealth } from "./cache/disk_health.ts";
 import { Downloads } from "./cache/download.ts";
 import { CacheInventory } from "./cache/inventory.ts";
 import type { PackageStore } from "./cache/package_store.ts";
@@ -49,6 +50,9 @@ import type { ProviderSource } from "./sources/source.ts";
 import { UpstreamSource } from "./sources/upstream_source.ts";
 import { type FetchFn, upstreamClients, type UpstreamRequestInfo } from "./upstream/client.ts";
 import { Metadata } from "./upstream/metadata.ts";
+
+/** How long shutdown waits for `h1:` jobs before abandoning them. */
+const H1_SHUTDOWN_GRACE_MS = 2_000;
 
 /** Every route Repoxy serves, by the kind `parseRoute` gives it. */
 export const ROUTES: RouteTable = {
@@ -85,6 +89,8 @@ export interface AppDeps {
   requestDeadlineMs?: number;
   /** Waits in the background jobs (inventory watch, background verify); tests pass a fast one. */
   backgroundSleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Time between disk recovery probes after a disk failure, in ms (default 5 s). */
+  diskProbeIntervalMs?: number;
 }
 
 /** A running Repoxy instance (without the listening socket). */
@@ -133,9 +139,13 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   // and with a quota may evict others.
   const inventory = new CacheInventory(cache.storage);
   await inventory.scan();
-  const quota = config.maxCacheSizeBytes === undefined
+  const quota: QuotaKeeper | undefined = config.maxCacheSizeBytes === undefined
     ? undefined
-    : new QuotaKeeper(cache, config.maxCacheSizeBytes, log);
+    : new QuotaKeeper(cache, config.maxCacheSizeBytes, log, (): number => downloads.reservedBytes);
+  const diskHealth = new DiskHealth(cache.storage, log, {
+    cacheDir: config.cacheDir,
+    ...(deps.diskProbeIntervalMs ? { probeIntervalMs: deps.diskProbeIntervalMs } : {}),
+  });
   packages.onStored((p, v, pl, size, key) => {
     inventory.add(p, v, pl, size);
     quota?.afterStore(key);
@@ -156,9 +166,20 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     ...(deps.backgroundSleep ? { sleep: deps.backgroundSleep } : {}),
   });
   verifier.start();
-  const downloads = new Downloads(packages, log, {
+  const downloads: Downloads = new Downloads(packages, log, {
     ...(deps.downloadIdleTimeoutMs ? { idleTimeoutMs: deps.downloadIdleTimeoutMs } : {}),
     now,
+    limits: config.limits,
+    health: diskHealth,
+    ...(config.maxCacheSizeBytes === undefined ? {} : { maxCacheBytes: config.maxCacheSizeBytes }),
+    // Prunes only when archives and reservations together pass the quota.
+    ...(quota
+      ? {
+        onReserve: () => {
+          if (inventory.totalBytes + downloads.reservedBytes > quota.maxBytes) quota.makeRoom();
+        },
+      }
+      : {}),
   });
   const telemetry = new Telemetry({
     version: VERSION,
@@ -200,6 +221,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     telemetry,
     inventory,
     inflightDownloads: () => downloads.count,
+    diskHealth,
     now,
     version: VERSION,
   };
@@ -237,6 +259,16 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       background.abort();
       await verifier.stop();
       await watching;
+      await diskHealth.close();
+      // h1: jobs get a short grace (what was just stored gets its hash),
+      // then are abandoned: a huge or hostile archive must not hold shutdown up.
+      let grace: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        packages.settle(),
+        new Promise((r) => grace = setTimeout(r, H1_SHUTDOWN_GRACE_MS)),
+      ]);
+      clearTimeout(grace);
+      packages.abortH1Jobs();
       await settle();
       // Whatever an aborted download left behind goes now, not at next start.
       await cache.close();

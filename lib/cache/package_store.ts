@@ -24,6 +24,7 @@
  */
 import type { Logger } from "../base/log.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
+import { ZipFormatError } from "../integrity/zip_reader.ts";
 import type { PlatformRef, ProviderRef } from "../protocol/names.ts";
 import { packedArchivePath } from "../protocol/packed_layout.ts";
 import {
@@ -71,6 +72,10 @@ export const FINGERPRINT_TRUST_MS = 600_000;
 /** Stores, opens and records provider archives. */
 export class PackageStore {
   readonly #h1Jobs = new Map<string, Promise<string | undefined>>();
+  /** Archives whose `h1:` was refused (key → sha256): not retried for every listing. */
+  readonly #h1Refused = new Map<string, string>();
+  /** Aborted at shutdown: `h1:` jobs stop at their next chunk. */
+  readonly #h1Abort = new AbortController();
   readonly #listeners: StoredListener[] = [];
   /** Keyed by the refs entry object, so a rewritten entry is parsed afresh. */
   readonly #parsedMeta = new WeakMap<RefEntry, ArchiveMeta>();
@@ -292,6 +297,7 @@ export class PackageStore {
       const meta = await this.meta(p, version, pl);
       if (!meta) return undefined;
       if (meta.h1) return meta.h1;
+      if (this.#h1Refused.get(key) === meta.sha256) return undefined;
       const object = await this.storage.open(key);
       if (!object) throw new Error("the archive file is missing");
       let h1: string;
@@ -300,7 +306,10 @@ export class PackageStore {
           read: (b) => object.read(b),
           seek: (o, w) => object.seek(o, w),
           stat: () => Promise.resolve({ size: object.size }),
-        });
+        }, { signal: this.#h1Abort.signal });
+      } catch (e) {
+        if (e instanceof ZipFormatError) this.#h1Refused.set(key, meta.sha256);
+        throw e;
       } finally {
         object.close();
       }
@@ -320,6 +329,11 @@ export class PackageStore {
       });
     });
     return job;
+  }
+
+  /** Abandons the `h1:` computations in flight and any started later (shutdown). */
+  abortH1Jobs(): void {
+    this.#h1Abort.abort(new Error("shutting down"));
   }
 
   /** Waits for `h1:` computations in flight (shutdown, tests). */

@@ -6,6 +6,7 @@
 import type { AccessControl } from "../auth/access.ts";
 import type { Logger } from "../base/log.ts";
 import type { CacheStatus } from "../cache/cache_status.ts";
+import type { DiskHealth } from "../cache/disk_health.ts";
 import type { CacheInventory } from "../cache/inventory.ts";
 import type { PackageStore } from "../cache/package_store.ts";
 import type { RefsStore } from "../cache/refs_store.ts";
@@ -76,6 +77,8 @@ export interface Services {
   inventory: CacheInventory;
   /** Archive downloads in progress. */
   inflightDownloads: () => number;
+  /** Whether the cache disk takes downloads (`/-/readyz`); absent: probe on each request. */
+  diskHealth?: DiskHealth;
   now: () => number;
   version: string;
 }
