@@ -10,10 +10,13 @@
  * → {@link dispatch} (route, deadline) → the handler named in {@link ROUTES}.
  * @module
  */
+import { AccessControl } from "./auth/access.ts";
+import { loadUrlKey } from "./auth/url_key.ts";
 import { createLogger, type Logger } from "./base/log.ts";
 import { USER_AGENT, VERSION } from "./base/version.ts";
-import { resetDir } from "./cache/atomic_write.ts";
-import { type CacheDir, defaultTmpDir, openCacheDir } from "./cache/cache_dir.ts";
+import { BackgroundVerifier } from "./cache/background_verify.ts";
+import { type CacheDir, openCacheDir } from "./cache/cache_dir.ts";
+import { DiskHealth } from "./cache/disk_health.ts";
 import { Downloads } from "./cache/download.ts";
 import { CacheInventory } from "./cache/inventory.ts";
 import type { PackageStore } from "./cache/package_store.ts";
@@ -48,6 +51,9 @@ import { UpstreamSource } from "./sources/upstream_source.ts";
 import { type FetchFn, upstreamClients, type UpstreamRequestInfo } from "./upstream/client.ts";
 import type { Resolver } from "./upstream/egress.ts";
 import { Metadata } from "./upstream/metadata.ts";
+
+/** How long shutdown waits for `h1:` jobs before abandoning them. */
+const H1_SHUTDOWN_GRACE_MS = 2_000;
 
 /** Every route Repoxy serves, by the kind `parseRoute` gives it. */
 export const ROUTES: RouteTable = {
@@ -86,8 +92,10 @@ export interface AppDeps {
   downloadIdleTimeoutMs?: number;
   /** Deadline for a whole metadata answer, in ms (default: upstreamTimeout + 1.5 s, at most 9.5 s). */
   requestDeadlineMs?: number;
-  /** Temp dir (emptied at start); default `<cacheDir>/tmp`. CLI commands use their own. */
-  tmpDir?: string;
+  /** Waits in the background jobs (inventory watch, background verify); tests pass a fast one. */
+  backgroundSleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Time between disk recovery probes after a disk failure, in ms (default 5 s). */
+  diskProbeIntervalMs?: number;
 }
 
 /** A running Repoxy instance (without the listening socket). */
@@ -105,6 +113,8 @@ export interface App {
   readonly telemetry: Telemetry;
   /** The archives in `packages/`, kept in memory for metrics and the status page. */
   readonly inventory: CacheInventory;
+  /** Re-hashes the cache in the background (`backgroundVerify`). */
+  readonly verifier: BackgroundVerifier;
   /** Handles one request. Never throws: errors become JSON responses. */
   handle(req: Request): Promise<Response>;
   /** Waits for in-flight downloads and background jobs. */
@@ -114,40 +124,74 @@ export interface App {
 }
 
 /**
- * Creates the application. Prepares the cache directory (and empties its
- * temp dir).
+ * Creates the application. Prepares the cache directory and claims this
+ * process's own temp folder in it (removing those of dead processes).
  */
 export async function createApp(config: Config, deps: AppDeps = {}): Promise<App> {
   const log = deps.log ?? createLogger(config.logFormat);
   const now = deps.now ?? Date.now;
   const shutdown = new AbortController();
 
-  const tmpDir = deps.tmpDir ?? defaultTmpDir(config.cacheDir);
-  const removed = await resetDir(tmpDir);
-  if (removed > 0) log.warn("removed leftover temp files from an earlier run", { count: removed });
-
-  const cache = await openCacheDir(config.cacheDir, log, { tmpDir });
+  const cache = await openCacheDir(config.cacheDir, log, {
+    onSwept: (removed) => {
+      if (removed > 0) {
+        log.warn("removed leftover temp files from an earlier run", { count: removed });
+      }
+    },
+  });
   const { refs, packages } = cache;
   // Walked once here; afterwards every stored archive is added as it comes,
   // and with a quota may evict others.
   const inventory = new CacheInventory(cache.storage);
   await inventory.scan();
-  const quota = config.maxCacheSizeBytes === undefined
+  const quota: QuotaKeeper | undefined = config.maxCacheSizeBytes === undefined
     ? undefined
-    : new QuotaKeeper(cache, config.maxCacheSizeBytes, log);
+    : new QuotaKeeper(cache, config.maxCacheSizeBytes, log, (): number => downloads.reservedBytes);
+  const diskHealth = new DiskHealth(cache.storage, log, {
+    cacheDir: config.cacheDir,
+    ...(deps.diskProbeIntervalMs ? { probeIntervalMs: deps.diskProbeIntervalMs } : {}),
+  });
   packages.onStored((p, v, pl, size, key) => {
     inventory.add(p, v, pl, size);
     quota?.afterStore(key);
   });
-  const downloads = new Downloads(packages, log, {
+  packages.onRemoved((p, v, pl) => inventory.remove(p, v, pl));
+  const background = new AbortController();
+  const watching = inventory.watch({
+    marker: () => packages.changeMarker(),
+    signal: background.signal,
+    now,
+    ...(deps.backgroundSleep ? { sleep: deps.backgroundSleep } : {}),
+    onError: (e) => log.warn("cannot rescan the cache", { error: e.message }),
+  });
+  const verifier = new BackgroundVerifier(cache, {
+    ...config.backgroundVerify,
+    log,
+    now,
+    ...(deps.backgroundSleep ? { sleep: deps.backgroundSleep } : {}),
+  });
+  verifier.start();
+  const downloads: Downloads = new Downloads(packages, log, {
     ...(deps.downloadIdleTimeoutMs ? { idleTimeoutMs: deps.downloadIdleTimeoutMs } : {}),
     now,
+    limits: config.limits,
+    health: diskHealth,
+    ...(config.maxCacheSizeBytes === undefined ? {} : { maxCacheBytes: config.maxCacheSizeBytes }),
+    // Prunes only when archives and reservations together pass the quota.
+    ...(quota
+      ? {
+        onReserve: () => {
+          if (inventory.totalBytes + downloads.reservedBytes > quota.maxBytes) quota.makeRoom();
+        },
+      }
+      : {}),
   });
   const telemetry = new Telemetry({
     version: VERSION,
     upstreams: [...config.upstreams.keys()],
     inventory,
     inflightDownloads: () => downloads.count,
+    backgroundVerify: verifier.stats,
     now,
   });
   const clients = upstreamClients(config, {
@@ -170,9 +214,13 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     ? new CacheSource(cache)
     : new UpstreamSource({ config, metadata, packages, downloads, log, shutdown: shutdown.signal });
 
+  const access = config.auth
+    ? new AccessControl(config.auth, await loadUrlKey(config.cacheDir, config.auth.urlKey))
+    : undefined;
   const services: Services = {
     config,
     log,
+    ...(access ? { access } : {}),
     source,
     packages,
     refs,
@@ -180,6 +228,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     telemetry,
     inventory,
     inflightDownloads: () => downloads.count,
+    diskHealth,
     now,
     version: VERSION,
   };
@@ -205,6 +254,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     source,
     telemetry,
     inventory,
+    verifier,
     handle(req) {
       const ctx = newContext(req, services);
       const kept = keptAnswer(req, ctx, services);
@@ -213,9 +263,22 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     settle,
     async close() {
       shutdown.abort();
+      background.abort();
+      await verifier.stop();
+      await watching;
+      await diskHealth.close();
+      // h1: jobs get a short grace (what was just stored gets its hash),
+      // then are abandoned: a huge or hostile archive must not hold shutdown up.
+      let grace: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        packages.settle(),
+        new Promise((r) => grace = setTimeout(r, H1_SHUTDOWN_GRACE_MS)),
+      ]);
+      clearTimeout(grace);
+      packages.abortH1Jobs();
       await settle();
       // Whatever an aborted download left behind goes now, not at next start.
-      await resetDir(tmpDir).catch(() => {});
+      await cache.close();
     },
   };
 }

@@ -149,6 +149,24 @@ export async function listDir(path: string): Promise<string[]> {
   return out.sort();
 }
 
+/**
+ * Files left in a cache's `tmp/`, as paths relative to it. The per-process
+ * temp folders and their lock files (cache_dir.ts) are not leftovers; the
+ * files inside those folders are.
+ */
+export async function tempLeftovers(cacheDir: string): Promise<string[]> {
+  const tmp = `${cacheDir}/tmp`;
+  const out: string[] = [];
+  for (const name of await listDir(tmp)) {
+    if (/^\d+-[0-9a-f]+\.lock$/.test(name)) continue;
+    const st = await Deno.lstat(`${tmp}/${name}`).catch(() => undefined);
+    if (st?.isDirectory && /^\d+-[0-9a-f]+$/.test(name)) {
+      for (const inner of await listDir(`${tmp}/${name}`)) out.push(`${name}/${inner}`);
+    } else if (st) out.push(name);
+  }
+  return out.sort();
+}
+
 /** Standard provider set used by many tests. */
 export const TWO_PROVIDERS = [
   {

@@ -16,7 +16,15 @@ import { currentPlatform } from "../lib/protocol/provider_address.ts";
 import { platformString } from "../lib/protocol/names.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { runCli, writeConfig } from "./_cli.ts";
-import { jsonOf, listDir, makeTestApp, sha256Hex, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
+import {
+  jsonOf,
+  listDir,
+  makeTestApp,
+  sha256Hex,
+  tempDir,
+  tempLeftovers,
+  TWO_PROVIDERS,
+} from "./_helpers.ts";
 import {
   lockedHashes,
   requiredProviders,
@@ -144,12 +152,13 @@ Deno.test("import checks zh: and h1:, records archives like downloads, and is id
     assertEquals(await readMeta(cacheB, "alpha", "1.0.0", platform), {
       sha256: fa.sha256,
       size: fa.bytes.length,
+      fp: fa.sha256, // under 128 KiB the fingerprint hashes the whole archive
       h1: await hashZipH1(stored),
       cachedAt: 5_000,
       url: `import:${join(alphaOut, fa.filename)}`,
     });
   }
-  assertEquals(await listDir(join(cacheB, "tmp")), []);
+  assertEquals(await tempLeftovers(cacheB), []);
 
   t0 = 9_000;
   const again = await importTree(config, out, { now: () => t0 });

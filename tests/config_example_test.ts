@@ -9,12 +9,19 @@ Deno.test("config.example.json is valid and shows every key", async () => {
   const key = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nx\n-----END PGP PUBLIC KEY BLOCK-----\n";
   const env: ConfigEnv = {
     readTextFile: (p) => Promise.resolve(p.endsWith(".asc") ? key : pem),
-    getEnv: (n) => n === "REPOXY_TFE_TOKEN" ? "t0ken" : undefined,
+    getEnv: (n) =>
+      n === "REPOXY_TFE_TOKEN"
+        ? "t0ken"
+        : n === "REPOXY_CI_TOKEN"
+        ? "ci-token-0123456789"
+        : undefined,
     cwd: () => "/",
   };
   const c = await buildConfig(raw, {}, "/etc/repoxy", env);
   assertEquals(c.upstreams.get("tfe.example.com")?.token, "t0ken");
   assertEquals(c.upstreams.get("tfe.example.com")?.trustedKeys.length, 1);
+  assertEquals(c.auth?.tokens.map((t) => t.name), ["ci", "team-a"]);
+  assertEquals(c.limits.archiveBytes, 2 * 2 ** 30);
   // Every documented key appears in the example and in the README table.
   const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
   const keys = ["listen", "tls.cert", "tls.key", "publicUrl", "cacheDir", "upstreams"]
@@ -26,6 +33,18 @@ Deno.test("config.example.json is valid and shows every key", async () => {
       "offline",
       "logFormat",
       "maxCacheSize",
-    ]);
+      "allowPrivateNetworks",
+      "egressAllow",
+      "auth.tokens",
+      "auth.protectOps",
+      "auth.urlTtl",
+      "auth.urlKey",
+      "backgroundVerify.rate",
+      "backgroundVerify.interval",
+    ])
+    .concat(
+      Object.keys(raw.limits).filter((k) => k !== "transferRateWindow" && k !== "negativeEntries")
+        .map((k) => `limits.${k}`),
+    );
   for (const k of keys) assertEquals(readme.includes(`\`${k}\``), true, `README documents ${k}`);
 });

@@ -10,11 +10,11 @@ import {
   bytesOf,
   exists,
   jsonOf,
-  listDir,
   makeTestApp,
   mirrorFixture,
   sha256Hex,
   tempDir,
+  tempLeftovers,
   TWO_PROVIDERS,
 } from "./_helpers.ts";
 
@@ -105,7 +105,7 @@ Deno.test("archive miss streams upstream bytes, stores them in the mirror layout
   assertEquals(fake.count((r) => r.server === "release" && r.path.endsWith(".zip")), 2);
   const stored = join(dir.path, "packages", H, "example", "alpha", fa.filename);
   assertEquals(await Deno.readFile(stored), fa.bytes);
-  assertEquals(await listDir(join(dir.path, "tmp")), []);
+  assertEquals(await tempLeftovers(dir.path), []);
 
   const before = fake.count();
   const hit = await t.get(`/${H}/example/alpha/${fa.filename}`);
@@ -168,7 +168,7 @@ Deno.test("an archive whose sha256 does not match the upstream shasum is never c
   assert(received < 500, `the client must never get the whole bad archive (got ${received})`);
   await t.app.settle();
   assertEquals(await exists(join(dir.path, "packages", H, "example", "alpha", fa.filename)), false);
-  assertEquals(await listDir(join(dir.path, "tmp")), []);
+  assertEquals(await tempLeftovers(dir.path), []);
   assert(
     t.log.records.some((r) =>
       r.msg === "archive checksum mismatch; not cached" && r.got !== r.expected
@@ -252,6 +252,6 @@ Deno.test("leftover temp files are removed at start-up", async () => {
   await Deno.mkdir(join(dir.path, "tmp"), { recursive: true });
   await Deno.writeTextFile(join(dir.path, "tmp", "x.zip.tmp-1-2-3"), "partial");
   await using t = await makeTestApp(undefined, dir.path);
-  assertEquals(await listDir(join(dir.path, "tmp")), []);
+  assertEquals(await tempLeftovers(dir.path), []);
   assert(t.log.records.some((r) => r.msg === "removed leftover temp files from an earlier run"));
 });

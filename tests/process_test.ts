@@ -5,7 +5,7 @@
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import type { FakeRegistry } from "./fake_registry.ts";
-import { listDir, sha256Hex, tempDir } from "./_helpers.ts";
+import { listDir, sha256Hex, tempDir, tempLeftovers } from "./_helpers.ts";
 import { slowArchiveFake } from "./_slow.ts";
 
 const H = "registry.terraform.io";
@@ -102,7 +102,7 @@ Deno.test("kill -9 during a download leaves nothing partial; restart cleans tmp 
 
   // Nothing half-written is visible; the partial file is only in tmp/.
   assertEquals(await listDir(join(cacheDir, "packages", H, "example", "alpha")), []);
-  const leftovers = await listDir(join(cacheDir, "tmp"));
+  const leftovers = await tempLeftovers(cacheDir);
   assert(leftovers.length >= 1, "the killed download left a temp file behind (in tmp/ only)");
   for (const f of await listDir(join(cacheDir, "refs", H, "example", "alpha", "1.0.0"))) {
     assert(!f.includes(".tmp-"), f);
@@ -111,7 +111,7 @@ Deno.test("kill -9 during a download leaves nothing partial; restart cleans tmp 
   slow.on = false;
   const second = await startRepoxy(configPath);
   try {
-    assertEquals(await listDir(join(cacheDir, "tmp")), [], "tmp/ is emptied at start-up");
+    assertEquals(await tempLeftovers(cacheDir), [], "tmp/ is emptied at start-up");
     const again = await fetch(second.url + ZIP.slice(1));
     assertEquals(again.status, 200);
     const bytes = new Uint8Array(await again.arrayBuffer());
@@ -157,7 +157,7 @@ Deno.test("SIGTERM: in-flight downloads finish, new connections are refused, exi
     assertEquals(sha256Hex(bytes), want.sha256, "the in-flight download completed");
     const status = await p.child.status;
     assertEquals(status.code, 0, p.stderr());
-    assertEquals(await listDir(join(cacheDir, "tmp")), []);
+    assertEquals(await tempLeftovers(cacheDir), []);
     assert(p.stderr().includes("shutdown complete"), p.stderr());
   } finally {
     client.close();

@@ -140,9 +140,8 @@ Deno.test("repoxy prune evicts least recently used first, down to the size, skip
   assertEquals(await bytesOf(serving), a.bytes);
   // Reading it was a use (the kernel's relatime may say so too); pin the order again.
   await setLastUse(pathOf(cacheDir, a), 1_000_000);
-  const next = await pruneCache(await openCacheDir(cacheDir, memoryLogger()), {
-    maxBytes: d.bytes.length,
-  });
+  await using opened = await openCacheDir(cacheDir, memoryLogger());
+  const next = await pruneCache(opened, { maxBytes: d.bytes.length });
   assertEquals(next.evicted.map((f) => f.filename), [a.filename]);
   assertEquals(next.sizeAfter, d.bytes.length);
 
@@ -196,11 +195,14 @@ Deno.test("a server with maxCacheSize prunes after each stored archive, never th
   assertEquals(present, [false, true, true]);
   assert(t.log.records.some((r) => r.msg === "cache pruned" && r.evicted === 1));
 
-  // A quota smaller than one archive still keeps the archive just stored.
+  // An archive bigger than the whole quota is passed through, verified, and
+  // never written (temp space counts inside maxCacheSize).
   await using dir2 = await tempDir();
   await using tiny = await makeTestApp(fake, dir2.path, { maxCacheSize: 1 });
-  await bytesOf(await tiny.get(`/${H}/example/alpha/${archives[0]!.filename}`));
+  const res = await tiny.get(`/${H}/example/alpha/${archives[0]!.filename}`);
+  assertEquals(res.headers.get("x-repoxy-cache"), "bypass");
+  assertEquals(await bytesOf(res), archives[0]!.bytes);
   await tiny.app.settle();
-  assert(await exists(join(dir2.path, "packages", H, "example", "alpha", archives[0]!.filename)));
-  assert(tiny.log.records.some((r) => r.msg === "cache is still over maxCacheSize"));
+  assert(!await exists(join(dir2.path, "packages", H, "example", "alpha", archives[0]!.filename)));
+  assert(tiny.log.records.some((r) => r.msg === "archive passed through without caching"));
 });

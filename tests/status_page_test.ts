@@ -15,10 +15,10 @@ import { VERSION } from "../lib/base/version.ts";
 import {
   bytesOf,
   jsonOf,
-  listDir,
   makeTestApp,
   mirrorFixture,
   tempDir,
+  tempLeftovers,
   TWO_PROVIDERS,
 } from "./_helpers.ts";
 
@@ -169,7 +169,7 @@ Deno.test("/-/readyz is 200 while tmp/ is writable and 503 with the reason when 
   const ok = await t.get("/-/readyz");
   assertEquals(ok.status, 200);
   assertEquals(await jsonOf(ok), { status: "ready" });
-  assertEquals(await listDir(join(dir.path, "tmp")), [], "the probe cleans up");
+  assertEquals(await tempLeftovers(dir.path), [], "the probe cleans up");
 
   // A file where the directory should be: fails even for root, unlike chmod.
   await Deno.remove(join(dir.path, "tmp"), { recursive: true });

@@ -9,10 +9,10 @@ import {
   bytesOf,
   exists,
   jsonOf,
-  listDir,
   makeTestApp,
   mirrorFixture,
   tempDir,
+  tempLeftovers,
   TWO_PROVIDERS,
 } from "./_helpers.ts";
 import { brokenBody, gate } from "./_slow.ts";
@@ -216,7 +216,7 @@ Deno.test("an archive cut off mid-body is not cached; the next request gets corr
   await t.app.settle();
   const stored = join(dir.path, "packages", H, "example", "beta", fa.filename);
   assertEquals(await exists(stored), false);
-  assertEquals(await listDir(join(dir.path, "tmp")), []);
+  assertEquals(await tempLeftovers(dir.path), []);
 
   cut = false;
   const again = await t.get(`/${H}/example/beta/${fa.filename}`);
@@ -290,7 +290,7 @@ Deno.test("an archive download that stalls mid-body is given up after the idle t
   assert(performance.now() - started < 5_000);
   await t.app.settle();
   assertEquals(await exists(join(dir.path, "packages", H, "example", "alpha", fa.filename)), false);
-  assertEquals(await listDir(join(dir.path, "tmp")), []);
+  assertEquals(await tempLeftovers(dir.path), []);
   assert(
     t.log.records.some((r) =>
       r.msg === "archive download failed; nothing cached" &&

@@ -13,6 +13,7 @@ import {
   makeTestApp,
   mirrorFixture,
   tempDir,
+  tempLeftovers,
   TWO_PROVIDERS,
 } from "./_helpers.ts";
 import { makeSigningKey, signDetached } from "./_pgp.ts";
@@ -41,7 +42,7 @@ async function expectRefused(
       false,
     );
   }
-  assertEquals(await listDir(join(dir.path, "tmp")), []);
+  assertEquals(await tempLeftovers(dir.path), []);
   return t;
 }
 

@@ -54,18 +54,3 @@ export async function atomicWrite(
   }
   await syncDir(dirname(path));
 }
-
-/** Removes everything in `dir` (the temp dir at start-up) and recreates it. */
-export async function resetDir(dir: string): Promise<number> {
-  let removed = 0;
-  try {
-    for await (const e of Deno.readDir(dir)) {
-      await Deno.remove(join(dir, e.name), { recursive: true });
-      removed++;
-    }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  await Deno.mkdir(dir, { recursive: true });
-  return removed;
-}

@@ -6,6 +6,18 @@
  * complete wrong archive; the file enters the cache only through
  * {@link PackageStore.commit} after the match.
  *
+ * Every transfer is bounded: a Content-Length over `limits.archiveSize` is
+ * refused before a byte is written, a body that runs past it is cut at the
+ * bound, and a body slower than `limits.minTransferRate` over a
+ * `limits.transferRateWindow` is given up on.
+ *
+ * When the bytes cannot (or may not) go to disk — the disk is full or failing
+ * ({@link DiskHealth}), or the archive does not fit in `maxCacheSize` next to
+ * the other downloads in flight — the download turns into a pass-through: the
+ * rest of the body goes to the attached clients through a small in-memory
+ * window (the upstream is read only as fast as the slowest of them), with the
+ * same held-back last byte, and nothing is stored.
+ *
  * Where the bytes come from is the caller's business ({@link DownloadSource});
  * this module only knows HTTP responses.
  * @module
@@ -13,6 +25,7 @@
 import { releaseChunk } from "../base/buffers.ts";
 import { redactUrl } from "../base/redact.ts";
 import type { Logger } from "../base/log.ts";
+import { formatSize } from "../base/size.ts";
 import { createHash } from "../deps/crypto.ts";
 import { dirname } from "../deps/path.ts";
 import { UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
@@ -25,12 +38,34 @@ import {
   providerString,
 } from "../protocol/names.ts";
 import type { ArchiveMeta } from "./archive_meta.ts";
+import { type DiskHealth, isDiskTrouble } from "./disk_health.ts";
 import type { PackageStore } from "./package_store.ts";
 import { DiskError } from "./storage.ts";
 
 const READ_CHUNK = 256 * 1024;
 /** An upstream that sends nothing for this long is given up on. */
 const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+/**
+ * Bytes a pass-through keeps in memory ahead of its slowest client before it
+ * stops reading the upstream.
+ */
+const PASS_THROUGH_WINDOW = 2 * 2 ** 20;
+/** Default transfer bounds (config.limits has the operator's). */
+const DEFAULT_LIMITS: TransferLimits = {
+  archiveBytes: 2 * 2 ** 30,
+  minTransferRate: 4 * 2 ** 10,
+  transferRateWindowMs: 30_000,
+};
+
+/** Bounds of one archive transfer (from `config.limits`). */
+export interface TransferLimits {
+  /** Largest archive accepted. */
+  archiveBytes: number;
+  /** Minimum average body rate over each window, in bytes/s (0: no minimum). */
+  minTransferRate: number;
+  /** The window `minTransferRate` is measured over, in ms. */
+  transferRateWindowMs: number;
+}
 
 /** Where a download's bytes come from. */
 export interface DownloadSource {
@@ -42,18 +77,35 @@ export interface DownloadSource {
   signal?: AbortSignal;
 }
 
+interface ReaderState {
+  pos: number;
+}
+
 /** One in-flight archive download, shared by every client that wants it. */
 export class Download {
-  /** Bytes written to the temp file so far. */
+  /** Bytes received from the upstream (and hashed) so far. */
   written = 0;
   /** Size announced by the upstream, when it announced one. */
   expectedSize: number | undefined;
   state: "starting" | "running" | "verified" | "stored" | "failed" = "starting";
   error: Error | undefined;
+  /**
+   * Set when the bytes stopped going to disk (why): the download is a
+   * pass-through from then on and stores nothing.
+   */
+  passThrough: string | undefined;
   /** Resolves once the upstream answered 200 (rejects if it did not). */
   readonly ready: Promise<void>;
   /** Resolves with the stored archive's meta, or rejects. */
   readonly done: Promise<ArchiveMeta>;
+  /** Bytes of the temp file that hold the archive (all of `written` until a pass-through). */
+  fileBytes = 0;
+  /** Pass-through bytes past `fileBytes` not yet read by every reader. */
+  #tail: Uint8Array[] = [];
+  /** Offset of `#tail[0]`. */
+  #tailStart = 0;
+  #tailBytes = 0;
+  readonly #readers = new Set<ReaderState>();
   #waiters: Array<() => void> = [];
   #resolveReady!: () => void;
   #rejectReady!: (e: Error) => void;
@@ -105,6 +157,98 @@ export class Download {
     return new Promise((r) => this.#waiters.push(r));
   }
 
+  /** Clients reading this download now. */
+  get readers(): number {
+    return this.#readers.size;
+  }
+
+  /** Bytes this download takes in the temp area now, or will when complete. */
+  get reservedBytes(): number {
+    if (this.passThrough !== undefined) return this.fileBytes;
+    // A verified archive is being committed: it counts as stored from here.
+    if (this.state === "verified" || this.state === "stored") return 0;
+    return Math.max(this.expectedSize ?? 0, this.written);
+  }
+
+  /** Stops writing to disk: what follows `fileBytes` is kept in memory for the readers. */
+  startPassThrough(why: string): void {
+    this.passThrough ??= why;
+    this.#tailStart = this.fileBytes;
+  }
+
+  /** Adds received bytes in pass-through mode (the chunk now belongs to the download). */
+  pushTail(chunk: Uint8Array): void {
+    this.#tail.push(chunk);
+    this.#tailBytes += chunk.length;
+  }
+
+  /** Memory held for slow readers (pass-through). */
+  get tailBytes(): number {
+    return this.#tailBytes;
+  }
+
+  /** Drops pass-through bytes every reader has read. */
+  trim(): void {
+    let min = Infinity;
+    for (const r of this.#readers) min = Math.min(min, r.pos);
+    while (this.#tail.length > 0 && this.#tailStart + this.#tail[0]!.length <= min) {
+      const c = this.#tail.shift()!;
+      this.#tailStart += c.length;
+      this.#tailBytes -= c.length;
+    }
+  }
+
+  /**
+   * Waits until the readers have taken pass-through bytes (or all left),
+   * at most `timeoutMs`.
+   * @returns false when no reader is left or they stopped reading
+   */
+  async waitForReaders(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    this.trim();
+    while (this.#readers.size > 0 && this.#tailBytes > PASS_THROUGH_WINDOW) {
+      if (Date.now() >= deadline || signal?.aborted) return false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.#waitForProgress(),
+        new Promise<void>((r) => timer = setTimeout(r, Math.max(0, deadline - Date.now()))),
+      ]);
+      clearTimeout(timer);
+      this.trim();
+    }
+    return this.#readers.size > 0;
+  }
+
+  /**
+   * Waits until every reader has finished (or left), at most `timeoutMs`:
+   * used before a download that stores nothing ends, since its end fails the
+   * readers still attached.
+   */
+  async waitForReadersGone(timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#readers.size > 0 && Date.now() < deadline && !signal?.aborted) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.#waitForProgress(),
+        new Promise<void>((r) => timer = setTimeout(r, Math.max(0, deadline - Date.now()))),
+      ]);
+      clearTimeout(timer);
+    }
+  }
+
+  #tailSlice(pos: number, limit: number): Uint8Array {
+    let at = this.#tailStart;
+    for (const c of this.#tail) {
+      if (pos < at + c.length) {
+        const from = pos - at;
+        // The tail chunk is never detached, so a view is safe to hand out.
+        return c.subarray(from, Math.min(c.length, from + (limit - pos)));
+      }
+      at += c.length;
+    }
+    throw new Error("pass-through bytes are no longer held");
+  }
+
   /**
    * A stream of the archive's bytes for one client: what is already written,
    * then the rest as it arrives. Cancelling it (client gone) affects only this
@@ -112,12 +256,14 @@ export class Download {
    */
   reader(): ReadableStream<Uint8Array> {
     let file: { read(b: Uint8Array): Promise<number | null>; close(): void } | undefined;
-    let pos = 0;
+    const me: ReaderState = { pos: 0 };
+    this.#readers.add(me);
     const close = () => {
       try {
         file?.close();
       } catch { /* already closed */ }
       file = undefined;
+      if (this.#readers.delete(me)) this.notify();
     };
     return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
@@ -128,16 +274,27 @@ export class Download {
             // Hold back the last byte until the hash matched: a client never
             // holds a complete archive that Repoxy has not verified.
             const limit = complete ? this.written : this.written - 1;
-            if (pos < limit) {
+            if (me.pos < limit) {
+              if (this.passThrough !== undefined && me.pos >= this.fileBytes) {
+                if (me.pos < this.#tailStart) throw new Error("pass-through bytes are gone");
+                const out = this.#tailSlice(me.pos, limit);
+                me.pos += out.length;
+                this.notify(); // the writer may be waiting for us
+                controller.enqueue(out);
+                return;
+              }
+              const fileLimit = this.passThrough !== undefined
+                ? Math.min(limit, this.fileBytes)
+                : limit;
               if (!file) file = await this.#openForRead();
-              const buf = new Uint8Array(Math.min(READ_CHUNK, limit - pos));
+              const buf = new Uint8Array(Math.min(READ_CHUNK, fileLimit - me.pos));
               const n = await file.read(buf);
               if (n === null || n === 0) throw new Error("temp file ended early");
-              pos += n;
+              me.pos += n;
               controller.enqueue(n === buf.length ? buf : buf.subarray(0, n));
               return;
             }
-            if (complete && pos >= this.written) {
+            if (complete && me.pos >= this.written) {
               close();
               controller.close();
               return;
@@ -179,11 +336,21 @@ export interface DownloadsOptions {
   /** Idle timeout of a download, in ms (default 60 s). */
   idleTimeoutMs?: number;
   now?: () => number;
+  /** Size and rate bounds (default: the config defaults). */
+  limits?: TransferLimits;
+  /** The disk's state: failed means pass-through, and write errors fail it. */
+  health?: DiskHealth;
+  /** `maxCacheSize`: temp space of downloads in flight counts inside it. */
+  maxCacheBytes?: number;
+  /** Asked to make room (prune) when downloads reserve more temp space. */
+  onReserve?: () => void;
 }
 
 /** The downloads in flight: at most one per archive. */
 export class Downloads {
   readonly #downloads = new Map<string, Download>();
+  /** Every download running, joinable or not (pass-throughs leave the map). */
+  readonly #running = new Set<Download>();
 
   constructor(
     readonly packages: PackageStore,
@@ -198,7 +365,17 @@ export class Downloads {
 
   /** Number of downloads in progress. */
   get count(): number {
-    return this.#downloads.size;
+    return this.#running.size;
+  }
+
+  /**
+   * Temp space the downloads in flight hold or will hold: each its declared
+   * size, or what it has written when it declared none.
+   */
+  get reservedBytes(): number {
+    let n = 0;
+    for (const d of this.#running) n += d.reservedBytes;
+    return n;
   }
 
   /** Starts (or joins) the download of an archive. */
@@ -209,8 +386,26 @@ export class Downloads {
     const tmp = this.packages.storage.tempPath(archiveFilename(p.type, version, pl));
     const d = new Download(tmp, key, this.packages, (d) => this.#run(d, p, version, pl, source));
     this.#downloads.set(key, d);
-    d.done.finally(() => this.#downloads.delete(key)).catch(() => {});
+    this.#running.add(d);
+    d.done.finally(() => {
+      if (this.#downloads.get(key) === d) this.#downloads.delete(key);
+      this.#running.delete(d);
+    }).catch(() => {});
     return d;
+  }
+
+  /** Turns `d` into a pass-through: no late joiner could get its first bytes any more. */
+  #passThrough(d: Download, why: string): void {
+    if (d.passThrough !== undefined) return;
+    d.startPassThrough(why);
+    if (this.#downloads.get(d.key) === d) this.#downloads.delete(d.key);
+  }
+
+  /** Whether `need` more bytes of temp space fit in `maxCacheSize` beside the other downloads. */
+  #fits(d: Download, total: number): boolean {
+    const max = this.opts.maxCacheBytes;
+    if (max === undefined) return true;
+    return this.reservedBytes - d.reservedBytes + total <= max;
   }
 
   async #run(
@@ -221,15 +416,41 @@ export class Downloads {
     source: DownloadSource,
   ): Promise<ArchiveMeta> {
     const idleMs = this.opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    const limits = this.opts.limits ?? DEFAULT_LIMITS;
+    const health = this.opts.health;
     const abort = new AbortController();
-    let idleTimer = setTimeout(() => abort.abort(new DOMException("idle", "TimeoutError")), idleMs);
+    const stall = (why: string) => abort.abort(new DOMException(why, "TimeoutError"));
+    let idleTimer = setTimeout(() => stall(`stalled for ${idleMs} ms`), idleMs);
     const bump = () => {
       clearTimeout(idleTimer);
-      idleTimer = setTimeout(() => abort.abort(new DOMException("idle", "TimeoutError")), idleMs);
+      idleTimer = setTimeout(() => stall(`stalled for ${idleMs} ms`), idleMs);
+    };
+    // The minimum rate, checked over consecutive windows from the response
+    // headers: a 1 byte/s trickle resets an idle timer forever, but
+    // not this. Time spent waiting for slow clients (pass-through) does not
+    // count against the upstream.
+    let rateTimer: ReturnType<typeof setInterval> | undefined;
+    let windowBytes = 0;
+    const startWindow = () => {
+      clearInterval(rateTimer);
+      windowBytes = 0;
+      if (limits.minTransferRate <= 0) return;
+      const floor = limits.minTransferRate * limits.transferRateWindowMs / 1000;
+      rateTimer = setInterval(() => {
+        if (windowBytes < floor) {
+          stall(
+            `sent ${windowBytes} bytes in ${limits.transferRateWindowMs} ms, under the minimum of ${
+              formatSize(limits.minTransferRate)
+            }/s`,
+          );
+        }
+        windowBytes = 0;
+      }, limits.transferRateWindowMs);
     };
     const signal = source.signal ? AbortSignal.any([abort.signal, source.signal]) : abort.signal;
     let file: Deno.FsFile | undefined;
     const started = Date.now();
+    const where = this.packages.storage.locate(d.key);
     try {
       const { res, url } = await source.open(signal);
       if (res.status !== 200) {
@@ -243,34 +464,131 @@ export class Downloads {
         lenHeader !== null && /^\d+$/.test(lenHeader) && !res.headers.has("content-encoding")
           ? Number(lenHeader)
           : undefined;
-      try {
-        file = await Deno.open(d.tmpPath, { write: true, createNew: true });
-      } catch (e) {
+      if (expected !== undefined && expected > limits.archiveBytes) {
         await res.body?.cancel();
-        throw new DiskError(
-          `cannot create a temp file in ${dirname(d.tmpPath)}: ${(e as Error).message}`,
+        throw new UpstreamError(
+          `download host ${url.host} announced ${expected} bytes for ${url.pathname}, over the archive size limit of ${limits.archiveBytes}`,
         );
       }
+      // Why the bytes cannot go to disk from the start, if they cannot.
+      let bypass: string | undefined;
+      let diskTrouble = false;
+      if (health && !health.ok) {
+        bypass = `cache disk unavailable: ${health.reason}`;
+        diskTrouble = true;
+      } else if (expected !== undefined && !this.#fits(d, expected)) {
+        bypass =
+          `${expected} bytes do not fit in maxCacheSize ${this.opts.maxCacheBytes} next to the downloads in flight`;
+      }
+      if (bypass === undefined) {
+        try {
+          file = await Deno.open(d.tmpPath, { write: true, createNew: true });
+        } catch (e) {
+          if (!health) {
+            await res.body?.cancel();
+            throw new DiskError(
+              `cannot create a temp file in ${dirname(d.tmpPath)}: ${(e as Error).message}`,
+            );
+          }
+          bypass = `cannot create a temp file in ${dirname(d.tmpPath)}: ${(e as Error).message}`;
+          diskTrouble = true;
+          health.fail(bypass, expected ?? 1);
+        }
+      }
+      if (bypass !== undefined) {
+        this.#passThrough(d, bypass);
+        if (diskTrouble) this.#logDiskBypass(where, bypass);
+        else {this.log.warn("archive passed through without caching", {
+            path: where,
+            reason: bypass,
+          });}
+      }
       d.markReady(expected);
+      if (file) this.opts.onReserve?.();
       const hash = createHash("sha256");
+      let reservedStep = 0;
+      startWindow();
       try {
         for await (const chunk of res.body ?? new ReadableStream<Uint8Array>()) {
           bump();
+          windowBytes += chunk.length;
+          if (d.written + chunk.length > limits.archiveBytes) {
+            throw new UpstreamError(
+              `download from ${url.host} ran past the archive size limit of ${limits.archiveBytes} bytes`,
+            );
+          }
           hash.update(chunk);
-          let off = 0;
-          while (off < chunk.length) off += await file.write(chunk.subarray(off));
-          d.written += chunk.length;
-          d.notify();
-          releaseChunk(chunk); // readers read the temp file, never this chunk
+          if (file && expected === undefined && !this.#fits(d, d.written + chunk.length)) {
+            // A body without a declared size outgrew the quota: the clients
+            // still get it, the cache does not.
+            this.#passThrough(d, `grew past maxCacheSize ${this.opts.maxCacheBytes}`);
+            this.log.warn("archive passed through without caching", {
+              path: where,
+              reason: d.passThrough,
+            });
+          }
+          if (file && d.passThrough === undefined) {
+            let off = 0;
+            try {
+              while (off < chunk.length) off += await file.write(chunk.subarray(off));
+            } catch (e) {
+              if (!health || !isDiskTrouble(e)) throw e;
+              // Disk trouble costs caching, not service: the bytes that made
+              // it to the file stay readable there, the rest goes through
+              // memory. (A partial write leaves `off` good bytes.)
+              d.fileBytes += off;
+              const why = `writing ${dirname(d.tmpPath)} failed: ${(e as Error).message}`;
+              health.fail(why, Math.max(expected ?? 0, d.written + chunk.length));
+              this.#passThrough(d, why);
+              this.#logDiskBypass(where, why);
+              const rest = chunk.slice(off);
+              d.written += off;
+              d.pushTail(rest);
+              d.written += rest.length;
+              d.notify();
+              continue;
+            }
+            d.written += chunk.length;
+            d.fileBytes = d.written;
+            d.notify();
+            releaseChunk(chunk); // readers read the temp file, never this chunk
+            if (expected === undefined && d.written - reservedStep >= 8 * 2 ** 20) {
+              reservedStep = d.written;
+              this.opts.onReserve?.();
+            }
+          } else {
+            if (d.passThrough === undefined) this.#passThrough(d, "not cached");
+            d.pushTail(chunk);
+            d.written += chunk.length;
+            d.notify();
+            d.trim();
+            if (d.tailBytes > PASS_THROUGH_WINDOW) {
+              clearTimeout(idleTimer);
+              clearInterval(rateTimer);
+              const someone = await d.waitForReaders(idleMs, signal);
+              bump();
+              startWindow();
+              if (!someone) {
+                throw new UpstreamError(
+                  "the clients of a pass-through download left or stopped reading",
+                );
+              }
+            } else if (d.readers === 0) {
+              throw new UpstreamError("every client left a pass-through download");
+            }
+          }
         }
       } catch (e) {
         if (signal.aborted) {
           const reason = signal.reason;
           if (reason instanceof DOMException && reason.name === "TimeoutError") {
-            throw new UpstreamTimeoutError(`download from ${url.host} stalled for ${idleMs} ms`);
+            throw new UpstreamTimeoutError(`download from ${url.host} ${reason.message}`);
           }
         }
+        if (e instanceof UpstreamError) throw e;
         throw new UpstreamError(`download from ${url.host} broke off: ${(e as Error).message}`);
+      } finally {
+        clearInterval(rateTimer);
       }
       if (expected !== undefined && d.written !== expected) {
         throw new UpstreamError(
@@ -292,20 +610,35 @@ export class Downloads {
         });
         throw new UpstreamError(`archive from ${url.host} ${e.message}`);
       }
-      d.state = "verified";
-      d.notify();
-      await file.syncData();
-      file.close();
-      file = undefined;
       const meta: ArchiveMeta = {
         sha256,
         size: d.written,
         cachedAt: (this.opts.now ?? Date.now)(),
         url: url.href,
       };
-      await this.packages.commit(p, version, pl, d.tmpPath, meta);
+      // Verified: the readers get their last byte.
+      d.state = "verified";
+      d.notify();
+      if (d.passThrough !== undefined || !file) {
+        // Nothing to store; ending the download now would cut the readers.
+        await d.waitForReadersGone(idleMs, source.signal);
+        throw new PassedThrough(d.passThrough ?? "not cached");
+      }
+      try {
+        await file.syncData();
+        file.close();
+        file = undefined;
+        await this.packages.commit(p, version, pl, d.tmpPath, meta);
+      } catch (e) {
+        if (!health || !isDiskTrouble(e)) throw e;
+        // The bytes are verified and in the temp file: let the readers
+        // finish from it, then give up on storing them.
+        health.fail(`storing the archive failed: ${(e as Error).message}`, d.written);
+        await d.waitForReadersGone(idleMs, source.signal);
+        throw e;
+      }
       this.log.info("archive cached", {
-        path: this.packages.storage.locate(d.key),
+        path: where,
         bytes: d.written,
         ms: Date.now() - started,
       });
@@ -316,22 +649,38 @@ export class Downloads {
       try {
         file?.close();
       } catch { /* closed */ }
+      // Readers still reading the temp file keep its inode open.
       await Deno.remove(d.tmpPath).catch(() => {});
-      // Said here too: the clients may all have left, and the access log
-      // only knows about the ones still attached.
-      this.log.warn("archive download failed; nothing cached", {
-        path: this.packages.storage.locate(d.key),
-        written: d.written,
-        error: (e as Error).message,
-      });
+      if (!(e instanceof PassedThrough)) {
+        // Said here too: the clients may all have left, and the access log
+        // only knows about the ones still attached.
+        this.log.warn("archive download failed; nothing cached", {
+          path: where,
+          written: d.written,
+          error: (e as Error).message,
+        });
+      }
       throw e;
     } finally {
       clearTimeout(idleTimer);
+      clearInterval(rateTimer);
     }
+  }
+
+  #logDiskBypass(path: string, error: string): void {
+    this.log.error("cache not writable; streaming the archive without caching it", {
+      path,
+      error,
+    });
   }
 
   /** Waits for all in-flight downloads (used at shutdown and in tests). */
   async settle(): Promise<void> {
-    await Promise.allSettled([...this.#downloads.values()].map((d) => d.done));
+    await Promise.allSettled([...this.#running].map((d) => d.done));
   }
+}
+
+/** A verified pass-through ended: the clients got the archive, the cache did not. */
+export class PassedThrough extends Error {
+  override name = "PassedThrough";
 }

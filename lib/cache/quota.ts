@@ -12,8 +12,13 @@
  * "Being served" is an advisory shared lock (`flock`) on the open file, held by
  * whoever streams it (released when the body ends or is cancelled, because
  * that closes the handle). Prune takes an exclusive lock without waiting and
- * skips files it cannot lock. Files being written live in `tmp/` and enter
- * `packages/` by rename, so prune never sees them half-written.
+ * skips files it cannot lock. Files being written live in the temp area and
+ * enter `packages/` by rename, so prune never sees them half-written.
+ *
+ * Temp space counts inside the quota: the server's {@link QuotaKeeper} prunes
+ * archives down to `maxCacheSize` minus what the downloads in flight reserve
+ * (their declared size, or what they wrote so far), and a download that
+ * cannot fit beside the others is passed through uncached (see download.ts).
  * @module
  */
 import { formatSize } from "../base/size.ts";
@@ -116,19 +121,34 @@ async function evict(cache: CacheDir, f: CachedFile): Promise<"evicted" | "gone"
 }
 
 /**
- * Keeps a running server within `maxCacheSize`: after each stored archive it
- * prunes, one run at a time (stores during a run trigger one more run).
+ * Keeps a running server within `maxCacheSize`: after each stored archive,
+ * and whenever downloads reserve temp space, it prunes, one run at a time
+ * (requests during a run trigger one more run).
  */
 export class QuotaKeeper {
   #running: Promise<void> | undefined;
   #again = false;
   readonly #protect = new Set<string>();
 
-  constructor(readonly cache: CacheDir, readonly maxBytes: number, readonly log: Logger) {}
+  /**
+   * @param reserved temp space the downloads in flight hold or will hold;
+   *   archives are pruned to `maxBytes` minus this
+   */
+  constructor(
+    readonly cache: CacheDir,
+    readonly maxBytes: number,
+    readonly log: Logger,
+    readonly reserved: () => number = () => 0,
+  ) {}
 
   /** Called when an archive has been stored under `key`; that one is never evicted for it. */
   afterStore(key: string): void {
     this.#protect.add(key);
+    this.makeRoom();
+  }
+
+  /** Prunes for the temp space downloads reserve now. */
+  makeRoom(): void {
     if (this.#running) {
       this.#again = true;
       return;
@@ -141,14 +161,16 @@ export class QuotaKeeper {
       this.#again = false;
       const protect = new Set(this.#protect);
       this.#protect.clear();
+      const target = Math.max(0, this.maxBytes - this.reserved());
       try {
-        const r = await pruneCache(this.cache, { maxBytes: this.maxBytes, protect });
-        if (r.evicted.length > 0 || r.sizeAfter > this.maxBytes) {
+        const r = await pruneCache(this.cache, { maxBytes: target, protect });
+        if (r.evicted.length > 0 || r.sizeAfter > target) {
           this.log.info("cache pruned", {
             evicted: r.evicted.length,
             freed: r.sizeBefore - r.sizeAfter,
             size: r.sizeAfter,
             maxCacheSize: this.maxBytes,
+            reservedByDownloads: this.maxBytes - target,
             busy: r.busy.length,
           });
         }

@@ -29,6 +29,12 @@ export interface ObjectInfo {
  * `size` always belongs to what `read` returns.
  */
 export interface OpenObject extends ObjectInfo {
+  /**
+   * Names this version of the object (device, inode, size, change times),
+   * when the storage can tell: equal identities mean no write went through
+   * the filesystem in between, so a fingerprint checked once still holds.
+   */
+  readonly identity?: string;
   /** Reads from the current position; null at the end. */
   read(buf: Uint8Array): Promise<number | null>;
   /** Moves the read position (used for ranges). */

@@ -9,10 +9,10 @@
  * @module
  */
 import { type App, createApp } from "../app.ts";
+import { CacheLayoutError } from "../cache/cache_dir.ts";
 import { type Config, ConfigError, type ConfigOverrides, loadConfig } from "../config/config.ts";
 import { findConfigFile } from "../config/lookup.ts";
 import { parseArgs } from "../deps/cli.ts";
-import { join } from "../deps/path.ts";
 import { createLogger, type Logger } from "../base/log.ts";
 
 /** Exit code: everything worked. */
@@ -221,7 +221,13 @@ export function defineCommand(spec: CommandSpec): Command {
       if (n < min || n > max) return usageError(io, spec.name, usage ?? "missing arguments");
       const config = await loadCommandConfig(ctx, spec.name, args);
       if (!config) return EXIT_USAGE;
-      return await spec.run({ args, config, io });
+      try {
+        return await spec.run({ args, config, io });
+      } catch (e) {
+        if (!(e instanceof CacheLayoutError)) throw e;
+        io.err(`repoxy ${spec.name}: ${e.message}`);
+        return EXIT_FAILED;
+      }
     },
   };
 }
@@ -303,22 +309,23 @@ export function commandLogger(config: Config, progress: Progress): Logger {
 }
 
 /**
- * Creates an app for a subcommand. It gets a temp dir of its own under
- * `<cacheDir>/tmp/` (same filesystem, so renames stay atomic): `createApp`
- * empties its temp dir, and the shared one belongs to a server that may be
- * running on the same cache right now.
+ * Creates an app for a subcommand. Like the server it gets a temp folder of
+ * its own under `<cacheDir>/tmp/`, locked for its lifetime (cache_dir.ts), so
+ * a server starting or stopping on the same cache leaves its files alone.
  */
 export async function createCommandApp(
   config: Config,
-  command: string,
+  _command: string,
   log: Logger,
 ): Promise<App & AsyncDisposable> {
-  const tmpDir = join(config.cacheDir, "tmp", `${command}-${Deno.pid}`);
-  const app = await createApp(config, { log, tmpDir });
+  // The background check is the server's job; a command does its own work.
+  const app = await createApp({
+    ...config,
+    backgroundVerify: { ...config.backgroundVerify, bytesPerSecond: 0 },
+  }, { log });
   return Object.assign(app, {
     async [Symbol.asyncDispose]() {
       await app.close();
-      await Deno.remove(tmpDir, { recursive: true }).catch(() => {});
     },
   });
 }

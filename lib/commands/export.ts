@@ -131,7 +131,7 @@ export async function exportCache(
   }
   await Deno.mkdir(outDir, { recursive: true });
 
-  const cache = await openCacheDir(
+  await using cache = await openCacheDir(
     cacheDir,
     opts.log ?? createLogger("text", undefined, "warn"),
     { create: false },

@@ -14,7 +14,7 @@
  * after its meta record, as downloads do.
  * @module
  */
-import { copyHashed } from "../integrity/hashing.ts";
+import { createHash } from "../deps/crypto.ts";
 import {
   type Command,
   COMMON_HELP,
@@ -72,46 +72,105 @@ export interface ImportOptions {
   log?: Logger;
 }
 
-async function entries(path: string) {
-  const out: Deno.DirEntry[] = [];
-  for await (const e of Deno.readDir(path)) out.push(e);
-  return out.sort((a, b) => (a.name < b.name ? -1 : 1));
+/** What kind of filesystem entry `st` is, for messages. */
+function kindOf(st: Deno.FileInfo): string {
+  if (st.isSymlink) return "a symbolic link";
+  if (st.isFifo) return "a FIFO";
+  if (st.isCharDevice) return "a character device";
+  if (st.isBlockDevice) return "a block device";
+  if (st.isSocket) return "a socket";
+  if (st.isDirectory) return "a directory";
+  return "not a regular file";
+}
+
+/**
+ * The entries of a directory as they come (async iteration: a listing of a
+ * million names is never held whole). Dot entries are skipped: staging files
+ * of an unfinished mirror run.
+ */
+async function* entries(path: string): AsyncGenerator<Deno.DirEntry> {
+  for await (const e of Deno.readDir(path)) {
+    if (!e.name.startsWith(".")) yield e;
+  }
+}
+
+/**
+ * Reads a small file whole, but only if it is a regular file (lstat: never a
+ * link, never a FIFO, which would block the open) of at most `limit` bytes,
+ * and never more than `limit` bytes even if it grows meanwhile.
+ */
+async function readBounded(path: string, limit: number): Promise<Uint8Array> {
+  const st = await Deno.lstat(path);
+  if (!st.isFile) throw new Error(`${kindOf(st)}, not read`);
+  if (st.size > limit) throw new Error(`${st.size} bytes, over the limit of ${limit}`);
+  using f = await Deno.open(path, { read: true });
+  const held = await f.stat();
+  if (!held.isFile || held.ino !== st.ino) throw new Error("replaced while being read");
+  const buf = new Uint8Array(Math.min(limit, held.size) + 1);
+  let off = 0;
+  while (off < buf.length) {
+    const n = await f.read(buf.subarray(off));
+    if (n === null) break;
+    off += n;
+  }
+  if (off > limit) throw new Error(`more than ${limit} bytes, over the limit`);
+  return buf.subarray(0, off);
 }
 
 type Listed = { hashes: Map<string, string[]> } | { error: string };
 
-/** Reads `<version>.json` files of one provider dir: platform → listed hashes. */
-async function readListings(dir: string, names: string[]): Promise<Map<string, Listed>> {
-  const out = new Map<string, Listed>();
-  for (const name of names) {
-    if (!name.endsWith(".json") || name === "index.json") continue;
-    const version = name.slice(0, -5);
-    if (!isValidVersion(version)) continue;
-    try {
-      const doc = JSON.parse(await Deno.readTextFile(join(dir, name)));
-      const archives = doc?.archives;
-      if (!archives || typeof archives !== "object" || Array.isArray(archives)) {
-        throw new Error(`no "archives" object`);
-      }
-      const hashes = new Map<string, string[]>();
-      for (const [platform, a] of Object.entries(archives as Record<string, unknown>)) {
-        const list = (a as { hashes?: unknown })?.hashes;
-        hashes.set(
-          platform,
-          Array.isArray(list) ? list.filter((h): h is string => typeof h === "string") : [],
-        );
-      }
-      out.set(version, { hashes });
-    } catch (e) {
-      out.set(version, { error: `${name} is malformed: ${(e as Error).message}` });
-    }
+/**
+ * Reads `<version>.json` of one provider dir: platform → listed hashes.
+ * Undefined when there is none.
+ */
+async function readListing(
+  dir: string,
+  version: string,
+  limit: number,
+): Promise<Listed | undefined> {
+  const name = `${version}.json`;
+  const path = join(dir, name);
+  try {
+    await Deno.lstat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    return { error: `${path}: ${(e as Error).message}` };
   }
-  return out;
+  let bytes: Uint8Array;
+  try {
+    bytes = await readBounded(path, limit);
+  } catch (e) {
+    return { error: `${path} refused: ${(e as Error).message}` };
+  }
+  try {
+    const doc = JSON.parse(new TextDecoder().decode(bytes));
+    const archives = doc?.archives;
+    if (!archives || typeof archives !== "object" || Array.isArray(archives)) {
+      throw new Error(`no "archives" object`);
+    }
+    const hashes = new Map<string, string[]>();
+    for (const [platform, a] of Object.entries(archives as Record<string, unknown>)) {
+      const list = (a as { hashes?: unknown })?.hashes;
+      hashes.set(
+        platform,
+        Array.isArray(list) ? list.filter((h): h is string => typeof h === "string") : [],
+      );
+    }
+    return { hashes };
+  } catch (e) {
+    return { error: `${name} is malformed: ${(e as Error).message}` };
+  }
 }
 
 /**
  * Imports every `<host>/<ns>/<type>/*.zip` under `srcDir` into the cache of
  * `config`. Never throws for one bad zip: it is refused and reported.
+ *
+ * A hostile tree cannot hurt it: only regular files are read (a symbolic
+ * link, FIFO, device or socket named like a zip or a version JSON is refused
+ * by name, from `lstat`, without being opened), archives are bounded by
+ * `limits.archiveSize` and version JSONs by `limits.metadataDocument`, links
+ * to directories are not followed, and directories are read as streams.
  */
 export async function importTree(
   config: Config,
@@ -120,76 +179,117 @@ export async function importTree(
 ): Promise<ImportReport> {
   const now = opts.now ?? Date.now;
   const report: ImportReport = { items: [], problems: [] };
-  const tmpDir = join(config.cacheDir, "tmp", `import-${Deno.pid}`);
   const cache = await openCacheDir(
     config.cacheDir,
     opts.log ?? createLogger("text", undefined, "warn"),
-    { tmpDir },
   );
+  let done = 0;
+  let bytes = 0;
+  const linked = (path: string) => report.problems.push(`${path}: a symbolic link; not followed`);
   try {
-    const work: Array<
-      { dir: string; p: ProviderRef; zips: string[]; listed: Map<string, Listed> }
-    > = [];
-    for (const host of await entries(srcDir)) {
-      if (!host.isDirectory || host.name.startsWith(".")) continue;
+    for await (const host of entries(srcDir)) {
       const hostDir = join(srcDir, host.name);
+      if (host.isSymlink) {
+        linked(hostDir);
+        continue;
+      }
+      if (!host.isDirectory) continue;
       if (!isValidHostname(host.name)) {
         report.problems.push(
           `${hostDir}: "${host.name}" is not a registry hostname Repoxy serves (lowercase, punycode for IDNs)`,
         );
         continue;
       }
-      for (const ns of await entries(hostDir)) {
-        if (!ns.isDirectory || ns.name.startsWith(".")) continue;
-        for (const type of await entries(join(hostDir, ns.name))) {
-          if (!type.isDirectory || type.name.startsWith(".")) continue;
+      for await (const ns of entries(hostDir)) {
+        if (ns.isSymlink) linked(join(hostDir, ns.name));
+        if (!ns.isDirectory) continue;
+        for await (const type of entries(join(hostDir, ns.name))) {
           const dir = join(hostDir, ns.name, type.name);
+          if (type.isSymlink) linked(dir);
+          if (!type.isDirectory) continue;
           if (!isValidPart(ns.name) || !isValidPart(type.name)) {
             report.problems.push(`${dir}: not a valid provider namespace/type`);
             continue;
           }
           const p = { hostname: host.name, namespace: ns.name, type: type.name };
-          const list = await entries(dir);
-          const zips: string[] = [];
-          for (const e of list) {
-            if (e.name.startsWith(".")) continue; // staging files of an unfinished mirror run
+          const listings = new Map<string, Listed | undefined>();
+          const listing = async (version: string) => {
+            if (!listings.has(version)) {
+              listings.set(
+                version,
+                await readListing(dir, version, config.limits.metadataDocumentBytes),
+              );
+            }
+            return listings.get(version);
+          };
+          for await (const e of entries(dir)) {
             if (e.isDirectory) {
               report.problems.push(
                 `${
                   join(dir, e.name)
                 }: the unpacked layout is not supported; use the packed layout (zips) that "terraform providers mirror" writes`,
               );
-            } else if (e.name.endsWith(".zip")) {
-              if (parseArchiveFilename(p.type, e.name)) zips.push(e.name);
-              else {report.problems.push(
-                  `${
-                    join(dir, e.name)
-                  }: not named terraform-provider-${p.type}_VERSION_OS_ARCH.zip`,
-                );}
+              continue;
             }
+            if (!e.name.endsWith(".zip")) continue;
+            if (!parseArchiveFilename(p.type, e.name)) {
+              report.problems.push(
+                `${join(dir, e.name)}: not named terraform-provider-${p.type}_VERSION_OS_ARCH.zip`,
+              );
+              continue;
+            }
+            opts.progress?.update(done, done, `archives  ${formatSize(bytes)}`);
+            const item = await importOne(config, cache, dir, p, e.name, listing, opts, now);
+            report.items.push(item);
+            if (item.status === "imported") bytes += item.bytes;
+            done++;
           }
-          const listed = await readListings(dir, list.filter((e) => e.isFile).map((e) => e.name));
-          work.push({ dir, p, zips, listed });
         }
       }
     }
-    const total = work.reduce((n, w) => n + w.zips.length, 0);
-    let done = 0;
-    let bytes = 0;
-    for (const w of work) {
-      for (const zip of w.zips) {
-        opts.progress?.update(done, total, `archives  ${formatSize(bytes)}`);
-        const item = await importOne(config, cache, w.dir, w.p, zip, w.listed, opts, now);
-        report.items.push(item);
-        if (item.status === "imported") bytes += item.bytes;
-        done++;
-      }
-    }
-    opts.progress?.update(done, total, `archives  ${formatSize(bytes)}`, true);
+    opts.progress?.update(done, done, `archives  ${formatSize(bytes)}`, true);
   } finally {
-    await Deno.remove(tmpDir, { recursive: true }).catch(() => {});
+    await cache.close();
   }
   return report;
+}
+
+/**
+ * Copies a regular file into `to` while hashing it, refusing more than
+ * `limit` bytes. The source is checked with `lstat` before it is opened (a
+ * FIFO would block the open) and with `fstat` after (it is the same file).
+ */
+async function copyBounded(
+  from: string,
+  to: string,
+  limit: number,
+): Promise<{ sha256: string; size: number }> {
+  const st = await Deno.lstat(from);
+  if (!st.isFile) throw new Error(`${kindOf(st)}, not read`);
+  if (st.size > limit) {
+    throw new Error(`${st.size} bytes, over limits.archiveSize (${limit} bytes)`);
+  }
+  using src = await Deno.open(from, { read: true });
+  const held = await src.stat();
+  if (!held.isFile || held.ino !== st.ino || held.dev !== st.dev) {
+    throw new Error("replaced while being imported");
+  }
+  const hash = createHash("sha256");
+  let size = 0;
+  using dst = await Deno.open(to, { write: true, createNew: true });
+  const buf = new Uint8Array(256 * 1024);
+  while (true) {
+    const n = await src.read(buf);
+    if (n === null) break;
+    size += n;
+    if (size > limit) throw new Error(`grew over limits.archiveSize (${limit} bytes)`);
+    const chunk = buf.subarray(0, n);
+    hash.update(chunk);
+    let off = 0;
+    while (off < n) off += await dst.write(chunk.subarray(off));
+  }
+  await dst.syncData();
+  return { sha256: hash.digest("hex"), size };
 }
 
 async function importOne(
@@ -198,7 +298,7 @@ async function importOne(
   dir: string,
   p: ProviderRef,
   zip: string,
-  listings: Map<string, Listed>,
+  listingOf: (version: string) => Promise<Listed | undefined>,
   opts: ImportOptions,
   now: () => number,
 ): Promise<ImportItem> {
@@ -221,7 +321,20 @@ async function importOne(
       `registry ${p.hostname} is not in "upstreams" of the config, so Repoxy would not serve it`,
     );
   }
-  const listing = listings.get(version);
+  // Before anything reads it: only a regular file of a bounded size.
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.lstat(source);
+  } catch (e) {
+    return refuse((e as Error).message);
+  }
+  if (!st.isFile) return refuse(`${source} is ${kindOf(st)}; only regular files are imported`);
+  if (st.size > config.limits.archiveBytes) {
+    return refuse(
+      `${source} has ${st.size} bytes, over limits.archiveSize (${config.limits.archiveBytes} bytes)`,
+    );
+  }
+  const listing = isValidVersion(version) ? await listingOf(version) : undefined;
   if (listing && "error" in listing) return refuse(listing.error);
   const listed = listing?.hashes.get(platformString(pl)) ?? [];
   const zh = listed.filter((h) => h.startsWith("zh:")).map((h) => h.slice(3).toLowerCase());
@@ -236,7 +349,7 @@ async function importOne(
 
   const tmp = cache.storage.tempPath(zip);
   try {
-    const { sha256, size } = await copyHashed(source, tmp);
+    const { sha256, size } = await copyBounded(source, tmp, config.limits.archiveBytes);
     item.bytes = size;
     let h1: string;
     try {

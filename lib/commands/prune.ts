@@ -58,9 +58,13 @@ export const pruneCommand: Command = defineCommand({
       return EXIT_USAGE;
     }
     const dryRun = flagBool(parsed, "dry-run");
-    const cache = await openCacheDir(config.cacheDir, createLogger("text", undefined, "warn"), {
-      create: false,
-    });
+    await using cache = await openCacheDir(
+      config.cacheDir,
+      createLogger("text", undefined, "warn"),
+      {
+        create: false,
+      },
+    );
     const r = await pruneCache(cache, { maxBytes, dryRun });
     const verb = dryRun ? "would evict" : "evicted";
     for (const f of r.evicted) {

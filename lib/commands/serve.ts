@@ -4,9 +4,10 @@
  * @module
  */
 import { type App, createApp, serveApp } from "../app.ts";
+import { CacheLayoutError } from "../cache/cache_dir.ts";
 import { createLogger } from "../base/log.ts";
 import { VERSION } from "../base/version.ts";
-import { ConfigError, loadConfig } from "../config/config.ts";
+import { type Config, ConfigError, loadConfig } from "../config/config.ts";
 import { type ConfigLocation, findConfigFile } from "../config/lookup.ts";
 import { parseArgs } from "../deps/cli.ts";
 import { type RunningServer, SHUTDOWN_DRAIN_MS } from "../http/server.ts";
@@ -107,7 +108,14 @@ export async function serve(argv: string[]): Promise<number> {
     throw e;
   }
 
-  const app = await createApp(config);
+  let app;
+  try {
+    app = await createApp(config);
+  } catch (e) {
+    if (!(e instanceof CacheLayoutError)) throw e;
+    fail("cannot use the cache directory", { error: e.message });
+    return 1;
+  }
   let server;
   try {
     server = serveApp(app);
@@ -162,6 +170,8 @@ function announce(app: App, server: RunningServer, configFile: ConfigLocation | 
     config: configFile?.path ?? "none (defaults)",
     configSource: configFile?.source,
   });
+  const warning = openAccessWarning(config);
+  if (warning) app.log.warn(warning, { listen: config.listen.hostname });
   const base = config.publicUrl ?? server.url;
   const snippet = clientSnippet(base, [...config.upstreams.keys()], config.tls !== undefined);
   if (config.logFormat === "json") {
@@ -171,4 +181,23 @@ function announce(app: App, server: RunningServer, configFile: ConfigLocation | 
       `\nRepoxy ${VERSION} is serving at ${server.url}\nPaste this into ~/.terraformrc (Terraform) or ~/.tofurc (OpenTofu):\n\n${snippet}\n`,
     );
   }
+}
+
+/**
+ * The start-up warning for a mirror anyone on the network can use: listening
+ * beyond loopback without `auth`. Undefined when there is nothing to warn about.
+ */
+export function openAccessWarning(
+  config: Pick<Config, "auth" | "listen">,
+): string | undefined {
+  if (config.auth || isLoopback(config.listen.hostname)) return undefined;
+  return `listening on ${config.listen.hostname} without client auth: anyone who can reach ` +
+    `this address gets every provider of every upstream. Add "auth": { "tokens": ` +
+    `[{ "name": "ci", "token": "env:REPOXY_TOKEN_CI" }] } to the config (clients then set ` +
+    `credentials "<mirror host>" { token = ... }), or listen on 127.0.0.1`;
+}
+
+function isLoopback(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
 }

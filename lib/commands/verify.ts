@@ -64,7 +64,7 @@ export async function verifyCache(
   opts: { progress?: Progress; now?: () => number; log?: Logger } = {},
 ): Promise<VerifyReport> {
   const now = opts.now ?? Date.now;
-  const cache = await openCacheDir(
+  await using cache = await openCacheDir(
     cacheDir,
     opts.log ?? createLogger("text", undefined, "warn"),
     { create: false },

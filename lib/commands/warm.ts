@@ -237,8 +237,16 @@ async function warmArchive(
         return fail(`received bytes with sha256 ${sha256}, but the mirror lists zh:${zh}`);
       }
       await app.downloads.inflight(p, t.version, pl)?.done.catch(() => {});
-      const meta = await app.packages.meta(p, t.version, pl);
-      if (!meta || meta.sha256 !== sha256) return fail("served, but not stored in the cache");
+      // "fetched" only for what is really stored: the record as it is on disk
+      // now, and the committed file itself (size and fingerprint checked).
+      const meta = await app.packages.readMeta(p, t.version, pl);
+      const stored = meta?.sha256 === sha256
+        ? await app.packages.open(p, t.version, pl)
+        : undefined;
+      stored?.object.close();
+      if (!stored || stored.meta.sha256 !== sha256 || stored.object.size !== item.bytes) {
+        return fail("served, but not stored in the cache");
+      }
       item.status = res.headers.get("x-repoxy-cache") === "hit" ? "cached" : "fetched";
     }
     if (t.lockHashes && t.lockHashes.length > 0) {

@@ -2,6 +2,16 @@
  * Terraform's "h1:" package hash, which is Go's module hash
  * (`golang.org/x/mod/sumdb/dirhash`, `Hash1`) applied to a provider zip.
  * Lock files pin providers by it, so ours must match Terraform's byte for byte.
+ *
+ * The work is bounded by what the archive declares, because a correctly
+ * signed archive can still be hostile: entries that share one deflate stream
+ * (overlapping local headers) make a 1 MB zip inflate to 160 GiB. Before any
+ * content is read, an archive is refused when its entries overlap, when it
+ * has more than {@link H1_BOUNDS}.maxEntries entries, or when its declared
+ * uncompressed total is absurd for its size; while hashing, no entry may
+ * inflate past its declared size (zip_reader.ts), the job yields to the event
+ * loop every few milliseconds so other requests keep their latency, and it
+ * stops at its next chunk when its signal aborts (shutdown).
  * @module
  */
 import { releaseChunk } from "../base/buffers.ts";
@@ -12,7 +22,33 @@ import {
   type ZipEntry,
   zipEntryNameBytes,
   type ZipFile,
+  ZipFormatError,
 } from "./zip_reader.ts";
+
+/**
+ * Bounds no real provider comes near: a provider zip holds one executable
+ * (sometimes a license and a readme besides) and deflate gets about 2-4x out
+ * of it. The floor lets small archives of very compressible text through.
+ */
+export const H1_BOUNDS = Object.freeze({
+  /** Entries of one archive. */
+  maxEntries: 10_000,
+  /** Declared uncompressed total over archive size. */
+  maxRatio: 100,
+  /** A declared uncompressed total this small is accepted whatever the ratio. */
+  ratioFloorBytes: 64 * 2 ** 20,
+  /** Declared uncompressed total, whatever the archive size. */
+  maxTotalBytes: 32 * 2 ** 30,
+});
+
+/** How long the hash may hold the event loop before it lets other work run. */
+const YIELD_AFTER_MS = 5;
+
+/** Options of {@link hashZipH1}. */
+export interface HashZipOptions {
+  /** Abandons the job at its next chunk (shutdown). */
+  signal?: AbortSignal;
+}
 
 const encoder = new TextEncoder();
 const NEWLINE = 0x0a;
@@ -68,13 +104,75 @@ export function h1FromFileHashes(files: Array<{ name: string; sha256Hex: string 
   }));
 }
 
-async function hashEntry(file: ZipFile, entry: ZipEntry): Promise<string> {
+/**
+ * Lets timers and I/O callbacks run: a resolved promise would not, and a
+ * MessageChannel round trip (tried) does not let timers fire either.
+ */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 0));
+}
+
+async function hashEntry(
+  file: ZipFile,
+  entry: ZipEntry,
+  pace: { since: number },
+  signal: AbortSignal | undefined,
+): Promise<string> {
   const h = createHash("sha256");
-  for await (const chunk of openZipEntry(file, entry)) {
-    h.update(chunk);
-    releaseChunk(chunk);
+  const stream = openZipEntry(file, entry);
+  const reader = stream.getReader();
+  try {
+    while (true) {
+      signal?.throwIfAborted();
+      const { value, done } = await reader.read();
+      if (done) break;
+      h.update(value);
+      releaseChunk(value);
+      if (performance.now() - pace.since >= YIELD_AFTER_MS) {
+        await yieldToEventLoop();
+        pace.since = performance.now();
+      }
+    }
+  } catch (e) {
+    await reader.cancel().catch(() => {});
+    throw e;
   }
   return h.digest("hex");
+}
+
+/**
+ * Refuses archives whose declared shape no real provider has, before any
+ * content is inflated.
+ */
+function checkBounds(entries: ZipEntry[], unique: ZipEntry[], fileSize: number): void {
+  // Entries sorted by offset must not share bytes: overlapping entries are
+  // how a small zip makes one deflate stream count many times.
+  const byOffset = [...unique].sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
+  let total = 0;
+  for (let i = 0; i < byOffset.length; i++) {
+    const e = byOffset[i]!;
+    total += e.uncompressedSize;
+    const next = byOffset[i + 1];
+    if (next && e.localHeaderOffset + 30 + e.compressedSize > next.localHeaderOffset) {
+      throw new ZipFormatError(
+        `entries "${e.name}" and "${next.name}" overlap (offsets ${e.localHeaderOffset} and ${next.localHeaderOffset}); refusing a zip bomb`,
+      );
+    }
+  }
+  const bound = Math.min(
+    H1_BOUNDS.maxTotalBytes,
+    Math.max(H1_BOUNDS.ratioFloorBytes, fileSize * H1_BOUNDS.maxRatio),
+  );
+  if (total > bound) {
+    throw new ZipFormatError(
+      `archive of ${fileSize} bytes declares ${total} bytes uncompressed (bound ${bound}); refusing a zip bomb`,
+    );
+  }
+  if (entries.length > H1_BOUNDS.maxEntries) {
+    throw new ZipFormatError(
+      `archive has ${entries.length} entries (bound ${H1_BOUNDS.maxEntries}); refusing a zip bomb`,
+    );
+  }
 }
 
 function bytesKey(bytes: Uint8Array): string {
@@ -90,10 +188,15 @@ function bytesKey(bytes: Uint8Array): string {
  * uncompressed content and its name. The archive is streamed, never loaded.
  * @param source the zip archive: a path on disk, or an open archive (not closed here)
  * @returns "h1:" followed by a standard base64 SHA-256
- * @throws {import("./zip_reader.ts").ZipFormatError} if the archive is malformed or unreadable
+ * @throws {ZipFormatError} if the archive is malformed, unreadable or out of {@link H1_BOUNDS}
  * @throws {Error} if an entry name contains a newline
+ * @throws the signal's reason when `opts.signal` aborts
  */
-export async function hashZipH1(source: string | ZipFile): Promise<string> {
+export async function hashZipH1(
+  source: string | ZipFile,
+  opts: HashZipOptions = {},
+): Promise<string> {
+  opts.signal?.throwIfAborted();
   const file = typeof source === "string" ? await Deno.open(source, { read: true }) : source;
   try {
     const entries = await readZipEntries(file);
@@ -110,7 +213,16 @@ export async function hashZipH1(source: string | ZipFile): Promise<string> {
     const digests = new Map<string, string>();
     // Hashed in archive order to keep disk reads sequential.
     const unique = [...byName].sort(([, a], [, b]) => a.localHeaderOffset - b.localHeaderOffset);
-    for (const [key, entry] of unique) digests.set(key, await hashEntry(file, entry));
+    // Directories have no content (zip_reader.ts skips theirs, as Go does).
+    checkBounds(
+      entries,
+      unique.map(([, e]) => e).filter((e) => !e.name.endsWith("/")),
+      (await file.stat()).size,
+    );
+    const pace = { since: performance.now() };
+    for (const [key, entry] of unique) {
+      digests.set(key, await hashEntry(file, entry, pace, opts.signal));
+    }
     return summaryHash(names.map((name) => ({ name, sha256Hex: digests.get(bytesKey(name))! })));
   } finally {
     if (typeof source === "string") (file as Deno.FsFile).close();

@@ -22,6 +22,8 @@ export interface TelemetrySources {
   upstreams: string[];
   inventory: CacheInventory;
   inflightDownloads: () => number;
+  /** What the background check did (background_verify.ts), when it runs. */
+  backgroundVerify?: { archives: number; bytes: number; bad: number };
   now?: () => number;
 }
 
@@ -159,6 +161,25 @@ export class Telemetry {
         (g) => g.set({}, sources.inventory.count),
       ),
     );
+    const bv = sources.backgroundVerify;
+    if (bv) {
+      r.register(
+        new Gauge(
+          "repoxy_background_verify_archives",
+          "Archives re-hashed by the background check since start",
+          [],
+          (g) => g.set({}, bv.archives),
+        ),
+      );
+      r.register(
+        new Gauge(
+          "repoxy_background_verify_bad_archives",
+          "Archives the background check found bad and quarantined since start",
+          [],
+          (g) => g.set({}, bv.bad),
+        ),
+      );
+    }
     const mem = () => Deno.memoryUsage();
     r.register(
       new Gauge(

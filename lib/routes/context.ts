@@ -3,8 +3,10 @@
  * the shape of a handler.
  * @module
  */
+import type { AccessControl } from "../auth/access.ts";
 import type { Logger } from "../base/log.ts";
 import type { CacheStatus } from "../cache/cache_status.ts";
+import type { DiskHealth } from "../cache/disk_health.ts";
 import type { CacheInventory } from "../cache/inventory.ts";
 import type { PackageStore } from "../cache/package_store.ts";
 import type { RefsStore } from "../cache/refs_store.ts";
@@ -21,12 +23,50 @@ export interface RequestContext extends RequestInfo {
   cache: CacheStatus | undefined;
   /** Refs generation when the request began (see http/response_cache.ts). */
   generation: number;
+  /** Name of the client's token (for the access log; never the token itself). */
+  client?: string;
+  /**
+   * Whether the answer may be kept and reused for other requests: false when
+   * client auth is on, since answers then depend on the token's rules and
+   * carry signed links that belong to this request.
+   */
+  shareable: boolean;
+  /**
+   * Turns the path of an archive or SHA256SUMS URL embedded in this answer
+   * (relative to the request's path, or rooted) into the query to append so
+   * the client can fetch it without credentials. Undefined when auth is off:
+   * URLs are then embedded bare.
+   */
+  signUrl?: (path: string) => string;
+  /** Set once `signUrl` was used: the answer carries this request's links and is never kept. */
+  linked?: boolean;
+}
+
+/**
+ * The key under which a request's answer may be kept for reuse, or
+ * undefined when it may not be kept. An open mirror keys by path; under
+ * client auth an answer is kept only for the same token (it was produced
+ * after that token passed its rules for that path) and never when it carries
+ * signed links.
+ */
+export function keepKey(ctx: RequestContext): string | undefined {
+  if (ctx.linked) return undefined;
+  if (ctx.client !== undefined) return clientKey(ctx.client, ctx.path);
+  return ctx.shareable ? ctx.path : undefined;
+}
+
+/** The kept-answer key of `path` for the token named `client`. */
+export function clientKey(client: string, path: string): string {
+  // A NUL cannot occur in a request path, so no path collides with a client's key.
+  return `${client}\u0000${path}`;
 }
 
 /** The app's parts that handlers use; each handler takes the ones it needs. */
 export interface Services {
   config: Config;
   log: Logger;
+  /** Client authentication; undefined when `auth` is not configured (open mirror). */
+  access?: AccessControl;
   /** Where provider answers come from: the upstreams, or (offline) the cache alone. */
   source: ProviderSource;
   packages: PackageStore;
@@ -37,6 +77,8 @@ export interface Services {
   inventory: CacheInventory;
   /** Archive downloads in progress. */
   inflightDownloads: () => number;
+  /** Whether the cache disk takes downloads (`/-/readyz`); absent: probe on each request. */
+  diskHealth?: DiskHealth;
   now: () => number;
   version: string;
 }

@@ -7,7 +7,7 @@
 import type { CacheStatus } from "../cache/cache_status.ts";
 import type { ResponseCache } from "../http/response_cache.ts";
 import { bodyEtag, serveBody, utf8Length } from "../http/serve_body.ts";
-import type { RequestContext } from "./context.ts";
+import { keepKey, type RequestContext } from "./context.ts";
 
 /** A JSON body ready to send: text, its UTF-8 length and its ETag. */
 export interface EncodedJson {
@@ -51,8 +51,9 @@ export function keptJson(
   from: { status: CacheStatus; keepUntil: number },
 ): Response {
   const enc = typeof body === "string" ? encodeJson(body) : body;
-  if (from.status !== "stale" && from.keepUntil > 0) {
-    answers.put(ctx.path, {
+  const key = keepKey(ctx);
+  if (key !== undefined && from.status !== "stale" && from.keepUntil > 0) {
+    answers.put(key, {
       ...enc,
       route: ctx.route,
       maxAge: 60,

@@ -33,7 +33,13 @@ export const mirrorIndex: RouteHandler<"mirrorIndex"> = async (req, ctx, r, s) =
 export const mirrorVersion: RouteHandler<"mirrorVersion"> = async (req, ctx, r, s) => {
   const got = await s.source.versionArchives(r.provider, r.version);
   ctx.cache = got.status;
-  const body = got.keepUntil > 0
+  const sign = ctx.signUrl;
+  // Signed links are this request's own: rendered afresh, never memoised.
+  const body = sign
+    ? encodeJson(
+      mirrorVersionJson(got.value.archives.map((a) => ({ ...a, url: a.url + sign(a.url) }))),
+    )
+    : got.keepUntil > 0
     ? renderVersion(got.value)
     : encodeJson(mirrorVersionJson(got.value.archives));
   return keptJson(req, ctx, s.answers, body, got);

@@ -4,6 +4,7 @@
  * @module
  */
 import { defaultTmpDir } from "../cache/cache_dir.ts";
+import type { DiskHealth } from "../cache/disk_health.ts";
 import type { Config } from "../config/config.ts";
 import { join } from "../deps/path.ts";
 import { utf8Length } from "../http/serve_body.ts";
@@ -24,7 +25,7 @@ export const health: RouteHandler<"health"> = (req, _ctx, _r, s) =>
 
 /** `GET /-/readyz`: the cache can take new downloads. */
 export const ready: RouteHandler<"ready"> = (req, _ctx, _r, s) =>
-  readyResponse(req, s.config.cacheDir);
+  s.diskHealth ? healthResponse(req, s.diskHealth) : readyResponse(req, s.config.cacheDir);
 
 /** `GET /-/metrics`: the Prometheus text format. */
 export const metrics: RouteHandler<"metrics"> = (req, _ctx, _r, s) =>
@@ -35,6 +36,27 @@ export const status: RouteHandler<"status"> = (req, _ctx, _r, s) => statusPageRe
 
 function noStore(contentType: string): Headers {
   return new Headers({ "content-type": contentType, "cache-control": "no-store" });
+}
+
+/**
+ * 200 when the disk is healthy and a probe file can be written, fsynced and
+ * removed in the temp area (where every download starts); else 503 with the
+ * reason. A disk that failed a download (full, I/O errors) stays 503 until
+ * the recovery probe succeeds; meanwhile archives are passed through
+ * uncached, so a load balancer may prefer another instance.
+ */
+export async function healthResponse(req: Request, health: DiskHealth): Promise<Response> {
+  // A failed disk is probed on its own schedule, not by every readyz.
+  const ok = health.ok && await health.probe();
+  const body = ok
+    ? { status: "ready" }
+    : { status: "unavailable", reason: health.reason ?? "cache directory is not writable" };
+  return textResponse(
+    req,
+    JSON.stringify(body) + "\n",
+    ok ? 200 : 503,
+    noStore("application/json"),
+  );
 }
 
 /**

@@ -6,10 +6,12 @@
  *    composed steps rather than as one of them: no extra promise hops);
  * 2. {@link observe}: metrics and the access log line, whatever happens below;
  * 3. {@link mapErrors}: every error becomes a JSON answer (never a bare 500);
- * 4. {@link dispatch}: method, path and registry checks, then the route's
- *    handler, under the metadata deadline unless the route streams.
+ * 4. {@link dispatch}: method, path, client auth ({@link authorize}) and
+ *    registry checks, then the route's handler, under the metadata deadline
+ *    unless the route streams.
  * @module
  */
+import type { Decision } from "../auth/access.ts";
 import type { Logger } from "../base/log.ts";
 import type { Config } from "../config/config.ts";
 import {
@@ -24,7 +26,7 @@ import { type Handler, type Middleware, raceDeadline } from "../http/middleware.
 import { pathOf } from "../http/response_cache.ts";
 import type { BodyEnd } from "../http/serve_file.ts";
 import { BadPathError, parseRoute, type Route } from "../protocol/paths.ts";
-import { type RequestContext, type RouteHandler, type Services } from "./context.ts";
+import { clientKey, type RequestContext, type RouteHandler, type Services } from "./context.ts";
 import { jsonResponse } from "./json_answer.ts";
 
 /** How one route is served. */
@@ -49,6 +51,7 @@ export function newContext(req: Request, s: Services): RequestContext {
     started: performance.now(),
     reported: false,
     generation: s.refs.generation,
+    shareable: !s.access,
     done: (end) => {
       s.telemetry.onBytes(ctx.route, end.bytes);
       accessLog(s.log, req, ctx, end);
@@ -66,6 +69,7 @@ function accessLog(log: Logger, req: Request, ctx: RequestContext, end: BodyEnd)
     bytes: end.bytes,
     ms: Math.round((performance.now() - ctx.started) * 10) / 10,
     cache: ctx.cache ?? "-",
+    ...(ctx.client ? { client: ctx.client } : {}),
     ...(end.note ? { note: end.note } : {}),
   });
 }
@@ -77,12 +81,24 @@ function accessLog(log: Logger, req: Request, ctx: RequestContext, end: BodyEnd)
 export function keptAnswer(req: Request, ctx: RequestContext, s: Services): Response | undefined {
   if (req.method !== "GET" && req.method !== "HEAD") return undefined;
   const path = pathOf(req.url);
-  const kept = s.answers.get(path);
+  // With client auth, only this token's own answers (see keepKey): anyone
+  // else goes the slow way, through authorize().
+  let client: string | undefined;
+  if (s.access) {
+    const presented = s.access.tokens.identify(req.headers.get("authorization"));
+    if (presented.kind !== "valid") return undefined;
+    client = presented.token.name;
+  }
+  const kept = s.answers.get(client === undefined ? path : clientKey(client, path));
   if (!kept) return undefined;
   ctx.path = path;
   ctx.cache = "hit";
   ctx.route = kept.route as Route["kind"];
-  const res = jsonResponse(req, kept, "hit", kept.maxAge);
+  let res = jsonResponse(req, kept, "hit", kept.maxAge);
+  if (client !== undefined) {
+    ctx.client = client;
+    res = keepPrivate(res);
+  }
   record(s, req, ctx, res);
   return res;
 }
@@ -153,6 +169,91 @@ function requireRegistry(config: Config, r: Route): void {
   }
 }
 
+/** Where a client learns how to present a token. */
+const CREDENTIALS_HINT =
+  'give the client a token for this mirror: credentials "<mirror host[:port]>" { token = "..." } ' +
+  "in the CLI config, or TF_TOKEN_<mirror_host>";
+
+/**
+ * Client auth (when configured): lets the request through and records who
+ * asked (and how to sign the links its answer embeds), or throws the answer:
+ * 401 without a usable token, 403 for a signed link that does not hold, 404
+ * for what the token may not see (the same answer as for something that does
+ * not exist, and given before any lookup, so it leaks nothing). Messages
+ * never contain the presented token.
+ */
+export function authorize(
+  req: Request,
+  url: URL,
+  r: Route | undefined,
+  ctx: RequestContext,
+  s: Services,
+): void {
+  const access = s.access!;
+  const d: Decision = access.decide(req, url, r, s.now());
+  switch (d.kind) {
+    case "allow": {
+      const token = d.token;
+      if (!token) return;
+      ctx.client = token.name;
+      if (d.via === "bearer") {
+        ctx.signUrl = (path) => {
+          ctx.linked = true;
+          return access.signedQuery(ctx.path, path, token, s.now());
+        };
+      }
+      return;
+    }
+    case "unauthenticated":
+      throw new HttpError(
+        401,
+        d.invalidToken
+          ? `the token presented is not valid for this mirror; ${CREDENTIALS_HINT}`
+          : `this mirror requires a token; ${CREDENTIALS_HINT}`,
+        {
+          "www-authenticate": d.invalidToken
+            ? 'Bearer realm="repoxy", error="invalid_token"'
+            : 'Bearer realm="repoxy"',
+        },
+      );
+    case "badLink":
+      s.log.warn("refused a signed link", { path: url.pathname, problem: d.problem });
+      throw new HttpError(
+        403,
+        "this download link has expired or is not valid; ask the mirror for the metadata again",
+      );
+    case "hidden":
+      throw new NotFoundError(
+        d.hiddenUpstream
+          ? `registry ${d.hostname} is not configured on this mirror`
+          : `nothing is served at ${url.pathname}`,
+      );
+  }
+}
+
+/**
+ * An answer given to an authenticated client must not be kept by shared
+ * caches (a corporate proxy would otherwise hand a token's answer, or an
+ * archive fetched with a token, to clients without one): `public` becomes
+ * `private`, and the answer varies by Authorization. Headers are set on the
+ * same Response, so streamed archive bodies stay unwrapped.
+ */
+function keepPrivate(res: Response): Response {
+  const cc = res.headers.get("cache-control");
+  const value = cc === null ? "private" : cc.replace(/\bpublic\b/i, "private");
+  try {
+    res.headers.set("cache-control", value);
+    res.headers.append("vary", "Authorization");
+    return res;
+  } catch {
+    // Immutable headers (a Response from fetch): copy them.
+    const headers = new Headers(res.headers);
+    headers.set("cache-control", value);
+    headers.append("vary", "Authorization");
+    return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+  }
+}
+
 /**
  * Routes a request to its handler. Everything Repoxy serves is read-only, so
  * only GET and HEAD pass. The route's spec, not the handler, decides whether
@@ -174,12 +275,25 @@ export function dispatch(
         allow: "GET, HEAD",
       });
     }
-    const r = parseRoute(url.pathname, s.config.defaultUpstream);
+    let r: Route | undefined;
+    try {
+      r = parseRoute(url.pathname, s.config.defaultUpstream);
+    } catch (e) {
+      // Under auth even a malformed path is a 401 first: nothing about paths
+      // is told to a client without a token.
+      if (!s.access || !(e instanceof BadPathError)) throw e;
+      authorize(req, url, undefined, ctx, s);
+      throw e;
+    }
+    if (r) ctx.route = r.kind; // refusals are counted under the route they were for
+    if (s.access) authorize(req, url, r, ctx, s);
     if (!r) throw new NotFoundError(`nothing is served at ${url.pathname}`);
-    ctx.route = r.kind;
     requireRegistry(s.config, r);
     const spec = table[r.kind] as RouteSpec<Route["kind"]>;
-    const work = (async () => await spec.handler(req, ctx, r as never, s))();
+    const work = (async () => {
+      const res = await spec.handler(req, ctx, r as never, s);
+      return ctx.client ? keepPrivate(res) : res;
+    })();
     if (spec.streams) return work;
     return raceDeadline(
       work,

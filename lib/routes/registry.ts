@@ -41,10 +41,12 @@ export const registryDownload: RouteHandler<"registryDownload"> = async (req, ct
   ctx.cache = got.status;
   const base = s.config.publicUrl ?? "/";
   const path = providerString(p);
+  // With client auth, each URL carries this request's signed link (Terraform sends no token there).
+  const link = (rooted: string) => `${base}${rooted.slice(1)}${ctx.signUrl?.(rooted) ?? ""}`;
   const body = rewriteDownloadDoc(got.value.raw, {
-    download_url: `${base}${path}/${archiveFilename(p.type, version, r)}`,
-    shasums_url: `${base}v1/providers/${path}/${version}/SHA256SUMS`,
-    shasums_signature_url: `${base}v1/providers/${path}/${version}/SHA256SUMS.sig`,
+    download_url: link(`/${path}/${archiveFilename(p.type, version, r)}`),
+    shasums_url: link(`/v1/providers/${path}/${version}/SHA256SUMS`),
+    shasums_signature_url: link(`/v1/providers/${path}/${version}/SHA256SUMS.sig`),
   });
   return keptJson(req, ctx, s.answers, body, got);
 };

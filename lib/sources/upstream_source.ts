@@ -133,6 +133,9 @@ export class UpstreamSource implements ProviderSource {
     const joined = downloads.inflight(p, version, pl);
     if (joined) {
       await joined.ready;
+      if (joined.passThrough !== undefined) {
+        return { kind: "bypass", body: joined.reader(), size: joined.expectedSize };
+      }
       return { kind: "download", download: joined };
     }
     const dl = await metadata.verifiedDownload(p, version, pl);
@@ -152,6 +155,10 @@ export class UpstreamSource implements ProviderSource {
         error: e.message,
       });
       return await this.#passThrough(p, dl.value);
+    }
+    // Not going to the cache (disk failed, over the quota): say so.
+    if (download.passThrough !== undefined) {
+      return { kind: "bypass", body: download.reader(), size: download.expectedSize };
     }
     return { kind: "download", download };
   }

@@ -1,0 +1,156 @@
+/**
+ * A malicious `repoxy import` tree (issue 10, row 12): a zip that is a link
+ * to /dev/zero, a FIFO named like a zip, a 300 MB (sparse) version JSON, an
+ * archive over `limits.archiveSize` and a link to a directory. Each is
+ * refused by name without being read; the good archive beside them is
+ * imported. The import runs as its own process with a time limit, so a FIFO
+ * that blocked it fails the test instead of hanging it.
+ * @module
+ */
+import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
+import { join } from "../lib/deps/path.ts";
+import { hashZipH1 } from "../lib/integrity/dirhash.ts";
+import { ROOT, writeConfig } from "./_cli.ts";
+import { makeProviderZip } from "./_zip.ts";
+import { sha256Hex, tempDir } from "./_helpers.ts";
+
+const H = "registry.terraform.io";
+const TIME_LIMIT_MS = 30_000;
+
+const tools = ["mkfifo", "truncate"].filter((t) => {
+  try {
+    return !new Deno.Command(t, { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return true;
+  }
+});
+// deno-lint-ignore no-console
+if (tools.length > 0) console.log(`SKIP: import_hostile_test needs ${tools.join(", ")}`);
+
+async function sh(cmd: string, ...args: string[]) {
+  const out = await new Deno.Command(cmd, { args, stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+/** `repoxy import`, killed after {@link TIME_LIMIT_MS}. */
+async function importWithLimit(config: string, src: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--config",
+      join(ROOT, "deno.json"),
+      "-P=serve",
+      "--quiet",
+      join(ROOT, "main.ts"),
+      "import",
+      "-c",
+      config,
+      src,
+    ],
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, TIME_LIMIT_MS);
+  const out = await child.output();
+  clearTimeout(timer);
+  const dec = new TextDecoder();
+  return {
+    timedOut,
+    code: out.code,
+    stdout: dec.decode(out.stdout),
+    stderr: dec.decode(out.stderr),
+  };
+}
+
+Deno.test({
+  name:
+    "import refuses links, FIFOs, oversized files and linked dirs by name, and imports the rest",
+  ignore: tools.length > 0,
+  async fn() {
+    await using dir = await tempDir();
+    const cacheDir = join(dir.path, "cache");
+    const src = join(dir.path, "src");
+    const pdir = join(src, H, "example", "alpha");
+    await Deno.mkdir(pdir, { recursive: true });
+    const name = (v: string, pl: string) => `terraform-provider-alpha_${v}_${pl}.zip`;
+
+    // The one good archive, listed by zh: and h1:.
+    const good = await makeProviderZip("alpha", "1.0.0", "linux_amd64");
+    await Deno.writeFile(join(pdir, name("1.0.0", "linux_amd64")), good);
+    const h1 = await hashZipH1(join(pdir, name("1.0.0", "linux_amd64")));
+    const listed = (hashes: string[]) => ({ hashes, url: "x.zip" });
+    await Deno.writeTextFile(
+      join(pdir, "1.0.0.json"),
+      JSON.stringify({
+        archives: {
+          linux_amd64: listed([h1, `zh:${sha256Hex(good)}`]),
+          darwin_arm64: listed([`zh:${"0".repeat(64)}`]),
+          windows_amd64: listed([`zh:${"0".repeat(64)}`]),
+        },
+      }),
+    );
+    // A zip that is a link to an endless device.
+    await Deno.symlink("/dev/zero", join(pdir, name("1.0.0", "darwin_arm64")));
+    // A FIFO named like a zip: opening it would block forever.
+    await sh("mkfifo", join(pdir, name("1.0.0", "windows_amd64")));
+    // A 300 MB version JSON (sparse: fast to make) beside a zip that needs it.
+    await Deno.writeFile(join(pdir, name("1.1.0", "linux_amd64")), good);
+    await sh("truncate", "-s", "300M", join(pdir, "1.1.0.json"));
+    // An archive over limits.archiveSize (1 MiB here), listed.
+    const big = join(pdir, name("1.2.0", "linux_amd64"));
+    await sh("truncate", "-s", "2M", big);
+    await Deno.writeTextFile(
+      join(pdir, "1.2.0.json"),
+      JSON.stringify({ archives: { linux_amd64: listed([`zh:${"0".repeat(64)}`]) } }),
+    );
+    // A provider directory that is a link out of the tree.
+    await Deno.symlink("/etc", join(src, H, "example", "linked"));
+
+    const config = await writeConfig(dir.path, {
+      cacheDir,
+      upstreams: { [H]: { url: "http://127.0.0.1:9/" } },
+      limits: { archiveSize: "1MiB" },
+    });
+    const run = await importWithLimit(config, src);
+    assertEquals(run.timedOut, false, `import hung:\n${run.stderr}`);
+    assertEquals(run.code, 1, run.stderr);
+    const refused = (pattern: RegExp) => assertMatch(run.stderr, pattern);
+    refused(/REFUSED .*1\.0\.0 darwin_arm64 .*_darwin_arm64\.zip is a symbolic link/);
+    refused(/REFUSED .*1\.0\.0 windows_amd64 .*_windows_amd64\.zip is a FIFO/);
+    refused(/REFUSED .*1\.1\.0 linux_amd64 .*1\.1\.0\.json refused: 314572800 bytes, over/);
+    refused(/REFUSED .*1\.2\.0 linux_amd64 .* 2097152 bytes, over limits\.archiveSize/);
+    refused(/example\/linked: a symbolic link; not followed/);
+    assertMatch(run.stdout, /1 imported/);
+
+    const stored = join(cacheDir, "packages", H, "example", "alpha");
+    assertEquals(
+      (await Array.fromAsync(Deno.readDir(stored))).map((e) => e.name),
+      [name("1.0.0", "linux_amd64")],
+    );
+    assertEquals(
+      sha256Hex(await Deno.readFile(join(stored, name("1.0.0", "linux_amd64")))),
+      sha256Hex(good),
+    );
+    // Nothing of /dev/zero or the big files reached the cache's disk.
+    let bytes = 0;
+    const du = async (d: string) => {
+      for await (const e of Deno.readDir(d)) {
+        const p = join(d, e.name);
+        const st = await Deno.lstat(p);
+        if (st.isDirectory) await du(p);
+        else bytes += st.blocks! * 512;
+      }
+    };
+    await du(cacheDir);
+    assert(bytes < 1024 * 1024, `the cache holds ${bytes} bytes`);
+  },
+});
