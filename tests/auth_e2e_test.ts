@@ -60,6 +60,7 @@ async function setup(dir: string, tls: boolean) {
     cacheDir: join(dir, "cache"),
     ...(t ? { tls: { cert: t.certPath, key: t.keyPath } } : {}),
     upstreams: { "registry.terraform.io": { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
     auth: AUTH,
   });
   const log = memoryLogger();

@@ -162,6 +162,7 @@ Deno.test("warm racing a server that starts and stops on the same cache stores w
   const config = await writeConfig(dir.path, {
     cacheDir,
     upstreams: { [H]: { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
   });
   const a = fake.archive("alpha", "1.0.0", "linux_amd64");
   const warm = runCli(["warm", "-c", config, "-p", "linux_amd64", `${H}/example/alpha@1.0.0`]);
@@ -331,6 +332,7 @@ Deno.test("warm counts an archive it could not store as failed and exits 1", asy
   const config = await writeConfig(dir.path, {
     cacheDir,
     upstreams: { [H]: { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
   });
   const a = fake.archive("alpha", "1.0.0", "linux_amd64");
   // Something in the way of the archive's final name: the commit's rename fails.

@@ -91,6 +91,7 @@ Deno.test("a linked directory of the layout is refused at start-up, by the serve
   const config = await writeConfig(dir.path, {
     cacheDir,
     upstreams: { [H]: { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
   });
   const run = await runCli(["prune", "-c", config, "--max-size", "0"]);
   assert(run.code !== 0, "prune refuses too");
