@@ -123,6 +123,9 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
 
   const cache = await openCacheDir(config.cacheDir, log, { tmpDir });
   const { refs, packages } = cache;
+  // limits.metadataMemory bounds all metadata held: 3/4 for refs entries (and
+  // what is parsed from them), 1/4 for finished answers.
+  refs.setMemoryBytes(Math.floor(config.limits.metadataMemoryBytes * 3 / 4));
   // Walked once here; afterwards every stored archive is added as it comes,
   // and with a quota may evict others.
   const inventory = new CacheInventory(cache.storage);
@@ -169,7 +172,12 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     source,
     packages,
     refs,
-    answers: new ResponseCache(() => refs.generation, now),
+    answers: new ResponseCache(
+      () => refs.generation,
+      now,
+      4096,
+      Math.floor(config.limits.metadataMemoryBytes / 4),
+    ),
     telemetry,
     inventory,
     inflightDownloads: () => downloads.count,

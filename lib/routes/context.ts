@@ -21,6 +21,8 @@ export interface RequestContext extends RequestInfo {
   cache: CacheStatus | undefined;
   /** Refs generation when the request began (see http/response_cache.ts). */
   generation: number;
+  /** `performance.now()` at which the answer's deadline passes (set by dispatch; none for streams). */
+  deadlineAt?: number;
 }
 
 /** The app's parts that handlers use; each handler takes the ones it needs. */

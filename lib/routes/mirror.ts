@@ -10,6 +10,7 @@ import type { VersionArchives, VersionList } from "../sources/source.ts";
 import { type RouteHandler } from "./context.ts";
 import { type EncodedJson, encodeJson, keptJson } from "./json_answer.ts";
 import { refKeys } from "../cache/refs_store.ts";
+import { withDeadline } from "./deadline.ts";
 
 // Renderings kept beside the source's memoised values (same object while the
 // input is unchanged), so they go when those go.
@@ -31,7 +32,12 @@ export const mirrorIndex: RouteHandler<"mirrorIndex"> = async (req, ctx, r, s) =
 
 /** `GET /{host}/{ns}/{type}/{version}.json`: every platform's archive with its hashes. */
 export const mirrorVersion: RouteHandler<"mirrorVersion"> = async (req, ctx, r, s) => {
-  const got = await s.source.versionArchives(r.provider, r.version);
+  // The platforms are fetched only while this client (or another asking the same) waits.
+  const got = await withDeadline(
+    req,
+    ctx,
+    (signal) => s.source.versionArchives(r.provider, r.version, signal),
+  );
   ctx.cache = got.status;
   const body = got.keepUntil > 0
     ? renderVersion(got.value)
@@ -67,7 +73,9 @@ export const archive: RouteHandler<"archive"> = async (req, ctx, r, s) => {
   let cached = await s.packages.open(p, version, r);
   if (!cached) {
     // Another process (warm, import) may have stored it since we last looked.
-    s.refs.forget(refKeys.archive(p, version, r));
+    // Reloaded, not forgotten: only a record that really changed may
+    // invalidate the kept answers (a made-up platform must not).
+    await s.refs.reload(refKeys.archive(p, version, r));
     cached = await s.packages.open(p, version, r);
   }
   if (cached) {

@@ -179,6 +179,7 @@ export function dispatch(
     ctx.route = r.kind;
     requireRegistry(s.config, r);
     const spec = table[r.kind] as RouteSpec<Route["kind"]>;
+    if (!spec.streams) ctx.deadlineAt = performance.now() + deadlineMs;
     const work = (async () => await spec.handler(req, ctx, r as never, s))();
     if (spec.streams) return work;
     return raceDeadline(
