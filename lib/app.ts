@@ -123,9 +123,10 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
 
   const cache = await openCacheDir(config.cacheDir, log, { tmpDir });
   const { refs, packages } = cache;
-  // limits.metadataMemory bounds all metadata held: 3/4 for refs entries (and
-  // what is parsed from them), 1/4 for finished answers.
-  refs.setMemoryBytes(Math.floor(config.limits.metadataMemoryBytes * 3 / 4));
+  // limits.metadataMemory bounds all metadata held: 5/8 for refs entries (and
+  // what is parsed from them), 1/8 for `{version}.json` renderings
+  // (routes/mirror.ts), 1/4 for finished answers.
+  refs.setMemoryBytes(Math.floor(config.limits.metadataMemoryBytes * 5 / 8));
   // Walked once here; afterwards every stored archive is added as it comes,
   // and with a quota may evict others.
   const inventory = new CacheInventory(cache.storage);

@@ -69,8 +69,8 @@ Deno.test("many providers with big version lists: metadata memory stays under it
     peak = Math.max(peak, refs.memoryBytes);
   }
   // 40 lists of ~100 KB (~12 MB charged with their parsed forms) went through
-  // a 3/4 MB share of the bound.
-  assert(peak <= bound * 3 / 4, `refs memory peaked at ${peak} bytes`);
+  // a 5/8 MB share of the bound.
+  assert(peak <= bound * 5 / 8, `refs memory peaked at ${peak} bytes`);
   assert(refs.memoryBytes > 0);
   assertEquals(up.count(/\/versions$/), 40);
   // p0 fell out of memory long ago: it comes back from refs/ on disk, not upstream.
@@ -188,11 +188,11 @@ Deno.test("{version}.json with 700 big download documents: the bytes fetched for
   // ~100 KB each: the budget is ~10 documents (plus those already in flight).
   const n = up.count(/\/download\//);
   assert(n <= bound / (100 * 1024) + 3, `${n} documents fetched`);
-  assert(t.app.cache.refs.memoryBytes <= bound * 3 / 4);
+  assert(t.app.cache.refs.memoryBytes <= bound * 5 / 8);
 });
 
 Deno.test("{version}.json with 700 small platforms still completes, hashes from each document", async () => {
-  await using up = manyPlatforms(700);
+  await using up = manyPlatforms(700, { delayMs: 5 });
   await using dir = await tempDir();
   await using t = await appOn(up, dir.path, { limits: { platformConcurrency: 8 } });
   const res = await t.get(`/${H}/big/wide/1.0.0.json`);

@@ -60,7 +60,7 @@ export class ResponseCache {
 
   /** Stores an answer (ignored when it is already outdated or too big). */
   put(path: string, a: CachedAnswer): void {
-    if (a.generation !== this.generation() || costOf(path, a) > this.maxBytes / 16) return;
+    if (a.generation !== this.generation() || costOf(path, a) > this.maxBytes / 8) return;
     const old = this.#answers.get(path);
     if (old) this.#drop(path, old);
     this.#answers.set(path, a);

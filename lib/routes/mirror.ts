@@ -10,12 +10,15 @@ import type { VersionArchives, VersionList } from "../sources/source.ts";
 import { type RouteHandler } from "./context.ts";
 import { type EncodedJson, encodeJson, keptJson } from "./json_answer.ts";
 import { refKeys } from "../cache/refs_store.ts";
+import { ByteLru } from "../cache/byte_lru.ts";
 import { withDeadline } from "./deadline.ts";
 
 // Renderings kept beside the source's memoised values (same object while the
-// input is unchanged), so they go when those go.
+// input is unchanged), so they go when those go. `{version}.json` renderings
+// are bounded by bytes too (an eighth of limits.metadataMemory): one kept
+// version list can have thousands of versions, each rendered once.
 const indexBodies = new WeakMap<VersionList, EncodedJson>();
-const versionBodies = new WeakMap<object, EncodedJson & { hashes: string[] }>();
+const versionBodies = new ByteLru<object, EncodedJson & { hashes: string[] }>(8 * 2 ** 20);
 
 /** `GET /{host}/{ns}/{type}/index.json`: every version a client may pick. */
 export const mirrorIndex: RouteHandler<"mirrorIndex"> = async (req, ctx, r, s) => {
@@ -39,6 +42,7 @@ export const mirrorVersion: RouteHandler<"mirrorVersion"> = async (req, ctx, r, 
     (signal) => s.source.versionArchives(r.provider, r.version, signal),
   );
   ctx.cache = got.status;
+  versionBodies.resize(Math.floor(s.config.limits.metadataMemoryBytes / 8));
   const body = got.keepUntil > 0
     ? renderVersion(got.value)
     : encodeJson(mirrorVersionJson(got.value.archives));
@@ -57,7 +61,8 @@ function renderVersion(v: VersionArchives): EncodedJson {
     !body || body.hashes.length !== hashes.length || body.hashes.some((h, i) => h !== hashes[i])
   ) {
     body = { ...encodeJson(mirrorVersionJson(v.archives)), hashes };
-    versionBodies.set(v.memoKey, body);
+    // Charged as UTF-16 text plus the hash list (whose strings are shared).
+    versionBodies.set(v.memoKey, body, 2 * body.text.length + 8 * hashes.length + 128);
   }
   return body;
 }

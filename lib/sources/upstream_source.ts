@@ -117,14 +117,20 @@ export class UpstreamSource implements ProviderSource {
     }
     const w = work;
     w.waiters++;
+    let waiting = true;
+    const leave = () => {
+      if (waiting) w.waiters--;
+      waiting = false;
+    };
     let onAbort: (() => void) | undefined;
     try {
       if (!signal) return await w.promise;
       return await new Promise<Answer<VersionArchives>>((resolve, reject) => {
         onAbort = () => {
+          leave();
           reject(givenUp());
           // Nobody is left to use the result: stop working for it.
-          if (w.waiters === 1) {
+          if (w.waiters === 0) {
             w.abort.abort();
             if (this.#archivesWork.get(key) === w) this.#archivesWork.delete(key);
           }
@@ -133,7 +139,7 @@ export class UpstreamSource implements ProviderSource {
         w.promise.then(resolve, reject);
       });
     } finally {
-      w.waiters--;
+      leave();
       if (onAbort) signal?.removeEventListener("abort", onAbort);
     }
   }
