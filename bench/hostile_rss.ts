@@ -188,6 +188,7 @@ await status;
 await pump.catch(() => {});
 await up.stop();
 await Deno.remove(work, { recursive: true }).catch(() => {});
+// deno-lint-ignore no-console
 console.log(JSON.stringify({
   repo,
   attack,
