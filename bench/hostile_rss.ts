@@ -8,7 +8,7 @@
  *   with a large download document and no SHA256SUMS to take hashes from (row 3).
  *
  *   deno run -A bench/hostile_rss.ts --repo DIR --attack providers [--count 2750] [--doc-kb 1300]
- *   deno run -A bench/hostile_rss.ts --repo DIR --attack platforms [--count 700] [--doc-kb 5000]
+ *   deno run -A bench/hostile_rss.ts --repo DIR --attack platforms [--count 700] [--doc-kb 5000] [--requests 3]
  *
  * `--repo` is the checkout whose `main.ts` is run (so two versions can be
  * compared). The hostile upstream runs in this process on 127.0.0.1; the
@@ -26,6 +26,7 @@ const { values: args } = parseArgs({
     count: { type: "string" },
     "doc-kb": { type: "string" },
     concurrency: { type: "string" },
+    requests: { type: "string" },
   },
 });
 const repo = resolve(args.repo ?? ".");
@@ -33,6 +34,8 @@ const attack = args.attack ?? "providers";
 const count = Number(args.count ?? (attack === "providers" ? 2750 : 700));
 const docKb = Number(args["doc-kb"] ?? (attack === "providers" ? 1300 : 5000));
 const concurrency = Number(args.concurrency ?? 8);
+/** Requests the `platforms` attack sends, one after another. */
+const requests = Number(args.requests ?? 3);
 
 const enc = new TextEncoder();
 
@@ -176,7 +179,9 @@ if (attack === "providers") {
   }));
 } else {
   // A client retrying, as Terraform's does; then what the server keeps doing on its own.
-  for (let i = 0; i < 3 && !exited; i++) await get("registry.terraform.io/evil/wide/1.0.0.json");
+  for (let i = 0; i < requests && !exited; i++) {
+    await get("registry.terraform.io/evil/wide/1.0.0.json");
+  }
   for (let i = 0; i < 200 && !exited; i++) await new Promise((r) => setTimeout(r, 100));
 }
 const elapsedS = Math.round((performance.now() - started) / 100) / 10;
