@@ -7,6 +7,8 @@
  * upstream is remembered for a short time, and presigned URLs stay off disk.
  */
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
+import { ByteLru } from "../lib/cache/byte_lru.ts";
+import { NegativeCache } from "../lib/cache/negative_cache.ts";
 import { RefsStore } from "../lib/cache/refs_store.ts";
 import { DiskStorage } from "../lib/cache/disk_storage.ts";
 import { bytesOf, jsonOf, makeTestApp, mirrorFixture, sha256Hex, tempDir } from "./_helpers.ts";
@@ -409,4 +411,49 @@ Deno.test("presigned download URLs are kept out of refs/ and archives still down
   const doc = await jsonOf(d) as { download_url: string; shasum: string };
   assertEquals(doc.shasum, a.sha256);
   assert(!doc.download_url.includes("deadbeef"));
+});
+
+Deno.test("a download document the upstream 404s is asked for once per negativeTtl", async () => {
+  await using t = await mirrorFixture({
+    providers: ONE,
+    registry: {
+      intercept: (req) =>
+        new URL(req.url).pathname.endsWith("/download/darwin/arm64")
+          ? Response.json({ errors: ["Not Found"] }, { status: 404 })
+          : undefined,
+    },
+  });
+  const docs = (r: { path: string }) => r.path.endsWith("/download/darwin/arm64");
+  for (let i = 0; i < 50; i++) {
+    const res = await t.get(`/v1/providers/${H}/example/alpha/1.0.0/download/darwin/arm64`);
+    assertEquals(res.status, 404);
+    await res.body?.cancel();
+  }
+  assertEquals(t.fake.count(docs), 1);
+});
+
+Deno.test("ByteLru evicts by bytes, oldest first, and keeps nothing bigger than its bound", () => {
+  const lru = new ByteLru<string, string>(100);
+  lru.set("a", "A", 40);
+  lru.set("b", "B", 40);
+  lru.get("a"); // a is now the newest
+  lru.set("c", "C", 40);
+  assertEquals([lru.has("a"), lru.has("b"), lru.has("c")], [true, false, true]);
+  assertEquals(lru.bytes, 80);
+  assertEquals(lru.set("huge", "H", 101), false);
+  assertEquals(lru.bytes, 80);
+  lru.resize(50);
+  assertEquals(lru.size, 1);
+  assertEquals(lru.bytes, 40);
+});
+
+Deno.test("NegativeCache forgets after its TTL and holds at most its bound", () => {
+  let now = 0;
+  const neg = new NegativeCache(1_000, 3, () => now);
+  for (const k of ["a", "b", "c", "d"]) neg.add(k, `no ${k}`);
+  assertEquals(neg.size, 3);
+  assertEquals(neg.has("a"), false);
+  assertEquals(neg.get("d"), "no d");
+  now = 1_000;
+  assertEquals(neg.has("d"), false);
 });
