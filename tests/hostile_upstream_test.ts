@@ -457,3 +457,26 @@ Deno.test("NegativeCache forgets after its TTL and holds at most its bound", () 
   now = 1_000;
   assertEquals(neg.has("d"), false);
 });
+
+Deno.test("a version list naming no platforms: download documents are asked upstream, 404s remembered", async () => {
+  await using up = startHostile((path) => {
+    if (path === "/v1/providers/big/bare/versions") {
+      return Response.json({ versions: [{ version: "1.0.0", protocols: ["5.0"] }] });
+    }
+    if (path === "/v1/providers/big/bare/1.0.0/download/linux/amd64") {
+      return new Response(downloadDoc("linux", "amd64"));
+    }
+    return Response.json({ errors: ["Not Found"] }, { status: 404 });
+  });
+  await using dir = await tempDir();
+  await using t = await appOn(up, dir.path);
+  const ok = await t.get(`/v1/providers/${H}/big/bare/1.0.0/download/linux/amd64`);
+  assertEquals(ok.status, 200);
+  assertEquals((await jsonOf(ok) as { os: string }).os, "linux");
+  for (let i = 0; i < 20; i++) {
+    const res = await t.get(`/v1/providers/${H}/big/bare/1.0.0/download/plan9/arm64`);
+    assertEquals(res.status, 404);
+    await res.body?.cancel();
+  }
+  assertEquals(up.count(/\/download\/plan9\/arm64$/), 1);
+});

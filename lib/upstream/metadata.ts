@@ -371,8 +371,9 @@ export class Metadata {
       const missing = this.#negative.get(key);
       if (missing !== undefined) throw new NotFoundError(missing);
       const entry = await this.versionEntry(p, version);
-      const listed = entry.value.platforms ?? [];
-      if (!listed.some((x) => x.os === pl.os && x.arch === pl.arch)) {
+      // A list that names no platforms at all says nothing about them: ask upstream.
+      const listed = entry.value.platforms;
+      if (listed && !listed.some((x) => x.os === pl.os && x.arch === pl.arch)) {
         const reason = `provider ${providerString(p)} ${version} has no platform ${
           platformString(pl)
         }`;
