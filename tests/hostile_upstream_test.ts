@@ -127,7 +127,10 @@ Deno.test("a metadata document with no Content-Length that never ends is cut at 
 });
 
 /** A provider with one version listing `n` platforms, and no SHA256SUMS to take hashes from. */
-function manyPlatforms(n: number, opts: { delayMs?: number; pad?: number } = {}) {
+function manyPlatforms(
+  n: number,
+  opts: { delayMs?: number; pad?: number; broken?: string } = {},
+) {
   const names = platformNames(n);
   const list = JSON.stringify({
     id: "big/wide",
@@ -142,6 +145,7 @@ function manyPlatforms(n: number, opts: { delayMs?: number; pad?: number } = {})
     const m = /^\/v1\/providers\/big\/wide\/1\.0\.0\/download\/([^/]+)\/([^/]+)$/.exec(path);
     if (!m) return Response.json({ errors: ["Not Found"] }, { status: 404 });
     if (opts.delayMs) await sleep(opts.delayMs);
+    if (`${m[1]}_${m[2]}` === opts.broken) return new Response("{not json");
     return new Response(downloadDoc(m[1]!, m[2]!, opts.pad ?? 0));
   }, [/\/download\//]);
 }
@@ -479,4 +483,19 @@ Deno.test("a version list naming no platforms: download documents are asked upst
     await res.body?.cancel();
   }
   assertEquals(up.count(/\/download\/plan9\/arm64$/), 1);
+});
+
+Deno.test("{version}.json: one broken platform document ends the fan-out (the other workers stop too)", async () => {
+  const names = platformNames(700);
+  await using up = manyPlatforms(700, { delayMs: 10, broken: names[20]! });
+  await using dir = await tempDir();
+  await using t = await appOn(up, dir.path, { limits: { platformConcurrency: 4 } });
+  const res = await t.get(`/${H}/big/wide/1.0.0.json`);
+  assertEquals(res.status, 502);
+  await res.body?.cancel();
+  await sleep(300); // long enough for ~100 more documents if the workers went on
+  await t.app.settle();
+  const n = up.count(/\/download\//);
+  assert(n <= 21 + 4, `${n} documents fetched after the broken one`);
+  assert(up.maxInflight(/\/download\//) >= 2, "fetched one at a time");
 });

@@ -172,8 +172,10 @@ export class UpstreamSource implements ProviderSource {
     const budget = config.limits.metadataMemoryBytes;
     let fetched = 0;
     let next = 0;
-    const worker = async () => {
-      while (next < todo.length) {
+    // One failure ends the answer: the other workers must not go on fetching for it.
+    let failed = false;
+    const fetchSome = async () => {
+      while (next < todo.length && !failed) {
         if (signal.aborted) throw givenUp();
         const pl = todo[next++]!;
         const dl = await metadata.download(p, version, pl);
@@ -187,6 +189,14 @@ export class UpstreamSource implements ProviderSource {
           );
         }
         zhOf.set(pl, dl.value.doc.shasum.toLowerCase());
+      }
+    };
+    const worker = async () => {
+      try {
+        await fetchSome();
+      } catch (e) {
+        failed = true;
+        throw e;
       }
     };
     const n = Math.min(config.limits.platformConcurrency, todo.length);
