@@ -178,11 +178,6 @@ export class Metadata {
     return this.config.limits.metadataDocumentBytes;
   }
 
-  /** Remembers that something does not exist upstream; later asks fail without a request. */
-  rememberMissing(key: string, reason: string): void {
-    this.#negative.add(key, reason);
-  }
-
   /** Number of remembered absences (tests, metrics). */
   get negativeEntries(): number {
     return this.#negative.size;
