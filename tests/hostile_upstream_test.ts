@@ -397,8 +397,10 @@ Deno.test("presigned download URLs are kept out of refs/ and archives still down
   assertEquals(res.status, 200);
   assertEquals(sha256Hex(await bytesOf(res)), a.sha256);
   await t.app.settle();
-  // The upstream got its signed URLs...
-  assert(seen.length >= 3 && seen.every((s) => s === `?${secret}`), JSON.stringify(seen));
+  // The upstream got its signed URLs, each once...
+  assertEquals(seen, [`?${secret}`, `?${secret}`, `?${secret}`]);
+  // ...and the document was fetched once: the fetcher used it before it was stored redacted.
+  assertEquals(t.fake.count((r) => r.path.endsWith("/download/darwin/arm64")), 1);
   // ...and nothing under refs/ holds one.
   const found: string[] = [];
   const walk = async (d: string) => {
@@ -410,11 +412,22 @@ Deno.test("presigned download URLs are kept out of refs/ and archives still down
   };
   await walk(`${t.dir.path}/refs`);
   assertEquals(found, []);
+  // Once stored (redacted), an archive download asks for the document again to get a usable URL.
+  const b = t.fake.archive("alpha", "1.0.0", "linux_amd64");
+  const res2 = await t.get(`/${H}/example/alpha/${b.filename}`);
+  assertEquals(res2.status, 200);
+  assertEquals(sha256Hex(await bytesOf(res2)), b.sha256);
+  await t.app.settle();
+  assertEquals(t.fake.count((r) => r.path.endsWith("/download/linux/amd64")), 2);
+  assertEquals(seen.at(-1), `?${secret}`);
   // The registry protocol's download document is still served from the redacted copy.
   const d = await t.get(`/v1/providers/${H}/example/alpha/1.0.0/download/darwin/arm64`);
   const doc = await jsonOf(d) as { download_url: string; shasum: string };
   assertEquals(doc.shasum, a.sha256);
   assert(!doc.download_url.includes("deadbeef"));
+  found.length = 0;
+  await walk(`${t.dir.path}/refs`);
+  assertEquals(found, []);
 });
 
 Deno.test("a download document the upstream 404s is asked for once per negativeTtl", async () => {

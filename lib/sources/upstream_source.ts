@@ -249,7 +249,6 @@ export class UpstreamSource implements ProviderSource {
       return { kind: "download", download: joined };
     }
     // A platform the version does not list fails here, without an upstream request.
-    await metadata.listedDownload(p, version, pl);
     const dl = await metadata.verifiedDownload(p, version, pl);
     const client = metadata.client(p.hostname);
     const url = new URL(dl.value.doc.download_url, dl.value.url);

@@ -399,15 +399,25 @@ export class Metadata {
     version: string,
     pl: PlatformRef,
   ): Promise<Sourced<DownloadValue>> {
+    // The caller that fetched it may use the unredacted document right away
+    // (no second request for the SHA256SUMS or archive that usually follow).
+    let fresh: FetchedDoc | undefined;
     const got = await this.#cached(
       refKeys.download(p, version, pl),
       Infinity,
       async () => {
-        const { text, url } = await this.#fetchDownload(p, version, pl);
-        return { fetchedAt: this.now(), url, body: redactDownloadDoc(text) };
+        fresh = await this.#fetchDownload(p, version, pl);
+        return { fetchedAt: this.now(), url: fresh.url, body: redactDownloadDoc(fresh.text) };
       },
       { hostname: p.hostname },
     );
+    if (fresh && got.status === "miss") {
+      return {
+        value: { doc: fresh.doc, raw: got.value.body, url: fresh.url },
+        status: got.status,
+        fetchedAt: got.fetchedAt,
+      };
+    }
     const doc = parsedOnce(
       this.#parsedDownloads,
       got.value,
@@ -520,7 +530,8 @@ export class Metadata {
     version: string,
     pl: PlatformRef,
   ): Promise<Sourced<DownloadValue>> {
-    const stored = await this.download(p, version, pl);
+    // Only a platform the version lists (or whose document is stored) goes upstream.
+    const stored = await this.listedDownload(p, version, pl);
     const sums = await this.sums(p, version, stored.value);
     const dl = { ...stored, value: await this.liveDownload(p, version, stored.value) };
     try {
