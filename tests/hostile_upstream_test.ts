@@ -239,13 +239,25 @@ Deno.test("a module answer over limits.moduleAnswer is refused while reading: 50
   await using up = startHostile(() => new Response(endless.body));
   await using dir = await tempDir();
   await using t = await appOn(up, dir.path, { limits: { moduleAnswer: "32KB" } });
-  const res = await t.get(`/v1/modules/${H}/evil/mod/aws/versions`);
+  const res = await t.get(`/v1/modules/${H}/evil/mod/aws/1.0.0/download`);
   assertEquals(res.status, 502);
   assertMatch(
     errorOf(await jsonOf(res)),
     new RegExp(`module answer over ${t.config.limits.moduleAnswerBytes} bytes`),
   );
   await endless.cancelled;
+  // A module version list is a metadata document: limits.metadataDocument bounds it.
+  const endless2 = endlessBody(16 * 1024, 1);
+  await using up3 = startHostile(() => new Response(endless2.body));
+  await using dir3 = await tempDir();
+  await using t3 = await appOn(up3, dir3.path, { limits: { metadataDocument: "64KB" } });
+  const res3 = await t3.get(`/v1/modules/${H}/evil/mod/aws/versions`);
+  assertEquals(res3.status, 502);
+  assertMatch(
+    errorOf(await jsonOf(res3)),
+    new RegExp(`module answer over ${t3.config.limits.metadataDocumentBytes} bytes`),
+  );
+  await endless2.cancelled;
   // A declared size over the cap is refused before reading.
   await using up2 = startHostile(() =>
     new Response("{}", {

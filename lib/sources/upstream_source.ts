@@ -6,8 +6,9 @@
  * What one client request can make it do is bounded: a `{version}.json`
  * fetches its platforms' documents `limits.platformConcurrency` at a time,
  * at most `limits.metadataMemory` bytes of them, and stops when every client
- * waiting for it has given up; a module answer is read up to
- * `limits.moduleAnswer` bytes and abandoned at the client's deadline.
+ * waiting for it has given up; a module download answer is read up to
+ * `limits.moduleAnswer` bytes (a module version list up to
+ * `limits.metadataDocument`) and abandoned at the client's deadline.
  * @module
  */
 import type { Logger } from "../base/log.ts";
@@ -293,7 +294,11 @@ export class UpstreamSource implements ProviderSource {
       await res.body?.cancel();
       return { status: res.status, url: final, contentType: "", body: "" };
     }
-    const max = config.limits.moduleAnswerBytes;
+    // A download answer is a location (limits.moduleAnswer); a version list
+    // is a metadata document, and popular modules' lists are big.
+    const max = suffix.endsWith("download")
+      ? config.limits.moduleAnswerBytes
+      : config.limits.metadataDocumentBytes;
     const tooBig = () =>
       new UpstreamError(
         `upstream ${m.hostname} sent a module answer over ${max} bytes for ${final.pathname}`,
