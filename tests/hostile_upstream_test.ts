@@ -197,19 +197,19 @@ Deno.test("{version}.json with 700 big download documents: the bytes fetched for
   assert(t.app.cache.refs.memoryBytes <= bound * 5 / 8);
 });
 
-Deno.test("{version}.json with 700 small platforms still completes, hashes from each document", async () => {
-  await using up = manyPlatforms(700, { delayMs: 5 });
+Deno.test("{version}.json with 300 platforms not in SHA256SUMS completes, hashes from each document, several at once", async () => {
+  await using up = manyPlatforms(300, { delayMs: 5 });
   await using dir = await tempDir();
   await using t = await appOn(up, dir.path, { limits: { platformConcurrency: 8 } });
   const res = await t.get(`/${H}/big/wide/1.0.0.json`);
   assertEquals(res.status, 200);
   const doc = await jsonOf(res) as { archives: Record<string, { hashes: string[] }> };
-  assertEquals(Object.keys(doc.archives).length, 700);
+  assertEquals(Object.keys(doc.archives).length, 300);
   assertEquals(
     doc.archives["os5_arch5"]!.hashes,
     [`zh:${sha256Hex(new TextEncoder().encode("os5_arch5"))}`],
   );
-  assertEquals(up.count(/\/download\//), 700);
+  assertEquals(up.count(/\/download\//), 300);
   const peak = up.maxInflight(/\/download\//);
   assert(peak <= 8 && peak >= 2, `${peak} documents at once`);
 });
@@ -315,24 +315,24 @@ Deno.test("unknown providers are remembered for negativeTtl, bounded by negative
   }
   assertEquals(t.fake.count(versions), 1);
   // Thousands of distinct made-up providers: one request each, bounded memory.
-  for (let i = 0; i < 2_000; i++) {
+  for (let i = 0; i < 1_000; i++) {
     const res = await t.get(`/${H}/nobody/ghost${i}/index.json`);
     assertEquals(res.status, 404);
     await res.body?.cancel();
   }
-  assertEquals(t.fake.count(versions), 2_001);
+  assertEquals(t.fake.count(versions), 1_001);
   const app = t.app as unknown as { source: { deps: { metadata: { negativeEntries: number } } } };
   assert(app.source.deps.metadata.negativeEntries <= 100);
   assert(t.app.cache.refs.memoryBytes <= t.config.limits.metadataMemoryBytes);
   // The most recent is still remembered; past the TTL it is asked again.
-  const recent = await t.get(`/${H}/nobody/ghost1999/index.json`);
+  const recent = await t.get(`/${H}/nobody/ghost999/index.json`);
   await recent.body?.cancel();
-  assertEquals(t.fake.count(versions), 2_001);
+  assertEquals(t.fake.count(versions), 1_001);
   now += 31_000;
-  const later = await t.get(`/${H}/nobody/ghost1999/index.json`);
+  const later = await t.get(`/${H}/nobody/ghost999/index.json`);
   assertEquals(later.status, 404);
   await later.body?.cancel();
-  assertEquals(t.fake.count(versions), 2_002);
+  assertEquals(t.fake.count(versions), 1_002);
 });
 
 Deno.test("an unknown version refreshes the list at most every 30 s, and an unchanged list keeps kept answers", async () => {
