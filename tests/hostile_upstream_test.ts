@@ -524,3 +524,33 @@ Deno.test("{version}.json: one broken platform document ends the fan-out (the ot
   assert(n <= 21 + 4, `${n} documents fetched after the broken one`);
   assert(up.maxInflight(/\/download\//) >= 2, "fetched one at a time");
 });
+
+Deno.test("{version}.json over a real socket: the fan-out stops when the only client disconnects", async () => {
+  await using up = manyPlatforms(700, { delayMs: 20 });
+  await using dir = await tempDir();
+  await using t = await appOn(up, dir.path, { limits: { platformConcurrency: 2 } });
+  const ac = new AbortController();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen() {} },
+    (req) => t.app.handle(req),
+  );
+  const dl = /\/download\//;
+  try {
+    const client = new AbortController();
+    const pending = fetch(`http://127.0.0.1:${server.addr.port}/${H}/big/wide/1.0.0.json`, {
+      signal: client.signal,
+    }).catch((e) => e);
+    while (up.count(dl) < 10) await sleep(20);
+    client.abort(); // long before the 9.5 s deadline
+    await pending;
+    await sleep(150);
+    const atGone = up.count(dl);
+    await sleep(500);
+    assert(up.count(dl) - atGone <= 2, `${up.count(dl) - atGone} documents after the client left`);
+    assert(up.count(dl) < 700);
+  } finally {
+    ac.abort();
+    await server.finished;
+    await t.app.settle();
+  }
+});
