@@ -83,26 +83,21 @@ const URL_FIELDS = ["download_url", "shasums_url", "shasums_signature_url"] as c
 
 /**
  * A download document as it may be stored: URLs with their query string
- * (a presigned URL's credential) redacted. Unchanged text when nothing needed it.
+ * (a presigned URL's credential) redacted. The text unchanged (not even
+ * parsed again) when no URL needed it.
+ *
+ * @param parsed the document `text` parses to
  */
-export function redactDownloadDoc(text: string): string {
-  let doc: Record<string, unknown>;
-  try {
-    doc = JSON.parse(text);
-  } catch {
-    return text;
-  }
-  let changed = false;
+export function redactDownloadDoc(text: string, parsed: DownloadDoc): string {
+  const redacted: Record<string, string> = {};
   for (const k of URL_FIELDS) {
-    const v = doc?.[k];
+    const v = parsed[k];
     if (typeof v !== "string") continue;
     const r = redactUrl(v);
-    if (r !== v) {
-      doc[k] = r;
-      changed = true;
-    }
+    if (r !== v) redacted[k] = r;
   }
-  return changed ? JSON.stringify(doc) : text;
+  if (Object.keys(redacted).length === 0) return text;
+  return JSON.stringify({ ...JSON.parse(text), ...redacted });
 }
 
 /** Whether a stored download document had a URL redacted (so it cannot be fetched from). */
@@ -407,7 +402,11 @@ export class Metadata {
       Infinity,
       async () => {
         fresh = await this.#fetchDownload(p, version, pl);
-        return { fetchedAt: this.now(), url: fresh.url, body: redactDownloadDoc(fresh.text) };
+        return {
+          fetchedAt: this.now(),
+          url: fresh.url,
+          body: redactDownloadDoc(fresh.text, fresh.doc),
+        };
       },
       { hostname: p.hostname },
     );
