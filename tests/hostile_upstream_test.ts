@@ -126,7 +126,13 @@ Deno.test("a metadata document with no Content-Length that never ends is cut at 
   assert(endless.pulled() < 8 * 1024 * 1024, `pulled ${endless.pulled()} bytes`);
 });
 
-/** A provider with one version listing `n` platforms, and no SHA256SUMS to take hashes from. */
+/**
+ * Download documents of the fan-out: all but the first platform's, which
+ * every `{version}.json` reads for its SHA256SUMS URL (one per request).
+ */
+const FANOUT = /\/download\/os(?!0\/)\d+\//;
+
+/** A provider with versions listing `n` platforms, and no SHA256SUMS to take hashes from. */
 function manyPlatforms(
   n: number,
   opts: { delayMs?: number; pad?: number; broken?: string } = {},
@@ -134,20 +140,20 @@ function manyPlatforms(
   const names = platformNames(n);
   const list = JSON.stringify({
     id: "big/wide",
-    versions: [{
-      version: "1.0.0",
+    versions: ["1.0.0", "2.0.0", "3.0.0"].map((version) => ({
+      version,
       protocols: ["5.0"],
       platforms: names.map((p) => ({ os: p.split("_")[0], arch: p.split("_")[1] })),
-    }],
+    })),
   });
   return startHostile(async (path) => {
     if (path === "/v1/providers/big/wide/versions") return new Response(list);
-    const m = /^\/v1\/providers\/big\/wide\/1\.0\.0\/download\/([^/]+)\/([^/]+)$/.exec(path);
+    const m = /^\/v1\/providers\/big\/wide\/\d\.0\.0\/download\/([^/]+)\/([^/]+)$/.exec(path);
     if (!m) return Response.json({ errors: ["Not Found"] }, { status: 404 });
     if (opts.delayMs) await sleep(opts.delayMs);
     if (`${m[1]}_${m[2]}` === opts.broken) return new Response("{not json");
     return new Response(downloadDoc(m[1]!, m[2]!, opts.pad ?? 0));
-  }, [/\/download\//]);
+  }, [/\/download\//, FANOUT]);
 }
 
 Deno.test("{version}.json with 700 platforms: documents fetched platformConcurrency at a time, work stops when nobody waits", async () => {
@@ -553,4 +559,22 @@ Deno.test("{version}.json over a real socket: the fan-out stops when the only cl
     await server.finished;
     await t.app.settle();
   }
+});
+
+Deno.test("{version}.json of several hostile versions at once: platformConcurrency bounds them together", async () => {
+  await using up = manyPlatforms(700, { delayMs: 20 });
+  await using dir = await tempDir();
+  await using t = await appOn(up, dir.path, { limits: { platformConcurrency: 2 } }, {
+    requestDeadlineMs: 700,
+  });
+  const answers = await Promise.all(
+    ["1.0.0", "2.0.0", "3.0.0"].map((v) => t.get(`/${H}/big/wide/${v}.json`)),
+  );
+  for (const a of answers) {
+    assertEquals(a.status, 504);
+    await a.body?.cancel();
+  }
+  await t.app.settle();
+  assert(up.count(FANOUT) >= 6, `${up.count(FANOUT)} documents`);
+  assert(up.maxInflight(FANOUT) <= 2, `${up.maxInflight(FANOUT)} documents at once`);
 });

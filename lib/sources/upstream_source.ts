@@ -3,8 +3,9 @@
  * through {@link Metadata} (kept in `refs/`, refreshed by its rules) and
  * archives downloaded into the cache, one download per archive.
  *
- * What one client request can make it do is bounded: a `{version}.json`
- * fetches its platforms' documents `limits.platformConcurrency` at a time,
+ * What one client request can make it do is bounded: `{version}.json`
+ * answers fetch platforms' documents `limits.platformConcurrency` at a time
+ * (all answers together),
  * at most `limits.metadataMemory` bytes of them, and stops when every client
  * waiting for it has given up; a module download answer is read up to
  * `limits.moduleAnswer` bytes (a module version list up to
@@ -53,6 +54,45 @@ function givenUp(): UpstreamTimeoutError {
   return new UpstreamTimeoutError("the upstream did not answer in time; try again shortly");
 }
 
+/** A counting semaphore whose waits end when a signal aborts. */
+class Slots {
+  #free: number;
+  readonly #queue: Array<() => void> = [];
+
+  constructor(n: number) {
+    this.#free = n;
+  }
+
+  /** Takes a slot, waiting for one; rejects with a 504 when `signal` aborts first. */
+  async take(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) throw givenUp();
+    if (this.#free > 0) {
+      this.#free--;
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const go = () => {
+        signal.removeEventListener("abort", stop);
+        resolve();
+      };
+      const stop = () => {
+        const i = this.#queue.indexOf(go);
+        if (i >= 0) this.#queue.splice(i, 1);
+        reject(givenUp());
+      };
+      this.#queue.push(go);
+      signal.addEventListener("abort", stop, { once: true });
+    });
+  }
+
+  /** Gives a slot back (to the longest waiter, if any). */
+  give(): void {
+    const next = this.#queue.shift();
+    if (next) next();
+    else this.#free++;
+  }
+}
+
 /** What the upstream source is built from. */
 export interface UpstreamSourceDeps {
   config: Config;
@@ -70,8 +110,18 @@ export class UpstreamSource implements ProviderSource {
   readonly #lists = new WeakMap<VersionsValue, VersionList>();
   readonly #parsedSums = new WeakMap<Uint8Array, Map<string, string>>();
   readonly #archivesWork = new Map<string, SharedWork<Answer<VersionArchives>>>();
+  /**
+   * Download documents fetched for platforms SHA256SUMS does not cover,
+   * across all `{version}.json` answers: many hostile versions at once must
+   * not multiply what is in flight. (SHA256SUMS normally covers every
+   * platform, so honest answers never wait here; the one document each
+   * answer reads for the SHA256SUMS URL is not counted.)
+   */
+  readonly #platformSlots: Slots;
 
-  constructor(readonly deps: UpstreamSourceDeps) {}
+  constructor(readonly deps: UpstreamSourceDeps) {
+    this.#platformSlots = new Slots(deps.config.limits.platformConcurrency);
+  }
 
   async versionList(p: ProviderRef): Promise<Answer<VersionList>> {
     const got = await this.deps.metadata.versions(p);
@@ -179,7 +229,13 @@ export class UpstreamSource implements ProviderSource {
       while (next < todo.length && !failed) {
         if (signal.aborted) throw givenUp();
         const pl = todo[next++]!;
-        const dl = await metadata.download(p, version, pl);
+        await this.#platformSlots.take(signal);
+        let dl;
+        try {
+          dl = await metadata.download(p, version, pl);
+        } finally {
+          this.#platformSlots.give();
+        }
         statuses.push(dl.status);
         if (dl.status !== "hit") fetched += dl.value.raw.length;
         if (fetched > budget) {
