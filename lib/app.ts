@@ -140,6 +140,10 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     },
   });
   const { refs, packages } = cache;
+  // limits.metadataMemory bounds all metadata held: 5/8 for refs entries (and
+  // what is parsed from them), 1/8 for `{version}.json` renderings
+  // (routes/mirror.ts), 1/4 for finished answers.
+  refs.setMemoryBytes(Math.floor(config.limits.metadataMemoryBytes * 5 / 8));
   // Walked once here; afterwards every stored archive is added as it comes,
   // and with a quota may evict others.
   const inventory = new CacheInventory(cache.storage);
@@ -224,7 +228,12 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     source,
     packages,
     refs,
-    answers: new ResponseCache(() => refs.generation, now),
+    answers: new ResponseCache(
+      () => refs.generation,
+      now,
+      4096,
+      Math.floor(config.limits.metadataMemoryBytes / 4),
+    ),
     telemetry,
     inventory,
     inflightDownloads: () => downloads.count,

@@ -4,8 +4,10 @@
  * records), each stored as a small JSON envelope with the time it was fetched.
  *
  * This module owns the key scheme ({@link refKeys}); keys are built only from
- * validated names. A bounded in-memory map keeps hot entries so a metadata
- * hit touches no storage.
+ * validated names. An in-memory LRU bounded by bytes ({@link ByteLru}) keeps
+ * hot entries so a metadata hit touches no storage; what falls out is read
+ * from `refs/` again when next asked for. URLs are stored redacted (no query
+ * string, no userinfo): a presigned URL's credential must not sit on disk.
  * @module
  */
 import {
@@ -14,6 +16,8 @@ import {
   type ProviderRef,
   providerString,
 } from "../protocol/names.ts";
+import { redactUrl } from "../base/redact.ts";
+import { ByteLru } from "./byte_lru.ts";
 import type { Storage } from "./storage.ts";
 
 /** Keys of the refs store, in one place so every module agrees on them. */
@@ -39,18 +43,66 @@ export interface RefEntry {
   encoding?: "base64";
 }
 
-const MAX_MEMORY_ENTRIES = 20_000;
+/** Default bound of the in-memory entries, in (estimated) bytes. */
+export const DEFAULT_REFS_MEMORY_BYTES = 48 * 2 ** 20;
+
+/**
+ * What an entry is charged in memory. Bodies are charged three times their
+ * length: the text itself plus what parsing it keeps beside it (measured:
+ * a parsed 1 MB version list holds ~2.8 MB of heap with its text), since the
+ * parsed forms live exactly as long as the entry (see upstream/metadata.ts).
+ */
+function costOf(key: string, entry: RefEntry | null): number {
+  if (!entry) return 2 * key.length + 64;
+  return 3 * entry.body.length + 2 * (key.length + entry.url.length) + 256;
+}
+
+function sameContent(a: RefEntry, b: RefEntry): boolean {
+  return a.body === b.body && a.url === b.url && a.encoding === b.encoding;
+}
+
+/** Archive records (`archive_*` keys) carry the URL the bytes came from in their body. */
+function redactArchiveRecord(body: string): string {
+  try {
+    const rec = JSON.parse(body);
+    if (rec && typeof rec === "object" && typeof rec.url === "string") {
+      const url = redactUrl(rec.url);
+      if (url !== rec.url) return JSON.stringify({ ...rec, url });
+    }
+  } catch { /* not JSON: stored as given */ }
+  return body;
+}
 
 /** Reads and writes metadata envelopes under `refs/` of a {@link Storage}. */
 export class RefsStore {
-  readonly #memory = new Map<string, RefEntry | null>();
+  readonly #memory: ByteLru<string, RefEntry | null>;
   /**
-   * Bumped by every write or forget, so answers derived from entries (see
-   * http/response_cache.ts) can tell in O(1) that something they read may be stale.
+   * Bumped whenever what an entry holds changes (a write with different
+   * bytes, a forget, a reload that found other bytes), so answers derived
+   * from entries (see http/response_cache.ts) can tell in O(1) that
+   * something they read may be stale. A refresh that brings the same bytes
+   * does not bump it: that would throw away every kept answer for nothing.
    */
   generation = 0;
 
-  constructor(readonly storage: Storage) {}
+  constructor(readonly storage: Storage, memoryBytes = DEFAULT_REFS_MEMORY_BYTES) {
+    this.#memory = new ByteLru(memoryBytes);
+  }
+
+  /** Sets the bound of the in-memory entries (evicting at once if it shrank). */
+  setMemoryBytes(bytes: number): void {
+    this.#memory.resize(bytes);
+  }
+
+  /** Estimated bytes of the entries held in memory (never above the bound). */
+  get memoryBytes(): number {
+    return this.#memory.bytes;
+  }
+
+  /** Entries (and known absences) held in memory. */
+  get memoryEntries(): number {
+    return this.#memory.size;
+  }
 
   /** The storage key of a refs key. */
   storageKey(key: string): string {
@@ -59,13 +111,7 @@ export class RefsStore {
 
   /** Returns the entry, or undefined when none is stored (or it is unreadable). */
   async get(key: string): Promise<RefEntry | undefined> {
-    if (this.#memory.has(key)) {
-      const hit = this.#memory.get(key);
-      // Refresh recency: Map iteration order is insertion order.
-      this.#memory.delete(key);
-      this.#memory.set(key, hit ?? null);
-      return hit ?? undefined;
-    }
+    if (this.#memory.has(key)) return this.#memory.get(key) ?? undefined;
     const entry = await this.read(key);
     this.#remember(key, entry ?? null);
     return entry;
@@ -88,12 +134,43 @@ export class RefsStore {
     return undefined;
   }
 
-  /** Stores an entry atomically (and in memory). */
-  async put(key: string, entry: RefEntry): Promise<void> {
-    // Remembered even if the write fails: a broken disk should cost durability,
-    // not the ability to answer.
-    this.#remember(key, entry);
+  /**
+   * Reads an entry from storage again (another process may have written it)
+   * and takes it into memory. The generation moves only if what storage
+   * holds differs from what memory held.
+   */
+  async reload(key: string): Promise<RefEntry | undefined> {
+    const had = this.#memory.peek(key);
+    const known = this.#memory.has(key);
+    const entry = await this.read(key);
+    const changed = !known || (had ? !entry || !sameContent(had, entry) : entry !== undefined);
+    if (!changed) return had ?? undefined;
+    this.#remember(key, entry ?? null);
     this.generation++;
+    return entry;
+  }
+
+  /**
+   * Stores an entry atomically (and in memory). Its URL (and an archive
+   * record's URL) is redacted first.
+   */
+  async put(key: string, given: RefEntry): Promise<void> {
+    let entry: RefEntry = { ...given, url: redactUrl(given.url) };
+    if (key.includes("/archive_")) entry = { ...entry, body: redactArchiveRecord(entry.body) };
+    const had = this.#memory.has(key) ? this.#memory.peek(key) : await this.read(key).catch(() => {
+      return undefined;
+    });
+    if (had && sameContent(had, entry)) {
+      // Same bytes: keep the object already handed out (and what was parsed
+      // from it), only its time moves.
+      had.fetchedAt = entry.fetchedAt;
+      this.#remember(key, had);
+    } else {
+      // Remembered even if the write fails: a broken disk should cost
+      // durability, not the ability to answer.
+      this.#remember(key, entry);
+      this.generation++;
+    }
     await this.storage.put(this.storageKey(key), JSON.stringify(entry));
   }
 
@@ -110,12 +187,7 @@ export class RefsStore {
   }
 
   #remember(key: string, entry: RefEntry | null) {
-    this.#memory.delete(key);
-    this.#memory.set(key, entry);
-    if (this.#memory.size > MAX_MEMORY_ENTRIES) {
-      const oldest = this.#memory.keys().next().value;
-      if (oldest !== undefined) this.#memory.delete(oldest);
-    }
+    this.#memory.set(key, entry, costOf(key, entry));
   }
 }
 

@@ -8,7 +8,9 @@
  * produce: it records the refs store's generation when the request began
  * (any metadata or archive write bumps it) and the moment its version list
  * stops being fresh. The key is the request path, so answers must not depend
- * on request headers; bounded by entries and bytes, oldest out first.
+ * on request headers; bounded by entries and bytes (text plus a per-entry
+ * overhead: with a hostile mix of tiny answers the overhead is what counts),
+ * oldest out first.
  * @module
  */
 
@@ -26,6 +28,11 @@ export interface CachedAnswer {
   generation: number;
   /** Clock value (ms) from which the answer's version list is no longer fresh. */
   expiresAt: number;
+}
+
+/** What an answer is charged: UTF-16 text, its path and the record around them. */
+function costOf(path: string, a: CachedAnswer): number {
+  return 2 * (a.text.length + path.length + a.etag.length) + 128;
 }
 
 /** Path → answer, valid only for the current refs generation and before expiry. */
@@ -53,15 +60,20 @@ export class ResponseCache {
 
   /** Stores an answer (ignored when it is already outdated or too big). */
   put(path: string, a: CachedAnswer): void {
-    if (a.generation !== this.generation() || a.length > this.maxBytes / 16) return;
+    if (a.generation !== this.generation() || costOf(path, a) > this.maxBytes / 8) return;
     const old = this.#answers.get(path);
     if (old) this.#drop(path, old);
     this.#answers.set(path, a);
-    this.#bytes += a.length;
+    this.#bytes += costOf(path, a);
     while (this.#answers.size > this.maxEntries || this.#bytes > this.maxBytes) {
       const [oldestPath, oldest] = this.#answers.entries().next().value!;
       this.#drop(oldestPath, oldest);
     }
+  }
+
+  /** Bytes charged for the answers held (never above `maxBytes`). */
+  get bytes(): number {
+    return this.#bytes;
   }
 
   /** Number of answers held (for tests and metrics). */
@@ -71,7 +83,7 @@ export class ResponseCache {
 
   #drop(path: string, a: CachedAnswer) {
     this.#answers.delete(path);
-    this.#bytes -= a.length;
+    this.#bytes -= costOf(path, a);
   }
 }
 

@@ -40,6 +40,8 @@ export interface RequestContext extends RequestInfo {
   signUrl?: (path: string) => string;
   /** Set once `signUrl` was used: the answer carries this request's links and is never kept. */
   linked?: boolean;
+  /** `performance.now()` at which the answer's deadline passes (set by dispatch; none for streams). */
+  deadlineAt?: number;
 }
 
 /**

@@ -10,11 +10,15 @@ import type { VersionArchives, VersionList } from "../sources/source.ts";
 import { type RouteHandler } from "./context.ts";
 import { type EncodedJson, encodeJson, keptJson } from "./json_answer.ts";
 import { refKeys } from "../cache/refs_store.ts";
+import { ByteLru } from "../cache/byte_lru.ts";
+import { withDeadline } from "./deadline.ts";
 
 // Renderings kept beside the source's memoised values (same object while the
-// input is unchanged), so they go when those go.
+// input is unchanged), so they go when those go. `{version}.json` renderings
+// are bounded by bytes too (an eighth of limits.metadataMemory): one kept
+// version list can have thousands of versions, each rendered once.
 const indexBodies = new WeakMap<VersionList, EncodedJson>();
-const versionBodies = new WeakMap<object, EncodedJson & { hashes: string[] }>();
+const versionBodies = new ByteLru<object, EncodedJson & { hashes: string[] }>(8 * 2 ** 20);
 
 /** `GET /{host}/{ns}/{type}/index.json`: every version a client may pick. */
 export const mirrorIndex: RouteHandler<"mirrorIndex"> = async (req, ctx, r, s) => {
@@ -31,8 +35,14 @@ export const mirrorIndex: RouteHandler<"mirrorIndex"> = async (req, ctx, r, s) =
 
 /** `GET /{host}/{ns}/{type}/{version}.json`: every platform's archive with its hashes. */
 export const mirrorVersion: RouteHandler<"mirrorVersion"> = async (req, ctx, r, s) => {
-  const got = await s.source.versionArchives(r.provider, r.version);
+  // The platforms are fetched only while this client (or another asking the same) waits.
+  const got = await withDeadline(
+    req,
+    ctx,
+    (signal) => s.source.versionArchives(r.provider, r.version, signal),
+  );
   ctx.cache = got.status;
+  versionBodies.resize(Math.floor(s.config.limits.metadataMemoryBytes / 8));
   const sign = ctx.signUrl;
   // Signed links are this request's own: rendered afresh, never memoised.
   const body = sign
@@ -57,7 +67,8 @@ function renderVersion(v: VersionArchives): EncodedJson {
     !body || body.hashes.length !== hashes.length || body.hashes.some((h, i) => h !== hashes[i])
   ) {
     body = { ...encodeJson(mirrorVersionJson(v.archives)), hashes };
-    versionBodies.set(v.memoKey, body);
+    // Charged as UTF-16 text plus the hash list (whose strings are shared).
+    versionBodies.set(v.memoKey, body, 2 * body.text.length + 8 * hashes.length + 128);
   }
   return body;
 }
@@ -73,7 +84,9 @@ export const archive: RouteHandler<"archive"> = async (req, ctx, r, s) => {
   let cached = await s.packages.open(p, version, r);
   if (!cached) {
     // Another process (warm, import) may have stored it since we last looked.
-    s.refs.forget(refKeys.archive(p, version, r));
+    // Reloaded, not forgotten: only a record that really changed may
+    // invalidate the kept answers (a made-up platform must not).
+    await s.refs.reload(refKeys.archive(p, version, r));
     cached = await s.packages.open(p, version, r);
   }
   if (cached) {

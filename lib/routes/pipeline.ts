@@ -290,6 +290,7 @@ export function dispatch(
     if (!r) throw new NotFoundError(`nothing is served at ${url.pathname}`);
     requireRegistry(s.config, r);
     const spec = table[r.kind] as RouteSpec<Route["kind"]>;
+    if (!spec.streams) ctx.deadlineAt = performance.now() + deadlineMs;
     const work = (async () => {
       const res = await spec.handler(req, ctx, r as never, s);
       return ctx.client ? keepPrivate(res) : res;

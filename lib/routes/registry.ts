@@ -13,6 +13,7 @@ import { rewriteDownloadDoc } from "../protocol/registry_json.ts";
 import type { ModuleAnswer } from "../sources/source.ts";
 import { type RequestContext, type RouteHandler } from "./context.ts";
 import { jsonResponse, keptJson } from "./json_answer.ts";
+import { withDeadline } from "./deadline.ts";
 
 /** `GET /.well-known/terraform.json`: the services a `host` block may name. */
 export const wellKnown: RouteHandler<"wellKnown"> = (req) =>
@@ -70,11 +71,25 @@ export const registrySums: RouteHandler<"registrySums"> = async (req, ctx, r, s)
 
 /** `GET /v1/modules/{host}/{ns}/{name}/{system}/versions`. */
 export const moduleVersions: RouteHandler<"moduleVersions"> = (req, ctx, r, s) =>
-  moduleAnswer(req, ctx, r.module, s.source.moduleAnswer(r.module, "versions"));
+  moduleAnswer(
+    req,
+    ctx,
+    r.module,
+    withDeadline(req, ctx, (signal) => s.source.moduleAnswer(r.module, "versions", signal)),
+  );
 
 /** `GET /v1/modules/{host}/{ns}/{name}/{system}/{version}/download`. */
 export const moduleDownload: RouteHandler<"moduleDownload"> = (req, ctx, r, s) =>
-  moduleAnswer(req, ctx, r.module, s.source.moduleAnswer(r.module, `${r.version}/download`));
+  moduleAnswer(
+    req,
+    ctx,
+    r.module,
+    withDeadline(
+      req,
+      ctx,
+      (signal) => s.source.moduleAnswer(r.module, `${r.version}/download`, signal),
+    ),
+  );
 
 /** A module answer as the upstream gave it (locations made absolute), never kept. */
 async function moduleAnswer(

@@ -70,8 +70,15 @@ export interface ProviderSource {
   versionList(p: ProviderRef): Promise<Answer<VersionList>>;
   /** The registry protocol's `versions` document, as it is to be served. */
   versionsDocument(p: ProviderRef): Promise<Answer<string>>;
-  /** The archives of one version with their hashes (network mirror `{version}.json`). */
-  versionArchives(p: ProviderRef, version: string): Promise<Answer<VersionArchives>>;
+  /**
+   * The archives of one version with their hashes (network mirror `{version}.json`).
+   * `signal` aborts when the caller stops waiting; work nobody waits for may stop.
+   */
+  versionArchives(
+    p: ProviderRef,
+    version: string,
+    signal?: AbortSignal,
+  ): Promise<Answer<VersionArchives>>;
   /** One platform's registry `download` document (before Repoxy rewrites its URLs). */
   downloadDocument(
     p: ProviderRef,
@@ -82,6 +89,9 @@ export interface ProviderSource {
   checksums(p: ProviderRef, version: string): Promise<Answer<SumsValue>>;
   /** Gets an archive the cache does not hold (verified before a client gets its last byte). */
   fetchArchive(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveFetch>;
-  /** A module registry answer (`versions`, or `{version}/download`). */
-  moduleAnswer(m: ModuleRef, suffix: string): Promise<ModuleAnswer>;
+  /**
+   * A module registry answer (`versions`, or `{version}/download`);
+   * `signal` aborts the upstream request when the caller stops waiting.
+   */
+  moduleAnswer(m: ModuleRef, suffix: string, signal?: AbortSignal): Promise<ModuleAnswer>;
 }

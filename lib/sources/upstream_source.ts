@@ -2,6 +2,14 @@
  * The online {@link ProviderSource}: answers from the upstream registries
  * through {@link Metadata} (kept in `refs/`, refreshed by its rules) and
  * archives downloaded into the cache, one download per archive.
+ *
+ * What one client request can make it do is bounded: `{version}.json`
+ * answers fetch platforms' documents `limits.platformConcurrency` at a time
+ * (all answers together),
+ * at most `limits.metadataMemory` bytes of them, and stops when every client
+ * waiting for it has given up; a module download answer is read up to
+ * `limits.moduleAnswer` bytes (a module version list up to
+ * `limits.metadataDocument`) and abandoned at the client's deadline.
  * @module
  */
 import type { Logger } from "../base/log.ts";
@@ -10,7 +18,7 @@ import type { Downloads } from "../cache/download.ts";
 import type { PackageStore } from "../cache/package_store.ts";
 import { DiskError } from "../cache/storage.ts";
 import type { Config } from "../config/config.ts";
-import { NotFoundError, UpstreamError } from "../http/errors.ts";
+import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
 import { verifyingStream } from "../integrity/verifying_stream.ts";
 import type { MirrorArchive } from "../protocol/mirror_json.ts";
 import {
@@ -33,8 +41,57 @@ import type {
   VersionList,
 } from "./source.ts";
 
-/** Module answers are small; a bigger one is a broken or hostile upstream. */
-const MAX_MODULE_ANSWER_BYTES = 1024 * 1024;
+/** Work shared by every request for one `{version}.json` (single-flight). */
+interface SharedWork<T> {
+  promise: Promise<T>;
+  /** Aborted when the last waiter gave up. */
+  abort: AbortController;
+  waiters: number;
+}
+
+/** Why a wait ended early: the caller's signal aborted. */
+function givenUp(): UpstreamTimeoutError {
+  return new UpstreamTimeoutError("the upstream did not answer in time; try again shortly");
+}
+
+/** A counting semaphore whose waits end when a signal aborts. */
+class Slots {
+  #free: number;
+  readonly #queue: Array<() => void> = [];
+
+  constructor(n: number) {
+    this.#free = n;
+  }
+
+  /** Takes a slot, waiting for one; rejects with a 504 when `signal` aborts first. */
+  async take(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) throw givenUp();
+    if (this.#free > 0) {
+      this.#free--;
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const go = () => {
+        signal.removeEventListener("abort", stop);
+        resolve();
+      };
+      const stop = () => {
+        const i = this.#queue.indexOf(go);
+        if (i >= 0) this.#queue.splice(i, 1);
+        reject(givenUp());
+      };
+      this.#queue.push(go);
+      signal.addEventListener("abort", stop, { once: true });
+    });
+  }
+
+  /** Gives a slot back (to the longest waiter, if any). */
+  give(): void {
+    const next = this.#queue.shift();
+    if (next) next();
+    else this.#free++;
+  }
+}
 
 /** What the upstream source is built from. */
 export interface UpstreamSourceDeps {
@@ -52,8 +109,19 @@ export class UpstreamSource implements ProviderSource {
   /** Derived forms keyed by the memoised values Metadata returns, so they go with them. */
   readonly #lists = new WeakMap<VersionsValue, VersionList>();
   readonly #parsedSums = new WeakMap<Uint8Array, Map<string, string>>();
+  readonly #archivesWork = new Map<string, SharedWork<Answer<VersionArchives>>>();
+  /**
+   * Download documents fetched for platforms SHA256SUMS does not cover,
+   * across all `{version}.json` answers: many hostile versions at once must
+   * not multiply what is in flight. (SHA256SUMS normally covers every
+   * platform, so honest answers never wait here; the one document each
+   * answer reads for the SHA256SUMS URL is not counted.)
+   */
+  readonly #platformSlots: Slots;
 
-  constructor(readonly deps: UpstreamSourceDeps) {}
+  constructor(readonly deps: UpstreamSourceDeps) {
+    this.#platformSlots = new Slots(deps.config.limits.platformConcurrency);
+  }
 
   async versionList(p: ProviderRef): Promise<Answer<VersionList>> {
     const got = await this.deps.metadata.versions(p);
@@ -70,8 +138,69 @@ export class UpstreamSource implements ProviderSource {
     return { value: got.value.raw, status: got.status, keepUntil: this.#freshUntil(got.fetchedAt) };
   }
 
-  async versionArchives(p: ProviderRef, version: string): Promise<Answer<VersionArchives>> {
-    const { metadata, packages } = this.deps;
+  /**
+   * The archives of a version. Concurrent requests share one computation;
+   * it stops (launching no more upstream fetches) once every request that
+   * waits for it has given up.
+   *
+   * @param signal aborted when this caller stops waiting (its deadline, a disconnect)
+   */
+  async versionArchives(
+    p: ProviderRef,
+    version: string,
+    signal?: AbortSignal,
+  ): Promise<Answer<VersionArchives>> {
+    if (signal?.aborted) throw givenUp();
+    const key = `${providerString(p)}/${version}`;
+    let work = this.#archivesWork.get(key);
+    if (!work) {
+      const abort = new AbortController();
+      const w: SharedWork<Answer<VersionArchives>> = {
+        promise: this.#versionArchives(p, version, abort.signal),
+        abort,
+        waiters: 0,
+      };
+      this.#archivesWork.set(key, w);
+      w.promise.finally(() => {
+        if (this.#archivesWork.get(key) === w) this.#archivesWork.delete(key);
+      }).catch(() => {});
+      work = w;
+    }
+    const w = work;
+    w.waiters++;
+    let waiting = true;
+    const leave = () => {
+      if (waiting) w.waiters--;
+      waiting = false;
+    };
+    let onAbort: (() => void) | undefined;
+    try {
+      if (!signal) return await w.promise;
+      return await new Promise<Answer<VersionArchives>>((resolve, reject) => {
+        onAbort = () => {
+          leave();
+          reject(givenUp());
+          // Nobody is left to use the result: stop working for it.
+          if (w.waiters === 0) {
+            w.abort.abort();
+            if (this.#archivesWork.get(key) === w) this.#archivesWork.delete(key);
+          }
+        };
+        signal.addEventListener("abort", onAbort, { once: true });
+        w.promise.then(resolve, reject);
+      });
+    } finally {
+      leave();
+      if (onAbort) signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  async #versionArchives(
+    p: ProviderRef,
+    version: string,
+    signal: AbortSignal,
+  ): Promise<Answer<VersionArchives>> {
+    const { metadata, packages, config } = this.deps;
     const entry = await metadata.versionEntry(p, version);
     const platforms = entry.value.platforms ?? [];
     if (platforms.length === 0) {
@@ -82,20 +211,61 @@ export class UpstreamSource implements ProviderSource {
     const statuses: CacheStatus[] = [entry.status];
     const sums = await this.#sumsFor(p, version, platforms[0]!);
     statuses.push(sums.status);
+    // Platforms SHA256SUMS does not cover need their own download document:
+    // fetched a few at a time, within a byte budget, and only while someone waits.
+    const zhOf = new Map<PlatformRef, string>();
+    const todo: PlatformRef[] = [];
+    for (const pl of platforms) {
+      const zh = sums.map?.get(archiveFilename(p.type, version, pl));
+      if (zh) zhOf.set(pl, zh);
+      else todo.push(pl);
+    }
+    const budget = config.limits.metadataMemoryBytes;
+    let fetched = 0;
+    let next = 0;
+    // One failure ends the answer: the other workers must not go on fetching for it.
+    let failed = false;
+    const fetchSome = async () => {
+      while (next < todo.length && !failed) {
+        if (signal.aborted) throw givenUp();
+        const pl = todo[next++]!;
+        await this.#platformSlots.take(signal);
+        let dl;
+        try {
+          dl = await metadata.download(p, version, pl);
+        } finally {
+          this.#platformSlots.give();
+        }
+        statuses.push(dl.status);
+        if (dl.status !== "hit") fetched += dl.value.raw.length;
+        if (fetched > budget) {
+          throw new UpstreamError(
+            `upstream ${p.hostname} sent more than ${budget} bytes of download documents for ${
+              providerString(p)
+            } ${version}`,
+          );
+        }
+        zhOf.set(pl, dl.value.doc.shasum.toLowerCase());
+      }
+    };
+    const worker = async () => {
+      try {
+        await fetchSome();
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    };
+    const n = Math.min(config.limits.platformConcurrency, todo.length);
+    await Promise.all(Array.from({ length: n }, worker));
     const archives: MirrorArchive[] = [];
     for (const pl of platforms) {
       const filename = archiveFilename(p.type, version, pl);
-      let zh = sums.map?.get(filename);
-      if (!zh) {
-        const dl = await metadata.download(p, version, pl);
-        statuses.push(dl.status);
-        zh = dl.value.doc.shasum.toLowerCase();
-      }
       const hashes: string[] = [];
       const meta = await packages.meta(p, version, pl);
       if (meta?.h1) hashes.push(meta.h1);
       else if (meta) packages.ensureH1(p, version, pl).catch(() => {});
-      hashes.push(`zh:${zh}`);
+      hashes.push(`zh:${zhOf.get(pl)!}`);
       archives.push({ platform: platformString(pl), url: filename, hashes });
     }
     return {
@@ -110,7 +280,7 @@ export class UpstreamSource implements ProviderSource {
     version: string,
     pl: PlatformRef,
   ): Promise<Answer<DownloadValue>> {
-    const got = await this.deps.metadata.download(p, version, pl);
+    const got = await this.deps.metadata.listedDownload(p, version, pl);
     return { value: got.value, status: got.status, keepUntil: Infinity };
   }
 
@@ -138,6 +308,7 @@ export class UpstreamSource implements ProviderSource {
       }
       return { kind: "download", download: joined };
     }
+    // A platform the version does not list fails here, without an upstream request.
     const dl = await metadata.verifiedDownload(p, version, pl);
     const client = metadata.client(p.hostname);
     const url = new URL(dl.value.doc.download_url, dl.value.url);
@@ -169,27 +340,43 @@ export class UpstreamSource implements ProviderSource {
    * installs from that registry would break. Relative locations are made
    * absolute against the upstream URL, which the client no longer sees.
    */
-  async moduleAnswer(m: ModuleRef, suffix: string): Promise<ModuleAnswer> {
+  async moduleAnswer(m: ModuleRef, suffix: string, signal?: AbortSignal): Promise<ModuleAnswer> {
     const { metadata, config } = this.deps;
     const base = await metadata.serviceBase(m.hostname, "modules.v1");
     const client = metadata.client(m.hostname);
     const url = new URL(`${m.namespace}/${m.name}/${m.system}/${suffix}`, base);
+    // One signal for the headers and the whole body: an answer that never
+    // ends is abandoned (and the upstream request aborted) at the deadline.
+    const signals = [AbortSignal.timeout(config.upstreamTimeoutMs), this.deps.shutdown];
+    if (signal) signals.push(signal);
     const { res, url: final } = await client.get(url, {
       accept: "application/json",
-      signal: AbortSignal.timeout(config.upstreamTimeoutMs),
+      signal: AbortSignal.any(signals),
     });
     if (res.status !== 200 && res.status !== 204) {
       await res.body?.cancel();
       return { status: res.status, url: final, contentType: "", body: "" };
     }
+    // A download answer is a location (limits.moduleAnswer); a version list
+    // is a metadata document, and popular modules' lists are big.
+    const max = suffix.endsWith("download")
+      ? config.limits.moduleAnswerBytes
+      : config.limits.metadataDocumentBytes;
+    const tooBig = () =>
+      new UpstreamError(
+        `upstream ${m.hostname} sent a module answer over ${max} bytes for ${final.pathname}`,
+      );
+    const get = res.headers.get("x-terraform-get");
     const len = Number(res.headers.get("content-length") ?? "0");
-    if (len > MAX_MODULE_ANSWER_BYTES) {
+    if (len + (get?.length ?? 0) > max) {
       await res.body?.cancel();
-      throw new UpstreamError(`upstream ${m.hostname} sent an oversized module document`);
+      throw tooBig();
     }
     const absolute = (loc: string) =>
       /^(\/|\.\/|\.\.\/)/.test(loc) ? new URL(loc, final).href : loc;
-    let body = res.status === 204 ? "" : await res.text();
+    let body = res.status === 204
+      ? (await res.body?.cancel(), "")
+      : await readCapped(res, max - (get?.length ?? 0), tooBig, m.hostname);
     if (body && suffix.endsWith("download")) {
       try {
         const doc = JSON.parse(body);
@@ -199,7 +386,6 @@ export class UpstreamSource implements ProviderSource {
         }
       } catch { /* not JSON: pass through as is */ }
     }
-    const get = res.headers.get("x-terraform-get");
     const answer: ModuleAnswer = {
       status: res.status,
       url: final,
@@ -251,4 +437,45 @@ export class UpstreamSource implements ProviderSource {
   #freshUntil(fetchedAt: number): number {
     return fetchedAt + this.deps.config.metadataTtlMs;
   }
+}
+
+/**
+ * Reads a small body as text, refusing it past `max` bytes while reading
+ * (never buffering more) and turning an abort (deadline, shutdown) into a 504.
+ */
+async function readCapped(
+  res: Response,
+  max: number,
+  tooBig: () => Error,
+  hostname: string,
+): Promise<string> {
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.length;
+      if (total > max) throw tooBig();
+      chunks.push(value);
+    }
+  } catch (e) {
+    if (e instanceof UpstreamError) throw e;
+    if (e instanceof DOMException && (e.name === "TimeoutError" || e.name === "AbortError")) {
+      throw new UpstreamTimeoutError(`upstream ${hostname} did not finish its answer in time`);
+    }
+    throw new UpstreamError(`upstream ${hostname} broke off its answer: ${(e as Error).message}`);
+  } finally {
+    // Stops the upstream transfer when reading stopped early.
+    await reader.cancel().catch(() => {});
+  }
+  const body = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    body.set(c, at);
+    at += c.length;
+  }
+  return new TextDecoder().decode(body);
 }

@@ -67,8 +67,19 @@ export interface FetchedText {
 }
 
 const MAX_REDIRECTS = 10;
-/** Metadata documents are small; a bigger answer is a broken or hostile upstream. */
-const MAX_METADATA_BYTES = 8 * 1024 * 1024;
+/**
+ * Default cap of one metadata document (`limits.metadataDocument` overrides
+ * it per call): documents are small; a bigger answer is a broken or hostile upstream.
+ */
+const DEFAULT_MAX_DOCUMENT_BYTES = 8 * 1024 * 1024;
+
+/** Options of a small-document GET. */
+export interface DocumentOptions {
+  accept?: string;
+  auth?: boolean;
+  /** Largest body accepted: refused by Content-Length before reading, and while reading. */
+  maxBytes?: number;
+}
 
 /**
  * Redacts URLs inside a free text (Deno's errors quote the full URL). The URL
@@ -298,19 +309,13 @@ export class UpstreamClient {
    * Fetches a small text document (JSON, SHA256SUMS) with a deadline and
    * bounded retries. A 404 becomes {@link NotFoundError}.
    */
-  async getText(
-    url: URL,
-    opts: { accept?: string; auth?: boolean; binary?: false } = {},
-  ): Promise<FetchedText> {
+  async getText(url: URL, opts: DocumentOptions = {}): Promise<FetchedText> {
     const bytes = await this.getBytes(url, opts);
     return { text: new TextDecoder().decode(bytes.body), url: bytes.url };
   }
 
   /** Like {@link getText} but returns raw bytes (signatures are binary). */
-  async getBytes(
-    url: URL,
-    opts: { accept?: string; auth?: boolean } = {},
-  ): Promise<{ body: Uint8Array; url: string }> {
+  async getBytes(url: URL, opts: DocumentOptions = {}): Promise<{ body: Uint8Array; url: string }> {
     const deadline = Date.now() + this.deps.timeoutMs;
     const sleep = this.deps.sleep ?? sleepReal;
     let attempt = 0;
@@ -341,12 +346,18 @@ export class UpstreamClient {
   async #getBytesOnce(
     url: URL,
     timeoutMs: number,
-    opts: { accept?: string; auth?: boolean },
+    opts: DocumentOptions,
   ): Promise<{ body: Uint8Array; url: string }> {
     const signals = [AbortSignal.timeout(timeoutMs)];
     if (this.deps.signal) signals.push(this.deps.signal);
     const signal = AbortSignal.any(signals);
-    const { res, url: finalUrl } = await this.get(url, { ...opts, signal });
+    const max = opts.maxBytes ?? DEFAULT_MAX_DOCUMENT_BYTES;
+    const { accept, auth } = opts;
+    const { res, url: finalUrl } = await this.get(url, {
+      ...(accept !== undefined ? { accept } : {}),
+      ...(auth !== undefined ? { auth } : {}),
+      signal,
+    });
     if (res.status === 404 || res.status === 410) {
       await res.body?.cancel();
       throw new NotFoundError(`upstream ${this.hostname} has no ${finalUrl.pathname}`);
@@ -363,24 +374,32 @@ export class UpstreamClient {
       }
       throw err;
     }
-    const len = Number(res.headers.get("content-length") ?? "0");
-    if (len > MAX_METADATA_BYTES) {
-      await res.body?.cancel();
-      throw new UpstreamError(
-        `upstream ${finalUrl.host} sent ${len} bytes for ${finalUrl.pathname}; too large`,
+    // Refused before reading a byte when the upstream says how big it is,
+    // and while reading when it does not (or lies): never buffered whole.
+    const tooBig = (what: string) =>
+      new UpstreamError(
+        `upstream ${this.hostname} (${finalUrl.host}) sent ${what} for ${finalUrl.pathname}; the limit is ${max} bytes`,
       );
+    const len = Number(res.headers.get("content-length") ?? "0");
+    if (len > max) {
+      await res.body?.cancel();
+      throw tooBig(`${len} bytes`);
     }
     try {
       const chunks: Uint8Array[] = [];
       let total = 0;
-      for await (const chunk of res.body ?? new ReadableStream<Uint8Array>()) {
-        total += chunk.length;
-        if (total > MAX_METADATA_BYTES) {
-          throw new UpstreamError(
-            `upstream ${finalUrl.host} sent too much data for ${finalUrl.pathname}`,
-          );
+      const reader = (res.body ?? new ReadableStream<Uint8Array>()).getReader();
+      try {
+        while (true) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          total += value.length;
+          if (total > max) throw tooBig("more than the limit");
+          chunks.push(value);
         }
-        chunks.push(chunk);
+      } finally {
+        // Stops the upstream transfer when reading stopped early.
+        await reader.cancel().catch(() => {});
       }
       const body = new Uint8Array(total);
       let at = 0;
@@ -401,8 +420,11 @@ export class UpstreamClient {
   }
 
   /** Fetches and parses JSON; malformed JSON is an {@link UpstreamError}. */
-  async getJson(url: URL): Promise<{ json: unknown; text: string; url: string }> {
-    const { text, url: final } = await this.getText(url, { accept: "application/json" });
+  async getJson(
+    url: URL,
+    opts: { maxBytes?: number } = {},
+  ): Promise<{ json: unknown; text: string; url: string }> {
+    const { text, url: final } = await this.getText(url, { ...opts, accept: "application/json" });
     try {
       return { json: JSON.parse(text), text, url: final };
     } catch {

@@ -9,11 +9,20 @@
  * download documents and checksums of a released version never change and are
  * kept for good. When a refresh fails and something is stored, the stored copy
  * is served and marked stale.
+ *
+ * Hostile upstreams and clients are bounded here: no document bigger than
+ * `limits.metadataDocument` is read; what the upstream says does not exist
+ * (a 404, a platform a version does not list) is remembered for
+ * `limits.negativeTtl` in a bounded {@link NegativeCache}, so asking again
+ * costs no upstream request; presigned URLs in download documents are stored
+ * redacted and the document is fetched again when an archive is downloaded.
  * @module
  */
 import type { Config } from "../config/config.ts";
 import { NotFoundError, UpstreamError } from "../http/errors.ts";
 import type { Logger } from "../base/log.ts";
+import { REDACTED, redactUrl } from "../base/redact.ts";
+import { NegativeCache } from "../cache/negative_cache.ts";
 import {
   type PlatformRef,
   platformString,
@@ -70,6 +79,35 @@ async function raceStale<T>(p: Promise<T>, ms: number): Promise<T | typeof SLOW>
 /** Minimum gap between refreshes forced by a client asking for an unlisted version. */
 const FORCED_REFRESH_GAP_MS = 30_000;
 
+const URL_FIELDS = ["download_url", "shasums_url", "shasums_signature_url"] as const;
+
+/**
+ * A download document as it may be stored: URLs with their query string
+ * (a presigned URL's credential) redacted. The text unchanged (not even
+ * parsed again) when no URL needed it.
+ *
+ * @param parsed the document `text` parses to
+ */
+export function redactDownloadDoc(text: string, parsed: DownloadDoc): string {
+  const redacted: Record<string, string> = {};
+  for (const k of URL_FIELDS) {
+    const v = parsed[k];
+    if (typeof v !== "string") continue;
+    const r = redactUrl(v);
+    if (r !== v) redacted[k] = r;
+  }
+  if (Object.keys(redacted).length === 0) return text;
+  return JSON.stringify({ ...JSON.parse(text), ...redacted });
+}
+
+/** Whether a stored download document had a URL redacted (so it cannot be fetched from). */
+function isRedacted(doc: DownloadDoc): boolean {
+  return URL_FIELDS.some((k) => {
+    const v = doc[k];
+    return typeof v === "string" && v.endsWith(`?${REDACTED}`);
+  });
+}
+
 /** Parses an upstream document, blaming the upstream for what does not parse. */
 function fromUpstream<T>(hostname: string, parse: () => T): T {
   try {
@@ -98,10 +136,21 @@ function parsedOnce<T>(memo: WeakMap<RefEntry, T>, entry: RefEntry, parse: () =>
   return v;
 }
 
+/** A download document as fetched, before anything is stored. */
+interface FetchedDoc {
+  text: string;
+  url: string;
+  doc: DownloadDoc;
+}
+
 /** Metadata access for all upstreams. */
 export class Metadata {
   readonly #inflight = new Map<string, Promise<RefEntry>>();
-  readonly #lastForced = new Map<string, number>();
+  /** Providers whose list was refreshed because a client named a version it lacks. */
+  readonly #lastForced: NegativeCache;
+  /** Keys the upstream said do not exist (and provider/version/platform it does not list). */
+  readonly #negative: NegativeCache;
+  readonly #live = new Map<string, Promise<DownloadValue>>();
   readonly #parsedVersions = new WeakMap<RefEntry, VersionsValue>();
   readonly #parsedDownloads = new WeakMap<RefEntry, DownloadDoc>();
   readonly #parsedBytes = new WeakMap<RefEntry, Uint8Array>();
@@ -112,7 +161,22 @@ export class Metadata {
     readonly clients: Map<string, UpstreamClient>,
     readonly log: Logger,
     readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    const { negativeTtlMs, negativeEntries } = config.limits;
+    this.#negative = new NegativeCache(negativeTtlMs, negativeEntries, now);
+    // Bounded too: thousands of made-up providers must not grow it.
+    this.#lastForced = new NegativeCache(FORCED_REFRESH_GAP_MS, negativeEntries, now);
+  }
+
+  /** Largest document read from an upstream. */
+  get #maxBytes(): number {
+    return this.config.limits.metadataDocumentBytes;
+  }
+
+  /** Number of remembered absences (tests, metrics). */
+  get negativeEntries(): number {
+    return this.#negative.size;
+  }
 
   /** Stores an entry; a full or read-only disk must not turn a good upstream answer into an error. */
   async #store(key: string, entry: RefEntry): Promise<void> {
@@ -146,10 +210,18 @@ export class Metadata {
     const stored = await this.refs.get(key);
     const fresh = stored && !opts.force && this.now() - stored.fetchedAt < ttlMs;
     if (stored && fresh) return { value: stored, status: "hit", fetchedAt: stored.fetchedAt };
+    const missing = this.#negative.get(key);
+    if (missing !== undefined) throw new NotFoundError(missing);
     let p = this.#inflight.get(key);
     if (!p) {
       p = (async () => {
-        const entry = await fetcher();
+        let entry: RefEntry;
+        try {
+          entry = await fetcher();
+        } catch (e) {
+          if (e instanceof NotFoundError) this.#negative.add(key, e.message);
+          throw e;
+        }
         await this.#store(key, entry);
         return entry;
       })();
@@ -196,7 +268,9 @@ export class Metadata {
       refKeys.discovery(hostname),
       Math.max(this.config.metadataTtlMs, 3_600_000),
       async () => {
-        const { text, url } = await client.getJson(client.discoveryUrl()).catch((e) => {
+        const { text, url } = await client.getJson(client.discoveryUrl(), {
+          maxBytes: this.#maxBytes,
+        }).catch((e) => {
           if (e instanceof NotFoundError) throw noService(hostname, service);
           throw e;
         });
@@ -231,9 +305,7 @@ export class Metadata {
       const base = await this.providersBase(p.hostname);
       const { text, url } = await client.getText(
         new URL(`${p.namespace}/${p.type}/versions`, base),
-        {
-          accept: "application/json",
-        },
+        { accept: "application/json", maxBytes: this.#maxBytes },
       );
       fromUpstream(p.hostname, () => parseVersions(text)); // refuse to store what we could not use
       return { fetchedAt: this.now(), url, body: text };
@@ -250,9 +322,9 @@ export class Metadata {
     if (
       want !== undefined && got.status === "hit" &&
       !value.versions.some((v) => v.version === want) &&
-      this.now() - (this.#lastForced.get(key) ?? 0) > FORCED_REFRESH_GAP_MS
+      !this.#lastForced.has(key)
     ) {
-      this.#lastForced.set(key, this.now());
+      this.#lastForced.add(key);
       got = await this.#cached(key, this.config.metadataTtlMs, fetcher, {
         hostname: p.hostname,
         force: true,
@@ -274,27 +346,77 @@ export class Metadata {
     return { value: entry, status: got.status, fetchedAt: got.fetchedAt };
   }
 
-  /** The upstream download document for one platform (kept for good once fetched). */
+  /**
+   * The download document of a platform the client named: when none is
+   * stored, the version list must list the platform, so a made-up platform
+   * costs no upstream request (and is remembered as missing).
+   */
+  async listedDownload(
+    p: ProviderRef,
+    version: string,
+    pl: PlatformRef,
+  ): Promise<Sourced<DownloadValue>> {
+    const key = refKeys.download(p, version, pl);
+    if (!(await this.refs.get(key))) {
+      const missing = this.#negative.get(key);
+      if (missing !== undefined) throw new NotFoundError(missing);
+      const entry = await this.versionEntry(p, version);
+      // A list that names no platforms at all says nothing about them: ask upstream.
+      const listed = entry.value.platforms;
+      if (listed && !listed.some((x) => x.os === pl.os && x.arch === pl.arch)) {
+        const reason = `provider ${providerString(p)} ${version} has no platform ${
+          platformString(pl)
+        }`;
+        this.#negative.add(key, reason);
+        throw new NotFoundError(reason);
+      }
+    }
+    return await this.download(p, version, pl);
+  }
+
+  /** Fetches a platform's download document from the upstream (the caller decides what to keep). */
+  async #fetchDownload(p: ProviderRef, version: string, pl: PlatformRef): Promise<FetchedDoc> {
+    const client = this.client(p.hostname);
+    const base = await this.providersBase(p.hostname);
+    const { text, url } = await client.getText(
+      new URL(`${p.namespace}/${p.type}/${version}/download/${pl.os}/${pl.arch}`, base),
+      { accept: "application/json", maxBytes: this.#maxBytes },
+    );
+    return { text, url, doc: fromUpstream(p.hostname, () => parseDownload(text, pl)) };
+  }
+
+  /**
+   * The upstream download document for one platform (kept for good once
+   * fetched, with presigned URLs redacted: see {@link liveDownload}).
+   */
   async download(
     p: ProviderRef,
     version: string,
     pl: PlatformRef,
   ): Promise<Sourced<DownloadValue>> {
+    // The caller that fetched it may use the unredacted document right away
+    // (no second request for the SHA256SUMS or archive that usually follow).
+    let fresh: FetchedDoc | undefined;
     const got = await this.#cached(
       refKeys.download(p, version, pl),
       Infinity,
       async () => {
-        const client = this.client(p.hostname);
-        const base = await this.providersBase(p.hostname);
-        const { text, url } = await client.getText(
-          new URL(`${p.namespace}/${p.type}/${version}/download/${pl.os}/${pl.arch}`, base),
-          { accept: "application/json" },
-        );
-        fromUpstream(p.hostname, () => parseDownload(text, pl));
-        return { fetchedAt: this.now(), url, body: text };
+        fresh = await this.#fetchDownload(p, version, pl);
+        return {
+          fetchedAt: this.now(),
+          url: fresh.url,
+          body: redactDownloadDoc(fresh.text, fresh.doc),
+        };
       },
       { hostname: p.hostname },
     );
+    if (fresh && got.status === "miss") {
+      return {
+        value: { doc: fresh.doc, raw: got.value.body, url: fresh.url },
+        status: got.status,
+        fetchedAt: got.fetchedAt,
+      };
+    }
     const doc = parsedOnce(
       this.#parsedDownloads,
       got.value,
@@ -313,11 +435,13 @@ export class Metadata {
    * verified against the upstream's signing keys (or the operator's pinned
    * `trustedKeys`). A release that fails is refused and nothing is stored.
    */
-  async sums(p: ProviderRef, version: string, dl: DownloadValue): Promise<Sourced<SumsValue>> {
+  async sums(p: ProviderRef, version: string, given: DownloadValue): Promise<Sourced<SumsValue>> {
     const client = this.client(p.hostname);
     const upstream = this.config.upstreams.get(p.hostname);
     const what = `SHA256SUMS of ${providerString(p)} ${version}`;
     const got = await this.#cached(refKeys.sums(p, version), Infinity, async () => {
+      // The stored document's URLs may be redacted: ask the upstream again for usable ones.
+      const dl = isRedacted(given.doc) ? await this.liveDownload(p, version, given) : given;
       if (!dl.doc.shasums_url) {
         throw new UpstreamError(
           `upstream ${p.hostname} names no shasums_url for ${providerString(p)} ${version}`,
@@ -332,9 +456,11 @@ export class Metadata {
         throw new UpstreamError(`refusing ${what}: the upstream names no signature for it`);
       }
       const [sums, sig] = await Promise.all([
-        client.getBytes(new URL(dl.doc.shasums_url, dl.url)),
+        client.getBytes(new URL(dl.doc.shasums_url, dl.url), { maxBytes: this.#maxBytes }),
         dl.doc.shasums_signature_url && !unsigned
-          ? client.getBytes(new URL(dl.doc.shasums_signature_url, dl.url))
+          ? client.getBytes(new URL(dl.doc.shasums_signature_url, dl.url), {
+            maxBytes: this.#maxBytes,
+          })
           : Promise.resolve(undefined),
       ]);
       try {
@@ -403,8 +529,10 @@ export class Metadata {
     version: string,
     pl: PlatformRef,
   ): Promise<Sourced<DownloadValue>> {
-    const dl = await this.download(p, version, pl);
-    const sums = await this.sums(p, version, dl.value);
+    // Only a platform the version lists (or whose document is stored) goes upstream.
+    const stored = await this.listedDownload(p, version, pl);
+    const sums = await this.sums(p, version, stored.value);
+    const dl = { ...stored, value: await this.liveDownload(p, version, stored.value) };
     try {
       checkMatchingChecksum(
         checkSumsFormat(sums.value.sums),
@@ -420,8 +548,41 @@ export class Metadata {
     return { ...dl, status: worstStatus(dl.status, sums.status) };
   }
 
+  /**
+   * A download document whose URLs can be fetched from. The stored copy
+   * keeps no query strings (presigned URLs carry their credential there), so
+   * when one was redacted the document is fetched from the upstream again
+   * (shared by concurrent callers, never stored). Its checksum must be the
+   * stored one: the stored document is what was verified and served.
+   */
+  async liveDownload(
+    p: ProviderRef,
+    version: string,
+    stored: DownloadValue,
+  ): Promise<DownloadValue> {
+    if (!isRedacted(stored.doc)) return stored;
+    const pl = { os: stored.doc.os, arch: stored.doc.arch };
+    const key = refKeys.download(p, version, pl);
+    let live = this.#live.get(key);
+    if (!live) {
+      live = this.#fetchDownload(p, version, pl).then(({ text, url, doc }) => {
+        if (doc.shasum.toLowerCase() !== stored.doc.shasum.toLowerCase()) {
+          throw new UpstreamError(
+            `upstream ${p.hostname} changed the checksum of ${providerString(p)} ${version} ${
+              platformString(pl)
+            }`,
+          );
+        }
+        return { doc, raw: text, url };
+      });
+      this.#live.set(key, live);
+      live.finally(() => this.#live.delete(key)).catch(() => {});
+    }
+    return await live;
+  }
+
   /** Waits for metadata fetches still in flight (shutdown, tests). */
   async settle(): Promise<void> {
-    await Promise.allSettled([...this.#inflight.values()]);
+    await Promise.allSettled([...this.#inflight.values(), ...this.#live.values()]);
   }
 }
