@@ -301,6 +301,7 @@ export function serveApp(app: App): RunningServer {
     ...app.config.listen,
     tls: app.config.tls,
     log: app.log,
+    limits: app.config.limits,
     onDrained: () => app.close(),
   });
 }

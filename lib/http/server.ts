@@ -1,12 +1,25 @@
 /**
- * The listening server: a small wrapper around `Deno.serve` with TLS,
- * TCP_NODELAY over TLS and graceful shutdown. It knows nothing of Terraform:
- * it serves a handler function.
+ * The listening server: our own accept loop over `Deno.listen`/`listenTls`,
+ * each connection served by Deno's HTTP engine (serve_conn.ts), with the
+ * connection-level bounds `Deno.serve` lacks:
+ * - header-read timeout: a connection must complete its first request's
+ *   headers (and its TLS handshake) within `headerTimeoutMs` of being
+ *   accepted, a total, so a client trickling headers 1 byte/s is cut too;
+ * - idle timeout: a keep-alive connection waiting for its next request (its
+ *   headers included) is closed after `idleTimeoutMs`;
+ * - connection cap: at `maxConnections` open connections the loop stops
+ *   accepting (the kernel backlog holds the rest) until one closes;
+ * - accept errors (EMFILE, ENFILE, ...) are back-pressure: back off, log once
+ *   per burst, retry; never an exit.
+ * Plus TLS (ALPN h2 and http/1.1, as `Deno.serve` offered), TCP_NODELAY on
+ * every connection, and graceful shutdown. It knows nothing of Terraform: it
+ * serves a handler function.
  * @module
  */
 import type { Logger } from "../base/log.ts";
 import { markSocketRequest } from "./serve_file.ts";
-import { type NoDelayResult, setListenerNoDelay } from "./tcp_nodelay.ts";
+import { serveConnection, type ServedConnection } from "./serve_conn.ts";
+import { type NoDelayResult, setListenerNoDelay, shutdownPeers } from "./tcp_nodelay.ts";
 
 /**
  * How long SIGTERM waits for in-flight responses before cutting them. The
@@ -23,9 +36,19 @@ export interface RunningServer {
   url: string;
   /** Whether Nagle's algorithm was turned off for TLS connections (see tcp_nodelay.ts). */
   noDelay: Promise<NoDelayResult>;
+  /** Open client connections right now (for tests and metrics). */
+  readonly connections: number;
   /** Stops accepting, lets in-flight responses finish up to `deadlineMs`, then cuts them. */
   shutdown(deadlineMs?: number): Promise<void>;
+  /** Resolves once the server stopped and every connection closed. */
   finished: Promise<void>;
+}
+
+/** Connection-level bounds (from config.limits). */
+export interface ConnectionLimits {
+  headerTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxConnections: number;
 }
 
 /** What {@link startServer} needs. */
@@ -35,8 +58,33 @@ export interface ServerOptions {
   /** PEM certificate chain and key; HTTPS when set. */
   tls?: { certPem: string; keyPem: string } | undefined;
   log: Logger;
+  /** Connection bounds; the defaults of config.limits when absent. */
+  limits?: Partial<ConnectionLimits> | undefined;
   /** Runs after the connections drained (or were cut) on shutdown: stop background work. */
   onDrained?: () => Promise<void>;
+}
+
+const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
+  headerTimeoutMs: 10_000,
+  idleTimeoutMs: 60_000,
+  maxConnections: 1000,
+};
+
+/** First and largest pause after a failed accept; doubles in between. */
+const ACCEPT_BACKOFF_MIN_MS = 5;
+const ACCEPT_BACKOFF_MAX_MS = 500;
+
+/** One accepted connection and its deadline. */
+interface Tracked {
+  conn: Deno.Conn;
+  /** Set once serving started (after the TLS handshake). */
+  served?: ServedConnection;
+  /** Requests whose response is not yet sent. */
+  inFlight: number;
+  /** When it is closed unless a request is in flight (performance.now() ms). */
+  deadline: number;
+  /** The peer's port, to find a socket stuck in its TLS handshake. */
+  peerPort: number;
 }
 
 /** Starts serving `handler` on the given address. */
@@ -45,31 +93,179 @@ export function startServer(
   options: ServerOptions,
 ): RunningServer {
   const { log } = options;
-  const abort = new AbortController();
-  const opts: Deno.ServeTcpOptions & Partial<Deno.TlsCertifiedKeyPem> = {
-    hostname: options.hostname,
-    port: options.port,
-    signal: abort.signal,
-    onListen: () => {},
-    onError: (e) => {
-      log.error("unhandled server error", { error: (e as Error)?.stack ?? String(e) });
-      return new Response(JSON.stringify({ errors: ["internal error"] }), {
-        status: 500,
-        headers: { "content-type": "application/json" },
-      });
-    },
-  };
-  if (options.tls) {
-    opts.cert = options.tls.certPem;
-    opts.key = options.tls.keyPem;
+  const limits: ConnectionLimits = { ...DEFAULT_CONNECTION_LIMITS };
+  for (const [k, v] of Object.entries(options.limits ?? {})) {
+    if (typeof v === "number") limits[k as keyof ConnectionLimits] = v;
   }
-  const server = Deno.serve(opts, (req) => {
-    markSocketRequest(req);
-    return handler(req);
-  });
-  const addr = server.addr as Deno.NetAddr;
-  // Only TLS needs it: Deno already sets TCP_NODELAY on plain TCP connections.
-  const noDelay: Promise<NoDelayResult> = options.tls
+  const onError = (e: unknown) => {
+    log.error("unhandled server error", { error: (e as Error)?.stack ?? String(e) });
+    return new Response(JSON.stringify({ errors: ["internal error"] }), {
+      status: 500,
+      headers: { "content-type": "application/json" },
+    });
+  };
+  const tls = options.tls;
+  const listener: Deno.Listener = tls
+    ? Deno.listenTls({
+      hostname: options.hostname,
+      port: options.port,
+      cert: tls.certPem,
+      key: tls.keyPem,
+      // What Deno.serve offers; HTTP/2 is chosen by the client.
+      alpnProtocols: ["h2", "http/1.1"],
+    })
+    : Deno.listen({ hostname: options.hostname, port: options.port });
+  const addr = listener.addr as Deno.NetAddr;
+
+  const open = new Set<Tracked>();
+  let stopping = false;
+  /** Wakes the accept loop: a slot freed, or shutdown. */
+  let wake: (() => void) | undefined;
+  const wakeLoop = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  let allClosed: (() => void) | undefined;
+
+  const release = (t: Tracked) => {
+    if (!open.delete(t)) return;
+    if (open.size === limits.maxConnections - 1) wakeLoop();
+    if (open.size === 0) allClosed?.();
+  };
+
+  const serve = (t: Tracked) => {
+    const served = serveConnection(t.conn, (req, info) => {
+      t.inFlight++;
+      t.deadline = Infinity;
+      // Settles when the response was sent or failed; then the next request's
+      // wait (headers included) counts under the idle timeout.
+      const done = () => {
+        if (--t.inFlight === 0) t.deadline = performance.now() + limits.idleTimeoutMs;
+      };
+      info.completed.then(done, done);
+      markSocketRequest(req);
+      return handler(req);
+    }, onError);
+    t.served = served;
+    served.finished.then(() => release(t));
+  };
+
+  const track = (conn: Deno.Conn) => {
+    const t: Tracked = {
+      conn,
+      inFlight: 0,
+      deadline: performance.now() + limits.headerTimeoutMs,
+      peerPort: (conn.remoteAddr as Deno.NetAddr).port,
+    };
+    open.add(t);
+    if (!tls) {
+      // Deno.serve set it on its plain-TCP connections; our accept does not.
+      try {
+        (conn as Deno.TcpConn).setNoDelay(true);
+      } catch { /* the peer already left */ }
+      serve(t);
+      return;
+    }
+    // Serving must wait for the handshake (see serve_conn.ts); the header
+    // deadline already runs, so a silent client is cut by the sweep.
+    (conn as Deno.TlsConn).handshake().then(
+      () => {
+        if (!open.has(t) || stopping) {
+          closeQuietly(conn);
+          release(t);
+        } else serve(t);
+      },
+      () => {
+        closeQuietly(conn);
+        release(t);
+      },
+    );
+  };
+
+  // One timer for all connections: each request only writes a number.
+  const tickMs = Math.max(
+    10,
+    Math.min(1000, Math.floor(Math.min(limits.headerTimeoutMs, limits.idleTimeoutMs) / 10)),
+  );
+  let ffiWarned = false;
+  const sweep = () => {
+    const now = performance.now();
+    const stuck = new Set<number>();
+    for (const t of open) {
+      if (t.inFlight > 0 || t.deadline > now) continue;
+      if (t.served) {
+        t.served.close();
+        continue;
+      }
+      // Still in its TLS handshake: close() alone leaves the socket open.
+      stuck.add(t.peerPort);
+      closeQuietly(t.conn);
+      release(t);
+    }
+    if (stuck.size > 0) {
+      shutdownPeers(addr.port, stuck).then((n) => {
+        if (n < 0 && !ffiWarned) {
+          ffiWarned = true;
+          log.warn(
+            "cannot close TLS connections stuck in their handshake without the ffi permission",
+          );
+        }
+      });
+    }
+  };
+  const sweeper = setInterval(sweep, tickMs);
+
+  let backoffTimer: ReturnType<typeof setTimeout> | undefined;
+  const pause = (ms: number) =>
+    new Promise<void>((r) => {
+      wake = r;
+      backoffTimer = setTimeout(wakeLoop, ms);
+    });
+
+  const acceptLoop = async () => {
+    let backoff = ACCEPT_BACKOFF_MIN_MS;
+    let failures = 0;
+    while (!stopping) {
+      if (open.size >= limits.maxConnections) {
+        // Stop accepting: the kernel backlog holds new clients meanwhile.
+        await new Promise<void>((r) => (wake = r));
+        continue;
+      }
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (e) {
+        if (stopping) break;
+        if (e instanceof Deno.errors.BadResource) break; // listener closed
+        // EMFILE/ENFILE and the like: transient. The client stays in the backlog.
+        if (failures++ === 0) {
+          log.warn("accept failed; backing off until it works again", {
+            error: (e as Error).message,
+            connections: open.size,
+          });
+        }
+        await pause(backoff);
+        clearTimeout(backoffTimer);
+        backoff = Math.min(backoff * 2, ACCEPT_BACKOFF_MAX_MS);
+        continue;
+      }
+      if (failures > 0) {
+        log.info("accepting again", { failedAccepts: failures, connections: open.size });
+        failures = 0;
+        backoff = ACCEPT_BACKOFF_MIN_MS;
+      }
+      if (stopping) {
+        closeQuietly(conn);
+        break;
+      }
+      track(conn);
+    }
+  };
+  const loopDone = acceptLoop();
+
+  // Only TLS needs it: plain TCP connections get setNoDelay above.
+  const noDelay: Promise<NoDelayResult> = tls
     ? setListenerNoDelay(addr.port).then((r) => {
       if (!r.ok) {
         log.warn("TLS responses may stall ~40 ms (Nagle); TCP_NODELAY not set", {
@@ -79,28 +275,77 @@ export function startServer(
       return r;
     })
     : Promise.resolve({ ok: false, reason: "not needed without TLS" });
-  const scheme = options.tls ? "https" : "http";
+
+  let shutdownStarted: Promise<void> | undefined;
+  let resolveFinished!: () => void;
+  const finished = new Promise<void>((r) => (resolveFinished = r));
+  const waitAllClosed = () =>
+    open.size === 0 ? Promise.resolve() : new Promise<void>((r) => (allClosed = r));
+
+  const doShutdown = async (deadlineMs: number) => {
+    stopping = true;
+    closeQuietly(listener);
+    clearTimeout(backoffTimer);
+    wakeLoop();
+    await loopDone;
+    // Idle connections and unfinished handshakes go now, so exit is prompt;
+    // the others close after their current response.
+    const stuck = new Set<number>();
+    for (const t of open) {
+      if (!t.served) {
+        stuck.add(t.peerPort);
+        closeQuietly(t.conn);
+        release(t);
+      } else if (t.inFlight === 0) t.served.close();
+      else t.served.shutdown();
+    }
+    await shutdownPeers(addr.port, stuck);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<"timeout">((r) =>
+      timer = setTimeout(() => r("timeout"), deadlineMs)
+    );
+    const result = await Promise.race([waitAllClosed().then(() => "done" as const), deadline]);
+    clearTimeout(timer);
+    if (result === "timeout") {
+      log.warn("shutdown deadline passed; closing remaining connections", {
+        deadlineMs,
+        connections: open.size,
+      });
+      for (const t of open) {
+        if (t.served) t.served.close();
+        else {
+          closeQuietly(t.conn);
+          release(t);
+        }
+      }
+      await waitAllClosed();
+    }
+    clearInterval(sweeper);
+    resolveFinished();
+    await options.onDrained?.();
+  };
+
+  const scheme = tls ? "https" : "http";
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const displayHost = addr.hostname === "0.0.0.0" || addr.hostname === "::" ? "127.0.0.1" : host;
   return {
     hostname: addr.hostname,
     port: addr.port,
     url: `${scheme}://${displayHost}:${addr.port}/`,
-    finished: server.finished,
+    finished,
     noDelay,
-    async shutdown(deadlineMs = SHUTDOWN_DRAIN_MS) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const deadline = new Promise<"timeout">((r) =>
-        timer = setTimeout(() => r("timeout"), deadlineMs)
-      );
-      const result = await Promise.race([server.shutdown().then(() => "done" as const), deadline]);
-      clearTimeout(timer);
-      if (result === "timeout") {
-        log.warn("shutdown deadline passed; closing remaining connections", { deadlineMs });
-        abort.abort();
-        await server.finished.catch(() => {});
-      }
-      await options.onDrained?.();
+    get connections() {
+      return open.size;
+    },
+    shutdown(deadlineMs = SHUTDOWN_DRAIN_MS) {
+      shutdownStarted ??= doShutdown(deadlineMs);
+      return shutdownStarted;
     },
   };
+}
+
+function closeQuietly(c: { close(): void }): void {
+  try {
+    c.close();
+  } catch { /* already closed */ }
 }

@@ -38,6 +38,8 @@ const SYMBOLS = {
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
 } as const;
 
 /** libc socket calls (Linux, glibc). The caller closes it. */
@@ -107,5 +109,53 @@ export async function setListenerNoDelay(port: number): Promise<NoDelayResult> {
     }
   } catch (e) {
     return { ok: false, reason: (e as Error).message };
+  }
+}
+
+const SHUT_RDWR = 2;
+const RLIMIT_NOFILE = 7;
+/** Never scan more descriptors than this, whatever the limit says. */
+const MAX_SCAN = 1 << 20;
+
+/** The soft RLIMIT_NOFILE: file descriptors are below it. */
+function fdLimit(lib: SocketLib): number {
+  const lim = new BigUint64Array(2);
+  if (lib.symbols.getrlimit(RLIMIT_NOFILE, new Uint8Array(lim.buffer)) !== 0) return MAX_FD;
+  return Math.min(Number(lim[0]), MAX_SCAN);
+}
+
+/**
+ * Shuts down (both directions) this process's TCP sockets on local port
+ * `port` whose peer port is in `peerPorts`; returns how many it found.
+ *
+ * Why: a TLS connection whose handshake never completes (a client that
+ * connects and sends nothing) cannot be closed through Deno 2.9: `close()` on
+ * the TlsConn, or aborting its server, leaves the socket open while the
+ * handshake task waits for bytes. shutdown(2) makes that wait end, and Deno
+ * then closes the descriptor. Needs the `ffi` permission; returns -1 without
+ * it (the caller says so once). Only ports are compared: two clients on
+ * different hosts with the same source port would both be shut, which costs
+ * the innocent one a retry (rare, and only while a stale handshake is cut).
+ */
+export async function shutdownPeers(port: number, peerPorts: Set<number>): Promise<number> {
+  if (Deno.build.os !== "linux" || peerPorts.size === 0) return 0;
+  try {
+    if ((await Deno.permissions.query({ name: "ffi" })).state !== "granted") return -1;
+    const lib = openSocketLib();
+    try {
+      let found = 0;
+      const limit = fdLimit(lib);
+      for (let fd = 3; fd < limit && found < peerPorts.size; fd++) {
+        const peer = socketPort(lib, fd, true);
+        if (peer === undefined || !peerPorts.has(peer)) continue;
+        if (socketPort(lib, fd) !== port) continue;
+        if (lib.symbols.shutdown(fd, SHUT_RDWR) === 0) found++;
+      }
+      return found;
+    } finally {
+      lib.close();
+    }
+  } catch {
+    return -1;
   }
 }
