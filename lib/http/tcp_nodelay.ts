@@ -116,6 +116,8 @@ const SHUT_RDWR = 2;
 const RLIMIT_NOFILE = 7;
 /** Never scan more descriptors than this, whatever the limit says. */
 const MAX_SCAN = 1 << 20;
+/** Consecutive descriptors without a socket after which the scan stops. */
+const MAX_GAP = 1024;
 
 /** The soft RLIMIT_NOFILE: file descriptors are below it. */
 function fdLimit(lib: SocketLib): number {
@@ -145,9 +147,18 @@ export async function shutdownPeers(port: number, peerPorts: Set<number>): Promi
     try {
       let found = 0;
       const limit = fdLimit(lib);
-      for (let fd = 3; fd < limit && found < peerPorts.size; fd++) {
+      // Linux hands out the lowest free descriptor, so open ones are dense:
+      // a long run without a socket means we are past them all. This keeps
+      // the scan proportional to what is open, not to a huge limit.
+      let misses = 0;
+      for (let fd = 3; fd < limit && found < peerPorts.size && misses < MAX_GAP; fd++) {
         const peer = socketPort(lib, fd, true);
-        if (peer === undefined || !peerPorts.has(peer)) continue;
+        if (peer === undefined) {
+          if (socketPort(lib, fd) === undefined) misses++;
+          continue;
+        }
+        misses = 0;
+        if (!peerPorts.has(peer)) continue;
         if (socketPort(lib, fd) !== port) continue;
         if (lib.symbols.shutdown(fd, SHUT_RDWR) === 0) found++;
       }
