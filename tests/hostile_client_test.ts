@@ -198,6 +198,24 @@ Deno.test("connection cap: the N+1th connection waits until one of N closes, the
   }
 });
 
+Deno.test("clients hanging up mid-request leave no connection behind", async () => {
+  const s = server({ headerTimeoutMs: 2000, idleTimeoutMs: 2000 });
+  try {
+    for (let i = 0; i < 40; i++) {
+      const c = await connect(s.port);
+      // Half of them hang up while the handler runs, half right after the request.
+      await c.write(request(i % 2 ? "/x?wait=50" : "/y"));
+      c.close();
+    }
+    await waitFor(() => s.connections === 0);
+    const res = await fetch(`${s.url}after`);
+    assertEquals(await res.text(), BODY + "/after");
+  } finally {
+    await s.shutdown(1000);
+  }
+  // The test's resource sanitizer fails it if any connection's "http" resource stayed open.
+});
+
 const opensslOk = await (async () => {
   try {
     return (await new Deno.Command("openssl", { args: ["version"], stdout: "null" }).output())
@@ -209,7 +227,7 @@ const opensslOk = await (async () => {
 if (!opensslOk) say("SKIP: openssl is not installed (TLS half-open test)");
 
 Deno.test({
-  name: "TLS: a client that never starts (or never finishes) its handshake is closed",
+  name: "TLS: stalled handshakes are closed; abrupt hang-ups leak no connection state",
   ignore: !opensslOk,
   async fn() {
     await using dir = await tempDir();
@@ -236,6 +254,24 @@ Deno.test({
       for (const c of [silent, partial, handshaken, h2]) {
         // (HTTP/2 sends its SETTINGS first.)
         assertEquals(await untilClosed(c, 5000), "closed");
+        c.close();
+      }
+      await waitFor(() => s.connections === 0);
+      // Clients that hang up without a TLS close_notify, before and after the
+      // answer: Deno then skips closing the connection's state, which
+      // serve_conn.ts closes itself (the resource sanitizer checks it).
+      for (let i = 0; i < 10; i++) {
+        const c = await Deno.connectTls({
+          hostname: "127.0.0.1",
+          port: s.port,
+          caCerts: [tls.caCertPem],
+          alpnProtocols: i % 2 ? ["h2"] : ["http/1.1"],
+        });
+        await c.handshake();
+        if (i % 2 === 0) {
+          await c.write(request(i % 4 ? "/x?wait=50" : "/y"));
+          if (i % 4 === 0) await readOutcome(c, 5000);
+        }
         c.close();
       }
       await waitFor(() => s.connections === 0);

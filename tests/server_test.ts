@@ -135,6 +135,38 @@ Deno.test("TLS connections get TCP_NODELAY from the listening socket", async () 
   });
 });
 
+Deno.test("plain-TCP connections from our own accept loop keep TCP_NODELAY", async () => {
+  const { startServer } = await import("../lib/http/server.ts");
+  const { memoryLogger } = await import("../lib/base/log.ts");
+  const server = startServer(() => Promise.resolve(new Response("ok")), {
+    hostname: "127.0.0.1",
+    port: 0,
+    log: memoryLogger(),
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  try {
+    await conn.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert((await conn.read(new Uint8Array(4096)) ?? 0) > 0);
+    const clientPort = (conn.localAddr as Deno.NetAddr).port;
+    const lib = openSocketLib();
+    try {
+      const accepted = [];
+      for (let fd = 3; fd < 4096; fd++) {
+        if (socketPort(lib, fd) === server.port && socketPort(lib, fd, true) === clientPort) {
+          accepted.push(fd);
+        }
+      }
+      assertEquals(accepted.length, 1, "the accepted socket is found");
+      assertEquals(hasNoDelay(lib, accepted[0]!), true);
+    } finally {
+      lib.close();
+    }
+  } finally {
+    conn.close();
+    await server.shutdown(1000);
+  }
+});
+
 Deno.test("a client hanging up mid-download is logged and its file is closed", async () => {
   await withServer(async ({ t, tls, base, server, big }) => {
     const path = new URL(`${base}/${BIG}`).pathname;

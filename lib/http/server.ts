@@ -18,7 +18,7 @@
  */
 import type { Logger } from "../base/log.ts";
 import { markSocketRequest } from "./serve_file.ts";
-import { serveConnection, type ServedConnection } from "./serve_conn.ts";
+import { canServeConnections, serveConnection, type ServedConnection } from "./serve_conn.ts";
 import { type NoDelayResult, setListenerNoDelay, shutdownPeers } from "./tcp_nodelay.ts";
 
 /**
@@ -44,7 +44,7 @@ export interface RunningServer {
   finished: Promise<void>;
 }
 
-/** Connection-level bounds (from config.limits). */
+/** Connection-level bounds (from config.limits). A timeout of 0 means none. */
 export interface ConnectionLimits {
   headerTimeoutMs: number;
   idleTimeoutMs: number;
@@ -97,6 +97,12 @@ export function startServer(
   for (const [k, v] of Object.entries(options.limits ?? {})) {
     if (typeof v === "number") limits[k as keyof ConnectionLimits] = v;
   }
+  const headerTimeoutMs = limits.headerTimeoutMs > 0 ? limits.headerTimeoutMs : Infinity;
+  const idleTimeoutMs = limits.idleTimeoutMs > 0 ? limits.idleTimeoutMs : Infinity;
+  if (!canServeConnections()) {
+    // Checked before listening, so `serve` fails at start-up, not per connection.
+    throw new Error(`Deno ${Deno.version.deno} lacks the internal API serve_conn.ts needs`);
+  }
   const onError = (e: unknown) => {
     log.error("unhandled server error", { error: (e as Error)?.stack ?? String(e) });
     return new Response(JSON.stringify({ errors: ["internal error"] }), {
@@ -141,7 +147,7 @@ export function startServer(
       // Settles when the response was sent or failed; then the next request's
       // wait (headers included) counts under the idle timeout.
       const done = () => {
-        if (--t.inFlight === 0) t.deadline = performance.now() + limits.idleTimeoutMs;
+        if (--t.inFlight === 0) t.deadline = performance.now() + idleTimeoutMs;
       };
       info.completed.then(done, done);
       markSocketRequest(req);
@@ -151,20 +157,29 @@ export function startServer(
     served.finished.then(() => release(t));
   };
 
+  // Nothing here may throw into the accept loop or a promise callback: an
+  // unhandled rejection would end the process.
+  const serveOrDrop = (t: Tracked) => {
+    try {
+      serve(t);
+    } catch (e) {
+      log.warn("cannot serve a connection", { error: (e as Error).message });
+      closeQuietly(t.conn);
+      release(t);
+    }
+  };
+
   const track = (conn: Deno.Conn) => {
     const t: Tracked = {
       conn,
       inFlight: 0,
-      deadline: performance.now() + limits.headerTimeoutMs,
+      deadline: performance.now() + headerTimeoutMs,
       peerPort: (conn.remoteAddr as Deno.NetAddr).port,
     };
     open.add(t);
     if (!tls) {
-      // Deno.serve set it on its plain-TCP connections; our accept does not.
-      try {
-        (conn as Deno.TcpConn).setNoDelay(true);
-      } catch { /* the peer already left */ }
-      serve(t);
+      // (Deno's TCP accept already sets TCP_NODELAY; tests/server_test.ts checks it.)
+      serveOrDrop(t);
       return;
     }
     // Serving must wait for the handshake (see serve_conn.ts); the header
@@ -174,7 +189,7 @@ export function startServer(
         if (!open.has(t) || stopping) {
           closeQuietly(conn);
           release(t);
-        } else serve(t);
+        } else serveOrDrop(t);
       },
       () => {
         closeQuietly(conn);
@@ -186,7 +201,7 @@ export function startServer(
   // One timer for all connections: each request only writes a number.
   const tickMs = Math.max(
     10,
-    Math.min(1000, Math.floor(Math.min(limits.headerTimeoutMs, limits.idleTimeoutMs) / 10)),
+    Math.min(1000, Math.floor(Math.min(headerTimeoutMs, idleTimeoutMs) / 10)),
   );
   let ffiWarned = false;
   const sweep = () => {
@@ -259,12 +274,17 @@ export function startServer(
         closeQuietly(conn);
         break;
       }
-      track(conn);
+      try {
+        track(conn);
+      } catch (e) {
+        log.warn("cannot track a connection", { error: (e as Error).message });
+        closeQuietly(conn);
+      }
     }
   };
   const loopDone = acceptLoop();
 
-  // Only TLS needs it: plain TCP connections get setNoDelay above.
+  // Only TLS needs it: Deno sets TCP_NODELAY on accepted plain-TCP connections.
   const noDelay: Promise<NoDelayResult> = tls
     ? setListenerNoDelay(addr.port).then((r) => {
       if (!r.ok) {
@@ -318,7 +338,10 @@ export function startServer(
           release(t);
         }
       }
-      await waitAllClosed();
+      // A close that never completes must not keep the process alive.
+      const grace = new Promise<void>((r) => timer = setTimeout(r, 1000));
+      await Promise.race([waitAllClosed(), grace]);
+      clearTimeout(timer);
     }
     clearInterval(sweeper);
     resolveFinished();
