@@ -213,7 +213,6 @@ Deno.test("clients hanging up mid-request leave no connection behind", async () 
   } finally {
     await s.shutdown(1000);
   }
-  // The test's resource sanitizer fails it if any connection's "http" resource stayed open.
 });
 
 const opensslOk = await (async () => {
