@@ -39,6 +39,20 @@ function server(
     const url = new URL(req.url);
     const wait = Number(url.searchParams.get("wait") ?? 0);
     if (wait) await new Promise((r) => setTimeout(r, wait));
+    const trickle = Number(url.searchParams.get("trickle") ?? 0);
+    if (trickle) {
+      // A body sent as `trickle` chunks 100 ms apart: a long download.
+      let n = 0;
+      return new Response(
+        new ReadableStream({
+          async pull(c) {
+            await new Promise((r) => setTimeout(r, 100));
+            c.enqueue(enc.encode(`chunk${n}\n`));
+            if (++n === trickle) c.close();
+          },
+        }),
+      );
+    }
     return new Response(BODY + url.pathname);
   }, {
     hostname: "127.0.0.1",
@@ -168,6 +182,10 @@ Deno.test("an idle keep-alive connection is closed after idleTimeout; a slow res
     assertEquals((await readOutcome(conn, 5000)).kind, "closed");
     await waitFor(() => s.connections === 0);
     conn.close();
+    // A body streamed for 1.2 s is not cut either (the response is in flight).
+    const stream = await fetch(`${s.url}stream?trickle=12`);
+    const text = await stream.text();
+    assertEquals(text.split("\n").filter((l) => l).length, 12, text);
   } finally {
     await s.shutdown(1000);
   }
@@ -256,6 +274,20 @@ Deno.test({
         c.close();
       }
       await waitFor(() => s.connections === 0);
+      // An HTTP/2 connection idle after its request is closed at the idle timeout.
+      const h2client = Deno.createHttpClient({
+        caCerts: [tls.caCertPem],
+        http1: false,
+        http2: true,
+      });
+      try {
+        const res = await fetch(`${s.url}h2`, { client: h2client });
+        assertEquals(await res.text(), BODY + "/h2");
+        assertEquals(s.connections, 1);
+        await waitFor(() => s.connections === 0);
+      } finally {
+        h2client.close();
+      }
       // Clients that hang up without a TLS close_notify, before and after the
       // answer: Deno then skips closing the connection's state, which
       // serve_conn.ts closes itself (the resource sanitizer checks it).
