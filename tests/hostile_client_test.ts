@@ -381,64 +381,79 @@ const hasPrlimit = await (async () => {
 })();
 if (!hasPrlimit) say("SKIP: prlimit is not installed (fd-limit test)");
 
-Deno.test({
-  name: "at a 64-fd limit, 300 idle sockets do not kill the process; once they time out it serves",
-  ignore: !hasPrlimit,
-  async fn() {
-    await using dir = await tempDir();
-    const cfg = join(dir.path, "repoxy.json");
-    await Deno.writeTextFile(
-      cfg,
-      JSON.stringify({
-        cacheDir: join(dir.path, "cache"),
-        limits: { headerTimeout: "300ms", idleTimeout: "300ms" },
-      }),
-    );
-    await using p = await spawnRepoxy("prlimit", [
-      "--nofile=64:64",
-      Deno.execPath(),
-      ...DENO_RUN,
-      MAIN,
-      "--config",
-      cfg,
-      "--listen",
-      "127.0.0.1:0",
-    ]);
-    const port = Number(new URL(p.url).port);
-    const pid = await childPid(p.url);
-    const baseFds = pid ? await fdCount(pid) : 0;
-    const conns = await openIdle(port, 300);
-    let peakFds = 0;
-    try {
-      assert(conns.length >= 200, `only ${conns.length} client sockets opened`);
-      // The server hits EMFILE: it must back off, not exit.
-      const end = Date.now() + 600;
-      while (Date.now() < end) {
-        if (pid) peakFds = Math.max(peakFds, await fdCount(pid));
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      say(
-        `FIGURE: ${conns.length} idle sockets at a 64-fd limit: server fds ${baseFds} -> ${peakFds}`,
+for (const scheme of ["http", "https"] as const) {
+  const skipTls = scheme === "https" && !opensslOk;
+  Deno.test({
+    name:
+      `${scheme}: at a 64-fd limit, 300 idle sockets do not kill the process; once they time out it serves`,
+    ignore: !hasPrlimit || skipTls,
+    async fn() {
+      await using dir = await tempDir();
+      const cfg = join(dir.path, "repoxy.json");
+      const tls = scheme === "https" ? await makeTestTls(join(dir.path, "tls")) : undefined;
+      await Deno.writeTextFile(
+        cfg,
+        JSON.stringify({
+          cacheDir: join(dir.path, "cache"),
+          limits: { headerTimeout: "300ms", idleTimeout: "300ms" },
+          ...(tls ? { tls: { cert: tls.certPath, key: tls.keyPath } } : {}),
+        }),
       );
-      await waitFor(() => p.stderr.concat(p.stdout).some((l) => l.includes("accept failed")), 5000);
-      // With every idle socket still open: the held ones time out, the backlog
-      // drains in waves, and a normal request queued behind them is served.
-      const res = await fetch(`${p.url}-/healthz`, { signal: AbortSignal.timeout(30_000) });
-      assertEquals(res.status, 200);
-      assertEquals(JSON.parse(await res.text()).status, "ok");
-    } finally {
-      for (const c of conns) c.close();
-    }
-    const lines = p.stderr.concat(p.stdout);
-    const bursts = lines.filter((l) => l.includes("accept failed")).length;
-    const failed = lines.map((l) => /failedAccepts=(\d+)/.exec(l)?.[1]).filter((n) => n)
-      .reduce((a, n) => a + Number(n), 0);
-    say(`FIGURE: ${failed} failed accepts logged as ${bursts} burst line(s)`);
-    assert(bursts >= 1 && failed > bursts, "logged once per burst, not per failure");
-    const status = await p.stop("SIGTERM");
-    assertEquals(status.code, 0, lines.join("\n"));
-  },
-});
+      await using p = await spawnRepoxy("prlimit", [
+        "--nofile=64:64",
+        Deno.execPath(),
+        ...DENO_RUN,
+        MAIN,
+        "--config",
+        cfg,
+        "--listen",
+        "127.0.0.1:0",
+      ]);
+      const port = Number(new URL(p.url).port);
+      const pid = await childPid(p.url);
+      const baseFds = pid ? await fdCount(pid) : 0;
+      // Over TLS these never start their handshake: the hardest kind to close.
+      const conns = await openIdle(port, 300);
+      let peakFds = 0;
+      const client = tls ? Deno.createHttpClient({ caCerts: [tls.caCertPem] }) : undefined;
+      try {
+        assert(conns.length >= 200, `only ${conns.length} client sockets opened`);
+        // The server hits EMFILE: it must back off, not exit.
+        const end = Date.now() + 600;
+        while (Date.now() < end) {
+          if (pid) peakFds = Math.max(peakFds, await fdCount(pid));
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        say(
+          `FIGURE: ${scheme}: ${conns.length} idle sockets at a 64-fd limit: server fds ${baseFds} -> ${peakFds}`,
+        );
+        await waitFor(
+          () => p.stderr.concat(p.stdout).some((l) => l.includes("accept failed")),
+          5000,
+        );
+        // With every idle socket still open: the held ones time out, the backlog
+        // drains in waves, and a normal request queued behind them is served.
+        const res = await fetch(`${p.url}-/healthz`, {
+          signal: AbortSignal.timeout(30_000),
+          ...(client ? { client } : {}),
+        });
+        assertEquals(res.status, 200);
+        assertEquals(JSON.parse(await res.text()).status, "ok");
+      } finally {
+        client?.close();
+        for (const c of conns) c.close();
+      }
+      const lines = p.stderr.concat(p.stdout);
+      const bursts = lines.filter((l) => l.includes("accept failed")).length;
+      const failed = lines.map((l) => /failedAccepts=(\d+)/.exec(l)?.[1]).filter((n) => n)
+        .reduce((a, n) => a + Number(n), 0);
+      say(`FIGURE: ${scheme}: ${failed} failed accepts logged as ${bursts} burst line(s)`);
+      assert(bursts >= 1 && failed > bursts, "logged once per burst, not per failure");
+      const status = await p.stop("SIGTERM");
+      assertEquals(status.code, 0, lines.join("\n"));
+    },
+  });
+}
 
 Deno.test("SIGTERM with idle keep-alive and silent sockets open: exit 0 promptly", async () => {
   await using dir = await tempDir();

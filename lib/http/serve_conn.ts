@@ -54,6 +54,7 @@ type Internal = {
   core: {
     resources(): Record<string, string>;
     tryClose(rid: number): void;
+    internalRidSymbol: symbol;
   };
   serveHttpOnConnection(
     conn: Deno.Conn,
@@ -101,6 +102,7 @@ export function serveConnection(
   } as unknown as AbortSignal;
   let open = true;
   const api = internalApi();
+  const connRid = (conn as unknown as Record<symbol, number>)[api.core.internalRidSymbol];
   const served = api.serveHttpOnConnection(
     conn,
     signal,
@@ -108,7 +110,7 @@ export function serveConnection(
     onError,
     () => {},
   );
-  const rid = newestHttpResource(api);
+  const rid = newestHttpResource(api, connRid);
   const finished = served.finished.catch(() => {}).finally(() => {
     open = false;
     if (rid !== undefined) {
@@ -136,8 +138,12 @@ export function serveConnection(
   };
 }
 
-/** The id of the most recently created "http" resource (see the module doc). */
-function newestHttpResource(api: Internal): number | undefined {
+/**
+ * The id of the most recently created "http" resource (see the module doc),
+ * if it is newer than the connection's own id: a newer Deno that named it
+ * otherwise must not make us close another connection's resource.
+ */
+function newestHttpResource(api: Internal, connRid: number | undefined): number | undefined {
   let newest: number | undefined;
   const table = api.core.resources();
   for (const key in table) {
@@ -145,5 +151,5 @@ function newestHttpResource(api: Internal): number | undefined {
     const rid = Number(key);
     if (newest === undefined || rid > newest) newest = rid;
   }
-  return newest;
+  return newest !== undefined && connRid !== undefined && newest > connRid ? newest : undefined;
 }

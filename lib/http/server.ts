@@ -204,9 +204,12 @@ export function startServer(
     Math.min(1000, Math.floor(Math.min(headerTimeoutMs, idleTimeoutMs) / 10)),
   );
   let ffiWarned = false;
+  /** Peers of stuck handshakes whose shutdown failed (EMFILE): tried again next tick. */
+  let retryPeers = new Set<number>();
   const sweep = () => {
     const now = performance.now();
-    const stuck = new Set<number>();
+    const stuck = retryPeers;
+    retryPeers = new Set();
     for (const t of open) {
       if (t.inFlight > 0 || t.deadline > now) continue;
       if (t.served) {
@@ -220,7 +223,8 @@ export function startServer(
     }
     if (stuck.size > 0) {
       shutdownPeers(addr.port, stuck).then((n) => {
-        if (n < 0 && !ffiWarned) {
+        if (n === -2) { for (const p of stuck) retryPeers.add(p); }
+        if (n === -1 && !ffiWarned) {
           ffiWarned = true;
           log.warn(
             "cannot close TLS connections stuck in their handshake without the ffi permission",
@@ -310,7 +314,7 @@ export function startServer(
     await loopDone;
     // Idle connections and unfinished handshakes go now, so exit is prompt;
     // the others close after their current response.
-    const stuck = new Set<number>();
+    const stuck = retryPeers;
     for (const t of open) {
       if (!t.served) {
         stuck.add(t.peerPort);

@@ -134,8 +134,9 @@ function fdLimit(lib: SocketLib): number {
  * connects and sends nothing) cannot be closed through Deno 2.9: `close()` on
  * the TlsConn, or aborting its server, leaves the socket open while the
  * handshake task waits for bytes. shutdown(2) makes that wait end, and Deno
- * then closes the descriptor. Needs the `ffi` permission; returns -1 without
- * it (the caller says so once). Only ports are compared: two clients on
+ * then closes the descriptor. Needs the `ffi` permission: returns -1 without
+ * it (the caller says so once), and -2 when libc could not be used now (at
+ * the descriptor limit dlopen itself fails; the caller retries). Only ports are compared: two clients on
  * different hosts with the same source port would both be shut, which costs
  * the innocent one a retry (rare, and only while a stale handshake is cut).
  */
@@ -167,6 +168,6 @@ export async function shutdownPeers(port: number, peerPorts: Set<number>): Promi
       lib.close();
     }
   } catch {
-    return -1;
+    return -2;
   }
 }
