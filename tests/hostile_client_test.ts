@@ -191,6 +191,43 @@ Deno.test("an idle keep-alive connection is closed after idleTimeout; a slow res
   }
 });
 
+Deno.test("an answer still being written at the idle timeout gets one more period; a client that never reads is cut", async () => {
+  // In memory, 16 MiB: far more than the socket buffers hold. Deno reports
+  // such a body sent as soon as it has it, so the idle clock starts early.
+  const big = new Uint8Array(16 * 1024 * 1024).fill(7);
+  const log = memoryLogger();
+  const s = startServer(() => Promise.resolve(new Response(big)), {
+    hostname: "127.0.0.1",
+    port: 0,
+    log,
+    limits: { headerTimeoutMs: 700, idleTimeoutMs: 700 },
+  });
+  try {
+    // A slow reader: starts reading after one idle period, then reads it all.
+    const slow = await connect(s.port);
+    await slow.write(request("/big"));
+    await new Promise((r) => setTimeout(r, 800));
+    const buf = new Uint8Array(1 << 20);
+    let got = 0;
+    for (;;) {
+      const n = await slow.read(buf).catch(() => null);
+      if (n === null) break;
+      got += n;
+      if (got >= big.length) break; // (headers are ~100 bytes more)
+    }
+    assert(got >= big.length, `got ${got} of ${big.length} body bytes`);
+    slow.close();
+    // A client that never reads: held for two periods at most, then cut.
+    const never = await connect(s.port);
+    await never.write(request("/big"));
+    await waitFor(() => s.connections === 1);
+    await waitFor(() => s.connections === 0, 10_000);
+    never.close();
+  } finally {
+    await s.shutdown(1000);
+  }
+});
+
 Deno.test("connection cap: the N+1th connection waits until one of N closes, then is served", async () => {
   const N = 3;
   const s = server({ headerTimeoutMs: 30_000, idleTimeoutMs: 30_000, maxConnections: N });
@@ -337,6 +374,23 @@ Deno.test("shutdown closes idle connections at once and lets an in-flight respon
   assert(out.kind === "data" && out.text.endsWith(BODY + "/busy"), JSON.stringify(out));
   await stopped;
   for (const c of [idle, silent, busy]) c.close();
+});
+
+Deno.test("shutdown cuts a client that never reads its answer at the drain deadline", async () => {
+  const big = new Uint8Array(16 * 1024 * 1024);
+  const s = startServer(() => Promise.resolve(new Response(big)), {
+    hostname: "127.0.0.1",
+    port: 0,
+    log: memoryLogger(),
+    limits: { headerTimeoutMs: 30_000, idleTimeoutMs: 30_000 },
+  });
+  const never = await connect(s.port);
+  await never.write(request("/big"));
+  await waitFor(() => s.connections === 1);
+  await new Promise((r) => setTimeout(r, 100)); // its answer is being written
+  await s.shutdown(300);
+  assertEquals(s.connections, 0);
+  never.close();
 });
 
 /** Opens up to `n` idle sockets; stops at the first that fails (client side). */

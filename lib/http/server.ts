@@ -85,6 +85,10 @@ interface Tracked {
   deadline: number;
   /** The peer's port, to find a socket stuck in its TLS handshake. */
   peerPort: number;
+  /** HTTP/2 (ALPN): a graceful close does not close it while idle. */
+  h2: boolean;
+  /** A graceful close was asked for at a deadline; the next deadline cuts it. */
+  graced: boolean;
 }
 
 /** Starts serving `handler` on the given address. */
@@ -175,6 +179,8 @@ export function startServer(
       inFlight: 0,
       deadline: performance.now() + headerTimeoutMs,
       peerPort: (conn.remoteAddr as Deno.NetAddr).port,
+      h2: false,
+      graced: false,
     };
     open.add(t);
     if (!tls) {
@@ -185,7 +191,8 @@ export function startServer(
     // Serving must wait for the handshake (see serve_conn.ts); the header
     // deadline already runs, so a silent client is cut by the sweep.
     (conn as Deno.TlsConn).handshake().then(
-      () => {
+      (info) => {
+        t.h2 = info.alpnProtocol === "h2";
         if (!open.has(t) || stopping) {
           closeQuietly(conn);
           release(t);
@@ -213,10 +220,25 @@ export function startServer(
     for (const t of open) {
       if (t.inFlight > 0 || t.deadline > now) continue;
       if (t.served) {
-        t.served.close();
+        if (t.h2 || t.graced) {
+          t.served.close();
+          // After a graceful close Deno no longer cuts a response being
+          // written (a client that never reads): shut the socket itself.
+          if (t.graced) stuck.add(t.peerPort);
+        } else {
+          // HTTP/1.1: a graceful close ends it at once when it is idle or
+          // mid-headers, but lets a response still being written finish:
+          // Deno reports an in-memory body sent once it is handed over, so a
+          // slow reader of a large one would otherwise lose its tail. It gets
+          // one more period, then is cut (a client that never reads).
+          t.graced = true;
+          t.deadline = now + (Number.isFinite(idleTimeoutMs) ? idleTimeoutMs : headerTimeoutMs);
+          t.served.shutdown();
+        }
         continue;
       }
       // Still in its TLS handshake: close() alone leaves the socket open.
+      // (Both kinds are shut with shutdown(2) below.)
       stuck.add(t.peerPort);
       closeQuietly(t.conn);
       release(t);
@@ -320,8 +342,12 @@ export function startServer(
         stuck.add(t.peerPort);
         closeQuietly(t.conn);
         release(t);
-      } else if (t.inFlight === 0) t.served.close();
-      else t.served.shutdown();
+      } else if (t.h2 && t.inFlight === 0) {
+        t.served.close(); // a graceful close would wait for the client
+      } else {
+        // HTTP/1.1 closes at once when idle, after its response otherwise.
+        t.served.shutdown();
+      }
     }
     await shutdownPeers(addr.port, stuck);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -335,13 +361,17 @@ export function startServer(
         deadlineMs,
         connections: open.size,
       });
+      const cut = new Set<number>();
       for (const t of open) {
+        // After the graceful close only shutdown(2) cuts a response being written.
+        cut.add(t.peerPort);
         if (t.served) t.served.close();
         else {
           closeQuietly(t.conn);
           release(t);
         }
       }
+      await shutdownPeers(addr.port, cut);
       // A close that never completes must not keep the process alive.
       const grace = new Promise<void>((r) => timer = setTimeout(r, 1000));
       await Promise.race([waitAllClosed(), grace]);
