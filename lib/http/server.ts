@@ -6,7 +6,13 @@
  *   headers (and its TLS handshake) within `headerTimeoutMs` of being
  *   accepted, a total, so a client trickling headers 1 byte/s is cut too;
  * - idle timeout: a keep-alive connection waiting for its next request (its
- *   headers included) is closed after `idleTimeoutMs`;
+ *   headers included) is closed after `idleTimeoutMs`; a response still in
+ *   flight is never timed out, except an in-memory body a client will not
+ *   read, which gets one more period (see the sweep);
+ * At a deadline an HTTP/1.1 connection is first closed gracefully (at once
+ * when idle or mid-headers), then cut. TLS connections stuck in their
+ * handshake and clients that never read are cut with shutdown(2) through
+ * libc (tcp_nodelay.ts), because Deno's own close leaves those sockets open.
  * - connection cap: at `maxConnections` open connections the loop stops
  *   accepting (the kernel backlog holds the rest) until one closes;
  * - accept errors (EMFILE, ENFILE, ...) are back-pressure: back off, log once
@@ -249,7 +255,7 @@ export function startServer(
         if (n === -1 && !ffiWarned) {
           ffiWarned = true;
           log.warn(
-            "cannot close TLS connections stuck in their handshake without the ffi permission",
+            "without the ffi permission, stalled TLS handshakes and clients that never read stay open",
           );
         }
       });
