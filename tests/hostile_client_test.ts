@@ -165,11 +165,11 @@ Deno.test("slowloris: headers trickled byte by byte are cut at the header timeou
 });
 
 Deno.test("an idle keep-alive connection is closed after idleTimeout; a slow response is not cut", async () => {
-  const s = server({ headerTimeoutMs: 300, idleTimeoutMs: 400 });
+  const s = server({ headerTimeoutMs: 800, idleTimeoutMs: 800 });
   try {
     const conn = await connect(s.port);
-    // In flight three times longer than both timeouts: answered whole.
-    await conn.write(request("/slow?wait=1200"));
+    // In flight 2.5 times longer than both timeouts: answered whole.
+    await conn.write(request("/slow?wait=2000"));
     const first = await readOutcome(conn, 5000);
     assertEquals(first.kind, "data");
     assert(first.kind === "data" && first.text.startsWith("HTTP/1.1 200"), JSON.stringify(first));
@@ -182,10 +182,10 @@ Deno.test("an idle keep-alive connection is closed after idleTimeout; a slow res
     assertEquals((await readOutcome(conn, 5000)).kind, "closed");
     await waitFor(() => s.connections === 0);
     conn.close();
-    // A body streamed for 1.2 s is not cut either (the response is in flight).
-    const stream = await fetch(`${s.url}stream?trickle=12`);
+    // A body streamed for 1.5 s is not cut either (the response is in flight).
+    const stream = await fetch(`${s.url}stream?trickle=15`);
     const text = await stream.text();
-    assertEquals(text.split("\n").filter((l) => l).length, 12, text);
+    assertEquals(text.split("\n").filter((l) => l).length, 15, text);
   } finally {
     await s.shutdown(1000);
   }
@@ -200,13 +200,13 @@ Deno.test("an answer still being written at the idle timeout gets one more perio
     hostname: "127.0.0.1",
     port: 0,
     log,
-    limits: { headerTimeoutMs: 700, idleTimeoutMs: 700 },
+    limits: { headerTimeoutMs: 1000, idleTimeoutMs: 1000 },
   });
   try {
     // A slow reader: starts reading after one idle period, then reads it all.
     const slow = await connect(s.port);
     await slow.write(request("/big"));
-    await new Promise((r) => setTimeout(r, 800));
+    await new Promise((r) => setTimeout(r, 1100));
     const buf = new Uint8Array(1 << 20);
     let got = 0;
     for (;;) {
@@ -286,7 +286,7 @@ Deno.test({
   async fn() {
     await using dir = await tempDir();
     const tls = await makeTestTls(dir.path);
-    const s = server({ headerTimeoutMs: 300, idleTimeoutMs: 400 }, tls);
+    const s = server({ headerTimeoutMs: 1000, idleTimeoutMs: 1000 }, tls);
     try {
       const silent = await connect(s.port);
       const partial = await connect(s.port);
