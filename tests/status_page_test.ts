@@ -1,3 +1,4 @@
+import { clientSnippet } from "../lib/ops/client_snippet.ts";
 /**
  * The status page and readiness endpoint at handler level (no browser; the
  * Chromium test is status_page_browser_test.ts).
@@ -184,4 +185,18 @@ Deno.test("/-/readyz is 200 while tmp/ is writable and 503 with the reason when 
   const live = await t.get("/-/healthz");
   assertEquals(live.status, 200);
   await live.body?.cancel();
+});
+
+Deno.test("client snippet: with auth it shows the credentials blocks Terraform reads", () => {
+  const open = clientSnippet("https://mirror.example.com:8443/", ["registry.terraform.io"], true);
+  assertEquals(open.includes("credentials"), false);
+  const shut = clientSnippet(
+    "https://mirror.example.com:8443/",
+    ["registry.terraform.io"],
+    true,
+    true,
+  );
+  assertEquals(shut.includes(`credentials "mirror.example.com:8443" {`), true);
+  assertEquals(shut.includes(`credentials "registry.terraform.io" {`), true);
+  assertEquals(shut.includes(`url = "https://mirror.example.com:8443/"`), true);
 });

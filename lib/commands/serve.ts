@@ -173,7 +173,12 @@ function announce(app: App, server: RunningServer, configFile: ConfigLocation | 
   const warning = openAccessWarning(config);
   if (warning) app.log.warn(warning, { listen: config.listen.hostname });
   const base = config.publicUrl ?? server.url;
-  const snippet = clientSnippet(base, [...config.upstreams.keys()], config.tls !== undefined);
+  const snippet = clientSnippet(
+    base,
+    [...config.upstreams.keys()],
+    config.tls !== undefined,
+    config.auth !== undefined,
+  );
   if (config.logFormat === "json") {
     app.log.info("client configuration for ~/.terraformrc or ~/.tofurc", { snippet });
   } else {

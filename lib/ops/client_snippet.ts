@@ -9,9 +9,29 @@
  * instance: the network mirror block when served over HTTPS (the client
  * requires it), and the registry `host` blocks for every upstream.
  */
-export function clientSnippet(baseUrl: string, upstreams: string[], tls: boolean): string {
+export function clientSnippet(
+  baseUrl: string,
+  upstreams: string[],
+  tls: boolean,
+  auth = false,
+): string {
   const base = baseUrl.endsWith("/") ? baseUrl : baseUrl + "/";
   const lines: string[] = [];
+  if (auth) {
+    // Terraform picks credentials by the host it believes it talks to: the
+    // mirror's own host for network_mirror, the registry's for a host block.
+    const mirrorHost = new URL(base).host;
+    lines.push(
+      "# This mirror needs a token (ask its operator):",
+      `credentials "${mirrorHost}" {`,
+      `  token = "<your token>"`,
+      "}",
+    );
+    for (const h of upstreams) {
+      lines.push(`credentials "${h}" {`, `  token = "<your token>"`, "}");
+    }
+    lines.push("");
+  }
   if (tls) {
     lines.push(
       "# Network mirror (all providers through Repoxy):",

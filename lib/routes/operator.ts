@@ -112,7 +112,12 @@ export function statusPageData(req: Request, s: Services): StatusPageData {
     now: s.now(),
     startedAt: s.telemetry.startedAt,
     baseUrl: base,
-    snippet: clientSnippet(base, [...s.config.upstreams.keys()], base.startsWith("https:")),
+    snippet: clientSnippet(
+      base,
+      [...s.config.upstreams.keys()],
+      base.startsWith("https:"),
+      s.config.auth !== undefined,
+    ),
     cacheDir: s.config.cacheDir,
     offline: s.config.offline,
     archives: s.inventory.count,
