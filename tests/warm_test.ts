@@ -296,3 +296,21 @@ Deno.test("after warm, an offline mirror answers index.json, {version}.json and 
   assertEquals(await bytesOf(sig), fake.signatures.get("example/beta/2.3.4"));
   assert(off.upstream.length === 0);
 });
+
+Deno.test("warm and the other commands work on a mirror with client auth (they are the operator)", async () => {
+  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
+  await using dir = await tempDir();
+  const cacheDir = join(dir.path, "cache");
+  const config = await writeConfig(dir.path, {
+    cacheDir,
+    upstreams: { [H]: { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
+    auth: { tokens: [{ name: "ci", sha256: "ab".repeat(32) }] },
+  });
+  const run = await runCli(["warm", "-c", config, "-p", "linux_amd64", "example/beta@2.3.4"]);
+  assertEquals(run.code, 0, run.stderr);
+  assertMatch(run.stdout, /1 fetched .*, 0 already cached, 0 failed/);
+  const fa = fake.archive("beta", "2.3.4", "linux_amd64");
+  const path = join(cacheDir, "packages", H, "example", "beta", fa.filename);
+  assertEquals(sha256Hex(await Deno.readFile(path)), fa.sha256);
+});

@@ -319,8 +319,11 @@ export async function createCommandApp(
   log: Logger,
 ): Promise<App & AsyncDisposable> {
   // The background check is the server's job; a command does its own work.
+  // Client auth guards the network; a command is the operator on the cache
+  // itself, and its requests to its own in-process app carry no token.
+  const { auth: _clientAuth, ...local } = config;
   const app = await createApp({
-    ...config,
+    ...local,
     backgroundVerify: { ...config.backgroundVerify, bytesPerSecond: 0 },
   }, { log });
   return Object.assign(app, {
