@@ -136,7 +136,7 @@ Deno.test("red team: upstream JSON that is deep or dense is refused before parsi
   }
 });
 
-Deno.test("red team: an internal target through any field or hop of a hostile, self-signed registry is never contacted (502), both protocols", async () => {
+Deno.test("red team: a hostile self-signed registry: internal targets in any field or hop are never contacted, signature bombs cost a few checks (502)", async () => {
   await using dir = await tempDir();
   await using internal = internalService("127.0.0.1");
   const port = internal.port;
@@ -190,11 +190,24 @@ Deno.test("red team: an internal target through any field or hop of a hostile, s
       if (v === "sums") doc.shasums_url = `${I}/SHA256SUMS`;
       if (v === "sig") doc.shasums_signature_url = `${I}/SHA256SUMS.sig`;
       if (v === "sumsredir") doc.shasums_url = `${upUrl}/redir/2`;
+      if (v === "dupkeys") {
+        const k = (doc.signing_keys as { gpg_public_keys: unknown[] }).gpg_public_keys[0];
+        doc.signing_keys = { gpg_public_keys: Array(5_000).fill(k) };
+      }
       return Response.json(doc);
     }
     m = /^\/files\/(\w+)(\.zip|_SHA256SUMS|_SHA256SUMS\.sig)$/.exec(path);
     if (m) {
       await sumsOf(m[1]!);
+      if ((m[1] === "sigbomb" || m[1] === "dupkeys") && m[2] === "_SHA256SUMS.sig") {
+        // A signature by the right key that does not verify, many times over.
+        const bad = sigs.get(m[1]!)!.slice();
+        bad[bad.length - 5]! ^= 0xff;
+        const copies = m[1] === "sigbomb" ? 10_000 : 1;
+        const out = new Uint8Array(bad.length * copies);
+        for (let i = 0; i < copies; i++) out.set(bad, i * bad.length);
+        return new Response(out);
+      }
       const b = m[2] === ".zip"
         ? zipBody
         : m[2] === "_SHA256SUMS"
@@ -228,6 +241,18 @@ Deno.test("red team: an internal target through any field or hop of a hostile, s
   }));
   assertEquals(got, Object.fromEntries(Object.keys(got).map((k) => [k, 502])));
   assertEquals(internal.hits, [], "nothing internal was contacted");
+  // SHA256SUMS.sig of 10,000 bad signatures (1.9 MB), or one bad signature
+  // and the signer's key offered 5,000 times: a few checks, a short 502.
+  for (const v of ["sigbomb", "dupkeys"]) {
+    const res = await fetch(p.base + zipOf(v));
+    const body = await res.text();
+    assertEquals(res.status, 502, v);
+    assert(body.length < 4096, `${v}: a ${body.length}-byte error`);
+  }
+  assert(
+    p.stderr.concat(p.stdout).every((l) => l.length < 8192),
+    "no log line carries thousands of failures",
+  );
   // The same registry with everything on its own origin works: the attacks
   // above failed for the egress policy, not for a broken fixture.
   const ok = await fetch(p.base + zipOf("control"));

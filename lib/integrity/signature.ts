@@ -78,6 +78,11 @@ export async function verifyDetachedSignature(
   const source = pinned ? "pinned by the operator" : "offered by the upstream";
   const describeKeys = `${armored.length} ${pinned ? "trusted " : ""}signing keys ${source}`;
 
+  if (!pinned && armored.length > MAX_OFFERED_KEYS) {
+    throw new SignatureError(
+      `The upstream offers ${armored.length} signing keys; at most ${MAX_OFFERED_KEYS} are accepted`,
+    );
+  }
   const keys: PublicKey[] = [];
   for (const [i, text] of armored.entries()) {
     const which = `${pinned ? "trusted " : ""}signing key ${i + 1} of ${armored.length} ${source}`;
@@ -96,7 +101,12 @@ export async function verifyDetachedSignature(
   if (literal === undefined) throw new Error("openpgp.createMessage made no literal data packet");
 
   const failures: string[] = [];
-  for (const sig of signatures) {
+  let attempts = 0;
+  // Only the first few packets are looked at: Go's CheckDetachedSignature
+  // (Terraform) checks just the first one whose issuer it knows, and a
+  // hostile .sig of 44,000 bad packets (8 MiB) cost ~20 s of CPU and a
+  // 2.5 MB error text.
+  for (const sig of signatures.slice(0, MAX_SIGNATURE_PACKETS)) {
     const issuer = sig.issuerKeyID.toHex().toUpperCase();
     let issuerKnown = false;
     // Every key holding the issuer ID is tried, not just the first, so a key
@@ -104,6 +114,8 @@ export async function verifyDetachedSignature(
     for (const key of keys) {
       if (key.getKeys(sig.issuerKeyID).length === 0) continue;
       issuerKnown = true;
+      // The same key offered thousands of times must not mean as many checks.
+      if (++attempts > MAX_SIGNATURE_PACKETS) break;
       try {
         await verifyWithKey(sig, key, literal);
         return {
@@ -116,12 +128,23 @@ export async function verifyDetachedSignature(
     }
     if (!issuerKnown) failures.push(`made by key ID ${issuer}, which none of them contains`);
   }
+  const skipped = signatures.length > MAX_SIGNATURE_PACKETS
+    ? `; ${signatures.length - MAX_SIGNATURE_PACKETS} more signatures not examined`
+    : "";
   throw new SignatureError(
     `Signature of SHA256SUMS does not verify with any of the ${describeKeys} (${
       failures.join("; ")
-    })`,
+    }${skipped})`,
   );
 }
+
+/**
+ * Signature packets examined, and verifications tried, per SHA256SUMS.sig
+ * (real ones hold one signature, rarely two).
+ */
+const MAX_SIGNATURE_PACKETS = 8;
+/** `signing_keys` entries an upstream may offer (real documents list one or two). */
+const MAX_OFFERED_KEYS = 64;
 
 async function verifyWithKey(sig: SignaturePacket, key: PublicKey, literal: object): Promise<void> {
   const type = sig.signatureType;
