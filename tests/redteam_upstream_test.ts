@@ -140,6 +140,10 @@ Deno.test("red team: a hostile self-signed registry: internal targets in any fie
   await using dir = await tempDir();
   await using internal = internalService("127.0.0.1");
   const port = internal.port;
+  // The same service on IPv6 loopback, where the host has it.
+  await using internal6 = await Promise.resolve().then(() => internalService("::1")).catch(() =>
+    undefined
+  );
   const I = `http://127.0.0.1:${port}`;
   const zipBody = await makeProviderZip("x", "1.0.0", "linux_amd64");
   const sha = sha256Hex(zipBody);
@@ -164,6 +168,10 @@ Deno.test("red team: a hostile self-signed registry: internal targets in any fie
     mapped: `http://[::ffff:127.0.0.1]:${port}/x.zip`,
     userinfo: `http://${new URL(I).host}@127.0.0.1:${port}/x.zip`,
     direct: `${I}/x.zip`,
+    v6listener: `http://[::1]:${internal6?.port ?? port}/x.zip`,
+    file: "file:///etc/passwd",
+    data: "data:application/zip;base64,UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==",
+    schemeless: `//127.0.0.1:${port}/x.zip`,
   };
   let upUrl = "";
   await using up = startHostile(async (path) => {
@@ -187,6 +195,10 @@ Deno.test("red team: a hostile self-signed registry: internal targets in any fie
         },
       };
       if (v === "redir") doc.download_url = `${upUrl}/redir/3`;
+      if (v === "redirfile") doc.download_url = `${upUrl}/redir/0/file:///etc/passwd`;
+      if (v === "redirv6") {
+        doc.download_url = `${upUrl}/redir/1/http://[::1]:${internal6?.port ?? port}/`;
+      }
       if (v === "sums") doc.shasums_url = `${I}/SHA256SUMS`;
       if (v === "sig") doc.shasums_signature_url = `${I}/SHA256SUMS.sig`;
       if (v === "sumsredir") doc.shasums_url = `${upUrl}/redir/2`;
@@ -216,10 +228,12 @@ Deno.test("red team: a hostile self-signed registry: internal targets in any fie
       return new Response(b.slice());
     }
     // A redirect chain on the registry's own origin ending on another port.
-    m = /^\/redir\/(\d+)$/.exec(path);
+    m = /^\/redir\/(\d+)(?:\/(.*))?$/.exec(path);
     if (m) {
       const n = Number(m[1]);
-      const to = n > 0 ? `${upUrl}/redir/${n - 1}` : `http://localhost:${port}/end`;
+      const to = n > 0
+        ? `${upUrl}/redir/${n - 1}${m[2] ? `/${m[2]}` : ""}`
+        : m[2] ?? `http://localhost:${port}/end`;
       return new Response(null, { status: 302, headers: { location: to } });
     }
     return Response.json({ errors: ["Not Found"] }, { status: 404 });
@@ -227,7 +241,10 @@ Deno.test("red team: a hostile self-signed registry: internal targets in any fie
   upUrl = up.url;
   await using p = await serve(dir.path, { [H]: { url: up.url } });
   const zipOf = (v: string) => `/${H}/ssrf/${v}/terraform-provider-${v}_1.0.0_linux_amd64.zip`;
-  const hostile = [...Object.keys(targets), "redir", "sums", "sig", "sumsredir"];
+  const hostile = [
+    ...Object.keys(targets),
+    ...["redir", "redirfile", "redirv6", "sums", "sig", "sumsredir"],
+  ];
   const got: Record<string, number> = {};
   await Promise.all(hostile.map(async (v) => {
     got[`mirror ${v}`] = await statusOf(p.base + zipOf(v));
@@ -241,6 +258,7 @@ Deno.test("red team: a hostile self-signed registry: internal targets in any fie
   }));
   assertEquals(got, Object.fromEntries(Object.keys(got).map((k) => [k, 502])));
   assertEquals(internal.hits, [], "nothing internal was contacted");
+  assertEquals(internal6?.hits ?? [], [], "nothing internal was contacted over IPv6");
   // SHA256SUMS.sig of 10,000 bad signatures (1.9 MB), or one bad signature
   // and the signer's key offered 5,000 times: a few checks, a short 502.
   for (const v of ["sigbomb", "dupkeys"]) {
