@@ -60,9 +60,16 @@ async function vmHwmKiB(pid: number): Promise<number> {
 }
 
 /** Starts `repoxy serve` (the real process) with `upstreams`. */
-async function serve(dir: string, upstreams: Record<string, { url: string }>) {
+async function serve(
+  dir: string,
+  upstreams: Record<string, { url: string }>,
+  extra: Record<string, unknown> = {},
+) {
   const config = join(dir, "repoxy.json");
-  await Deno.writeTextFile(config, JSON.stringify({ cacheDir: join(dir, "cache"), upstreams }));
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({ cacheDir: join(dir, "cache"), upstreams, ...extra }),
+  );
   const p = await spawnRepoxy(Deno.execPath(), [
     "run",
     "-P=serve",
@@ -220,6 +227,15 @@ Deno.test("red team: a hostile self-signed registry: internal targets in any fie
         for (let i = 0; i < copies; i++) out.set(bad, i * bad.length);
         return new Response(out);
       }
+      if (m[1] === "endless" && m[2] === ".zip") {
+        // Signed and listed, then a body that never ends.
+        const chunk = new Uint8Array(64 * 1024);
+        return new Response(
+          new ReadableStream({
+            pull: (c) => c.enqueue(chunk.slice()),
+          }, { highWaterMark: 0 }),
+        );
+      }
       const b = m[2] === ".zip"
         ? zipBody
         : m[2] === "_SHA256SUMS"
@@ -239,7 +255,9 @@ Deno.test("red team: a hostile self-signed registry: internal targets in any fie
     return Response.json({ errors: ["Not Found"] }, { status: 404 });
   });
   upUrl = up.url;
-  await using p = await serve(dir.path, { [H]: { url: up.url } });
+  await using p = await serve(dir.path, { [H]: { url: up.url } }, {
+    limits: { archiveSize: "1MiB" },
+  });
   const zipOf = (v: string) => `/${H}/ssrf/${v}/terraform-provider-${v}_1.0.0_linux_amd64.zip`;
   const hostile = [
     ...Object.keys(targets),
@@ -271,12 +289,30 @@ Deno.test("red team: a hostile self-signed registry: internal targets in any fie
     p.stderr.concat(p.stdout).every((l) => l.length < 8192),
     "no log line carries thousands of failures",
   );
+  // An endless archive: the client sees a failed transfer, the server logs
+  // a warning (no ERROR stack trace a hostile upstream could repeat at
+  // will), keeps no temp file and stores nothing.
+  const cut = await fetch(p.base + zipOf("endless"));
+  assertEquals(cut.status, 200);
+  const got2 = await cut.arrayBuffer().then((b) => b.byteLength, () => -1);
+  assert(got2 <= 1024 * 1024, `received ${got2}`); // -1: the transfer failed
+  const cache = join(dir.path, "cache");
+  const tmpFiles = [];
+  for await (const e of Deno.readDir(join(cache, "tmp"))) {
+    if (e.isDirectory) {
+      for await (const f of Deno.readDir(join(cache, "tmp", e.name))) tmpFiles.push(f.name);
+    }
+  }
+  assertEquals(tmpFiles, []);
   // The same registry with everything on its own origin works: the attacks
   // above failed for the egress policy, not for a broken fixture.
   const ok = await fetch(p.base + zipOf("control"));
   assertEquals(ok.status, 200);
   assertEquals(sha256Hex(new Uint8Array(await ok.arrayBuffer())), sha);
   assertEquals((await p.stop("SIGTERM")).code, 0);
+  const logged = p.stderr.concat(p.stdout);
+  assert(!logged.some((l) => /unhandled server error/.test(l)), logged.join("\n"));
+  assert(logged.some((l) => /response body cut.*archive size limit/.test(l)), "the cut is logged");
 });
 
 /** A zip of `n` empty stored entries (names e0, e1, …), built directly. */

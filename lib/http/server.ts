@@ -5,6 +5,7 @@
  * @module
  */
 import type { Logger } from "../base/log.ts";
+import { HttpError } from "./errors.ts";
 import { markSocketRequest } from "./serve_file.ts";
 import { type NoDelayResult, setListenerNoDelay } from "./tcp_nodelay.ts";
 
@@ -52,7 +53,16 @@ export function startServer(
     signal: abort.signal,
     onListen: () => {},
     onError: (e) => {
-      log.error("unhandled server error", { error: (e as Error)?.stack ?? String(e) });
+      // A streamed body cut by its upstream (archive size or rate bound, a
+      // broken connection) ends up here after the headers went out: the
+      // client has its failed transfer, and a hostile upstream must not be
+      // able to fill the log with ERROR stack traces of ours.
+      if (e instanceof HttpError) {
+        log.warn("response body cut", { error: e.message });
+        return e.toResponse();
+      } else {
+        log.error("unhandled server error", { error: (e as Error)?.stack ?? String(e) });
+      }
       return new Response(JSON.stringify({ errors: ["internal error"] }), {
         status: 500,
         headers: { "content-type": "application/json" },
