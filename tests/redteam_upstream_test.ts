@@ -193,12 +193,15 @@ Deno.test("red team: a hostile self-signed registry: internal targets in any fie
         os: "linux",
         arch: "amd64",
         filename: `terraform-provider-${v}_1.0.0_linux_amd64.zip`,
-        download_url: targets[v] ?? `${upUrl}/files/${v}.zip`,
-        shasums_url: `${upUrl}/files/${v}_SHA256SUMS`,
-        shasums_signature_url: `${upUrl}/files/${v}_SHA256SUMS.sig`,
+        "download_url": targets[v] ?? `${upUrl}/files/${v}.zip`,
+        "shasums_url": `${upUrl}/files/${v}_SHA256SUMS`,
+        "shasums_signature_url": `${upUrl}/files/${v}_SHA256SUMS.sig`,
         shasum: sha,
-        signing_keys: {
-          gpg_public_keys: [{ key_id: key.keyId.toUpperCase(), ascii_armor: key.publicKeyArmored }],
+        "signing_keys": {
+          "gpg_public_keys": [{
+            "key_id": key.keyId.toUpperCase(),
+            "ascii_armor": key.publicKeyArmored,
+          }],
         },
       };
       if (v === "redir") doc.download_url = `${upUrl}/redir/3`;
