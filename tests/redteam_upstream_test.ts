@@ -8,6 +8,8 @@
  */
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { hashZipH1 } from "../lib/integrity/dirhash.ts";
+import { openpgp } from "../lib/deps/openpgp.ts";
+import { SignatureError, verifyDetachedSignature } from "../lib/integrity/signature.ts";
 import { type ZipFile, ZipFormatError } from "../lib/integrity/zip_reader.ts";
 import { join } from "../lib/deps/path.ts";
 import { sha256Hex, tempDir } from "./_helpers.ts";
@@ -387,4 +389,23 @@ Deno.test("red team: h1: of an archive with a huge central directory stops readi
   assertMatch(err.message, /entries \(bound 10000\); refusing a zip bomb/);
   // 10,001 records are ~520 KB of a ~10 MB directory (plus one read-ahead chunk).
   assert(read < centralBytes / 4, `read ${read} of a ${centralBytes}-byte central directory`);
+});
+
+Deno.test("red team: a signing key offered with hundreds of user IDs is refused before its self-signatures are checked", async () => {
+  // 2,000 user IDs cost 1.3 s of CPU per SHA256SUMS; a download document of
+  // limits.metadataDocument (8 MiB) holds ~26,000.
+  const { privateKey, publicKey } = await openpgp.generateKey({
+    type: "ecc",
+    curve: "ed25519Legacy",
+    userIDs: Array.from({ length: 300 }, (_, i) => ({ name: `u${i}`, email: `u${i}@x.invalid` })),
+    format: "armored",
+  });
+  const data = new TextEncoder().encode(`${"a".repeat(64)}  x.zip\n`);
+  const signature = await signDetached(privateKey, data);
+  const err = await verifyDetachedSignature({ data, signature, armoredKeys: [publicKey] }).then(
+    () => undefined,
+    (e) => e,
+  );
+  assert(err instanceof SignatureError, String(err));
+  assertMatch(err.message, /carry 602 self-signatures; at most 128/);
 });
