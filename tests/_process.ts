@@ -8,6 +8,8 @@
 export interface RepoxyProcess extends AsyncDisposable {
   /** The base URL from the "repoxy started" log line. */
   url: string;
+  /** The child's process id (to read its /proc status, e.g. peak RSS). */
+  pid: number;
   /** Lines written so far, by stream. */
   stdout: string[];
   stderr: string[];
@@ -113,6 +115,7 @@ export async function spawnRepoxy(
   }
   return {
     url: outcome,
+    pid: child.pid,
     stdout,
     stderr,
     stop,

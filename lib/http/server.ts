@@ -23,6 +23,7 @@
  * @module
  */
 import type { Logger } from "../base/log.ts";
+import { HttpError } from "./errors.ts";
 import { markSocketRequest } from "./serve_file.ts";
 import { canServeConnections, serveConnection, type ServedConnection } from "./serve_conn.ts";
 import { type NoDelayResult, setListenerNoDelay, shutdownPeers } from "./tcp_nodelay.ts";
@@ -114,6 +115,14 @@ export function startServer(
     throw new Error(`Deno ${Deno.version.deno} lacks the internal API serve_conn.ts needs`);
   }
   const onError = (e: unknown) => {
+    // A streamed body cut by its upstream (archive size or rate bound, a
+    // broken connection) ends up here after the headers went out: the client
+    // has its failed transfer, and a hostile upstream must not be able to fill
+    // the log with ERROR stack traces of ours.
+    if (e instanceof HttpError) {
+      log.warn("response body cut", { error: e.message });
+      return e.toResponse();
+    }
     log.error("unhandled server error", { error: (e as Error)?.stack ?? String(e) });
     return new Response(JSON.stringify({ errors: ["internal error"] }), {
       status: 500,

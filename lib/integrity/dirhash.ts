@@ -199,7 +199,9 @@ export async function hashZipH1(
   opts.signal?.throwIfAborted();
   const file = typeof source === "string" ? await Deno.open(source, { read: true }) : source;
   try {
-    const entries = await readZipEntries(file);
+    // The entry bound is applied while reading: collecting every record of
+    // a huge central directory first would itself exhaust the heap.
+    const entries = await readZipEntries(file, { maxEntries: H1_BOUNDS.maxEntries });
     const names = entries.map((e) => zipEntryNameBytes(e));
     // Checked up front so a bad name fails before any content is hashed.
     if (names.some((n) => n.includes(NEWLINE))) {

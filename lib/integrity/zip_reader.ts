@@ -291,10 +291,16 @@ async function findDirectory(file: ZipFile, fileSize: number): Promise<Directory
  * Handles ZIP64 archives and entries. Entry names are decoded as UTF-8
  * whatever the archive's language-encoding flag says, as Go does.
  * @param file an open handle to the archive; it is not closed
+ * @param opts.maxEntries stop reading (and throw) past this many entries: a
+ *   central directory of 47-byte records in a 2 GiB archive is 45 million
+ *   entries, gigabytes of heap before any count could be checked
  * @returns the entries in central-directory order
- * @throws {ZipFormatError} if the file is not a readable zip archive
+ * @throws {ZipFormatError} if the file is not a readable zip archive, or has more than `opts.maxEntries` entries
  */
-export async function readZipEntries(file: ZipFile): Promise<ZipEntry[]> {
+export async function readZipEntries(
+  file: ZipFile,
+  opts: { maxEntries?: number } = {},
+): Promise<ZipEntry[]> {
   const fileSize = (await file.stat()).size;
   const dir = await findDirectory(file, fileSize);
   const reader = new WindowReader(file, dir.start, dir.start + dir.size);
@@ -376,6 +382,11 @@ export async function readZipEntries(file: ZipFile): Promise<ZipEntry[]> {
     };
     rawNames.set(entry, rawName);
     entries.push(entry);
+    if (opts.maxEntries !== undefined && entries.length > opts.maxEntries) {
+      throw new ZipFormatError(
+        `archive has more than ${opts.maxEntries} entries (bound ${opts.maxEntries}); refusing a zip bomb`,
+      );
+    }
   }
   if (entries.length % 0x10000 !== dir.entryCount % 0x10000) {
     throw new ZipFormatError(

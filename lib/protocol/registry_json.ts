@@ -6,6 +6,7 @@
  * @module
  */
 import { isValidOsArch, isValidVersion, type PlatformRef, platformString } from "./names.ts";
+import { jsonShapeProblem } from "./json_shape.ts";
 
 /** A registry document Repoxy cannot use; the message says what is wrong with it. */
 export class RegistryDocError extends Error {
@@ -59,6 +60,9 @@ export interface SumsValue {
  * @throws {RegistryDocError} when it is not JSON or has no `versions` array
  */
 export function parseVersions(text: string): VersionEntry[] {
+  // Before parsing: a shape that would cost hundreds of MB of heap is refused.
+  const shape = jsonShapeProblem(text);
+  if (shape) throw new RegistryDocError(`an implausible version list (${shape})`);
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -94,6 +98,8 @@ export function parseVersions(text: string): VersionEntry[] {
  * @throws {RegistryDocError} naming what is unusable
  */
 export function parseDownload(text: string, pl: PlatformRef): DownloadDoc {
+  const shape = jsonShapeProblem(text);
+  if (shape) throw new RegistryDocError(`an implausible download document (${shape})`);
   let doc: DownloadDoc;
   try {
     doc = JSON.parse(text);

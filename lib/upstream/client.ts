@@ -13,6 +13,7 @@ import type { Config, UpstreamConfig } from "../config/config.ts";
 import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
 import type { Logger } from "../base/log.ts";
 import { redactUrl } from "../base/redact.ts";
+import { jsonShapeProblem } from "../protocol/json_shape.ts";
 import {
   EgressPolicy,
   EgressRefusedError,
@@ -425,6 +426,15 @@ export class UpstreamClient {
     opts: { maxBytes?: number } = {},
   ): Promise<{ json: unknown; text: string; url: string }> {
     const { text, url: final } = await this.getText(url, { ...opts, accept: "application/json" });
+    // Bounded bytes are not bounded heap: refuse shapes no registry sends.
+    const shape = jsonShapeProblem(text);
+    if (shape) {
+      throw new UpstreamError(
+        `upstream ${this.hostname} sent an implausible document for ${
+          new URL(final).pathname
+        }: ${shape}`,
+      );
+    }
     try {
       return { json: JSON.parse(text), text, url: final };
     } catch {
