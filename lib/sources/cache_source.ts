@@ -21,6 +21,7 @@ import {
   platformString,
   type ProviderRef,
   providerString,
+  unknownProviderMessage,
 } from "../protocol/names.ts";
 import {
   type DownloadValue,
@@ -120,8 +121,6 @@ export class CacheSource implements ProviderSource {
   }
 
   #nothing(p: ProviderRef): NotFoundError {
-    return new NotFoundError(
-      `nothing of ${providerString(p)} is cached and this mirror is offline`,
-    );
+    return new NotFoundError(unknownProviderMessage(p, true));
   }
 }
