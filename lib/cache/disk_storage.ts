@@ -10,7 +10,13 @@
  */
 import { dirname, join } from "../deps/path.ts";
 import { atomicWrite, syncDir, tempPath } from "./atomic_write.ts";
-import { DiskError, type ObjectInfo, type OpenObject, type Storage } from "./storage.ts";
+import {
+  DiskError,
+  type ObjectInfo,
+  type OpenObject,
+  SMALL_OBJECT_MAX_BYTES,
+  type Storage,
+} from "./storage.ts";
 
 /** Where a {@link DiskStorage} writes its temp files (see `TempArea` in cache_dir.ts). */
 export interface TempFolder {
@@ -52,6 +58,26 @@ function isRealPath(path: string): boolean {
     return Deno.realPathSync(path) === path;
   } catch {
     return false;
+  }
+}
+
+/** Goes on reading into `buf` (holding `n` bytes) until EOF; undefined past `maxBytes`. */
+async function readRest(
+  file: Deno.FsFile,
+  buf: Uint8Array,
+  n: number,
+  maxBytes: number,
+): Promise<Uint8Array | undefined> {
+  for (;;) {
+    if (n === buf.length) {
+      if (n > maxBytes) return undefined;
+      const bigger = new Uint8Array(Math.min(buf.length * 2, maxBytes + 1));
+      bigger.set(buf);
+      buf = bigger;
+    }
+    const got = await file.read(buf.subarray(n));
+    if (got === null) return buf.subarray(0, n);
+    n += got;
   }
 }
 
@@ -99,11 +125,26 @@ export class DiskStorage implements Storage {
     return join(this.root, ...key.split("/"));
   }
 
-  async get(key: string): Promise<Uint8Array | undefined> {
+  async get(key: string, maxBytes = SMALL_OBJECT_MAX_BYTES): Promise<Uint8Array | undefined> {
+    const path = this.pathOf(key);
+    let file: Deno.FsFile | undefined;
     try {
-      return await Deno.readFile(this.pathOf(key));
+      // lstat before the open: a FIFO would block the open forever, a link
+      // could lead to /dev/zero or a file outside the cache.
+      const st = await Deno.lstat(path);
+      if (!st.isFile || st.size > maxBytes || !isRealPath(path)) return undefined;
+      file = await Deno.open(path, { read: true });
+      const held = await file.stat();
+      if (!held.isFile || held.ino !== st.ino || held.dev !== st.dev || held.size > maxBytes) {
+        return undefined;
+      }
+      // Read at most maxBytes + 1, whatever the size said: the file may grow.
+      const first = new Uint8Array(Math.min(held.size + 1, maxBytes + 1));
+      return await readRest(file, first, 0, maxBytes);
     } catch {
       return undefined;
+    } finally {
+      file?.close();
     }
   }
 
