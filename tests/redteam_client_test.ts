@@ -3,8 +3,10 @@
  * or local user would try that the feature tests did not, each pinned here
  * once it held. Handler-level where the socket is not the point.
  */
-import { assert, assertEquals } from "../lib/deps/assert.ts";
-import { mirrorFixture, TWO_PROVIDERS } from "./_helpers.ts";
+import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
+import { dirname, join } from "../lib/deps/path.ts";
+import { makeTestApp, mirrorFixture, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
+import { startFakeRegistry } from "./fake_registry.ts";
 
 const ALL = "rt-all-token-0123456789abcdef";
 const OTHER_NS = "rt-otherns-token-0123456789abcdef";
@@ -87,4 +89,101 @@ Deno.test("the status page shows a token only what its rules let it see; metrics
   const m = await f.get("/-/metrics", bearer(ALL));
   assertEquals(m.status, 200);
   assert((await m.text()).includes("registry.terraform.io"));
+});
+
+/** `mkfifo path`: a FIFO blocks whoever opens it for reading until a writer comes. */
+async function mkfifo(path: string): Promise<void> {
+  const out = await new Deno.Command("mkfifo", { args: [path] }).output();
+  assert(out.success, "mkfifo failed");
+}
+
+/** `p`, or an error once `ms` passed (a hang is a failure, not a stuck test). */
+async function notHung<T>(p: Promise<T>, what: string, ms = 5000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) =>
+        timer = setTimeout(() => reject(new Error(`${what}: no answer (hung)`)), ms)
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("a planted refs file (FIFO, link to /dev/zero or outside, oversized) is never read: fetched again instead", async () => {
+  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
+  await using dir = await tempDir();
+  const cache = join(dir.path, "cache");
+  const refsFile = join(cache, "refs/registry.terraform.io/example/alpha/versions.json");
+  await Deno.mkdir(dirname(refsFile), { recursive: true });
+  // A fresh, well-formed envelope naming a version the upstream never listed.
+  const forged = (pad: number) =>
+    JSON.stringify({
+      fetchedAt: Date.now(),
+      url: `${fake.registryUrl}example/alpha/versions`,
+      body: JSON.stringify({ versions: [{ version: "9.9.9", protocols: ["5.0"], platforms: [] }] }),
+    }) + " ".repeat(pad);
+  const outside = join(dir.path, "outside.json");
+  await Deno.writeTextFile(outside, forged(0));
+  const fifo = join(dir.path, "fifo");
+  await mkfifo(fifo);
+  const plants: Array<[string, () => Promise<void>]> = [
+    ["a FIFO", () => mkfifo(refsFile)],
+    ["a link to a FIFO", () => Deno.symlink(fifo, refsFile)],
+    ["a link to /dev/zero", () => Deno.symlink("/dev/zero", refsFile)],
+    ["a link to a file outside the cache", () => Deno.symlink(outside, refsFile)],
+    // 4 MiB, past 2 × limits.metadataDocument (1 MiB) + 1 MiB.
+    ["an oversized file", () => Deno.writeTextFile(refsFile, forged(4 * 2 ** 20))],
+  ];
+  for (const [what, plant] of plants) {
+    await Deno.remove(refsFile).catch(() => {});
+    await plant();
+    await using t = await makeTestApp(fake, cache, { limits: { metadataDocument: "1MiB" } });
+    const res = await notHung(t.get("/registry.terraform.io/example/alpha/index.json"), what);
+    assertEquals(res.status, 200, what);
+    const doc = await res.json() as { versions: Record<string, unknown> };
+    assertEquals(Object.keys(doc.versions).sort(), ["1.0.0", "1.1.0"], what);
+    assertEquals(t.upstream.filter((u) => u.url.endsWith("/alpha/versions")).length, 1, what);
+  }
+});
+
+Deno.test("auth/url.key or auth/ planted as a link or FIFO: refused at start-up, nothing followed", async () => {
+  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
+  await using dir = await tempDir();
+  const auth = { tokens: [{ name: "all", token: ALL }] };
+  // A key whose bytes the attacker knows, left readable by everyone.
+  const known = join(dir.path, "known.key");
+  await Deno.writeTextFile(known, "a".repeat(64) + "\n");
+  await Deno.chmod(known, 0o644);
+  const knownDir = join(dir.path, "knowndir");
+  await Deno.mkdir(knownDir);
+  await Deno.writeTextFile(join(knownDir, "url.key"), "b".repeat(64) + "\n");
+  const cases: Array<[string, (authDir: string) => Promise<void>, RegExp]> = [
+    ["url.key linked to a known file", async (d) => {
+      await Deno.mkdir(d);
+      await Deno.symlink(known, join(d, "url.key"));
+    }, /url\.key is a symbolic link/],
+    ["url.key a FIFO", async (d) => {
+      await Deno.mkdir(d);
+      await mkfifo(join(d, "url.key"));
+    }, /url\.key is not a regular file/],
+    ["auth/ linked elsewhere", (d) => Deno.symlink(knownDir, d), /auth is a symbolic link/],
+  ];
+  for (const [what, plant, message] of cases) {
+    const cache = join(dir.path, crypto.randomUUID());
+    await Deno.mkdir(cache);
+    await plant(join(cache, "auth"));
+    let err: Error | undefined;
+    try {
+      // Disposed if it started after all (the old code): the test then fails below.
+      await using _t = await notHung(makeTestApp(fake, cache, { auth }), what);
+    } catch (e) {
+      err = e as Error;
+    }
+    assert(err, `${what}: started anyway`);
+    assertMatch(err.message, message, what);
+  }
+  assertEquals((await Deno.stat(known)).mode! & 0o777, 0o644, "the link's target was not chmod-ed");
 });
