@@ -187,3 +187,46 @@ Deno.test("auth/url.key or auth/ planted as a link or FIFO: refused at start-up,
   }
   assertEquals((await Deno.stat(known)).mode! & 0o777, 0o644, "the link's target was not chmod-ed");
 });
+
+Deno.test("refs/<host> and packages/<host> planted as links: nothing read, created or written through them", async () => {
+  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
+  await using dir = await tempDir();
+  const cache = join(dir.path, "cache");
+  const outside = join(dir.path, "outside");
+  await Deno.mkdir(join(outside, "example/alpha"), { recursive: true });
+  await Deno.writeTextFile(
+    join(outside, "example/alpha/versions.json"),
+    JSON.stringify({
+      fetchedAt: Date.now(),
+      url: "https://x/",
+      body: JSON.stringify({ versions: [{ version: "9.9.9", protocols: ["5.0"], platforms: [] }] }),
+    }),
+  );
+  const before = [...Deno.readDirSync(join(outside, "example/alpha"))].map((e) => e.name);
+  await using t = await makeTestApp(fake, cache);
+  // Planted while running (at start-up they are refused).
+  await Deno.mkdir(join(cache, "refs"), { recursive: true });
+  await Deno.symlink(outside, join(cache, "refs/registry.terraform.io"));
+  const index = await t.get("/registry.terraform.io/example/alpha/index.json");
+  assertEquals(index.status, 200);
+  assertEquals(Object.keys((await index.json()).versions).sort(), ["1.0.0", "1.1.0"]);
+  const doc = await t.get("/registry.terraform.io/example/alpha/1.1.0.json");
+  assertEquals(doc.status, 200);
+  await doc.arrayBuffer();
+  assertEquals(
+    [...Deno.readDirSync(join(outside, "example/alpha"))].map((e) => e.name),
+    before,
+    "no directory or file was made through the link",
+  );
+  const pkgs = join(dir.path, "pkgs");
+  await Deno.mkdir(pkgs);
+  await Deno.mkdir(join(cache, "packages"), { recursive: true });
+  await Deno.symlink(pkgs, join(cache, "packages/registry.terraform.io"));
+  const zip = await t.get(
+    "/registry.terraform.io/example/alpha/terraform-provider-alpha_1.1.0_linux_amd64.zip",
+  );
+  assertEquals(zip.status, 200, "served (passed through) all the same");
+  const bytes = new Uint8Array(await zip.arrayBuffer());
+  assertEquals(bytes, fake.archive("alpha", "1.1.0", "linux_amd64").bytes);
+  assertEquals([...Deno.readDirSync(pkgs)], [], "nothing was made through the packages link");
+});

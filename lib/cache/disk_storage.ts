@@ -150,9 +150,32 @@ export class DiskStorage implements Storage {
 
   async put(key: string, data: Uint8Array | string): Promise<void> {
     const path = this.pathOf(key);
-    await Deno.mkdir(dirname(path), { recursive: true });
+    await this.#makeParents(key);
     if (!isRealPath(dirname(path))) throw this.#linked(dirname(path));
     await atomicWrite(path, data, this.tmpDir);
+  }
+
+  /**
+   * Makes the directories of `key` one level at a time, each checked with
+   * lstat: `mkdir -p` would follow a planted link and create directories
+   * wherever it leads.
+   */
+  async #makeParents(key: string): Promise<void> {
+    let dir = this.root;
+    for (const segment of key.split("/").slice(0, -1)) {
+      dir = join(dir, segment);
+      let st = await Deno.lstat(dir).catch((e) => {
+        if (e instanceof Deno.errors.NotFound) return undefined;
+        throw e;
+      });
+      if (!st) {
+        await Deno.mkdir(dir).catch((e) => {
+          if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+        });
+        st = await Deno.lstat(dir);
+      }
+      if (!st.isDirectory) throw this.#linked(dir);
+    }
   }
 
   #linked(path: string): DiskError {
@@ -236,15 +259,18 @@ export class DiskStorage implements Storage {
 
   async commit(tmp: string, key: string): Promise<void> {
     const path = this.pathOf(key);
-    await Deno.mkdir(dirname(path), { recursive: true });
+    await this.#makeParents(key);
     if (!isRealPath(dirname(path))) throw this.#linked(dirname(path));
     await Deno.rename(tmp, path);
     await syncDir(dirname(path));
   }
 
   async delete(key: string): Promise<boolean> {
+    const path = this.pathOf(key);
+    // Never a file reached through a planted directory link.
+    if (!isRealPath(dirname(path))) return false;
     try {
-      await Deno.remove(this.pathOf(key));
+      await Deno.remove(path);
       return true;
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return false;
