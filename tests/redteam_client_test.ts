@@ -7,6 +7,8 @@ import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { dirname, join } from "../lib/deps/path.ts";
 import { makeTestApp, mirrorFixture, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
+import { verifyCache } from "../lib/commands/verify.ts";
+import { memoryLogger } from "../lib/base/log.ts";
 
 const ALL = "rt-all-token-0123456789abcdef";
 const OTHER_NS = "rt-otherns-token-0123456789abcdef";
@@ -229,4 +231,32 @@ Deno.test("refs/<host> and packages/<host> planted as links: nothing read, creat
   const bytes = new Uint8Array(await zip.arrayBuffer());
   assertEquals(bytes, fake.archive("alpha", "1.1.0", "linux_amd64").bytes);
   assertEquals([...Deno.readDirSync(pkgs)], [], "nothing was made through the packages link");
+});
+
+Deno.test("verify with quarantine/ planted as a link: the bad archive never leaves the cache through it", async () => {
+  await using f = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const a = f.fake.archive("alpha", "1.1.0", "linux_amd64");
+  const zip = await f.get(`/registry.terraform.io/example/alpha/${a.filename}`);
+  assertEquals(zip.status, 200);
+  await zip.arrayBuffer();
+  await f.app.settle();
+  const cache = f.config.cacheDir;
+  const path = join(cache, "packages/registry.terraform.io/example/alpha", a.filename);
+  const bytes = await Deno.readFile(path);
+  bytes[bytes.length >> 1]! ^= 1;
+  await Deno.writeFile(path, bytes);
+  const outside = join(f.dir.path, "elsewhere");
+  await Deno.mkdir(outside);
+  await Deno.symlink(outside, join(cache, "quarantine"));
+
+  const report = await verifyCache(cache, { log: memoryLogger() });
+  assertEquals(report.mismatches.length, 1, "the flipped byte is found");
+  assertMatch(report.mismatches[0]!.quarantined, /removed/);
+  assertEquals([...Deno.readDirSync(outside)], [], "nothing moved or written outside the cache");
+  assertEquals(await Deno.lstat(path).catch(() => null), null, "the bad file is gone");
+  // And the bad bytes are still never served: the next request gets good ones.
+  const again = await f.get(`/registry.terraform.io/example/alpha/${a.filename}`);
+  const got = new Uint8Array(await again.arrayBuffer());
+  assertEquals(again.status, 200);
+  assertEquals(got, a.bytes, "downloaded again, good bytes");
 });

@@ -82,6 +82,34 @@ async function readRest(
 }
 
 /**
+ * Makes `root/segments...` one level at a time, each checked with lstat:
+ * `mkdir -p` would follow a planted link and create directories wherever it
+ * leads. Returns the first path that is not a real directory (a link, a
+ * file), or undefined when all are.
+ */
+export async function makeDirsInside(
+  root: string,
+  segments: readonly string[],
+): Promise<string | undefined> {
+  let dir = root;
+  for (const segment of segments) {
+    dir = join(dir, segment);
+    let st = await Deno.lstat(dir).catch((e) => {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    });
+    if (!st) {
+      await Deno.mkdir(dir).catch((e) => {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      });
+      st = await Deno.lstat(dir);
+    }
+    if (!st.isDirectory) return dir;
+  }
+  return undefined;
+}
+
+/**
  * Storage in a directory on the local disk. Symbolic links inside it are
  * never followed: an object reached through one counts as absent (so it is
  * fetched again and the link replaced by the commit's rename), and a commit
@@ -155,27 +183,10 @@ export class DiskStorage implements Storage {
     await atomicWrite(path, data, this.tmpDir);
   }
 
-  /**
-   * Makes the directories of `key` one level at a time, each checked with
-   * lstat: `mkdir -p` would follow a planted link and create directories
-   * wherever it leads.
-   */
+  /** Makes the directories of `key` (see {@link makeDirsInside}). */
   async #makeParents(key: string): Promise<void> {
-    let dir = this.root;
-    for (const segment of key.split("/").slice(0, -1)) {
-      dir = join(dir, segment);
-      let st = await Deno.lstat(dir).catch((e) => {
-        if (e instanceof Deno.errors.NotFound) return undefined;
-        throw e;
-      });
-      if (!st) {
-        await Deno.mkdir(dir).catch((e) => {
-          if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
-        });
-        st = await Deno.lstat(dir);
-      }
-      if (!st.isDirectory) throw this.#linked(dir);
-    }
+    const dir = await makeDirsInside(this.root, key.split("/").slice(0, -1));
+    if (dir) throw this.#linked(dir);
   }
 
   #linked(path: string): DiskError {
