@@ -22,6 +22,20 @@ const AUTH = {
 };
 const bearer = (t: string) => ({ headers: { authorization: `Bearer ${t}` } });
 
+/** Every provider and module route, with NS for the namespace. */
+const HIDEABLE = [
+  "/registry.terraform.io/NS/alpha/index.json",
+  "/registry.terraform.io/NS/alpha/1.1.0.json",
+  "/registry.terraform.io/NS/alpha/terraform-provider-alpha_1.1.0_linux_amd64.zip",
+  "/v1/providers/registry.terraform.io/NS/alpha/versions",
+  "/v1/providers/NS/alpha/versions",
+  "/v1/providers/registry.terraform.io/NS/alpha/1.1.0/download/linux/amd64",
+  "/v1/providers/registry.terraform.io/NS/alpha/1.1.0/SHA256SUMS",
+  "/v1/providers/registry.terraform.io/NS/alpha/1.1.0/SHA256SUMS.sig",
+  "/v1/modules/registry.terraform.io/NS/net/aws/versions",
+  "/v1/modules/registry.terraform.io/NS/net/aws/1.0.0/download",
+];
+
 /** Status, headers and body of an answer, for comparing two answers whole. */
 async function whole(res: Response): Promise<string> {
   const headers = [...res.headers].map(([k, v]) => `${k}: ${v}`).sort().join("\n");
@@ -32,25 +46,41 @@ Deno.test("a provider a token may not see answers byte for byte like one the ups
   await using f = await mirrorFixture({ providers: TWO_PROVIDERS, config: { auth: AUTH } });
   // `example/alpha` exists but is outside the token's rules; `visible/alpha` (same
   // length, inside the rules) does not exist upstream.
-  const routes = [
-    "/registry.terraform.io/NS/alpha/index.json",
-    "/registry.terraform.io/NS/alpha/1.1.0.json",
-    "/registry.terraform.io/NS/alpha/terraform-provider-alpha_1.1.0_linux_amd64.zip",
-    "/v1/providers/registry.terraform.io/NS/alpha/versions",
-    "/v1/providers/NS/alpha/versions",
-    "/v1/providers/registry.terraform.io/NS/alpha/1.1.0/download/linux/amd64",
-    "/v1/providers/registry.terraform.io/NS/alpha/1.1.0/SHA256SUMS",
-    "/v1/providers/registry.terraform.io/NS/alpha/1.1.0/SHA256SUMS.sig",
-    "/v1/modules/registry.terraform.io/NS/net/aws/versions",
-    "/v1/modules/registry.terraform.io/NS/net/aws/1.0.0/download",
-  ];
-  for (const route of routes) {
+  for (const route of HIDEABLE) {
     for (const method of ["GET", "HEAD"]) {
       const init = { method, ...bearer(OTHER_NS) };
       const hidden = await whole(await f.get(route.replace("NS", "example"), init));
       const missing = await whole(await f.get(route.replace("NS", "visible"), init));
       assertEquals(hidden.replaceAll("example", "visible"), missing, `${method} ${route}`);
       assertEquals(hidden.split("\n")[0], "404");
+    }
+  }
+});
+
+Deno.test("offline: a hidden provider that is cached answers like one that is not", async () => {
+  await using f = await mirrorFixture({ providers: TWO_PROVIDERS, config: { auth: AUTH } });
+  // Cache everything of example/alpha 1.1.0 linux_amd64 through the registry protocol.
+  const dl = await f.get(
+    "/v1/providers/registry.terraform.io/example/alpha/1.1.0/download/linux/amd64",
+    bearer(ALL),
+  );
+  const doc = await dl.json() as Record<string, string>;
+  for (const key of ["download_url", "shasums_url", "shasums_signature_url"]) {
+    const res = await f.get(doc[key]!);
+    assertEquals(res.status, 200, key);
+    await res.arrayBuffer();
+  }
+  await f.app.settle();
+  await using t = await makeTestApp(f.fake, f.config.cacheDir, { auth: AUTH, offline: true });
+  const seen = await t.get("/registry.terraform.io/example/alpha/index.json", bearer(ALL));
+  assertEquals(seen.status, 200, "cached, and served offline to a token that may see it");
+  await seen.arrayBuffer();
+  for (const route of HIDEABLE) {
+    for (const method of ["GET", "HEAD"]) {
+      const init = { method, ...bearer(OTHER_NS) };
+      const hidden = await whole(await t.get(route.replace("NS", "example"), init));
+      const missing = await whole(await t.get(route.replace("NS", "visible"), init));
+      assertEquals(hidden.replaceAll("example", "visible"), missing, `${method} ${route}`);
     }
   }
 });

@@ -27,6 +27,7 @@ import { pathOf } from "../http/response_cache.ts";
 import type { BodyEnd } from "../http/serve_file.ts";
 import { BadPathError, parseRoute, type Route } from "../protocol/paths.ts";
 import { unknownModuleMessage, unknownProviderMessage } from "../protocol/names.ts";
+import { offlineUnknownMessage } from "../sources/cache_source.ts";
 import { clientKey, type RequestContext, type RouteHandler, type Services } from "./context.ts";
 import { jsonResponse } from "./json_answer.ts";
 
@@ -228,6 +229,8 @@ export function authorize(
       throw new NotFoundError(
         d.hiddenUpstream
           ? `registry ${d.hostname} is not configured on this mirror`
+          : r && s.config.offline
+          ? offlineUnknownMessage(r) ?? `nothing is served at ${url.pathname}`
           : r && "provider" in r
           ? unknownProviderMessage(r.provider, s.config.offline)
           : r && "module" in r
