@@ -290,3 +290,46 @@ Deno.test("verify with quarantine/ planted as a link: the bad archive never leav
   assertEquals(again.status, 200);
   assertEquals(got, a.bytes, "downloaded again, good bytes");
 });
+
+Deno.test("tmp/ or this process's temp folder replaced by a link while running: no temp file is written through it", async () => {
+  await using f = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const cache = f.config.cacheDir;
+  const tmp = join(cache, "tmp");
+  const outside = join(f.dir.path, "outside-tmp");
+  await Deno.mkdir(outside);
+  const cases: Array<[string, () => Promise<void>, string]> = [
+    ["own temp folder", async () => {
+      // Our folder is the one with a lock file beside it.
+      const own = [...Deno.readDirSync(tmp)].find((e) => e.isDirectory)?.name;
+      if (own) {
+        await Deno.remove(join(tmp, own), { recursive: true });
+        await Deno.symlink(outside, join(tmp, own));
+      }
+    }, "1.1.0"],
+    ["tmp/", async () => {
+      await Deno.rename(tmp, join(f.dir.path, "old-tmp"));
+      await Deno.symlink(outside, tmp);
+    }, "1.0.0"],
+  ];
+  // One download first, so the temp folder exists.
+  const first = await f.get(
+    "/registry.terraform.io/example/beta/terraform-provider-beta_2.3.4_linux_amd64.zip",
+  );
+  assertEquals(first.status, 200);
+  await first.arrayBuffer();
+  for (const [what, plant, version] of cases) {
+    await plant();
+    // A temp file made and renamed away again still moves the directory's mtime.
+    const before = (await Deno.stat(outside)).mtime!.getTime();
+    await new Promise((r) => setTimeout(r, 20));
+    const a = f.fake.archive("alpha", version, "linux_amd64");
+    const res = await f.get(`/registry.terraform.io/example/alpha/${a.filename}`);
+    assertEquals(res.status, 200, what);
+    assertEquals(new Uint8Array(await res.arrayBuffer()), a.bytes, what);
+    await f.app.settle();
+    const found: string[] = [];
+    for await (const e of Deno.readDir(outside)) found.push(e.name);
+    assertEquals(found, [], `${what}: nothing written through the link`);
+    assertEquals((await Deno.stat(outside)).mtime!.getTime(), before, `${what}: nothing made there`);
+  }
+});
