@@ -330,6 +330,30 @@ Deno.test("tmp/ or this process's temp folder replaced by a link while running: 
     const found: string[] = [];
     for await (const e of Deno.readDir(outside)) found.push(e.name);
     assertEquals(found, [], `${what}: nothing written through the link`);
-    assertEquals((await Deno.stat(outside)).mtime!.getTime(), before, `${what}: nothing made there`);
+    assertEquals(
+      (await Deno.stat(outside)).mtime!.getTime(),
+      before,
+      `${what}: nothing made there`,
+    );
+  }
+});
+
+Deno.test("a cached archive replaced by a FIFO or a device: never opened for long, never served, fetched again", async () => {
+  await using f = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const a = f.fake.archive("alpha", "1.1.0", "linux_amd64");
+  const url = `/registry.terraform.io/example/alpha/${a.filename}`;
+  const path = join(f.config.cacheDir, "packages/registry.terraform.io/example/alpha", a.filename);
+  for (const what of ["a FIFO", "a link to /dev/zero"]) {
+    const warm = await f.get(url);
+    assertEquals(warm.status, 200);
+    await warm.arrayBuffer();
+    await f.app.settle();
+    await Deno.remove(path);
+    if (what === "a FIFO") await mkfifo(path);
+    else await Deno.symlink("/dev/zero", path);
+    const res = await notHung(f.get(url), what);
+    assertEquals(res.status, 200, what);
+    assertEquals(new Uint8Array(await res.arrayBuffer()), a.bytes, what);
+    await f.app.settle();
   }
 });

@@ -197,6 +197,9 @@ export class DiskStorage implements Storage {
     let file: Deno.FsFile;
     const path = this.pathOf(key);
     try {
+      // Only a regular file is opened: a FIFO planted there would block the
+      // open (and a worker thread) for as long as no writer comes.
+      if (!(await Deno.lstat(path)).isFile) return undefined;
       file = await Deno.open(path, { read: true });
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return undefined;
