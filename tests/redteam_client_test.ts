@@ -123,6 +123,13 @@ Deno.test("the status page shows a token only what its rules let it see; metrics
   assert((await m.text()).includes("registry.terraform.io"));
 });
 
+/** The names in a directory. */
+async function names(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) out.push(e.name);
+  return out.sort();
+}
+
 /** `mkfifo path`: a FIFO blocks whoever opens it for reading until a writer comes. */
 async function mkfifo(path: string): Promise<void> {
   const out = await new Deno.Command("mkfifo", { args: [path] }).output();
@@ -234,7 +241,7 @@ Deno.test("refs/<host> and packages/<host> planted as links: nothing read, creat
       body: JSON.stringify({ versions: [{ version: "9.9.9", protocols: ["5.0"], platforms: [] }] }),
     }),
   );
-  const before = [...Deno.readDirSync(join(outside, "example/alpha"))].map((e) => e.name);
+  const before = await names(join(outside, "example/alpha"));
   await using t = await makeTestApp(fake, cache);
   // Planted while running (at start-up they are refused).
   await Deno.mkdir(join(cache, "refs"), { recursive: true });
@@ -246,7 +253,7 @@ Deno.test("refs/<host> and packages/<host> planted as links: nothing read, creat
   assertEquals(doc.status, 200);
   await doc.arrayBuffer();
   assertEquals(
-    [...Deno.readDirSync(join(outside, "example/alpha"))].map((e) => e.name),
+    await names(join(outside, "example/alpha")),
     before,
     "no directory or file was made through the link",
   );
@@ -260,7 +267,7 @@ Deno.test("refs/<host> and packages/<host> planted as links: nothing read, creat
   assertEquals(zip.status, 200, "served (passed through) all the same");
   const bytes = new Uint8Array(await zip.arrayBuffer());
   assertEquals(bytes, fake.archive("alpha", "1.1.0", "linux_amd64").bytes);
-  assertEquals([...Deno.readDirSync(pkgs)], [], "nothing was made through the packages link");
+  assertEquals(await names(pkgs), [], "nothing was made through the packages link");
 });
 
 Deno.test("verify with quarantine/ planted as a link: the bad archive never leaves the cache through it", async () => {
@@ -282,7 +289,7 @@ Deno.test("verify with quarantine/ planted as a link: the bad archive never leav
   const report = await verifyCache(cache, { log: memoryLogger() });
   assertEquals(report.mismatches.length, 1, "the flipped byte is found");
   assertMatch(report.mismatches[0]!.quarantined, /removed/);
-  assertEquals([...Deno.readDirSync(outside)], [], "nothing moved or written outside the cache");
+  assertEquals(await names(outside), [], "nothing moved or written outside the cache");
   assertEquals(await Deno.lstat(path).catch(() => null), null, "the bad file is gone");
   // And the bad bytes are still never served: the next request gets good ones.
   const again = await f.get(`/registry.terraform.io/example/alpha/${a.filename}`);
@@ -300,7 +307,8 @@ Deno.test("tmp/ or this process's temp folder replaced by a link while running: 
   const cases: Array<[string, () => Promise<void>, string]> = [
     ["own temp folder", async () => {
       // Our folder is the one with a lock file beside it.
-      const own = [...Deno.readDirSync(tmp)].find((e) => e.isDirectory)?.name;
+      let own: string | undefined;
+      for await (const e of Deno.readDir(tmp)) if (e.isDirectory) own = e.name;
       if (own) {
         await Deno.remove(join(tmp, own), { recursive: true });
         await Deno.symlink(outside, join(tmp, own));
