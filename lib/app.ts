@@ -140,10 +140,20 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     },
   });
   const { refs, packages } = cache;
+  // Before anything starts: a key file that cannot be trusted stops start-up here.
+  let urlKey: Uint8Array | undefined;
+  try {
+    urlKey = config.auth ? await loadUrlKey(config.cacheDir, config.auth.urlKey) : undefined;
+  } catch (e) {
+    await cache.close();
+    throw e;
+  }
   // limits.metadataMemory bounds all metadata held: 5/8 for refs entries (and
   // what is parsed from them), 1/8 for `{version}.json` renderings
   // (routes/mirror.ts), 1/4 for finished answers.
   refs.setMemoryBytes(Math.floor(config.limits.metadataMemoryBytes * 5 / 8));
+  // An envelope holds one document, JSON-escaped (at most twice its size).
+  refs.maxEntryBytes = 2 * config.limits.metadataDocumentBytes + 2 ** 20;
   // Walked once here; afterwards every stored archive is added as it comes,
   // and with a quota may evict others.
   const inventory = new CacheInventory(cache.storage);
@@ -218,9 +228,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     ? new CacheSource(cache)
     : new UpstreamSource({ config, metadata, packages, downloads, log, shutdown: shutdown.signal });
 
-  const access = config.auth
-    ? new AccessControl(config.auth, await loadUrlKey(config.cacheDir, config.auth.urlKey))
-    : undefined;
+  const access = config.auth ? new AccessControl(config.auth, urlKey!) : undefined;
   const services: Services = {
     config,
     log,

@@ -14,9 +14,10 @@
  */
 import type { Logger } from "../base/log.ts";
 import { createHash } from "../deps/crypto.ts";
-import { dirname, join } from "../deps/path.ts";
+import { join } from "../deps/path.ts";
 import { packedArchivePath } from "../protocol/packed_layout.ts";
 import type { CacheDir } from "./cache_dir.ts";
+import { makeDirsInside } from "./disk_storage.ts";
 import { abortableSleep } from "./inventory.ts";
 import type { ArchiveMeta } from "./archive_meta.ts";
 import { type CachedFile, scanPackages } from "./scan.ts";
@@ -159,7 +160,16 @@ export class BackgroundVerifier {
       `${packedArchivePath(f.provider, f.version, f.platform)}.${stamp}`,
     );
     try {
-      await Deno.mkdir(dirname(dest), { recursive: true });
+      // Made without following links (a planted quarantine/ link must not
+      // carry the file out of the cache); a link there counts as a failure.
+      const linked = await makeDirsInside(
+        root,
+        [
+          "quarantine",
+          ...packedArchivePath(f.provider, f.version, f.platform).split("/").slice(0, -1),
+        ],
+      );
+      if (linked) throw new Error(`${linked} is not a directory`);
       await Deno.rename(path, dest);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return; // pruned meanwhile
@@ -170,6 +180,7 @@ export class BackgroundVerifier {
     await Deno.writeTextFile(
       dest + ".json",
       JSON.stringify({ path, reason, recorded: meta, quarantinedAt: at, by: "background" }) + "\n",
+      { createNew: true }, // never through a link planted under that name
     ).catch(() => {});
     this.stats.bad++;
     this.opts.log.error("cached archive failed the background check; quarantined", {

@@ -27,6 +27,7 @@ import { join } from "../deps/path.ts";
 import { DiskStorage } from "./disk_storage.ts";
 import { PackageStore } from "./package_store.ts";
 import { RefsStore } from "./refs_store.ts";
+import { DiskError } from "./storage.ts";
 
 /** The stores of one cache directory. */
 export interface CacheDir extends AsyncDisposable {
@@ -57,6 +58,15 @@ const DOT_FILE_STALE_MS = 60_000;
 function randomId(): string {
   const b = crypto.getRandomValues(new Uint8Array(6));
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+function lstatOrUndefined(path: string): Deno.FileInfo | undefined {
+  try {
+    return Deno.lstatSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
 }
 
 /**
@@ -97,11 +107,20 @@ export class TempArea {
    */
   ensure(): string {
     if (this.#closed) throw new Error(`temp folder ${this.dir} was released`);
-    try {
-      if (Deno.statSync(this.dir).isDirectory && this.#lockStillOurs()) return this.dir;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    // lstat, both levels: a link planted as tmp/ or as our folder must not
+    // carry temp files (or our lock) out of the cache.
+    const parent = lstatOrUndefined(this.parent);
+    if (parent && !parent.isDirectory) {
+      throw new DiskError(
+        `${this.parent} is ${
+          parent.isSymlink ? "a symbolic link" : "not a directory"
+        }; Repoxy writes no temp file through it (remove it: it is made again)`,
+      );
     }
+    const own = parent ? lstatOrUndefined(this.dir) : undefined;
+    if (own?.isDirectory && this.#lockStillOurs()) return this.dir;
+    // Our own folder's name, so whatever was put in its place is ours to remove.
+    if (own && !own.isDirectory) Deno.removeSync(this.dir);
     Deno.mkdirSync(this.parent, { recursive: true });
     if (!this.#lockStillOurs()) this.#relock();
     Deno.mkdirSync(this.dir, { recursive: true });

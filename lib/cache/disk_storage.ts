@@ -10,7 +10,13 @@
  */
 import { dirname, join } from "../deps/path.ts";
 import { atomicWrite, syncDir, tempPath } from "./atomic_write.ts";
-import { DiskError, type ObjectInfo, type OpenObject, type Storage } from "./storage.ts";
+import {
+  DiskError,
+  type ObjectInfo,
+  type OpenObject,
+  SMALL_OBJECT_MAX_BYTES,
+  type Storage,
+} from "./storage.ts";
 
 /** Where a {@link DiskStorage} writes its temp files (see `TempArea` in cache_dir.ts). */
 export interface TempFolder {
@@ -53,6 +59,54 @@ function isRealPath(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** Goes on reading into `buf` (holding `n` bytes) until EOF; undefined past `maxBytes`. */
+async function readRest(
+  file: Deno.FsFile,
+  buf: Uint8Array,
+  n: number,
+  maxBytes: number,
+): Promise<Uint8Array | undefined> {
+  for (;;) {
+    if (n === buf.length) {
+      if (n > maxBytes) return undefined;
+      const bigger = new Uint8Array(Math.min(buf.length * 2, maxBytes + 1));
+      bigger.set(buf);
+      buf = bigger;
+    }
+    const got = await file.read(buf.subarray(n));
+    if (got === null) return buf.subarray(0, n);
+    n += got;
+  }
+}
+
+/**
+ * Makes `root/segments...` one level at a time, each checked with lstat:
+ * `mkdir -p` would follow a planted link and create directories wherever it
+ * leads. Returns the first path that is not a real directory (a link, a
+ * file), or undefined when all are.
+ */
+export async function makeDirsInside(
+  root: string,
+  segments: readonly string[],
+): Promise<string | undefined> {
+  let dir = root;
+  for (const segment of segments) {
+    dir = join(dir, segment);
+    let st = await Deno.lstat(dir).catch((e) => {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    });
+    if (!st) {
+      await Deno.mkdir(dir).catch((e) => {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      });
+      st = await Deno.lstat(dir);
+    }
+    if (!st.isDirectory) return dir;
+  }
+  return undefined;
 }
 
 /**
@@ -99,19 +153,40 @@ export class DiskStorage implements Storage {
     return join(this.root, ...key.split("/"));
   }
 
-  async get(key: string): Promise<Uint8Array | undefined> {
+  async get(key: string, maxBytes = SMALL_OBJECT_MAX_BYTES): Promise<Uint8Array | undefined> {
+    const path = this.pathOf(key);
+    let file: Deno.FsFile | undefined;
     try {
-      return await Deno.readFile(this.pathOf(key));
+      // lstat before the open: a FIFO would block the open forever, a link
+      // could lead to /dev/zero or a file outside the cache.
+      const st = await Deno.lstat(path);
+      if (!st.isFile || st.size > maxBytes || !isRealPath(path)) return undefined;
+      file = await Deno.open(path, { read: true });
+      const held = await file.stat();
+      if (!held.isFile || held.ino !== st.ino || held.dev !== st.dev || held.size > maxBytes) {
+        return undefined;
+      }
+      // Read at most maxBytes + 1, whatever the size said: the file may grow.
+      const first = new Uint8Array(Math.min(held.size + 1, maxBytes + 1));
+      return await readRest(file, first, 0, maxBytes);
     } catch {
       return undefined;
+    } finally {
+      file?.close();
     }
   }
 
   async put(key: string, data: Uint8Array | string): Promise<void> {
     const path = this.pathOf(key);
-    await Deno.mkdir(dirname(path), { recursive: true });
+    await this.#makeParents(key);
     if (!isRealPath(dirname(path))) throw this.#linked(dirname(path));
     await atomicWrite(path, data, this.tmpDir);
+  }
+
+  /** Makes the directories of `key` (see {@link makeDirsInside}). */
+  async #makeParents(key: string): Promise<void> {
+    const dir = await makeDirsInside(this.root, key.split("/").slice(0, -1));
+    if (dir) throw this.#linked(dir);
   }
 
   #linked(path: string): DiskError {
@@ -122,6 +197,9 @@ export class DiskStorage implements Storage {
     let file: Deno.FsFile;
     const path = this.pathOf(key);
     try {
+      // Only a regular file is opened: a FIFO planted there would block the
+      // open (and a worker thread) for as long as no writer comes.
+      if (!(await Deno.lstat(path)).isFile) return undefined;
       file = await Deno.open(path, { read: true });
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return undefined;
@@ -195,15 +273,18 @@ export class DiskStorage implements Storage {
 
   async commit(tmp: string, key: string): Promise<void> {
     const path = this.pathOf(key);
-    await Deno.mkdir(dirname(path), { recursive: true });
+    await this.#makeParents(key);
     if (!isRealPath(dirname(path))) throw this.#linked(dirname(path));
     await Deno.rename(tmp, path);
     await syncDir(dirname(path));
   }
 
   async delete(key: string): Promise<boolean> {
+    const path = this.pathOf(key);
+    // Never a file reached through a planted directory link.
+    if (!isRealPath(dirname(path))) return false;
     try {
-      await Deno.remove(this.pathOf(key));
+      await Deno.remove(path);
       return true;
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return false;

@@ -89,6 +89,12 @@ export class RefsStore {
     this.#memory = new ByteLru(memoryBytes);
   }
 
+  /**
+   * Largest envelope file read back from storage; a bigger one (planted, or
+   * written under a larger `limits.metadataDocument`) counts as absent.
+   */
+  maxEntryBytes: number | undefined;
+
   /** Sets the bound of the in-memory entries (evicting at once if it shrank). */
   setMemoryBytes(bytes: number): void {
     this.#memory.resize(bytes);
@@ -122,7 +128,7 @@ export class RefsStore {
    * another process, such as a maintenance command, may have written.
    */
   async read(key: string): Promise<RefEntry | undefined> {
-    const bytes = await this.storage.get(this.storageKey(key));
+    const bytes = await this.storage.get(this.storageKey(key), this.maxEntryBytes);
     if (!bytes) return undefined;
     try {
       const parsed = JSON.parse(new TextDecoder().decode(bytes));

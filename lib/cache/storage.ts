@@ -47,12 +47,20 @@ export interface OpenObject extends ObjectInfo {
   markServing(now?: number): Promise<void>;
 }
 
+/** The default bound of {@link Storage.get}. */
+export const SMALL_OBJECT_MAX_BYTES = 32 * 2 ** 20;
+
 /** Where refs and packages are kept. */
 export interface Storage {
   /** Where an object is, for messages (a file path, a URL). */
   locate(key: string): string;
-  /** A small object whole (a refs document), or undefined when absent or unreadable. */
-  get(key: string): Promise<Uint8Array | undefined>;
+  /**
+   * A small object whole (a refs document), or undefined when absent,
+   * unreadable, not a regular object or larger than `maxBytes` (default
+   * {@link SMALL_OBJECT_MAX_BYTES}): whatever someone planted there never
+   * costs more than that much memory, and never blocks.
+   */
+  get(key: string, maxBytes?: number): Promise<Uint8Array | undefined>;
   /** Writes a small object atomically: readers see the old bytes or the new, never half. */
   put(key: string, data: Uint8Array | string): Promise<void>;
   /** Opens an object for reading, or undefined when it is absent (or not a regular object). */

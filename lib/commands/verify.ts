@@ -8,11 +8,12 @@
  */
 import { createLogger, type Logger } from "../base/log.ts";
 import { openCacheDir } from "../cache/cache_dir.ts";
+import { makeDirsInside } from "../cache/disk_storage.ts";
 import { type CachedFile, scanPackages } from "../cache/scan.ts";
 import { packedArchivePath } from "../protocol/packed_layout.ts";
 import { type Command, COMMON_HELP, defineCommand, EXIT_FAILED, EXIT_OK, Progress } from "./cli.ts";
 import { sha256File } from "../integrity/hashing.ts";
-import { dirname, join } from "../deps/path.ts";
+import { join } from "../deps/path.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
 import type { ArchiveMeta } from "../cache/archive_meta.ts";
 import { platformString, providerString } from "../protocol/names.ts";
@@ -105,20 +106,40 @@ export async function verifyCache(
       "quarantine",
       `${packedArchivePath(f.provider, f.version, f.platform)}.${stamp}`,
     );
-    await Deno.mkdir(dirname(dest), { recursive: true });
+    // Made without following links: a planted quarantine/ link must not carry
+    // the file (or the note below) out of the cache.
+    const linked = await makeDirsInside(
+      cacheDir,
+      [
+        "quarantine",
+        ...packedArchivePath(f.provider, f.version, f.platform).split("/").slice(0, -1),
+      ],
+    );
     // The file goes first: with the record still there but no file, a server
     // sees "not cached" and downloads again, never serves the bad bytes.
     try {
-      await Deno.rename(f.path, dest);
+      // With no quarantine to keep it in, the bad file is removed instead.
+      if (linked) await Deno.remove(f.path);
+      else await Deno.rename(f.path, dest);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) continue; // evicted meanwhile
       throw e;
+    }
+    if (linked) {
+      await cache.packages.dropMeta(f.provider, f.version, f.platform, meta);
+      report.mismatches.push({
+        file: f,
+        reason,
+        quarantined: `nowhere (removed: ${linked} is not a directory of the cache)`,
+      });
+      continue;
     }
     await cache.packages.dropMeta(f.provider, f.version, f.platform, meta);
     await Deno.writeTextFile(
       dest + ".json",
       JSON.stringify({ path: f.path, reason, recorded: meta, quarantinedAt: now() }, null, 2) +
         "\n",
+      { createNew: true }, // never through a link planted under that name
     );
     report.mismatches.push({ file: f, reason, quarantined: dest });
   }

@@ -52,6 +52,28 @@ export function providerString(p: ProviderRef): string {
   return `${p.hostname}/${p.namespace}/${p.type}`;
 }
 
+/**
+ * What a client hears about a provider its upstream does not have. Client
+ * auth answers a provider a token may not see with these same words (no
+ * upstream path, nothing only a lookup could know), so hidden and
+ * nonexistent cannot be told apart.
+ */
+export function unknownProviderMessage(p: ProviderRef, offline: boolean): string {
+  return offline
+    ? `nothing of ${providerString(p)} is cached and this mirror is offline`
+    : `upstream ${p.hostname} has no provider ${p.namespace}/${p.type}`;
+}
+
+/** The module counterpart of {@link unknownProviderMessage}. */
+export function unknownModuleMessage(
+  m: { hostname: string; namespace: string; name: string; system: string },
+  offline: boolean,
+): string {
+  return offline
+    ? "module registry answers are not cached and this mirror is offline"
+    : `upstream ${m.hostname} has no module ${m.namespace}/${m.name}/${m.system}`;
+}
+
 /** `os_arch` of a platform, as mirror JSON and archive names spell it. */
 export function platformString(pl: PlatformRef): string {
   return `${pl.os}_${pl.arch}`;

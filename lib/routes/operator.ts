@@ -3,16 +3,19 @@
  * Prometheus metrics (`/-/metrics`) and the status page (`/`).
  * @module
  */
+import { mayAccess } from "../auth/tokens.ts";
 import { defaultTmpDir } from "../cache/cache_dir.ts";
 import type { DiskHealth } from "../cache/disk_health.ts";
 import type { Config } from "../config/config.ts";
+import type { AuthToken } from "../config/hardening.ts";
+import { HttpError } from "../http/errors.ts";
 import { join } from "../deps/path.ts";
 import { utf8Length } from "../http/serve_body.ts";
 import { clientSnippet } from "../ops/client_snippet.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../ops/metrics.ts";
 import { renderStatusPage, type StatusPageData } from "../ops/status_page.ts";
 import { compareVersions } from "../protocol/names.ts";
-import type { RouteHandler, Services } from "./context.ts";
+import type { RequestContext, RouteHandler, Services } from "./context.ts";
 
 /** `GET /-/healthz`: the process answers. */
 export const health: RouteHandler<"health"> = (req, _ctx, _r, s) =>
@@ -27,12 +30,31 @@ export const health: RouteHandler<"health"> = (req, _ctx, _r, s) =>
 export const ready: RouteHandler<"ready"> = (req, _ctx, _r, s) =>
   s.diskHealth ? healthResponse(req, s.diskHealth) : readyResponse(req, s.config.cacheDir);
 
-/** `GET /-/metrics`: the Prometheus text format. */
-export const metrics: RouteHandler<"metrics"> = (req, _ctx, _r, s) =>
-  textResponse(req, s.telemetry.render(), 200, noStore(PROMETHEUS_CONTENT_TYPE));
+/**
+ * `GET /-/metrics`: the Prometheus text format. Its series name every
+ * upstream and download host, so a token whose rules hide some of them gets
+ * a 403 (naming nothing) rather than a view past its rules.
+ */
+export const metrics: RouteHandler<"metrics"> = (req, ctx, _r, s) => {
+  if (restrictedToken(ctx, s)) {
+    throw new HttpError(
+      403,
+      "the metrics cover every upstream; they need a token without upstreams or namespaces rules",
+    );
+  }
+  return textResponse(req, s.telemetry.render(), 200, noStore(PROMETHEUS_CONTENT_TYPE));
+};
 
-/** `GET /`: the status page for browsers. */
-export const status: RouteHandler<"status"> = (req, _ctx, _r, s) => statusPageResponse(req, s);
+/** `GET /`: the status page for browsers, showing only what the token may see. */
+export const status: RouteHandler<"status"> = (req, ctx, _r, s) =>
+  statusPageResponse(req, s, restrictedToken(ctx, s));
+
+/** The token that asked, when client auth is on and its rules hide something. */
+function restrictedToken(ctx: RequestContext, s: Services): AuthToken | undefined {
+  if (!s.access || ctx.client === undefined) return undefined;
+  const token = s.access.tokens.byName(ctx.client);
+  return token && (token.upstreams || token.namespaces) ? token : undefined;
+}
 
 function noStore(contentType: string): Headers {
   return new Headers({ "content-type": contentType, "cache-control": "no-store" });
@@ -99,10 +121,33 @@ export function publicBaseUrl(req: Request, config: Config): string {
   return `${scheme}//${url.host}/`;
 }
 
-/** Gathers the status page's data for one request. */
-export function statusPageData(req: Request, s: Services): StatusPageData {
+/**
+ * Gathers the status page's data for one request; with `token`, only the
+ * upstreams and providers its rules let it see, and totals over those alone
+ * (hidden ones must not show, not even as a count).
+ */
+export function statusPageData(req: Request, s: Services, token?: AuthToken): StatusPageData {
   const base = publicBaseUrl(req, s.config);
-  const upstreams = [...s.config.upstreams.values()].map((u) => ({
+  const hosts = [...s.config.upstreams.keys()].filter((h) =>
+    !token?.upstreams || token.upstreams.includes(h.toLowerCase())
+  );
+  let providers = s.inventory.byProvider(compareVersions);
+  let archives = s.inventory.count;
+  let bytes = s.inventory.totalBytes;
+  if (token) {
+    providers = providers.filter((g) =>
+      mayAccess(token, g.provider.hostname, g.provider.namespace)
+    );
+    archives = 0;
+    bytes = 0;
+    for (const g of providers) {
+      bytes += g.bytes;
+      for (const v of g.versions) archives += v.platforms.length;
+    }
+  }
+  const upstreams = [...s.config.upstreams.values()].filter((u) => hosts.includes(u.hostname)).map((
+    u,
+  ) => ({
     hostname: u.hostname,
     url: u.url,
     health: s.telemetry.upstreamHealth(u.hostname),
@@ -112,18 +157,13 @@ export function statusPageData(req: Request, s: Services): StatusPageData {
     now: s.now(),
     startedAt: s.telemetry.startedAt,
     baseUrl: base,
-    snippet: clientSnippet(
-      base,
-      [...s.config.upstreams.keys()],
-      base.startsWith("https:"),
-      s.config.auth !== undefined,
-    ),
+    snippet: clientSnippet(base, hosts, base.startsWith("https:"), s.config.auth !== undefined),
     cacheDir: s.config.cacheDir,
     offline: s.config.offline,
-    archives: s.inventory.count,
-    bytes: s.inventory.totalBytes,
+    archives,
+    bytes,
     inflightDownloads: s.inflightDownloads(),
-    providers: s.inventory.byProvider(compareVersions),
+    providers,
     ratios: {
       archive: s.telemetry.cacheRatio("archive"),
       metadata: s.telemetry.cacheRatio("metadata"),
@@ -132,8 +172,8 @@ export function statusPageData(req: Request, s: Services): StatusPageData {
   };
 }
 
-/** The status page as an HTML response. */
-export function statusPageResponse(req: Request, s: Services): Response {
+/** The status page as an HTML response (only what `token` may see, when given). */
+export function statusPageResponse(req: Request, s: Services, token?: AuthToken): Response {
   const headers = noStore("text/html; charset=utf-8");
   // No script runs on this page; say so, so an injection could not run one either.
   headers.set(
@@ -142,7 +182,7 @@ export function statusPageResponse(req: Request, s: Services): Response {
   );
   headers.set("x-content-type-options", "nosniff");
   headers.set("referrer-policy", "no-referrer");
-  return textResponse(req, renderStatusPage(statusPageData(req, s)), 200, headers);
+  return textResponse(req, renderStatusPage(statusPageData(req, s, token)), 200, headers);
 }
 
 /**

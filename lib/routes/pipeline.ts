@@ -26,6 +26,8 @@ import { type Handler, type Middleware, raceDeadline } from "../http/middleware.
 import { pathOf } from "../http/response_cache.ts";
 import type { BodyEnd } from "../http/serve_file.ts";
 import { BadPathError, parseRoute, type Route } from "../protocol/paths.ts";
+import { unknownModuleMessage, unknownProviderMessage } from "../protocol/names.ts";
+import { offlineUnknownMessage } from "../sources/cache_source.ts";
 import { clientKey, type RequestContext, type RouteHandler, type Services } from "./context.ts";
 import { jsonResponse } from "./json_answer.ts";
 
@@ -223,9 +225,16 @@ export function authorize(
         "this download link has expired or is not valid; ask the mirror for the metadata again",
       );
     case "hidden":
+      // Word for word what a provider or module the upstream lacks gets.
       throw new NotFoundError(
         d.hiddenUpstream
           ? `registry ${d.hostname} is not configured on this mirror`
+          : r && s.config.offline
+          ? offlineUnknownMessage(r) ?? `nothing is served at ${url.pathname}`
+          : r && "provider" in r
+          ? unknownProviderMessage(r.provider, s.config.offline)
+          : r && "module" in r
+          ? unknownModuleMessage(r.module, s.config.offline)
           : `nothing is served at ${url.pathname}`,
       );
   }

@@ -8,7 +8,7 @@
 import { NotFoundError, UpstreamError } from "../http/errors.ts";
 import type { ModuleRef } from "../protocol/paths.ts";
 import { utf8Length } from "../http/serve_body.ts";
-import { archiveFilename, providerString } from "../protocol/names.ts";
+import { archiveFilename, providerString, unknownModuleMessage } from "../protocol/names.ts";
 import { rewriteDownloadDoc } from "../protocol/registry_json.ts";
 import type { ModuleAnswer } from "../sources/source.ts";
 import { type RequestContext, type RouteHandler } from "./context.ts";
@@ -100,9 +100,9 @@ async function moduleAnswer(
 ): Promise<Response> {
   const a = await answer;
   ctx.cache = "miss";
-  const { hostname, namespace, name, system } = route;
+  const { hostname } = route;
   if (a.status === 404) {
-    throw new NotFoundError(`upstream ${hostname} has no module ${namespace}/${name}/${system}`);
+    throw new NotFoundError(unknownModuleMessage(route, false));
   }
   if (a.status !== 200 && a.status !== 204) {
     throw new UpstreamError(`upstream ${hostname} answered ${a.status} for ${a.url.pathname}`);

@@ -21,7 +21,10 @@ import {
   platformString,
   type ProviderRef,
   providerString,
+  unknownModuleMessage,
+  unknownProviderMessage,
 } from "../protocol/names.ts";
+import type { Route } from "../protocol/paths.ts";
 import {
   type DownloadValue,
   filterVersionsDoc,
@@ -38,7 +41,38 @@ import type {
 } from "./source.ts";
 
 function offline(what: string): NotFoundError {
-  return new NotFoundError(`${what} is not cached and this mirror is offline`);
+  return new NotFoundError(offlineMessage(what));
+}
+
+function offlineMessage(what: string): string {
+  return `${what} is not cached and this mirror is offline`;
+}
+
+/**
+ * What this source answers on route `r` for a provider it holds nothing of
+ * (the messages thrown below, route by route). Client auth answers a provider
+ * a token may not see with the same words, so hidden and absent look alike.
+ */
+export function offlineUnknownMessage(r: Route): string | undefined {
+  switch (r.kind) {
+    case "mirrorIndex":
+      return unknownProviderMessage(r.provider, true);
+    case "mirrorVersion":
+      return offlineMessage(`${providerString(r.provider)} ${r.version}`);
+    case "archive":
+      return offlineMessage(archiveFilename(r.provider.type, r.version, r));
+    case "registryVersions":
+      return offlineMessage(`provider ${providerString(r.provider)}`);
+    case "registryDownload":
+      return offlineMessage(`${providerString(r.provider)} ${r.version} for ${platformString(r)}`);
+    case "registrySums":
+      return offlineMessage(`SHA256SUMS of ${providerString(r.provider)} ${r.version}`);
+    case "moduleVersions":
+    case "moduleDownload":
+      return unknownModuleMessage(r.module, true);
+    default:
+      return undefined;
+  }
 }
 
 function hit<T>(value: T, keepUntil: number): Answer<T> {
@@ -120,8 +154,6 @@ export class CacheSource implements ProviderSource {
   }
 
   #nothing(p: ProviderRef): NotFoundError {
-    return new NotFoundError(
-      `nothing of ${providerString(p)} is cached and this mirror is offline`,
-    );
+    return new NotFoundError(unknownProviderMessage(p, true));
   }
 }

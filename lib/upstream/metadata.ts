@@ -28,6 +28,7 @@ import {
   platformString,
   type ProviderRef,
   providerString,
+  unknownProviderMessage,
 } from "../protocol/names.ts";
 import {
   type DownloadDoc,
@@ -306,7 +307,10 @@ export class Metadata {
       const { text, url } = await client.getText(
         new URL(`${p.namespace}/${p.type}/versions`, base),
         { accept: "application/json", maxBytes: this.#maxBytes },
-      );
+      ).catch((e) => {
+        // The same words as a hidden provider's answer (see unknownProviderMessage).
+        throw e instanceof NotFoundError ? new NotFoundError(unknownProviderMessage(p, false)) : e;
+      });
       fromUpstream(p.hostname, () => parseVersions(text)); // refuse to store what we could not use
       return { fetchedAt: this.now(), url, body: text };
     };
