@@ -7,44 +7,27 @@
  *
  * A request goes: {@link keptAnswer} (finished metadata answers from memory)
  * → {@link observe} (metrics, access log) → {@link mapErrors} (JSON errors)
- * → {@link dispatch} (route, deadline) → the handler named in {@link ROUTES}.
+ * → {@link dispatch} (route, deadline) → the handler named in `ROUTES` (routes/table.ts).
  * @module
  */
 import { AccessControl } from "./auth/access.ts";
 import { loadUrlKey } from "./auth/url_key.ts";
 import { createLogger, type Logger } from "./base/log.ts";
 import { USER_AGENT, VERSION } from "./base/version.ts";
-import { BackgroundVerifier } from "./cache/background_verify.ts";
+import type { BackgroundVerifier } from "./cache/background_verify.ts";
 import { type CacheDir, openCacheDir } from "./cache/cache_dir.ts";
-import { DiskHealth } from "./cache/disk_health.ts";
-import { Downloads } from "./cache/download.ts";
-import { CacheInventory } from "./cache/inventory.ts";
+import type { Downloads } from "./cache/download.ts";
+import type { CacheInventory } from "./cache/inventory.ts";
 import type { PackageStore } from "./cache/package_store.ts";
-import { QuotaKeeper } from "./cache/quota.ts";
+import { startUpkeep } from "./cache/upkeep.ts";
 import type { Config } from "./config/config.ts";
 import { compose } from "./http/middleware.ts";
 import { ResponseCache } from "./http/response_cache.ts";
 import { type RunningServer, startServer } from "./http/server.ts";
 import { Telemetry } from "./ops/telemetry.ts";
 import type { Services } from "./routes/context.ts";
-import { archive, mirrorIndex, mirrorVersion } from "./routes/mirror.ts";
-import { health, metrics, ready, status } from "./routes/operator.ts";
-import {
-  dispatch,
-  keptAnswer,
-  mapErrors,
-  newContext,
-  observe,
-  type RouteTable,
-} from "./routes/pipeline.ts";
-import {
-  moduleDownload,
-  moduleVersions,
-  registryDownload,
-  registrySums,
-  registryVersions,
-  wellKnown,
-} from "./routes/registry.ts";
+import { dispatch, keptAnswer, mapErrors, newContext, observe } from "./routes/pipeline.ts";
+import { ROUTES } from "./routes/table.ts";
 import { CacheSource } from "./sources/cache_source.ts";
 import type { ProviderSource } from "./sources/source.ts";
 import { UpstreamSource } from "./sources/upstream_source.ts";
@@ -52,29 +35,7 @@ import { type FetchFn, upstreamClients, type UpstreamRequestInfo } from "./upstr
 import type { Resolver } from "./upstream/egress.ts";
 import { Metadata } from "./upstream/metadata.ts";
 
-/** How long shutdown waits for `h1:` jobs before abandoning them. */
-const H1_SHUTDOWN_GRACE_MS = 2_000;
-
-/** Every route Repoxy serves, by the kind `parseRoute` gives it. */
-export const ROUTES: RouteTable = {
-  // Network mirror protocol (archives are the registry protocol's downloads too).
-  mirrorIndex: { handler: mirrorIndex },
-  mirrorVersion: { handler: mirrorVersion },
-  archive: { handler: archive, streams: true },
-  // Provider and module registry protocol.
-  wellKnown: { handler: wellKnown },
-  registryVersions: { handler: registryVersions },
-  registryDownload: { handler: registryDownload },
-  registrySums: { handler: registrySums },
-  moduleVersions: { handler: moduleVersions },
-  moduleDownload: { handler: moduleDownload },
-  // Operators.
-  health: { handler: health },
-  ready: { handler: ready },
-  metrics: { handler: metrics },
-  status: { handler: status },
-};
-
+export { ROUTES };
 /** Injected dependencies; every field has a real default. */
 export interface AppDeps {
   fetch?: FetchFn;
@@ -154,52 +115,17 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   refs.setMemoryBytes(Math.floor(config.limits.metadataMemoryBytes * 5 / 8));
   // An envelope holds one document, JSON-escaped (at most twice its size).
   refs.maxEntryBytes = 2 * config.limits.metadataDocumentBytes + 2 ** 20;
-  // Walked once here; afterwards every stored archive is added as it comes,
-  // and with a quota may evict others.
-  const inventory = new CacheInventory(cache.storage);
-  await inventory.scan();
-  const quota: QuotaKeeper | undefined = config.maxCacheSizeBytes === undefined
-    ? undefined
-    : new QuotaKeeper(cache, config.maxCacheSizeBytes, log, (): number => downloads.reservedBytes);
-  const diskHealth = new DiskHealth(cache.storage, log, {
-    cacheDir: config.cacheDir,
-    ...(deps.diskProbeIntervalMs ? { probeIntervalMs: deps.diskProbeIntervalMs } : {}),
-  });
-  packages.onStored((p, v, pl, size, key) => {
-    inventory.add(p, v, pl, size);
-    quota?.afterStore(key);
-  });
-  packages.onRemoved((p, v, pl) => inventory.remove(p, v, pl));
-  const background = new AbortController();
-  const watching = inventory.watch({
-    marker: () => packages.changeMarker(),
-    signal: background.signal,
-    now,
-    ...(deps.backgroundSleep ? { sleep: deps.backgroundSleep } : {}),
-    onError: (e) => log.warn("cannot rescan the cache", { error: e.message }),
-  });
-  const verifier = new BackgroundVerifier(cache, {
-    ...config.backgroundVerify,
+  const upkeep = await startUpkeep(cache, {
     log,
     now,
-    ...(deps.backgroundSleep ? { sleep: deps.backgroundSleep } : {}),
-  });
-  verifier.start();
-  const downloads: Downloads = new Downloads(packages, log, {
-    ...(deps.downloadIdleTimeoutMs ? { idleTimeoutMs: deps.downloadIdleTimeoutMs } : {}),
-    now,
+    maxCacheBytes: config.maxCacheSizeBytes,
     limits: config.limits,
-    health: diskHealth,
-    ...(config.maxCacheSizeBytes === undefined ? {} : { maxCacheBytes: config.maxCacheSizeBytes }),
-    // Prunes only when archives and reservations together pass the quota.
-    ...(quota
-      ? {
-        onReserve: () => {
-          if (inventory.totalBytes + downloads.reservedBytes > quota.maxBytes) quota.makeRoom();
-        },
-      }
-      : {}),
+    backgroundVerify: config.backgroundVerify,
+    downloadIdleTimeoutMs: deps.downloadIdleTimeoutMs,
+    backgroundSleep: deps.backgroundSleep,
+    diskProbeIntervalMs: deps.diskProbeIntervalMs,
   });
+  const { inventory, downloads, diskHealth, verifier } = upkeep;
   const telemetry = new Telemetry({
     version: VERSION,
     upstreams: [...config.upstreams.keys()],
@@ -258,9 +184,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
 
   const settle = async () => {
     await metadata.settle();
-    await downloads.settle();
-    await packages.settle();
-    await quota?.idle();
+    await upkeep.settle();
   };
   return {
     config,
@@ -280,19 +204,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     settle,
     async close() {
       shutdown.abort();
-      background.abort();
-      await verifier.stop();
-      await watching;
-      await diskHealth.close();
-      // h1: jobs get a short grace (what was just stored gets its hash),
-      // then are abandoned: a huge or hostile archive must not hold shutdown up.
-      let grace: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        packages.settle(),
-        new Promise((r) => grace = setTimeout(r, H1_SHUTDOWN_GRACE_MS)),
-      ]);
-      clearTimeout(grace);
-      packages.abortH1Jobs();
+      await upkeep.close();
       await settle();
       // Whatever an aborted download left behind goes now, not at next start.
       await cache.close();

@@ -25,7 +25,6 @@
 import { releaseChunk } from "../base/buffers.ts";
 import { redactUrl } from "../base/redact.ts";
 import type { Logger } from "../base/log.ts";
-import { formatSize } from "../base/size.ts";
 import { createHash } from "../deps/crypto.ts";
 import { dirname } from "../deps/path.ts";
 import { UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
@@ -40,6 +39,13 @@ import {
 import type { ArchiveMeta } from "./archive_meta.ts";
 import { type DiskHealth, isDiskTrouble } from "./disk_health.ts";
 import type { PackageStore } from "./package_store.ts";
+import {
+  DEFAULT_TRANSFER_LIMITS,
+  type TransferLimits,
+  TransferWatchdog,
+} from "./transfer_watchdog.ts";
+
+export type { TransferLimits };
 import { DiskError } from "./storage.ts";
 
 const READ_CHUNK = 256 * 1024;
@@ -50,23 +56,6 @@ const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
  * stops reading the upstream.
  */
 const PASS_THROUGH_WINDOW = 2 * 2 ** 20;
-/** Default transfer bounds (config.limits has the operator's). */
-const DEFAULT_LIMITS: TransferLimits = {
-  archiveBytes: 2 * 2 ** 30,
-  minTransferRate: 4 * 2 ** 10,
-  transferRateWindowMs: 30_000,
-};
-
-/** Bounds of one archive transfer (from `config.limits`). */
-export interface TransferLimits {
-  /** Largest archive accepted. */
-  archiveBytes: number;
-  /** Minimum average body rate over each window, in bytes/s (0: no minimum). */
-  minTransferRate: number;
-  /** The window `minTransferRate` is measured over, in ms. */
-  transferRateWindowMs: number;
-}
-
 /** Where a download's bytes come from. */
 export interface DownloadSource {
   /** Sends the request; the caller here owns the response body. */
@@ -416,37 +405,13 @@ export class Downloads {
     source: DownloadSource,
   ): Promise<ArchiveMeta> {
     const idleMs = this.opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
-    const limits = this.opts.limits ?? DEFAULT_LIMITS;
+    const limits = this.opts.limits ?? DEFAULT_TRANSFER_LIMITS;
     const health = this.opts.health;
     const abort = new AbortController();
     const stall = (why: string) => abort.abort(new DOMException(why, "TimeoutError"));
-    let idleTimer = setTimeout(() => stall(`stalled for ${idleMs} ms`), idleMs);
-    const bump = () => {
-      clearTimeout(idleTimer);
-      idleTimer = setTimeout(() => stall(`stalled for ${idleMs} ms`), idleMs);
-    };
-    // The minimum rate, checked over consecutive windows from the response
-    // headers: a 1 byte/s trickle resets an idle timer forever, but
-    // not this. Time spent waiting for slow clients (pass-through) does not
-    // count against the upstream.
-    let rateTimer: ReturnType<typeof setInterval> | undefined;
-    let windowBytes = 0;
-    const startWindow = () => {
-      clearInterval(rateTimer);
-      windowBytes = 0;
-      if (limits.minTransferRate <= 0) return;
-      const floor = limits.minTransferRate * limits.transferRateWindowMs / 1000;
-      rateTimer = setInterval(() => {
-        if (windowBytes < floor) {
-          stall(
-            `sent ${windowBytes} bytes in ${limits.transferRateWindowMs} ms, under the minimum of ${
-              formatSize(limits.minTransferRate)
-            }/s`,
-          );
-        }
-        windowBytes = 0;
-      }, limits.transferRateWindowMs);
-    };
+    // Time spent waiting for slow clients (pass-through) does not count
+    // against the upstream: the watchdog is paused then.
+    const watch = new TransferWatchdog(idleMs, limits, stall);
     const signal = source.signal ? AbortSignal.any([abort.signal, source.signal]) : abort.signal;
     let file: Deno.FsFile | undefined;
     const started = Date.now();
@@ -507,11 +472,10 @@ export class Downloads {
       if (file) this.opts.onReserve?.();
       const hash = createHash("sha256");
       let reservedStep = 0;
-      startWindow();
+      watch.startWindow();
       try {
         for await (const chunk of res.body ?? new ReadableStream<Uint8Array>()) {
-          bump();
-          windowBytes += chunk.length;
+          watch.tick(chunk.length);
           if (d.written + chunk.length > limits.archiveBytes) {
             throw new UpstreamError(
               `download from ${url.host} ran past the archive size limit of ${limits.archiveBytes} bytes`,
@@ -563,11 +527,9 @@ export class Downloads {
             d.notify();
             d.trim();
             if (d.tailBytes > PASS_THROUGH_WINDOW) {
-              clearTimeout(idleTimer);
-              clearInterval(rateTimer);
+              watch.pause();
               const someone = await d.waitForReaders(idleMs, signal);
-              bump();
-              startWindow();
+              watch.resume();
               if (!someone) {
                 throw new UpstreamError(
                   "the clients of a pass-through download left or stopped reading",
@@ -588,7 +550,7 @@ export class Downloads {
         if (e instanceof UpstreamError) throw e;
         throw new UpstreamError(`download from ${url.host} broke off: ${(e as Error).message}`);
       } finally {
-        clearInterval(rateTimer);
+        watch.stopWindow();
       }
       if (expected !== undefined && d.written !== expected) {
         throw new UpstreamError(
@@ -662,8 +624,7 @@ export class Downloads {
       }
       throw e;
     } finally {
-      clearTimeout(idleTimer);
-      clearInterval(rateTimer);
+      watch.stop();
     }
   }
 
