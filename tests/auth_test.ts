@@ -179,7 +179,7 @@ Deno.test("a valid token: metadata served, links signed, archive bytes through t
   assert(f.log.records.some((r) => r.msg === "request" && r.client === "all" && r.status === 200));
 });
 
-Deno.test("signed links: expired, tampered, for another path, revoked, malformed → 403", async () => {
+Deno.test("signed links: expired, tampered, for another path, revoked (token or rule), malformed → 403", async () => {
   await using f = await authFixture();
   const url = await archiveUrl(await f.get(`${ALPHA}/1.1.0.json`, bearer(ALL)));
   const q = new URL(url, "http://x/").searchParams;
@@ -236,6 +236,16 @@ Deno.test("signed links: expired, tampered, for another path, revoked, malformed
   const res = await again.get(`${ALPHA}/${dropped}`);
   assertEquals(res.status, 403);
   await res.body?.cancel();
+
+  // So does a rule change that hides the provider from a token still configured.
+  await using narrowed = await makeTestApp(f.fake, f.dir.path, {
+    auth: {
+      tokens: AUTH.tokens.map((t) => t.name === "dropped" ? { ...t, namespaces: ["other"] } : t),
+    },
+  }, { now: () => f.clock.t });
+  const ruled = await narrowed.get(`${ALPHA}/${dropped}`);
+  assertEquals(ruled.status, 403);
+  await ruled.body?.cancel();
 });
 
 Deno.test("per-token rules: what a token may not see answers 404 exactly as the unknown does", async () => {
