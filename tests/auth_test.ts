@@ -382,7 +382,9 @@ Deno.test("start-up warning: non-loopback listen without auth, with how to turn 
   assertMatch(openAccessWarning(open)!, /without client auth.*"auth".*credentials/s);
   const lan = await buildConfig({ listen: "192.168.1.5:8080", cacheDir: "/tmp/x" });
   assert(openAccessWarning(lan));
-  for (const listen of ["127.0.0.1:8080", "[::1]:8080", "localhost:8080"]) {
+  for (
+    const listen of ["127.0.0.1:8080", "[::1]:8080", "[0:0:0:0:0:0:0:1]:8080", "localhost:8080"]
+  ) {
     assertEquals(openAccessWarning(await buildConfig({ listen, cacheDir: "/tmp/x" })), undefined);
   }
   const authed = await buildConfig({ listen: "0.0.0.0:8080", cacheDir: "/tmp/x", auth: AUTH });

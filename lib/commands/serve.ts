@@ -11,6 +11,7 @@ import { type Config, ConfigError, loadConfig } from "../config/config.ts";
 import { type ConfigLocation, findConfigFile } from "../config/lookup.ts";
 import { parseArgs } from "../deps/cli.ts";
 import { type RunningServer, SHUTDOWN_DRAIN_MS } from "../http/server.ts";
+import { isLoopbackHost } from "../upstream/egress.ts";
 import { clientSnippet } from "../ops/client_snippet.ts";
 import { COMMANDS } from "./mod.ts";
 
@@ -202,7 +203,12 @@ export function openAccessWarning(
     `credentials "<mirror host>" { token = ... }), or listen on 127.0.0.1`;
 }
 
+/** The egress check's loopback test (every spelling: `127.1`, `::ffff:127.0.0.1`, ...). */
 function isLoopback(hostname: string): boolean {
-  const h = hostname.replace(/^\[|\]$/g, "").toLowerCase();
-  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
+  const h = hostname.replace(/^\[|\]$/g, "");
+  try {
+    return isLoopbackHost(new URL(`http://${h.includes(":") ? `[${h}]` : h}/`));
+  } catch {
+    return false; // not a host name a URL can hold: warn
+  }
 }
