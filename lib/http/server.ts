@@ -225,6 +225,10 @@ export function startServer(
     10,
     Math.min(1000, Math.floor(Math.min(headerTimeoutMs, idleTimeoutMs) / 10)),
   );
+  // Descriptors freed by closed connections (each with a file or an upstream
+  // socket of its own) can lie below a socket the sweep must find.
+  const scanGap = Math.max(1024, 4 * limits.maxConnections);
+  const shutPeers = (peers: Set<number>) => shutdownPeers(addr.port, peers, scanGap);
   let ffiWarned = false;
   /** Peers of stuck handshakes whose shutdown failed (EMFILE): tried again next tick. */
   let retryPeers = new Set<number>();
@@ -259,7 +263,7 @@ export function startServer(
       release(t);
     }
     if (stuck.size > 0) {
-      shutdownPeers(addr.port, stuck).then((n) => {
+      shutPeers(stuck).then((n) => {
         if (n === -2) { for (const p of stuck) retryPeers.add(p); }
         if (n === -1 && !ffiWarned) {
           ffiWarned = true;
@@ -364,7 +368,7 @@ export function startServer(
         t.served.shutdown();
       }
     }
-    await shutdownPeers(addr.port, stuck);
+    await shutPeers(stuck);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<"timeout">((r) =>
       timer = setTimeout(() => r("timeout"), deadlineMs)
@@ -386,7 +390,7 @@ export function startServer(
           release(t);
         }
       }
-      await shutdownPeers(addr.port, cut);
+      await shutPeers(cut);
       // A close that never completes must not keep the process alive.
       const grace = new Promise<void>((r) => timer = setTimeout(r, 1000));
       await Promise.race([waitAllClosed(), grace]);

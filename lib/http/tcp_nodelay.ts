@@ -116,7 +116,7 @@ const SHUT_RDWR = 2;
 const RLIMIT_NOFILE = 7;
 /** Never scan more descriptors than this, whatever the limit says. */
 const MAX_SCAN = 1 << 20;
-/** Consecutive descriptors without a socket after which the scan stops. */
+/** Consecutive descriptors without a socket after which the scan stops, unless told otherwise. */
 const MAX_GAP = 1024;
 
 /** The soft RLIMIT_NOFILE: file descriptors are below it. */
@@ -139,8 +139,15 @@ function fdLimit(lib: SocketLib): number {
  * the descriptor limit dlopen itself fails; the caller retries). Only ports are compared: two clients on
  * different hosts with the same source port would both be shut, which costs
  * the innocent one a retry (rare, and only while a stale handshake is cut).
+ * `gap`: consecutive descriptors without a socket after which the scan stops;
+ * connections that closed below a live one leave that many free, so a server
+ * passes more than it may have open at once.
  */
-export async function shutdownPeers(port: number, peerPorts: Set<number>): Promise<number> {
+export async function shutdownPeers(
+  port: number,
+  peerPorts: Set<number>,
+  gap = MAX_GAP,
+): Promise<number> {
   if (Deno.build.os !== "linux" || peerPorts.size === 0) return 0;
   try {
     if ((await Deno.permissions.query({ name: "ffi" })).state !== "granted") return -1;
@@ -149,18 +156,21 @@ export async function shutdownPeers(port: number, peerPorts: Set<number>): Promi
       let found = 0;
       const limit = fdLimit(lib);
       // Linux hands out the lowest free descriptor, so open ones are dense:
-      // a long run without a socket means we are past them all. This keeps
-      // the scan proportional to what is open, not to a huge limit.
+      // a run without a socket longer than the holes closed connections can
+      // leave means we are past them all. This keeps the scan proportional
+      // to what is open, not to a huge limit.
       let misses = 0;
-      for (let fd = 3; fd < limit && found < peerPorts.size && misses < MAX_GAP; fd++) {
-        const peer = socketPort(lib, fd, true);
-        if (peer === undefined) {
-          if (socketPort(lib, fd) === undefined) misses++;
+      for (let fd = 3; fd < limit && found < peerPorts.size && misses < gap; fd++) {
+        // One call for a free descriptor or another port's socket, the common cases.
+        const local = socketPort(lib, fd);
+        if (local === undefined) {
+          misses++;
           continue;
         }
         misses = 0;
-        if (!peerPorts.has(peer)) continue;
-        if (socketPort(lib, fd) !== port) continue;
+        if (local !== port) continue;
+        const peer = socketPort(lib, fd, true);
+        if (peer === undefined || !peerPorts.has(peer)) continue;
         if (lib.symbols.shutdown(fd, SHUT_RDWR) === 0) found++;
       }
       return found;
