@@ -89,7 +89,7 @@ function scopeOf(r: Route): { hostname: string; namespace: string } | undefined 
 }
 
 /** `ref` resolved against the path `base` the way a URL reference is (no dot segments needed). */
-export function resolvePath(base: string, ref: string): string {
+function resolvePath(base: string, ref: string): string {
   if (ref.startsWith("/")) return ref;
   return base.slice(0, base.lastIndexOf("/") + 1) + ref;
 }

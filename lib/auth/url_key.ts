@@ -11,7 +11,7 @@ import { randomBytes } from "../deps/crypto.ts";
 import { keyFromString } from "./signed_url.ts";
 
 /** Where the generated key lives under the cache dir. */
-export function urlKeyPath(cacheDir: string): string {
+function urlKeyPath(cacheDir: string): string {
   return join(cacheDir, "auth", "url.key");
 }
 

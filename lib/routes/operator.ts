@@ -64,7 +64,7 @@ function noStore(contentType: string): Headers {
  * the recovery probe succeeds; meanwhile archives are passed through
  * uncached, so a load balancer may prefer another instance.
  */
-export async function healthResponse(req: Request, health: DiskHealth): Promise<Response> {
+async function healthResponse(req: Request, health: DiskHealth): Promise<Response> {
   // A failed disk is probed on its own schedule, not by every readyz.
   const ok = health.ok && await health.probe();
   const body = ok
