@@ -100,6 +100,23 @@ Deno.test({
   },
 });
 
+/** TCP_NODELAY of each socket this process accepted on `port` from `conn`. */
+function acceptedNoDelay(port: number, conn: Deno.Conn): Array<boolean | undefined> {
+  const clientPort = (conn.localAddr as Deno.NetAddr).port;
+  const lib = openSocketLib();
+  try {
+    const found = [];
+    for (let fd = 3; fd < 4096; fd++) {
+      if (socketPort(lib, fd) === port && socketPort(lib, fd, true) === clientPort) {
+        found.push(hasNoDelay(lib, fd));
+      }
+    }
+    return found;
+  } finally {
+    lib.close();
+  }
+}
+
 Deno.test("TLS connections get TCP_NODELAY from the listening socket", async () => {
   await withServer(async ({ server, tls }) => {
     const nd = await server.noDelay;
@@ -115,20 +132,7 @@ Deno.test("TLS connections get TCP_NODELAY from the listening socket", async () 
       );
       const buf = new Uint8Array(4096);
       assert((await conn.read(buf) ?? 0) > 0);
-      const clientPort = (conn.localAddr as Deno.NetAddr).port;
-      const lib = openSocketLib();
-      try {
-        const accepted = [];
-        for (let fd = 3; fd < 4096; fd++) {
-          if (
-            socketPort(lib, fd) === server.port && socketPort(lib, fd, true) === clientPort
-          ) accepted.push(fd);
-        }
-        assertEquals(accepted.length, 1, "the accepted socket is found");
-        assertEquals(hasNoDelay(lib, accepted[0]!), true);
-      } finally {
-        lib.close();
-      }
+      assertEquals(acceptedNoDelay(server.port, conn), [true], "the accepted socket has it");
     } finally {
       conn.close();
     }
@@ -147,20 +151,7 @@ Deno.test("plain-TCP connections from our own accept loop keep TCP_NODELAY", asy
   try {
     await conn.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
     assert((await conn.read(new Uint8Array(4096)) ?? 0) > 0);
-    const clientPort = (conn.localAddr as Deno.NetAddr).port;
-    const lib = openSocketLib();
-    try {
-      const accepted = [];
-      for (let fd = 3; fd < 4096; fd++) {
-        if (socketPort(lib, fd) === server.port && socketPort(lib, fd, true) === clientPort) {
-          accepted.push(fd);
-        }
-      }
-      assertEquals(accepted.length, 1, "the accepted socket is found");
-      assertEquals(hasNoDelay(lib, accepted[0]!), true);
-    } finally {
-      lib.close();
-    }
+    assertEquals(acceptedNoDelay(server.port, conn), [true], "the accepted socket has it");
   } finally {
     conn.close();
     await server.shutdown(1000);
