@@ -104,12 +104,17 @@ Deno.test("the status page shows a token only what its rules let it see; metrics
   }
   assert(fullText.includes("alpha"), "the cached provider is listed for a token without rules");
   assert(fullText.includes("registry.terraform.io"));
+  assert(fullText.includes("hit ratio") && fullText.includes(f.dir.path));
 
   for (const token of [OTHER_NS, OTHER_UP]) {
     const page = await f.get("/", bearer(token));
     assertEquals(page.status, 200);
     const text = await page.text();
     assert(!text.includes("alpha"), "a hidden provider is not listed");
+    // Activity over every provider (hit ratios, downloads in flight) and the
+    // cache path would tell that hidden ones are in use.
+    assert(!text.includes("hit ratio") && !text.includes("Downloads in flight"));
+    assert(!text.includes(f.dir.path), "nor the cache dir");
     if (token === OTHER_UP) {
       assert(!text.includes("registry.terraform.io"), "nor a hidden upstream");
     }

@@ -175,6 +175,12 @@ Deno.test("/-/readyz is 200 while tmp/ is writable and 503 with the reason when 
   // A file where the directory should be: fails even for root, unlike chmod.
   await Deno.remove(join(dir.path, "tmp"), { recursive: true });
   await Deno.writeTextFile(join(dir.path, "tmp"), "not a dir");
+  // A probe that passed is reused for a second: readyz is open to anyone and
+  // must not be a way to make the disk fsync without pause.
+  const reused = await t.get("/-/readyz");
+  assertEquals(reused.status, 200);
+  await reused.body?.cancel();
+  await new Promise((r) => setTimeout(r, 1_050));
   const bad = await t.get("/-/readyz");
   assertEquals(bad.status, 503);
   assertEquals(bad.headers.get("cache-control"), "no-store");

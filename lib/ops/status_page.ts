@@ -16,13 +16,16 @@ export interface StatusPageData {
   baseUrl: string;
   /** The CLI configuration block for this instance. */
   snippet: string;
-  cacheDir: string;
+  /** Absent for a client whose token has rules (it is about every provider). */
+  cacheDir?: string;
   offline: boolean;
   archives: number;
   bytes: number;
-  inflightDownloads: number;
+  /** Absent for a client whose token has rules: it counts hidden providers' downloads too. */
+  inflightDownloads?: number;
   providers: InventoryProvider[];
-  ratios: Record<"archive" | "metadata", { hits: number; stale: number; total: number }>;
+  /** Absent for a client whose token has rules: they count hidden providers' requests too. */
+  ratios?: Record<"archive" | "metadata", { hits: number; stale: number; total: number }>;
   upstreams: Array<{ hostname: string; url: string; health: UpstreamHealth }>;
 }
 
@@ -178,13 +181,13 @@ a{color:var(--accent)}
 
 /** Renders the complete status page. */
 export function renderStatusPage(d: StatusPageData): string {
-  const a = ratio(d.ratios.archive);
-  const m = ratio(d.ratios.metadata);
+  const a = d.ratios && ratio(d.ratios.archive);
+  const m = d.ratios && ratio(d.ratios.metadata);
   const cards = [
     card("Cached archives", String(d.archives), formatBytes(d.bytes)),
-    card("Archive hit ratio", a.big, a.small),
-    card("Metadata hit ratio", m.big, m.small),
-    card(
+    a ? card("Archive hit ratio", a.big, a.small) : "",
+    m ? card("Metadata hit ratio", m.big, m.small) : "",
+    d.inflightDownloads === undefined ? "" : card(
       "Downloads in flight",
       String(d.inflightDownloads),
       d.offline ? "offline mode" : "from upstreams",
@@ -194,7 +197,7 @@ export function renderStatusPage(d: StatusPageData): string {
       formatDuration(d.now - d.startedAt),
       `since ${new Date(d.startedAt).toISOString().slice(0, 16).replace("T", " ")} UTC`,
     ),
-  ].join("\n");
+  ].filter((c) => c !== "").join("\n");
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -227,9 +230,9 @@ ${upstreamRows(d)}
 <h2 id="cached">Cached providers</h2>
 ${providerRows(d)}
 
-<footer>Cache directory <code>${
-    escapeHtml(d.cacheDir)
-  }</code> · <a href="/-/metrics">metrics</a> · <a href="/-/healthz">healthz</a> · <a href="/-/readyz">readyz</a> · page rendered ${
+<footer>${
+    d.cacheDir === undefined ? "" : `Cache directory <code>${escapeHtml(d.cacheDir)}</code> · `
+  }<a href="/-/metrics">metrics</a> · <a href="/-/healthz">healthz</a> · <a href="/-/readyz">readyz</a> · page rendered ${
     escapeHtml(new Date(d.now).toISOString())
   }</footer>
 </main>

@@ -57,6 +57,19 @@ function noStore(contentType: string): Headers {
   return new Headers({ "content-type": contentType, "cache-control": "no-store" });
 }
 
+const PROBE_REUSE_MS = 1_000;
+const lastGoodProbe = new WeakMap<DiskHealth, number>();
+
+/** A probe that passed within the last second counts; otherwise probe now. */
+async function recentProbe(health: DiskHealth): Promise<boolean> {
+  const at = lastGoodProbe.get(health);
+  if (at !== undefined && performance.now() - at < PROBE_REUSE_MS) return true;
+  const ok = await health.probe();
+  if (ok) lastGoodProbe.set(health, performance.now());
+  else lastGoodProbe.delete(health);
+  return ok;
+}
+
 /**
  * 200 when the disk is healthy and a probe file can be written, fsynced and
  * removed in the temp area (where every download starts); else 503 with the
@@ -65,8 +78,10 @@ function noStore(contentType: string): Headers {
  * uncached, so a load balancer may prefer another instance.
  */
 async function healthResponse(req: Request, health: DiskHealth): Promise<Response> {
-  // A failed disk is probed on its own schedule, not by every readyz.
-  const ok = health.ok && await health.probe();
+  // A failed disk is probed on its own schedule, not by every readyz; a
+  // healthy one at most once a second (readyz is open to anyone, and each
+  // probe is a write, an fsync and a remove).
+  const ok = health.ok && await recentProbe(health);
   const body = ok
     ? { status: "ready" }
     : { status: "unavailable", reason: health.reason ?? "cache directory is not writable" };
@@ -121,24 +136,29 @@ export function statusPageData(req: Request, s: Services, token?: AuthToken): St
     url: u.url,
     health: s.telemetry.upstreamHealth(u.hostname),
   }));
-  return {
+  const data: StatusPageData = {
     version: s.version,
     now: s.now(),
     startedAt: s.telemetry.startedAt,
     baseUrl: base,
     snippet: clientSnippet(base, hosts, base.startsWith("https:"), s.config.auth !== undefined),
-    cacheDir: s.config.cacheDir,
     offline: s.config.offline,
     archives,
     bytes,
-    inflightDownloads: s.inflightDownloads(),
     providers,
-    ratios: {
-      archive: s.telemetry.cacheRatio("archive"),
-      metadata: s.telemetry.cacheRatio("metadata"),
-    },
     upstreams,
   };
+  // Activity figures and the cache path are about every provider: a token
+  // whose rules hide some must not learn from them that hidden ones are used.
+  if (!token?.upstreams && !token?.namespaces) {
+    data.cacheDir = s.config.cacheDir;
+    data.inflightDownloads = s.inflightDownloads();
+    data.ratios = {
+      archive: s.telemetry.cacheRatio("archive"),
+      metadata: s.telemetry.cacheRatio("metadata"),
+    };
+  }
+  return data;
 }
 
 /** The status page as an HTML response (only what `token` may see, when given). */
