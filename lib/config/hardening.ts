@@ -5,6 +5,7 @@
  * bare install is already bounded.
  * @module
  */
+import { parseDurationMs } from "../base/duration.ts";
 import { parseSize } from "../base/size.ts";
 import { createHash } from "../deps/crypto.ts";
 
@@ -111,16 +112,9 @@ function checkKeys(
   }
 }
 
-/** Parses a duration the way `config.ts` does (kept local to avoid an import circle). */
 function duration(v: unknown, key: string, Err: ErrorCtor): number {
-  if (typeof v === "number" && Number.isFinite(v) && v >= 0) return v * 1000;
-  if (typeof v === "string") {
-    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v.trim());
-    if (m) {
-      const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
-      return Number(m[1]) * unit;
-    }
-  }
+  const ms = parseDurationMs(v);
+  if (ms !== undefined) return ms;
   throw new Err(`"${key}" must be a duration such as "10s" or "5m", got ${JSON.stringify(v)}`);
 }
 
