@@ -14,7 +14,7 @@
  * after its meta record, as downloads do.
  * @module
  */
-import { createHash } from "../deps/crypto.ts";
+import { copyHashed } from "../integrity/hashing.ts";
 import {
   type Command,
   COMMON_HELP,
@@ -274,22 +274,7 @@ async function copyBounded(
   if (!held.isFile || held.ino !== st.ino || held.dev !== st.dev) {
     throw new Error("replaced while being imported");
   }
-  const hash = createHash("sha256");
-  let size = 0;
-  using dst = await Deno.open(to, { write: true, createNew: true });
-  const buf = new Uint8Array(256 * 1024);
-  while (true) {
-    const n = await src.read(buf);
-    if (n === null) break;
-    size += n;
-    if (size > limit) throw new Error(`grew over limits.archiveSize (${limit} bytes)`);
-    const chunk = buf.subarray(0, n);
-    hash.update(chunk);
-    let off = 0;
-    while (off < n) off += await dst.write(chunk.subarray(off));
-  }
-  await dst.syncData();
-  return { sha256: hash.digest("hex"), size };
+  return await copyHashed(src, to, limit);
 }
 
 async function importOne(
