@@ -117,6 +117,9 @@ async function readBounded(path: string, limit: number): Promise<Uint8Array> {
   return buf.subarray(0, off);
 }
 
+/** Version JSONs of one provider dir kept parsed at once (see importTree). */
+const LISTINGS_KEPT = 8;
+
 type Listed = { hashes: Map<string, string[]> } | { error: string };
 
 /**
@@ -212,9 +215,12 @@ export async function importTree(
             continue;
           }
           const p = { hostname: host.name, namespace: ns.name, type: type.name };
+          // The last few version JSONs read, so the zips of one version cost
+          // one read; bounded, as each may be a whole limits.metadataDocument.
           const listings = new Map<string, Listed | undefined>();
           const listing = async (version: string) => {
             if (!listings.has(version)) {
+              if (listings.size >= LISTINGS_KEPT) listings.delete(listings.keys().next().value!);
               listings.set(
                 version,
                 await readListing(dir, version, config.limits.metadataDocumentBytes),
