@@ -408,6 +408,11 @@ refused. A zip with no listed hash is refused too, unless:
                          you made yourself and carried safely
 ${COMMON_HELP}
 
+Only regular files are read: a zip or VERSION.json that is a symbolic link,
+FIFO, device or socket is refused without being opened, and so is a zip over
+"limits.archiveSize" or a VERSION.json over "limits.metadataDocument" of the
+config. Linked directories are reported and not followed.
+
 Archives already cached with the same bytes are skipped. Exit codes: 0 all
 imported or present, 1 something was refused (each is named), 2 bad arguments
 or config.`;
