@@ -66,6 +66,10 @@ Deno.test("hardening: bad values name the key", async () => {
       `"auth.urlKey"`,
     ],
     [{ backgroundVerify: { rate: "fast" } }, `"backgroundVerify.rate"`],
+    // Past 2^31-1 ms a timer fires at once: a 30-day interval would verify non-stop.
+    [{ backgroundVerify: { interval: "720h" } }, `"backgroundVerify.interval" must be at most`],
+    [{ limits: { transferRateWindow: "600h" } }, `"limits.transferRateWindow" must be at most`],
+    [{ upstreamTimeout: "600h" }, `"upstreamTimeout" must be at most`],
   ];
   for (const [raw, msg] of cases) {
     await assertRejects(() => build(raw), ConfigError, msg);

@@ -4,6 +4,13 @@
  * @module
  */
 
+/**
+ * The longest delay a timer can wait (2^31 - 1 ms, about 24.8 days): a longer
+ * `setTimeout`/`setInterval` fires after 1 ms instead. Durations that end up
+ * in a timer must stay below it.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 const UNITS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
 
 /**

@@ -8,7 +8,7 @@
 import { dirname, isAbsolute, join, resolve } from "../deps/path.ts";
 import { isValidHostname } from "../protocol/names.ts";
 import { parseSize } from "../base/size.ts";
-import { parseDurationMs } from "../base/duration.ts";
+import { MAX_TIMER_MS, parseDurationMs } from "../base/duration.ts";
 import {
   type AuthConfig,
   type BackgroundVerifyConfig,
@@ -392,6 +392,10 @@ export async function buildConfig(
     ? 8_000
     : parseDuration(raw.upstreamTimeout, "upstreamTimeout");
   if (upstreamTimeoutMs < 100) throw new ConfigError(`"upstreamTimeout" must be at least 100ms`);
+  if (upstreamTimeoutMs > MAX_TIMER_MS) {
+    // A longer AbortSignal.timeout() fires at once.
+    throw new ConfigError(`"upstreamTimeout" must be at most 596h (about 24 days)`);
+  }
 
   let offline = false;
   if (raw.offline !== undefined) {

@@ -5,7 +5,7 @@
  * bare install is already bounded.
  * @module
  */
-import { parseDurationMs } from "../base/duration.ts";
+import { MAX_TIMER_MS, parseDurationMs } from "../base/duration.ts";
 import { parseSize } from "../base/size.ts";
 import { createHash } from "../deps/crypto.ts";
 
@@ -114,8 +114,12 @@ function checkKeys(
 
 function duration(v: unknown, key: string, Err: ErrorCtor): number {
   const ms = parseDurationMs(v);
-  if (ms !== undefined) return ms;
-  throw new Err(`"${key}" must be a duration such as "10s" or "5m", got ${JSON.stringify(v)}`);
+  if (ms === undefined) {
+    throw new Err(`"${key}" must be a duration such as "10s" or "5m", got ${JSON.stringify(v)}`);
+  }
+  // These end up in timers, which fire at once past MAX_TIMER_MS.
+  if (ms > MAX_TIMER_MS) throw new Err(`"${key}" must be at most 596h (about 24 days)`);
+  return ms;
 }
 
 function size(v: unknown, key: string, Err: ErrorCtor): number {
