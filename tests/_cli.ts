@@ -7,6 +7,7 @@
 import type { CliContext, CliIo } from "../lib/commands/cli.ts";
 import { loadConfig } from "../lib/config/config.ts";
 import { join, resolve } from "../lib/deps/path.ts";
+import type { FakeRegistry } from "./fake_registry.ts";
 
 /** Repository root (where main.ts and deno.json live). */
 export const ROOT: string = resolve(import.meta.dirname!, "..");
@@ -42,6 +43,26 @@ export async function writeConfig(dir: string, raw: Record<string, unknown>): Pr
   const path = join(dir, "repoxy.json");
   await Deno.writeTextFile(path, JSON.stringify(raw, null, 2));
   return path;
+}
+
+/**
+ * Writes the config of a test cache whose one upstream, registry.terraform.io,
+ * is `fake` (its download host allowed by `egressAllow`). The cache is
+ * `<dir>/cache` unless `extra` names another `cacheDir`; `extra` adds or
+ * overrides keys.
+ */
+export async function writeFakeConfig(
+  dir: string,
+  fake: Pick<FakeRegistry, "registryUrl" | "egressAllow">,
+  extra: Record<string, unknown> = {},
+): Promise<{ cacheDir: string; config: string }> {
+  const raw = {
+    cacheDir: join(dir, "cache"),
+    upstreams: { "registry.terraform.io": { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
+    ...extra,
+  };
+  return { cacheDir: raw.cacheDir as string, config: await writeConfig(dir, raw) };
 }
 
 /** Result of a spawned CLI run. */
