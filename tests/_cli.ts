@@ -70,17 +70,21 @@ export interface CliRun {
   code: number;
   stdout: string;
   stderr: string;
+  /** It was killed (SIGKILL) after `timeoutMs`. */
+  timedOut: boolean;
 }
 
 /**
  * Runs `deno run -P=serve main.ts ...args`: the same permission set the
- * service is started with, so a command that needs more fails here.
+ * service is started with, so a command that needs more fails here. With
+ * `timeoutMs` it is killed after that long (`timedOut`), so a command that
+ * hangs fails its test instead of hanging it.
  */
 export async function runCli(
   args: string[],
-  opts: { env?: Record<string, string>; cwd?: string } = {},
+  opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {},
 ): Promise<CliRun> {
-  const out = await new Deno.Command(Deno.execPath(), {
+  const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "--config",
@@ -93,7 +97,21 @@ export async function runCli(
     cwd: opts.cwd ?? ROOT,
     env: { NO_COLOR: "1", ...opts.env },
     stdin: "null",
-  }).output();
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let timedOut = false;
+  const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, opts.timeoutMs);
+  const out = await child.output();
+  clearTimeout(timer);
   const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  return {
+    code: out.code,
+    stdout: dec.decode(out.stdout),
+    stderr: dec.decode(out.stderr),
+    timedOut,
+  };
 }

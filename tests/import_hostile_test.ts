@@ -10,7 +10,7 @@
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { hashZipH1 } from "../lib/integrity/dirhash.ts";
-import { ROOT, writeConfig } from "./_cli.ts";
+import { runCli, writeConfig } from "./_cli.ts";
 import { makeProviderZip } from "./_zip.ts";
 import { sha256Hex, tempDir } from "./_helpers.ts";
 
@@ -33,42 +33,6 @@ async function sh(cmd: string, ...args: string[]) {
   if (!out.success) {
     throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
   }
-}
-
-/** `repoxy import`, killed after {@link TIME_LIMIT_MS}. */
-async function importWithLimit(config: string, src: string) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--config",
-      join(ROOT, "deno.json"),
-      "-P=serve",
-      "--quiet",
-      join(ROOT, "main.ts"),
-      "import",
-      "-c",
-      config,
-      src,
-    ],
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill("SIGKILL");
-  }, TIME_LIMIT_MS);
-  const out = await child.output();
-  clearTimeout(timer);
-  const dec = new TextDecoder();
-  return {
-    timedOut,
-    code: out.code,
-    stdout: dec.decode(out.stdout),
-    stderr: dec.decode(out.stderr),
-  };
 }
 
 Deno.test({
@@ -120,7 +84,7 @@ Deno.test({
       upstreams: { [H]: { url: "http://127.0.0.1:9/" } },
       limits: { archiveSize: "1MiB" },
     });
-    const run = await importWithLimit(config, src);
+    const run = await runCli(["import", "-c", config, src], { timeoutMs: TIME_LIMIT_MS });
     assertEquals(run.timedOut, false, `import hung:\n${run.stderr}`);
     assertEquals(run.code, 1, run.stderr);
     const refused = (pattern: RegExp) => assertMatch(run.stderr, pattern);
