@@ -125,8 +125,8 @@ export async function verifyCache(
       if (e instanceof Deno.errors.NotFound) continue; // evicted meanwhile
       throw e;
     }
+    await cache.packages.dropMeta(f.provider, f.version, f.platform, meta);
     if (linked) {
-      await cache.packages.dropMeta(f.provider, f.version, f.platform, meta);
       report.mismatches.push({
         file: f,
         reason,
@@ -134,7 +134,6 @@ export async function verifyCache(
       });
       continue;
     }
-    await cache.packages.dropMeta(f.provider, f.version, f.platform, meta);
     await Deno.writeTextFile(
       dest + ".json",
       JSON.stringify({ path: f.path, reason, recorded: meta, quarantinedAt: now() }, null, 2) +
