@@ -45,8 +45,7 @@ Deno.test("config.example.json is valid and shows every key", async () => {
       "backgroundVerify.interval",
     ])
     .concat(
-      Object.keys(raw.limits).filter((k) => k !== "transferRateWindow" && k !== "negativeEntries")
-        .map((k) => `limits.${k}`),
+      Object.keys(raw.limits).map((k) => `limits.${k}`),
     );
   for (const k of keys) {
     assertEquals(readme.includes(`\`${k}\``), true, `README documents ${k}`);
