@@ -47,6 +47,11 @@ Deno.test("hardening: bad values name the key", async () => {
     [{ allowPrivateNetworks: "yes" }, `"allowPrivateNetworks"`],
     [{ egressAllow: ["http://x/"] }, `"egressAllow"`],
     [{ egressAllow: "10.0.0.0/8" }, `"egressAllow"`],
+    // CIDRs the egress policy could not use (it would drop them silently).
+    [{ egressAllow: ["10.0.0.0/33"] }, `"egressAllow"`],
+    [{ egressAllow: ["10.0.0/8"] }, `"egressAllow"`],
+    [{ egressAllow: ["fd00:::1/8"] }, `"egressAllow"`],
+    [{ egressAllow: ["fd00::/129"] }, `"egressAllow"`],
     [{ auth: { tokens: [] } }, `"auth.tokens"`],
     [{ auth: { tokens: [{ name: "a" }] } }, `"auth.tokens[0]" needs exactly one`],
     [{ auth: { tokens: [{ name: "a", token: "short" }] } }, `at least 16`],
@@ -78,7 +83,7 @@ Deno.test("hardening: bad values name the key", async () => {
 
 Deno.test("hardening: tokens are kept only as sha256, lowercased rules", async () => {
   const c = await build({
-    egressAllow: ["Artifacts.Example:443", "10.0.0.0/8", "[fd00::1]:80"],
+    egressAllow: ["Artifacts.Example:443", "10.0.0.0/8", "[fd00::1]:80", "::ffff:10.0.0.0/104"],
     auth: {
       tokens: [
         { name: "ci", token: "env:REPOXY_T", upstreams: ["Registry.Terraform.io"] },
@@ -86,7 +91,12 @@ Deno.test("hardening: tokens are kept only as sha256, lowercased rules", async (
       ],
     },
   });
-  assertEquals(c.egress.egressAllow, ["artifacts.example:443", "10.0.0.0/8", "[fd00::1]:80"]);
+  assertEquals(c.egress.egressAllow, [
+    "artifacts.example:443",
+    "10.0.0.0/8",
+    "[fd00::1]:80",
+    "::ffff:10.0.0.0/104",
+  ]);
   const [ci, ro] = c.auth!.tokens;
   assertEquals(ci, {
     name: "ci",

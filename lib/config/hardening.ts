@@ -191,6 +191,28 @@ export function parseLimits(raw: unknown, Err: ErrorCtor): Limits {
   return limits;
 }
 
+/**
+ * Whether `entry` is an IPv4 CIDR (dotted quad, prefix at most 32) or an IPv6
+ * one (prefix at most 128). Anything else would be dropped by the egress
+ * policy without a word, so it is refused here.
+ */
+function isCidr(entry: string): boolean {
+  const m = /^([0-9a-fA-F:.]+)\/(\d{1,3})$/.exec(entry);
+  if (!m) return false;
+  const [, addr, bits] = m as unknown as [string, string, string];
+  if (!addr.includes(":")) {
+    const octets = addr.split(".");
+    return octets.length === 4 && octets.every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255) &&
+      Number(bits) <= 32;
+  }
+  try {
+    new URL(`http://[${addr}]/`);
+  } catch {
+    return false;
+  }
+  return Number(bits) <= 128;
+}
+
 /** Parses `allowPrivateNetworks` and `egressAllow`. */
 export function parseEgress(
   allowPrivate: unknown,
@@ -202,8 +224,9 @@ export function parseEgress(
   }
   const list = allow === undefined ? [] : stringList(allow, "egressAllow", Err);
   for (const entry of list) {
-    const ok = /^[0-9a-fA-F:.]+\/\d{1,3}$/.test(entry) ||
-      /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:\d{1,5})?$/.test(entry);
+    const ok = entry.includes("/")
+      ? isCidr(entry)
+      : /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:\d{1,5})?$/.test(entry);
     if (!ok) {
       throw new Err(
         `"egressAllow" entries are "host", "host:port" or a CIDR such as "10.0.0.0/8", got "${entry}"`,
