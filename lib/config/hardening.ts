@@ -213,6 +213,16 @@ function isCidr(entry: string): boolean {
   return Number(bits) <= 128;
 }
 
+/** Whether `entry` (`host` or `host:port`) is a host the URL parser takes, as the egress policy needs. */
+function isUrlHost(entry: string): boolean {
+  try {
+    new URL(`http://${entry}/`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Parses `allowPrivateNetworks` and `egressAllow`. */
 export function parseEgress(
   allowPrivate: unknown,
@@ -226,7 +236,7 @@ export function parseEgress(
   for (const entry of list) {
     const ok = entry.includes("/")
       ? isCidr(entry)
-      : /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:\d{1,5})?$/.test(entry);
+      : /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:\d{1,5})?$/.test(entry) && isUrlHost(entry);
     if (!ok) {
       throw new Err(
         `"egressAllow" entries are "host", "host:port" or a CIDR such as "10.0.0.0/8", got "${entry}"`,
