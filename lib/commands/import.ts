@@ -86,11 +86,17 @@ function kindOf(st: Deno.FileInfo): string {
 /**
  * The entries of a directory as they come (async iteration: a listing of a
  * million names is never held whole). Dot entries are skipped: staging files
- * of an unfinished mirror run.
+ * of an unfinished mirror run. A directory that cannot be read (permissions,
+ * removed meanwhile) is reported in `problems` and ends its listing; it does
+ * not end the import.
  */
-async function* entries(path: string): AsyncGenerator<Deno.DirEntry> {
-  for await (const e of Deno.readDir(path)) {
-    if (!e.name.startsWith(".")) yield e;
+async function* entries(path: string, problems: string[]): AsyncGenerator<Deno.DirEntry> {
+  try {
+    for await (const e of Deno.readDir(path)) {
+      if (!e.name.startsWith(".")) yield e;
+    }
+  } catch (e) {
+    problems.push(`${path}: cannot be read: ${(e as Error).message}`);
   }
 }
 
@@ -190,7 +196,7 @@ export async function importTree(
   let bytes = 0;
   const linked = (path: string) => report.problems.push(`${path}: a symbolic link; not followed`);
   try {
-    for await (const host of entries(srcDir)) {
+    for await (const host of entries(srcDir, report.problems)) {
       const hostDir = join(srcDir, host.name);
       if (host.isSymlink) {
         linked(hostDir);
@@ -203,10 +209,10 @@ export async function importTree(
         );
         continue;
       }
-      for await (const ns of entries(hostDir)) {
+      for await (const ns of entries(hostDir, report.problems)) {
         if (ns.isSymlink) linked(join(hostDir, ns.name));
         if (!ns.isDirectory) continue;
-        for await (const type of entries(join(hostDir, ns.name))) {
+        for await (const type of entries(join(hostDir, ns.name), report.problems)) {
           const dir = join(hostDir, ns.name, type.name);
           if (type.isSymlink) linked(dir);
           if (!type.isDirectory) continue;
@@ -228,7 +234,7 @@ export async function importTree(
             }
             return listings.get(version);
           };
-          for await (const e of entries(dir)) {
+          for await (const e of entries(dir, report.problems)) {
             if (e.isDirectory) {
               report.problems.push(
                 `${
