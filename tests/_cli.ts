@@ -7,6 +7,7 @@
 import type { CliContext, CliIo } from "../lib/commands/cli.ts";
 import { loadConfig } from "../lib/config/config.ts";
 import { join, resolve } from "../lib/deps/path.ts";
+import type { FakeRegistry } from "./fake_registry.ts";
 
 /** Repository root (where main.ts and deno.json live). */
 export const ROOT: string = resolve(import.meta.dirname!, "..");
@@ -44,22 +45,46 @@ export async function writeConfig(dir: string, raw: Record<string, unknown>): Pr
   return path;
 }
 
+/**
+ * Writes the config of a test cache whose one upstream, registry.terraform.io,
+ * is `fake` (its download host allowed by `egressAllow`). The cache is
+ * `<dir>/cache` unless `extra` names another `cacheDir`; `extra` adds or
+ * overrides keys.
+ */
+export async function writeFakeConfig(
+  dir: string,
+  fake: Pick<FakeRegistry, "registryUrl" | "egressAllow">,
+  extra: Record<string, unknown> = {},
+): Promise<{ cacheDir: string; config: string }> {
+  const raw = {
+    cacheDir: join(dir, "cache"),
+    upstreams: { "registry.terraform.io": { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
+    ...extra,
+  };
+  return { cacheDir: raw.cacheDir as string, config: await writeConfig(dir, raw) };
+}
+
 /** Result of a spawned CLI run. */
 export interface CliRun {
   code: number;
   stdout: string;
   stderr: string;
+  /** It was killed (SIGKILL) after `timeoutMs`. */
+  timedOut: boolean;
 }
 
 /**
  * Runs `deno run -P=serve main.ts ...args`: the same permission set the
- * service is started with, so a command that needs more fails here.
+ * service is started with, so a command that needs more fails here. With
+ * `timeoutMs` it is killed after that long (`timedOut`), so a command that
+ * hangs fails its test instead of hanging it.
  */
 export async function runCli(
   args: string[],
-  opts: { env?: Record<string, string>; cwd?: string } = {},
+  opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {},
 ): Promise<CliRun> {
-  const out = await new Deno.Command(Deno.execPath(), {
+  const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "--config",
@@ -72,7 +97,21 @@ export async function runCli(
     cwd: opts.cwd ?? ROOT,
     env: { NO_COLOR: "1", ...opts.env },
     stdin: "null",
-  }).output();
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let timedOut = false;
+  const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, opts.timeoutMs);
+  const out = await child.output();
+  clearTimeout(timer);
   const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  return {
+    code: out.code,
+    stdout: dec.decode(out.stdout),
+    stderr: dec.decode(out.stderr),
+    timedOut,
+  };
 }

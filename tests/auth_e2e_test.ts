@@ -13,6 +13,7 @@ import { join } from "../lib/deps/path.ts";
 import { startServer } from "../lib/http/server.ts";
 import { hashZipH1 } from "../lib/integrity/dirhash.ts";
 import { memoryLogger } from "../lib/base/log.ts";
+import { clientSnippet } from "../lib/ops/client_snippet.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 import { makeTestTls } from "./_tls.ts";
@@ -169,14 +170,8 @@ Deno.test({ name: REGISTRY, ignore: !TERRAFORM }, async () => {
   await using dir = await tempDir();
   const { fake, app, server, seen, log } = await setup(dir.path, false);
   try {
-    const hostBlock = [
-      `host "registry.terraform.io" {`,
-      `  services = {`,
-      `    "providers.v1" = "${server.url}v1/providers/registry.terraform.io/"`,
-      `    "modules.v1"   = "${server.url}v1/modules/registry.terraform.io/"`,
-      `  }`,
-      `}`,
-    ].join("\n") + "\n";
+    // The pull-through `host` block as the start-up banner prints it.
+    const hostBlock = clientSnippet(server.url, ["registry.terraform.io"], false) + "\n";
     // Through a host block the client sends the token of the registry it stands in for.
     const credentials = `credentials "registry.terraform.io" {\n  token = "${TOKEN}"\n}\n`;
 

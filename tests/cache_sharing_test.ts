@@ -12,7 +12,7 @@ import { openCacheDir } from "../lib/cache/cache_dir.ts";
 import { pruneCache } from "../lib/cache/quota.ts";
 import { memoryLogger } from "../lib/base/log.ts";
 import { type ArchiveMeta } from "../lib/cache/archive_meta.ts";
-import { runCli, writeConfig } from "./_cli.ts";
+import { runCli, writeFakeConfig } from "./_cli.ts";
 import { spawnRepoxy } from "./_process.ts";
 import { gate } from "./_slow.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
@@ -158,12 +158,7 @@ Deno.test("warm racing a server that starts and stops on the same cache stores w
     },
   });
   await using dir = await tempDir();
-  const cacheDir = join(dir.path, "cache");
-  const config = await writeConfig(dir.path, {
-    cacheDir,
-    upstreams: { [H]: { url: fake.registryUrl } },
-    egressAllow: fake.egressAllow,
-  });
+  const { cacheDir, config } = await writeFakeConfig(dir.path, fake);
   const a = fake.archive("alpha", "1.0.0", "linux_amd64");
   const warm = runCli(["warm", "-c", config, "-p", "linux_amd64", `${H}/example/alpha@1.0.0`]);
   await asked;
@@ -328,12 +323,7 @@ Deno.test("metrics and the status page shrink when this process or another one p
 Deno.test("warm counts an archive it could not store as failed and exits 1", async () => {
   await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
   await using dir = await tempDir();
-  const cacheDir = join(dir.path, "cache");
-  const config = await writeConfig(dir.path, {
-    cacheDir,
-    upstreams: { [H]: { url: fake.registryUrl } },
-    egressAllow: fake.egressAllow,
-  });
+  const { cacheDir, config } = await writeFakeConfig(dir.path, fake);
   const a = fake.archive("alpha", "1.0.0", "linux_amd64");
   // Something in the way of the archive's final name: the commit's rename fails.
   await Deno.mkdir(join(cacheDir, "packages", H, "example", "alpha", a.filename, "x"), {

@@ -1,5 +1,5 @@
-import { buildConfig, type ConfigEnv } from "../lib/config/config.ts";
-import { assertEquals } from "../lib/deps/assert.ts";
+import { buildConfig, type ConfigEnv, DEFAULT_LIMITS } from "../lib/config/config.ts";
+import { assert, assertEquals } from "../lib/deps/assert.ts";
 
 Deno.test("config.example.json is valid and shows every key", async () => {
   const raw = JSON.parse(
@@ -14,6 +14,8 @@ Deno.test("config.example.json is valid and shows every key", async () => {
         ? "t0ken"
         : n === "REPOXY_CI_TOKEN"
         ? "ci-token-0123456789"
+        : n === "REPOXY_URL_KEY"
+        ? "k".repeat(32)
         : undefined,
     cwd: () => "/",
   };
@@ -43,8 +45,18 @@ Deno.test("config.example.json is valid and shows every key", async () => {
       "backgroundVerify.interval",
     ])
     .concat(
-      Object.keys(raw.limits).filter((k) => k !== "transferRateWindow" && k !== "negativeEntries")
-        .map((k) => `limits.${k}`),
+      Object.keys(raw.limits).map((k) => `limits.${k}`),
     );
-  for (const k of keys) assertEquals(readme.includes(`\`${k}\``), true, `README documents ${k}`);
+  for (const k of keys) {
+    assertEquals(readme.includes(`\`${k}\``), true, `README documents ${k}`);
+    const path = k.split(".").map((part) => part === "<host>" ? "tfe.example.com" : part);
+    // deno-lint-ignore no-explicit-any
+    const shown = path.reduce((o: any, part) => o?.[part], raw);
+    assert(shown !== undefined, `config.example.json shows ${k}`);
+  }
+  assertEquals(
+    Object.keys(raw.limits).length,
+    Object.keys(DEFAULT_LIMITS).length,
+    "config.example.json shows every limit",
+  );
 });

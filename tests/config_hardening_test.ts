@@ -47,6 +47,13 @@ Deno.test("hardening: bad values name the key", async () => {
     [{ allowPrivateNetworks: "yes" }, `"allowPrivateNetworks"`],
     [{ egressAllow: ["http://x/"] }, `"egressAllow"`],
     [{ egressAllow: "10.0.0.0/8" }, `"egressAllow"`],
+    // CIDRs the egress policy could not use (it would drop them silently).
+    [{ egressAllow: ["10.0.0.0/33"] }, `"egressAllow"`],
+    [{ egressAllow: ["10.0.0/8"] }, `"egressAllow"`],
+    [{ egressAllow: ["fd00:::1/8"] }, `"egressAllow"`],
+    [{ egressAllow: ["fd00::/129"] }, `"egressAllow"`],
+    [{ egressAllow: ["artifacts.example:99999"] }, `"egressAllow"`],
+    [{ egressAllow: ["[fd00:::1]"] }, `"egressAllow"`],
     [{ auth: { tokens: [] } }, `"auth.tokens"`],
     [{ auth: { tokens: [{ name: "a" }] } }, `"auth.tokens[0]" needs exactly one`],
     [{ auth: { tokens: [{ name: "a", token: "short" }] } }, `at least 16`],
@@ -66,6 +73,10 @@ Deno.test("hardening: bad values name the key", async () => {
       `"auth.urlKey"`,
     ],
     [{ backgroundVerify: { rate: "fast" } }, `"backgroundVerify.rate"`],
+    // Past 2^31-1 ms a timer fires at once: a 30-day interval would verify non-stop.
+    [{ backgroundVerify: { interval: "720h" } }, `"backgroundVerify.interval" must be at most`],
+    [{ limits: { transferRateWindow: "600h" } }, `"limits.transferRateWindow" must be at most`],
+    [{ upstreamTimeout: "600h" }, `"upstreamTimeout" must be at most`],
   ];
   for (const [raw, msg] of cases) {
     await assertRejects(() => build(raw), ConfigError, msg);
@@ -74,7 +85,7 @@ Deno.test("hardening: bad values name the key", async () => {
 
 Deno.test("hardening: tokens are kept only as sha256, lowercased rules", async () => {
   const c = await build({
-    egressAllow: ["Artifacts.Example:443", "10.0.0.0/8", "[fd00::1]:80"],
+    egressAllow: ["Artifacts.Example:443", "10.0.0.0/8", "[fd00::1]:80", "::ffff:10.0.0.0/104"],
     auth: {
       tokens: [
         { name: "ci", token: "env:REPOXY_T", upstreams: ["Registry.Terraform.io"] },
@@ -82,7 +93,12 @@ Deno.test("hardening: tokens are kept only as sha256, lowercased rules", async (
       ],
     },
   });
-  assertEquals(c.egress.egressAllow, ["artifacts.example:443", "10.0.0.0/8", "[fd00::1]:80"]);
+  assertEquals(c.egress.egressAllow, [
+    "artifacts.example:443",
+    "10.0.0.0/8",
+    "[fd00::1]:80",
+    "::ffff:10.0.0.0/104",
+  ]);
   const [ci, ro] = c.auth!.tokens;
   assertEquals(ci, {
     name: "ci",

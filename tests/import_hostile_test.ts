@@ -10,7 +10,9 @@
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { hashZipH1 } from "../lib/integrity/dirhash.ts";
-import { ROOT, writeConfig } from "./_cli.ts";
+import { importTree } from "../lib/commands/import.ts";
+import { buildConfig } from "../lib/config/config.ts";
+import { runCli, writeConfig } from "./_cli.ts";
 import { makeProviderZip } from "./_zip.ts";
 import { sha256Hex, tempDir } from "./_helpers.ts";
 
@@ -33,42 +35,6 @@ async function sh(cmd: string, ...args: string[]) {
   if (!out.success) {
     throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
   }
-}
-
-/** `repoxy import`, killed after {@link TIME_LIMIT_MS}. */
-async function importWithLimit(config: string, src: string) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--config",
-      join(ROOT, "deno.json"),
-      "-P=serve",
-      "--quiet",
-      join(ROOT, "main.ts"),
-      "import",
-      "-c",
-      config,
-      src,
-    ],
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill("SIGKILL");
-  }, TIME_LIMIT_MS);
-  const out = await child.output();
-  clearTimeout(timer);
-  const dec = new TextDecoder();
-  return {
-    timedOut,
-    code: out.code,
-    stdout: dec.decode(out.stdout),
-    stderr: dec.decode(out.stderr),
-  };
 }
 
 Deno.test({
@@ -120,7 +86,7 @@ Deno.test({
       upstreams: { [H]: { url: "http://127.0.0.1:9/" } },
       limits: { archiveSize: "1MiB" },
     });
-    const run = await importWithLimit(config, src);
+    const run = await runCli(["import", "-c", config, src], { timeoutMs: TIME_LIMIT_MS });
     assertEquals(run.timedOut, false, `import hung:\n${run.stderr}`);
     assertEquals(run.code, 1, run.stderr);
     const refused = (pattern: RegExp) => assertMatch(run.stderr, pattern);
@@ -153,4 +119,41 @@ Deno.test({
     await du(cacheDir);
     assert(bytes < 1024 * 1024, `the cache holds ${bytes} bytes`);
   },
+});
+
+Deno.test("import reports a directory it cannot read and goes on with the rest", async () => {
+  await using dir = await tempDir();
+  const src = join(dir.path, "src");
+  const good = join(src, H, "example", "alpha");
+  await Deno.mkdir(good, { recursive: true });
+  await Deno.mkdir(join(src, H, "locked", "beta"), { recursive: true });
+  const zip = await makeProviderZip("alpha", "1.0.0", "linux_amd64");
+  await Deno.writeFile(join(good, "terraform-provider-alpha_1.0.0_linux_amd64.zip"), zip);
+  await Deno.writeTextFile(
+    join(good, "1.0.0.json"),
+    JSON.stringify({ archives: { linux_amd64: { hashes: [`zh:${sha256Hex(zip)}`] } } }),
+  );
+  const config = await buildConfig({ cacheDir: join(dir.path, "cache") }, {}, dir.path);
+  // Tests run as root here, so a chmod 000 directory would still be readable:
+  // the listing of "locked" fails the way EACCES makes it fail.
+  const readDir = Deno.readDir;
+  const locked = join(src, H, "locked");
+  Object.assign(Deno, {
+    readDir: (path: string | URL) =>
+      path === locked
+        ? {
+          [Symbol.asyncIterator]: () => ({
+            next: () =>
+              Promise.reject(new Deno.errors.PermissionDenied("Permission denied (os error 13)")),
+          }),
+        }
+        : readDir(path),
+  });
+  try {
+    const report = await importTree(config, src);
+    assertEquals(report.problems, [`${locked}: cannot be read: Permission denied (os error 13)`]);
+    assertEquals(report.items.map((i) => i.status), ["imported"]);
+  } finally {
+    Object.assign(Deno, { readDir });
+  }
 });

@@ -10,7 +10,7 @@ import { openCacheDir } from "../lib/cache/cache_dir.ts";
 import { memoryLogger } from "../lib/base/log.ts";
 import { formatSize, parseSize } from "../lib/base/size.ts";
 import { type FakeArchive, startFakeRegistry } from "./fake_registry.ts";
-import { runCli, writeConfig } from "./_cli.ts";
+import { runCli, writeFakeConfig } from "./_cli.ts";
 import { bytesOf, exists, makeTestApp, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 
 const H = "registry.terraform.io";
@@ -71,12 +71,7 @@ async function setLastUse(path: string, t: number) {
 Deno.test("repoxy prune evicts least recently used first, down to the size, skipping an archive being served", async () => {
   await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
   await using dir = await tempDir();
-  const cacheDir = join(dir.path, "cache");
-  const config = await writeConfig(dir.path, {
-    cacheDir,
-    upstreams: { [H]: { url: fake.registryUrl } },
-    egressAllow: fake.egressAllow,
-  });
+  const { cacheDir, config } = await writeFakeConfig(dir.path, fake);
   const [a, b, c, d] = await cacheFour(fake, cacheDir) as [
     FakeArchive,
     FakeArchive,
@@ -154,12 +149,7 @@ Deno.test("repoxy prune evicts least recently used first, down to the size, skip
 Deno.test("prune exits 1 when busy archives keep the cache over the size", async () => {
   await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
   await using dir = await tempDir();
-  const cacheDir = join(dir.path, "cache");
-  const config = await writeConfig(dir.path, {
-    cacheDir,
-    upstreams: { [H]: { url: fake.registryUrl } },
-    egressAllow: fake.egressAllow,
-  });
+  const { cacheDir, config } = await writeFakeConfig(dir.path, fake);
   const [a] = await cacheFour(fake, cacheDir) as [FakeArchive];
   using held = await Deno.open(pathOf(cacheDir, a), { read: true });
   await held.lock(false);

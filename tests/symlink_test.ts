@@ -9,7 +9,7 @@ import { assert, assertEquals, assertMatch, assertRejects } from "../lib/deps/as
 import { join } from "../lib/deps/path.ts";
 import { CacheLayoutError } from "../lib/cache/cache_dir.ts";
 import { verifyCache } from "../lib/commands/verify.ts";
-import { runCli, writeConfig } from "./_cli.ts";
+import { runCli, writeFakeConfig } from "./_cli.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import {
   bytesOf,
@@ -88,11 +88,7 @@ Deno.test("a linked directory of the layout is refused at start-up, by the serve
   assertMatch(err.message, /Move the whole cache directory/);
   await assertRejects(() => verifyCache(cacheDir), CacheLayoutError);
 
-  const config = await writeConfig(dir.path, {
-    cacheDir,
-    upstreams: { [H]: { url: fake.registryUrl } },
-    egressAllow: fake.egressAllow,
-  });
+  const { config } = await writeFakeConfig(dir.path, fake, { cacheDir });
   const run = await runCli(["prune", "-c", config, "--max-size", "0"]);
   assert(run.code !== 0, "prune refuses too");
   assertMatch(run.stderr, /^repoxy prune: .*packages\/registry\.terraform\.io is a symbolic link/m);

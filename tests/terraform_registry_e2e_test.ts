@@ -9,6 +9,7 @@ import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { hashZipH1 } from "../lib/integrity/dirhash.ts";
 import { memoryLogger } from "../lib/base/log.ts";
+import { clientSnippet } from "../lib/ops/client_snippet.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 import {
@@ -42,14 +43,8 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
     const app = await createApp(config, { log });
     const server = serveApp(app);
     try {
-      const cliConfig = [
-        `host "registry.terraform.io" {`,
-        `  services = {`,
-        `    "providers.v1" = "${server.url}v1/providers/registry.terraform.io/"`,
-        `    "modules.v1"   = "${server.url}v1/modules/registry.terraform.io/"`,
-        `  }`,
-        `}`,
-      ].join("\n") + "\n";
+      // The pull-through `host` block as the start-up banner prints it.
+      const cliConfig = clientSnippet(server.url, ["registry.terraform.io"], false) + "\n";
       const mainTf = requiredProvidersTf([
         { name: "alpha", source: "example/alpha", version: "1.1.0" },
         { name: "beta", source: "registry.terraform.io/example/beta", version: ">= 2.0.0" },

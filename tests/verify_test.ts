@@ -5,7 +5,7 @@ import { verifyCache } from "../lib/commands/verify.ts";
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
-import { runCli, writeConfig } from "./_cli.ts";
+import { runCli, writeFakeConfig } from "./_cli.ts";
 import {
   bytesOf,
   exists,
@@ -22,12 +22,7 @@ const H = "registry.terraform.io";
 Deno.test("verify catches a flipped byte, quarantines the file, and the next request downloads good bytes", async () => {
   await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
   await using dir = await tempDir();
-  const cacheDir = join(dir.path, "cache");
-  const config = await writeConfig(dir.path, {
-    cacheDir,
-    upstreams: { [H]: { url: fake.registryUrl } },
-    egressAllow: fake.egressAllow,
-  });
+  const { cacheDir, config } = await writeFakeConfig(dir.path, fake);
   // This app plays the server that keeps running while verify works.
   await using t = await makeTestApp(fake, cacheDir, {
     upstreams: { [H]: { url: fake.registryUrl } },

@@ -8,7 +8,7 @@ import { Progress } from "../lib/commands/cli.ts";
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
-import { captureIo, runCli, testContext, writeConfig } from "./_cli.ts";
+import { captureIo, runCli, testContext, writeFakeConfig } from "./_cli.ts";
 import {
   bytesOf,
   jsonOf,
@@ -44,12 +44,7 @@ function lockFileFor(
 Deno.test("repoxy warm fetches what a lock file and an address name, then skips them on a re-run", async () => {
   await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
   await using dir = await tempDir();
-  const cacheDir = join(dir.path, "cache");
-  const config = await writeConfig(dir.path, {
-    cacheDir,
-    upstreams: { [H]: { url: fake.registryUrl } },
-    egressAllow: fake.egressAllow,
-  });
+  const { cacheDir, config } = await writeFakeConfig(dir.path, fake);
   const lockPath = join(dir.path, ".terraform.lock.hcl");
   await Deno.writeTextFile(
     lockPath,
@@ -138,12 +133,7 @@ Deno.test("repoxy warm names every failure, keeps the rest, and exits 1", async 
     },
   });
   await using dir = await tempDir();
-  const cacheDir = join(dir.path, "cache");
-  const config = await writeConfig(dir.path, {
-    cacheDir,
-    upstreams: { [H]: { url: fake.registryUrl } },
-    egressAllow: fake.egressAllow,
-  });
+  const { cacheDir, config } = await writeFakeConfig(dir.path, fake);
   const lockPath = join(dir.path, "other.lock.hcl");
   // A lock file pinning other bytes for beta (a registry-made lock: zh: hashes).
   await Deno.writeTextFile(
@@ -300,11 +290,7 @@ Deno.test("after warm, an offline mirror answers index.json, {version}.json and 
 Deno.test("warm and the other commands work on a mirror with client auth (they are the operator)", async () => {
   await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
   await using dir = await tempDir();
-  const cacheDir = join(dir.path, "cache");
-  const config = await writeConfig(dir.path, {
-    cacheDir,
-    upstreams: { [H]: { url: fake.registryUrl } },
-    egressAllow: fake.egressAllow,
+  const { cacheDir, config } = await writeFakeConfig(dir.path, fake, {
     auth: { tokens: [{ name: "ci", sha256: "ab".repeat(32) }] },
   });
   const run = await runCli(["warm", "-c", config, "-p", "linux_amd64", "example/beta@2.3.4"]);

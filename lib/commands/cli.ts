@@ -315,7 +315,6 @@ export function commandLogger(config: Config, progress: Progress): Logger {
  */
 export async function createCommandApp(
   config: Config,
-  _command: string,
   log: Logger,
 ): Promise<App & AsyncDisposable> {
   // The background check is the server's job; a command does its own work.

@@ -14,7 +14,7 @@
  * after its meta record, as downloads do.
  * @module
  */
-import { createHash } from "../deps/crypto.ts";
+import { copyHashed } from "../integrity/hashing.ts";
 import {
   type Command,
   COMMON_HELP,
@@ -86,11 +86,17 @@ function kindOf(st: Deno.FileInfo): string {
 /**
  * The entries of a directory as they come (async iteration: a listing of a
  * million names is never held whole). Dot entries are skipped: staging files
- * of an unfinished mirror run.
+ * of an unfinished mirror run. A directory that cannot be read (permissions,
+ * removed meanwhile) is reported in `problems` and ends its listing; it does
+ * not end the import.
  */
-async function* entries(path: string): AsyncGenerator<Deno.DirEntry> {
-  for await (const e of Deno.readDir(path)) {
-    if (!e.name.startsWith(".")) yield e;
+async function* entries(path: string, problems: string[]): AsyncGenerator<Deno.DirEntry> {
+  try {
+    for await (const e of Deno.readDir(path)) {
+      if (!e.name.startsWith(".")) yield e;
+    }
+  } catch (e) {
+    problems.push(`${path}: cannot be read: ${(e as Error).message}`);
   }
 }
 
@@ -116,6 +122,9 @@ async function readBounded(path: string, limit: number): Promise<Uint8Array> {
   if (off > limit) throw new Error(`more than ${limit} bytes, over the limit`);
   return buf.subarray(0, off);
 }
+
+/** Version JSONs of one provider dir kept parsed at once (see importTree). */
+const LISTINGS_KEPT = 8;
 
 type Listed = { hashes: Map<string, string[]> } | { error: string };
 
@@ -187,7 +196,7 @@ export async function importTree(
   let bytes = 0;
   const linked = (path: string) => report.problems.push(`${path}: a symbolic link; not followed`);
   try {
-    for await (const host of entries(srcDir)) {
+    for await (const host of entries(srcDir, report.problems)) {
       const hostDir = join(srcDir, host.name);
       if (host.isSymlink) {
         linked(hostDir);
@@ -200,10 +209,10 @@ export async function importTree(
         );
         continue;
       }
-      for await (const ns of entries(hostDir)) {
+      for await (const ns of entries(hostDir, report.problems)) {
         if (ns.isSymlink) linked(join(hostDir, ns.name));
         if (!ns.isDirectory) continue;
-        for await (const type of entries(join(hostDir, ns.name))) {
+        for await (const type of entries(join(hostDir, ns.name), report.problems)) {
           const dir = join(hostDir, ns.name, type.name);
           if (type.isSymlink) linked(dir);
           if (!type.isDirectory) continue;
@@ -212,9 +221,12 @@ export async function importTree(
             continue;
           }
           const p = { hostname: host.name, namespace: ns.name, type: type.name };
+          // The last few version JSONs read, so the zips of one version cost
+          // one read; bounded, as each may be a whole limits.metadataDocument.
           const listings = new Map<string, Listed | undefined>();
           const listing = async (version: string) => {
             if (!listings.has(version)) {
+              if (listings.size >= LISTINGS_KEPT) listings.delete(listings.keys().next().value!);
               listings.set(
                 version,
                 await readListing(dir, version, config.limits.metadataDocumentBytes),
@@ -222,7 +234,7 @@ export async function importTree(
             }
             return listings.get(version);
           };
-          for await (const e of entries(dir)) {
+          for await (const e of entries(dir, report.problems)) {
             if (e.isDirectory) {
               report.problems.push(
                 `${
@@ -274,22 +286,7 @@ async function copyBounded(
   if (!held.isFile || held.ino !== st.ino || held.dev !== st.dev) {
     throw new Error("replaced while being imported");
   }
-  const hash = createHash("sha256");
-  let size = 0;
-  using dst = await Deno.open(to, { write: true, createNew: true });
-  const buf = new Uint8Array(256 * 1024);
-  while (true) {
-    const n = await src.read(buf);
-    if (n === null) break;
-    size += n;
-    if (size > limit) throw new Error(`grew over limits.archiveSize (${limit} bytes)`);
-    const chunk = buf.subarray(0, n);
-    hash.update(chunk);
-    let off = 0;
-    while (off < n) off += await dst.write(chunk.subarray(off));
-  }
-  await dst.syncData();
-  return { sha256: hash.digest("hex"), size };
+  return await copyHashed(src, to, limit);
 }
 
 async function importOne(
@@ -416,6 +413,11 @@ refused. A zip with no listed hash is refused too, unless:
                          what clients will pin), so use it only for a directory
                          you made yourself and carried safely
 ${COMMON_HELP}
+
+Only regular files are read: a zip or VERSION.json that is a symbolic link,
+FIFO, device or socket is refused without being opened, and so is a zip over
+"limits.archiveSize" or a VERSION.json over "limits.metadataDocument" of the
+config. Linked directories are reported and not followed.
 
 Archives already cached with the same bytes are skipped. Exit codes: 0 all
 imported or present, 1 something was refused (each is named), 2 bad arguments

@@ -125,8 +125,8 @@ export async function verifyCache(
       if (e instanceof Deno.errors.NotFound) continue; // evicted meanwhile
       throw e;
     }
+    await cache.packages.dropMeta(f.provider, f.version, f.platform, meta);
     if (linked) {
-      await cache.packages.dropMeta(f.provider, f.version, f.platform, meta);
       report.mismatches.push({
         file: f,
         reason,
@@ -134,7 +134,6 @@ export async function verifyCache(
       });
       continue;
     }
-    await cache.packages.dropMeta(f.provider, f.version, f.platform, meta);
     await Deno.writeTextFile(
       dest + ".json",
       JSON.stringify({ path: f.path, reason, recorded: meta, quarantinedAt: now() }, null, 2) +
@@ -156,8 +155,9 @@ const HELP = `Usage: repoxy verify [options]
 
 Re-hashes every cached archive (size, sha256 and h1) against what was recorded
 when it was stored. Mismatches are moved to <cacheDir>/quarantine/ (with a .json
-note of what was expected) and their records dropped, so the next request
-downloads a good copy. Safe to run next to a live server.
+note of what was expected; removed instead when quarantine/ is not a real
+directory of the cache, e.g. a planted link) and their records dropped, so the
+next request downloads a good copy. Safe to run next to a live server.
 
 Options:
 ${COMMON_HELP}

@@ -372,7 +372,7 @@ export const warmCommand: Command = defineCommand({
     }
 
     const progress = new Progress(io);
-    await using app = await createCommandApp(config, "warm", commandLogger(config, progress));
+    await using app = await createCommandApp(config, commandLogger(config, progress));
     const started = Date.now();
     const report = await warm(app, { targets, platforms, concurrency, progress });
     progress.done();

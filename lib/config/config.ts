@@ -8,6 +8,7 @@
 import { dirname, isAbsolute, join, resolve } from "../deps/path.ts";
 import { isValidHostname } from "../protocol/names.ts";
 import { parseSize } from "../base/size.ts";
+import { MAX_TIMER_MS, parseDurationMs } from "../base/duration.ts";
 import {
   type AuthConfig,
   type BackgroundVerifyConfig,
@@ -157,15 +158,8 @@ export function parseListen(value: string, key = "listen"): { hostname: string; 
  * Parses a duration: a number of seconds, or a string like "90s", "10m", "1h", "500ms".
  */
 export function parseDuration(v: unknown, key: string): number {
-  if (typeof v === "number" && Number.isFinite(v) && v >= 0) return v * 1000;
-  if (typeof v === "string") {
-    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v.trim());
-    if (m) {
-      const n = Number(m[1]);
-      const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
-      return n * unit;
-    }
-  }
+  const ms = parseDurationMs(v);
+  if (ms !== undefined) return ms;
   throw new ConfigError(
     `"${key}" must be a duration such as "10m", "30s" or a number of seconds, got ${
       JSON.stringify(v)
@@ -398,6 +392,10 @@ export async function buildConfig(
     ? 8_000
     : parseDuration(raw.upstreamTimeout, "upstreamTimeout");
   if (upstreamTimeoutMs < 100) throw new ConfigError(`"upstreamTimeout" must be at least 100ms`);
+  if (upstreamTimeoutMs > MAX_TIMER_MS) {
+    // A longer AbortSignal.timeout() fires at once.
+    throw new ConfigError(`"upstreamTimeout" must be at most 596h (about 24 days)`);
+  }
 
   let offline = false;
   if (raw.offline !== undefined) {

@@ -5,6 +5,7 @@
  * bare install is already bounded.
  * @module
  */
+import { MAX_TIMER_MS, parseDurationMs } from "../base/duration.ts";
 import { parseSize } from "../base/size.ts";
 import { createHash } from "../deps/crypto.ts";
 
@@ -111,17 +112,14 @@ function checkKeys(
   }
 }
 
-/** Parses a duration the way `config.ts` does (kept local to avoid an import circle). */
 function duration(v: unknown, key: string, Err: ErrorCtor): number {
-  if (typeof v === "number" && Number.isFinite(v) && v >= 0) return v * 1000;
-  if (typeof v === "string") {
-    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v.trim());
-    if (m) {
-      const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
-      return Number(m[1]) * unit;
-    }
+  const ms = parseDurationMs(v);
+  if (ms === undefined) {
+    throw new Err(`"${key}" must be a duration such as "10s" or "5m", got ${JSON.stringify(v)}`);
   }
-  throw new Err(`"${key}" must be a duration such as "10s" or "5m", got ${JSON.stringify(v)}`);
+  // These end up in timers, which fire at once past MAX_TIMER_MS.
+  if (ms > MAX_TIMER_MS) throw new Err(`"${key}" must be at most 596h (about 24 days)`);
+  return ms;
 }
 
 function size(v: unknown, key: string, Err: ErrorCtor): number {
@@ -193,6 +191,38 @@ export function parseLimits(raw: unknown, Err: ErrorCtor): Limits {
   return limits;
 }
 
+/**
+ * Whether `entry` is an IPv4 CIDR (dotted quad, prefix at most 32) or an IPv6
+ * one (prefix at most 128). Anything else would be dropped by the egress
+ * policy without a word, so it is refused here.
+ */
+function isCidr(entry: string): boolean {
+  const m = /^([0-9a-fA-F:.]+)\/(\d{1,3})$/.exec(entry);
+  if (!m) return false;
+  const [, addr, bits] = m as unknown as [string, string, string];
+  if (!addr.includes(":")) {
+    const octets = addr.split(".");
+    return octets.length === 4 && octets.every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255) &&
+      Number(bits) <= 32;
+  }
+  try {
+    new URL(`http://[${addr}]/`);
+  } catch {
+    return false;
+  }
+  return Number(bits) <= 128;
+}
+
+/** Whether `entry` (`host` or `host:port`) is a host the URL parser takes, as the egress policy needs. */
+function isUrlHost(entry: string): boolean {
+  try {
+    new URL(`http://${entry}/`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Parses `allowPrivateNetworks` and `egressAllow`. */
 export function parseEgress(
   allowPrivate: unknown,
@@ -204,8 +234,9 @@ export function parseEgress(
   }
   const list = allow === undefined ? [] : stringList(allow, "egressAllow", Err);
   for (const entry of list) {
-    const ok = /^[0-9a-fA-F:.]+\/\d{1,3}$/.test(entry) ||
-      /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:\d{1,5})?$/.test(entry);
+    const ok = entry.includes("/")
+      ? isCidr(entry)
+      : /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:\d{1,5})?$/.test(entry) && isUrlHost(entry);
     if (!ok) {
       throw new Err(
         `"egressAllow" entries are "host", "host:port" or a CIDR such as "10.0.0.0/8", got "${entry}"`,
