@@ -79,8 +79,8 @@ export interface Services {
   inventory: CacheInventory;
   /** Archive downloads in progress. */
   inflightDownloads: () => number;
-  /** Whether the cache disk takes downloads (`/-/readyz`); absent: probe on each request. */
-  diskHealth?: DiskHealth;
+  /** Whether the cache disk takes downloads (`/-/readyz`). */
+  diskHealth: DiskHealth;
   now: () => number;
   version: string;
 }

@@ -4,12 +4,10 @@
  * @module
  */
 import { mayAccess } from "../auth/tokens.ts";
-import { defaultTmpDir } from "../cache/cache_dir.ts";
 import type { DiskHealth } from "../cache/disk_health.ts";
 import type { Config } from "../config/config.ts";
 import type { AuthToken } from "../config/hardening.ts";
 import { HttpError } from "../http/errors.ts";
-import { join } from "../deps/path.ts";
 import { utf8Length } from "../http/serve_body.ts";
 import { clientSnippet } from "../ops/client_snippet.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../ops/metrics.ts";
@@ -28,7 +26,7 @@ export const health: RouteHandler<"health"> = (req, _ctx, _r, s) =>
 
 /** `GET /-/readyz`: the cache can take new downloads. */
 export const ready: RouteHandler<"ready"> = (req, _ctx, _r, s) =>
-  s.diskHealth ? healthResponse(req, s.diskHealth) : readyResponse(req, s.config.cacheDir);
+  healthResponse(req, s.diskHealth);
 
 /**
  * `GET /-/metrics`: the Prometheus text format. Its series name every
@@ -79,34 +77,6 @@ export async function healthResponse(req: Request, health: DiskHealth): Promise<
     ok ? 200 : 503,
     noStore("application/json"),
   );
-}
-
-/**
- * 200 when a file can be created and removed in the cache's `tmp/` (where
- * every download starts), else 503 with the reason. A full or read-only disk
- * makes every miss fail, so a load balancer should stop sending traffic.
- */
-export async function readyResponse(req: Request, cacheDir: string): Promise<Response> {
-  const probe = join(defaultTmpDir(cacheDir), `.readyz-${crypto.randomUUID()}`);
-  let status = 200;
-  let body: Record<string, string> = { status: "ready" };
-  try {
-    const f = await Deno.open(probe, { write: true, createNew: true });
-    try {
-      await f.write(new Uint8Array([0x72]));
-    } finally {
-      f.close();
-    }
-    await Deno.remove(probe);
-  } catch (e) {
-    await Deno.remove(probe).catch(() => {});
-    status = 503;
-    body = {
-      status: "unavailable",
-      reason: `cache directory ${cacheDir} is not writable: ${(e as Error).message}`,
-    };
-  }
-  return textResponse(req, JSON.stringify(body) + "\n", status, noStore("application/json"));
 }
 
 /**
