@@ -25,8 +25,7 @@ export const health: RouteHandler<"health"> = (req, _ctx, _r, s) =>
   );
 
 /** `GET /-/readyz`: the cache can take new downloads. */
-export const ready: RouteHandler<"ready"> = (req, _ctx, _r, s) =>
-  healthResponse(req, s.diskHealth);
+export const ready: RouteHandler<"ready"> = (req, _ctx, _r, s) => healthResponse(req, s.diskHealth);
 
 /**
  * `GET /-/metrics`: the Prometheus text format. Its series name every
