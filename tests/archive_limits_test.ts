@@ -381,3 +381,32 @@ Deno.test("a pass-through stops reading the upstream when its client leaves", as
   assert(sent.sent < 6 * 2 ** 20, `the upstream sent ${sent.sent} bytes`);
   assertEquals(await listDir(tmpDirOf(t)), []);
 });
+
+Deno.test("a pass-through reads the upstream only as fast as its client (a bounded window ahead)", async () => {
+  const sent = { sent: 0 };
+  const total = 64 * 2 ** 20;
+  await using t = await mirrorFixture({
+    providers: ALPHA,
+    // Declared 64 MiB against a 1 MB quota: passed through from the start.
+    config: { maxCacheSize: 1_000_000 },
+    registry: {
+      intercept: (req) => {
+        if (!isZipFetch(new URL(req.url).pathname)) return undefined;
+        return new Response(hostileBody({ chunk: 64 * 1024, everyMs: 0, total }, sent), {
+          headers: { "content-length": String(total) },
+        });
+      },
+    },
+  });
+  const res = await t.get(ZIP);
+  assertEquals(res.headers.get("x-repoxy-cache"), "bypass");
+  const reader = res.body!.getReader();
+  await reader.read();
+  // The client stalls; a fast upstream must not be read into memory meanwhile.
+  await new Promise((r) => setTimeout(r, 1_000));
+  const ahead = sent.sent;
+  await reader.cancel();
+  await t.app.settle();
+  // The 2 MiB window plus socket buffers, not the 64 MiB body.
+  assert(ahead < 16 * 2 ** 20, `the upstream sent ${ahead} bytes to a stalled client`);
+});

@@ -116,6 +116,11 @@ Deno.test("the background check re-hashes at the configured rate, quarantines ro
     assertEquals(fooled.headers.get("x-repoxy-cache"), "hit", "the fingerprint cannot see it");
     await fooled.body?.cancel();
 
+    // A good archive's access time (what prune evicts by) is not a use.
+    const good = join(t.dir.path, "packages", H, "example", "beta", b.filename);
+    const old = new Date(Date.now() - 86_400_000 * 30);
+    await Deno.utime(good, old, (await Deno.stat(good)).mtime!);
+
     // The loop waits FIRST_PASS_DELAY_MS before its first pass; let it go.
     const first = held.find((h) => h.ms === FIRST_PASS_DELAY_MS);
     assert(first, `the first pass is scheduled after ${FIRST_PASS_DELAY_MS} ms`);
@@ -124,6 +129,11 @@ Deno.test("the background check re-hashes at the configured rate, quarantines ro
 
     const stats = t.app.verifier.stats;
     assertEquals(stats.bad, 1);
+    assertEquals(
+      (await Deno.stat(good)).atime?.getTime(),
+      old.getTime(),
+      "re-hashing is not a use",
+    );
     assertEquals(stats.archives, 2);
     assertEquals(stats.bytes, a.bytes.length + b.bytes.length);
     // Paced: the waits add up to (nearly) bytes / rate.

@@ -9,7 +9,9 @@
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { hashZipH1, type HashZipOptions } from "../lib/integrity/dirhash.ts";
 import { type ZipFile, ZipFormatError } from "../lib/integrity/zip_reader.ts";
-import { bytesOf, jsonOf, mirrorFixture, sha256Hex } from "./_helpers.ts";
+import { bytesOf, jsonOf, mirrorFixture, sha256Hex, tempDir } from "./_helpers.ts";
+import { openCacheDir } from "../lib/cache/cache_dir.ts";
+import { memoryLogger } from "../lib/base/log.ts";
 import { crc32, makeZip } from "./_zip.ts";
 
 const H = "registry.terraform.io";
@@ -183,6 +185,31 @@ Deno.test("h1: an aborted signal abandons the job at its next chunk", async () =
   // Same archive, no abort: it does hash (the bounds do not reject it).
   const done = await hashZipH1(countingZip(zip).file);
   assertMatch(done, /^h1:/);
+});
+
+Deno.test("h1: the cache's jobs are abandoned at shutdown (abortH1Jobs), and later ones too", async () => {
+  const zip = await makeZip([{ name: "terraform-provider-z_v1.0.0", data: new Uint8Array(1024) }]);
+  await using dir = await tempDir();
+  await using cache = await openCacheDir(dir.path, memoryLogger());
+  const p = { hostname: H, namespace: "example", type: "z" };
+  const pl = { os: "linux", arch: "amd64" };
+  const commit = async (version: string) => {
+    const tmp = cache.storage.tempPath("z.zip");
+    await Deno.writeFile(tmp, zip);
+    await cache.packages.commit(p, version, pl, tmp, {
+      sha256: sha256Hex(zip),
+      size: zip.length,
+      cachedAt: 1,
+      url: "https://x/z.zip",
+    });
+  };
+  await commit("1.0.0");
+  await commit("2.0.0");
+  const running = cache.packages.ensureH1(p, "1.0.0", pl);
+  cache.packages.abortH1Jobs();
+  assertMatch(String(await rejection(running)), /shutting down/);
+  assertMatch(String(await rejection(cache.packages.ensureH1(p, "2.0.0", pl))), /shutting down/);
+  assertEquals((await cache.packages.readMeta(p, "1.0.0", pl))?.h1, undefined);
 });
 
 Deno.test("h1: a long job lets timers run while it works", async () => {

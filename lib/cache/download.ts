@@ -46,7 +46,6 @@ import {
 } from "./transfer_watchdog.ts";
 
 export type { TransferLimits };
-import { DiskError } from "./storage.ts";
 
 const READ_CHUNK = 256 * 1024;
 /** An upstream that sends nothing for this long is given up on. */
@@ -328,7 +327,7 @@ export interface DownloadsOptions {
   /** Size and rate bounds (default: the config defaults). */
   limits?: TransferLimits;
   /** The disk's state: failed means pass-through, and write errors fail it. */
-  health?: DiskHealth;
+  health: DiskHealth;
   /** `maxCacheSize`: temp space of downloads in flight counts inside it. */
   maxCacheBytes?: number;
   /** Asked to make room (prune) when downloads reserve more temp space. */
@@ -344,7 +343,7 @@ export class Downloads {
   constructor(
     readonly packages: PackageStore,
     readonly log: Logger,
-    readonly opts: DownloadsOptions = {},
+    readonly opts: DownloadsOptions,
   ) {}
 
   /** The in-flight download of an archive, if any. */
@@ -438,7 +437,7 @@ export class Downloads {
       // Why the bytes cannot go to disk from the start, if they cannot.
       let bypass: string | undefined;
       let diskTrouble = false;
-      if (health && !health.ok) {
+      if (!health.ok) {
         bypass = `cache disk unavailable: ${health.reason}`;
         diskTrouble = true;
       } else if (expected !== undefined && !this.#fits(d, expected)) {
@@ -449,12 +448,6 @@ export class Downloads {
         try {
           file = await Deno.open(d.tmpPath, { write: true, createNew: true });
         } catch (e) {
-          if (!health) {
-            await res.body?.cancel();
-            throw new DiskError(
-              `cannot create a temp file in ${dirname(d.tmpPath)}: ${(e as Error).message}`,
-            );
-          }
           bypass = `cannot create a temp file in ${dirname(d.tmpPath)}: ${(e as Error).message}`;
           diskTrouble = true;
           health.fail(bypass, expected ?? 1);
@@ -496,7 +489,7 @@ export class Downloads {
             try {
               while (off < chunk.length) off += await file.write(chunk.subarray(off));
             } catch (e) {
-              if (!health || !isDiskTrouble(e)) throw e;
+              if (!isDiskTrouble(e)) throw e;
               // Disk trouble costs caching, not service: the bytes that made
               // it to the file stay readable there, the rest goes through
               // memory. (A partial write leaves `off` good bytes.)
@@ -592,7 +585,7 @@ export class Downloads {
         file = undefined;
         await this.packages.commit(p, version, pl, d.tmpPath, meta);
       } catch (e) {
-        if (!health || !isDiskTrouble(e)) throw e;
+        if (!isDiskTrouble(e)) throw e;
         // The bytes are verified and in the temp file: let the readers
         // finish from it, then give up on storing them.
         health.fail(`storing the archive failed: ${(e as Error).message}`, d.written);

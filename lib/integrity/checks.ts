@@ -8,7 +8,7 @@
  * | signature over SHA256SUMS (`signatureAuthentication`) | {@link checkSumsSignature} | upstream/metadata.ts, before SHA256SUMS is kept |
  * | SHA256SUMS is well formed                           | {@link checkSumsFormat}    | upstream/metadata.ts |
  * | the document's shasum is SHA256SUMS' line (`matchingChecksumAuthentication`) | {@link checkMatchingChecksum} | upstream/metadata.ts, before any download |
- * | the bytes hash to it (`archiveHashAuthentication`)  | {@link checkArchiveHash}   | cache/download.ts and verifying_stream.ts, at the last byte |
+ * | the bytes hash to it (`archiveHashAuthentication`)  | {@link checkArchiveHash}   | cache/download.ts, at the last byte (also for a pass-through) |
  * | listed `zh:`/`h1:` hashes (`packageHashAuthentication`) | {@link checkListedZh}, {@link checkListedH1} | commands/import.ts |
  *
  * A failing check throws an {@link IntegrityError} naming what did not hold;

@@ -16,10 +16,8 @@ import type { Logger } from "../base/log.ts";
 import { type CacheStatus, worstStatus } from "../cache/cache_status.ts";
 import type { Downloads } from "../cache/download.ts";
 import type { PackageStore } from "../cache/package_store.ts";
-import { DiskError } from "../cache/storage.ts";
 import type { Config } from "../config/config.ts";
 import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
-import { verifyingStream } from "../integrity/verifying_stream.ts";
 import type { MirrorArchive } from "../protocol/mirror_json.ts";
 import {
   archiveFilename,
@@ -299,7 +297,7 @@ export class UpstreamSource implements ProviderSource {
   }
 
   async fetchArchive(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveFetch> {
-    const { metadata, downloads, log } = this.deps;
+    const { metadata, downloads } = this.deps;
     const joined = downloads.inflight(p, version, pl);
     if (joined) {
       await joined.ready;
@@ -317,16 +315,7 @@ export class UpstreamSource implements ProviderSource {
       expectedSha256: dl.value.doc.shasum,
       signal: this.deps.shutdown,
     });
-    try {
-      await download.ready;
-    } catch (e) {
-      if (!(e instanceof DiskError)) throw e;
-      log.error("cache not writable; streaming the archive without caching it", {
-        path: `/${providerString(p)}/${archiveFilename(p.type, version, pl)}`,
-        error: e.message,
-      });
-      return await this.#passThrough(p, dl.value);
-    }
+    await download.ready;
     // Not going to the cache (disk failed, over the quota): say so.
     if (download.passThrough !== undefined) {
       return { kind: "bypass", body: download.reader(), size: download.expectedSize };
@@ -394,30 +383,6 @@ export class UpstreamSource implements ProviderSource {
     };
     if (get) answer.terraformGet = absolute(get);
     return answer;
-  }
-
-  /** Streams an archive from upstream to the client, verified, without caching it. */
-  async #passThrough(p: ProviderRef, dl: DownloadValue): Promise<ArchiveFetch> {
-    const client = this.deps.metadata.client(p.hostname);
-    const { res, url } = await client.get(new URL(dl.doc.download_url, dl.url), {
-      signal: this.deps.shutdown,
-    });
-    if (res.status !== 200 || !res.body) {
-      await res.body?.cancel();
-      throw new UpstreamError(
-        `download host ${url.host} answered ${res.status} for ${url.pathname}`,
-      );
-    }
-    const len = res.headers.get("content-length");
-    return {
-      kind: "bypass",
-      body: verifyingStream(
-        res.body,
-        dl.doc.shasum,
-        (e) => new UpstreamError(`archive ${e.message}`),
-      ),
-      size: len && /^\d+$/.test(len) ? Number(len) : undefined,
-    };
   }
 
   /** SHA256SUMS of a version as filename → sha256, or undefined when unavailable. */
