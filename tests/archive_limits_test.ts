@@ -12,10 +12,14 @@ import {
   bytesOf,
   exists,
   listDir,
+  makeTestApp,
   type MirrorFixture,
   mirrorFixture,
   sha256Hex,
+  tempDir,
 } from "./_helpers.ts";
+import { MAX_PASS_THROUGHS } from "../lib/cache/download.ts";
+import type { HttpError } from "../lib/http/errors.ts";
 import { makeZip } from "./_zip.ts";
 
 const H = "registry.terraform.io";
@@ -409,4 +413,41 @@ Deno.test("a pass-through reads the upstream only as fast as its client (a bound
   await t.app.settle();
   // The 2 MiB window plus socket buffers, not the 64 MiB body.
   assert(ahead < 16 * 2 ** 20, `the upstream sent ${ahead} bytes to a stalled client`);
+});
+
+Deno.test("a failed disk bounds uncached transfers: past MAX_PASS_THROUGHS new archives get a 503", async () => {
+  await using dir = await tempDir();
+  await using t = await makeTestApp(undefined, dir.path, {}, { diskProbeIntervalMs: 60_000 });
+  const downloads = t.app.downloads;
+  downloads.opts.health.fail("disk full (test)", 1);
+  const stop = new AbortController();
+  // Sources that never answer until the test ends: each start is one uncached transfer.
+  const source = {
+    open: (signal: AbortSignal) =>
+      new Promise<never>((_, reject) =>
+        signal.addEventListener("abort", () => reject(signal.reason), { once: true })
+      ),
+    expectedSha256: "0".repeat(64),
+    signal: stop.signal,
+  };
+  const p = { hostname: "registry.terraform.io", namespace: "example", type: "alpha" };
+  const started = [];
+  for (let i = 0; i < MAX_PASS_THROUGHS; i++) {
+    started.push(downloads.start(p, `1.0.${i}`, { os: "linux", arch: "amd64" }, source));
+  }
+  assertEquals(downloads.passThroughs, MAX_PASS_THROUGHS);
+  // The same archive still joins its transfer; a new one is refused.
+  assertEquals(downloads.start(p, "1.0.0", { os: "linux", arch: "amd64" }, source), started[0]);
+  const refused = (() => {
+    try {
+      downloads.start(p, "9.9.9", { os: "linux", arch: "amd64" }, source);
+    } catch (e) {
+      return e as HttpError;
+    }
+  })();
+  assertEquals(refused?.status, 503);
+  assertEquals(new Headers(refused?.headers).get("retry-after"), "5");
+  stop.abort();
+  await Promise.allSettled(started.map((d) => d.done));
+  assertEquals(downloads.passThroughs, 0);
 });

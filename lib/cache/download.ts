@@ -27,7 +27,7 @@ import { redactUrl } from "../base/redact.ts";
 import type { Logger } from "../base/log.ts";
 import { createHash } from "../deps/crypto.ts";
 import { dirname } from "../deps/path.ts";
-import { UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
+import { HttpError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
 import { checkArchiveHash, IntegrityError } from "../integrity/checks.ts";
 import {
   archiveFilename,
@@ -55,6 +55,12 @@ const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
  * stops reading the upstream.
  */
 const PASS_THROUGH_WINDOW = 2 * 2 ** 20;
+/**
+ * Uncached transfers at once while the disk is failed: each holds up to
+ * {@link PASS_THROUGH_WINDOW} and its own upstream download (they cannot be
+ * shared), so this bounds that memory (64 MiB) and upstream load.
+ */
+export const MAX_PASS_THROUGHS = 32;
 /** Where a download's bytes come from. */
 export interface DownloadSource {
   /** Sends the request; the caller here owns the response body. */
@@ -351,6 +357,18 @@ export class Downloads {
     return this.#downloads.get(this.packages.keyOf(p, version, pl));
   }
 
+  /** Downloads started while the disk was failed: pass-throughs from their first byte. */
+  readonly #startedUncached = new WeakSet<Download>();
+
+  /** Number of running downloads that cache nothing (pass-throughs, or about to be). */
+  get passThroughs(): number {
+    let n = 0;
+    for (const d of this.#running) {
+      if (d.passThrough !== undefined || this.#startedUncached.has(d)) n++;
+    }
+    return n;
+  }
+
   /** Number of downloads in progress. */
   get count(): number {
     return this.#running.size;
@@ -366,13 +384,25 @@ export class Downloads {
     return n;
   }
 
-  /** Starts (or joins) the download of an archive. */
+  /**
+   * Starts (or joins) the download of an archive.
+   * @throws {HttpError} 503 when the disk is failed and {@link MAX_PASS_THROUGHS} uncached
+   * transfers already run
+   */
   start(p: ProviderRef, version: string, pl: PlatformRef, source: DownloadSource): Download {
     const key = this.packages.keyOf(p, version, pl);
     const existing = this.#downloads.get(key);
     if (existing) return existing;
+    if (!this.opts.health.ok && this.passThroughs >= MAX_PASS_THROUGHS) {
+      throw new HttpError(
+        503,
+        `the cache disk is unavailable (${this.opts.health.reason}) and ${MAX_PASS_THROUGHS} uncached transfers are running; try again shortly`,
+        { "retry-after": "5" },
+      );
+    }
     const tmp = this.packages.storage.tempPath(archiveFilename(p.type, version, pl));
     const d = new Download(tmp, key, this.packages, (d) => this.#run(d, p, version, pl, source));
+    if (!this.opts.health.ok) this.#startedUncached.add(d);
     this.#downloads.set(key, d);
     this.#running.add(d);
     d.done.finally(() => {
