@@ -32,6 +32,7 @@ import type { ModuleRef } from "../protocol/paths.ts";
 import type { DownloadValue, SumsValue, VersionsValue } from "../protocol/registry_json.ts";
 import { parseSha256Sums } from "../protocol/sha256sums.ts";
 import type { Metadata } from "../upstream/metadata.ts";
+import { upstreamUrl } from "../upstream/client.ts";
 import type {
   Answer,
   ArchiveFetch,
@@ -311,7 +312,7 @@ export class UpstreamSource implements ProviderSource {
     // A platform the version does not list fails here, without an upstream request.
     const dl = await metadata.verifiedDownload(p, version, pl);
     const client = metadata.client(p.hostname);
-    const url = new URL(dl.value.doc.download_url, dl.value.url);
+    const url = upstreamUrl(dl.value.doc.download_url, dl.value.url, p.hostname, "download_url");
     const download = downloads.start(p, version, pl, {
       open: (signal) => client.get(url, { signal, accept: "application/zip, */*" }),
       expectedSha256: dl.value.doc.shasum,
@@ -373,7 +374,9 @@ export class UpstreamSource implements ProviderSource {
       throw tooBig();
     }
     const absolute = (loc: string) =>
-      /^(\/|\.\/|\.\.\/)/.test(loc) ? new URL(loc, final).href : loc;
+      /^(\/|\.\/|\.\.\/)/.test(loc)
+        ? upstreamUrl(loc, final, m.hostname, "module location").href
+        : loc;
     let body = res.status === 204
       ? (await res.body?.cancel(), "")
       : await readCapped(res, max - (get?.length ?? 0), tooBig, m.hostname);

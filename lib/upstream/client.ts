@@ -176,6 +176,19 @@ function proxyClient(url: string): Deno.HttpClient {
   return Deno.createHttpClient({ proxy: { url: proxy.href, ...(basicAuth ? { basicAuth } : {}) } });
 }
 
+/**
+ * Resolves a URL an upstream named (a redirect, a document's field) against
+ * where it was named. A malformed one is the upstream's fault: an
+ * {@link UpstreamError} (502), not an internal error.
+ */
+export function upstreamUrl(ref: string, base: string | URL, hostname: string, what: string): URL {
+  try {
+    return new URL(ref, base);
+  } catch {
+    throw new UpstreamError(`upstream ${hostname} named a malformed ${what}: ${redactUrl(ref)}`);
+  }
+}
+
 const sleepReal = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Client for one configured upstream. */
@@ -298,7 +311,7 @@ export class UpstreamClient {
       });
       if (res.status >= 300 && res.status < 400 && res.headers.has("location")) {
         await res.body?.cancel();
-        current = new URL(res.headers.get("location")!, current);
+        current = upstreamUrl(res.headers.get("location")!, current, this.hostname, "redirect");
         continue;
       }
       return { res, url: current };
