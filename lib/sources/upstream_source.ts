@@ -14,12 +14,10 @@
  */
 import type { Logger } from "../base/log.ts";
 import { type CacheStatus, worstStatus } from "../cache/cache_status.ts";
-import type { Downloads } from "../cache/download.ts";
+import type { Download, Downloads } from "../cache/download.ts";
 import type { PackageStore } from "../cache/package_store.ts";
-import { DiskError } from "../cache/storage.ts";
 import type { Config } from "../config/config.ts";
 import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
-import { verifyingStream } from "../integrity/verifying_stream.ts";
 import type { MirrorArchive } from "../protocol/mirror_json.ts";
 import {
   archiveFilename,
@@ -300,39 +298,20 @@ export class UpstreamSource implements ProviderSource {
   }
 
   async fetchArchive(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveFetch> {
-    const { metadata, downloads, log } = this.deps;
+    const { metadata, downloads } = this.deps;
     const joined = downloads.inflight(p, version, pl);
-    if (joined) {
-      await joined.ready;
-      if (joined.passThrough !== undefined) {
-        return { kind: "bypass", body: joined.reader(), size: joined.expectedSize };
-      }
-      return { kind: "download", download: joined };
-    }
+    if (joined) return await archiveFetchOf(joined);
     // A platform the version does not list fails here, without an upstream request.
     const dl = await metadata.verifiedDownload(p, version, pl);
     const client = metadata.client(p.hostname);
     const url = upstreamUrl(dl.value.doc.download_url, dl.value.url, p.hostname, "download_url");
-    const download = downloads.start(p, version, pl, {
+    // A cache that cannot be written does not fail the download: it turns
+    // into a verified pass-through (Downloads, with its DiskHealth).
+    return await archiveFetchOf(downloads.start(p, version, pl, {
       open: (signal) => client.get(url, { signal, accept: "application/zip, */*" }),
       expectedSha256: dl.value.doc.shasum,
       signal: this.deps.shutdown,
-    });
-    try {
-      await download.ready;
-    } catch (e) {
-      if (!(e instanceof DiskError)) throw e;
-      log.error("cache not writable; streaming the archive without caching it", {
-        path: `/${providerString(p)}/${archiveFilename(p.type, version, pl)}`,
-        error: e.message,
-      });
-      return await this.#passThrough(p, dl.value);
-    }
-    // Not going to the cache (disk failed, over the quota): say so.
-    if (download.passThrough !== undefined) {
-      return { kind: "bypass", body: download.reader(), size: download.expectedSize };
-    }
-    return { kind: "download", download };
+    }));
   }
 
   /**
@@ -399,30 +378,6 @@ export class UpstreamSource implements ProviderSource {
     return answer;
   }
 
-  /** Streams an archive from upstream to the client, verified, without caching it. */
-  async #passThrough(p: ProviderRef, dl: DownloadValue): Promise<ArchiveFetch> {
-    const client = this.deps.metadata.client(p.hostname);
-    const { res, url } = await client.get(new URL(dl.doc.download_url, dl.url), {
-      signal: this.deps.shutdown,
-    });
-    if (res.status !== 200 || !res.body) {
-      await res.body?.cancel();
-      throw new UpstreamError(
-        `download host ${url.host} answered ${res.status} for ${url.pathname}`,
-      );
-    }
-    const len = res.headers.get("content-length");
-    return {
-      kind: "bypass",
-      body: verifyingStream(
-        res.body,
-        dl.doc.shasum,
-        (e) => new UpstreamError(`archive ${e.message}`),
-      ),
-      size: len && /^\d+$/.test(len) ? Number(len) : undefined,
-    };
-  }
-
   /** SHA256SUMS of a version as filename → sha256, or undefined when unavailable. */
   async #sumsFor(p: ProviderRef, version: string, pl: PlatformRef) {
     const { metadata } = this.deps;
@@ -440,6 +395,16 @@ export class UpstreamSource implements ProviderSource {
   #freshUntil(fetchedAt: number): number {
     return fetchedAt + this.deps.config.metadataTtlMs;
   }
+}
+
+/** What a client gets from a download once the upstream answered: the cache's, or the bytes passed through. */
+async function archiveFetchOf(download: Download): Promise<ArchiveFetch> {
+  await download.ready;
+  // Not going to the cache (disk failed, over the quota): say so.
+  if (download.passThrough !== undefined) {
+    return { kind: "bypass", body: download.reader(), size: download.expectedSize };
+  }
+  return { kind: "download", download };
 }
 
 /**
