@@ -47,6 +47,11 @@ Deno.test("hardening: bad values name the key", async () => {
     [{ allowPrivateNetworks: "yes" }, `"allowPrivateNetworks"`],
     [{ egressAllow: ["http://x/"] }, `"egressAllow"`],
     [{ egressAllow: "10.0.0.0/8" }, `"egressAllow"`],
+    // Shaped like an entry, but the egress policy could not use it.
+    [{ egressAllow: ["10.0.0.0/33"] }, `"egressAllow"`],
+    [{ egressAllow: ["300.0.0.0/8"] }, `"egressAllow"`],
+    [{ egressAllow: ["fd00::/129"] }, `"egressAllow"`],
+    [{ egressAllow: ["10.0.0.999"] }, `"egressAllow"`],
     [{ auth: { tokens: [] } }, `"auth.tokens"`],
     [{ auth: { tokens: [{ name: "a" }] } }, `"auth.tokens[0]" needs exactly one`],
     [{ auth: { tokens: [{ name: "a", token: "short" }] } }, `at least 16`],

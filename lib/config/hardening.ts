@@ -5,6 +5,7 @@
  * bare install is already bounded.
  * @module
  */
+import { parseCidr } from "../base/ip.ts";
 import { parseSize } from "../base/size.ts";
 import { createHash } from "../deps/crypto.ts";
 
@@ -204,8 +205,12 @@ export function parseEgress(
   }
   const list = allow === undefined ? [] : stringList(allow, "egressAllow", Err);
   for (const entry of list) {
-    const ok = /^[0-9a-fA-F:.]+\/\d{1,3}$/.test(entry) ||
-      /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:\d{1,5})?$/.test(entry);
+    // The same parsers the egress policy uses: an entry it could not use is
+    // refused here rather than silently ignored there.
+    const ok = entry.includes("/")
+      ? parseCidr(entry) !== undefined
+      : /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:\d{1,5})?$/.test(entry) &&
+        URL.canParse(`http://${entry}`);
     if (!ok) {
       throw new Err(
         `"egressAllow" entries are "host", "host:port" or a CIDR such as "10.0.0.0/8", got "${entry}"`,
