@@ -55,6 +55,7 @@ import {
   IntegrityError,
   mayBeUnsigned,
 } from "../integrity/checks.ts";
+import { MAX_SIGNATURE_BYTES } from "../integrity/signature.ts";
 import { type UpstreamClient, upstreamUrl } from "./client.ts";
 
 function noService(hostname: string, service: string): NotFoundError {
@@ -467,7 +468,10 @@ export class Metadata {
         : undefined;
       const [sums, sig] = await Promise.all([
         client.getBytes(sumsUrl, { maxBytes: this.#maxBytes }),
-        sigUrl ? client.getBytes(sigUrl, { maxBytes: this.#maxBytes }) : Promise.resolve(undefined),
+        // A .sig over MAX_SIGNATURE_BYTES is refused anyway: not read past it.
+        sigUrl
+          ? client.getBytes(sigUrl, { maxBytes: Math.min(this.#maxBytes, MAX_SIGNATURE_BYTES) })
+          : Promise.resolve(undefined),
       ]);
       try {
         const signer = await checkSumsSignature({
