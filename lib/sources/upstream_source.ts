@@ -30,7 +30,7 @@ import type { ModuleRef } from "../protocol/paths.ts";
 import type { DownloadValue, SumsValue, VersionsValue } from "../protocol/registry_json.ts";
 import { parseSha256Sums } from "../protocol/sha256sums.ts";
 import type { Metadata } from "../upstream/metadata.ts";
-import { upstreamUrl } from "../upstream/client.ts";
+import { readCapped, upstreamUrl } from "../upstream/client.ts";
 import type {
   Answer,
   ArchiveFetch,
@@ -358,7 +358,7 @@ export class UpstreamSource implements ProviderSource {
         : loc;
     let body = res.status === 204
       ? (await res.body?.cancel(), "")
-      : await readCapped(res, max - (get?.length ?? 0), tooBig, m.hostname);
+      : await readText(res, max - (get?.length ?? 0), tooBig, m.hostname);
     if (body && suffix.endsWith("download")) {
       try {
         const doc = JSON.parse(body);
@@ -411,39 +411,19 @@ async function archiveFetchOf(download: Download): Promise<ArchiveFetch> {
  * Reads a small body as text, refusing it past `max` bytes while reading
  * (never buffering more) and turning an abort (deadline, shutdown) into a 504.
  */
-async function readCapped(
+async function readText(
   res: Response,
   max: number,
   tooBig: () => Error,
   hostname: string,
 ): Promise<string> {
-  if (!res.body) return "";
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
   try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.length;
-      if (total > max) throw tooBig();
-      chunks.push(value);
-    }
+    return new TextDecoder().decode(await readCapped(res.body, max, tooBig));
   } catch (e) {
     if (e instanceof UpstreamError) throw e;
     if (e instanceof DOMException && (e.name === "TimeoutError" || e.name === "AbortError")) {
       throw new UpstreamTimeoutError(`upstream ${hostname} did not finish its answer in time`);
     }
     throw new UpstreamError(`upstream ${hostname} broke off its answer: ${(e as Error).message}`);
-  } finally {
-    // Stops the upstream transfer when reading stopped early.
-    await reader.cancel().catch(() => {});
   }
-  const body = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    body.set(c, at);
-    at += c.length;
-  }
-  return new TextDecoder().decode(body);
 }
