@@ -54,6 +54,8 @@ Deno.test("hardening: bad values name the key", async () => {
     [{ egressAllow: ["fd00::/129"] }, `"egressAllow"`],
     [{ egressAllow: ["artifacts.example:99999"] }, `"egressAllow"`],
     [{ egressAllow: ["[fd00:::1]"] }, `"egressAllow"`],
+    [{ egressAllow: ["300.0.0.0/8"] }, `"egressAllow"`],
+    [{ egressAllow: ["10.0.0.999"] }, `"egressAllow"`],
     [{ auth: { tokens: [] } }, `"auth.tokens"`],
     [{ auth: { tokens: [{ name: "a" }] } }, `"auth.tokens[0]" needs exactly one`],
     [{ auth: { tokens: [{ name: "a", token: "short" }] } }, `at least 16`],

@@ -10,6 +10,7 @@ import type { AppDeps } from "../lib/app.ts";
 import type { FetchFn } from "../lib/upstream/client.ts";
 import { EgressPolicy, EgressRefusedError, internalReason } from "../lib/upstream/egress.ts";
 import { makeTestApp, sha256Hex, tempDir } from "./_helpers.ts";
+import { internalService } from "./hostile_upstream.ts";
 import { type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
 
 const H = "registry.terraform.io";
@@ -21,25 +22,6 @@ const ONE = [{
 const ZIP = `/${H}/example/alpha/terraform-provider-alpha_1.0.0_linux_amd64.zip`;
 const FILES = "/files/example/alpha/1.0.0";
 const ZIP_NAME = "terraform-provider-alpha_1.0.0_linux_amd64.zip";
-
-/** A service that must never be reached; records every request it gets. */
-function internalService(hostname = "127.0.0.1", port = 0) {
-  const hits: Array<{ url: string; host: string | null }> = [];
-  const ac = new AbortController();
-  const srv = Deno.serve({ hostname, port, signal: ac.signal, onListen() {} }, (req) => {
-    hits.push({ url: req.url, host: req.headers.get("host") });
-    return new Response("INTERNAL-SECRET");
-  });
-  return {
-    hits,
-    port: srv.addr.port,
-    url: `http://${hostname}:${srv.addr.port}`,
-    async [Symbol.asyncDispose]() {
-      ac.abort();
-      await srv.finished;
-    },
-  };
-}
 
 /**
  * A fake registry whose download documents and release answers a test can

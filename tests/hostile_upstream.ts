@@ -2,7 +2,8 @@
  * A hostile upstream registry for tests: one HTTP server on 127.0.0.1:0 that
  * offers service discovery and answers everything else from the test's
  * handler, recording every request (and how many were in flight at once),
- * plus bodies that never end and say when they were cancelled.
+ * plus bodies that never end and say when they were cancelled, and an internal
+ * service that must never be reached.
  * @module
  */
 
@@ -70,6 +71,25 @@ export function startHostile(
     },
     stop,
     [Symbol.asyncDispose]: stop,
+  };
+}
+
+/** A service that must never be reached; records every request it gets. */
+export function internalService(hostname = "127.0.0.1", port = 0) {
+  const hits: Array<{ url: string; host: string | null }> = [];
+  const ac = new AbortController();
+  const srv = Deno.serve({ hostname, port, signal: ac.signal, onListen() {} }, (req) => {
+    hits.push({ url: req.url, host: req.headers.get("host") });
+    return new Response("INTERNAL-SECRET");
+  });
+  return {
+    hits,
+    port: srv.addr.port,
+    url: `http://${hostname}:${srv.addr.port}`,
+    async [Symbol.asyncDispose]() {
+      ac.abort();
+      await srv.finished;
+    },
   };
 }
 

@@ -578,3 +578,80 @@ Deno.test("{version}.json of several hostile versions at once: platformConcurren
   assert(up.count(FANOUT) >= 6, `${up.count(FANOUT)} documents`);
   assert(up.maxInflight(FANOUT) <= 2, `${up.maxInflight(FANOUT)} documents at once`);
 });
+
+Deno.test("URLs an upstream names that do not parse (redirect, shasums_url, download_url): 502 naming the upstream, not 500", async () => {
+  const bad = "http://[::1";
+  const zip = "terraform-provider-b_1.0.0_linux_amd64.zip";
+  const sha = sha256Hex(new TextEncoder().encode("zip"));
+  await using up = startHostile((path) => {
+    if (path.startsWith("/v1/providers/r/")) {
+      return new Response(null, { status: 302, headers: { location: bad } });
+    }
+    if (path === "/SHA256SUMS") return new Response(`${sha}  ${zip}\n`);
+    if (path.endsWith("/versions")) {
+      return Response.json({
+        versions: [{ version: "1.0.0", platforms: [{ os: "linux", arch: "amd64" }] }],
+      });
+    }
+    const good = path.startsWith("/v1/providers/u/");
+    return Response.json({
+      os: "linux",
+      arch: "amd64",
+      filename: zip,
+      download_url: bad,
+      shasums_url: good ? "/SHA256SUMS" : bad,
+      ...(good ? {} : { shasums_signature_url: bad }),
+      shasum: sha,
+    });
+  });
+  await using dir = await tempDir();
+  // registry.opentofu.org without keys may be unsigned: the download_url is reached.
+  const T = "registry.opentofu.org";
+  await using t = await makeTestApp(undefined, dir.path, {
+    upstreams: { [H]: { url: up.url }, [T]: { url: up.url } },
+  });
+  for (
+    const [path, host, what] of [
+      [`/${H}/r/b/index.json`, H, "redirect"],
+      [`/${H}/a/b/1.0.0.json`, H, "shasums_url"],
+      [`/${T}/u/b/${zip}`, T, "download_url"],
+    ]
+  ) {
+    const res = await t.get(path!);
+    assertEquals(res.status, 502, path);
+    assertMatch(errorOf(await jsonOf(res)), new RegExp(`${host}.*malformed ${what}`));
+  }
+});
+
+Deno.test("a SHA256SUMS.sig that never ends is cut at 64 KiB (MAX_SIGNATURE_BYTES), not at limits.metadataDocument", async () => {
+  const zip = "terraform-provider-b_1.0.0_linux_amd64.zip";
+  const sha = sha256Hex(new TextEncoder().encode("zip"));
+  const endless = endlessBody(16 * 1024, 0);
+  await using up = startHostile((path) => {
+    if (path === "/SHA256SUMS") return new Response(`${sha}  ${zip}\n`);
+    if (path === "/SHA256SUMS.sig") return new Response(endless.body);
+    if (path.endsWith("/versions")) {
+      return Response.json({
+        versions: [{ version: "1.0.0", platforms: [{ os: "linux", arch: "amd64" }] }],
+      });
+    }
+    return Response.json({
+      os: "linux",
+      arch: "amd64",
+      filename: zip,
+      download_url: `/${zip}`,
+      shasums_url: "/SHA256SUMS",
+      shasums_signature_url: "/SHA256SUMS.sig",
+      shasum: sha,
+      signing_keys: { gpg_public_keys: [{ ascii_armor: "not read: the .sig fails first" }] },
+    });
+  });
+  await using dir = await tempDir();
+  await using t = await appOn(up, dir.path);
+  const res = await t.get(`/${H}/a/b/1.0.0.json`);
+  assertEquals(res.status, 502);
+  assertMatch(errorOf(await jsonOf(res)), /SHA256SUMS\.sig.*65536 bytes/);
+  await endless.cancelled;
+  // What was pulled is socket buffers, not the 8 MiB document cap read into memory.
+  assert(endless.pulled() < 8 * 1024 * 1024, `pulled ${endless.pulled()} bytes`);
+});

@@ -14,30 +14,12 @@ import { type ZipFile, ZipFormatError } from "../lib/integrity/zip_reader.ts";
 import { join } from "../lib/deps/path.ts";
 import { sha256Hex, tempDir } from "./_helpers.ts";
 import { spawnRepoxy } from "./_process.ts";
-import { startHostile } from "./hostile_upstream.ts";
+import { internalService, startHostile } from "./hostile_upstream.ts";
 import { makeSigningKey, signDetached } from "./_pgp.ts";
 import { makeProviderZip } from "./_zip.ts";
 
 const H = "registry.terraform.io";
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-/** A service that must never be reached; records every request it gets. */
-function internalService(hostname: string) {
-  const hits: string[] = [];
-  const ac = new AbortController();
-  const srv = Deno.serve({ hostname, port: 0, signal: ac.signal, onListen() {} }, (req) => {
-    hits.push(req.url);
-    return new Response("INTERNAL-SECRET");
-  });
-  return {
-    hits,
-    port: srv.addr.port,
-    async [Symbol.asyncDispose]() {
-      ac.abort();
-      await srv.finished;
-    },
-  };
-}
 
 function versionsDoc(): string {
   return JSON.stringify({

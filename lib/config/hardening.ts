@@ -6,6 +6,7 @@
  * @module
  */
 import { MAX_TIMER_MS, parseDurationMs } from "../base/duration.ts";
+import { parseCidr } from "../base/ip.ts";
 import { parseSize } from "../base/size.ts";
 import { createHash } from "../deps/crypto.ts";
 
@@ -191,38 +192,6 @@ export function parseLimits(raw: unknown, Err: ErrorCtor): Limits {
   return limits;
 }
 
-/**
- * Whether `entry` is an IPv4 CIDR (dotted quad, prefix at most 32) or an IPv6
- * one (prefix at most 128). Anything else would be dropped by the egress
- * policy without a word, so it is refused here.
- */
-function isCidr(entry: string): boolean {
-  const m = /^([0-9a-fA-F:.]+)\/(\d{1,3})$/.exec(entry);
-  if (!m) return false;
-  const [, addr, bits] = m as unknown as [string, string, string];
-  if (!addr.includes(":")) {
-    const octets = addr.split(".");
-    return octets.length === 4 && octets.every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255) &&
-      Number(bits) <= 32;
-  }
-  try {
-    new URL(`http://[${addr}]/`);
-  } catch {
-    return false;
-  }
-  return Number(bits) <= 128;
-}
-
-/** Whether `entry` (`host` or `host:port`) is a host the URL parser takes, as the egress policy needs. */
-function isUrlHost(entry: string): boolean {
-  try {
-    new URL(`http://${entry}/`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Parses `allowPrivateNetworks` and `egressAllow`. */
 export function parseEgress(
   allowPrivate: unknown,
@@ -234,9 +203,12 @@ export function parseEgress(
   }
   const list = allow === undefined ? [] : stringList(allow, "egressAllow", Err);
   for (const entry of list) {
+    // The same parsers the egress policy uses: an entry it could not use is
+    // refused here rather than silently ignored there.
     const ok = entry.includes("/")
-      ? isCidr(entry)
-      : /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:\d{1,5})?$/.test(entry) && isUrlHost(entry);
+      ? parseCidr(entry) !== undefined
+      : /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:\d{1,5})?$/.test(entry) &&
+        URL.canParse(`http://${entry}`);
     if (!ok) {
       throw new Err(
         `"egressAllow" entries are "host", "host:port" or a CIDR such as "10.0.0.0/8", got "${entry}"`,

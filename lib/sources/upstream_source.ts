@@ -14,7 +14,7 @@
  */
 import type { Logger } from "../base/log.ts";
 import { type CacheStatus, worstStatus } from "../cache/cache_status.ts";
-import type { Downloads } from "../cache/download.ts";
+import type { Download, Downloads } from "../cache/download.ts";
 import type { PackageStore } from "../cache/package_store.ts";
 import type { Config } from "../config/config.ts";
 import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
@@ -30,6 +30,7 @@ import type { ModuleRef } from "../protocol/paths.ts";
 import type { DownloadValue, SumsValue, VersionsValue } from "../protocol/registry_json.ts";
 import { parseSha256Sums } from "../protocol/sha256sums.ts";
 import type { Metadata } from "../upstream/metadata.ts";
+import { readCapped, upstreamUrl } from "../upstream/client.ts";
 import type {
   Answer,
   ArchiveFetch,
@@ -299,28 +300,18 @@ export class UpstreamSource implements ProviderSource {
   async fetchArchive(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveFetch> {
     const { metadata, downloads } = this.deps;
     const joined = downloads.inflight(p, version, pl);
-    if (joined) {
-      await joined.ready;
-      if (joined.passThrough !== undefined) {
-        return { kind: "bypass", body: joined.reader(), size: joined.expectedSize };
-      }
-      return { kind: "download", download: joined };
-    }
+    if (joined) return await archiveFetchOf(joined);
     // A platform the version does not list fails here, without an upstream request.
     const dl = await metadata.verifiedDownload(p, version, pl);
     const client = metadata.client(p.hostname);
-    const url = new URL(dl.value.doc.download_url, dl.value.url);
-    const download = downloads.start(p, version, pl, {
+    const url = upstreamUrl(dl.value.doc.download_url, dl.value.url, p.hostname, "download_url");
+    // A cache that cannot be written does not fail the download: it turns
+    // into a verified pass-through (Downloads, with its DiskHealth).
+    return await archiveFetchOf(downloads.start(p, version, pl, {
       open: (signal) => client.get(url, { signal, accept: "application/zip, */*" }),
       expectedSha256: dl.value.doc.shasum,
       signal: this.deps.shutdown,
-    });
-    await download.ready;
-    // Not going to the cache (disk failed, over the quota): say so.
-    if (download.passThrough !== undefined) {
-      return { kind: "bypass", body: download.reader(), size: download.expectedSize };
-    }
-    return { kind: "download", download };
+    }));
   }
 
   /**
@@ -362,10 +353,12 @@ export class UpstreamSource implements ProviderSource {
       throw tooBig();
     }
     const absolute = (loc: string) =>
-      /^(\/|\.\/|\.\.\/)/.test(loc) ? new URL(loc, final).href : loc;
+      /^(\/|\.\/|\.\.\/)/.test(loc)
+        ? upstreamUrl(loc, final, m.hostname, "module location").href
+        : loc;
     let body = res.status === 204
       ? (await res.body?.cancel(), "")
-      : await readCapped(res, max - (get?.length ?? 0), tooBig, m.hostname);
+      : await readText(res, max - (get?.length ?? 0), tooBig, m.hostname);
     if (body && suffix.endsWith("download")) {
       try {
         const doc = JSON.parse(body);
@@ -404,43 +397,33 @@ export class UpstreamSource implements ProviderSource {
   }
 }
 
+/** What a client gets from a download once the upstream answered: the cache's, or the bytes passed through. */
+async function archiveFetchOf(download: Download): Promise<ArchiveFetch> {
+  await download.ready;
+  // Not going to the cache (disk failed, over the quota): say so.
+  if (download.passThrough !== undefined) {
+    return { kind: "bypass", body: download.reader(), size: download.expectedSize };
+  }
+  return { kind: "download", download };
+}
+
 /**
  * Reads a small body as text, refusing it past `max` bytes while reading
  * (never buffering more) and turning an abort (deadline, shutdown) into a 504.
  */
-async function readCapped(
+async function readText(
   res: Response,
   max: number,
   tooBig: () => Error,
   hostname: string,
 ): Promise<string> {
-  if (!res.body) return "";
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
   try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.length;
-      if (total > max) throw tooBig();
-      chunks.push(value);
-    }
+    return new TextDecoder().decode(await readCapped(res.body, max, tooBig));
   } catch (e) {
     if (e instanceof UpstreamError) throw e;
     if (e instanceof DOMException && (e.name === "TimeoutError" || e.name === "AbortError")) {
       throw new UpstreamTimeoutError(`upstream ${hostname} did not finish its answer in time`);
     }
     throw new UpstreamError(`upstream ${hostname} broke off its answer: ${(e as Error).message}`);
-  } finally {
-    // Stops the upstream transfer when reading stopped early.
-    await reader.cancel().catch(() => {});
   }
-  const body = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    body.set(c, at);
-    at += c.length;
-  }
-  return new TextDecoder().decode(body);
 }

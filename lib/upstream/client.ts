@@ -176,6 +176,53 @@ function proxyClient(url: string): Deno.HttpClient {
   return Deno.createHttpClient({ proxy: { url: proxy.href, ...(basicAuth ? { basicAuth } : {}) } });
 }
 
+/**
+ * Resolves a URL an upstream named (a redirect, a document's field) against
+ * where it was named. A malformed one is the upstream's fault: an
+ * {@link UpstreamError} (502), not an internal error.
+ */
+export function upstreamUrl(ref: string, base: string | URL, hostname: string, what: string): URL {
+  try {
+    return new URL(ref, base);
+  } catch {
+    throw new UpstreamError(`upstream ${hostname} named a malformed ${what}: ${redactUrl(ref)}`);
+  }
+}
+
+/**
+ * Reads a body whole, throwing `tooBig()` as soon as it passes `max` bytes
+ * (never buffering more); the upstream transfer is cancelled when reading
+ * stops early.
+ */
+export async function readCapped(
+  stream: ReadableStream<Uint8Array> | null,
+  max: number,
+  tooBig: () => Error,
+): Promise<Uint8Array> {
+  if (!stream) return new Uint8Array(0);
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.length;
+      if (total > max) throw tooBig();
+      chunks.push(value);
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  const body = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    body.set(c, at);
+    at += c.length;
+  }
+  return body;
+}
+
 const sleepReal = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Client for one configured upstream. */
@@ -298,7 +345,7 @@ export class UpstreamClient {
       });
       if (res.status >= 300 && res.status < 400 && res.headers.has("location")) {
         await res.body?.cancel();
-        current = new URL(res.headers.get("location")!, current);
+        current = upstreamUrl(res.headers.get("location")!, current, this.hostname, "redirect");
         continue;
       }
       return { res, url: current };
@@ -387,27 +434,7 @@ export class UpstreamClient {
       throw tooBig(`${len} bytes`);
     }
     try {
-      const chunks: Uint8Array[] = [];
-      let total = 0;
-      const reader = (res.body ?? new ReadableStream<Uint8Array>()).getReader();
-      try {
-        while (true) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          total += value.length;
-          if (total > max) throw tooBig("more than the limit");
-          chunks.push(value);
-        }
-      } finally {
-        // Stops the upstream transfer when reading stopped early.
-        await reader.cancel().catch(() => {});
-      }
-      const body = new Uint8Array(total);
-      let at = 0;
-      for (const c of chunks) {
-        body.set(c, at);
-        at += c.length;
-      }
+      const body = await readCapped(res.body, max, () => tooBig("more than the limit"));
       return { body, url: finalUrl.href };
     } catch (e) {
       if (e instanceof UpstreamError) throw e;

@@ -55,7 +55,8 @@ import {
   IntegrityError,
   mayBeUnsigned,
 } from "../integrity/checks.ts";
-import type { UpstreamClient } from "./client.ts";
+import { MAX_SIGNATURE_BYTES } from "../integrity/signature.ts";
+import { type UpstreamClient, upstreamUrl } from "./client.ts";
 
 function noService(hostname: string, service: string): NotFoundError {
   return new NotFoundError(`upstream ${hostname} does not offer ${service}`);
@@ -287,7 +288,7 @@ export class Metadata {
     }
     const value = (doc as Record<string, unknown>)?.[service];
     if (typeof value !== "string") throw noService(hostname, service);
-    const base = new URL(value, got.value.url);
+    const base = upstreamUrl(value, got.value.url, hostname, service);
     if (base.protocol !== "https:" && base.protocol !== "http:") throw noService(hostname, service);
     if (!base.pathname.endsWith("/")) base.pathname += "/";
     return base;
@@ -459,12 +460,17 @@ export class Metadata {
       if (!dl.doc.shasums_signature_url && !unsigned) {
         throw new UpstreamError(`refusing ${what}: the upstream names no signature for it`);
       }
+      // Both URLs resolved before either fetch starts: a malformed one must
+      // not leave the other request running unawaited.
+      const sumsUrl = upstreamUrl(dl.doc.shasums_url, dl.url, p.hostname, "shasums_url");
+      const sigUrl = dl.doc.shasums_signature_url && !unsigned
+        ? upstreamUrl(dl.doc.shasums_signature_url, dl.url, p.hostname, "shasums_signature_url")
+        : undefined;
       const [sums, sig] = await Promise.all([
-        client.getBytes(new URL(dl.doc.shasums_url, dl.url), { maxBytes: this.#maxBytes }),
-        dl.doc.shasums_signature_url && !unsigned
-          ? client.getBytes(new URL(dl.doc.shasums_signature_url, dl.url), {
-            maxBytes: this.#maxBytes,
-          })
+        client.getBytes(sumsUrl, { maxBytes: this.#maxBytes }),
+        // A .sig over MAX_SIGNATURE_BYTES is refused anyway: not read past it.
+        sigUrl
+          ? client.getBytes(sigUrl, { maxBytes: Math.min(this.#maxBytes, MAX_SIGNATURE_BYTES) })
           : Promise.resolve(undefined),
       ]);
       try {
