@@ -344,7 +344,10 @@ Deno.test("a pass-through whose body is wrong still never completes for the clie
   await t.app.settle();
   const largest = await watch.stop();
   assert(got.broke);
-  assertEquals(got.bytes, evil.length - 1, "everything but the held-back last byte");
+  // Never the whole body. How much of it arrived before the failure depends on
+  // how far the client had read when the hash mismatched (at most all but the
+  // held-back last byte), so only the bound is asserted.
+  assert(got.bytes <= evil.length - 1, `got ${got.bytes} of ${evil.length} bytes`);
   // It went through memory, not a temp file over the quota.
   assert(largest <= 100_000, `temp file reached ${largest} bytes`);
   assert(t.log.records.some((r) => r.msg === "archive passed through without caching"));
