@@ -229,3 +229,21 @@ Deno.test("concurrent requests for a stale list share one revalidation", async (
   }
   assertEquals(t.fake.count(isBetaList), 2, "one upstream revalidation for twelve requests");
 });
+
+Deno.test("max-age of answers built from a version list never outlasts its freshness", async () => {
+  await using t = await fixture("etag");
+  const maxAge = (res: Response) => res.headers.get("cache-control");
+  const first = await t.get(INDEX);
+  assertEquals(maxAge(first), "public, max-age=30");
+  await first.body?.cancel();
+  t.clock.t += 20_500;
+  for (const path of [INDEX, REGISTRY_VERSIONS, `/${H}/example/beta/2.3.4.json`]) {
+    const res = await t.get(path);
+    assertEquals(maxAge(res), "public, max-age=10", path);
+    await res.body?.cancel();
+  }
+  // Documents of a released version never change: the usual minute.
+  const dl = await t.get(`/v1/providers/${H}/example/beta/2.3.4/download/linux/amd64`);
+  assertEquals(maxAge(dl), "public, max-age=60");
+  await dl.body?.cancel();
+});
