@@ -247,3 +247,46 @@ Deno.test("max-age of answers built from a version list never outlasts its fresh
   assertEquals(maxAge(dl), "public, max-age=60");
   await dl.body?.cancel();
 });
+
+Deno.test("a list stamped in the future (clock set back) is revalidated, not fresh for the gap", async () => {
+  await using t = await fixture("etag");
+  await (await t.get(INDEX)).body?.cancel();
+  t.clock.t -= 3_600_000; // NTP stepped the clock back an hour
+  const res = await t.get(INDEX);
+  assertEquals(res.headers.get("x-repoxy-cache"), "revalidated");
+  await res.body?.cancel();
+  assertEquals(t.fake.count(isBetaList), 2);
+  // Confirmed at the new time: fresh again from there.
+  const hit = await t.get(REGISTRY_VERSIONS);
+  assertEquals(hit.headers.get("x-repoxy-cache"), "hit");
+  await hit.body?.cancel();
+  assertEquals(t.fake.count(isBetaList), 2);
+});
+
+Deno.test("an oversized ETag from the upstream is not kept; the next revalidation is a plain GET", async () => {
+  const clock = { t: 1_000_000 };
+  const huge = `"${"e".repeat(8_000)}"`;
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    registry: {
+      intercept: (req) => {
+        if (!new URL(req.url).pathname.endsWith("/beta/versions")) return undefined;
+        const versions = [{ version: "2.3.4", protocols: ["5.0"], platforms: [] }];
+        return new Response(JSON.stringify({ versions }), {
+          headers: { "content-type": "application/json", etag: huge },
+        });
+      },
+    },
+    deps: { now: () => clock.t },
+  });
+  await (await t.get(INDEX)).body?.cancel();
+  const refs = await Deno.readTextFile(
+    join(t.dir.path, "refs", H, "example", "beta", "versions.json"),
+  );
+  assert(!refs.includes("eeee"), "the ETag is not stored");
+  clock.t += 30_000;
+  await (await t.get(INDEX)).body?.cancel();
+  const asked = t.fake.requests.filter((r) => r.path.endsWith("/beta/versions"));
+  assertEquals(asked.length, 2);
+  assertEquals(asked[1]!.headers.get("if-none-match"), null);
+});

@@ -201,7 +201,7 @@ export class RefsStore {
   async touch(key: string, fetchedAt: number): Promise<boolean> {
     const entry = await this.get(key);
     if (!entry) return false;
-    if (fetchedAt > entry.fetchedAt) entry.fetchedAt = fetchedAt;
+    entry.fetchedAt = fetchedAt;
     return true;
   }
 

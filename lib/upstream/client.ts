@@ -94,6 +94,9 @@ export interface DocumentOptions {
   maxBytes?: number;
 }
 
+/** Longest ETag or Last-Modified kept (real ones are tens of bytes). */
+const MAX_VALIDATOR_LENGTH = 256;
+
 /**
  * The validators of a 200 answer worth sending back. A `Last-Modified`
  * less than a second before the answer's `Date` is weak (RFC 9110 §8.8.2.2):
@@ -103,10 +106,12 @@ export interface DocumentOptions {
  */
 function validatorsOf(res: Response): Validators {
   const v: Validators = {};
+  // Kept beside the document in memory and in refs/: a hostile upstream's
+  // huge header is not worth keeping (the next revalidation is a plain GET).
   const etag = res.headers.get("etag");
-  if (etag) v.etag = etag;
+  if (etag && etag.length <= MAX_VALIDATOR_LENGTH) v.etag = etag;
   const lm = res.headers.get("last-modified");
-  if (lm) {
+  if (lm && lm.length <= MAX_VALIDATOR_LENGTH) {
     const modified = Date.parse(lm);
     const date = Date.parse(res.headers.get("date") ?? "");
     if (Number.isFinite(modified) && Number.isFinite(date) && date - modified >= 1000) {

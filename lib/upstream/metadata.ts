@@ -225,7 +225,11 @@ export class Metadata {
     opts: { force?: boolean; hostname: string },
   ): Promise<Sourced<RefEntry>> {
     const stored = await this.refs.get(key);
-    const fresh = stored && !opts.force && this.now() - stored.fetchedAt < ttlMs;
+    // An entry "fetched in the future" (the clock was set back, or another
+    // host's clock wrote it) is not fresh: it would otherwise hide new
+    // releases for as long as the clock was off.
+    const age = stored ? this.now() - stored.fetchedAt : NaN;
+    const fresh = stored && !opts.force && (ttlMs === Infinity || (age >= 0 && age < ttlMs));
     if (stored && fresh) return { value: stored, status: "hit", fetchedAt: stored.fetchedAt };
     const missing = this.#negative.get(key);
     if (missing !== undefined) throw new NotFoundError(missing);
