@@ -24,7 +24,10 @@ import { makeTestTls } from "../tests/_tls.ts";
 import { spawnRepoxy } from "../tests/_process.ts";
 import { requiredProvidersTf, runTerraform } from "../tests/_terraform.ts";
 
-const args = parseArgs(Deno.args, { string: ["root", "ttl", "give-up"] });
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: { root: { type: "string" }, ttl: { type: "string" }, "give-up": { type: "string" } },
+});
 const ROOT = resolve(args.root ?? join(dirname(fromFileUrl(import.meta.url)), ".."));
 const GIVE_UP_S = Number(args["give-up"] ?? 120);
 const PLATFORMS = ["linux_amd64", "darwin_arm64"];

@@ -190,17 +190,21 @@ export class RefsStore {
   }
 
   /**
-   * Marks the entry as confirmed current at `fetchedAt` (the upstream
-   * answered 304): the object handed out, its parsed forms and the
+   * Marks `confirmed` as current at `fetchedAt` (the upstream answered 304
+   * to its validators): the object handed out, its parsed forms and the
    * generation stay; nothing is written. The file keeps its older time, so
    * after a restart (or once memory let it go) it is revalidated again,
    * which costs one conditional request. Rewriting a version list of up to
    * `limits.metadataDocument` bytes every freshness period per provider to
-   * save that would cost far more. Returns false when no entry is held.
+   * save that would cost far more. Returns false (nothing changed) when the
+   * entry held now is not `confirmed` (removed, or replaced meanwhile).
    */
-  async touch(key: string, fetchedAt: number): Promise<boolean> {
+  async touch(key: string, confirmed: RefEntry, fetchedAt: number): Promise<boolean> {
     const entry = await this.get(key);
-    if (!entry) return false;
+    if (
+      !entry || !sameContent(entry, confirmed) || entry.etag !== confirmed.etag ||
+      entry.lastModified !== confirmed.lastModified
+    ) return false;
     entry.fetchedAt = fetchedAt;
     return true;
   }

@@ -242,10 +242,11 @@ export class Metadata {
           if (got === NOT_MODIFIED) {
             // Unchanged upstream: same object (its parsed forms, the kept
             // answers' generation) with a new time, nothing rewritten.
-            if (await this.refs.touch(key, this.now())) {
+            if (stored && await this.refs.touch(key, stored, this.now())) {
               return { entry: (await this.refs.get(key))!, revalidated: true };
             }
-            // The entry went away meanwhile (pruned): fetch it whole.
+            // The entry went away or changed meanwhile (pruned, another
+            // process wrote it): the 304 was about another copy, fetch it whole.
             got = await fetcher(undefined);
             if (got === NOT_MODIFIED) {
               throw new UpstreamError(`upstream ${opts.hostname} answered 304 unasked`);
