@@ -290,3 +290,19 @@ Deno.test("an oversized ETag from the upstream is not kept; the next revalidatio
   assertEquals(asked.length, 2);
   assertEquals(asked[1]!.headers.get("if-none-match"), null);
 });
+
+Deno.test("a 304 moves the time only of the copy it confirmed", async () => {
+  await using t = await fixture("etag");
+  const refs = t.app.cache.refs;
+  const key = `${H}/example/beta/versions`;
+  await refs.put(key, { fetchedAt: 1, url: "https://r.test/v", body: "A", etag: '"a"' });
+  const a = (await refs.get(key))!;
+  assertEquals(await refs.touch(key, a, 5), true);
+  assertEquals((await refs.get(key))!.fetchedAt, 5);
+  const generation = refs.generation;
+  // Written meanwhile (another process, a refetch): the 304 was about "A".
+  await refs.put(key, { fetchedAt: 6, url: "https://r.test/v", body: "B", etag: '"b"' });
+  assertEquals(await refs.touch(key, a, 9), false);
+  assertEquals((await refs.get(key))!.fetchedAt, 6);
+  assertEquals(refs.generation, generation + 1, "only the new bytes moved the generation");
+});
