@@ -8,8 +8,8 @@
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { DEFAULT_METADATA_TTL_MS } from "../lib/config/config.ts";
-import type { RecordedRequest } from "./fake_registry.ts";
-import { jsonOf, mirrorFixture, TWO_PROVIDERS } from "./_helpers.ts";
+import { type RecordedRequest, startFakeRegistry } from "./fake_registry.ts";
+import { jsonOf, makeTestApp, mirrorFixture, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 
 const H = "registry.terraform.io";
 const INDEX = `/${H}/example/beta/index.json`;
@@ -305,4 +305,51 @@ Deno.test("a 304 moves the time only of the copy it confirmed", async () => {
   assertEquals(await refs.touch(key, a, 9), false);
   assertEquals((await refs.get(key))!.fetchedAt, 6);
   assertEquals(refs.generation, generation + 1, "only the new bytes moved the generation");
+});
+
+Deno.test("validators are kept in refs/: after a restart the first revalidation is still a 304", async () => {
+  await using fake = await startFakeRegistry({
+    providers: TWO_PROVIDERS,
+    versionValidators: "etag",
+  });
+  await using dir = await tempDir();
+  let now = 1_000_000;
+  {
+    await using first = await makeTestApp(fake, dir.path, {}, { now: () => now });
+    await (await first.get(INDEX)).body?.cancel();
+  }
+  now += 31_000;
+  await using second = await makeTestApp(fake, dir.path, {}, { now: () => now });
+  const res = await second.get(INDEX);
+  assertEquals(res.headers.get("x-repoxy-cache"), "revalidated");
+  assertEquals(await versionsOf(res), ["2.3.4"]);
+  const asked = fake.requests.filter(isBetaList);
+  assertEquals(asked.length, 2);
+  assert(asked[1]!.headers.get("if-none-match"));
+});
+
+Deno.test("a slow revalidation: the stale list is served after the grace, the refresh lands for the next request", async () => {
+  let release: () => void = () => {};
+  let holding = false;
+  const held = new Promise<void>((r) => release = r);
+  await using t = await fixture("etag", { hold: () => holding ? held : undefined });
+  await (await t.get(INDEX)).body?.cancel();
+  await t.fake.publish("example", "beta", { version: "2.4.0", platforms: ["linux_amd64"] });
+  holding = true;
+  t.clock.t += 30_000;
+  // The upstream does not answer: after the 2 s grace the stored list is served.
+  const res = await t.get(INDEX);
+  assertEquals(res.status, 200);
+  assertEquals(res.headers.get("x-repoxy-cache"), "stale");
+  assertEquals(await versionsOf(res), ["2.3.4"]);
+  assert(
+    t.log.records.some((r) => r.msg === "upstream slow; serving stale metadata while refreshing"),
+  );
+  // The revalidation went on; once it lands, the new list is fresh with no other request.
+  release();
+  await t.app.settle();
+  const next = await t.get(INDEX);
+  assertEquals(next.headers.get("x-repoxy-cache"), "hit");
+  assertEquals(await versionsOf(next), ["2.4.0", "2.3.4"]);
+  assertEquals(t.fake.count(isBetaList), 2);
 });
