@@ -19,12 +19,12 @@ function fakeEnv(files: Record<string, string> = {}, vars: Record<string, string
 
 const PEM = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n";
 
-Deno.test("buildConfig() defaults: loopback, two public upstreams, 10 minute TTL", async () => {
+Deno.test("buildConfig() defaults: loopback, two public upstreams, 30 s version-list freshness", async () => {
   const c = await buildConfig({}, {}, "/work", fakeEnv({}, { HOME: "/home/u" }));
   assertEquals(c.listen, { hostname: "127.0.0.1", port: 8080 });
   assertEquals([...c.upstreams.keys()], ["registry.terraform.io", "registry.opentofu.org"]);
   assertEquals(c.upstreams.get("registry.opentofu.org")!.url, "https://registry.opentofu.org");
-  assertEquals(c.metadataTtlMs, 600_000);
+  assertEquals(c.metadataTtlMs, 30_000);
   assertEquals(c.defaultUpstream, "registry.terraform.io");
   assertEquals(c.offline, false);
   assertEquals(c.tls, undefined);

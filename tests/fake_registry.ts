@@ -42,6 +42,13 @@ export interface FakeRegistryOptions {
   zipOverride?: (filename: string, zip: Uint8Array) => Uint8Array;
   /** Whether download_url redirects once before the file (default true). */
   redirectDownloads?: boolean;
+  /**
+   * Validators on `versions` documents, honoured in conditional requests
+   * (304 on a matching `If-None-Match` / a not-older `If-Modified-Since`):
+   * `etag`, `last-modified`, `both`, or `none` (default: plain 200s).
+   * Last-Modified is the provider's last publication (second precision).
+   */
+  versionValidators?: "etag" | "last-modified" | "both" | "none";
   /** Extra fields merged into every download document (e.g. OpenTofu `packages`). */
   extraDownloadFields?: (
     spec: { namespace: string; type: string; version: string; os: string; arch: string },
@@ -88,6 +95,15 @@ export interface FakeRegistry extends AsyncDisposable {
   count(match?: (r: RecordedRequest) => boolean): number;
   /** Finds an archive. */
   archive(type: string, version: string, platform: string): FakeArchive;
+  /**
+   * Publishes a new version of a provider while the fake runs (archives,
+   * signed SHA256SUMS, listed in `versions` from now on, new validators).
+   */
+  publish(
+    namespace: string,
+    type: string,
+    version: { version: string; platforms: string[]; protocols?: string[] },
+  ): Promise<void>;
   /** Stops both servers (idempotent). */
   stop(): Promise<void>;
 }
@@ -105,37 +121,49 @@ function json(body: unknown, status = 200): Response {
 
 /** Starts the fake registry and release host. */
 export async function startFakeRegistry(opts: FakeRegistryOptions): Promise<FakeRegistry> {
+  // Own provider records: publish() gives one a new version list, and specs
+  // are often shared constants. (The lists themselves stay the caller's, who
+  // may change them while the fake runs.)
+  opts = { ...opts, providers: opts.providers.map((p) => ({ ...p })) };
   const signingKey = await makeSigningKey("Fake Registry Signing Key");
   const archives: FakeArchive[] = [];
   const sums = new Map<string, Uint8Array>();
   const signatures = new Map<string, Uint8Array>();
-  for (const p of opts.providers) {
-    for (const v of p.versions) {
-      const lines: string[] = [];
-      for (const platform of v.platforms) {
-        const [os, arch] = platform.split("_") as [string, string];
-        const filename = `terraform-provider-${p.type}_${v.version}_${os}_${arch}.zip`;
-        let bytes = await makeProviderZip(p.type, v.version, platform);
-        if (opts.zipOverride) bytes = opts.zipOverride(filename, bytes);
-        const a: FakeArchive = {
-          namespace: p.namespace,
-          type: p.type,
-          version: v.version,
-          os,
-          arch,
-          filename,
-          bytes,
-          sha256: sha256Hex(bytes),
-        };
-        archives.push(a);
-        lines.push(`${a.sha256}  ${filename}`);
-      }
-      const sumsBytes = new TextEncoder().encode(lines.join("\n") + "\n");
-      const key = `${p.namespace}/${p.type}/${v.version}`;
-      sums.set(key, sumsBytes);
-      signatures.set(key, await signDetached(signingKey.privateKeyArmored, sumsBytes));
+  /** Builds the archives, SHA256SUMS and signature of one version. */
+  const addVersion = async (p: FakeProviderSpec, v: FakeProviderSpec["versions"][number]) => {
+    const lines: string[] = [];
+    for (const platform of v.platforms) {
+      const [os, arch] = platform.split("_") as [string, string];
+      const filename = `terraform-provider-${p.type}_${v.version}_${os}_${arch}.zip`;
+      let bytes = await makeProviderZip(p.type, v.version, platform);
+      if (opts.zipOverride) bytes = opts.zipOverride(filename, bytes);
+      const a: FakeArchive = {
+        namespace: p.namespace,
+        type: p.type,
+        version: v.version,
+        os,
+        arch,
+        filename,
+        bytes,
+        sha256: sha256Hex(bytes),
+      };
+      archives.push(a);
+      lines.push(`${a.sha256}  ${filename}`);
     }
+    const sumsBytes = new TextEncoder().encode(lines.join("\n") + "\n");
+    const key = `${p.namespace}/${p.type}/${v.version}`;
+    sums.set(key, sumsBytes);
+    signatures.set(key, await signDetached(signingKey.privateKeyArmored, sumsBytes));
+  };
+  for (const p of opts.providers) {
+    for (const v of p.versions) await addVersion(p, v);
   }
+  /**
+   * Last publication per provider (`{ns}/{type}`), for Last-Modified: at
+   * first a minute before the fake started (a strong validator at once).
+   */
+  const modified = new Map<string, number>();
+  const startedAt = Math.floor(Date.now() / 1000) * 1000 - 60_000;
 
   const requests: RecordedRequest[] = [];
   const ac = new AbortController();
@@ -201,7 +229,7 @@ export async function startFakeRegistry(opts: FakeRegistryOptions): Promise<Fake
       if (m) {
         const p = opts.providers.find((x) => x.namespace === m![1] && x.type === m![2]);
         if (!p) return json({ errors: ["Not Found"] }, 404);
-        return json({
+        const doc = {
           id: `${p.namespace}/${p.type}`,
           versions: p.versions.map((v) => ({
             version: v.version,
@@ -212,7 +240,8 @@ export async function startFakeRegistry(opts: FakeRegistryOptions): Promise<Fake
             }),
           })),
           warnings: null,
-        });
+        };
+        return withValidators(req, JSON.stringify(doc), `${p.namespace}/${p.type}`);
       }
       m = /^\/v1\/providers\/([^/]+)\/([^/]+)\/([^/]+)\/download\/([^/]+)\/([^/]+)$/.exec(path);
       if (m) {
@@ -258,6 +287,27 @@ export async function startFakeRegistry(opts: FakeRegistryOptions): Promise<Fake
     },
   );
 
+  /** A `versions` answer with the configured validators, or 304 when the request's condition holds. */
+  function withValidators(req: Request, body: string, key: string): Response {
+    const mode = opts.versionValidators ?? "none";
+    const headers = new Headers({ "content-type": "application/json" });
+    const etag = `"${sha256Hex(new TextEncoder().encode(body)).slice(0, 32)}"`;
+    const lastModified = new Date(modified.get(key) ?? startedAt).toUTCString();
+    if (mode === "etag" || mode === "both") headers.set("etag", etag);
+    if (mode === "last-modified" || mode === "both") headers.set("last-modified", lastModified);
+    const inm = req.headers.get("if-none-match");
+    const ims = req.headers.get("if-modified-since");
+    // RFC 9110 §13.2.2: If-None-Match wins over If-Modified-Since.
+    const unchanged = headers.has("etag") && inm !== null
+      ? inm.split(",").map((t) => t.trim()).includes(etag)
+      : headers.has("last-modified") && ims !== null && Date.parse(ims) >= Date.parse(lastModified);
+    if (unchanged) {
+      headers.delete("content-type");
+      return new Response(null, { status: 304, headers });
+    }
+    return new Response(body, { headers });
+  }
+
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -282,6 +332,16 @@ export async function startFakeRegistry(opts: FakeRegistryOptions): Promise<Fake
       );
       if (!a) throw new Error(`fake registry has no ${type} ${version} ${platform}`);
       return a;
+    },
+    async publish(namespace, type, version) {
+      const p = opts.providers.find((x) => x.namespace === namespace && x.type === type);
+      if (!p) throw new Error(`fake registry has no provider ${namespace}/${type}`);
+      await addVersion(p, version);
+      p.versions = [...p.versions, version];
+      // Last-Modified has second precision: a publication always moves it.
+      const key = `${namespace}/${type}`;
+      const now = Math.floor(Date.now() / 1000) * 1000;
+      modified.set(key, Math.max(now, (modified.get(key) ?? startedAt) + 1000));
     },
     stop,
     [Symbol.asyncDispose]: stop,

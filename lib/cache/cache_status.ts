@@ -4,8 +4,13 @@
  * @module
  */
 
-/** Where an answer came from. */
-export type CacheStatus = "hit" | "miss" | "stale";
+/**
+ * Where an answer came from: `hit` (cache, fresh), `revalidated` (cache, its
+ * freshness had run out and the upstream just confirmed it unchanged),
+ * `miss` (fetched from the upstream), `stale` (cache, the upstream failed or
+ * was slow to confirm it).
+ */
+export type CacheStatus = "hit" | "revalidated" | "miss" | "stale";
 
 /** A value with its provenance. */
 export interface Sourced<T> {
@@ -15,9 +20,13 @@ export interface Sourced<T> {
   fetchedAt: number;
 }
 
-/** Combines cache statuses: any stale part makes the answer stale, any miss a miss. */
+/**
+ * Combines cache statuses: any stale part makes the answer stale, any miss a
+ * miss, any revalidated part a revalidation.
+ */
 export function worstStatus(...s: Array<CacheStatus | undefined>): CacheStatus {
   if (s.includes("stale")) return "stale";
   if (s.includes("miss")) return "miss";
+  if (s.includes("revalidated")) return "revalidated";
   return "hit";
 }

@@ -41,6 +41,12 @@ export interface RefEntry {
   /** The body exactly as received: UTF-8 text, or base64 for binary bodies. */
   body: string;
   encoding?: "base64";
+  /**
+   * The upstream's validators for the body (version lists only): sent back
+   * when the entry is revalidated, so an unchanged list costs a 304.
+   */
+  etag?: string;
+  lastModified?: string;
 }
 
 /** Default bound of the in-memory entries, in (estimated) bytes. */
@@ -59,6 +65,14 @@ function costOf(key: string, entry: RefEntry | null): number {
 
 function sameContent(a: RefEntry, b: RefEntry): boolean {
   return a.body === b.body && a.url === b.url && a.encoding === b.encoding;
+}
+
+/** Copies `from`'s validators onto `to` (dropping those `from` lacks). */
+function setValidators(to: RefEntry, from: RefEntry): void {
+  if (from.etag !== undefined) to.etag = from.etag;
+  else delete to.etag;
+  if (from.lastModified !== undefined) to.lastModified = from.lastModified;
+  else delete to.lastModified;
 }
 
 /** Archive records (`archive_*` keys) carry the URL the bytes came from in their body. */
@@ -168,8 +182,9 @@ export class RefsStore {
     });
     if (had && sameContent(had, entry)) {
       // Same bytes: keep the object already handed out (and what was parsed
-      // from it), only its time moves.
+      // from it), only its time (and the validators for it) move.
       had.fetchedAt = entry.fetchedAt;
+      setValidators(had, entry);
       this.#remember(key, had);
     } else {
       // Remembered even if the write fails: a broken disk should cost
@@ -178,6 +193,26 @@ export class RefsStore {
       this.generation++;
     }
     await this.storage.put(this.storageKey(key), JSON.stringify(entry));
+  }
+
+  /**
+   * Marks `confirmed` as current at `fetchedAt` (the upstream answered 304
+   * to its validators): the object handed out, its parsed forms and the
+   * generation stay; nothing is written. The file keeps its older time, so
+   * after a restart (or once memory let it go) it is revalidated again,
+   * which costs one conditional request. Rewriting a version list of up to
+   * `limits.metadataDocument` bytes every freshness period per provider to
+   * save that would cost far more. Returns false (nothing changed) when the
+   * entry held now is not `confirmed` (removed, or replaced meanwhile).
+   */
+  async touch(key: string, confirmed: RefEntry, fetchedAt: number): Promise<boolean> {
+    const entry = await this.get(key);
+    if (
+      !entry || !sameContent(entry, confirmed) || entry.etag !== confirmed.etag ||
+      entry.lastModified !== confirmed.lastModified
+    ) return false;
+    entry.fetchedAt = fetchedAt;
+    return true;
   }
 
   /** Forgets what memory holds for a key (after an outside change). */

@@ -41,6 +41,15 @@ export interface UpstreamConfig {
   trustedKeys: string[];
 }
 
+/**
+ * Default freshness lifetime of a version list: 30 s. A release published
+ * upstream is then served by any request made 30 s after publication (plus
+ * the upstream's answer, at most the 2 s stale grace), which keeps
+ * `terraform init` within a minute of the registry with room for the
+ * client's own steps; between revalidations, hits never touch the upstream.
+ */
+export const DEFAULT_METADATA_TTL_MS = 30_000;
+
 /** The validated, fully resolved configuration. */
 export interface Config {
   listen: { hostname: string; port: number };
@@ -49,7 +58,12 @@ export interface Config {
   upstreams: Map<string, UpstreamConfig>;
   /** Upstream used by `/v1/providers/{namespace}/{type}/...` without a hostname. */
   defaultUpstream: string;
-  /** How long a fetched version list counts as fresh, in milliseconds. */
+  /**
+   * How long a version list counts as fresh after it was fetched or last
+   * confirmed by the upstream, in milliseconds; then it is revalidated
+   * (conditional request) before it is served again. Default
+   * {@link DEFAULT_METADATA_TTL_MS}.
+   */
   metadataTtlMs: number;
   /** Timeout of one upstream metadata request, in milliseconds. */
   upstreamTimeoutMs: number;
@@ -386,7 +400,7 @@ export async function buildConfig(
   }
 
   const metadataTtlMs = raw.metadataTtl === undefined
-    ? 600_000
+    ? DEFAULT_METADATA_TTL_MS
     : parseDuration(raw.metadataTtl, "metadataTtl");
   const upstreamTimeoutMs = raw.upstreamTimeout === undefined
     ? 8_000

@@ -111,7 +111,7 @@ export class Telemetry {
     this.cacheLookups = r.register(
       new Counter(
         "repoxy_cache_lookups_total",
-        "Answers by where they came from: hit (cache), miss (fetched upstream), stale (cache, upstream failed)",
+        "Answers by where they came from: hit (cache), revalidated (cache, upstream confirmed it), miss (fetched upstream), stale (cache, upstream failed)",
         ["route", "result"],
       ),
     );
@@ -277,7 +277,8 @@ export class Telemetry {
       const archives = this.cacheLookups.get({ route: ARCHIVE_ROUTE, result });
       return kind === "archive" ? archives : this.cacheLookups.sum({ result }) - archives;
     };
-    const hits = count("hit");
+    // A revalidated answer is served from the cache too (the upstream said 304).
+    const hits = count("hit") + count("revalidated");
     const stale = count("stale");
     return { hits, stale, total: hits + stale + count("miss") };
   }

@@ -52,14 +52,25 @@ export function keptJson(
 ): Response {
   const enc = typeof body === "string" ? encodeJson(body) : body;
   const key = keepKey(ctx);
+  const maxAge = maxAgeUntil(from.keepUntil, answers.now());
   if (key !== undefined && from.status !== "stale" && from.keepUntil > 0) {
     answers.put(key, {
       ...enc,
       route: ctx.route,
-      maxAge: 60,
+      maxAge,
       generation: ctx.generation,
       expiresAt: from.keepUntil,
     });
   }
-  return jsonResponse(req, enc, from.status);
+  return jsonResponse(req, enc, from.status, maxAge);
+}
+
+/**
+ * The `max-age` (s) of an answer that stays current until `keepUntil` (ms):
+ * at most 60, and never past the freshness of the version list it was built
+ * from, so an HTTP cache in front of Repoxy adds nothing to the delay before
+ * a new release shows.
+ */
+export function maxAgeUntil(keepUntil: number, now: number): number {
+  return Math.min(60, Math.max(0, Math.ceil((keepUntil - now) / 1000)));
 }

@@ -29,7 +29,7 @@ import { BadPathError, parseRoute, type Route } from "../protocol/paths.ts";
 import { unknownModuleMessage, unknownProviderMessage } from "../protocol/names.ts";
 import { offlineUnknownMessage } from "../sources/cache_source.ts";
 import { clientKey, type RequestContext, type RouteHandler, type Services } from "./context.ts";
-import { jsonResponse } from "./json_answer.ts";
+import { jsonResponse, maxAgeUntil } from "./json_answer.ts";
 
 /** How one route is served. */
 export interface RouteSpec<K extends Route["kind"]> {
@@ -96,7 +96,12 @@ export function keptAnswer(req: Request, ctx: RequestContext, s: Services): Resp
   ctx.path = path;
   ctx.cache = "hit";
   ctx.route = kept.route as Route["kind"];
-  let res = jsonResponse(req, kept, "hit", kept.maxAge);
+  let res = jsonResponse(
+    req,
+    kept,
+    "hit",
+    Math.min(kept.maxAge, maxAgeUntil(kept.expiresAt, s.now())),
+  );
   if (client !== undefined) {
     ctx.client = client;
     res = keepPrivate(res);

@@ -67,6 +67,19 @@ export interface FetchedText {
   url: string;
 }
 
+/** Validators of a stored document, sent back to the upstream as conditions (HTTP caching). */
+export interface Validators {
+  /** The `ETag` it came with: sent as `If-None-Match`. */
+  etag?: string;
+  /** The `Last-Modified` it came with: sent as `If-Modified-Since`. */
+  lastModified?: string;
+}
+
+/** The outcome of a conditional GET: unchanged (304), or the new body with its validators. */
+export type ConditionalText =
+  | { notModified: true; url: string }
+  | { notModified: false; text: string; url: string; validators: Validators };
+
 const MAX_REDIRECTS = 10;
 /**
  * Default cap of one metadata document (`limits.metadataDocument` overrides
@@ -80,6 +93,33 @@ export interface DocumentOptions {
   auth?: boolean;
   /** Largest body accepted: refused by Content-Length before reading, and while reading. */
   maxBytes?: number;
+}
+
+/** Longest ETag or Last-Modified kept (real ones are tens of bytes). */
+const MAX_VALIDATOR_LENGTH = 256;
+
+/**
+ * The validators of a 200 answer worth sending back. A `Last-Modified`
+ * less than a second before the answer's `Date` is weak (RFC 9110 §8.8.2.2):
+ * the document may change again within that same second and still carry
+ * it, so an `If-Modified-Since` would hide the change. It is dropped and the
+ * next revalidation is a plain refetch (or uses the ETag).
+ */
+function validatorsOf(res: Response): Validators {
+  const v: Validators = {};
+  // Kept beside the document in memory and in refs/: a hostile upstream's
+  // huge header is not worth keeping (the next revalidation is a plain GET).
+  const etag = res.headers.get("etag");
+  if (etag && etag.length <= MAX_VALIDATOR_LENGTH) v.etag = etag;
+  const lm = res.headers.get("last-modified");
+  if (lm && lm.length <= MAX_VALIDATOR_LENGTH) {
+    const modified = Date.parse(lm);
+    const date = Date.parse(res.headers.get("date") ?? "");
+    if (Number.isFinite(modified) && Number.isFinite(date) && date - modified >= 1000) {
+      v.lastModified = lm;
+    }
+  }
+  return v;
 }
 
 /**
@@ -271,7 +311,13 @@ export class UpstreamClient {
    */
   async get(
     url: URL,
-    opts: { accept?: string; signal?: AbortSignal; auth?: boolean } = {},
+    opts: {
+      accept?: string;
+      signal?: AbortSignal;
+      auth?: boolean;
+      /** Extra request headers (conditions of a revalidation), on every hop. */
+      headers?: Record<string, string>;
+    } = {},
   ): Promise<{ res: Response; url: URL }> {
     let current = url;
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
@@ -287,6 +333,7 @@ export class UpstreamClient {
         "accept-encoding": "identity",
       });
       if (opts.accept) headers.set("accept", opts.accept);
+      for (const [k, v] of Object.entries(opts.headers ?? {})) headers.set(k, v);
       if (opts.auth !== false && this.#mayAuthorize(current)) {
         headers.set("authorization", `Bearer ${this.#token}`);
       }
@@ -364,6 +411,43 @@ export class UpstreamClient {
 
   /** Like {@link getText} but returns raw bytes (signatures are binary). */
   async getBytes(url: URL, opts: DocumentOptions = {}): Promise<{ body: Uint8Array; url: string }> {
+    const got = await this.#getBytes(url, opts, undefined);
+    if (got.notModified) throw new UpstreamError(`upstream ${url.host} answered 304 unasked`);
+    return got;
+  }
+
+  /**
+   * A revalidation: {@link getText} with the stored document's validators as
+   * conditions (`If-None-Match`, `If-Modified-Since`). A 304 means the stored
+   * copy is still current; with no validators it is a plain refetch. Same
+   * deadline, retries and bounds as {@link getText}.
+   */
+  async getTextConditional(
+    url: URL,
+    given: Validators,
+    opts: DocumentOptions = {},
+  ): Promise<ConditionalText> {
+    const conditions: Record<string, string> = {};
+    if (given.etag) conditions["if-none-match"] = given.etag;
+    if (given.lastModified) conditions["if-modified-since"] = given.lastModified;
+    const got = await this.#getBytes(url, opts, conditions);
+    if (got.notModified) return { notModified: true, url: got.url };
+    return {
+      notModified: false,
+      text: new TextDecoder().decode(got.body),
+      url: got.url,
+      validators: got.validators,
+    };
+  }
+
+  async #getBytes(
+    url: URL,
+    opts: DocumentOptions,
+    conditions: Record<string, string> | undefined,
+  ): Promise<
+    | { notModified: true; url: string }
+    | { notModified?: false; body: Uint8Array; url: string; validators: Validators }
+  > {
     const deadline = Date.now() + this.deps.timeoutMs;
     const sleep = this.deps.sleep ?? sleepReal;
     let attempt = 0;
@@ -374,7 +458,7 @@ export class UpstreamClient {
         if (remaining <= 0) {
           throw new UpstreamTimeoutError(`upstream ${url.host} did not answer in time`);
         }
-        return await this.#getBytesOnce(url, remaining, opts);
+        return await this.#getBytesOnce(url, remaining, opts, conditions);
       } catch (e) {
         if (!(e instanceof UpstreamError) || !e.transient) throw e;
         const wait = e.retryAfterMs ?? 200 * 2 ** (attempt - 1);
@@ -395,7 +479,11 @@ export class UpstreamClient {
     url: URL,
     timeoutMs: number,
     opts: DocumentOptions,
-  ): Promise<{ body: Uint8Array; url: string }> {
+    conditions: Record<string, string> | undefined,
+  ): Promise<
+    | { notModified: true; url: string }
+    | { notModified?: false; body: Uint8Array; url: string; validators: Validators }
+  > {
     const signals = [AbortSignal.timeout(timeoutMs)];
     if (this.deps.signal) signals.push(this.deps.signal);
     const signal = AbortSignal.any(signals);
@@ -404,8 +492,14 @@ export class UpstreamClient {
     const { res, url: finalUrl } = await this.get(url, {
       ...(accept !== undefined ? { accept } : {}),
       ...(auth !== undefined ? { auth } : {}),
+      ...(conditions ? { headers: conditions } : {}),
       signal,
     });
+    // Only an answer to a condition that was sent means "unchanged".
+    if (res.status === 304 && conditions && Object.keys(conditions).length > 0) {
+      await res.body?.cancel();
+      return { notModified: true, url: finalUrl.href };
+    }
     if (res.status === 404 || res.status === 410) {
       await res.body?.cancel();
       throw new NotFoundError(`upstream ${this.hostname} has no ${finalUrl.pathname}`);
@@ -435,7 +529,7 @@ export class UpstreamClient {
     }
     try {
       const body = await readCapped(res.body, max, () => tooBig("more than the limit"));
-      return { body, url: finalUrl.href };
+      return { body, url: finalUrl.href, validators: validatorsOf(res) };
     } catch (e) {
       if (e instanceof UpstreamError) throw e;
       if (e instanceof DOMException && (e.name === "TimeoutError" || e.name === "AbortError")) {

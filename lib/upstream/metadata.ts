@@ -5,10 +5,12 @@
  * and the registry protocol. (Offline, nothing here is used: the cache
  * source answers from what is stored.)
  *
- * Freshness rules: discovery and version lists are refreshed after the TTL;
- * download documents and checksums of a released version never change and are
- * kept for good. When a refresh fails and something is stored, the stored copy
- * is served and marked stale.
+ * Freshness rules, as an HTTP cache keeps them: a version list is fresh for
+ * `metadataTtl` (default 30 s), then revalidated with the upstream's
+ * validators (a 304 keeps it, status `revalidated`); discovery is refreshed
+ * hourly; download documents and checksums of a released version never
+ * change and are kept for good. When a refresh fails and something is
+ * stored, the stored copy is served and marked stale.
  *
  * Hostile upstreams and clients are bounded here: no document bigger than
  * `limits.metadataDocument` is read; what the upstream says does not exist
@@ -76,6 +78,16 @@ async function raceStale<T>(p: Promise<T>, ms: number): Promise<T | typeof SLOW>
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** What a fetcher answers when the upstream confirmed the stored entry (304). */
+const NOT_MODIFIED = Symbol("not modified");
+
+/** The outcome of one refresh of an entry, shared by every caller waiting for it. */
+interface Refreshed {
+  entry: RefEntry;
+  /** The stored entry was confirmed unchanged (not fetched again). */
+  revalidated: boolean;
 }
 
 /** Minimum gap between refreshes forced by a client asking for an unlisted version. */
@@ -147,7 +159,7 @@ interface FetchedDoc {
 
 /** Metadata access for all upstreams. */
 export class Metadata {
-  readonly #inflight = new Map<string, Promise<RefEntry>>();
+  readonly #inflight = new Map<string, Promise<Refreshed>>();
   /** Providers whose list was refreshed because a client named a version it lacks. */
   readonly #lastForced: NegativeCache;
   /** Keys the upstream said do not exist (and provider/version/platform it does not list). */
@@ -202,30 +214,54 @@ export class Metadata {
   /**
    * Returns a stored entry, fetching it when missing or older than `ttlMs`.
    * Concurrent callers for one key share one upstream request.
+   *
+   * The fetcher gets the stored entry (when there is one) so it can
+   * revalidate it: answering {@link NOT_MODIFIED} (the upstream's 304) keeps
+   * the stored entry, object and bytes, and only moves its time
+   * (status `revalidated`).
    */
   async #cached(
     key: string,
     ttlMs: number,
-    fetcher: () => Promise<RefEntry>,
+    fetcher: (stored: RefEntry | undefined) => Promise<RefEntry | typeof NOT_MODIFIED>,
     opts: { force?: boolean; hostname: string },
   ): Promise<Sourced<RefEntry>> {
     const stored = await this.refs.get(key);
-    const fresh = stored && !opts.force && this.now() - stored.fetchedAt < ttlMs;
+    // An entry "fetched in the future" (the clock was set back, or another
+    // host's clock wrote it) is not fresh: it would otherwise hide new
+    // releases for as long as the clock was off.
+    const age = stored ? this.now() - stored.fetchedAt : NaN;
+    const fresh = stored && !opts.force && (ttlMs === Infinity || (age >= 0 && age < ttlMs));
     if (stored && fresh) return { value: stored, status: "hit", fetchedAt: stored.fetchedAt };
     const missing = this.#negative.get(key);
     if (missing !== undefined) throw new NotFoundError(missing);
     let p = this.#inflight.get(key);
     if (!p) {
-      p = (async () => {
-        let entry: RefEntry;
+      p = (async (): Promise<Refreshed> => {
+        let got: RefEntry | typeof NOT_MODIFIED;
         try {
-          entry = await fetcher();
+          got = await fetcher(stored);
+          if (got === NOT_MODIFIED) {
+            // Unchanged upstream: same object (its parsed forms, the kept
+            // answers' generation) with a new time, nothing rewritten.
+            if (stored && await this.refs.touch(key, stored, this.now())) {
+              return { entry: (await this.refs.get(key))!, revalidated: true };
+            }
+            // The entry went away or changed meanwhile (pruned, another
+            // process wrote it): the 304 was about another copy, fetch it whole.
+            got = await fetcher(undefined);
+            if (got === NOT_MODIFIED) {
+              throw new UpstreamError(`upstream ${opts.hostname} answered 304 unasked`);
+            }
+          }
         } catch (e) {
           if (e instanceof NotFoundError) this.#negative.add(key, e.message);
           throw e;
         }
-        await this.#store(key, entry);
-        return entry;
+        await this.#store(key, got);
+        // The store keeps the object it already handed out when the bytes
+        // are the same: answer with that one, whose parsed forms exist.
+        return { entry: (await this.refs.get(key)) ?? got, revalidated: false };
       })();
       this.#inflight.set(key, p);
       p.finally(() => this.#inflight.delete(key)).catch(() => {});
@@ -234,15 +270,20 @@ export class Metadata {
       // With a stored copy to fall back on, a slow upstream should not make
       // the client wait: past a short grace period the stale copy is served
       // and the refresh goes on in the background.
-      const entry = stored ? await raceStale(p, STALE_GRACE_MS) : await p;
-      if (entry === SLOW) {
+      const done = stored ? await raceStale(p, STALE_GRACE_MS) : await p;
+      if (done === SLOW) {
         this.log.warn("upstream slow; serving stale metadata while refreshing", {
           upstream: opts.hostname,
           key,
         });
         return { value: stored!, status: "stale", fetchedAt: stored!.fetchedAt };
       }
-      return { value: entry, status: "miss", fetchedAt: entry.fetchedAt };
+      const { entry, revalidated } = done;
+      return {
+        value: entry,
+        status: revalidated ? "revalidated" : "miss",
+        fetchedAt: entry.fetchedAt,
+      };
     } catch (e) {
       // A definite "not found" upstream is not a reason to serve stale data
       // for a version list, but it is for everything kept for good.
@@ -295,25 +336,37 @@ export class Metadata {
   }
 
   /**
-   * The upstream version list of a provider.
+   * The upstream version list of a provider, HTTP-cache style: fresh for
+   * {@link Config.metadataTtlMs} after it was fetched or last confirmed;
+   * then revalidated with the validators the upstream gave (`If-None-Match`
+   * / `If-Modified-Since`; a plain refetch when it gave none). A 304 keeps
+   * the stored list (status `revalidated`); new bytes replace it; an
+   * upstream that fails or is slow gets the stored list served `stale`
+   * (see {@link #cached}: single-flight, 2 s grace).
    *
    * @param want a version the client asked for: when the stored list lacks it,
    *   the list is refreshed at once instead of waiting for the TTL
    */
   async versions(p: ProviderRef, want?: string): Promise<Sourced<VersionsValue>> {
     const key = refKeys.versions(p);
-    const fetcher = async (): Promise<RefEntry> => {
+    const fetcher = async (stored?: RefEntry): Promise<RefEntry | typeof NOT_MODIFIED> => {
       const client = this.client(p.hostname);
       const base = await this.providersBase(p.hostname);
-      const { text, url } = await client.getText(
-        new URL(`${p.namespace}/${p.type}/versions`, base),
-        { accept: "application/json", maxBytes: this.#maxBytes },
-      ).catch((e) => {
+      const url = new URL(`${p.namespace}/${p.type}/versions`, base);
+      const given = {
+        ...(stored?.etag !== undefined ? { etag: stored.etag } : {}),
+        ...(stored?.lastModified !== undefined ? { lastModified: stored.lastModified } : {}),
+      };
+      const got = await client.getTextConditional(url, given, {
+        accept: "application/json",
+        maxBytes: this.#maxBytes,
+      }).catch((e) => {
         // The same words as a hidden provider's answer (see unknownProviderMessage).
         throw e instanceof NotFoundError ? new NotFoundError(unknownProviderMessage(p, false)) : e;
       });
-      fromUpstream(p.hostname, () => parseVersions(text)); // refuse to store what we could not use
-      return { fetchedAt: this.now(), url, body: text };
+      if (got.notModified) return NOT_MODIFIED;
+      fromUpstream(p.hostname, () => parseVersions(got.text)); // refuse to store what we could not use
+      return { fetchedAt: this.now(), url: got.url, body: got.text, ...got.validators };
     };
     let got = await this.#cached(key, this.config.metadataTtlMs, fetcher, {
       hostname: p.hostname,
