@@ -23,6 +23,7 @@ import { verifyingStream } from "../integrity/verifying_stream.ts";
 import type { MirrorArchive } from "../protocol/mirror_json.ts";
 import {
   archiveFilename,
+  parseArchiveFilename,
   type PlatformRef,
   platformString,
   type ProviderRef,
@@ -30,7 +31,6 @@ import {
 } from "../protocol/names.ts";
 import type { ModuleRef } from "../protocol/paths.ts";
 import type { DownloadValue, SumsValue, VersionsValue } from "../protocol/registry_json.ts";
-import { parseSha256Sums } from "../protocol/sha256sums.ts";
 import type { Metadata } from "../upstream/metadata.ts";
 import type {
   Answer,
@@ -108,7 +108,6 @@ export interface UpstreamSourceDeps {
 export class UpstreamSource implements ProviderSource {
   /** Derived forms keyed by the memoised values Metadata returns, so they go with them. */
   readonly #lists = new WeakMap<VersionsValue, VersionList>();
-  readonly #parsedSums = new WeakMap<Uint8Array, Map<string, string>>();
   readonly #archivesWork = new Map<string, SharedWork<Answer<VersionArchives>>>();
   /**
    * Download documents fetched for platforms SHA256SUMS does not cover,
@@ -202,24 +201,34 @@ export class UpstreamSource implements ProviderSource {
   ): Promise<Answer<VersionArchives>> {
     const { metadata, packages, config } = this.deps;
     const entry = await metadata.versionEntry(p, version);
-    const platforms = entry.value.platforms ?? [];
-    if (platforms.length === 0) {
-      throw new UpstreamError(
-        `upstream ${p.hostname} lists ${p.namespace}/${p.type} ${version} with no platforms`,
-      );
-    }
+    const listed = entry.value.platforms ?? [];
     const statuses: CacheStatus[] = [entry.status];
-    const sums = await this.#sumsFor(p, version, platforms[0]!);
+    // The signed SHA256SUMS says which archives exist; the list is a hint.
+    const sums = await this.#sumsFor(p, version, signal);
     statuses.push(sums.status);
-    // Platforms SHA256SUMS does not cover need their own download document:
-    // fetched a few at a time, within a byte budget, and only while someone waits.
-    const zhOf = new Map<PlatformRef, string>();
+    const zhOf = new Map<string, { pl: PlatformRef; zh: string }>();
     const todo: PlatformRef[] = [];
-    for (const pl of platforms) {
-      const zh = sums.map?.get(archiveFilename(p.type, version, pl));
-      if (zh) zhOf.set(pl, zh);
-      else todo.push(pl);
+    if (sums.map) {
+      for (const pl of listed) {
+        const zh = sums.map.get(archiveFilename(p.type, version, pl));
+        if (zh) zhOf.set(platformString(pl), { pl, zh });
+        else todo.push(pl);
+      }
+      for (const [filename, zh] of sums.map) {
+        const named = parseArchiveFilename(p.type, filename);
+        if (!named || named.version !== version) continue;
+        const pl = { os: named.os, arch: named.arch };
+        if (!zhOf.has(platformString(pl))) zhOf.set(platformString(pl), { pl, zh });
+      }
+    } else {
+      // No SHA256SUMS: each listed platform's own document gives its hash.
+      todo.push(...listed);
     }
+    // Listed platforms whose archive SHA256SUMS does not name by its usual
+    // file name need their own download document: fetched a few at a time,
+    // within a byte budget, and only while someone waits. One that is 404,
+    // or whose archive SHA256SUMS does not vouch for, is left out (it could
+    // not be downloaded anyway).
     const budget = config.limits.metadataMemoryBytes;
     let fetched = 0;
     let next = 0;
@@ -233,6 +242,9 @@ export class UpstreamSource implements ProviderSource {
         let dl;
         try {
           dl = await metadata.download(p, version, pl);
+        } catch (e) {
+          if (e instanceof NotFoundError) continue;
+          throw e;
         } finally {
           this.#platformSlots.give();
         }
@@ -245,7 +257,9 @@ export class UpstreamSource implements ProviderSource {
             } ${version}`,
           );
         }
-        zhOf.set(pl, dl.value.doc.shasum.toLowerCase());
+        const zh = dl.value.doc.shasum.toLowerCase();
+        if (sums.map && sums.map.get(dl.value.doc.filename) !== zh) continue;
+        zhOf.set(platformString(pl), { pl, zh });
       }
     };
     const worker = async () => {
@@ -258,15 +272,25 @@ export class UpstreamSource implements ProviderSource {
     };
     const n = Math.min(config.limits.platformConcurrency, todo.length);
     await Promise.all(Array.from({ length: n }, worker));
+    if (zhOf.size === 0 && !sums.map) {
+      throw new UpstreamError(
+        `upstream ${p.hostname} offers no archive of ${providerString(p)} ${version}: ` +
+          `no SHA256SUMS, and no listed platform has a download document`,
+      );
+    }
+    // Listed platforms first, in their order, then the others SHA256SUMS names.
+    const order = [...listed.map(platformString), ...zhOf.keys()];
     const archives: MirrorArchive[] = [];
-    for (const pl of platforms) {
-      const filename = archiveFilename(p.type, version, pl);
+    for (const name of new Set(order)) {
+      const got = zhOf.get(name);
+      if (!got) continue;
+      const { pl, zh } = got;
       const hashes: string[] = [];
       const meta = await packages.meta(p, version, pl);
       if (meta?.h1) hashes.push(meta.h1);
       else if (meta) packages.ensureH1(p, version, pl).catch(() => {});
-      hashes.push(`zh:${zhOf.get(pl)!}`);
-      archives.push({ platform: platformString(pl), url: filename, hashes });
+      hashes.push(`zh:${zh}`);
+      archives.push({ platform: name, url: archiveFilename(p.type, version, pl), hashes });
     }
     return {
       value: { archives, memoKey: entry.value },
@@ -286,16 +310,14 @@ export class UpstreamSource implements ProviderSource {
 
   async checksums(p: ProviderRef, version: string): Promise<Answer<SumsValue>> {
     const { metadata } = this.deps;
-    const entry = await metadata.versionEntry(p, version);
-    const pl = entry.value.platforms?.[0];
-    if (!pl) throw new NotFoundError(`${providerString(p)} ${version} lists no platforms`);
-    const dl = await metadata.download(p, version, pl);
-    const s = await metadata.sums(p, version, dl.value);
-    return {
-      value: s.value,
-      status: worstStatus(entry.status, dl.status, s.status),
-      keepUntil: Infinity,
-    };
+    // Found through any platform's download document that exists.
+    const s = await metadata.versionSums(p, version);
+    if (!s.value) {
+      throw new NotFoundError(
+        `upstream ${p.hostname} names no SHA256SUMS for ${providerString(p)} ${version}`,
+      );
+    }
+    return { value: s.value, status: s.status, keepUntil: Infinity };
   }
 
   async fetchArchive(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveFetch> {
@@ -420,18 +442,14 @@ export class UpstreamSource implements ProviderSource {
     };
   }
 
-  /** SHA256SUMS of a version as filename → sha256, or undefined when unavailable. */
-  async #sumsFor(p: ProviderRef, version: string, pl: PlatformRef) {
+  /**
+   * SHA256SUMS of a version as filename → sha256 (found through any download
+   * document that exists), or undefined when the upstream names none.
+   */
+  async #sumsFor(p: ProviderRef, version: string, signal: AbortSignal) {
     const { metadata } = this.deps;
-    const dl = await metadata.download(p, version, pl);
-    if (!dl.value.doc.shasums_url) return { map: undefined, status: dl.status };
-    const s = await metadata.sums(p, version, dl.value);
-    let map = this.#parsedSums.get(s.value.sums);
-    if (!map) {
-      map = parseSha256Sums(new TextDecoder().decode(s.value.sums));
-      this.#parsedSums.set(s.value.sums, map);
-    }
-    return { map, status: worstStatus(dl.status, s.status) };
+    const s = await metadata.versionSums(p, version, signal);
+    return { map: s.value ? metadata.sumsMap(s.value) : undefined, status: s.status };
   }
 
   #freshUntil(fetchedAt: number): number {
