@@ -1,0 +1,188 @@
+/**
+ * Issue 11 point 2: the signed SHA256SUMS is the authority for which archives
+ * of a version exist; the registry's `platforms` list is only a hint (which
+ * Terraform ignores and real registries get wrong). Handler-level tests of
+ * both protocols against a fake registry whose lists are wrong in each of the
+ * ways real ones are: a listed platform whose download document is 404, no
+ * `platforms` key (or an empty list), an existing platform left out.
+ */
+import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
+import type { FakeProviderSpec } from "./fake_registry.ts";
+import { bytesOf, jsonOf, mirrorFixture, sha256Hex } from "./_helpers.ts";
+
+const H = "registry.terraform.io";
+const PUBLISHED = ["linux_amd64", "darwin_arm64", "windows_amd64"];
+
+/**
+ * One provider per shape, each publishing the same three platforms:
+ * - `wrong`: lists first a platform that was never published (its download
+ *   document is 404), then two real ones, and leaves windows_amd64 out;
+ * - `bare`: no `platforms` key at all;
+ * - `empty`: `platforms: []`;
+ * - `partial`: lists only linux_amd64;
+ * - `hidden`: lists all three, but linux_amd64's download document is 404.
+ */
+export const SHAPES: FakeProviderSpec[] = [
+  {
+    namespace: "example",
+    type: "wrong",
+    versions: [{
+      version: "1.0.0",
+      platforms: PUBLISHED,
+      listed: ["linux_arm64", "linux_amd64", "darwin_arm64", "openbsd_386"],
+    }],
+  },
+  {
+    namespace: "example",
+    type: "bare",
+    versions: [{ version: "1.0.0", platforms: PUBLISHED, listed: null }],
+  },
+  {
+    namespace: "example",
+    type: "empty",
+    versions: [{ version: "1.0.0", platforms: PUBLISHED, listed: [] }],
+  },
+  {
+    namespace: "example",
+    type: "partial",
+    versions: [{ version: "1.0.0", platforms: PUBLISHED, listed: ["linux_amd64"] }],
+  },
+  {
+    namespace: "example",
+    type: "hidden",
+    versions: [{ version: "1.0.0", platforms: PUBLISHED, hiddenDownloads: ["linux_amd64"] }],
+  },
+];
+
+type VersionJson = { archives: Record<string, { url: string; hashes: string[] }> };
+
+Deno.test("{version}.json lists exactly the archives SHA256SUMS names, whatever the list says", async () => {
+  await using t = await mirrorFixture({ providers: SHAPES });
+  for (const type of ["wrong", "bare", "empty", "partial", "hidden"]) {
+    const res = await t.get(`/${H}/example/${type}/1.0.0.json`);
+    assertEquals(res.status, 200, `${type}: ${await res.clone().text()}`);
+    const doc = await jsonOf(res) as VersionJson;
+    assertEquals(Object.keys(doc.archives).sort(), [...PUBLISHED].sort(), type);
+    for (const pl of PUBLISHED) {
+      const a = t.fake.archive(type, "1.0.0", pl);
+      assertEquals(doc.archives[pl], { url: a.filename, hashes: [`zh:${a.sha256}`] }, type);
+    }
+  }
+});
+
+Deno.test("a platform SHA256SUMS names but the list leaves out downloads byte for byte in both protocols", async () => {
+  await using t = await mirrorFixture({ providers: SHAPES });
+  for (const type of ["wrong", "bare", "partial"]) {
+    const a = t.fake.archive(type, "1.0.0", "windows_amd64");
+    // Registry protocol: the download document for the unlisted platform.
+    const dl = await t.get(`/v1/providers/${H}/example/${type}/1.0.0/download/windows/amd64`);
+    assertEquals(dl.status, 200, `${type}: ${await dl.clone().text()}`);
+    const doc = await jsonOf(dl) as { shasum: string; filename: string; download_url: string };
+    assertEquals([doc.shasum, doc.filename], [a.sha256, a.filename]);
+    // Network mirror (and the registry's download_url): the archive.
+    const zip = await t.get(`/${H}/example/${type}/${a.filename}`);
+    assertEquals(zip.status, 200, type);
+    const bytes = await bytesOf(zip);
+    assertEquals(bytes.length, a.bytes.length);
+    assertEquals(sha256Hex(bytes), a.sha256);
+  }
+});
+
+Deno.test("SHA256SUMS and its signature are served when the first listed platform is 404, or none is listed", async () => {
+  await using t = await mirrorFixture({ providers: SHAPES });
+  for (const type of ["wrong", "bare", "empty", "hidden"]) {
+    const sums = await t.get(`/v1/providers/${H}/example/${type}/1.0.0/SHA256SUMS`);
+    assertEquals(sums.status, 200, `${type}: ${await sums.clone().text()}`);
+    assertEquals(await bytesOf(sums), t.fake.sums.get(`example/${type}/1.0.0`));
+    const sig = await t.get(`/v1/providers/${H}/example/${type}/1.0.0/SHA256SUMS.sig`);
+    assertEquals(sig.status, 200, type);
+    assertEquals(await bytesOf(sig), t.fake.signatures.get(`example/${type}/1.0.0`));
+  }
+});
+
+Deno.test("a listed platform that is 404 or not in SHA256SUMS: 404 for it alone, remembered, no upstream call again", async () => {
+  await using t = await mirrorFixture({ providers: SHAPES });
+  const ok = await t.get(`/${H}/example/wrong/1.0.0.json`);
+  assertEquals(ok.status, 200);
+  await ok.body?.cancel();
+  const before = t.fake.count();
+  for (let i = 0; i < 5; i++) {
+    for (
+      const path of [
+        `/v1/providers/${H}/example/wrong/1.0.0/download/linux/arm64`,
+        `/v1/providers/${H}/example/wrong/1.0.0/download/openbsd/386`,
+        `/${H}/example/wrong/terraform-provider-wrong_1.0.0_linux_arm64.zip`,
+        // Named nowhere: SHA256SUMS (stored) decides without asking upstream.
+        `/v1/providers/${H}/example/bare/1.0.0/download/plan9/arm64`,
+        `/${H}/example/bare/terraform-provider-bare_1.0.0_plan9_arm64.zip`,
+      ]
+    ) {
+      const res = await t.get(path);
+      // The bare version's SHA256SUMS is found on the first of these requests.
+      assertEquals(res.status, 404, path);
+      await res.body?.cancel();
+    }
+  }
+  // Only the bare version's first look: one download document and SHA256SUMS + signature.
+  const after = t.fake.requests.slice(before).map((r) => r.path);
+  assertEquals(after.filter((p) => p.includes("/wrong/")), []);
+  assertEquals(after.filter((p) => p.includes("plan9")), []);
+  assertEquals(after.length, 1 + 1 + 2, after.join("\n")); // versions, linux_amd64 doc, sums, sig
+});
+
+Deno.test("the honest case costs what it did: one download document for SHA256SUMS, no fan-out", async () => {
+  await using t = await mirrorFixture({
+    providers: [{
+      namespace: "example",
+      type: "honest",
+      versions: [{ version: "1.0.0", platforms: PUBLISHED }],
+    }],
+  });
+  const res = await t.get(`/${H}/example/honest/1.0.0.json`);
+  assertEquals(res.status, 200);
+  assertEquals(
+    Object.keys((await jsonOf(res) as VersionJson).archives).sort(),
+    [...PUBLISHED].sort(),
+  );
+  assertEquals(t.fake.count((r) => r.path.includes("/download/")), 1);
+  assertEquals(t.fake.count((r) => r.path.endsWith("/SHA256SUMS")), 1);
+});
+
+Deno.test("the first listed platform 404: the next listed is tried, and the 404 is not asked again", async () => {
+  await using t = await mirrorFixture({ providers: SHAPES });
+  const a = await t.get(`/${H}/example/wrong/1.0.0.json`);
+  assertEquals(a.status, 200);
+  await a.body?.cancel();
+  assertEquals(t.fake.count((r) => r.path.endsWith("/download/linux/arm64")), 1);
+  assertEquals(t.fake.count((r) => r.path.endsWith("/download/linux/amd64")), 1);
+  // The listed-but-unpublished platform beyond the first is asked once (it could
+  // have had an archive SHA256SUMS names under another file name) and left out.
+  assertEquals(t.fake.count((r) => r.path.endsWith("/download/openbsd/386")), 1);
+  // A registry-protocol request for the same version afterwards asks nothing more.
+  const before = t.fake.count();
+  const s = await t.get(`/v1/providers/${H}/example/wrong/1.0.0/SHA256SUMS`);
+  assertEquals(s.status, 200);
+  await s.body?.cancel();
+  assertEquals(t.fake.count(), before);
+});
+
+Deno.test("no download document of any listed or common platform: a clear 502 naming what was tried, cheap to repeat", async () => {
+  await using t = await mirrorFixture({
+    providers: [{
+      namespace: "example",
+      type: "rare",
+      versions: [{ version: "1.0.0", platforms: ["plan9_amd64"], listed: ["plan9_arm"] }],
+    }],
+  });
+  const res = await t.get(`/${H}/example/rare/1.0.0.json`);
+  assertEquals(res.status, 502);
+  const msg = JSON.stringify(await jsonOf(res));
+  assertMatch(msg, /no download document for registry\.terraform\.io\/example\/rare 1\.0\.0/);
+  assertMatch(msg, /plan9_arm, linux_amd64, darwin_arm64/);
+  const asked = t.fake.count((r) => r.path.includes("/download/"));
+  assert(asked >= 2 && asked <= 10, `${asked} documents`);
+  const again = await t.get(`/v1/providers/${H}/example/rare/1.0.0/SHA256SUMS`);
+  assertEquals(again.status, 502);
+  await again.body?.cancel();
+  assertEquals(t.fake.count((r) => r.path.includes("/download/")), asked, "404s asked again");
+});
