@@ -7,53 +7,10 @@
  * `platforms` key (or an empty list), an existing platform left out.
  */
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
-import type { FakeProviderSpec } from "./fake_registry.ts";
+import { PUBLISHED, SHAPES } from "./_platform_shapes.ts";
 import { bytesOf, jsonOf, mirrorFixture, sha256Hex } from "./_helpers.ts";
 
 const H = "registry.terraform.io";
-const PUBLISHED = ["linux_amd64", "darwin_arm64", "windows_amd64"];
-
-/**
- * One provider per shape, each publishing the same three platforms:
- * - `wrong`: lists first a platform that was never published (its download
- *   document is 404), then two real ones, and leaves windows_amd64 out;
- * - `bare`: no `platforms` key at all;
- * - `empty`: `platforms: []`;
- * - `partial`: lists only linux_amd64;
- * - `hidden`: lists all three, but linux_amd64's download document is 404.
- */
-export const SHAPES: FakeProviderSpec[] = [
-  {
-    namespace: "example",
-    type: "wrong",
-    versions: [{
-      version: "1.0.0",
-      platforms: PUBLISHED,
-      listed: ["linux_arm64", "linux_amd64", "darwin_arm64", "openbsd_386"],
-    }],
-  },
-  {
-    namespace: "example",
-    type: "bare",
-    versions: [{ version: "1.0.0", platforms: PUBLISHED, listed: null }],
-  },
-  {
-    namespace: "example",
-    type: "empty",
-    versions: [{ version: "1.0.0", platforms: PUBLISHED, listed: [] }],
-  },
-  {
-    namespace: "example",
-    type: "partial",
-    versions: [{ version: "1.0.0", platforms: PUBLISHED, listed: ["linux_amd64"] }],
-  },
-  {
-    namespace: "example",
-    type: "hidden",
-    versions: [{ version: "1.0.0", platforms: PUBLISHED, hiddenDownloads: ["linux_amd64"] }],
-  },
-];
-
 type VersionJson = { archives: Record<string, { url: string; hashes: string[] }> };
 
 Deno.test("{version}.json lists exactly the archives SHA256SUMS names, whatever the list says", async () => {
