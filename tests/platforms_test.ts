@@ -8,7 +8,8 @@
  */
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { PUBLISHED, SHAPES } from "./_platform_shapes.ts";
-import { bytesOf, jsonOf, mirrorFixture, sha256Hex } from "./_helpers.ts";
+import { startFakeRegistry } from "./fake_registry.ts";
+import { bytesOf, jsonOf, makeTestApp, mirrorFixture, sha256Hex, tempDir } from "./_helpers.ts";
 
 const H = "registry.terraform.io";
 type VersionJson = { archives: Record<string, { url: string; hashes: string[] }> };
@@ -142,4 +143,51 @@ Deno.test("no download document of any listed or common platform: a clear 502 na
   assertEquals(again.status, 502);
   await again.body?.cancel();
   assertEquals(t.fake.count((r) => r.path.includes("/download/")), asked, "404s asked again");
+});
+
+Deno.test("offline afterwards: a stored archive of an unlisted platform is offered and served in both protocols", async () => {
+  await using dir = await tempDir();
+  await using fake = await startFakeRegistry({ providers: SHAPES });
+  const wanted = ["bare", "partial"].map((type) => fake.archive(type, "1.0.0", "windows_amd64"));
+  {
+    await using online = await makeTestApp(fake, dir.path);
+    for (const a of wanted) {
+      const res = await online.get(`/${H}/example/${a.type}/${a.filename}`);
+      assertEquals(sha256Hex(await bytesOf(res)), a.sha256);
+      for (
+        const path of [
+          `/v1/providers/${H}/example/${a.type}/versions`,
+          `/v1/providers/${H}/example/${a.type}/1.0.0/download/windows/amd64`,
+          `/v1/providers/${H}/example/${a.type}/1.0.0/SHA256SUMS`,
+        ]
+      ) {
+        const r = await online.get(path);
+        assertEquals(r.status, 200, path);
+        await r.body?.cancel();
+      }
+    }
+    await online.app.settle();
+  }
+  await using t = await makeTestApp(undefined, dir.path, {
+    offline: true,
+    upstreams: { [H]: { url: "http://127.0.0.1:9" } },
+  });
+  for (const a of wanted) {
+    const list = await jsonOf(await t.get(`/v1/providers/${H}/example/${a.type}/versions`)) as {
+      versions: Array<{ version: string; platforms: unknown[] }>;
+    };
+    assertEquals(list.versions, [{
+      version: "1.0.0",
+      protocols: ["5.0"],
+      platforms: [{ os: "windows", arch: "amd64" }],
+    }] as unknown);
+    const dl = await t.get(`/v1/providers/${H}/example/${a.type}/1.0.0/download/windows/amd64`);
+    assertEquals((await jsonOf(dl) as { shasum: string }).shasum, a.sha256);
+    const v = await jsonOf(await t.get(`/${H}/example/${a.type}/1.0.0.json`)) as VersionJson;
+    assertEquals(Object.keys(v.archives), ["windows_amd64"]);
+    assertEquals(v.archives.windows_amd64!.hashes.at(-1), `zh:${a.sha256}`);
+    const zip = await t.get(`/${H}/example/${a.type}/${a.filename}`);
+    assertEquals(await bytesOf(zip), a.bytes);
+  }
+  assertEquals(t.upstream, [], "offline never contacts an upstream");
 });

@@ -140,8 +140,11 @@ export function rewriteDownloadDoc(raw: string, urls: RewrittenUrls): string {
 
 /**
  * A `versions` document narrowed to what can be served: only the versions
- * `keep` returns platforms for, each listing only those platforms. Other
- * fields keep their values.
+ * `keep` returns platforms for, each listing exactly those platforms — the
+ * ones the upstream listed first, in its order, then the others (the list
+ * was only a hint: an archive SHA256SUMS named may be stored although the
+ * upstream left its platform out, or listed none). Other fields keep their
+ * values.
  */
 export function filterVersionsDoc(
   raw: string,
@@ -155,10 +158,12 @@ export function filterVersionsDoc(
     const have = keep(v.version);
     if (!have || have.length === 0) continue;
     const names = new Set(have.map(platformString));
-    kept.push({
-      ...v,
-      platforms: (v.platforms ?? []).filter((pl) => names.has(platformString(pl))),
-    });
+    const listed = (Array.isArray(v.platforms) ? v.platforms : []).filter((pl) =>
+      !!pl && typeof pl === "object" && names.delete(platformString(pl))
+    );
+    const others = have.filter((pl) => names.delete(platformString(pl)))
+      .map((pl) => ({ os: pl.os, arch: pl.arch }));
+    kept.push({ ...v, platforms: [...listed, ...others] });
   }
   return { doc: JSON.stringify({ ...doc, versions: kept }), versions: kept.length };
 }
