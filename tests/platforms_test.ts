@@ -113,9 +113,10 @@ Deno.test("the first listed platform 404: the next listed is tried, and the 404 
   await a.body?.cancel();
   assertEquals(t.fake.count((r) => r.path.endsWith("/download/linux/arm64")), 1);
   assertEquals(t.fake.count((r) => r.path.endsWith("/download/linux/amd64")), 1);
-  // The listed-but-unpublished platform beyond the first is asked once (it could
-  // have had an archive SHA256SUMS names under another file name) and left out.
+  // After the first 404 the search asks the next limits.platformConcurrency (4)
+  // candidates at once: openbsd_386 is among them, once; the answer leaves it out.
   assertEquals(t.fake.count((r) => r.path.endsWith("/download/openbsd/386")), 1);
+  assertEquals(t.fake.count((r) => r.path.includes("/download/")), 1 + 4);
   // A registry-protocol request for the same version afterwards asks nothing more.
   const before = t.fake.count();
   const s = await t.get(`/v1/providers/${H}/example/wrong/1.0.0/SHA256SUMS`);
@@ -190,4 +191,41 @@ Deno.test("offline afterwards: a stored archive of an unlisted platform is offer
     assertEquals(await bytesOf(zip), a.bytes);
   }
   assertEquals(t.upstream, [], "offline never contacts an upstream");
+});
+
+/** `n` made-up platform names that no fake publishes. */
+function madeUp(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `os${i}_arch${i % 7}`);
+}
+
+Deno.test("a hostile list of 700 platforms: with one real first, 1 document asked; all 404, a bounded search then 502", async () => {
+  await using t = await mirrorFixture({
+    providers: [{
+      namespace: "example",
+      type: "hostile",
+      versions: [
+        { version: "1.0.0", platforms: PUBLISHED, listed: ["linux_amd64", ...madeUp(700)] },
+        { version: "2.0.0", platforms: ["plan9_amd64"], listed: madeUp(700) },
+      ],
+    }],
+    config: { limits: { platformConcurrency: 3 } },
+  });
+  const docs = () => t.fake.count((r) => r.path.includes("/download/"));
+  const ok = await t.get(`/${H}/example/hostile/1.0.0.json`);
+  assertEquals(ok.status, 200);
+  assertEquals(
+    Object.keys((await jsonOf(ok) as VersionJson).archives).sort(),
+    [...PUBLISHED].sort(),
+  );
+  assertEquals(docs(), 1, "listed platforms SHA256SUMS does not name were asked");
+  const bad = await t.get(`/${H}/example/hostile/2.0.0.json`);
+  assertEquals(bad.status, 502);
+  await bad.body?.cancel();
+  const searched = docs() - 1;
+  // 32 listed and the 9 common platforms at most.
+  assert(searched <= 41 && searched >= 10, `${searched} documents asked`);
+  const again = await t.get(`/v1/providers/${H}/example/hostile/2.0.0/SHA256SUMS`);
+  assertEquals(again.status, 502);
+  await again.body?.cancel();
+  assertEquals(docs() - 1, searched, "the 404s were asked again");
 });

@@ -209,23 +209,23 @@ export class UpstreamSource implements ProviderSource {
     const zhOf = new Map<string, { pl: PlatformRef; zh: string }>();
     const todo: PlatformRef[] = [];
     if (sums.map) {
-      for (const pl of listed) {
-        const zh = sums.map.get(archiveFilename(p.type, version, pl));
-        if (zh) zhOf.set(platformString(pl), { pl, zh });
-        else todo.push(pl);
-      }
       for (const [filename, zh] of sums.map) {
         const named = parseArchiveFilename(p.type, filename);
         if (!named || named.version !== version) continue;
         const pl = { os: named.os, arch: named.arch };
-        if (!zhOf.has(platformString(pl))) zhOf.set(platformString(pl), { pl, zh });
+        zhOf.set(platformString(pl), { pl, zh });
       }
+      // A listed platform SHA256SUMS does not name is not there (its
+      // download could not be verified): no request for it — unless
+      // SHA256SUMS names no archive by the usual file name at all; then each
+      // listed platform's document says which line is its archive.
+      if (zhOf.size === 0) todo.push(...listed);
     } else {
       // No SHA256SUMS: each listed platform's own document gives its hash.
       todo.push(...listed);
     }
-    // Listed platforms whose archive SHA256SUMS does not name by its usual
-    // file name need their own download document: fetched a few at a time,
+    // Listed platforms whose hash SHA256SUMS cannot give by the usual file
+    // name need their own download document: fetched a few at a time,
     // within a byte budget, and only while someone waits. One that is 404,
     // or whose archive SHA256SUMS does not vouch for, is left out (it could
     // not be downloaded anyway).
