@@ -229,3 +229,43 @@ Deno.test("a hostile list of 700 platforms: with one real first, 1 document aske
   await again.body?.cancel();
   assertEquals(docs() - 1, searched, "the 404s were asked again");
 });
+
+Deno.test("the search for SHA256SUMS stops at the client's deadline in both protocols", async () => {
+  await using t = await mirrorFixture({
+    providers: [{
+      namespace: "example",
+      type: "slow",
+      versions: [{ version: "1.0.0", platforms: ["plan9_amd64"], listed: madeUp(700) }],
+    }],
+    registry: {
+      // Every download document takes 150 ms: the whole search would take ~2 s.
+      intercept: async (req) => {
+        if (new URL(req.url).pathname.includes("/download/")) {
+          await new Promise((r) => setTimeout(r, 150));
+        }
+        return undefined;
+      },
+    },
+    config: { limits: { platformConcurrency: 2 } },
+    deps: { requestDeadlineMs: 400 },
+  });
+  const docs = () => t.fake.count((r) => r.path.includes("/download/"));
+  for (
+    const path of [
+      `/v1/providers/${H}/example/slow/1.0.0/SHA256SUMS`,
+      `/v1/providers/${H}/example/slow/1.0.0/download/plan9/amd64`,
+      `/${H}/example/slow/1.0.0.json`,
+    ]
+  ) {
+    const before = docs();
+    const res = await t.get(path);
+    assertEquals(res.status, 504, path);
+    await res.body?.cancel();
+    // Long enough for ~10 more documents if the search went on.
+    await new Promise((r) => setTimeout(r, 800));
+    // At the deadline (~400 ms) at most the batch in flight finishes: ~1 + 2 + 2 + 2.
+    const asked = docs() - before;
+    assert(asked <= 9, `${path}: ${asked} documents asked, the search went on`);
+  }
+  await t.app.settle();
+});

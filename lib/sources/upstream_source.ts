@@ -303,15 +303,20 @@ export class UpstreamSource implements ProviderSource {
     p: ProviderRef,
     version: string,
     pl: PlatformRef,
+    signal?: AbortSignal,
   ): Promise<Answer<DownloadValue>> {
-    const got = await this.deps.metadata.listedDownload(p, version, pl);
+    const got = await this.deps.metadata.listedDownload(p, version, pl, signal);
     return { value: got.value, status: got.status, keepUntil: Infinity };
   }
 
-  async checksums(p: ProviderRef, version: string): Promise<Answer<SumsValue>> {
+  async checksums(
+    p: ProviderRef,
+    version: string,
+    signal?: AbortSignal,
+  ): Promise<Answer<SumsValue>> {
     const { metadata } = this.deps;
     // Found through any platform's download document that exists.
-    const s = await metadata.versionSums(p, version);
+    const s = await metadata.versionSums(p, version, signal);
     if (!s.value) {
       throw new NotFoundError(
         `upstream ${p.hostname} names no SHA256SUMS for ${providerString(p)} ${version}`,
