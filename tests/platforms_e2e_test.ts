@@ -31,8 +31,8 @@ const NAME =
 const TERRAFORM = await findTerraform();
 if (!TERRAFORM) skip(NAME, "terraform is not on PATH");
 
-/** The shapes driven here: a 404 listed first, no `platforms` key, an existing one left out. */
-const TYPES = ["wrong", "bare", "partial"] as const;
+/** The shapes driven here: a 404 listed first, no `platforms` key (or an empty list), an existing one left out. */
+const TYPES = ["wrong", "bare", "empty", "partial"] as const;
 
 Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
   await using dir = await tempDir();
