@@ -108,6 +108,10 @@ export interface UpstreamSourceDeps {
 export class UpstreamSource implements ProviderSource {
   /** Derived forms keyed by the memoised values Metadata returns, so they go with them. */
   readonly #lists = new WeakMap<VersionsValue, VersionList>();
+  readonly #namedBySums = new WeakMap<
+    Map<string, string>,
+    Array<{ name: string; pl: PlatformRef; zh: string }>
+  >();
   readonly #archivesWork = new Map<string, SharedWork<Answer<VersionArchives>>>();
   /**
    * Download documents fetched for platforms SHA256SUMS does not cover,
@@ -209,12 +213,7 @@ export class UpstreamSource implements ProviderSource {
     const zhOf = new Map<string, { pl: PlatformRef; zh: string }>();
     const todo: PlatformRef[] = [];
     if (sums.map) {
-      for (const [filename, zh] of sums.map) {
-        const named = parseArchiveFilename(p.type, filename);
-        if (!named || named.version !== version) continue;
-        const pl = { os: named.os, arch: named.arch };
-        zhOf.set(platformString(pl), { pl, zh });
-      }
+      for (const a of this.#namedArchives(sums.map, p.type, version)) zhOf.set(a.name, a);
       // A listed platform SHA256SUMS does not name is not there (its
       // download could not be verified): no request for it — unless
       // SHA256SUMS names no archive by the usual file name at all; then each
@@ -445,6 +444,30 @@ export class UpstreamSource implements ProviderSource {
       ),
       size: len && /^\d+$/.test(len) ? Number(len) : undefined,
     };
+  }
+
+  /**
+   * The archives SHA256SUMS names by the usual file name
+   * (`terraform-provider-{type}_{version}_{os}_{arch}.zip`), in its order;
+   * derived once per parsed SHA256SUMS.
+   */
+  #namedArchives(
+    map: Map<string, string>,
+    type: string,
+    version: string,
+  ): Array<{ name: string; pl: PlatformRef; zh: string }> {
+    let named = this.#namedBySums.get(map);
+    if (!named) {
+      named = [];
+      for (const [filename, zh] of map) {
+        const got = parseArchiveFilename(type, filename);
+        if (!got || got.version !== version) continue;
+        const pl = { os: got.os, arch: got.arch };
+        named.push({ name: platformString(pl), pl, zh });
+      }
+      this.#namedBySums.set(map, named);
+    }
+    return named;
   }
 
   /**
