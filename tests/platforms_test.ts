@@ -83,9 +83,18 @@ Deno.test("a listed platform that is 404 or not in SHA256SUMS: 404 for it alone,
   }
   // Only the bare version's first look: one download document and SHA256SUMS + signature.
   const after = t.fake.requests.slice(before).map((r) => r.path);
-  assertEquals(after.filter((p) => p.includes("/wrong/")), []);
-  assertEquals(after.filter((p) => p.includes("plan9")), []);
-  assertEquals(after.length, 1 + 1 + 2, after.join("\n")); // versions, linux_amd64 doc, sums, sig
+  // A listed platform's document is asked upstream as the client asked it
+  // (once: the 404 is remembered); the others were known from the first answer.
+  assertEquals(after.filter((p) => p.includes("/wrong/")), [
+    "/v1/providers/example/wrong/1.0.0/download/openbsd/386",
+  ]);
+  // The bare version lists nothing: the search for its SHA256SUMS tries the
+  // client's platform (404) first, then linux_amd64; later SHA256SUMS decides.
+  assertEquals(after.filter((p) => p.includes("plan9")), [
+    "/v1/providers/example/bare/1.0.0/download/plan9/arm64",
+  ]);
+  // openbsd_386; versions, plan9_arm64 and linux_amd64 documents, sums, sig
+  assertEquals(after.length, 1 + 1 + 2 + 2, after.join("\n"));
 });
 
 Deno.test("the honest case costs what it did: one download document for SHA256SUMS, no fan-out", async () => {
@@ -113,10 +122,9 @@ Deno.test("the first listed platform 404: the next listed is tried, and the 404 
   await a.body?.cancel();
   assertEquals(t.fake.count((r) => r.path.endsWith("/download/linux/arm64")), 1);
   assertEquals(t.fake.count((r) => r.path.endsWith("/download/linux/amd64")), 1);
-  // After the first 404 the search asks the next limits.platformConcurrency (4)
-  // candidates at once: openbsd_386 is among them, once; the answer leaves it out.
-  assertEquals(t.fake.count((r) => r.path.endsWith("/download/openbsd/386")), 1);
-  assertEquals(t.fake.count((r) => r.path.includes("/download/")), 1 + 4);
+  // A listed platform SHA256SUMS does not name costs no request.
+  assertEquals(t.fake.count((r) => r.path.endsWith("/download/openbsd/386")), 0);
+  assertEquals(t.fake.count((r) => r.path.includes("/download/")), 2);
   // A registry-protocol request for the same version afterwards asks nothing more.
   const before = t.fake.count();
   const s = await t.get(`/v1/providers/${H}/example/wrong/1.0.0/SHA256SUMS`);
@@ -268,4 +276,26 @@ Deno.test("the search for SHA256SUMS stops at the client's deadline in both prot
     assert(asked <= 9, `${path}: ${asked} documents asked, the search went on`);
   }
   await t.app.settle();
+});
+
+Deno.test("a release for an uncommon platform the list gets wrong: the client's own platform is tried in the search", async () => {
+  await using t = await mirrorFixture({
+    providers: [{
+      namespace: "example",
+      type: "rare",
+      versions: [{ version: "1.0.0", platforms: ["plan9_amd64"], listed: ["plan9_arm"] }],
+    }],
+  });
+  const a = t.fake.archive("rare", "1.0.0", "plan9_amd64");
+  const dl = await t.get(`/v1/providers/${H}/example/rare/1.0.0/download/plan9/amd64`);
+  assertEquals(dl.status, 200, await dl.clone().text());
+  assertEquals((await jsonOf(dl) as { shasum: string }).shasum, a.sha256);
+  const sums = await t.get(`/v1/providers/${H}/example/rare/1.0.0/SHA256SUMS`);
+  assertEquals(await bytesOf(sums), t.fake.sums.get("example/rare/1.0.0"));
+  const zip = await t.get(`/${H}/example/rare/${a.filename}`);
+  assertEquals(sha256Hex(await bytesOf(zip)), a.sha256);
+  // Found through plan9_arm (404), then plan9_amd64: no common platform asked.
+  const asked = t.fake.requests.filter((r) => r.path.includes("/download/"))
+    .map((r) => r.path.split("/download/")[1]);
+  assertEquals(asked, ["plan9/arm", "plan9/amd64"]);
 });

@@ -399,7 +399,9 @@ export class Metadata {
       const entry = await this.versionEntry(p, version);
       const listed = entry.value.platforms ?? [];
       if (!listed.some((x) => x.os === pl.os && x.arch === pl.arch)) {
-        const sums = await this.versionSums(p, version, signal);
+        // The client's own platform is worth a try in the search: a release
+        // built for it alone would not be found through the others.
+        const sums = await this.versionSums(p, version, signal, pl);
         const named = sums.value
           ? this.sumsMap(sums.value).has(archiveFilename(p.type, version, pl))
           // No SHA256SUMS to decide by: a list that names no platforms at
@@ -438,15 +440,17 @@ export class Metadata {
    * (then each platform's document is its own authority).
    *
    * @param signal aborted when the caller stops waiting: no more documents are tried
+   * @param also a platform to try after the listed ones (the one a client asked for)
    * @throws {UpstreamError} when no platform tried has a download document
    */
   async versionSums(
     p: ProviderRef,
     version: string,
     signal?: AbortSignal,
+    also?: PlatformRef,
   ): Promise<Sourced<SumsValue | undefined>> {
     if (await this.refs.get(refKeys.sums(p, version))) return await this.sums(p, version);
-    const found = await this.#sumsDocument(p, version, signal);
+    const found = await this.#sumsDocument(p, version, signal, also);
     if (!found.value.doc.shasums_url) {
       return { value: undefined, status: found.status, fetchedAt: found.fetchedAt };
     }
@@ -457,15 +461,16 @@ export class Metadata {
   /**
    * The first download document of a version that exists: the platforms
    * the version lists, in order (at most {@link MAX_LISTED_PROBES}), then
-   * {@link COMMON_PLATFORMS} — SHA256SUMS would say which exist, but it is
-   * found through a document. The first alone (the honest case costs one
-   * request), then `limits.platformConcurrency` at a time; a 404 is
+   * `also`, then {@link COMMON_PLATFORMS} — SHA256SUMS would say which exist, but it is
+   * found through a document. One at a time at first (the honest case
+   * costs one request), then up to `limits.platformConcurrency`; a 404 is
    * remembered like any other, so asking again costs nothing.
    */
   async #sumsDocument(
     p: ProviderRef,
     version: string,
     signal?: AbortSignal,
+    also?: PlatformRef,
   ): Promise<Sourced<DownloadValue>> {
     const entry = await this.versionEntry(p, version);
     const seen = new Set<string>();
@@ -473,6 +478,7 @@ export class Metadata {
     for (
       const pl of [
         ...(entry.value.platforms ?? []).slice(0, MAX_LISTED_PROBES),
+        ...(also ? [also] : []),
         ...COMMON_PLATFORMS,
       ]
     ) {
@@ -481,15 +487,20 @@ export class Metadata {
       seen.add(name);
       candidates.push(pl);
     }
+    // Known 404s are skipped without a request.
+    const todo = candidates.filter((pl) => !this.#negative.has(refKeys.download(p, version, pl)));
     const width = Math.max(1, this.config.limits.platformConcurrency);
-    for (let at = 0; at < candidates.length;) {
+    // Batches of 1, 1, 2, 4 … up to the width: a list with one wrong
+    // platform costs one extra request, a hostile one is still searched
+    // `width` at a time.
+    for (let at = 0, round = 0; at < todo.length; round++) {
       if (signal?.aborted) {
         throw new UpstreamTimeoutError("the upstream did not answer in time; try again shortly");
       }
-      const batch = candidates.slice(at, at === 0 ? 1 : at + width);
+      const size = Math.min(width, round === 0 ? 1 : 2 ** (round - 1));
+      const batch = todo.slice(at, at + size);
       at += batch.length;
       const got = await Promise.all(batch.map(async (pl) => {
-        if (this.#negative.has(refKeys.download(p, version, pl))) return undefined;
         try {
           return await this.download(p, version, pl);
         } catch (e) {
