@@ -299,3 +299,47 @@ Deno.test("a release for an uncommon platform the list gets wrong: the client's 
     .map((r) => r.path.split("/download/")[1]);
   assertEquals(asked, ["plan9/arm", "plan9/amd64"]);
 });
+
+Deno.test("searches for SHA256SUMS of many versions at once share limits.platformConcurrency beyond their first document", async () => {
+  const versions = ["1.0.0", "2.0.0", "3.0.0", "4.0.0", "5.0.0", "6.0.0"];
+  const seen = new Set<string>();
+  let inflight = 0;
+  let peak = 0;
+  await using t = await mirrorFixture({
+    providers: [{
+      namespace: "example",
+      type: "many",
+      versions: versions.map((version) => ({
+        version,
+        platforms: ["plan9_amd64"],
+        listed: madeUp(40),
+      })),
+    }],
+    registry: {
+      intercept: async (req) => {
+        const m = /\/many\/([^/]+)\/download\//.exec(new URL(req.url).pathname);
+        if (!m) return undefined;
+        // Each version's first document is not counted (honest answers never wait).
+        if (!seen.has(m[1]!)) {
+          seen.add(m[1]!);
+          await new Promise((r) => setTimeout(r, 20));
+          return undefined;
+        }
+        peak = Math.max(peak, ++inflight);
+        await new Promise((r) => setTimeout(r, 20));
+        inflight--;
+        return undefined;
+      },
+    },
+    config: { limits: { platformConcurrency: 2 } },
+  });
+  const answers = await Promise.all(
+    versions.map((v) => t.get(`/v1/providers/${H}/example/many/${v}/SHA256SUMS`)),
+  );
+  for (const a of answers) {
+    assertEquals(a.status, 502);
+    await a.body?.cancel();
+  }
+  assert(t.fake.count((r) => r.path.includes("/download/")) >= 6 * 10);
+  assert(peak <= 2, `${peak} documents at once beyond the first of each search`);
+});

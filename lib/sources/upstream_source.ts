@@ -32,6 +32,7 @@ import {
 import type { ModuleRef } from "../protocol/paths.ts";
 import type { DownloadValue, SumsValue, VersionsValue } from "../protocol/registry_json.ts";
 import type { Metadata } from "../upstream/metadata.ts";
+import { givenUp, type Slots } from "../upstream/slots.ts";
 import type {
   Answer,
   ArchiveFetch,
@@ -47,50 +48,6 @@ interface SharedWork<T> {
   /** Aborted when the last waiter gave up. */
   abort: AbortController;
   waiters: number;
-}
-
-/** Why a wait ended early: the caller's signal aborted. */
-function givenUp(): UpstreamTimeoutError {
-  return new UpstreamTimeoutError("the upstream did not answer in time; try again shortly");
-}
-
-/** A counting semaphore whose waits end when a signal aborts. */
-class Slots {
-  #free: number;
-  readonly #queue: Array<() => void> = [];
-
-  constructor(n: number) {
-    this.#free = n;
-  }
-
-  /** Takes a slot, waiting for one; rejects with a 504 when `signal` aborts first. */
-  async take(signal: AbortSignal): Promise<void> {
-    if (signal.aborted) throw givenUp();
-    if (this.#free > 0) {
-      this.#free--;
-      return;
-    }
-    await new Promise<void>((resolve, reject) => {
-      const go = () => {
-        signal.removeEventListener("abort", stop);
-        resolve();
-      };
-      const stop = () => {
-        const i = this.#queue.indexOf(go);
-        if (i >= 0) this.#queue.splice(i, 1);
-        reject(givenUp());
-      };
-      this.#queue.push(go);
-      signal.addEventListener("abort", stop, { once: true });
-    });
-  }
-
-  /** Gives a slot back (to the longest waiter, if any). */
-  give(): void {
-    const next = this.#queue.shift();
-    if (next) next();
-    else this.#free++;
-  }
 }
 
 /** What the upstream source is built from. */
@@ -115,15 +72,17 @@ export class UpstreamSource implements ProviderSource {
   readonly #archivesWork = new Map<string, SharedWork<Answer<VersionArchives>>>();
   /**
    * Download documents fetched for platforms SHA256SUMS does not cover,
-   * across all `{version}.json` answers: many hostile versions at once must
+   * across all `{version}.json` answers and the searches for SHA256SUMS
+   * ({@link Metadata.platformSlots}): many hostile versions at once must
    * not multiply what is in flight. (SHA256SUMS normally covers every
-   * platform, so honest answers never wait here; the one document each
-   * answer reads for the SHA256SUMS URL is not counted.)
+   * platform, so honest answers never wait here; the first document each
+   * search reads is not counted.)
    */
   readonly #platformSlots: Slots;
 
   constructor(readonly deps: UpstreamSourceDeps) {
-    this.#platformSlots = new Slots(deps.config.limits.platformConcurrency);
+    // Shared with Metadata's search for a version's SHA256SUMS.
+    this.#platformSlots = deps.metadata.platformSlots;
   }
 
   async versionList(p: ProviderRef): Promise<Answer<VersionList>> {

@@ -19,7 +19,7 @@
  * @module
  */
 import type { Config } from "../config/config.ts";
-import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
+import { NotFoundError, UpstreamError } from "../http/errors.ts";
 import type { Logger } from "../base/log.ts";
 import { REDACTED, redactUrl } from "../base/redact.ts";
 import { NegativeCache } from "../cache/negative_cache.ts";
@@ -57,6 +57,7 @@ import {
   mayBeUnsigned,
 } from "../integrity/checks.ts";
 import type { UpstreamClient } from "./client.ts";
+import { givenUp, Slots } from "./slots.ts";
 
 function noService(hostname: string, service: string): NotFoundError {
   return new NotFoundError(`upstream ${hostname} does not offer ${service}`);
@@ -184,6 +185,12 @@ export class Metadata {
   readonly #parsedDownloads = new WeakMap<RefEntry, DownloadDoc>();
   readonly #parsedBytes = new WeakMap<RefEntry, Uint8Array>();
   readonly #parsedSums = new WeakMap<Uint8Array, Map<string, string>>();
+  /**
+   * Download documents fetched beyond the first one an answer reads:
+   * `limits.platformConcurrency` at a time across every `{version}.json`
+   * fan-out and every search for a version's SHA256SUMS together.
+   */
+  readonly platformSlots: Slots;
 
   constructor(
     readonly config: Config,
@@ -196,6 +203,7 @@ export class Metadata {
     this.#negative = new NegativeCache(negativeTtlMs, negativeEntries, now);
     // Bounded too: thousands of made-up providers must not grow it.
     this.#lastForced = new NegativeCache(FORCED_REFRESH_GAP_MS, negativeEntries, now);
+    this.platformSlots = new Slots(config.limits.platformConcurrency);
   }
 
   /** Largest document read from an upstream. */
@@ -493,19 +501,23 @@ export class Metadata {
     // Batches of 1, 1, 2, 4 … up to the width: a list with one wrong
     // platform costs one extra request, a hostile one is still searched
     // `width` at a time.
-    for (let at = 0, round = 0; at < todo.length; round++) {
-      if (signal?.aborted) {
-        throw new UpstreamTimeoutError("the upstream did not answer in time; try again shortly");
-      }
+    let at = 0;
+    for (let round = 0; at < todo.length; round++) {
+      if (signal?.aborted) throw givenUp();
       const size = Math.min(width, round === 0 ? 1 : 2 ** (round - 1));
       const batch = todo.slice(at, at + size);
       at += batch.length;
+      // Past the first document the search is upstream work like a fan-out's.
+      const counted = round > 0;
       const got = await Promise.all(batch.map(async (pl) => {
+        if (counted) await this.platformSlots.take(signal);
         try {
           return await this.download(p, version, pl);
         } catch (e) {
           if (e instanceof NotFoundError) return undefined;
           throw e;
+        } finally {
+          if (counted) this.platformSlots.give();
         }
       }));
       const first = got.find((d) => d !== undefined);
