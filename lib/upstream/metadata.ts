@@ -10,9 +10,16 @@
  * kept for good. When a refresh fails and something is stored, the stored copy
  * is served and marked stale.
  *
+ * Which archives a version has is what its signed SHA256SUMS names; the
+ * version list's `platforms` is only a hint (Terraform ignores it, and real
+ * registries list platforms whose download is 404, leave existing ones out,
+ * or list none). SHA256SUMS is found through any download document of the
+ * version that exists: the listed platforms first, then the client's own,
+ * then common ones.
+ *
  * Hostile upstreams and clients are bounded here: no document bigger than
  * `limits.metadataDocument` is read; what the upstream says does not exist
- * (a 404, a platform a version does not list) is remembered for
+ * (a 404, a platform SHA256SUMS does not name) is remembered for
  * `limits.negativeTtl` in a bounded {@link NegativeCache}, so asking again
  * costs no upstream request; presigned URLs in download documents are stored
  * redacted and the document is fetched again when an archive is downloaded.
