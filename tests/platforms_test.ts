@@ -8,7 +8,8 @@
  */
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { PUBLISHED, SHAPES } from "./_platform_shapes.ts";
-import { startFakeRegistry } from "./fake_registry.ts";
+import { type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
+import { signDetached } from "./_pgp.ts";
 import { bytesOf, jsonOf, makeTestApp, mirrorFixture, sha256Hex, tempDir } from "./_helpers.ts";
 
 const H = "registry.terraform.io";
@@ -342,4 +343,73 @@ Deno.test("searches for SHA256SUMS of many versions at once share limits.platfor
   }
   assert(t.fake.count((r) => r.path.includes("/download/")) >= 6 * 10);
   assert(peak <= 2, `${peak} documents at once beyond the first of each search`);
+});
+
+Deno.test("SHA256SUMS naming its archives otherwise (a renamed provider): each listed document says which line is its own", async () => {
+  let fake: FakeRegistry | undefined;
+  let renamed: Uint8Array | undefined;
+  let signature: Uint8Array | undefined;
+  const old = (pl: string) => `terraform-provider-oldname_1.0.0_${pl}.zip`;
+  await using t = await mirrorFixture({
+    providers: [{
+      namespace: "example",
+      type: "renamed",
+      versions: [{
+        version: "1.0.0",
+        platforms: PUBLISHED,
+        listed: ["linux_amd64", "linux_arm64"],
+      }],
+    }],
+    registry: {
+      intercept: async (req, server) => {
+        const f = fake!;
+        const path = new URL(req.url).pathname;
+        if (!renamed) {
+          const lines = PUBLISHED.map((pl) =>
+            `${f.archive("renamed", "1.0.0", pl).sha256}  ${old(pl)}`
+          );
+          renamed = new TextEncoder().encode(lines.join("\n") + "\n");
+          signature = await signDetached(f.signingKey.privateKeyArmored, renamed);
+        }
+        if (server === "release" && path.endsWith("/SHA256SUMS")) {
+          return new Response(renamed as BodyInit);
+        }
+        if (server === "release" && path.endsWith("/SHA256SUMS.sig")) {
+          return new Response(signature as BodyInit);
+        }
+        const m = /\/download\/([^/]+)\/([^/]+)$/.exec(path);
+        if (server !== "registry" || !m) return undefined;
+        const pl = `${m[1]}_${m[2]}`;
+        if (!PUBLISHED.includes(pl)) return undefined;
+        const a = f.archive("renamed", "1.0.0", pl);
+        const dir = `${f.releaseUrl}/files/example/renamed/1.0.0`;
+        return Response.json({
+          protocols: ["5.0"],
+          os: m[1],
+          arch: m[2],
+          filename: old(pl),
+          download_url: `${dir}/${a.filename}`,
+          shasums_url: `${dir}/SHA256SUMS`,
+          shasums_signature_url: `${dir}/SHA256SUMS.sig`,
+          shasum: a.sha256,
+          signing_keys: {
+            gpg_public_keys: [{
+              key_id: f.signingKey.keyId.toUpperCase(),
+              ascii_armor: f.signingKey.publicKeyArmored,
+            }],
+          },
+        });
+      },
+    },
+  });
+  fake = t.fake;
+  const res = await t.get(`/${H}/example/renamed/1.0.0.json`);
+  assertEquals(res.status, 200, await res.clone().text());
+  const a = t.fake.archive("renamed", "1.0.0", "linux_amd64");
+  // Only what the listed documents vouch for: linux_arm64 is 404, the unlisted ones unknown.
+  assertEquals((await jsonOf(res) as VersionJson).archives, {
+    linux_amd64: { url: a.filename, hashes: [`zh:${a.sha256}`] },
+  });
+  const zip = await t.get(`/${H}/example/renamed/${a.filename}`);
+  assertEquals(sha256Hex(await bytesOf(zip)), a.sha256);
 });
