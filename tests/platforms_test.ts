@@ -346,7 +346,7 @@ Deno.test("searches for SHA256SUMS of many versions at once share limits.platfor
 });
 
 Deno.test("SHA256SUMS naming its archives otherwise (a renamed provider): each listed document says which line is its own", async () => {
-  let fake: FakeRegistry | undefined;
+  const ref: { fake?: FakeRegistry } = {};
   let renamed: Uint8Array | undefined;
   let signature: Uint8Array | undefined;
   const old = (pl: string) => `terraform-provider-oldname_1.0.0_${pl}.zip`;
@@ -362,7 +362,7 @@ Deno.test("SHA256SUMS naming its archives otherwise (a renamed provider): each l
     }],
     registry: {
       intercept: async (req, server) => {
-        const f = fake!;
+        const f = ref.fake!;
         const path = new URL(req.url).pathname;
         if (!renamed) {
           const lines = PUBLISHED.map((pl) =>
@@ -402,7 +402,7 @@ Deno.test("SHA256SUMS naming its archives otherwise (a renamed provider): each l
       },
     },
   });
-  fake = t.fake;
+  ref.fake = t.fake;
   const res = await t.get(`/${H}/example/renamed/1.0.0.json`);
   assertEquals(res.status, 200, await res.clone().text());
   const a = t.fake.archive("renamed", "1.0.0", "linux_amd64");
