@@ -10,6 +10,7 @@ import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { PUBLISHED, SHAPES } from "./_platform_shapes.ts";
 import { type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
 import { signDetached } from "./_pgp.ts";
+import { parseVersions } from "../lib/protocol/registry_json.ts";
 import { bytesOf, jsonOf, makeTestApp, mirrorFixture, sha256Hex, tempDir } from "./_helpers.ts";
 
 const H = "registry.terraform.io";
@@ -412,4 +413,22 @@ Deno.test("SHA256SUMS naming its archives otherwise (a renamed provider): each l
   });
   const zip = await t.get(`/${H}/example/renamed/${a.filename}`);
   assertEquals(sha256Hex(await bytesOf(zip)), a.sha256);
+});
+
+Deno.test("parseVersions: no platforms key, null, and entries that are not platforms", () => {
+  const got = parseVersions(JSON.stringify({
+    versions: [
+      {
+        version: "1.0.0",
+        platforms: [{}, { os: 1, arch: 2 }, null, "linux_amd64", { os: "linux", arch: "amd64" }],
+      },
+      { version: "1.1.0", platforms: null },
+      { version: "1.2.0" },
+    ],
+  }));
+  assertEquals(got, [
+    { version: "1.0.0", platforms: [{ os: "linux", arch: "amd64" }] },
+    { version: "1.1.0" },
+    { version: "1.2.0" },
+  ]);
 });

@@ -55,6 +55,8 @@ export interface SumsValue {
 /**
  * Parses a `versions` document. Entries whose version is not valid semver are
  * skipped (as Terraform skips them); platforms that are not valid names too.
+ * `platforms` is optional (real registries leave it out, and it is only a
+ * hint: SHA256SUMS says which archives exist).
  *
  * @throws {RegistryDocError} when it is not JSON or has no `versions` array
  */
@@ -77,10 +79,12 @@ export function parseVersions(text: string): VersionEntry[] {
       entry.protocols = v.protocols.filter((x: unknown) => typeof x === "string");
     }
     if (Array.isArray(v.platforms)) {
-      entry.platforms = v.platforms.filter((p: unknown): p is PlatformRef =>
-        !!p && typeof p === "object" && isValidOsArch((p as PlatformRef).os) &&
-        isValidOsArch((p as PlatformRef).arch)
-      ).map((p: PlatformRef) => ({ os: p.os, arch: p.arch }));
+      entry.platforms = v.platforms.filter((p: unknown): p is PlatformRef => {
+        const { os, arch } = (p ?? {}) as Record<string, unknown>;
+        // A regex test of a non-string would test its String() ("undefined").
+        return typeof os === "string" && typeof arch === "string" && isValidOsArch(os) &&
+          isValidOsArch(arch);
+      }).map((p: PlatformRef) => ({ os: p.os, arch: p.arch }));
     }
     out.push(entry);
   }
