@@ -3,7 +3,7 @@
  * `platforms` list is wrong (a listed platform 404, no `platforms` key, an
  * existing platform left out) install and lock for three platforms through
  * both protocols, and the lock file holds exactly the hashes of the fake's
- * archives.
+ * archives — and again with the upstream down.
  */
 import { createApp, serveApp } from "../lib/app.ts";
 import { buildConfig } from "../lib/config/config.ts";
@@ -130,6 +130,20 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
       await run("registry-lock", registryCli, ["providers", "lock", ...platformFlags]),
       (t) => [...h1Of(t, PUBLISHED), ...zh.get(t)!],
       "registry providers lock",
+    );
+
+    // Warm, with the upstream gone: what was found through the search is kept.
+    await app.settle();
+    await fake.stop();
+    expect(
+      await run("mirror-warm", mirrorCli, ["init", "-input=false"]),
+      (t) => h1Of(t, ["linux_amd64"]),
+      "mirror init, upstream down",
+    );
+    expect(
+      await run("registry-warm", registryCli, ["init", "-input=false"]),
+      (t) => [...h1Of(t, ["linux_amd64"]), ...zh.get(t)!],
+      "registry init, upstream down",
     );
   } finally {
     await server.shutdown(2_000);
