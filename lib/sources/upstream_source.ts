@@ -3,10 +3,14 @@
  * through {@link Metadata} (kept in `refs/`, refreshed by its rules) and
  * archives downloaded into the cache, one download per archive.
  *
+ * `{version}.json` lists the archives the version's signed SHA256SUMS names
+ * (the registry's `platforms` list is only a hint); only when SHA256SUMS
+ * names none by the usual file name, or there is none, do the listed
+ * platforms' own documents say.
+ *
  * What one client request can make it do is bounded: `{version}.json`
  * answers fetch platforms' documents `limits.platformConcurrency` at a time
- * (all answers together),
- * at most `limits.metadataMemory` bytes of them, and stops when every client
+ * (all answers and searches for SHA256SUMS together), at most `limits.metadataMemory` bytes of them, and stops when every client
  * waiting for it has given up; a module download answer is read up to
  * `limits.moduleAnswer` bytes (a module version list up to
  * `limits.metadataDocument`) and abandoned at the client's deadline.
