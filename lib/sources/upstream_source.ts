@@ -10,8 +10,9 @@
  *
  * What one client request can make it do is bounded: `{version}.json`
  * answers fetch platforms' documents `limits.platformConcurrency` at a time
- * (all answers and searches for SHA256SUMS together), at most `limits.metadataMemory` bytes of them, and stops when every client
- * waiting for it has given up; a module download answer is read up to
+ * (all answers and searches for SHA256SUMS together), at most
+ * `limits.metadataMemory` bytes of them, and stops when every client waiting
+ * for it has given up; a module download answer is read up to
  * `limits.moduleAnswer` bytes (a module version list up to
  * `limits.metadataDocument`) and abandoned at the client's deadline.
  * @module
