@@ -19,7 +19,21 @@ import { makeProviderZip } from "./_zip.ts";
 export interface FakeProviderSpec {
   namespace: string;
   type: string;
-  versions: Array<{ version: string; platforms: string[]; protocols?: string[] }>;
+  versions: Array<{
+    version: string;
+    /** The archives published (each in SHA256SUMS, each with a download document). */
+    platforms: string[];
+    protocols?: string[];
+    /**
+     * What the `versions` document lists as `platforms` when it differs from
+     * what is published (real registries get it wrong): names that were not
+     * published answer 404 for their download document; `null` leaves the
+     * `platforms` key out. Default: `platforms`.
+     */
+    listed?: string[] | null;
+    /** Published platforms (in SHA256SUMS) whose download document answers 404 anyway. */
+    hiddenDownloads?: string[];
+  }>;
 }
 
 /** One recorded request. */
@@ -231,14 +245,19 @@ export async function startFakeRegistry(opts: FakeRegistryOptions): Promise<Fake
         if (!p) return json({ errors: ["Not Found"] }, 404);
         const doc = {
           id: `${p.namespace}/${p.type}`,
-          versions: p.versions.map((v) => ({
-            version: v.version,
-            protocols: v.protocols ?? ["5.0"],
-            platforms: v.platforms.map((pl) => {
-              const [os, arch] = pl.split("_");
-              return { os, arch };
-            }),
-          })),
+          versions: p.versions.map((v) => {
+            const listed = v.listed === undefined ? v.platforms : v.listed;
+            return {
+              version: v.version,
+              protocols: v.protocols ?? ["5.0"],
+              ...(listed === null ? {} : {
+                platforms: listed.map((pl) => {
+                  const [os, arch] = pl.split("_");
+                  return { os, arch };
+                }),
+              }),
+            };
+          }),
           warnings: null,
         };
         return withValidators(req, JSON.stringify(doc), `${p.namespace}/${p.type}`);
@@ -260,6 +279,9 @@ export async function startFakeRegistry(opts: FakeRegistryOptions): Promise<Fake
         if (!a) return json({ errors: ["Not Found"] }, 404);
         const p = opts.providers.find((x) => x.namespace === ns && x.type === type)!;
         const v = p.versions.find((x) => x.version === version)!;
+        if (v.hiddenDownloads?.includes(`${os}_${arch}`)) {
+          return json({ errors: ["Not Found"] }, 404);
+        }
         const dir = `${ns}/${type}/${version}`;
         const redirect = opts.redirectDownloads ?? true;
         return json({

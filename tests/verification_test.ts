@@ -140,7 +140,9 @@ Deno.test("trustedKeys: only the pinned key may sign, whatever the upstream offe
   );
 });
 
-Deno.test("a version listed with no platforms is refused with 502", async () => {
+// The platforms list is only a hint (issue 11): what makes this version
+// unusable is that no download document leads to a SHA256SUMS.
+Deno.test("a version with no platforms and no download document anywhere is refused with 502", async () => {
   await using t = await mirrorFixture({
     providers: [{
       namespace: "example",
@@ -152,7 +154,7 @@ Deno.test("a version listed with no platforms is refused with 502", async () => 
   assertEquals(res.status, 502);
   assertMatch(
     (await jsonOf(res) as { errors: string[] }).errors[0]!,
-    /lists .*1\.0\.0 with no platforms/,
+    /no download document for .*example\/alpha 1\.0\.0 \(tried linux_amd64, /,
   );
 });
 

@@ -56,6 +56,8 @@ export interface SumsValue {
 /**
  * Parses a `versions` document. Entries whose version is not valid semver are
  * skipped (as Terraform skips them); platforms that are not valid names too.
+ * `platforms` is optional (real registries leave it out, and it is only a
+ * hint: SHA256SUMS says which archives exist).
  *
  * @throws {RegistryDocError} when it is not JSON or has no `versions` array
  */
@@ -81,10 +83,12 @@ export function parseVersions(text: string): VersionEntry[] {
       entry.protocols = v.protocols.filter((x: unknown) => typeof x === "string");
     }
     if (Array.isArray(v.platforms)) {
-      entry.platforms = v.platforms.filter((p: unknown): p is PlatformRef =>
-        !!p && typeof p === "object" && isValidOsArch((p as PlatformRef).os) &&
-        isValidOsArch((p as PlatformRef).arch)
-      ).map((p: PlatformRef) => ({ os: p.os, arch: p.arch }));
+      entry.platforms = v.platforms.filter((p: unknown): p is PlatformRef => {
+        const { os, arch } = (p ?? {}) as Record<string, unknown>;
+        // A regex test of a non-string would test its String() ("undefined").
+        return typeof os === "string" && typeof arch === "string" && isValidOsArch(os) &&
+          isValidOsArch(arch);
+      }).map((p: PlatformRef) => ({ os: p.os, arch: p.arch }));
     }
     out.push(entry);
   }
@@ -146,8 +150,11 @@ export function rewriteDownloadDoc(raw: string, urls: RewrittenUrls): string {
 
 /**
  * A `versions` document narrowed to what can be served: only the versions
- * `keep` returns platforms for, each listing only those platforms. Other
- * fields keep their values.
+ * `keep` returns platforms for, each listing exactly those platforms — the
+ * ones the upstream listed first, in its order, then the others (the list
+ * was only a hint: an archive SHA256SUMS named may be stored although the
+ * upstream left its platform out, or listed none). Other fields keep their
+ * values.
  */
 export function filterVersionsDoc(
   raw: string,
@@ -161,10 +168,12 @@ export function filterVersionsDoc(
     const have = keep(v.version);
     if (!have || have.length === 0) continue;
     const names = new Set(have.map(platformString));
-    kept.push({
-      ...v,
-      platforms: (v.platforms ?? []).filter((pl) => names.has(platformString(pl))),
-    });
+    const listed = (Array.isArray(v.platforms) ? v.platforms : []).filter((pl) =>
+      !!pl && typeof pl === "object" && names.delete(platformString(pl))
+    );
+    const others = have.filter((pl) => names.delete(platformString(pl)))
+      .map((pl) => ({ os: pl.os, arch: pl.arch }));
+    kept.push({ ...v, platforms: [...listed, ...others] });
   }
   return { doc: JSON.stringify({ ...doc, versions: kept }), versions: kept.length };
 }

@@ -38,7 +38,12 @@ export const registryVersions: RouteHandler<"registryVersions"> = async (req, ct
  */
 export const registryDownload: RouteHandler<"registryDownload"> = async (req, ctx, r, s) => {
   const { provider: p, version } = r;
-  const got = await s.source.downloadDocument(p, version, r);
+  // An unlisted platform may need a search for SHA256SUMS: bounded by the deadline.
+  const got = await withDeadline(
+    req,
+    ctx,
+    (signal) => s.source.downloadDocument(p, version, r, signal),
+  );
   ctx.cache = got.status;
   const base = s.config.publicUrl ?? "/";
   const path = providerString(p);
@@ -54,7 +59,11 @@ export const registryDownload: RouteHandler<"registryDownload"> = async (req, ct
 
 /** `GET /v1/providers/{host}/{ns}/{type}/{version}/SHA256SUMS[.sig]`, byte for byte. */
 export const registrySums: RouteHandler<"registrySums"> = async (req, ctx, r, s) => {
-  const got = await s.source.checksums(r.provider, r.version);
+  const got = await withDeadline(
+    req,
+    ctx,
+    (signal) => s.source.checksums(r.provider, r.version, signal),
+  );
   ctx.cache = got.status;
   const bytes = r.signature ? got.value.signature : got.value.sums;
   if (!bytes) {

@@ -79,14 +79,22 @@ export interface ProviderSource {
     version: string,
     signal?: AbortSignal,
   ): Promise<Answer<VersionArchives>>;
-  /** One platform's registry `download` document (before Repoxy rewrites its URLs). */
+  /**
+   * One platform's registry `download` document (before Repoxy rewrites its
+   * URLs). `signal` aborts when the caller stops waiting (a search for
+   * SHA256SUMS, which decides about an unlisted platform, stops).
+   */
   downloadDocument(
     p: ProviderRef,
     version: string,
     pl: PlatformRef,
+    signal?: AbortSignal,
   ): Promise<Answer<DownloadValue>>;
-  /** SHA256SUMS and its signature, byte for byte. */
-  checksums(p: ProviderRef, version: string): Promise<Answer<SumsValue>>;
+  /**
+   * SHA256SUMS and its signature, byte for byte. `signal` aborts when the
+   * caller stops waiting (the search for a download document naming it stops).
+   */
+  checksums(p: ProviderRef, version: string, signal?: AbortSignal): Promise<Answer<SumsValue>>;
   /** Gets an archive the cache does not hold (verified before a client gets its last byte). */
   fetchArchive(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveFetch>;
   /**

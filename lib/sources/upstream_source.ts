@@ -3,11 +3,16 @@
  * through {@link Metadata} (kept in `refs/`, refreshed by its rules) and
  * archives downloaded into the cache, one download per archive.
  *
+ * `{version}.json` lists the archives the version's signed SHA256SUMS names
+ * (the registry's `platforms` list is only a hint); only when SHA256SUMS
+ * names none by the usual file name, or there is none, do the listed
+ * platforms' own documents say.
+ *
  * What one client request can make it do is bounded: `{version}.json`
  * answers fetch platforms' documents `limits.platformConcurrency` at a time
- * (all answers together),
- * at most `limits.metadataMemory` bytes of them, and stops when every client
- * waiting for it has given up; a module download answer is read up to
+ * (all answers and searches for SHA256SUMS together), at most
+ * `limits.metadataMemory` bytes of them, and stops when every client waiting
+ * for it has given up; a module download answer is read up to
  * `limits.moduleAnswer` bytes (a module version list up to
  * `limits.metadataDocument`) and abandoned at the client's deadline.
  * @module
@@ -21,6 +26,7 @@ import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/erro
 import type { MirrorArchive } from "../protocol/mirror_json.ts";
 import {
   archiveFilename,
+  parseArchiveFilename,
   type PlatformRef,
   platformString,
   type ProviderRef,
@@ -28,9 +34,9 @@ import {
 } from "../protocol/names.ts";
 import type { ModuleRef } from "../protocol/paths.ts";
 import type { DownloadValue, SumsValue, VersionsValue } from "../protocol/registry_json.ts";
-import { parseSha256Sums } from "../protocol/sha256sums.ts";
 import type { Metadata } from "../upstream/metadata.ts";
 import { readCapped, upstreamUrl } from "../upstream/client.ts";
+import { givenUp, type Slots } from "../upstream/slots.ts";
 import type {
   Answer,
   ArchiveFetch,
@@ -48,50 +54,6 @@ interface SharedWork<T> {
   waiters: number;
 }
 
-/** Why a wait ended early: the caller's signal aborted. */
-function givenUp(): UpstreamTimeoutError {
-  return new UpstreamTimeoutError("the upstream did not answer in time; try again shortly");
-}
-
-/** A counting semaphore whose waits end when a signal aborts. */
-class Slots {
-  #free: number;
-  readonly #queue: Array<() => void> = [];
-
-  constructor(n: number) {
-    this.#free = n;
-  }
-
-  /** Takes a slot, waiting for one; rejects with a 504 when `signal` aborts first. */
-  async take(signal: AbortSignal): Promise<void> {
-    if (signal.aborted) throw givenUp();
-    if (this.#free > 0) {
-      this.#free--;
-      return;
-    }
-    await new Promise<void>((resolve, reject) => {
-      const go = () => {
-        signal.removeEventListener("abort", stop);
-        resolve();
-      };
-      const stop = () => {
-        const i = this.#queue.indexOf(go);
-        if (i >= 0) this.#queue.splice(i, 1);
-        reject(givenUp());
-      };
-      this.#queue.push(go);
-      signal.addEventListener("abort", stop, { once: true });
-    });
-  }
-
-  /** Gives a slot back (to the longest waiter, if any). */
-  give(): void {
-    const next = this.#queue.shift();
-    if (next) next();
-    else this.#free++;
-  }
-}
-
 /** What the upstream source is built from. */
 export interface UpstreamSourceDeps {
   config: Config;
@@ -107,19 +69,24 @@ export interface UpstreamSourceDeps {
 export class UpstreamSource implements ProviderSource {
   /** Derived forms keyed by the memoised values Metadata returns, so they go with them. */
   readonly #lists = new WeakMap<VersionsValue, VersionList>();
-  readonly #parsedSums = new WeakMap<Uint8Array, Map<string, string>>();
+  readonly #namedBySums = new WeakMap<
+    Map<string, string>,
+    Array<{ name: string; pl: PlatformRef; zh: string }>
+  >();
   readonly #archivesWork = new Map<string, SharedWork<Answer<VersionArchives>>>();
   /**
    * Download documents fetched for platforms SHA256SUMS does not cover,
-   * across all `{version}.json` answers: many hostile versions at once must
+   * across all `{version}.json` answers and the searches for SHA256SUMS
+   * ({@link Metadata.platformSlots}): many hostile versions at once must
    * not multiply what is in flight. (SHA256SUMS normally covers every
-   * platform, so honest answers never wait here; the one document each
-   * answer reads for the SHA256SUMS URL is not counted.)
+   * platform, so honest answers never wait here; the first document each
+   * search reads is not counted.)
    */
   readonly #platformSlots: Slots;
 
   constructor(readonly deps: UpstreamSourceDeps) {
-    this.#platformSlots = new Slots(deps.config.limits.platformConcurrency);
+    // Shared with Metadata's search for a version's SHA256SUMS.
+    this.#platformSlots = deps.metadata.platformSlots;
   }
 
   async versionList(p: ProviderRef): Promise<Answer<VersionList>> {
@@ -201,24 +168,29 @@ export class UpstreamSource implements ProviderSource {
   ): Promise<Answer<VersionArchives>> {
     const { metadata, packages, config } = this.deps;
     const entry = await metadata.versionEntry(p, version);
-    const platforms = entry.value.platforms ?? [];
-    if (platforms.length === 0) {
-      throw new UpstreamError(
-        `upstream ${p.hostname} lists ${p.namespace}/${p.type} ${version} with no platforms`,
-      );
-    }
+    const listed = entry.value.platforms ?? [];
     const statuses: CacheStatus[] = [entry.status];
-    const sums = await this.#sumsFor(p, version, platforms[0]!);
+    // The signed SHA256SUMS says which archives exist; the list is a hint.
+    const sums = await this.#sumsFor(p, version, signal);
     statuses.push(sums.status);
-    // Platforms SHA256SUMS does not cover need their own download document:
-    // fetched a few at a time, within a byte budget, and only while someone waits.
-    const zhOf = new Map<PlatformRef, string>();
+    const zhOf = new Map<string, { pl: PlatformRef; zh: string }>();
     const todo: PlatformRef[] = [];
-    for (const pl of platforms) {
-      const zh = sums.map?.get(archiveFilename(p.type, version, pl));
-      if (zh) zhOf.set(pl, zh);
-      else todo.push(pl);
+    if (sums.map) {
+      for (const a of this.#namedArchives(sums.map, p.type, version)) zhOf.set(a.name, a);
+      // A listed platform SHA256SUMS does not name is not there (its
+      // download could not be verified): no request for it — unless
+      // SHA256SUMS names no archive by the usual file name at all; then each
+      // listed platform's document says which line is its archive.
+      if (zhOf.size === 0) todo.push(...listed);
+    } else {
+      // No SHA256SUMS: each listed platform's own document gives its hash.
+      todo.push(...listed);
     }
+    // Listed platforms whose hash SHA256SUMS cannot give by the usual file
+    // name need their own download document: fetched a few at a time,
+    // within a byte budget, and only while someone waits. One that is 404,
+    // or whose archive SHA256SUMS does not vouch for, is left out (it could
+    // not be downloaded anyway).
     const budget = config.limits.metadataMemoryBytes;
     let fetched = 0;
     let next = 0;
@@ -232,6 +204,9 @@ export class UpstreamSource implements ProviderSource {
         let dl;
         try {
           dl = await metadata.download(p, version, pl);
+        } catch (e) {
+          if (e instanceof NotFoundError) continue;
+          throw e;
         } finally {
           this.#platformSlots.give();
         }
@@ -244,7 +219,9 @@ export class UpstreamSource implements ProviderSource {
             } ${version}`,
           );
         }
-        zhOf.set(pl, dl.value.doc.shasum.toLowerCase());
+        const zh = dl.value.doc.shasum.toLowerCase();
+        if (sums.map && sums.map.get(dl.value.doc.filename) !== zh) continue;
+        zhOf.set(platformString(pl), { pl, zh });
       }
     };
     const worker = async () => {
@@ -257,15 +234,25 @@ export class UpstreamSource implements ProviderSource {
     };
     const n = Math.min(config.limits.platformConcurrency, todo.length);
     await Promise.all(Array.from({ length: n }, worker));
+    if (zhOf.size === 0 && !sums.map) {
+      throw new UpstreamError(
+        `upstream ${p.hostname} offers no archive of ${providerString(p)} ${version}: ` +
+          `no SHA256SUMS, and no listed platform has a download document`,
+      );
+    }
+    // Listed platforms first, in their order, then the others SHA256SUMS names.
+    const order = [...listed.map(platformString), ...zhOf.keys()];
     const archives: MirrorArchive[] = [];
-    for (const pl of platforms) {
-      const filename = archiveFilename(p.type, version, pl);
+    for (const name of new Set(order)) {
+      const got = zhOf.get(name);
+      if (!got) continue;
+      const { pl, zh } = got;
       const hashes: string[] = [];
       const meta = await packages.meta(p, version, pl);
       if (meta?.h1) hashes.push(meta.h1);
       else if (meta) packages.ensureH1(p, version, pl).catch(() => {});
-      hashes.push(`zh:${zhOf.get(pl)!}`);
-      archives.push({ platform: platformString(pl), url: filename, hashes });
+      hashes.push(`zh:${zh}`);
+      archives.push({ platform: name, url: archiveFilename(p.type, version, pl), hashes });
     }
     return {
       value: { archives, memoKey: entry.value },
@@ -278,23 +265,26 @@ export class UpstreamSource implements ProviderSource {
     p: ProviderRef,
     version: string,
     pl: PlatformRef,
+    signal?: AbortSignal,
   ): Promise<Answer<DownloadValue>> {
-    const got = await this.deps.metadata.listedDownload(p, version, pl);
+    const got = await this.deps.metadata.listedDownload(p, version, pl, signal);
     return { value: got.value, status: got.status, keepUntil: Infinity };
   }
 
-  async checksums(p: ProviderRef, version: string): Promise<Answer<SumsValue>> {
+  async checksums(
+    p: ProviderRef,
+    version: string,
+    signal?: AbortSignal,
+  ): Promise<Answer<SumsValue>> {
     const { metadata } = this.deps;
-    const entry = await metadata.versionEntry(p, version);
-    const pl = entry.value.platforms?.[0];
-    if (!pl) throw new NotFoundError(`${providerString(p)} ${version} lists no platforms`);
-    const dl = await metadata.download(p, version, pl);
-    const s = await metadata.sums(p, version, dl.value);
-    return {
-      value: s.value,
-      status: worstStatus(entry.status, dl.status, s.status),
-      keepUntil: Infinity,
-    };
+    // Found through any platform's download document that exists.
+    const s = await metadata.versionSums(p, version, signal);
+    if (!s.value) {
+      throw new NotFoundError(
+        `upstream ${p.hostname} names no SHA256SUMS for ${providerString(p)} ${version}`,
+      );
+    }
+    return { value: s.value, status: s.status, keepUntil: Infinity };
   }
 
   async fetchArchive(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveFetch> {
@@ -378,18 +368,38 @@ export class UpstreamSource implements ProviderSource {
     return answer;
   }
 
-  /** SHA256SUMS of a version as filename → sha256, or undefined when unavailable. */
-  async #sumsFor(p: ProviderRef, version: string, pl: PlatformRef) {
-    const { metadata } = this.deps;
-    const dl = await metadata.download(p, version, pl);
-    if (!dl.value.doc.shasums_url) return { map: undefined, status: dl.status };
-    const s = await metadata.sums(p, version, dl.value);
-    let map = this.#parsedSums.get(s.value.sums);
-    if (!map) {
-      map = parseSha256Sums(new TextDecoder().decode(s.value.sums));
-      this.#parsedSums.set(s.value.sums, map);
+  /**
+   * The archives SHA256SUMS names by the usual file name
+   * (`terraform-provider-{type}_{version}_{os}_{arch}.zip`), in its order;
+   * derived once per parsed SHA256SUMS.
+   */
+  #namedArchives(
+    map: Map<string, string>,
+    type: string,
+    version: string,
+  ): Array<{ name: string; pl: PlatformRef; zh: string }> {
+    let named = this.#namedBySums.get(map);
+    if (!named) {
+      named = [];
+      for (const [filename, zh] of map) {
+        const got = parseArchiveFilename(type, filename);
+        if (!got || got.version !== version) continue;
+        const pl = { os: got.os, arch: got.arch };
+        named.push({ name: platformString(pl), pl, zh });
+      }
+      this.#namedBySums.set(map, named);
     }
-    return { map, status: worstStatus(dl.status, s.status) };
+    return named;
+  }
+
+  /**
+   * SHA256SUMS of a version as filename → sha256 (found through any download
+   * document that exists), or undefined when the upstream names none.
+   */
+  async #sumsFor(p: ProviderRef, version: string, signal: AbortSignal) {
+    const { metadata } = this.deps;
+    const s = await metadata.versionSums(p, version, signal);
+    return { map: s.value ? metadata.sumsMap(s.value) : undefined, status: s.status };
   }
 
   #freshUntil(fetchedAt: number): number {

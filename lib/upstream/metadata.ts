@@ -12,9 +12,16 @@
  * change and are kept for good. When a refresh fails and something is
  * stored, the stored copy is served and marked stale.
  *
+ * Which archives a version has is what its signed SHA256SUMS names; the
+ * version list's `platforms` is only a hint (Terraform ignores it, and real
+ * registries list platforms whose download is 404, leave existing ones out,
+ * or list none). SHA256SUMS is found through any download document of the
+ * version that exists: the listed platforms first, then the client's own,
+ * then common ones.
+ *
  * Hostile upstreams and clients are bounded here: no document bigger than
  * `limits.metadataDocument` is read; what the upstream says does not exist
- * (a 404, a platform a version does not list) is remembered for
+ * (a 404, a platform SHA256SUMS does not name) is remembered for
  * `limits.negativeTtl` in a bounded {@link NegativeCache}, so asking again
  * costs no upstream request; presigned URLs in download documents are stored
  * redacted and the document is fetched again when an archive is downloaded.
@@ -26,6 +33,7 @@ import type { Logger } from "../base/log.ts";
 import { REDACTED, redactUrl } from "../base/redact.ts";
 import { NegativeCache } from "../cache/negative_cache.ts";
 import {
+  archiveFilename,
   type PlatformRef,
   platformString,
   type ProviderRef,
@@ -42,6 +50,7 @@ import {
   type VersionEntry,
   type VersionsValue,
 } from "../protocol/registry_json.ts";
+import { parseSha256Sums } from "../protocol/sha256sums.ts";
 import { type Sourced, worstStatus } from "../cache/cache_status.ts";
 import {
   entryBytes,
@@ -59,6 +68,7 @@ import {
 } from "../integrity/checks.ts";
 import { MAX_SIGNATURE_BYTES } from "../integrity/signature.ts";
 import { type UpstreamClient, upstreamUrl } from "./client.ts";
+import { givenUp, Slots } from "./slots.ts";
 
 function noService(hostname: string, service: string): NotFoundError {
   return new NotFoundError(`upstream ${hostname} does not offer ${service}`);
@@ -92,6 +102,33 @@ interface Refreshed {
 
 /** Minimum gap between refreshes forced by a client asking for an unlisted version. */
 const FORCED_REFRESH_GAP_MS = 30_000;
+
+/**
+ * How many of the platforms a version lists are tried to find a download
+ * document (and through it SHA256SUMS): a hostile list of thousands that all
+ * answer 404 must not cost thousands of requests.
+ */
+const MAX_LISTED_PROBES = 32;
+
+/**
+ * Platforms tried after the listed ones, most used first: a version that
+ * lists none (or only wrong ones) still has its SHA256SUMS found through
+ * one of these.
+ */
+export const COMMON_PLATFORMS: readonly PlatformRef[] = [
+  "linux_amd64",
+  "darwin_arm64",
+  "windows_amd64",
+  "linux_arm64",
+  "darwin_amd64",
+  "linux_386",
+  "linux_arm",
+  "windows_386",
+  "freebsd_amd64",
+].map((s) => {
+  const [os, arch] = s.split("_") as [string, string];
+  return { os, arch };
+});
 
 const URL_FIELDS = ["download_url", "shasums_url", "shasums_signature_url"] as const;
 
@@ -168,6 +205,13 @@ export class Metadata {
   readonly #parsedVersions = new WeakMap<RefEntry, VersionsValue>();
   readonly #parsedDownloads = new WeakMap<RefEntry, DownloadDoc>();
   readonly #parsedBytes = new WeakMap<RefEntry, Uint8Array>();
+  readonly #parsedSums = new WeakMap<Uint8Array, Map<string, string>>();
+  /**
+   * Download documents fetched beyond the first one an answer reads:
+   * `limits.platformConcurrency` at a time across every `{version}.json`
+   * fan-out and every search for a version's SHA256SUMS together.
+   */
+  readonly platformSlots: Slots;
 
   constructor(
     readonly config: Config,
@@ -180,6 +224,7 @@ export class Metadata {
     this.#negative = new NegativeCache(negativeTtlMs, negativeEntries, now);
     // Bounded too: thousands of made-up providers must not grow it.
     this.#lastForced = new NegativeCache(FORCED_REFRESH_GAP_MS, negativeEntries, now);
+    this.platformSlots = new Slots(config.limits.platformConcurrency);
   }
 
   /** Largest document read from an upstream. */
@@ -405,31 +450,148 @@ export class Metadata {
   }
 
   /**
-   * The download document of a platform the client named: when none is
-   * stored, the version list must list the platform, so a made-up platform
-   * costs no upstream request (and is remembered as missing).
+   * The download document of a platform the client named. The version's
+   * `platforms` list is only a hint (Terraform ignores it, and real
+   * registries get it wrong): a platform it lists is asked upstream; one it
+   * does not list is asked only when the version's signed SHA256SUMS names
+   * its archive, so a made-up platform costs no upstream request once
+   * SHA256SUMS is stored (and is remembered as missing).
+   *
+   * @param signal aborted when the caller stops waiting (ends a search for SHA256SUMS)
    */
   async listedDownload(
     p: ProviderRef,
     version: string,
     pl: PlatformRef,
+    signal?: AbortSignal,
   ): Promise<Sourced<DownloadValue>> {
     const key = refKeys.download(p, version, pl);
     if (!(await this.refs.get(key))) {
       const missing = this.#negative.get(key);
       if (missing !== undefined) throw new NotFoundError(missing);
       const entry = await this.versionEntry(p, version);
-      // A list that names no platforms at all says nothing about them: ask upstream.
-      const listed = entry.value.platforms;
-      if (listed && !listed.some((x) => x.os === pl.os && x.arch === pl.arch)) {
-        const reason = `provider ${providerString(p)} ${version} has no platform ${
-          platformString(pl)
-        }`;
-        this.#negative.add(key, reason);
-        throw new NotFoundError(reason);
+      const listed = entry.value.platforms ?? [];
+      if (!listed.some((x) => x.os === pl.os && x.arch === pl.arch)) {
+        // The client's own platform is worth a try in the search: a release
+        // built for it alone would not be found through the others.
+        const sums = await this.versionSums(p, version, signal, pl);
+        const named = sums.value
+          ? this.sumsMap(sums.value).has(archiveFilename(p.type, version, pl))
+          // No SHA256SUMS to decide by: a list that names no platforms at
+          // all says nothing about them (ask upstream); one that names
+          // others says this one is not there.
+          : listed.length === 0;
+        if (!named) {
+          const reason = `provider ${providerString(p)} ${version} has no platform ${
+            platformString(pl)
+          }`;
+          this.#negative.add(key, reason);
+          throw new NotFoundError(reason);
+        }
       }
     }
     return await this.download(p, version, pl);
+  }
+
+  /**
+   * SHA256SUMS of a version as filename → lower-case sha256, parsed once per
+   * stored copy.
+   */
+  sumsMap(s: SumsValue): Map<string, string> {
+    let map = this.#parsedSums.get(s.sums);
+    if (!map) {
+      map = parseSha256Sums(new TextDecoder().decode(s.sums));
+      this.#parsedSums.set(s.sums, map);
+    }
+    return map;
+  }
+
+  /**
+   * The signed SHA256SUMS of a version, which says which archives exist —
+   * found through any download document of the version that exists. Value
+   * `undefined` when the first document that exists names no SHA256SUMS
+   * (then each platform's document is its own authority).
+   *
+   * @param signal aborted when the caller stops waiting: no more documents are tried
+   * @param also a platform to try after the listed ones (the one a client asked for)
+   * @throws {UpstreamError} when no platform tried has a download document
+   */
+  async versionSums(
+    p: ProviderRef,
+    version: string,
+    signal?: AbortSignal,
+    also?: PlatformRef,
+  ): Promise<Sourced<SumsValue | undefined>> {
+    if (await this.refs.get(refKeys.sums(p, version))) return await this.sums(p, version);
+    const found = await this.#sumsDocument(p, version, signal, also);
+    if (!found.value.doc.shasums_url) {
+      return { value: undefined, status: found.status, fetchedAt: found.fetchedAt };
+    }
+    const s = await this.sums(p, version, found.value);
+    return { ...s, status: worstStatus(found.status, s.status) };
+  }
+
+  /**
+   * The first download document of a version that exists: the platforms
+   * the version lists, in order (at most {@link MAX_LISTED_PROBES}), then
+   * `also`, then {@link COMMON_PLATFORMS} — SHA256SUMS would say which exist, but it is
+   * found through a document. One at a time at first (the honest case
+   * costs one request), then up to `limits.platformConcurrency`; a 404 is
+   * remembered like any other, so asking again costs nothing.
+   */
+  async #sumsDocument(
+    p: ProviderRef,
+    version: string,
+    signal?: AbortSignal,
+    also?: PlatformRef,
+  ): Promise<Sourced<DownloadValue>> {
+    const entry = await this.versionEntry(p, version);
+    const seen = new Set<string>();
+    const candidates: PlatformRef[] = [];
+    for (
+      const pl of [
+        ...(entry.value.platforms ?? []).slice(0, MAX_LISTED_PROBES),
+        ...(also ? [also] : []),
+        ...COMMON_PLATFORMS,
+      ]
+    ) {
+      const name = platformString(pl);
+      if (seen.has(name)) continue;
+      seen.add(name);
+      candidates.push(pl);
+    }
+    // Known 404s are skipped without a request.
+    const todo = candidates.filter((pl) => !this.#negative.has(refKeys.download(p, version, pl)));
+    const width = Math.max(1, this.config.limits.platformConcurrency);
+    // Batches of 1, 1, 2, 4 … up to the width: a list with one wrong
+    // platform costs one extra request, a hostile one is still searched
+    // `width` at a time.
+    let at = 0;
+    for (let round = 0; at < todo.length; round++) {
+      if (signal?.aborted) throw givenUp();
+      const size = Math.min(width, round === 0 ? 1 : 2 ** (round - 1));
+      const batch = todo.slice(at, at + size);
+      at += batch.length;
+      // Past the first document the search is upstream work like a fan-out's.
+      const counted = round > 0;
+      const got = await Promise.all(batch.map(async (pl) => {
+        if (counted) await this.platformSlots.take(signal);
+        try {
+          return await this.download(p, version, pl);
+        } catch (e) {
+          if (e instanceof NotFoundError) return undefined;
+          throw e;
+        } finally {
+          if (counted) this.platformSlots.give();
+        }
+      }));
+      const first = got.find((d) => d !== undefined);
+      if (first) return first;
+    }
+    throw new UpstreamError(
+      `upstream ${p.hostname} has no download document for ${providerString(p)} ${version} ` +
+        `(tried ${candidates.map(platformString).join(", ")}), so its SHA256SUMS cannot be found`,
+    );
   }
 
   /** Fetches a platform's download document from the upstream (the caller decides what to keep). */
@@ -492,14 +654,24 @@ export class Metadata {
    * download document names and kept for good — but only once the signature
    * verified against the upstream's signing keys (or the operator's pinned
    * `trustedKeys`). A release that fails is refused and nothing is stored.
+   *
+   * @param given a download document of the version naming where SHA256SUMS
+   *   is (any platform's: see {@link versionSums} to find one)
    */
-  async sums(p: ProviderRef, version: string, given: DownloadValue): Promise<Sourced<SumsValue>> {
+  async sums(
+    p: ProviderRef,
+    version: string,
+    given?: DownloadValue,
+  ): Promise<Sourced<SumsValue>> {
     const client = this.client(p.hostname);
     const upstream = this.config.upstreams.get(p.hostname);
     const what = `SHA256SUMS of ${providerString(p)} ${version}`;
     const got = await this.#cached(refKeys.sums(p, version), Infinity, async () => {
+      // Without a document at hand (SHA256SUMS went from the disk since the
+      // caller looked), any document of the version leads to it.
+      const doc = given ?? (await this.#sumsDocument(p, version)).value;
       // The stored document's URLs may be redacted: ask the upstream again for usable ones.
-      const dl = isRedacted(given.doc) ? await this.liveDownload(p, version, given) : given;
+      const dl = isRedacted(doc.doc) ? await this.liveDownload(p, version, doc) : doc;
       if (!dl.doc.shasums_url) {
         throw new UpstreamError(
           `upstream ${p.hostname} names no shasums_url for ${providerString(p)} ${version}`,
