@@ -163,7 +163,13 @@ export function mapErrors(s: Pick<Services, "log">): Middleware<RequestContext> 
 
 /** Only configured registries are ever contacted or served: 404 before any work. */
 function requireRegistry(config: Config, r: Route): void {
-  const hostname = "provider" in r ? r.provider.hostname : "module" in r ? r.module.hostname : "";
+  const hostname = "provider" in r
+    ? r.provider.hostname
+    : "module" in r
+    ? r.module.hostname
+    : "hostname" in r
+    ? r.hostname
+    : "";
   if (hostname && !config.upstreams.has(hostname)) {
     throw new NotFoundError(`registry ${hostname} is not configured on this mirror`);
   }

@@ -355,6 +355,7 @@ export class UpstreamSource implements ProviderSource {
     });
     if (res.status !== 200 && res.status !== 204) {
       await res.body?.cancel();
+      if (res.status === 401 || res.status === 403) throw client.credentialsError(res.status);
       return { status: res.status, url: final, contentType: "", body: "" };
     }
     // A download answer is a location (limits.moduleAnswer); a version list
@@ -394,6 +395,44 @@ export class UpstreamSource implements ProviderSource {
     };
     if (get) answer.terraformGet = absolute(get);
     return answer;
+  }
+
+  /**
+   * The legacy-namespace lookup, passed through: status and body as the
+   * registry gave them (Terraform reads `id` / `moved_to` from a 200 and
+   * treats anything else as "no suggestion"), bounded like any metadata
+   * document and by the caller's deadline.
+   */
+  async legacyLookup(hostname: string, type: string, signal?: AbortSignal): Promise<ModuleAnswer> {
+    const { metadata, config } = this.deps;
+    const base = await metadata.serviceBase(hostname, "providers.v1");
+    const client = metadata.client(hostname);
+    const url = new URL(`-/${type}/versions`, base);
+    const signals = [AbortSignal.timeout(config.upstreamTimeoutMs), this.deps.shutdown];
+    if (signal) signals.push(signal);
+    const { res, url: final } = await client.get(url, {
+      accept: "application/json",
+      signal: AbortSignal.any(signals),
+    });
+    if (res.status === 401 || res.status === 403) {
+      await res.body?.cancel();
+      throw client.credentialsError(res.status);
+    }
+    const max = config.limits.metadataDocumentBytes;
+    const tooBig = () =>
+      new UpstreamError(
+        `upstream ${hostname} sent a legacy lookup answer over ${max} bytes for ${final.pathname}`,
+      );
+    if (Number(res.headers.get("content-length") ?? "0") > max) {
+      await res.body?.cancel();
+      throw tooBig();
+    }
+    return {
+      status: res.status,
+      url: final,
+      contentType: res.headers.get("content-type") ?? "application/json",
+      body: await readCapped(res, max, tooBig, hostname),
+    };
   }
 
   /** Streams an archive from upstream to the client, verified, without caching it. */
