@@ -245,6 +245,55 @@ for (
   });
 }
 
+Deno.test("refused credentials: one warning per episode however many requests; the page clears on success and warns anew", async () => {
+  let refuse = true;
+  await using fake = await startFakeRegistry({
+    providers: PROVIDERS,
+    intercept: (req, server) =>
+      refuse && server === "registry" && new URL(req.url).pathname.startsWith("/v1/")
+        ? new Response(JSON.stringify({ errors: ["Unauthorized"] }), { status: 401 })
+        : undefined,
+  });
+  await using dir = await tempDir();
+  let clock = Date.UTC(2026, 0, 1);
+  await using t = await makeTestApp(fake, dir.path, {}, { now: () => clock++ });
+  const warned = () =>
+    t.log.records.filter((r) => String(r.msg).includes("refused Repoxy's credentials")).length;
+  const page = async () => await text(await t.get("/"));
+  // Ten clients at once, on three routes: one warning.
+  const answers = await Promise.all(
+    Array.from({ length: 10 }, (_, i) =>
+      t.get(
+        [
+          `/${H}/example/alpha/index.json`,
+          `/v1/providers/${H}/example/beta/versions`,
+          `/${H}/datadog/datadog/index.json`,
+        ][i % 3]!,
+      )),
+  );
+  for (const res of answers) {
+    assertEquals(res.status, 403);
+    await res.body?.cancel();
+  }
+  assertEquals(warned(), 1);
+  assert((await page()).includes("credentials refused"));
+
+  // The operator fixed it: the next success clears the page.
+  refuse = false;
+  const ok = await t.get(`/${H}/example/beta/index.json`);
+  assertEquals(ok.status, 200);
+  await ok.body?.cancel();
+  assert(!(await page()).includes("credentials refused"));
+
+  // Refused again later: a new episode, a new warning.
+  refuse = true;
+  const again = await t.get(`/${H}/example/alpha/index.json`);
+  assertEquals(again.status, 403);
+  await again.body?.cancel();
+  assertEquals(warned(), 2);
+  assert((await page()).includes("credentials refused"));
+});
+
 Deno.test("the right upstream token: served; a download host's 403 is not blamed on it", async () => {
   // An expired presigned URL on the release host says nothing about the registry token.
   await using t = await tokenFixture(
