@@ -345,6 +345,7 @@ Deno.test("paths: a trailing slash or an unknown file is 404; traversal, encodin
     const body = await res.json();
     assertEquals(res.status, 404, `${path}: ${JSON.stringify(body)}`);
     assertEquals(res.headers.get("content-type"), "application/json");
+    if (path.endsWith("/")) assertMatch(body.errors[0], /no trailing slash/);
   }
   // `new Request` resolves "." and ".." (even encoded) and turns "\\" into "/"
   // itself; a client that sends them raw meets the router, which refuses
