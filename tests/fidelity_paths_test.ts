@@ -32,7 +32,7 @@ async function text(res: Response): Promise<string> {
   return new TextDecoder().decode(await bytesOf(res));
 }
 
-Deno.test("legacy lookup: both path forms answer the upstream's bytes and status, never kept", async () => {
+Deno.test("legacy lookup: both path forms answer the upstream's bytes and status; a 200 is never kept, a 404 is remembered", async () => {
   await using t = await mirrorFixture({
     providers: PROVIDERS,
     registry: { legacyLookup: true },
@@ -56,20 +56,58 @@ Deno.test("legacy lookup: both path forms answer the upstream's bytes and status
   // Passed through, not kept: each lookup asks the registry again.
   assertEquals(t.fake.count((r) => r.path === LEGACY_UPSTREAM_PATH), 3);
 
-  // A type the registry does not know stays a 404 with the registry's body.
-  const before = t.fake.count((r) => r.path === "/v1/providers/-/nosuch/versions");
-  for (let i = 0; i < 2; i++) {
-    const missing = await t.get(`/v1/providers/${H}/-/nosuch/versions`);
+  // A type the registry does not know stays a 404 with the registry's body,
+  // remembered for limits.negativeTtl like an unknown provider: asking again
+  // (or for it under the other path form) costs no upstream request.
+  for (const path of [`/v1/providers/${H}/-/nosuch/versions`, `/v1/providers/-/nosuch/versions`]) {
+    const missing = await t.get(path);
     assertEquals(missing.status, 404);
     assertEquals(await missing.json(), { errors: ["Not Found"] });
   }
-  assertEquals(t.fake.count((r) => r.path === "/v1/providers/-/nosuch/versions"), before + 2);
+  assertEquals(t.fake.count((r) => r.path === "/v1/providers/-/nosuch/versions"), 1);
 
   // HEAD: same status and length, no body.
   const head = await t.get(`/v1/providers/${H}/-/datadog/versions`, { method: "HEAD" });
   assertEquals(head.status, 200);
   assertEquals(head.headers.get("content-length"), String(directBody.length));
   assertEquals((await bytesOf(head)).length, 0);
+});
+
+Deno.test("legacy lookup: concurrent identical lookups share one upstream request; made-up types are remembered", async () => {
+  await using t = await mirrorFixture({
+    providers: PROVIDERS,
+    registry: {
+      legacyLookup: true,
+      // Slow enough that all clients below ask while the first is in flight.
+      intercept: async (req) => {
+        if (new URL(req.url).pathname === LEGACY_UPSTREAM_PATH) {
+          await new Promise((r) => setTimeout(r, 300));
+        }
+        return undefined;
+      },
+    },
+  });
+  const answers = await Promise.all(
+    Array.from({ length: 8 }, () => t.get(`/v1/providers/${H}/-/datadog/versions`)),
+  );
+  const bodies = new Set<string>();
+  for (const res of answers) {
+    assertEquals(res.status, 200);
+    bodies.add(await text(res));
+  }
+  assertEquals(bodies.size, 1);
+  assertEquals(JSON.parse([...bodies][0]!).id, "datadog/datadog");
+  assertEquals(t.fake.count((r) => r.path === LEGACY_UPSTREAM_PATH), 1);
+
+  // 200 distinct made-up types asked twice: 200 upstream requests, not 400.
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < 200; i++) {
+      const res = await t.get(`/v1/providers/-/madeup${i}/versions`);
+      assertEquals(res.status, 404);
+      await res.body?.cancel();
+    }
+  }
+  assertEquals(t.fake.count((r) => /^\/v1\/providers\/-\/madeup\d+\/versions$/.test(r.path)), 200);
 });
 
 Deno.test("legacy lookup: a registry without it answers 404 through Repoxy too; unknown registries are never asked", async () => {
