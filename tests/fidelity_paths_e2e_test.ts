@@ -96,7 +96,10 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
     assertMatch(direct.out, /Did you intend to use datadog\/datadog\?/);
     assertEquals(through.code, direct.code);
     assertEquals(through.out, direct.out);
-    assertEquals(open.count((r) => r.path === "/v1/providers/-/datadog/versions"), 2);
+    // The default-upstream form (`providers.v1` without a hostname) too.
+    const viaDefault = await init(implicit, hostBlock(H, `${repoxy.server.url}v1/providers/`));
+    assertEquals(viaDefault.out, direct.out);
+    assertEquals(open.count((r) => r.path === "/v1/providers/-/datadog/versions"), 3);
 
     // 2. A registry that wants a token Repoxy does not have.
     const locked = await startFakeRegistry({
