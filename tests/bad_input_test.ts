@@ -153,6 +153,10 @@ Deno.test("raw requests over a socket: traversal attempts get 4xx JSON", async (
       "/../../../../etc/passwd",
       `/${H}/..%2f..%2fetc/passwd/index.json`,
       `/${H}/a/b/..\\..\\x.zip`,
+      // A trailing slash is a 404 on a well-formed path, never a way past the traversal checks.
+      `/${H}/../../etc/`,
+      `/${H}/a/b/%2e%2e/`,
+      `/${H}/a/b/..%5c/`,
     ]
   ) {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });

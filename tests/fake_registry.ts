@@ -67,6 +67,20 @@ export interface FakeRegistryOptions {
   extraDownloadFields?: (
     spec: { namespace: string; type: string; version: string; os: string; arch: string },
   ) => Record<string, unknown>;
+  /**
+   * Makes the registry's API (`/v1/...`, not service discovery or the release
+   * host) require `Authorization: Bearer <token>`, as a private registry
+   * does: no Authorization header is answered 401, another token 403, both
+   * with the registry's `{"errors": [...]}` body.
+   */
+  requireToken?: string;
+  /**
+   * Answers the legacy-namespace lookup `/v1/providers/-/{type}/versions` as
+   * registry.terraform.io does (`id`, `versions`, `warnings`, `moved_to`) for
+   * the first published provider of that type; other types are 404. Without
+   * it the lookup is a 404, like a registry that never offered it.
+   */
+  legacyLookup?: boolean;
 }
 
 /** Everything about one published archive. */
@@ -226,6 +240,26 @@ export async function startFakeRegistry(opts: FakeRegistryOptions): Promise<Fake
       if (intercepted) return intercepted;
       if (path === "/.well-known/terraform.json") {
         return json({ "modules.v1": "/v1/modules/", "providers.v1": "/v1/providers/" });
+      }
+      if (opts.requireToken !== undefined && path.startsWith("/v1/")) {
+        const auth = req.headers.get("authorization");
+        if (auth === null) return json({ errors: ["Unauthorized"] }, 401);
+        if (auth !== `Bearer ${opts.requireToken}`) return json({ errors: ["Forbidden"] }, 403);
+      }
+      const legacy = /^\/v1\/providers\/-\/([^/]+)\/versions$/.exec(path);
+      if (legacy && opts.legacyLookup) {
+        const p = opts.providers.find((x) => x.type === legacy[1]);
+        if (!p) return json({ errors: ["Not Found"] }, 404);
+        return json({
+          id: `${p.namespace}/${p.type}`,
+          versions: p.versions.map((v) => ({
+            version: v.version,
+            protocols: v.protocols ?? ["5.0"],
+            platforms: [],
+          })),
+          warnings: null,
+          moved_to: null,
+        });
       }
       // One module, hashicorp/consul/aws 0.1.0, for the modules.v1 pass-through.
       if (path === "/v1/modules/hashicorp/consul/aws/versions") {

@@ -76,11 +76,22 @@ Deno.test("parseRoute() maps registry protocol paths, with and without hostname"
     version: "5.0.0",
     signature: false,
   });
+  // The legacy-namespace lookup, in both forms.
+  assertEquals(parseRoute(`/v1/providers/${D}/-/datadog/versions`, "x.example"), {
+    kind: "registryLegacyLookup",
+    hostname: D,
+    type: "datadog",
+  });
+  assertEquals(parseRoute(`/v1/providers/-/DataDog/versions`, D), {
+    kind: "registryLegacyLookup",
+    hostname: D,
+    type: "datadog",
+  });
   assertEquals(parseRoute("/.well-known/terraform.json", D), { kind: "wellKnown" });
   assertEquals(parseRoute("/-/healthz", D), { kind: "health" });
 });
 
-Deno.test("parseRoute() returns undefined for unknown shapes", () => {
+Deno.test("parseRoute() returns undefined (404) for well-formed paths nothing is served at", () => {
   assertEquals(parseRoute("/", D), { kind: "status" });
   for (
     const p of [
@@ -89,6 +100,19 @@ Deno.test("parseRoute() returns undefined for unknown shapes", () => {
       `/${D}/a/b/c/d`,
       `/${D}/a/b/readme.txt`,
       "/v1/providers/a/b/c/d/e",
+      // A trailing slash: well-formed, and not the resource (issue 11).
+      `/${D}/a/b/index.json/`,
+      `/${D}/a/b/`,
+      `/v1/providers/${D}/a/b/versions/`,
+      `/v1/providers/-/b/versions/`,
+      "/v1/providers/",
+      "/-/healthz/",
+      // Unknown file names are unknown, whatever the names before them.
+      `/UPPER.example/a/b/readme.txt`,
+      `/${D}/-a/b/LICENSE`,
+      // Unknown module shapes, likewise.
+      `/v1/modules/${D}/a/b/c/d/e/f`,
+      `/v1/modules/-bad-/a/b`,
     ]
   ) {
     assertEquals(parseRoute(p, D), undefined, p);
@@ -96,6 +120,29 @@ Deno.test("parseRoute() returns undefined for unknown shapes", () => {
 });
 
 Deno.test("parseRoute() rejects traversal, encodings and invalid names", () => {
+  // Traversal and smuggled bytes are always a BadPathError (400), never a
+  // mere "unknown" (404), trailing slash or not.
+  for (
+    const p of [
+      `/${D}/../../etc/passwd`,
+      `/${D}/../`,
+      `/${D}/a/b/../`,
+      `/${D}/a/./`,
+      `/${D}/a/%2e%2e/index.json`,
+      `/${D}/a/%2e%2e/`,
+      `/${D}/a%2fb/c/index.json`,
+      `/${D}/a\\b/c/index.json`,
+      `/${D}/a/b\x00/index.json`,
+      `/${D}/a/b\x00/`,
+      `/${D}//b/index.json`,
+      `/v1/providers/${D}/-/../versions`,
+      `/v1/providers/-/%2e%2e/versions`,
+      `/v1/providers/-/-bad-/versions`,
+      `/v1/providers/UPPER.example/-/b/versions`,
+    ]
+  ) {
+    assertThrows(() => parseRoute(p, D), BadPathError, p);
+  }
   const bad = [
     `/${D}/../../etc/passwd`,
     `/${D}/a/%2e%2e/index.json`,

@@ -85,6 +85,8 @@ export class AccessControl {
 function scopeOf(r: Route): { hostname: string; namespace: string } | undefined {
   if ("provider" in r) return { hostname: r.provider.hostname, namespace: r.provider.namespace };
   if ("module" in r) return { hostname: r.module.hostname, namespace: r.module.namespace };
+  // No namespace yet ("-"): a token limited to namespaces never sees one named by the answer.
+  if (r.kind === "registryLegacyLookup") return { hostname: r.hostname, namespace: "-" };
   return undefined;
 }
 

@@ -47,6 +47,28 @@ export class UpstreamError extends HttpError {
   }
 }
 
+/**
+ * The upstream refused the mirror's own credentials (it answered 401 or 403 to
+ * a request Repoxy made). Not transient: retrying with the same token cannot
+ * help, and "try again later" (a 502) would send the user looking in the
+ * wrong place. The client gets 403 with a message naming the config key to
+ * fix: Terraform reports a 401/403 from a registry or mirror as "requires
+ * authentication credentials" / "rejected the given authentication
+ * credentials", the nearest thing its output has to the truth (it prints no
+ * body for any status), and 403 is never confused with the 401 Repoxy's own
+ * client auth answers.
+ */
+export class UpstreamAuthError extends UpstreamError {
+  override name = "UpstreamAuthError";
+  constructor(
+    message: string,
+    /** What the upstream answered (401 or 403). */
+    readonly upstreamStatus: number,
+  ) {
+    super(message, 403);
+  }
+}
+
 /** The upstream did not answer in time. */
 export class UpstreamTimeoutError extends UpstreamError {
   override name = "UpstreamTimeoutError";

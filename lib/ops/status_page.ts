@@ -90,8 +90,19 @@ function upstreamRows(d: StatusPageData): string {
     let state: string;
     const lastOk = h.lastSuccess?.at ?? -1;
     const lastBad = h.lastFailure?.at ?? -1;
+    // Refused credentials are the operator's to fix, not the upstream's
+    // outage: said in words, with the config key, until a success follows.
+    const cred = h.credentials && h.credentials.at >= lastOk ? h.credentials : undefined;
     if (h.requests === 0) state = `<span class="badge idle">not contacted yet</span>`;
-    else if (lastBad > lastOk) state = `<span class="badge bad">failing</span>`;
+    else if (cred) {
+      state = `<span class="badge bad">credentials refused</span><div class="small">${
+        escapeHtml(
+          `HTTP ${cred.status}: upstreams.${hostname}.token ${
+            cred.problem === "missing" ? "is not set" : "was rejected"
+          }`,
+        )
+      }</div>`;
+    } else if (lastBad > lastOk) state = `<span class="badge bad">failing</span>`;
     else state = `<span class="badge ok">ok</span>`;
     const failure = h.lastFailure
       ? `${when(h.lastFailure.at, d.now)}<div class="small">${

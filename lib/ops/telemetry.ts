@@ -5,7 +5,7 @@
  * @module
  */
 import type { CacheInventory } from "../cache/inventory.ts";
-import type { UpstreamRequestInfo } from "../upstream/client.ts";
+import type { CredentialsProblem, UpstreamRequestInfo } from "../upstream/client.ts";
 import { Counter, Gauge, Histogram, Registry } from "./metrics.ts";
 
 /** The last good and the last bad exchange with one upstream. */
@@ -14,6 +14,12 @@ export interface UpstreamHealth {
   failures: number;
   lastSuccess?: { at: number; status: number; url: string };
   lastFailure?: { at: number; status: number | "error"; url: string; error?: string };
+  /**
+   * The last time the registry refused Repoxy's own credentials (401/403 from
+   * its origin), and whether its `upstreams.<host>.token` is missing or was
+   * rejected. Stays until a later success shows it fixed.
+   */
+  credentials?: { at: number; status: number; problem: CredentialsProblem };
 }
 
 /** What the metrics need to read at scrape time. */
@@ -125,7 +131,7 @@ export class Telemetry {
     this.upstreamErrors = r.register(
       new Counter(
         "repoxy_upstream_errors_total",
-        "Upstream requests that failed: no_response (connect error, timeout) or bad_status (5xx, 429, 401, 403)",
+        "Upstream requests that failed: no_response (connect error, timeout), credentials (the registry refused Repoxy's token: 401/403 from its origin) or bad_status (5xx, 429, a download host's 401/403)",
         ["upstream", "reason"],
       ),
     );
@@ -217,6 +223,7 @@ export class Telemetry {
     for (const u of sources.upstreams) {
       this.upstreamErrors.inc({ upstream: u, reason: "no_response" }, 0);
       this.upstreamErrors.inc({ upstream: u, reason: "bad_status" }, 0);
+      this.upstreamErrors.inc({ upstream: u, reason: "credentials" }, 0);
     }
   }
 
@@ -250,8 +257,15 @@ export class Telemetry {
       h.failures++;
       this.upstreamErrors.inc({
         upstream,
-        reason: info.status === "error" ? "no_response" : "bad_status",
+        reason: info.status === "error"
+          ? "no_response"
+          : info.credentials
+          ? "credentials"
+          : "bad_status",
       });
+      if (info.credentials) {
+        h.credentials = { at, status: info.status as number, problem: info.credentials };
+      }
       h.lastFailure = {
         at,
         status: info.status,

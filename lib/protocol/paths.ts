@@ -1,9 +1,14 @@
 /**
  * Maps a request path to a route. Pure: no I/O, so it is tested with strings.
  *
- * Every segment is validated here ({@link ./names.ts}); a path that does not
- * parse is a 404 (or 400 for a malformed name on a known route shape), and
- * nothing downstream ever sees an unvalidated segment.
+ * Every segment is validated here ({@link ./names.ts}), and nothing
+ * downstream ever sees an unvalidated segment. Two kinds of "no":
+ * - a well-formed path that names nothing served here (an unknown shape, a
+ *   file that is neither `.json` nor `.zip`, a trailing slash) is not found:
+ *   `undefined`, answered 404 as the registry answers it;
+ * - a malformed path (traversal, encoded or control bytes, a backslash, an
+ *   empty or over-long segment inside the path, an invalid name on a known
+ *   route shape) throws {@link BadPathError}, answered 400.
  * @module
  */
 import {
@@ -26,6 +31,13 @@ export type Route =
   | { kind: "mirrorVersion"; provider: ProviderRef; version: string }
   | { kind: "archive"; provider: ProviderRef; version: string; os: string; arch: string }
   | { kind: "registryVersions"; provider: ProviderRef }
+  /**
+   * `{providers.v1}-/{type}/versions`: the lookup Terraform makes for a
+   * provider required without `source` that the registry does not know, to
+   * print "Did you intend to use {namespace}/{type}?". No namespace: the
+   * answer names it.
+   */
+  | { kind: "registryLegacyLookup"; hostname: string; type: string }
   | {
     kind: "registryDownload";
     provider: ProviderRef;
@@ -74,9 +86,17 @@ function platform(os: string, arch: string): { os: string; arch: string } {
   return { os, arch };
 }
 
+/** The namespace segment of the legacy lookup: not a valid namespace, so never a provider's. */
+const LEGACY_NAMESPACE = "-";
+
 function registryRoute(segs: string[], hostname: string): Route | undefined {
   // segs: [ns, type, "versions"] or [ns, type, ver, "download", os, arch]
-  //       or [ns, type, ver, "SHA256SUMS" | "SHA256SUMS.sig"]
+  //       or [ns, type, ver, "SHA256SUMS" | "SHA256SUMS.sig"] or ["-", type, "versions"]
+  if (segs.length === 3 && segs[0] === LEGACY_NAMESPACE && segs[2] === "versions") {
+    // Validated like any provider type (the hostname too), with a stand-in namespace.
+    const p = provider(hostname, "legacy", segs[1]!);
+    return { kind: "registryLegacyLookup", hostname: p.hostname, type: p.type };
+  }
   if (segs.length === 3 && segs[2] === "versions") {
     return { kind: "registryVersions", provider: provider(hostname, segs[0]!, segs[1]!) };
   }
@@ -122,10 +142,15 @@ export function parseRoute(pathname: string, defaultUpstream: string): Route | u
     throw new BadPathError("request path contains an encoded, control or backslash character");
   }
   const segs = pathname.slice(1).split("/");
-  if (segs.some((s) => s === "" || s === "." || s === "..")) {
-    throw new BadPathError("request path contains an empty, '.' or '..' segment");
+  if (segs.some((s) => s === "." || s === "..")) {
+    throw new BadPathError("request path contains a '.' or '..' segment");
   }
   if (segs.some((s) => s.length > 255)) throw new BadPathError("request path segment too long");
+  // A trailing slash is a directory-style URL of a well-formed path: nothing
+  // is served there (the registry answers it 404 too). Checked after the
+  // traversal and encoding checks, so "/../" stays a 400.
+  if (segs.at(-1) === "") return undefined;
+  if (segs.some((s) => s === "")) throw new BadPathError("request path contains an empty segment");
 
   if (segs[0] === "v1" && segs[1] === "providers") {
     const rest = segs.slice(2);
@@ -138,38 +163,37 @@ export function parseRoute(pathname: string, defaultUpstream: string): Route | u
   if (segs[0] === "v1" && segs[1] === "modules") {
     // {host}/{ns}/{name}/{system}/versions or {host}/{ns}/{name}/{system}/{version}/download
     const [host, ns, name, system, a, b] = segs.slice(2);
-    if (host === undefined || ns === undefined || name === undefined || system === undefined) {
-      return undefined;
-    }
-    const p = provider(host, ns, name);
-    if (!isValidPart(system.toLowerCase())) {
+    // The shape first: names are validated only on paths something is served at.
+    const isVersions = segs.length === 7 && a === "versions";
+    const isDownload = segs.length === 8 && b === "download";
+    if (!isVersions && !isDownload) return undefined;
+    const p = provider(host!, ns!, name!);
+    if (!isValidPart(system!.toLowerCase())) {
       throw new BadPathError(`invalid module system "${system}"`);
     }
     const module: ModuleRef = {
       hostname: p.hostname,
       namespace: p.namespace,
       name: p.type,
-      system: system.toLowerCase(),
+      system: system!.toLowerCase(),
     };
-    if (segs.length === 7 && a === "versions") return { kind: "moduleVersions", module };
-    if (segs.length === 8 && b === "download") {
-      return { kind: "moduleDownload", module, version: version(a!) };
-    }
-    return undefined;
+    if (isVersions) return { kind: "moduleVersions", module };
+    return { kind: "moduleDownload", module, version: version(a!) };
   }
 
   if (segs.length === 4) {
     const [host, ns, type, file] = segs as [string, string, string, string];
+    // Only `.json` and `.zip` files are served: any other name is unknown
+    // (404), whatever the names before it look like.
+    if (!file.endsWith(".json") && !file.endsWith(".zip")) return undefined;
     const p = provider(host, ns, type);
     if (file === "index.json") return { kind: "mirrorIndex", provider: p };
     if (file.endsWith(".json")) {
       return { kind: "mirrorVersion", provider: p, version: version(file.slice(0, -5)) };
     }
-    if (file.endsWith(".zip")) {
-      const a = parseArchiveFilename(p.type, file);
-      if (!a) throw new BadPathError(`invalid archive name "${file}"`);
-      return { kind: "archive", provider: p, ...a };
-    }
+    const a = parseArchiveFilename(p.type, file);
+    if (!a) throw new BadPathError(`invalid archive name "${file}"`);
+    return { kind: "archive", provider: p, ...a };
   }
   return undefined;
 }

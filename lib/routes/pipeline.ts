@@ -144,9 +144,11 @@ export function observe(s: Pick<Services, "telemetry">): Middleware<RequestConte
 }
 
 /**
- * Turns errors into JSON answers: an {@link HttpError} renders itself, a bad
- * path is a 400, anything else is logged with its stack and answered without
- * internals.
+ * Turns errors into JSON answers: an {@link HttpError} renders itself (an
+ * upstream refusing Repoxy's own credentials is a 403 naming the config key,
+ * never a "try again later" 502), a malformed path is a 400 (an unknown one
+ * is a 404 from dispatch), anything else is logged with its stack and
+ * answered without internals.
  */
 export function mapErrors(s: Pick<Services, "log">): Middleware<RequestContext> {
   return (next) => async (req, ctx) => {
@@ -170,7 +172,13 @@ export function mapErrors(s: Pick<Services, "log">): Middleware<RequestContext> 
 
 /** Only configured registries are ever contacted or served: 404 before any work. */
 function requireRegistry(config: Config, r: Route): void {
-  const hostname = "provider" in r ? r.provider.hostname : "module" in r ? r.module.hostname : "";
+  const hostname = "provider" in r
+    ? r.provider.hostname
+    : "module" in r
+    ? r.module.hostname
+    : "hostname" in r
+    ? r.hostname
+    : "";
   if (hostname && !config.upstreams.has(hostname)) {
     throw new NotFoundError(`registry ${hostname} is not configured on this mirror`);
   }
@@ -301,7 +309,15 @@ export function dispatch(
     }
     if (r) ctx.route = r.kind; // refusals are counted under the route they were for
     if (s.access) authorize(req, url, r, ctx, s);
-    if (!r) throw new NotFoundError(`nothing is served at ${url.pathname}`);
+    if (!r) {
+      // Well-formed but unknown (parseRoute throws for malformed): 404, as
+      // the registry answers; a trailing slash is the usual slip, so say so.
+      throw new NotFoundError(
+        url.pathname.endsWith("/")
+          ? `nothing is served at ${url.pathname}; paths here have no trailing slash`
+          : `nothing is served at ${url.pathname}`,
+      );
+    }
     requireRegistry(s.config, r);
     const spec = table[r.kind] as RouteSpec<Route["kind"]>;
     if (!spec.streams) ctx.deadlineAt = performance.now() + deadlineMs;

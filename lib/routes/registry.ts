@@ -5,7 +5,7 @@
  * module registry's answers.
  * @module
  */
-import { NotFoundError, UpstreamError } from "../http/errors.ts";
+import { errorResponse, NotFoundError, UpstreamError } from "../http/errors.ts";
 import type { ModuleRef } from "../protocol/paths.ts";
 import { utf8Length } from "../http/serve_body.ts";
 import { archiveFilename, providerString, unknownModuleMessage } from "../protocol/names.ts";
@@ -30,6 +30,53 @@ export const registryVersions: RouteHandler<"registryVersions"> = async (req, ct
   ctx.cache = got.status;
   return keptJson(req, ctx, s.answers, got.value, got);
 };
+
+/**
+ * `GET /v1/providers/[{host}/]-/{type}/versions`: the legacy-namespace lookup
+ * behind Terraform's "Did you intend to use {namespace}/{type}?", passed
+ * through as the registry answers it (status and body, never kept): a 200's
+ * body byte for byte (`id`, `moved_to`, `versions`: whatever the registry
+ * says), a 404 stays a 404. An error body that is not JSON becomes the
+ * protocol's `{"errors": [...]}` with the same status.
+ */
+export const registryLegacyLookup: RouteHandler<"registryLegacyLookup"> = async (
+  req,
+  ctx,
+  r,
+  s,
+) => {
+  const a = await withDeadline(
+    req,
+    ctx,
+    (signal) => s.source.legacyLookup(r.hostname, r.type, signal),
+  );
+  ctx.cache = "miss";
+  const headers = new Headers({
+    "cache-control": "no-store",
+    "x-repoxy-cache": "miss",
+    "content-type": a.contentType,
+  });
+  if (a.status !== 200 && (a.status < 400 || !isJsonObject(a.body))) {
+    // Only a 200 carries an answer; other success or redirect statuses would
+    // leave the client without one, so they are the upstream's error.
+    return errorResponse(
+      a.status >= 400 ? a.status : 502,
+      `upstream ${r.hostname} answered ${a.status} for the legacy lookup of "${r.type}"`,
+      { "x-repoxy-cache": "miss" },
+    );
+  }
+  headers.set("content-length", String(utf8Length(a.body)));
+  return new Response(req.method === "HEAD" ? null : a.body, { status: a.status, headers });
+};
+
+function isJsonObject(text: string): boolean {
+  try {
+    const v = JSON.parse(text);
+    return typeof v === "object" && v !== null && !Array.isArray(v);
+  } catch {
+    return false;
+  }
+}
 
 /**
  * `GET /v1/providers/{host}/{ns}/{type}/{version}/download/{os}/{arch}`: the

@@ -10,6 +10,7 @@ import {
   moduleDownload,
   moduleVersions,
   registryDownload,
+  registryLegacyLookup,
   registrySums,
   registryVersions,
   wellKnown,
@@ -24,6 +25,7 @@ export const ROUTES: RouteTable = {
   // Provider and module registry protocol.
   wellKnown: { handler: wellKnown },
   registryVersions: { handler: registryVersions },
+  registryLegacyLookup: { handler: registryLegacyLookup },
   registryDownload: { handler: registryDownload },
   registrySums: { handler: registrySums },
   moduleVersions: { handler: moduleVersions },

@@ -147,6 +147,12 @@ export class CacheSource implements ProviderSource {
     );
   }
 
+  legacyLookup(): Promise<ModuleAnswer> {
+    return Promise.reject(
+      new NotFoundError("legacy provider lookups are not cached and this mirror is offline"),
+    );
+  }
+
   async #stored(p: ProviderRef) {
     const byVersion = await cachedArchivesByVersion(this.cache, p);
     if (byVersion.size === 0) throw this.#nothing(p);

@@ -102,4 +102,10 @@ export interface ProviderSource {
    * `signal` aborts the upstream request when the caller stops waiting.
    */
   moduleAnswer(m: ModuleRef, suffix: string, signal?: AbortSignal): Promise<ModuleAnswer>;
+  /**
+   * The registry's answer to the legacy-namespace lookup
+   * `{providers.v1}-/{type}/versions`, any status, body bounded by
+   * `limits.metadataDocument`; passed through, never cached.
+   */
+  legacyLookup(hostname: string, type: string, signal?: AbortSignal): Promise<ModuleAnswer>;
 }

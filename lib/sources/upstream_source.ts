@@ -21,6 +21,7 @@ import type { Logger } from "../base/log.ts";
 import { type CacheStatus, worstStatus } from "../cache/cache_status.ts";
 import type { Download, Downloads } from "../cache/download.ts";
 import type { PackageStore } from "../cache/package_store.ts";
+import { NegativeCache } from "../cache/negative_cache.ts";
 import type { Config } from "../config/config.ts";
 import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
 import type { MirrorArchive } from "../protocol/mirror_json.ts";
@@ -83,10 +84,20 @@ export class UpstreamSource implements ProviderSource {
    * search reads is not counted.)
    */
   readonly #platformSlots: Slots;
+  /**
+   * Legacy lookups the registry answered 404 (`{host}/{type}` → the body,
+   * when small), for `limits.negativeTtl`: made-up types cost one upstream
+   * request each per TTL, like unknown providers, not one per client request.
+   */
+  readonly #legacyMissing: NegativeCache;
+  /** Legacy lookups in flight: concurrent identical ones share one upstream request. */
+  readonly #legacyFlights = new Map<string, Promise<ModuleAnswer>>();
 
   constructor(readonly deps: UpstreamSourceDeps) {
     // Shared with Metadata's search for a version's SHA256SUMS.
     this.#platformSlots = deps.metadata.platformSlots;
+    const { negativeTtlMs, negativeEntries } = deps.config.limits;
+    this.#legacyMissing = new NegativeCache(negativeTtlMs, negativeEntries);
   }
 
   async versionList(p: ProviderRef): Promise<Answer<VersionList>> {
@@ -325,6 +336,7 @@ export class UpstreamSource implements ProviderSource {
     });
     if (res.status !== 200 && res.status !== 204) {
       await res.body?.cancel();
+      if (res.status === 401 || res.status === 403) throw client.credentialsError(res.status);
       return { status: res.status, url: final, contentType: "", body: "" };
     }
     // A download answer is a location (limits.moduleAnswer); a version list
@@ -366,6 +378,80 @@ export class UpstreamSource implements ProviderSource {
     };
     if (get) answer.terraformGet = absolute(get);
     return answer;
+  }
+
+  /**
+   * The legacy-namespace lookup, passed through: status and body as the
+   * registry gave them (Terraform reads `id` / `moved_to` from a 200 and
+   * treats anything else as "no suggestion"), bounded like any metadata
+   * document. Concurrent identical lookups share one upstream request
+   * (bounded by `upstreamTimeout`, whoever stops waiting); a 404 is
+   * remembered for `limits.negativeTtl`.
+   */
+  legacyLookup(hostname: string, type: string, signal?: AbortSignal): Promise<ModuleAnswer> {
+    const key = `${hostname}/${type}`;
+    const missing = this.#legacyMissing.get(key);
+    if (missing !== undefined) {
+      const up = this.deps.config.upstreams.get(hostname)?.url ?? `https://${hostname}/`;
+      return Promise.resolve({
+        status: 404,
+        url: new URL(`-/${type}/versions`, up.endsWith("/") ? up : up + "/"),
+        contentType: "application/json",
+        body: missing,
+      });
+    }
+    let flight = this.#legacyFlights.get(key);
+    if (!flight) {
+      flight = this.#fetchLegacy(hostname, type).then((a) => {
+        // Small 404 bodies are kept as they came; a big one is not worth the memory.
+        if (a.status === 404) {
+          this.#legacyMissing.add(
+            key,
+            a.body.length <= 1024 ? a.body : JSON.stringify({ errors: ["Not Found"] }),
+          );
+        }
+        return a;
+      }).finally(() => this.#legacyFlights.delete(key));
+      this.#legacyFlights.set(key, flight);
+    }
+    if (!signal) return flight;
+    // This waiter may stop waiting; the shared request goes on for the others.
+    return new Promise<ModuleAnswer>((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason);
+      const onAbort = () => reject(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+      flight.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    });
+  }
+
+  async #fetchLegacy(hostname: string, type: string): Promise<ModuleAnswer> {
+    const { metadata, config } = this.deps;
+    const base = await metadata.serviceBase(hostname, "providers.v1");
+    const client = metadata.client(hostname);
+    const url = new URL(`-/${type}/versions`, base);
+    const { res, url: final } = await client.get(url, {
+      accept: "application/json",
+      signal: AbortSignal.any([AbortSignal.timeout(config.upstreamTimeoutMs), this.deps.shutdown]),
+    });
+    if (res.status === 401 || res.status === 403) {
+      await res.body?.cancel();
+      throw client.credentialsError(res.status);
+    }
+    const max = config.limits.metadataDocumentBytes;
+    const tooBig = () =>
+      new UpstreamError(
+        `upstream ${hostname} sent a legacy lookup answer over ${max} bytes for ${final.pathname}`,
+      );
+    if (Number(res.headers.get("content-length") ?? "0") > max) {
+      await res.body?.cancel();
+      throw tooBig();
+    }
+    return {
+      status: res.status,
+      url: final,
+      contentType: res.headers.get("content-type") ?? "application/json",
+      body: await readText(res, max, tooBig, hostname),
+    };
   }
 
   /**

@@ -10,7 +10,12 @@
  * @module
  */
 import type { Config, UpstreamConfig } from "../config/config.ts";
-import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
+import {
+  NotFoundError,
+  UpstreamAuthError,
+  UpstreamError,
+  UpstreamTimeoutError,
+} from "../http/errors.ts";
 import type { Logger } from "../base/log.ts";
 import { redactUrl } from "../base/redact.ts";
 import { jsonShapeProblem } from "../protocol/json_shape.ts";
@@ -33,7 +38,19 @@ export interface UpstreamRequestInfo {
   durationMs?: number;
   /** Why no response arrived. */
   error?: string;
+  /**
+   * Set when the registry itself answered 401/403: Repoxy's credentials for
+   * it are the problem ("missing": no `upstreams.<host>.token` configured;
+   * "rejected": the configured one was refused).
+   */
+  credentials?: CredentialsProblem;
 }
+
+/** What is wrong with the mirror's credentials for an upstream registry. */
+export type CredentialsProblem = "missing" | "rejected";
+
+/** How often the same upstream's refused credentials are logged again while they stay refused. */
+const CREDENTIALS_WARN_EVERY_MS = 10 * 60_000;
 
 /** The `fetch` signature Repoxy depends on (injectable for tests). */
 export type FetchFn = (input: Request | URL | string, init?: RequestInit) => Promise<Response>;
@@ -272,6 +289,8 @@ export class UpstreamClient {
   readonly #token: string | undefined;
   readonly #egress: EgressPolicy;
   readonly #connections: EgressConnections;
+  /** When refused credentials were last logged; reset by the registry's next success. */
+  #credentialsWarnedAt: number | undefined;
 
   constructor(readonly config: UpstreamConfig, readonly deps: UpstreamDeps) {
     this.hostname = config.hostname;
@@ -384,12 +403,18 @@ export class UpstreamClient {
       } finally {
         if (owned) client?.close();
       }
+      const credentials = this.#credentialsProblem(res.status, current);
       this.deps.onRequest?.({
         hostname: this.hostname,
         url: redactUrl(current),
         status: res.status,
         durationMs: took(),
+        ...(credentials ? { credentials } : {}),
       });
+      if (credentials) this.#warnCredentials(res.status, credentials);
+      else if (res.status < 400 && current.origin === this.#base.origin) {
+        this.#credentialsWarnedAt = undefined;
+      }
       if (res.status >= 300 && res.status < 400 && res.headers.has("location")) {
         await res.body?.cancel();
         current = upstreamUrl(res.headers.get("location")!, current, this.hostname, "redirect");
@@ -398,6 +423,61 @@ export class UpstreamClient {
       return { res, url: current };
     }
     throw new UpstreamError(`upstream ${this.hostname}: too many redirects`);
+  }
+
+  /**
+   * Whether a status from `url` says the mirror's credentials for this
+   * registry are wrong: only a 401/403 from the registry's own origin (the
+   * only place its token goes). A download host's 403 (an expired presigned
+   * URL) says nothing about the token.
+   */
+  #credentialsProblem(status: number, url: URL): CredentialsProblem | undefined {
+    if ((status !== 401 && status !== 403) || url.origin !== this.#base.origin) return undefined;
+    return this.#token === undefined ? "missing" : "rejected";
+  }
+
+  /** What to fix, in the words of the config file. */
+  #credentialsAdvice(problem: CredentialsProblem): string {
+    const key = `upstreams.${JSON.stringify(this.hostname)}.token`;
+    return problem === "missing"
+      ? `it requires credentials and ${key} is not set in Repoxy's config`
+      : `it rejected the token configured as ${key} in Repoxy's config`;
+  }
+
+  /** One clear warning per episode (again every 10 min while it lasts), never one per request. */
+  #warnCredentials(status: number, problem: CredentialsProblem): void {
+    const now = Date.now();
+    if (
+      this.#credentialsWarnedAt !== undefined &&
+      now - this.#credentialsWarnedAt < CREDENTIALS_WARN_EVERY_MS
+    ) return;
+    this.#credentialsWarnedAt = now;
+    this.deps.log.warn(
+      `upstream ${this.hostname} refused Repoxy's credentials (HTTP ${status}): ${
+        this.#credentialsAdvice(problem)
+      }`,
+      {
+        upstream: this.hostname,
+        status,
+        credentials: problem,
+        configKey: `upstreams.${this.hostname}.token`,
+      },
+    );
+  }
+
+  /**
+   * The error for a 401/403 the registry gave: the client learns that the
+   * mirror's credentials for this registry are at fault, not its own, and
+   * not that it should try again later.
+   */
+  credentialsError(status: number): UpstreamAuthError {
+    const problem: CredentialsProblem = this.#token === undefined ? "missing" : "rejected";
+    return new UpstreamAuthError(
+      `the mirror cannot use upstream registry ${this.hostname}: ${
+        this.#credentialsAdvice(problem)
+      } (the registry answered HTTP ${status}); ask the mirror's operator to fix it`,
+      status,
+    );
   }
 
   /**
@@ -503,6 +583,10 @@ export class UpstreamClient {
     if (res.status === 404 || res.status === 410) {
       await res.body?.cancel();
       throw new NotFoundError(`upstream ${this.hostname} has no ${finalUrl.pathname}`);
+    }
+    if (this.#credentialsProblem(res.status, finalUrl)) {
+      await res.body?.cancel();
+      throw this.credentialsError(res.status);
     }
     if (res.status !== 200) {
       await res.body?.cancel();
