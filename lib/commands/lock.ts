@@ -1,0 +1,490 @@
+/**
+ * `repoxy lock`: writes a complete `.terraform.lock.hcl` for chosen platforms
+ * without the client downloading any archive.
+ *
+ * Through a network mirror Terraform locks only the current platform's `h1:`;
+ * `terraform providers lock -platform=...` completes the file by downloading
+ * every platform's archive. Repoxy holds (or fetches, next to the upstream)
+ * those archives, so this command writes the lock `terraform providers lock`
+ * would write against the registry directly, byte for byte: per provider the
+ * `h1:` of each requested platform, computed by Repoxy from the cached archive,
+ * plus every `zh:` of the publisher's signed SHA256SUMS.
+ *
+ * Everything comes through the app's source seam and request handler, as for
+ * `warm`: version lists and SHA256SUMS (signature verified) from
+ * `app.source`, archives through the archive route, so each byte passes the
+ * same checks as when a client asks for it.
+ * @module
+ */
+import type { App } from "../app.ts";
+import {
+  type Command,
+  commandLogger,
+  COMMON_HELP,
+  createCommandApp,
+  defineCommand,
+  EXIT_FAILED,
+  EXIT_OK,
+  EXIT_USAGE,
+  flagString,
+  flagStrings,
+  mapPool,
+  Progress,
+} from "./cli.ts";
+import { dirname, join } from "../deps/path.ts";
+import {
+  formatLockFile,
+  type LockEntry,
+  LockFileError,
+  parseLockFile,
+  TERRAFORM_LOCK_HEADER,
+  TOFU_LOCK_HEADER,
+} from "../protocol/lockfile.ts";
+import {
+  archiveFilename,
+  type PlatformRef,
+  platformString,
+  type ProviderRef,
+  providerString,
+} from "../protocol/names.ts";
+import {
+  ArgumentError,
+  currentPlatform,
+  parsePlatform,
+  parseProviderAddress,
+} from "../protocol/provider_address.ts";
+import { parseSha256Sums } from "../protocol/sha256sums.ts";
+import { readRequiredProviders, TfConfigError } from "../protocol/tf_config.ts";
+import {
+  allows,
+  ConstraintError,
+  constraintsString,
+  type ConstraintTerm,
+  newestAllowed,
+  parseConstraints,
+} from "../protocol/version_constraints.ts";
+
+/** Terraform's default registry for sources without a hostname. */
+const DEFAULT_REGISTRY = "registry.terraform.io";
+
+/** One provider to lock. */
+export interface LockRequest {
+  provider: ProviderRef;
+  /** Constraint terms the version must meet (from the configuration or the old lock). */
+  constraints: ConstraintTerm[];
+  /** The version the old lock file pins; undefined: the newest the constraints allow. */
+  lockedVersion?: string;
+  /** Hashes the old lock file holds for `lockedVersion` (kept, as Terraform keeps them). */
+  oldHashes: string[];
+  /** Where the requirement came from (`file:line`), for messages. */
+  source: string;
+}
+
+/** Options of {@link lockProviders}. */
+export interface LockOptions {
+  requests: LockRequest[];
+  platforms: PlatformRef[];
+  /** Archives fetched at once. */
+  concurrency: number;
+  progress?: Progress;
+}
+
+/** Outcome of {@link lockProviders}. */
+export interface LockReport {
+  entries: LockEntry[];
+  /** One line per problem; no lock file should be written when there are any. */
+  failures: string[];
+  /** Archives that had to be fetched into the cache, and bytes fetched. */
+  fetched: number;
+  fetchedBytes: number;
+  /** Archives already in the cache. */
+  cached: number;
+}
+
+const BASE = "http://repoxy.lock";
+
+async function errorText(res: Response): Promise<string> {
+  const text = await res.text();
+  try {
+    const msg = (JSON.parse(text) as { errors?: unknown[] }).errors?.[0];
+    if (typeof msg === "string") return `${res.status}: ${msg}`;
+  } catch { /* not JSON */ }
+  return `${res.status}: ${text.slice(0, 200)}`;
+}
+
+/**
+ * Computes the lock entries of `requests`. Never throws for one provider's
+ * failure: each is named in `failures`.
+ */
+export async function lockProviders(app: App, opts: LockOptions): Promise<LockReport> {
+  const report: LockReport = { entries: [], failures: [], fetched: 0, fetchedBytes: 0, cached: 0 };
+  const progress = opts.progress;
+  const total = opts.requests.length * opts.platforms.length;
+  let done = 0;
+  const tick = () => progress?.update(done, total, "archives");
+
+  await mapPool(opts.requests, Math.max(1, Math.min(4, opts.concurrency)), async (r) => {
+    const name = `${providerString(r.provider)} (${r.source})`;
+    const fail = (msg: string) => {
+      report.failures.push(`${name}: ${msg}`);
+    };
+    // 1. The version: the locked one (if the constraints still allow it), else
+    //    the newest the upstream lists that they allow.
+    let version = r.lockedVersion;
+    if (version !== undefined && !allows(r.constraints, version)) {
+      return fail(
+        `the lock file selects ${version}, which does not match the constraint "${
+          constraintsString(r.constraints)
+        }"; run "terraform init -upgrade" first or remove the provider from the lock file`,
+      );
+    }
+    if (version === undefined) {
+      let versions: string[];
+      try {
+        versions = (await app.source.versionList(r.provider)).value.versions;
+      } catch (e) {
+        return fail(`cannot list its versions: ${(e as Error).message}`);
+      }
+      version = newestAllowed(r.constraints, versions);
+      if (version === undefined) {
+        const wanted = constraintsString(r.constraints);
+        return fail(
+          wanted
+            ? `no available release matches "${wanted}" (the upstream lists ${
+              versions.length > 0 ? versions.slice(-10).join(", ") : "no versions"
+            })`
+            : "the upstream lists no released version",
+        );
+      }
+    }
+    // 2. The publisher's signed SHA256SUMS: every line is a zh: hash, as
+    //    Terraform's signatureAuthentication.AcceptableHashes takes them.
+    let sums: Map<string, string>;
+    try {
+      const got = await app.source.checksums(r.provider, version);
+      sums = parseSha256Sums(new TextDecoder().decode(got.value.sums));
+    } catch (e) {
+      return fail(`version ${version}: no verified SHA256SUMS: ${(e as Error).message}`);
+    }
+    const zh = [...new Set(sums.values())].map((d) => `zh:${d}`);
+    // 3. Each platform's archive, in the cache, and its h1:.
+    const h1s: string[] = [];
+    let ok = true;
+    await mapPool(opts.platforms, opts.concurrency, async (pl) => {
+      const file = archiveFilename(r.provider.type, version!, pl);
+      const digest = sums.get(file);
+      try {
+        if (digest === undefined) {
+          const offered = [...sums.keys()].sort().join(", ") || "nothing";
+          throw new Error(
+            `${platformString(pl)} is not in the publisher's signed SHA256SUMS of ${version} ` +
+              `(it lists ${offered})`,
+          );
+        }
+        h1s.push(await platformH1(app, r.provider, version!, pl, digest, report));
+      } catch (e) {
+        ok = false;
+        fail(`${version} ${platformString(pl)}: ${(e as Error).message}`);
+      } finally {
+        done++;
+        tick();
+      }
+    });
+    if (!ok) return;
+    // 4. Old hashes stay (Terraform merges them), but they must be about the
+    //    same release: a pinned zh: the signed sums do not list, or old
+    //    hashes none of which matches, mean other bytes were locked.
+    if (r.lockedVersion !== undefined && r.oldHashes.length > 0) {
+      const known = new Set([...zh, ...h1s]);
+      const strangeZh = r.oldHashes.filter((h) => h.startsWith("zh:") && !known.has(h));
+      if (strangeZh.length > 0) {
+        return fail(
+          `the lock file pins ${strangeZh[0]}, which the publisher's signed SHA256SUMS of ` +
+            `${version} does not list: the locked archives are not the published ones`,
+        );
+      }
+      const checkable = r.oldHashes.filter((h) => h.startsWith("zh:") || h.startsWith("h1:"));
+      if (checkable.length > 0 && !checkable.some((h) => known.has(h))) {
+        return fail(
+          `none of the hashes the lock file holds for ${version} matches the published ` +
+            `archives of ${opts.platforms.map(platformString).join(", ")}`,
+        );
+      }
+    }
+    const entry: LockEntry = {
+      provider: r.provider,
+      version,
+      hashes: [...r.oldHashes, ...h1s, ...zh],
+    };
+    const c = constraintsString(r.constraints);
+    if (c) entry.constraints = c;
+    report.entries.push(entry);
+  });
+  return report;
+}
+
+/**
+ * The `h1:` of one archive: from the cache, after fetching it through the
+ * archive route (verified against the signed SHA256SUMS) when it is not there.
+ */
+async function platformH1(
+  app: App,
+  p: ProviderRef,
+  version: string,
+  pl: PlatformRef,
+  zhDigest: string,
+  report: LockReport,
+): Promise<string> {
+  let meta = await app.packages.readMeta(p, version, pl);
+  let cached = meta ? await app.packages.open(p, version, pl) : undefined;
+  cached?.object.close();
+  if (cached) {
+    report.cached++;
+  } else {
+    const path = `/${providerString(p)}/${archiveFilename(p.type, version, pl)}`;
+    const res = await app.handle(new Request(BASE + path));
+    if (res.status !== 200) throw new Error(await errorText(res));
+    let bytes = 0;
+    for await (const chunk of res.body ?? new ReadableStream<Uint8Array>()) bytes += chunk.length;
+    await app.downloads.inflight(p, version, pl)?.done.catch(() => {});
+    meta = await app.packages.readMeta(p, version, pl);
+    cached = meta ? await app.packages.open(p, version, pl) : undefined;
+    cached?.object.close();
+    if (!cached) throw new Error("served, but not stored in the cache (is it writable?)");
+    report.fetched++;
+    report.fetchedBytes += bytes;
+  }
+  if (cached.meta.sha256 !== zhDigest) {
+    throw new Error(
+      `the cached archive has sha256 ${cached.meta.sha256}, but the signed SHA256SUMS ` +
+        `lists ${zhDigest}`,
+    );
+  }
+  const h1 = await app.packages.ensureH1(p, version, pl);
+  if (!h1) throw new Error("the archive is not a valid zip, so it has no h1: hash");
+  return h1;
+}
+
+/** Requirements of a directory: its lock file and its `*.tf` files. */
+export interface DirRequirements {
+  requests: LockRequest[];
+  /** The header of the old lock file (Terraform's or OpenTofu's). */
+  header: string;
+  /** The old lock file's text, if there is one. */
+  oldText?: string;
+}
+
+/**
+ * Reads what DIR requires: the `required_providers` of its `*.tf` files
+ * (their constraints), and its `.terraform.lock.hcl` (locked versions and
+ * hashes, constraints for providers the `.tf` files do not name). At least
+ * one of the two must exist.
+ * @throws {ArgumentError | LockFileError | TfConfigError | ConstraintError}
+ */
+export async function readDirRequirements(dir: string): Promise<DirRequirements> {
+  const lockPath = join(dir, ".terraform.lock.hcl");
+  let oldText: string | undefined;
+  try {
+    oldText = await Deno.readTextFile(lockPath);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) {
+      throw new LockFileError(`cannot read lock file "${lockPath}": ${(e as Error).message}`);
+    }
+  }
+  const tfFiles: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if ((e.isFile || e.isSymlink) && e.name.endsWith(".tf")) tfFiles.push(e.name);
+    }
+  } catch (e) {
+    throw new ArgumentError(`cannot read directory "${dir}": ${(e as Error).message}`);
+  }
+  tfFiles.sort();
+  if (oldText === undefined && tfFiles.length === 0) {
+    throw new ArgumentError(`"${dir}" has neither a .terraform.lock.hcl nor any *.tf file`);
+  }
+
+  // Requirements of the configuration, merged per provider (several
+  // required_providers blocks may name one provider; their terms add up).
+  const fromConfig = new Map<string, LockRequest>();
+  for (const f of tfFiles) {
+    const path = join(dir, f);
+    const text = await Deno.readTextFile(path);
+    for (const req of readRequiredProviders(text, path)) {
+      let source = req.source ?? `hashicorp/${req.localName}`;
+      // A one-part source is a type in the hashicorp namespace, as Terraform reads it.
+      if (!source.includes("/")) source = `hashicorp/${source}`;
+      let provider: ProviderRef;
+      try {
+        provider = parseProviderAddress(source, DEFAULT_REGISTRY).provider;
+      } catch (e) {
+        throw new ArgumentError(`${req.where}: ${(e as ArgumentError).message}`);
+      }
+      let terms: ConstraintTerm[];
+      try {
+        terms = parseConstraints(req.version ?? "");
+      } catch (e) {
+        throw new ConstraintError(`${req.where}: ${(e as Error).message}`);
+      }
+      const key = providerString(provider);
+      const prev = fromConfig.get(key);
+      if (prev) prev.constraints.push(...terms);
+      else fromConfig.set(key, { provider, constraints: terms, oldHashes: [], source: req.where });
+    }
+  }
+
+  const requests = new Map(fromConfig);
+  let header = TERRAFORM_LOCK_HEADER;
+  if (oldText !== undefined) {
+    if (oldText.startsWith(TOFU_LOCK_HEADER)) header = TOFU_LOCK_HEADER;
+    for (const lp of parseLockFile(oldText, lockPath, DEFAULT_REGISTRY)) {
+      const key = providerString(lp.provider);
+      const req = requests.get(key);
+      if (req) {
+        req.lockedVersion = lp.version!;
+        req.oldHashes = lp.hashes;
+      } else {
+        let terms: ConstraintTerm[];
+        try {
+          terms = parseConstraints(lp.constraints ?? "");
+        } catch (e) {
+          throw new LockFileError(`${lockPath}:${lp.line}: ${(e as Error).message}`);
+        }
+        requests.set(key, {
+          provider: lp.provider,
+          constraints: terms,
+          lockedVersion: lp.version!,
+          oldHashes: lp.hashes,
+          source: `${lockPath}:${lp.line}`,
+        });
+      }
+    }
+  }
+  const out: DirRequirements = { requests: [...requests.values()], header };
+  if (oldText !== undefined) out.oldText = oldText;
+  return out;
+}
+
+/** Writes `text` to `path` atomically: a temp file beside it, fsync, rename. */
+async function writeAtomically(path: string, text: string): Promise<void> {
+  const tmp = join(dirname(path), `.terraform.lock.hcl.repoxy-${crypto.randomUUID()}.tmp`);
+  try {
+    const f = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
+    try {
+      const bytes = new TextEncoder().encode(text);
+      let off = 0;
+      while (off < bytes.length) off += await f.write(bytes.subarray(off));
+      await f.sync();
+    } finally {
+      f.close();
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+const HELP = `Usage: repoxy lock [options] [DIR]
+
+Writes DIR's .terraform.lock.hcl with, for every provider and every requested
+platform, the h1: hash computed by Repoxy and every zh: hash of the publisher's
+signed SHA256SUMS: the lock "terraform providers lock -platform=..." writes
+against the registry, without any client downloading an archive. Archives not
+in the cache are fetched into it (verified, as when a client asks).
+
+Providers come from DIR's .terraform.lock.hcl (versions kept, hashes merged)
+and the required_providers of DIR's *.tf files (versions chosen as terraform
+chooses them: the newest the constraints allow, pre-releases only when named
+exactly).
+
+Arguments:
+  DIR                     the configuration directory (default: .)
+
+Options:
+  -p, --platform OS_ARCH  platform to lock, repeatable (default: this machine's)
+  -j, --concurrency N     archives fetched at once (default 4)
+${COMMON_HELP}
+
+Nothing is written when anything fails. Exit codes: 0 written (or already
+complete), 1 something failed (each failure is named), 2 bad arguments, config,
+lock file or configuration.`;
+
+/** `repoxy lock`. */
+export const lockCommand: Command = defineCommand({
+  name: "lock",
+  summary: "write a complete multi-platform .terraform.lock.hcl without client downloads",
+  help: HELP,
+  options: {
+    platform: { type: "string", short: "p", multiple: true },
+    concurrency: { type: "string", short: "j" },
+  },
+  positionals: { max: 1 },
+  async run({ args: parsed, config, io }) {
+    const concurrency = Number(flagString(parsed, "concurrency") ?? "4");
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
+      io.err("repoxy lock: --concurrency must be a whole number from 1 to 64");
+      return EXIT_USAGE;
+    }
+    const dir = parsed.positionals[0] ?? ".";
+    let platforms: PlatformRef[];
+    let reqs: DirRequirements;
+    try {
+      const names = flagStrings(parsed, "platform");
+      platforms = names.length > 0 ? names.map(parsePlatform) : [currentPlatform()];
+      platforms = [...new Map(platforms.map((pl) => [platformString(pl), pl])).values()];
+      reqs = await readDirRequirements(dir);
+    } catch (e) {
+      if (
+        e instanceof ArgumentError || e instanceof LockFileError || e instanceof TfConfigError ||
+        e instanceof ConstraintError
+      ) {
+        io.err(`repoxy lock: ${e.message}`);
+        return EXIT_USAGE;
+      }
+      throw e;
+    }
+    if (reqs.requests.length === 0) {
+      io.err(`repoxy lock: "${dir}" requires no providers`);
+      return EXIT_USAGE;
+    }
+    for (const r of reqs.requests) {
+      if (!config.upstreams.has(r.provider.hostname)) {
+        io.err(
+          `repoxy lock: ${
+            providerString(r.provider)
+          } (${r.source}): registry ${r.provider.hostname} is not in "upstreams" of the config`,
+        );
+        return EXIT_USAGE;
+      }
+    }
+
+    const progress = new Progress(io);
+    await using app = await createCommandApp(config, "lock", commandLogger(config, progress));
+    const started = Date.now();
+    const report = await lockProviders(app, {
+      requests: reqs.requests,
+      platforms,
+      concurrency,
+      progress,
+    });
+    progress.done();
+    for (const f of report.failures) io.err(`repoxy lock: FAILED ${f}`);
+    if (report.failures.length > 0) {
+      io.err(`repoxy lock: ${join(dir, ".terraform.lock.hcl")} left unchanged`);
+      return EXIT_FAILED;
+    }
+    const text = formatLockFile(report.entries, reqs.header);
+    const path = join(dir, ".terraform.lock.hcl");
+    const changed = text !== reqs.oldText;
+    if (changed) await writeAtomically(path, text);
+    io.out(
+      `lock: ${path} ${changed ? "written" : "already complete"}: ${report.entries.length} ` +
+        `provider(s) for ${platforms.map(platformString).join(", ")}; ${report.fetched} ` +
+        `archive(s) fetched into the cache, ${report.cached} already cached, in ${
+          ((Date.now() - started) / 1000).toFixed(1)
+        } s`,
+    );
+    return EXIT_OK;
+  },
+});
