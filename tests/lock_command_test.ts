@@ -141,7 +141,11 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
   assertEquals(tf.code, 0, `terraform providers lock failed:\n${tf.stdout}\n${tf.stderr}`);
   const expected = await Deno.readTextFile(join(tfDir, LOCK));
   const tfArchives = archiveDownloads(fake);
-  assertEquals(tfArchives.length, 9, `terraform downloads 3 providers x 3 platforms: ${tfArchives}\n${expected}\n${tf.stdout}`);
+  assertEquals(
+    tfArchives.length,
+    9,
+    `terraform downloads 3 providers x 3 platforms: ${tfArchives}\n${expected}\n${tf.stdout}`,
+  );
 
   // repoxy lock, cold cache: the same bytes.
   const rxDir = await work("repoxy");
@@ -245,6 +249,21 @@ Deno.test("version constraints: terraform's choice and its normalized constraint
   assertEquals(norm("< 3.0, >= 2.1, >= 2.1.0"), ">= 2.1.0, < 3.0.0");
   assertEquals(norm("= 1.2"), "1.2.0");
   assertEquals(norm(""), "");
+  // Each of these is what terraform 1.11 wrote (or printed) for the same input.
+  assertEquals(
+    norm(">= 1.9.0, >= 1.9, 1.9.0, ~> 1.9.0, ~> 1.9, <= 1.9.0, > 1.9.0-a"),
+    "> 1.9.0-a, >= 1.9.0, 1.9.0, ~> 1.9.0, ~> 1.9, <= 1.9.0",
+  );
+  assertEquals(
+    norm("~> 1, ~> 1.0, < 2, != 1.1.0, >= 1.0.0"),
+    ">= 1.0.0, ~> 1.0, != 1.1.0, < 2.0.0",
+  );
+  assertEquals(norm("> 0.1, <= 0.9.0, != 0.5"), "> 0.1.0, != 0.5.0, <= 0.9.0");
+  assertEquals(norm("1.1.0-rc1, >= 1.0"), ">= 1.0.0, 1.1.0-rc1");
+  assertEquals(pick("1.2.0-beta1, >= 1.0"), "1.2.0-beta1");
+  assertEquals(pick(">= 1.2.0-beta1, <= 1.2.0-beta1"), undefined, "no exact term names it");
+  assertEquals(pick("~> 1"), "1.10.3");
+  assertEquals(pick("!= 0.9"), "2.0.0");
 });
 
 Deno.test("tf reader: required_providers from terraform blocks only, legacy form, merged terms", () => {

@@ -12,8 +12,9 @@
  *   `<`, `<=`, `~>`; versions may omit minor and patch;
  * - `~> 1.2` means `>= 1.2.0, < 2.0.0`, `~> 1.2.3` means `>= 1.2.3, < 1.3.0`;
  * - a pre-release is selected only when some exact (`=`) term names it;
- * - the normalized string sorts and de-duplicates terms and writes every
- *   version with three components (`~> 1.2` keeps two).
+ * - the normalized string sorts terms by boundary version, then lower bounds
+ *   before upper bounds, drops duplicates and writes every version with three
+ *   components (`~> 1.2` keeps two).
  * @module
  */
 import { compareVersions } from "./names.ts";
@@ -23,21 +24,24 @@ export class ConstraintError extends Error {
   override name = "ConstraintError";
 }
 
-/** The operators, with the rune go-versions uses for each (their sort order). */
-const OP_RUNE = {
-  "<": 0x3c,
-  "=": 0x3d,
-  ">": 0x3e,
-  "~>minor": 0x5e, // '^'
-  "~>patch": 0x7e, // '~'
-  "!=": 0x2260, // '≠'
-  "<=": 0x2264, // '≤'
-  ">=": 0x2265, // '≥'
+/**
+ * The operators, each with its rank in the lock file's order (Terraform's
+ * `versionSelectionsBoundaryPriority`: lower bounds first, upper bounds last).
+ */
+const OP_RANK = {
+  ">": 1,
+  ">=": 2,
+  "=": 3,
+  "~>patch": 4,
+  "~>minor": 5,
+  "<=": 6,
+  "<": 7,
+  "!=": 8,
 } as const;
 
 /** One term of a constraint. */
 export interface ConstraintTerm {
-  op: keyof typeof OP_RUNE;
+  op: keyof typeof OP_RANK;
   major: number;
   /** Undefined when the term leaves it out (`~> 1`, `>= 2`). */
   minor?: number;
@@ -155,7 +159,7 @@ export function newestAllowed(terms: ConstraintTerm[], versions: string[]): stri
 export function constraintsString(terms: ConstraintTerm[]): string {
   const sorted = [...terms].sort((a, b) => {
     const c = compareBoundaries(a, b);
-    return c !== 0 ? c : OP_RUNE[a.op] - OP_RUNE[b.op];
+    return c !== 0 ? c : OP_RANK[a.op] - OP_RANK[b.op];
   });
   const parts: string[] = [];
   for (const t of sorted) {
@@ -176,5 +180,10 @@ export function constraintsString(terms: ConstraintTerm[]): string {
 }
 
 function compareBoundaries(a: ConstraintTerm, b: ConstraintTerm): number {
-  return compareVersions(boundary(a), boundary(b));
+  const c = compareVersions(boundary(a), boundary(b));
+  if (c !== 0) return c;
+  // Same precedence: build metadata decides, as in Terraform's visual order.
+  const ma = a.build ?? "";
+  const mb = b.build ?? "";
+  return ma === mb ? 0 : compareVersions(`0.0.0-${ma}`, `0.0.0-${mb}`);
 }
