@@ -385,6 +385,19 @@ provider "registry.terraform.io/example/alpha" {
   assertEquals(again.code, 0);
   assertMatch(again.out, /already complete/);
 
+  // Offline (cache alone, no upstream): the same lock, no request at all.
+  const offline = await buildConfig({
+    cacheDir: s.config.cacheDir,
+    offline: true,
+    upstreams: { "registry.terraform.io": { url: s.fake.registryUrl } },
+  });
+  await Deno.writeTextFile(join(s.wd, LOCK), mirrorMade);
+  const quiet = s.fake.requests.length;
+  const off = await repoxyLock(offline, [s.wd, ...platformArgs(THREE)]);
+  assertEquals(off.code, 0, off.err);
+  assertEquals(await Deno.readTextFile(join(s.wd, LOCK)), full);
+  assertEquals(s.fake.requests.length, quiet);
+
   // Without any .tf file the lock file alone names what to lock.
   await Deno.remove(join(s.wd, "main.tf"));
   await Deno.writeTextFile(join(s.wd, LOCK), mirrorMade);

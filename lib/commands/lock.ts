@@ -123,7 +123,10 @@ export async function lockProviders(app: App, opts: LockOptions): Promise<LockRe
   let done = 0;
   const tick = () => progress?.update(done, total, "archives");
 
-  await mapPool(opts.requests, Math.max(1, Math.min(4, opts.concurrency)), async (r) => {
+  // Providers are worked on side by side (their metadata is small); archive
+  // fetches share one bound, `concurrency`, whichever provider they are for.
+  const archiveSlot = limiter(opts.concurrency);
+  await mapPool(opts.requests, 4, async (r) => {
     const name = `${providerString(r.provider)} (${r.source})`;
     const fail = (msg: string) => {
       report.failures.push(`${name}: ${msg}`);
@@ -170,7 +173,7 @@ export async function lockProviders(app: App, opts: LockOptions): Promise<LockRe
     // 3. Each platform's archive, in the cache, and its h1:.
     const h1s: string[] = [];
     let ok = true;
-    await mapPool(opts.platforms, opts.concurrency, async (pl) => {
+    await Promise.all(opts.platforms.map(async (pl) => {
       const file = archiveFilename(r.provider.type, version!, pl);
       const digest = sums.get(file);
       try {
@@ -181,7 +184,9 @@ export async function lockProviders(app: App, opts: LockOptions): Promise<LockRe
               `(it lists ${offered})`,
           );
         }
-        h1s.push(await platformH1(app, r.provider, version!, pl, digest, report));
+        h1s.push(
+          await archiveSlot(() => platformH1(app, r.provider, version!, pl, digest, report)),
+        );
       } catch (e) {
         ok = false;
         fail(`${version} ${platformString(pl)}: ${(e as Error).message}`);
@@ -189,7 +194,7 @@ export async function lockProviders(app: App, opts: LockOptions): Promise<LockRe
         done++;
         tick();
       }
-    });
+    }));
     if (!ok) return;
     // 4. Old hashes stay (Terraform merges them), but they must be about the
     //    same release: a pinned zh: the signed sums do not list, or old
@@ -221,6 +226,24 @@ export async function lockProviders(app: App, opts: LockOptions): Promise<LockRe
     report.entries.push(entry);
   });
   return report;
+}
+
+/** Runs at most `n` of the functions given to it at once. */
+function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const waiting: Array<() => void> = [];
+  return async (fn) => {
+    if (active >= n) await new Promise<void>((resolve) => waiting.push(resolve));
+    else active++;
+    try {
+      return await fn();
+    } finally {
+      // Hand the slot straight to the next in line, or free it.
+      const next = waiting.shift();
+      if (next) next();
+      else active--;
+    }
+  };
 }
 
 /**
