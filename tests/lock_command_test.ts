@@ -52,7 +52,32 @@ const PROVIDERS = [
     type: "delta",
     versions: ["1.9.0", "2.0.0-rc1"].map((version) => ({ version, platforms: PUBLISHED })),
   },
+  {
+    namespace: "example",
+    type: "epsilon",
+    versions: ["1.0.0", "1.4.0", "2.0.0"].map((version) => ({ version, platforms: PUBLISHED })),
+  },
+  {
+    namespace: "hashicorp",
+    type: "zeta",
+    versions: ["3.0.0"].map((version) => ({ version, platforms: PUBLISHED })),
+  },
 ];
+
+/**
+ * A child module (installed by "terraform get"): a provider only it needs,
+ * and one more constraint on a provider the root needs too.
+ */
+const MODULE_TF = `terraform {
+  required_providers {
+    epsilon = { source = "example/epsilon", version = "~> 1.0" }
+    alpha   = { source = "example/alpha", version = ">= 1.0.1" }
+  }
+}
+resource "epsilon_thing" "y" {
+  provider = epsilon
+}
+`;
 
 /** A configuration exercising constraint resolution: a range, an old pin, a pinned pre-release. */
 const MAIN_TF = `terraform {
@@ -71,6 +96,18 @@ const MAIN_TF = `terraform {
       version = "2.0.0-rc1"
     }
   }
+}
+
+module "m" {
+  source = "./m"
+}
+
+# No required_providers entry: terraform implies hashicorp/zeta.
+resource "zeta_thing" "x" {}
+
+# The built-in provider: never locked.
+data "terraform_remote_state" "s" {
+  backend = "local"
 }
 
 locals {
@@ -127,6 +164,11 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
     const d = join(dir.path, name);
     await Deno.mkdir(d);
     await Deno.writeTextFile(join(d, "main.tf"), MAIN_TF);
+    await Deno.mkdir(join(d, "m"));
+    await Deno.writeTextFile(join(d, "m", "main.tf"), MODULE_TF);
+    // Installs the module only (.terraform/modules/modules.json), no provider.
+    const get = await runTerraform(["get", "-no-color"], { cwd: d, cliConfig: direct, home: d });
+    assertEquals(get.code, 0, `terraform get failed:\n${get.stdout}\n${get.stderr}`);
     return d;
   };
 
@@ -143,8 +185,8 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
   const tfArchives = archiveDownloads(fake);
   assertEquals(
     tfArchives.length,
-    9,
-    `terraform downloads 3 providers x 3 platforms: ${tfArchives}\n${expected}\n${tf.stdout}`,
+    15,
+    `terraform downloads 5 providers x 3 platforms: ${tfArchives}\n${expected}\n${tf.stdout}`,
   );
 
   // repoxy lock, cold cache: the same bytes.
@@ -161,10 +203,24 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
   const fetched = archiveDownloads(fake, before);
   assertEquals(fetched, tfArchives);
   assert(!fetched.some((f) => f.includes("linux_arm64") && HOST !== "linux_arm64"));
-  assertEquals((expected.match(/"zh:/g) ?? []).length, 3 * PUBLISHED.length);
-  assertEquals((expected.match(/"h1:/g) ?? []).length, 9);
+  assertEquals((expected.match(/"zh:/g) ?? []).length, 5 * PUBLISHED.length);
+  assertEquals((expected.match(/"h1:/g) ?? []).length, 15);
+  // The module's constraint joined the root's; the implied provider is there.
+  assertMatch(expected, /constraints = "~> 1\.0, >= 1\.0\.1"/);
+  assertMatch(
+    expected,
+    /provider "registry\.terraform\.io\/hashicorp\/zeta" \{\n  version = "3\.0\.0"\n/,
+  );
   // The h1: of each locked archive is the one computed from the upstream's bytes.
-  for (const [type, version] of [["alpha", "1.1.0"], ["gamma", "0.9.0"], ["delta", "2.0.0-rc1"]]) {
+  for (
+    const [type, version] of [
+      ["alpha", "1.1.0"],
+      ["gamma", "0.9.0"],
+      ["delta", "2.0.0-rc1"],
+      ["epsilon", "1.4.0"],
+      ["zeta", "3.0.0"],
+    ]
+  ) {
     for (const pl of THREE) {
       const zip = join(dir.path, `${type}-${pl}.zip`);
       await Deno.writeFile(zip, fake.archive(type!, version!, pl).bytes);
@@ -183,7 +239,7 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
   assertEquals(archiveDownloads(fake, mark), []);
   // deno-lint-ignore no-console
   console.log(
-    `FIGURE lock 3 providers x 3 platforms: terraform providers lock ${tfMs.toFixed(0)} ms ` +
+    `FIGURE lock 5 providers x 3 platforms: terraform providers lock ${tfMs.toFixed(0)} ms ` +
       `(${tfArchives.length} archives downloaded); repoxy lock cold ${coldMs.toFixed(0)} ms, ` +
       `warm ${warmMs.toFixed(0)} ms (0 archives)`,
   );

@@ -54,7 +54,7 @@ import {
   parseProviderAddress,
 } from "../protocol/provider_address.ts";
 import { parseSha256Sums } from "../protocol/sha256sums.ts";
-import { readRequiredProviders, TfConfigError } from "../protocol/tf_config.ts";
+import { type ProviderUse, readFileProviders, TfConfigError } from "../protocol/tf_config.ts";
 import {
   allows,
   ConstraintError,
@@ -298,10 +298,13 @@ export interface DirRequirements {
 }
 
 /**
- * Reads what DIR requires: the `required_providers` of its `*.tf` files
- * (their constraints), and its `.terraform.lock.hcl` (locked versions and
- * hashes, constraints for providers the `.tf` files do not name). At least
- * one of the two must exist.
+ * Reads what DIR requires, as `terraform providers lock` gathers it: the
+ * `required_providers` of its `*.tf` files and of the child modules
+ * `terraform init`/`get` installed (their constraints add up), providers
+ * blocks use without declaring them (`hashicorp/<name>`), and its
+ * `.terraform.lock.hcl` (locked versions and hashes; constraints for
+ * providers no `.tf` file names). At least one `.tf` file or the lock file
+ * must exist.
  * @throws {ArgumentError | LockFileError | TfConfigError | ConstraintError}
  */
 export async function readDirRequirements(dir: string): Promise<DirRequirements> {
@@ -314,45 +317,61 @@ export async function readDirRequirements(dir: string): Promise<DirRequirements>
       throw new LockFileError(`cannot read lock file "${lockPath}": ${(e as Error).message}`);
     }
   }
-  const tfFiles: string[] = [];
-  try {
-    for await (const e of Deno.readDir(dir)) {
-      if ((e.isFile || e.isSymlink) && e.name.endsWith(".tf")) tfFiles.push(e.name);
-    }
-  } catch (e) {
-    throw new ArgumentError(`cannot read directory "${dir}": ${(e as Error).message}`);
-  }
-  tfFiles.sort();
+  const tfFiles = await listTfFiles(dir);
   if (oldText === undefined && tfFiles.length === 0) {
     throw new ArgumentError(`"${dir}" has neither a .terraform.lock.hcl nor any *.tf file`);
   }
 
-  // Requirements of the configuration, merged per provider (several
-  // required_providers blocks may name one provider; their terms add up).
+  // Requirements of the configuration: the root module and the modules
+  // "terraform init" (or "terraform get") installed, merged per provider
+  // (their terms add up, as Terraform combines every module's constraints).
   const fromConfig = new Map<string, LockRequest>();
-  for (const f of tfFiles) {
-    const path = join(dir, f);
-    const text = await Deno.readTextFile(path);
-    for (const req of readRequiredProviders(text, path)) {
-      let source = req.source ?? `hashicorp/${req.localName}`;
-      // A one-part source is a type in the hashicorp namespace, as Terraform reads it.
-      if (!source.includes("/")) source = `hashicorp/${source}`;
+  const add = (provider: ProviderRef, terms: ConstraintTerm[], where: string) => {
+    const key = providerString(provider);
+    const prev = fromConfig.get(key);
+    if (prev) prev.constraints.push(...terms);
+    else fromConfig.set(key, { provider, constraints: terms, oldHashes: [], source: where });
+  };
+  for (const moduleDir of [dir, ...await installedModuleDirs(dir)]) {
+    const files = moduleDir === dir ? tfFiles : await listTfFiles(moduleDir);
+    const declared = new Set<string>();
+    const used: ProviderUse[] = [];
+    for (const f of files) {
+      const path = join(moduleDir, f);
+      const text = await Deno.readTextFile(path);
+      const found = readFileProviders(text, path);
+      used.push(...found.used);
+      for (const req of found.required) {
+        declared.add(req.localName);
+        let source = req.source ?? `hashicorp/${req.localName}`;
+        // A one-part source is a type in the hashicorp namespace, as Terraform reads it.
+        if (!source.includes("/")) source = `hashicorp/${source}`;
+        let provider: ProviderRef;
+        try {
+          provider = parseProviderAddress(source, DEFAULT_REGISTRY).provider;
+        } catch (e) {
+          throw new ArgumentError(`${req.where}: ${(e as ArgumentError).message}`);
+        }
+        let terms: ConstraintTerm[];
+        try {
+          terms = parseConstraints(req.version ?? "");
+        } catch (e) {
+          throw new ConstraintError(`${req.where}: ${(e as Error).message}`);
+        }
+        add(provider, terms, req.where);
+      }
+    }
+    // Blocks using a provider the module does not declare imply
+    // hashicorp/<name>; "terraform" is the built-in provider, never locked.
+    for (const u of used) {
+      if (declared.has(u.localName) || u.localName === "terraform") continue;
       let provider: ProviderRef;
       try {
-        provider = parseProviderAddress(source, DEFAULT_REGISTRY).provider;
+        provider = parseProviderAddress(`hashicorp/${u.localName}`, DEFAULT_REGISTRY).provider;
       } catch (e) {
-        throw new ArgumentError(`${req.where}: ${(e as ArgumentError).message}`);
+        throw new ArgumentError(`${u.where}: ${(e as ArgumentError).message}`);
       }
-      let terms: ConstraintTerm[];
-      try {
-        terms = parseConstraints(req.version ?? "");
-      } catch (e) {
-        throw new ConstraintError(`${req.where}: ${(e as Error).message}`);
-      }
-      const key = providerString(provider);
-      const prev = fromConfig.get(key);
-      if (prev) prev.constraints.push(...terms);
-      else fromConfig.set(key, { provider, constraints: terms, oldHashes: [], source: req.where });
+      add(provider, [], u.where);
     }
   }
 
@@ -388,6 +407,47 @@ export async function readDirRequirements(dir: string): Promise<DirRequirements>
   return out;
 }
 
+/** Names of the `*.tf` files of a directory, sorted. */
+async function listTfFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if ((e.isFile || e.isSymlink) && e.name.endsWith(".tf")) out.push(e.name);
+    }
+  } catch (e) {
+    throw new ArgumentError(`cannot read directory "${dir}": ${(e as Error).message}`);
+  }
+  return out.sort();
+}
+
+/**
+ * Directories of the child modules `terraform init` / `terraform get`
+ * installed (`.terraform/modules/modules.json`), relative to `dir` as
+ * Terraform records them. None when nothing was installed.
+ */
+async function installedModuleDirs(dir: string): Promise<string[]> {
+  const manifest = join(dir, ".terraform", "modules", "modules.json");
+  let text: string;
+  try {
+    text = await Deno.readTextFile(manifest);
+  } catch {
+    return [];
+  }
+  let doc: { Modules?: Array<{ Key?: unknown; Dir?: unknown }> };
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw new ArgumentError(`${manifest}: not JSON: ${(e as Error).message}`);
+  }
+  const dirs = new Set<string>();
+  for (const m of doc.Modules ?? []) {
+    if (m.Key === "" || typeof m.Dir !== "string") continue; // the root module
+    const d = join(dir, m.Dir);
+    if (d !== join(dir, ".")) dirs.add(d);
+  }
+  return [...dirs].sort();
+}
+
 /** Writes `text` to `path` atomically: a temp file beside it, fsync, rename. */
 async function writeAtomically(path: string, text: string): Promise<void> {
   const tmp = join(dirname(path), `.terraform.lock.hcl.repoxy-${crypto.randomUUID()}.tmp`);
@@ -417,9 +477,10 @@ against the registry, without any client downloading an archive. Archives not
 in the cache are fetched into it (verified, as when a client asks).
 
 Providers come from DIR's .terraform.lock.hcl (versions kept, hashes merged)
-and the required_providers of DIR's *.tf files (versions chosen as terraform
-chooses them: the newest the constraints allow, pre-releases only when named
-exactly).
+and the *.tf files of DIR and of the modules "terraform get" installed:
+required_providers entries and providers used without one (versions chosen as
+terraform chooses them: the newest the constraints allow, pre-releases only when
+named exactly). *.tf.json files are not read.
 
 Arguments:
   DIR                     the configuration directory (default: .)
@@ -436,7 +497,7 @@ lock file or configuration.`;
 /** `repoxy lock`. */
 export const lockCommand: Command = defineCommand({
   name: "lock",
-  summary: "write a complete multi-platform .terraform.lock.hcl without client downloads",
+  summary: "complete a lock file for many platforms without client downloads",
   help: HELP,
   options: {
     platform: { type: "string", short: "p", multiple: true },

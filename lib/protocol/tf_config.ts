@@ -152,6 +152,23 @@ function lex(text: string, name: string): Tok[] {
 
 const OPEN: Record<string, string> = { "{": "}", "[": "]", "(": ")" };
 
+/** A provider a module uses without declaring it: Terraform implies `hashicorp/<localName>`. */
+export interface ProviderUse {
+  localName: string;
+  /** `file:line` of the block, for messages. */
+  where: string;
+}
+
+/** What one `.tf` file says about providers. */
+export interface FileProviders {
+  required: ProviderRequirement[];
+  /**
+   * Local names the file's `resource`, `data`, `ephemeral` and `provider`
+   * blocks use (a resource's `provider` argument, else its type's prefix).
+   */
+  used: ProviderUse[];
+}
+
 /**
  * Reads the `required_providers` entries of one `.tf` file.
  * @param name the file name, for messages
@@ -159,6 +176,16 @@ const OPEN: Record<string, string> = { "{": "}", "[": "]", "(": ")" };
  *   that is not a literal string
  */
 export function readRequiredProviders(text: string, name: string): ProviderRequirement[] {
+  return readFileProviders(text, name).required;
+}
+
+/**
+ * Reads what one `.tf` file says about providers: its `required_providers`
+ * entries and the local names its blocks use.
+ * @param name the file name, for messages
+ * @throws {TfConfigError} as {@link readRequiredProviders}
+ */
+export function readFileProviders(text: string, name: string): FileProviders {
   const toks = lex(text, name);
   const out: ProviderRequirement[] = [];
   let pos = 0;
@@ -248,11 +275,52 @@ export function readRequiredProviders(text: string, name: string): ProviderRequi
     }
   };
 
+  const used: ProviderUse[] = [];
+  /** The local name a resource block's `provider = NAME[.ALIAS]` argument names, if any. */
+  const providerArgument = (a: number, b: number): string | undefined => {
+    for (let k = a + 1; k < b; k++) {
+      const u = toks[k]!;
+      if (u.kind === "punct" && u.value in OPEN) {
+        k = matching(k);
+        continue;
+      }
+      if (
+        u.kind === "ident" && u.value === "provider" && isPunct(toks[k + 1], "=") &&
+        toks[k + 2]?.kind === "ident" && (k === a + 1 || toks[k - 1]!.kind === "nl")
+      ) {
+        return toks[k + 2]!.value;
+      }
+    }
+    return undefined;
+  };
+
   while (pos < toks.length) {
     const t = toks[pos]!;
     if (t.kind === "punct" && t.value in OPEN) {
       pos = matching(pos) + 1;
       continue;
+    }
+    if (
+      t.kind === "ident" &&
+      (t.value === "resource" || t.value === "data" || t.value === "ephemeral" ||
+        t.value === "provider") &&
+      toks[pos + 1]?.kind === "string"
+    ) {
+      const open = blockOpen(pos);
+      if (open > pos) {
+        const end = matching(open);
+        const label = toks[pos + 1]!.value;
+        const where = `${name}:${t.line}`;
+        if (t.value === "provider") used.push({ localName: label, where });
+        else {
+          // A resource type's provider is the part before its first "_",
+          // unless the block names one (`provider = google-beta`).
+          const local = providerArgument(open, end) ?? label.split("_")[0]!;
+          if (local !== "") used.push({ localName: local, where });
+        }
+        pos = end + 1;
+        continue;
+      }
     }
     if (t.kind === "ident" && t.value === "terraform") {
       const open = blockOpen(pos);
@@ -276,5 +344,5 @@ export function readRequiredProviders(text: string, name: string): ProviderRequi
     }
     pos++;
   }
-  return out;
+  return { required: out, used };
 }
