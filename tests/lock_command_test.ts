@@ -209,7 +209,7 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
   assertMatch(expected, /constraints = "~> 1\.0, >= 1\.0\.1"/);
   assertMatch(
     expected,
-    /provider "registry\.terraform\.io\/hashicorp\/zeta" \{\n  version = "3\.0\.0"\n/,
+    /provider "registry\.terraform\.io\/hashicorp\/zeta" \{\n {2}version = "3\.0\.0"\n/,
   );
   // The h1: of each locked archive is the one computed from the upstream's bytes.
   for (
