@@ -23,7 +23,7 @@ import { readRequiredProviders } from "../lib/protocol/tf_config.ts";
 import { formatLockFile } from "../lib/protocol/lockfile.ts";
 import { type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
 import { exists, tempDir } from "./_helpers.ts";
-import { captureIo } from "./_cli.ts";
+import { captureIo, runCli, writeConfig } from "./_cli.ts";
 import { makeTestTls } from "./_tls.ts";
 import { findTerraform, runTerraform, skip } from "./_terraform.ts";
 
@@ -523,4 +523,32 @@ Deno.test("repoxy lock: clear errors and exit codes, nothing written on failure"
   assertMatch(r.err, /neither a \.terraform\.lock\.hcl nor any \*\.tf file/);
   // No archive was fetched for any of the failed runs but the first's linux_amd64.
   assertEquals(archiveDownloads(s.fake), ["terraform-provider-alpha_1.1.0_linux_amd64.zip"]);
+});
+
+Deno.test("repoxy lock as a process: the service's permissions suffice", async () => {
+  await using s = await setup({ "main.tf": ALPHA_TF });
+  const cfg = await writeConfig(join(s.wd, ".."), {
+    cacheDir: s.config.cacheDir,
+    upstreams: { "registry.terraform.io": { url: s.fake.registryUrl } },
+    egressAllow: s.fake.egressAllow,
+  });
+  const r = await runCli([
+    "lock",
+    "-c",
+    cfg,
+    ...platformArgs(["linux_amd64", "darwin_arm64"]),
+    s.wd,
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  assertMatch(
+    r.stdout,
+    /lock: .* written: 1 provider\(s\) for linux_amd64, darwin_arm64; 2 archive/,
+  );
+  const text = await Deno.readTextFile(join(s.wd, LOCK));
+  assertEquals((text.match(/"h1:/g) ?? []).length, 2);
+  assertEquals((text.match(/"zh:/g) ?? []).length, PUBLISHED.length);
+  assertEquals(archiveDownloads(s.fake), [
+    "terraform-provider-alpha_1.1.0_darwin_arm64.zip",
+    "terraform-provider-alpha_1.1.0_linux_amd64.zip",
+  ]);
 });

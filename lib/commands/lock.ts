@@ -561,7 +561,14 @@ export const lockCommand: Command = defineCommand({
     const text = formatLockFile(report.entries, reqs.header);
     const path = join(dir, ".terraform.lock.hcl");
     const changed = text !== reqs.oldText;
-    if (changed) await writeAtomically(path, text);
+    if (changed) {
+      try {
+        await writeAtomically(path, text);
+      } catch (e) {
+        io.err(`repoxy lock: cannot write ${path}: ${(e as Error).message}`);
+        return EXIT_FAILED;
+      }
+    }
     io.out(
       `lock: ${path} ${changed ? "written" : "already complete"}: ${report.entries.length} ` +
         `provider(s) for ${platforms.map(platformString).join(", ")}; ${report.fetched} ` +
