@@ -19,7 +19,7 @@ import {
   newestAllowed,
   parseConstraints,
 } from "../lib/protocol/version_constraints.ts";
-import { readRequiredProviders } from "../lib/protocol/tf_config.ts";
+import { readFileProviders, readRequiredProviders } from "../lib/protocol/tf_config.ts";
 import { formatLockFile } from "../lib/protocol/lockfile.ts";
 import { type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
 import { exists, tempDir } from "./_helpers.ts";
@@ -339,6 +339,30 @@ Deno.test("tf reader: required_providers from terraform blocks only, legacy form
       ["aws", "hashicorp/aws", undefined],
     ],
   );
+});
+
+Deno.test("tf reader: providers used without a declaration (resources, data, check, provider)", () => {
+  const found = readFileProviders(
+    `provider "aws" {\n  region = "x"\n}\n` +
+      `resource "google_thing" "a" {\n  provider = google-beta.west\n}\n` +
+      `resource "random_id" "b" {\n  keepers = { provider = "not this" }\n}\n` +
+      `data "http" "c" {}\n` +
+      `ephemeral "vault_secret" "d" {}\n` +
+      `check "e" {\n  data "dns_a_record_set" "f" {}\n  assert {\n    condition = true\n` +
+      `    error_message = "\${resource.x}"\n  }\n}\n` +
+      `module "g" {\n  source = "./g"\n  providers = { aws = aws.west }\n}\n` +
+      `output "h" {\n  value = <<-EOT\n    resource "nope_x" "y" {}\n  EOT\n}\n`,
+    "x.tf",
+  );
+  assertEquals(found.required, []);
+  assertEquals(found.used.map((u) => u.localName), [
+    "aws",
+    "google-beta",
+    "random",
+    "http",
+    "vault",
+    "dns",
+  ]);
 });
 
 Deno.test("lock file writer: terraform's layout (header, sorted providers and hashes)", () => {

@@ -188,7 +188,6 @@ export function readRequiredProviders(text: string, name: string): ProviderRequi
 export function readFileProviders(text: string, name: string): FileProviders {
   const toks = lex(text, name);
   const out: ProviderRequirement[] = [];
-  let pos = 0;
   const isPunct = (t: Tok | undefined, v: string) => t?.kind === "punct" && t.value === v;
 
   /** From an opening bracket at `pos`, returns the index of its closing one. */
@@ -294,55 +293,72 @@ export function readFileProviders(text: string, name: string): FileProviders {
     return undefined;
   };
 
-  while (pos < toks.length) {
-    const t = toks[pos]!;
-    if (t.kind === "punct" && t.value in OPEN) {
-      pos = matching(pos) + 1;
-      continue;
-    }
-    if (
-      t.kind === "ident" &&
-      (t.value === "resource" || t.value === "data" || t.value === "ephemeral" ||
-        t.value === "provider") &&
-      toks[pos + 1]?.kind === "string"
-    ) {
-      const open = blockOpen(pos);
-      if (open > pos) {
-        const end = matching(open);
-        const label = toks[pos + 1]!.value;
-        const where = `${name}:${t.line}`;
-        if (t.value === "provider") used.push({ localName: label, where });
-        else {
-          // A resource type's provider is the part before its first "_",
-          // unless the block names one (`provider = google-beta`).
-          const local = providerArgument(open, end) ?? label.split("_")[0]!;
-          if (local !== "") used.push({ localName: local, where });
-        }
-        pos = end + 1;
+  /** Walks the blocks between token indexes `from` and `to` (a file, or a `check` body). */
+  const walk = (from: number, to: number, top: boolean) => {
+    let pos = from;
+    while (pos < to) {
+      const t = toks[pos]!;
+      if (t.kind === "punct" && t.value in OPEN) {
+        pos = matching(pos) + 1;
         continue;
       }
-    }
-    if (t.kind === "ident" && t.value === "terraform") {
-      const open = blockOpen(pos);
-      if (open === pos + 1) {
-        const end = matching(open);
-        for (let k = open + 1; k < end; k++) {
-          const u = toks[k]!;
-          if (u.kind === "punct" && u.value in OPEN) {
-            k = matching(k);
-            continue;
+      if (
+        t.kind === "ident" &&
+        (t.value === "data" ||
+          (top && (t.value === "resource" || t.value === "ephemeral" || t.value === "provider"))) &&
+        toks[pos + 1]?.kind === "string"
+      ) {
+        const open = blockOpen(pos);
+        if (open > pos) {
+          const end = matching(open);
+          const label = toks[pos + 1]!.value;
+          const where = `${name}:${t.line}`;
+          if (t.value === "provider") used.push({ localName: label, where });
+          else {
+            // A resource type's provider is the part before its first "_",
+            // unless the block names one (`provider = google-beta`).
+            const local = providerArgument(open, end) ?? label.split("_")[0]!;
+            if (local !== "") used.push({ localName: local, where });
           }
-          if (u.kind === "ident" && u.value === "required_providers" && isPunct(toks[k + 1], "{")) {
-            const rEnd = matching(k + 1);
-            requiredProviders(k + 1, rEnd);
-            k = rEnd;
-          }
+          pos = end + 1;
+          continue;
         }
-        pos = end + 1;
-        continue;
       }
+      // `check` blocks (Terraform 1.5) may hold scoped data sources.
+      if (top && t.kind === "ident" && t.value === "check" && toks[pos + 1]?.kind === "string") {
+        const open = blockOpen(pos);
+        if (open > pos) {
+          const end = matching(open);
+          walk(open + 1, end, false);
+          pos = end + 1;
+          continue;
+        }
+      }
+      if (top && t.kind === "ident" && t.value === "terraform") {
+        const open = blockOpen(pos);
+        if (open === pos + 1) {
+          const end = matching(open);
+          for (let k = open + 1; k < end; k++) {
+            const u = toks[k]!;
+            if (u.kind === "punct" && u.value in OPEN) {
+              k = matching(k);
+              continue;
+            }
+            if (
+              u.kind === "ident" && u.value === "required_providers" && isPunct(toks[k + 1], "{")
+            ) {
+              const rEnd = matching(k + 1);
+              requiredProviders(k + 1, rEnd);
+              k = rEnd;
+            }
+          }
+          pos = end + 1;
+          continue;
+        }
+      }
+      pos++;
     }
-    pos++;
-  }
+  };
+  walk(0, toks.length, true);
   return { required: out, used };
 }
