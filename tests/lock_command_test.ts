@@ -576,3 +576,43 @@ Deno.test("repoxy lock as a process: the service's permissions suffice", async (
     "terraform-provider-alpha_1.1.0_linux_amd64.zip",
   ]);
 });
+
+Deno.test("repoxy lock keeps an OpenTofu lock file OpenTofu's (header, registry)", async () => {
+  await using dir = await tempDir();
+  await using fake = await startFakeRegistry({ providers: PROVIDERS });
+  const config = await buildConfig({
+    cacheDir: join(dir.path, "cache"),
+    upstreams: { "registry.opentofu.org": { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
+  });
+  const tofuLock = `# This file is maintained automatically by "tofu init".
+# Manual edits may be lost in future updates.
+
+provider "registry.opentofu.org/example/gamma" {
+  version = "1.0.0"
+}
+`;
+  await Deno.writeTextFile(join(dir.path, LOCK), tofuLock);
+  const r = await repoxyLock(config, [dir.path, ...platformArgs(["linux_amd64"])]);
+  assertEquals(r.code, 0, r.err);
+  const text = await Deno.readTextFile(join(dir.path, LOCK));
+  const zip = join(dir.path, "g.zip");
+  await Deno.writeFile(zip, fake.archive("gamma", "1.0.0", "linux_amd64").bytes);
+  assertEquals(
+    text,
+    formatLockFile(
+      [{
+        provider: { hostname: "registry.opentofu.org", namespace: "example", type: "gamma" },
+        version: "1.0.0",
+        hashes: [
+          await hashZipH1(zip),
+          ...fake.archives.filter((a) => a.type === "gamma" && a.version === "1.0.0").map((a) =>
+            `zh:${a.sha256}`
+          ),
+        ],
+      }],
+      tofuLock.split("\n\n")[0] + "\n",
+    ),
+  );
+  assert(text.startsWith(`# This file is maintained automatically by "tofu init".\n`));
+});
