@@ -616,3 +616,45 @@ provider "registry.opentofu.org/example/gamma" {
   );
   assert(text.startsWith(`# This file is maintained automatically by "tofu init".\n`));
 });
+
+Deno.test("repoxy lock checks a lock made on another platform against that platform's archive", async () => {
+  await using s = await setup({ "main.tf": ALPHA_TF });
+  const zip = join(s.wd, "..", "d.zip");
+  const h1Of = async (pl: string) => {
+    await Deno.writeFile(zip, s.fake.archive("alpha", "1.1.0", pl).bytes);
+    return await hashZipH1(zip);
+  };
+  const macH1 = await h1Of("darwin_arm64");
+  const linuxH1 = await h1Of("linux_amd64");
+  // What terraform init through a network mirror writes on a Mac.
+  const macLock = `# This file is maintained automatically by "terraform init".
+# Manual edits may be lost in future updates.
+
+provider "registry.terraform.io/example/alpha" {
+  version     = "1.1.0"
+  constraints = "~> 1.0"
+  hashes = [
+    "${macH1}",
+  ]
+}
+`;
+  const lockPath = join(s.wd, LOCK);
+  await Deno.writeTextFile(lockPath, macLock);
+  // Linux alone cannot vouch for the Mac's h1: refused, with the way out.
+  let r = await s.run(platformArgs(["linux_amd64"]));
+  assertEquals(r.code, 1);
+  assertMatch(r.err, /add that one with --platform/);
+  assertEquals(await Deno.readTextFile(lockPath), macLock);
+  // Asked for both, it checks and completes.
+  r = await s.run(platformArgs(["linux_amd64", "darwin_arm64"]));
+  assertEquals(r.code, 0, r.err);
+  const both = await Deno.readTextFile(lockPath);
+  assert(both.includes(`"${macH1}"`) && both.includes(`"${linuxH1}"`));
+  // Once the Mac archive is cached, Linux alone will do, without a download.
+  await Deno.writeTextFile(lockPath, macLock);
+  const mark = s.fake.requests.length;
+  r = await s.run(platformArgs(["linux_amd64"]));
+  assertEquals(r.code, 0, r.err);
+  assertEquals(await Deno.readTextFile(lockPath), both);
+  assertEquals(archiveDownloads(s.fake, mark), []);
+});

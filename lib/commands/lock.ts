@@ -42,6 +42,7 @@ import {
 } from "../protocol/lockfile.ts";
 import {
   archiveFilename,
+  parseArchiveFilename,
   type PlatformRef,
   platformString,
   type ProviderRef,
@@ -210,10 +211,17 @@ export async function lockProviders(app: App, opts: LockOptions): Promise<LockRe
       }
       const checkable = r.oldHashes.filter((h) => h.startsWith("zh:") || h.startsWith("h1:"));
       if (checkable.length > 0 && !checkable.some((h) => known.has(h))) {
-        return fail(
-          `none of the hashes the lock file holds for ${version} matches the published ` +
-            `archives of ${opts.platforms.map(platformString).join(", ")}`,
-        );
+        // A lock made through a network mirror holds one h1: of the platform
+        // it was made on, maybe not one asked for now: the archives of the
+        // release the cache already holds may still vouch for it.
+        for (const h of await cachedH1s(app, r.provider, version, sums)) known.add(h);
+        if (!checkable.some((h) => known.has(h))) {
+          return fail(
+            `none of the hashes the lock file holds for ${version} matches the published ` +
+              `archives of ${opts.platforms.map(platformString).join(", ")}; if the lock file ` +
+              `was made on another platform, add that one with --platform so it can be checked`,
+          );
+        }
       }
     }
     const entry: LockEntry = {
@@ -226,6 +234,29 @@ export async function lockProviders(app: App, opts: LockOptions): Promise<LockRe
     report.entries.push(entry);
   });
   return report;
+}
+
+/**
+ * The `h1:` hashes of the archives of a release the cache holds with the
+ * digest the signed SHA256SUMS gives them (any platform).
+ */
+async function cachedH1s(
+  app: App,
+  p: ProviderRef,
+  version: string,
+  sums: Map<string, string>,
+): Promise<string[]> {
+  const out: string[] = [];
+  for (const [file, digest] of sums) {
+    const a = parseArchiveFilename(p.type, file);
+    if (!a || a.version !== version) continue;
+    const pl = { os: a.os, arch: a.arch };
+    const meta = await app.packages.readMeta(p, version, pl);
+    if (meta?.sha256 !== digest) continue;
+    const h1 = await app.packages.ensureH1(p, version, pl).catch(() => undefined);
+    if (h1) out.push(h1);
+  }
+  return out;
 }
 
 /** Runs at most `n` of the functions given to it at once. */
