@@ -478,6 +478,13 @@ provider "registry.terraform.io/example/alpha" {
   assertEquals(await Deno.readTextFile(join(s.wd, LOCK)), full);
   assertEquals(s.fake.requests.length, quiet);
 
+  // Upstream down: the cached metadata and archives still make the lock.
+  await s.fake.stop();
+  await Deno.writeTextFile(join(s.wd, LOCK), mirrorMade);
+  const down = await s.run(platformArgs(THREE));
+  assertEquals(down.code, 0, down.err);
+  assertEquals(await Deno.readTextFile(join(s.wd, LOCK)), full);
+
   // Without any .tf file the lock file alone names what to lock.
   await Deno.remove(join(s.wd, "main.tf"));
   await Deno.writeTextFile(join(s.wd, LOCK), mirrorMade);
@@ -535,6 +542,12 @@ Deno.test("repoxy lock: clear errors and exit codes, nothing written on failure"
   r = await s.run([]);
   assertEquals(r.code, 2);
   assertMatch(r.err, /registry other\.example\.com is not in "upstreams"/);
+
+  // A platform that is no platform, a second directory: usage.
+  r = await s.run(["--platform", "linux"]);
+  assertEquals(r.code, 2);
+  r = await s.run([s.wd]);
+  assertEquals(r.code, 2);
 
   // A bad constraint, an empty directory: usage.
   await Deno.writeTextFile(join(s.wd, "main.tf"), ALPHA_TF.replace("~> 1.0", "~> one"));
