@@ -671,3 +671,30 @@ provider "registry.terraform.io/example/alpha" {
   assertEquals(await Deno.readTextFile(lockPath), both);
   assertEquals(archiveDownloads(s.fake, mark), []);
 });
+
+Deno.test("repoxy lock leaves a locked provider the configuration does not require as it is", async () => {
+  await using s = await setup({ "main.tf": ALPHA_TF });
+  const gamma = `provider "registry.terraform.io/example/gamma" {
+  version     = "1.0.0"
+  constraints = "~> 1.0"
+  hashes = [
+    "h1:notcheckedbecausenotrequired=",
+  ]
+}
+`;
+  await Deno.writeTextFile(
+    join(s.wd, LOCK),
+    `# This file is maintained automatically by "terraform init".\n` +
+      `# Manual edits may be lost in future updates.\n\n${gamma}`,
+  );
+  const r = await s.run(platformArgs(["linux_amd64"]));
+  assertEquals(r.code, 0, r.err);
+  assertMatch(r.err, /example\/gamma .* is not required by the configuration; left as it is/);
+  const text = await Deno.readTextFile(join(s.wd, LOCK));
+  assert(text.endsWith(`\n${gamma}`), text);
+  assertMatch(
+    text,
+    /provider "registry\.terraform\.io\/example\/alpha" \{\n {2}version {5}= "1\.1\.0"/,
+  );
+  assertEquals(archiveDownloads(s.fake), ["terraform-provider-alpha_1.1.0_linux_amd64.zip"]);
+});

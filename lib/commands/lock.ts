@@ -79,6 +79,11 @@ export interface LockRequest {
   oldHashes: string[];
   /** Where the requirement came from (`file:line`), for messages. */
   source: string;
+  /**
+   * Locked, but not required by the configuration: written back exactly as
+   * it was (`constraints` as written), as `terraform providers lock` does.
+   */
+  keep?: { constraints?: string };
 }
 
 /** Options of {@link lockProviders}. */
@@ -100,6 +105,8 @@ export interface LockReport {
   fetchedBytes: number;
   /** Archives already in the cache. */
   cached: number;
+  /** Providers written back unchanged (locked, but the configuration does not require them). */
+  kept: string[];
 }
 
 const BASE = "http://repoxy.lock";
@@ -118,7 +125,14 @@ async function errorText(res: Response): Promise<string> {
  * failure: each is named in `failures`.
  */
 export async function lockProviders(app: App, opts: LockOptions): Promise<LockReport> {
-  const report: LockReport = { entries: [], failures: [], fetched: 0, fetchedBytes: 0, cached: 0 };
+  const report: LockReport = {
+    entries: [],
+    failures: [],
+    fetched: 0,
+    fetchedBytes: 0,
+    cached: 0,
+    kept: [],
+  };
   const progress = opts.progress;
   const total = opts.requests.length * opts.platforms.length;
   let done = 0;
@@ -128,6 +142,17 @@ export async function lockProviders(app: App, opts: LockOptions): Promise<LockRe
   // fetches share one bound, `concurrency`, whichever provider they are for.
   const archiveSlot = limiter(opts.concurrency);
   await mapPool(opts.requests, 4, async (r) => {
+    if (r.keep && r.lockedVersion !== undefined) {
+      const kept: LockEntry = {
+        provider: r.provider,
+        version: r.lockedVersion,
+        hashes: r.oldHashes,
+      };
+      if (r.keep.constraints) kept.constraints = r.keep.constraints;
+      report.entries.push(kept);
+      report.kept.push(`${providerString(r.provider)} (${r.source})`);
+      return;
+    }
     const name = `${providerString(r.provider)} (${r.source})`;
     const fail = (msg: string) => {
       report.failures.push(`${name}: ${msg}`);
@@ -423,13 +448,19 @@ export async function readDirRequirements(dir: string): Promise<DirRequirements>
         } catch (e) {
           throw new LockFileError(`${lockPath}:${lp.line}: ${(e as Error).message}`);
         }
-        requests.set(key, {
+        const lone: LockRequest = {
           provider: lp.provider,
           constraints: terms,
           lockedVersion: lp.version!,
           oldHashes: lp.hashes,
           source: `${lockPath}:${lp.line}`,
-        });
+        };
+        // With a configuration, a provider it does not require stays as it
+        // is (terraform providers lock leaves it; terraform init drops it).
+        if (tfFiles.length > 0) {
+          lone.keep = lp.constraints === undefined ? {} : { constraints: lp.constraints };
+        }
+        requests.set(key, lone);
       }
     }
   }
@@ -511,7 +542,9 @@ Providers come from DIR's .terraform.lock.hcl (versions kept, hashes merged)
 and the *.tf files of DIR and of the modules "terraform get" installed:
 required_providers entries and providers used without one (versions chosen as
 terraform chooses them: the newest the constraints allow, pre-releases only when
-named exactly). *.tf.json files are not read.
+named exactly). *.tf.json files are not read. A locked provider the *.tf files
+do not require is left as it is, as "terraform providers lock" leaves it; with
+no *.tf file, every locked provider is completed.
 
 Arguments:
   DIR                     the configuration directory (default: .)
@@ -585,6 +618,9 @@ export const lockCommand: Command = defineCommand({
     });
     progress.done();
     for (const f of report.failures) io.err(`repoxy lock: FAILED ${f}`);
+    for (const k of report.kept) {
+      io.err(`repoxy lock: note: ${k} is not required by the configuration; left as it is`);
+    }
     if (report.failures.length > 0) {
       io.err(`repoxy lock: ${join(dir, ".terraform.lock.hcl")} left unchanged`);
       return EXIT_FAILED;
