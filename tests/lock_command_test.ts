@@ -485,10 +485,11 @@ provider "registry.terraform.io/example/alpha" {
   assertEquals(down.code, 0, down.err);
   assertEquals(await Deno.readTextFile(join(s.wd, LOCK)), full);
 
-  // Without any .tf file the lock file alone names what to lock.
+  // Without any .tf file the lock file alone names what to lock; the lock
+  // file's path names its directory.
   await Deno.remove(join(s.wd, "main.tf"));
   await Deno.writeTextFile(join(s.wd, LOCK), mirrorMade);
-  assertEquals((await s.run(platformArgs(THREE))).code, 0);
+  assertEquals((await repoxyLock(s.config, [join(s.wd, LOCK), ...platformArgs(THREE)])).code, 0);
   assertEquals(await Deno.readTextFile(join(s.wd, LOCK)), full);
 });
 
@@ -569,13 +570,7 @@ Deno.test("repoxy lock as a process: the service's permissions suffice", async (
     upstreams: { "registry.terraform.io": { url: s.fake.registryUrl } },
     egressAllow: s.fake.egressAllow,
   });
-  const r = await runCli([
-    "lock",
-    "-c",
-    cfg,
-    ...platformArgs(["linux_amd64", "darwin_arm64"]),
-    s.wd,
-  ]);
+  const r = await runCli(["lock", "-c", cfg, "-p", "linux_amd64,darwin_arm64", s.wd]);
   assertEquals(r.code, 0, r.stderr);
   assertMatch(
     r.stdout,

@@ -547,10 +547,11 @@ do not require is left as it is, as "terraform providers lock" leaves it; with
 no *.tf file, every locked provider is completed.
 
 Arguments:
-  DIR                     the configuration directory (default: .)
+  DIR                     the configuration directory, or its lock file (default: .)
 
 Options:
-  -p, --platform OS_ARCH  platform to lock, repeatable (default: this machine's)
+  -p, --platform OS_ARCH  platform to lock, repeatable or comma-separated
+                          (default: this machine's)
   -j, --concurrency N     archives fetched at once (default 4)
 ${COMMON_HELP}
 
@@ -574,11 +575,16 @@ export const lockCommand: Command = defineCommand({
       io.err("repoxy lock: --concurrency must be a whole number from 1 to 64");
       return EXIT_USAGE;
     }
-    const dir = parsed.positionals[0] ?? ".";
+    let dir = parsed.positionals[0] ?? ".";
+    // The lock file itself names its directory too (as for "repoxy warm").
+    if ((await Deno.stat(dir).catch(() => undefined))?.isFile) dir = dirname(dir);
     let platforms: PlatformRef[];
     let reqs: DirRequirements;
     try {
-      const names = flagStrings(parsed, "platform");
+      // Repeatable, and each may list several: -p linux_amd64,darwin_arm64.
+      const names = flagStrings(parsed, "platform").flatMap((v) => v.split(",")).map((v) =>
+        v.trim()
+      ).filter((v) => v !== "");
       platforms = names.length > 0 ? names.map(parsePlatform) : [currentPlatform()];
       platforms = [...new Map(platforms.map((pl) => [platformString(pl), pl])).values()];
       reqs = await readDirRequirements(dir);
