@@ -693,3 +693,23 @@ Deno.test("repoxy lock leaves a locked provider the configuration does not requi
   );
   assertEquals(archiveDownloads(s.fake), ["terraform-provider-alpha_1.1.0_linux_amd64.zip"]);
 });
+
+Deno.test("repoxy lock works on a mirror whose clients need tokens (it is no client)", async () => {
+  await using dir = await tempDir();
+  await using fake = await startFakeRegistry({ providers: PROVIDERS });
+  const config = await buildConfig({
+    cacheDir: join(dir.path, "cache"),
+    upstreams: { "registry.terraform.io": { url: fake.registryUrl } },
+    egressAllow: fake.egressAllow,
+    auth: { tokens: [{ name: "team", token: "team-token-0123456789abcdef" }], protectOps: true },
+  });
+  await Deno.writeTextFile(join(dir.path, "main.tf"), ALPHA_TF);
+  const r = await repoxyLock(config, [dir.path, ...platformArgs(["linux_amd64", "darwin_arm64"])]);
+  assertEquals(r.code, 0, r.err);
+  const text = await Deno.readTextFile(join(dir.path, LOCK));
+  assertEquals((text.match(/"h1:/g) ?? []).length, 2);
+  assertEquals(archiveDownloads(fake), [
+    "terraform-provider-alpha_1.1.0_darwin_arm64.zip",
+    "terraform-provider-alpha_1.1.0_linux_amd64.zip",
+  ]);
+});

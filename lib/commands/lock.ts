@@ -10,10 +10,11 @@
  * `h1:` of each requested platform, computed by Repoxy from the cached archive,
  * plus every `zh:` of the publisher's signed SHA256SUMS.
  *
- * Everything comes through the app's source seam and request handler, as for
- * `warm`: version lists and SHA256SUMS (signature verified) from
- * `app.source`, archives through the archive route, so each byte passes the
- * same checks as when a client asks for it.
+ * Everything comes through the app's source seam (`app.source`): version
+ * lists, SHA256SUMS (signature verified) and archives (`fetchArchive`, into
+ * the cache, checked against those sums), so each byte passes the same checks
+ * as when a client asks for it. Client tokens (`auth`) do not apply: this
+ * command is the operator, not a client.
  * @module
  */
 import type { App } from "../app.ts";
@@ -107,17 +108,6 @@ export interface LockReport {
   cached: number;
   /** Providers written back unchanged (locked, but the configuration does not require them). */
   kept: string[];
-}
-
-const BASE = "http://repoxy.lock";
-
-async function errorText(res: Response): Promise<string> {
-  const text = await res.text();
-  try {
-    const msg = (JSON.parse(text) as { errors?: unknown[] }).errors?.[0];
-    if (typeof msg === "string") return `${res.status}: ${msg}`;
-  } catch { /* not JSON */ }
-  return `${res.status}: ${text.slice(0, 200)}`;
 }
 
 /**
@@ -320,12 +310,16 @@ async function platformH1(
   if (cached) {
     report.cached++;
   } else {
-    const path = `/${providerString(p)}/${archiveFilename(p.type, version, pl)}`;
-    const res = await app.handle(new Request(BASE + path));
-    if (res.status !== 200) throw new Error(await errorText(res));
-    let bytes = 0;
-    for await (const chunk of res.body ?? new ReadableStream<Uint8Array>()) bytes += chunk.length;
-    await app.downloads.inflight(p, version, pl)?.done.catch(() => {});
+    // The source seam, not the request handler: this command is no client
+    // (client tokens do not apply), but the archive takes the same path as
+    // for one, checked against the signed SHA256SUMS before it is stored.
+    const got = await app.source.fetchArchive(p, version, pl);
+    if (got.kind === "bypass") {
+      await got.body.cancel().catch(() => {});
+      throw new Error("the cache cannot be written now, so Repoxy cannot hash the archive");
+    }
+    const stored = await got.download.done;
+    const bytes = stored.size;
     meta = await app.packages.readMeta(p, version, pl);
     cached = meta ? await app.packages.open(p, version, pl) : undefined;
     cached?.object.close();
