@@ -576,6 +576,12 @@ Deno.test("repoxy lock as a process: the service's permissions suffice", async (
     r.stdout,
     /lock: .* written: 1 provider\(s\) for linux_amd64, darwin_arm64; 2 archive/,
   );
+  assert(
+    r.stdout.includes(
+      `registry.terraform.io/example/alpha 1.1.0: 2 h1:, ${PUBLISHED.length} zh:\n`,
+    ),
+    r.stdout,
+  );
   const text = await Deno.readTextFile(join(s.wd, LOCK));
   assertEquals((text.match(/"h1:/g) ?? []).length, 2);
   assertEquals((text.match(/"zh:/g) ?? []).length, PUBLISHED.length);

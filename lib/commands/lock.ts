@@ -478,11 +478,17 @@ async function listTfFiles(dir: string): Promise<string[]> {
 
 /**
  * Directories of the child modules `terraform init` / `terraform get`
- * installed (`.terraform/modules/modules.json`), relative to `dir` as
- * Terraform records them. None when nothing was installed.
+ * installed (`.terraform/modules/modules.json`, or under `TF_DATA_DIR`),
+ * relative to `dir` as Terraform records them. None when nothing was
+ * installed.
  */
 async function installedModuleDirs(dir: string): Promise<string[]> {
-  const manifest = join(dir, ".terraform", "modules", "modules.json");
+  // Terraform keeps its working data in TF_DATA_DIR when that is set.
+  let dataDir = ".terraform";
+  try {
+    dataDir = Deno.env.get("TF_DATA_DIR") || dataDir;
+  } catch { /* no env permission: the default */ }
+  const manifest = join(dir, dataDir, "modules", "modules.json");
   let text: string;
   try {
     text = await Deno.readTextFile(manifest);
@@ -624,6 +630,17 @@ export const lockCommand: Command = defineCommand({
     if (report.failures.length > 0) {
       io.err(`repoxy lock: ${join(dir, ".terraform.lock.hcl")} left unchanged`);
       return EXIT_FAILED;
+    }
+    const byName = report.entries.map((e) => [providerString(e.provider), e] as const).sort((
+      [a],
+      [b],
+    ) => a < b ? -1 : 1);
+    for (const [name, e] of byName) {
+      const count = (scheme: string) =>
+        [...new Set(e.hashes)].filter((h) => h.startsWith(scheme)).length;
+      io.out(
+        `${name} ${e.version}: ${count("h1:")} h1:, ${count("zh:")} zh:`,
+      );
     }
     const text = formatLockFile(report.entries, reqs.header);
     const path = join(dir, ".terraform.lock.hcl");
