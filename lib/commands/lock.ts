@@ -33,6 +33,7 @@ import {
   Progress,
 } from "./cli.ts";
 import { dirname, join } from "../deps/path.ts";
+import { formatSize } from "../base/size.ts";
 import {
   formatLockFile,
   type LockEntry,
@@ -656,7 +657,10 @@ export const lockCommand: Command = defineCommand({
     io.out(
       `lock: ${path} ${changed ? "written" : "already complete"}: ${report.entries.length} ` +
         `provider(s) for ${platforms.map(platformString).join(", ")}; ${report.fetched} ` +
-        `archive(s) fetched into the cache, ${report.cached} already cached, in ${
+        `archive(s) fetched into the cache (${
+          formatSize(report.fetchedBytes)
+        }), ${report.cached} ` +
+        `already cached; the client downloads none; in ${
           ((Date.now() - started) / 1000).toFixed(1)
         } s`,
     );
