@@ -5,6 +5,7 @@
 import type { Command } from "./cli.ts";
 import { exportCommand } from "./export.ts";
 import { importCommand } from "./import.ts";
+import { lockCommand } from "./lock.ts";
 import { pruneCommand } from "./prune.ts";
 import { tlsCommand } from "./tls.ts";
 import { verifyCommand } from "./verify.ts";
@@ -12,7 +13,8 @@ import { warmCommand } from "./warm.ts";
 
 /** Subcommands by name (`serve` is main.ts's own). */
 export const COMMANDS: ReadonlyMap<string, Command> = new Map(
-  [warmCommand, exportCommand, importCommand, verifyCommand, pruneCommand, tlsCommand].map((
-    c,
-  ) => [c.name, c]),
+  [warmCommand, lockCommand, exportCommand, importCommand, verifyCommand, pruneCommand, tlsCommand]
+    .map((
+      c,
+    ) => [c.name, c]),
 );

@@ -293,3 +293,67 @@ export async function readLockFile(path: string, defaultHost: string): Promise<L
   }
   return parseLockFile(text, path, defaultHost);
 }
+
+/** What {@link formatLockFile} writes for one provider. */
+export interface LockEntry {
+  provider: ProviderTarget["provider"];
+  version: string;
+  /** Normalized constraints (empty or undefined: no `constraints` line). */
+  constraints?: string;
+  hashes: string[];
+}
+
+/** The header `terraform init` writes; OpenTofu's names `tofu init`. */
+export const TERRAFORM_LOCK_HEADER = `# This file is maintained automatically by "terraform init".
+# Manual edits may be lost in future updates.
+`;
+
+/** OpenTofu's header, kept when rewriting a lock file it made. */
+export const TOFU_LOCK_HEADER = `# This file is maintained automatically by "tofu init".
+# Manual edits may be lost in future updates.
+`;
+
+function hclString(s: string): string {
+  // hclwrite's escaping: quotes, backslashes, control characters, and the
+  // template openers doubled so they stay literal.
+  return `"${
+    s.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n").replace(/\r/g, "\\r")
+      .replace(/\t/g, "\\t").replace(/\$\{/g, "$${").replace(/%\{/g, "%%{")
+  }"`;
+}
+
+function compareProviders(a: LockEntry["provider"], b: LockEntry["provider"]): number {
+  for (const k of ["hostname", "namespace", "type"] as const) {
+    if (a[k] !== b[k]) return a[k] < b[k] ? -1 : 1;
+  }
+  return 0;
+}
+
+/**
+ * Writes a lock file the way Terraform's `depsfile.SaveLocksToBytes` does
+ * (hclwrite formatting): the header, then one block per provider sorted by
+ * hostname, namespace and type, each `version`, `constraints` (aligned with
+ * `version` when present) and the hashes de-duplicated, sorted as strings,
+ * one per line with a trailing comma.
+ */
+export function formatLockFile(entries: LockEntry[], header = TERRAFORM_LOCK_HEADER): string {
+  let out = header;
+  for (const e of [...entries].sort((a, b) => compareProviders(a.provider, b.provider))) {
+    const p = e.provider;
+    out += `\nprovider ${hclString(`${p.hostname}/${p.namespace}/${p.type}`)} {\n`;
+    if (e.constraints) {
+      out += `  version     = ${hclString(e.version)}\n`;
+      out += `  constraints = ${hclString(e.constraints)}\n`;
+    } else {
+      out += `  version = ${hclString(e.version)}\n`;
+    }
+    const hashes = [...new Set(e.hashes)].sort((a, b) => a < b ? -1 : a > b ? 1 : 0);
+    if (hashes.length > 0) {
+      out += `  hashes = [\n`;
+      for (const h of hashes) out += `    ${hclString(h)},\n`;
+      out += `  ]\n`;
+    }
+    out += `}\n`;
+  }
+  return out;
+}
