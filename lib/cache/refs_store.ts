@@ -56,7 +56,7 @@ export const DEFAULT_REFS_MEMORY_BYTES = 48 * 2 ** 20;
  * What an entry is charged in memory. Bodies are charged three times their
  * length: the text itself plus what parsing it keeps beside it (measured:
  * a parsed 1 MB version list holds ~2.8 MB of heap with its text), since the
- * parsed forms live exactly as long as the entry (see upstream/metadata.ts).
+ * parsed forms live exactly as long as the entry (see `parsedOnce` in upstream/ref_cache.ts).
  */
 function costOf(key: string, entry: RefEntry | null): number {
   if (!entry) return 2 * key.length + 64;

@@ -68,67 +68,16 @@ import {
 } from "../integrity/checks.ts";
 import { MAX_SIGNATURE_BYTES } from "../integrity/signature.ts";
 import { type UpstreamClient, upstreamUrl } from "./client.ts";
-import { givenUp, Slots } from "./slots.ts";
+import { NOT_MODIFIED, parsedOnce, RefCache } from "./ref_cache.ts";
+import { Slots } from "./slots.ts";
+import { sumsDocument } from "./sums_search.ts";
 
 function noService(hostname: string, service: string): NotFoundError {
   return new NotFoundError(`upstream ${hostname} does not offer ${service}`);
 }
 
-/** How long a refresh may take before a stored (expired) copy is served instead. */
-const STALE_GRACE_MS = 2_000;
-const SLOW = Symbol("slow");
-
-async function raceStale<T>(p: Promise<T>, ms: number): Promise<T | typeof SLOW> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<typeof SLOW>((r) => timer = setTimeout(() => r(SLOW), ms)),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** What a fetcher answers when the upstream confirmed the stored entry (304). */
-const NOT_MODIFIED = Symbol("not modified");
-
-/** The outcome of one refresh of an entry, shared by every caller waiting for it. */
-interface Refreshed {
-  entry: RefEntry;
-  /** The stored entry was confirmed unchanged (not fetched again). */
-  revalidated: boolean;
-}
-
 /** Minimum gap between refreshes forced by a client asking for an unlisted version. */
 const FORCED_REFRESH_GAP_MS = 30_000;
-
-/**
- * How many of the platforms a version lists are tried to find a download
- * document (and through it SHA256SUMS): a hostile list of thousands that all
- * answer 404 must not cost thousands of requests.
- */
-const MAX_LISTED_PROBES = 32;
-
-/**
- * Platforms tried after the listed ones, most used first: a version that
- * lists none (or only wrong ones) still has its SHA256SUMS found through
- * one of these.
- */
-export const COMMON_PLATFORMS: readonly PlatformRef[] = [
-  "linux_amd64",
-  "darwin_arm64",
-  "windows_amd64",
-  "linux_arm64",
-  "darwin_amd64",
-  "linux_386",
-  "linux_arm",
-  "windows_386",
-  "freebsd_amd64",
-].map((s) => {
-  const [os, arch] = s.split("_") as [string, string];
-  return { os, arch };
-});
 
 const URL_FIELDS = ["download_url", "shasums_url", "shasums_signature_url"] as const;
 
@@ -171,22 +120,6 @@ function fromUpstream<T>(hostname: string, parse: () => T): T {
   }
 }
 
-/**
- * Parses a stored entry once. RefsStore hands out the same entry object until
- * the entry is replaced or evicted, so keying by the object keeps the parsed
- * value exactly as fresh as the entry and lets it go with the entry. Without
- * this a metadata hit re-parsed the whole upstream version list (hundreds of
- * KB for big providers) on every request.
- */
-function parsedOnce<T>(memo: WeakMap<RefEntry, T>, entry: RefEntry, parse: () => T): T {
-  let v = memo.get(entry);
-  if (v === undefined) {
-    v = parse();
-    memo.set(entry, v);
-  }
-  return v;
-}
-
 /** A download document as fetched, before anything is stored. */
 interface FetchedDoc {
   text: string;
@@ -196,11 +129,10 @@ interface FetchedDoc {
 
 /** Metadata access for all upstreams. */
 export class Metadata {
-  readonly #inflight = new Map<string, Promise<Refreshed>>();
+  /** Stored entries: freshness, single-flight, remembered absences, stale-if-error. */
+  readonly #cache: RefCache;
   /** Providers whose list was refreshed because a client named a version it lacks. */
   readonly #lastForced: NegativeCache;
-  /** Keys the upstream said do not exist (and provider/version/platform it does not list). */
-  readonly #negative: NegativeCache;
   readonly #live = new Map<string, Promise<DownloadValue>>();
   readonly #parsedVersions = new WeakMap<RefEntry, VersionsValue>();
   readonly #parsedDownloads = new WeakMap<RefEntry, DownloadDoc>();
@@ -221,7 +153,7 @@ export class Metadata {
     readonly now: () => number = Date.now,
   ) {
     const { negativeTtlMs, negativeEntries } = config.limits;
-    this.#negative = new NegativeCache(negativeTtlMs, negativeEntries, now);
+    this.#cache = new RefCache(refs, log, now, negativeTtlMs, negativeEntries);
     // Bounded too: thousands of made-up providers must not grow it.
     this.#lastForced = new NegativeCache(FORCED_REFRESH_GAP_MS, negativeEntries, now);
     this.platformSlots = new Slots(config.limits.platformConcurrency);
@@ -234,19 +166,7 @@ export class Metadata {
 
   /** Number of remembered absences (tests, metrics). */
   get negativeEntries(): number {
-    return this.#negative.size;
-  }
-
-  /** Stores an entry; a full or read-only disk must not turn a good upstream answer into an error. */
-  async #store(key: string, entry: RefEntry): Promise<void> {
-    try {
-      await this.refs.put(key, entry);
-    } catch (e) {
-      this.log.error("cannot write metadata to the cache; serving it uncached", {
-        key,
-        error: (e as Error).message,
-      });
-    }
+    return this.#cache.negative.size;
   }
 
   /** The client for a configured upstream; other hostnames are never contacted. */
@@ -254,94 +174,6 @@ export class Metadata {
     const c = this.clients.get(hostname);
     if (!c) throw new NotFoundError(`registry ${hostname} is not configured on this mirror`);
     return c;
-  }
-
-  /**
-   * Returns a stored entry, fetching it when missing or older than `ttlMs`.
-   * Concurrent callers for one key share one upstream request.
-   *
-   * The fetcher gets the stored entry (when there is one) so it can
-   * revalidate it: answering {@link NOT_MODIFIED} (the upstream's 304) keeps
-   * the stored entry, object and bytes, and only moves its time
-   * (status `revalidated`).
-   */
-  async #cached(
-    key: string,
-    ttlMs: number,
-    fetcher: (stored: RefEntry | undefined) => Promise<RefEntry | typeof NOT_MODIFIED>,
-    opts: { force?: boolean; hostname: string },
-  ): Promise<Sourced<RefEntry>> {
-    const stored = await this.refs.get(key);
-    // An entry "fetched in the future" (the clock was set back, or another
-    // host's clock wrote it) is not fresh: it would otherwise hide new
-    // releases for as long as the clock was off.
-    const age = stored ? this.now() - stored.fetchedAt : NaN;
-    const fresh = stored && !opts.force && (ttlMs === Infinity || (age >= 0 && age < ttlMs));
-    if (stored && fresh) return { value: stored, status: "hit", fetchedAt: stored.fetchedAt };
-    const missing = this.#negative.get(key);
-    if (missing !== undefined) throw new NotFoundError(missing);
-    let p = this.#inflight.get(key);
-    if (!p) {
-      p = (async (): Promise<Refreshed> => {
-        let got: RefEntry | typeof NOT_MODIFIED;
-        try {
-          got = await fetcher(stored);
-          if (got === NOT_MODIFIED) {
-            // Unchanged upstream: same object (its parsed forms, the kept
-            // answers' generation) with a new time, nothing rewritten.
-            if (stored && await this.refs.touch(key, stored, this.now())) {
-              return { entry: (await this.refs.get(key))!, revalidated: true };
-            }
-            // The entry went away or changed meanwhile (pruned, another
-            // process wrote it): the 304 was about another copy, fetch it whole.
-            got = await fetcher(undefined);
-            if (got === NOT_MODIFIED) {
-              throw new UpstreamError(`upstream ${opts.hostname} answered 304 unasked`);
-            }
-          }
-        } catch (e) {
-          if (e instanceof NotFoundError) this.#negative.add(key, e.message);
-          throw e;
-        }
-        await this.#store(key, got);
-        // The store keeps the object it already handed out when the bytes
-        // are the same: answer with that one, whose parsed forms exist.
-        return { entry: (await this.refs.get(key)) ?? got, revalidated: false };
-      })();
-      this.#inflight.set(key, p);
-      p.finally(() => this.#inflight.delete(key)).catch(() => {});
-    }
-    try {
-      // With a stored copy to fall back on, a slow upstream should not make
-      // the client wait: past a short grace period the stale copy is served
-      // and the refresh goes on in the background.
-      const done = stored ? await raceStale(p, STALE_GRACE_MS) : await p;
-      if (done === SLOW) {
-        this.log.warn("upstream slow; serving stale metadata while refreshing", {
-          upstream: opts.hostname,
-          key,
-        });
-        return { value: stored!, status: "stale", fetchedAt: stored!.fetchedAt };
-      }
-      const { entry, revalidated } = done;
-      return {
-        value: entry,
-        status: revalidated ? "revalidated" : "miss",
-        fetchedAt: entry.fetchedAt,
-      };
-    } catch (e) {
-      // A definite "not found" upstream is not a reason to serve stale data
-      // for a version list, but it is for everything kept for good.
-      if (stored && !(e instanceof NotFoundError && ttlMs !== Infinity)) {
-        this.log.warn("upstream failed; serving stale metadata", {
-          upstream: opts.hostname,
-          key,
-          error: (e as Error).message,
-        });
-        return { value: stored, status: "stale", fetchedAt: stored.fetchedAt };
-      }
-      throw e;
-    }
   }
 
   /** The upstream's `providers.v1` base URL, from service discovery. */
@@ -352,7 +184,7 @@ export class Metadata {
   /** A service's base URL (`providers.v1`, `modules.v1`) from the upstream's discovery document. */
   async serviceBase(hostname: string, service: "providers.v1" | "modules.v1"): Promise<URL> {
     const client = this.client(hostname);
-    const got = await this.#cached(
+    const got = await this.#cache.cached(
       refKeys.discovery(hostname),
       Math.max(this.config.metadataTtlMs, 3_600_000),
       async () => {
@@ -387,7 +219,7 @@ export class Metadata {
    * / `If-Modified-Since`; a plain refetch when it gave none). A 304 keeps
    * the stored list (status `revalidated`); new bytes replace it; an
    * upstream that fails or is slow gets the stored list served `stale`
-   * (see {@link #cached}: single-flight, 2 s grace).
+   * (see {@link RefCache.cached}: single-flight, 2 s grace).
    *
    * @param want a version the client asked for: when the stored list lacks it,
    *   the list is refreshed at once instead of waiting for the TTL
@@ -413,7 +245,7 @@ export class Metadata {
       fromUpstream(p.hostname, () => parseVersions(got.text)); // refuse to store what we could not use
       return { fetchedAt: this.now(), url: got.url, body: got.text, ...got.validators };
     };
-    let got = await this.#cached(key, this.config.metadataTtlMs, fetcher, {
+    let got = await this.#cache.cached(key, this.config.metadataTtlMs, fetcher, {
       hostname: p.hostname,
     });
     const parse = (e: RefEntry) =>
@@ -428,7 +260,7 @@ export class Metadata {
       !this.#lastForced.has(key)
     ) {
       this.#lastForced.add(key);
-      got = await this.#cached(key, this.config.metadataTtlMs, fetcher, {
+      got = await this.#cache.cached(key, this.config.metadataTtlMs, fetcher, {
         hostname: p.hostname,
         force: true,
       });
@@ -467,7 +299,7 @@ export class Metadata {
   ): Promise<Sourced<DownloadValue>> {
     const key = refKeys.download(p, version, pl);
     if (!(await this.refs.get(key))) {
-      const missing = this.#negative.get(key);
+      const missing = this.#cache.negative.get(key);
       if (missing !== undefined) throw new NotFoundError(missing);
       const entry = await this.versionEntry(p, version);
       const listed = entry.value.platforms ?? [];
@@ -485,7 +317,7 @@ export class Metadata {
           const reason = `provider ${providerString(p)} ${version} has no platform ${
             platformString(pl)
           }`;
-          this.#negative.add(key, reason);
+          this.#cache.negative.add(key, reason);
           throw new NotFoundError(reason);
         }
       }
@@ -523,75 +355,12 @@ export class Metadata {
     also?: PlatformRef,
   ): Promise<Sourced<SumsValue | undefined>> {
     if (await this.refs.get(refKeys.sums(p, version))) return await this.sums(p, version);
-    const found = await this.#sumsDocument(p, version, signal, also);
+    const found = await sumsDocument(this, this.#cache.negative, p, version, signal, also);
     if (!found.value.doc.shasums_url) {
       return { value: undefined, status: found.status, fetchedAt: found.fetchedAt };
     }
     const s = await this.sums(p, version, found.value);
     return { ...s, status: worstStatus(found.status, s.status) };
-  }
-
-  /**
-   * The first download document of a version that exists: the platforms
-   * the version lists, in order (at most {@link MAX_LISTED_PROBES}), then
-   * `also`, then {@link COMMON_PLATFORMS} — SHA256SUMS would say which exist, but it is
-   * found through a document. One at a time at first (the honest case
-   * costs one request), then up to `limits.platformConcurrency`; a 404 is
-   * remembered like any other, so asking again costs nothing.
-   */
-  async #sumsDocument(
-    p: ProviderRef,
-    version: string,
-    signal?: AbortSignal,
-    also?: PlatformRef,
-  ): Promise<Sourced<DownloadValue>> {
-    const entry = await this.versionEntry(p, version);
-    const seen = new Set<string>();
-    const candidates: PlatformRef[] = [];
-    for (
-      const pl of [
-        ...(entry.value.platforms ?? []).slice(0, MAX_LISTED_PROBES),
-        ...(also ? [also] : []),
-        ...COMMON_PLATFORMS,
-      ]
-    ) {
-      const name = platformString(pl);
-      if (seen.has(name)) continue;
-      seen.add(name);
-      candidates.push(pl);
-    }
-    // Known 404s are skipped without a request.
-    const todo = candidates.filter((pl) => !this.#negative.has(refKeys.download(p, version, pl)));
-    const width = Math.max(1, this.config.limits.platformConcurrency);
-    // Batches of 1, 1, 2, 4 … up to the width: a list with one wrong
-    // platform costs one extra request, a hostile one is still searched
-    // `width` at a time.
-    let at = 0;
-    for (let round = 0; at < todo.length; round++) {
-      if (signal?.aborted) throw givenUp();
-      const size = Math.min(width, round === 0 ? 1 : 2 ** (round - 1));
-      const batch = todo.slice(at, at + size);
-      at += batch.length;
-      // Past the first document the search is upstream work like a fan-out's.
-      const counted = round > 0;
-      const got = await Promise.all(batch.map(async (pl) => {
-        if (counted) await this.platformSlots.take(signal);
-        try {
-          return await this.download(p, version, pl);
-        } catch (e) {
-          if (e instanceof NotFoundError) return undefined;
-          throw e;
-        } finally {
-          if (counted) this.platformSlots.give();
-        }
-      }));
-      const first = got.find((d) => d !== undefined);
-      if (first) return first;
-    }
-    throw new UpstreamError(
-      `upstream ${p.hostname} has no download document for ${providerString(p)} ${version} ` +
-        `(tried ${candidates.map(platformString).join(", ")}), so its SHA256SUMS cannot be found`,
-    );
   }
 
   /** Fetches a platform's download document from the upstream (the caller decides what to keep). */
@@ -617,7 +386,7 @@ export class Metadata {
     // The caller that fetched it may use the unredacted document right away
     // (no second request for the SHA256SUMS or archive that usually follow).
     let fresh: FetchedDoc | undefined;
-    const got = await this.#cached(
+    const got = await this.#cache.cached(
       refKeys.download(p, version, pl),
       Infinity,
       async () => {
@@ -666,10 +435,10 @@ export class Metadata {
     const client = this.client(p.hostname);
     const upstream = this.config.upstreams.get(p.hostname);
     const what = `SHA256SUMS of ${providerString(p)} ${version}`;
-    const got = await this.#cached(refKeys.sums(p, version), Infinity, async () => {
+    const got = await this.#cache.cached(refKeys.sums(p, version), Infinity, async () => {
       // Without a document at hand (SHA256SUMS went from the disk since the
       // caller looked), any document of the version leads to it.
-      const doc = given ?? (await this.#sumsDocument(p, version)).value;
+      const doc = given ?? (await sumsDocument(this, this.#cache.negative, p, version)).value;
       // The stored document's URLs may be redacted: ask the upstream again for usable ones.
       const dl = isRedacted(doc.doc) ? await this.liveDownload(p, version, doc) : doc;
       if (!dl.doc.shasums_url) {
@@ -727,7 +496,7 @@ export class Metadata {
         throw new UpstreamError(`refusing ${what}: ${e.message}`);
       }
       if (sig) {
-        await this.#store(refKeys.signature(p, version), {
+        await this.#cache.store(refKeys.signature(p, version), {
           fetchedAt: this.now(),
           url: sig.url,
           body: toBase64(sig.body),
@@ -818,6 +587,6 @@ export class Metadata {
 
   /** Waits for metadata fetches still in flight (shutdown, tests). */
   async settle(): Promise<void> {
-    await Promise.allSettled([...this.#inflight.values(), ...this.#live.values()]);
+    await Promise.allSettled([...this.#cache.pending(), ...this.#live.values()]);
   }
 }
