@@ -34,14 +34,7 @@ import {
 } from "./cli.ts";
 import { dirname, join } from "../deps/path.ts";
 import { formatSize } from "../base/size.ts";
-import {
-  formatLockFile,
-  type LockEntry,
-  LockFileError,
-  parseLockFile,
-  TERRAFORM_LOCK_HEADER,
-  TOFU_LOCK_HEADER,
-} from "../protocol/lockfile.ts";
+import { formatLockFile, type LockEntry, LockFileError } from "../protocol/lockfile.ts";
 import {
   archiveFilename,
   parseArchiveFilename,
@@ -50,43 +43,16 @@ import {
   type ProviderRef,
   providerString,
 } from "../protocol/names.ts";
-import {
-  ArgumentError,
-  currentPlatform,
-  parsePlatform,
-  parseProviderAddress,
-} from "../protocol/provider_address.ts";
+import { ArgumentError, currentPlatform, parsePlatform } from "../protocol/provider_address.ts";
 import { parseSha256Sums } from "../protocol/sha256sums.ts";
-import { type ProviderUse, readFileProviders, TfConfigError } from "../protocol/tf_config.ts";
+import { TfConfigError } from "../protocol/tf_config.ts";
 import {
   allows,
   ConstraintError,
   constraintsString,
-  type ConstraintTerm,
   newestAllowed,
-  parseConstraints,
 } from "../protocol/version_constraints.ts";
-
-/** Terraform's default registry for sources without a hostname. */
-const DEFAULT_REGISTRY = "registry.terraform.io";
-
-/** One provider to lock. */
-export interface LockRequest {
-  provider: ProviderRef;
-  /** Constraint terms the version must meet (from the configuration or the old lock). */
-  constraints: ConstraintTerm[];
-  /** The version the old lock file pins; undefined: the newest the constraints allow. */
-  lockedVersion?: string;
-  /** Hashes the old lock file holds for `lockedVersion` (kept, as Terraform keeps them). */
-  oldHashes: string[];
-  /** Where the requirement came from (`file:line`), for messages. */
-  source: string;
-  /**
-   * Locked, but not required by the configuration: written back exactly as
-   * it was (`constraints` as written), as `terraform providers lock` does.
-   */
-  keep?: { constraints?: string };
-}
+import { type DirRequirements, type LockRequest, readDirRequirements } from "./lock_inputs.ts";
 
 /** Options of {@link lockProviders}. */
 export interface LockOptions {
@@ -337,178 +303,6 @@ async function platformH1(
   const h1 = await app.packages.ensureH1(p, version, pl);
   if (!h1) throw new Error("the archive is not a valid zip, so it has no h1: hash");
   return h1;
-}
-
-/** Requirements of a directory: its lock file and its `*.tf` files. */
-export interface DirRequirements {
-  requests: LockRequest[];
-  /** The header of the old lock file (Terraform's or OpenTofu's). */
-  header: string;
-  /** The old lock file's text, if there is one. */
-  oldText?: string;
-}
-
-/**
- * Reads what DIR requires, as `terraform providers lock` gathers it: the
- * `required_providers` of its `*.tf` files and of the child modules
- * `terraform init`/`get` installed (their constraints add up), providers
- * blocks use without declaring them (`hashicorp/<name>`), and its
- * `.terraform.lock.hcl` (locked versions and hashes; constraints for
- * providers no `.tf` file names). At least one `.tf` file or the lock file
- * must exist.
- * @throws {ArgumentError | LockFileError | TfConfigError | ConstraintError}
- */
-export async function readDirRequirements(dir: string): Promise<DirRequirements> {
-  const lockPath = join(dir, ".terraform.lock.hcl");
-  let oldText: string | undefined;
-  try {
-    oldText = await Deno.readTextFile(lockPath);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) {
-      throw new LockFileError(`cannot read lock file "${lockPath}": ${(e as Error).message}`);
-    }
-  }
-  const tfFiles = await listTfFiles(dir);
-  if (oldText === undefined && tfFiles.length === 0) {
-    throw new ArgumentError(`"${dir}" has neither a .terraform.lock.hcl nor any *.tf file`);
-  }
-
-  // Requirements of the configuration: the root module and the modules
-  // "terraform init" (or "terraform get") installed, merged per provider
-  // (their terms add up, as Terraform combines every module's constraints).
-  const fromConfig = new Map<string, LockRequest>();
-  const add = (provider: ProviderRef, terms: ConstraintTerm[], where: string) => {
-    const key = providerString(provider);
-    const prev = fromConfig.get(key);
-    if (prev) prev.constraints.push(...terms);
-    else fromConfig.set(key, { provider, constraints: terms, oldHashes: [], source: where });
-  };
-  for (const moduleDir of [dir, ...await installedModuleDirs(dir)]) {
-    const files = moduleDir === dir ? tfFiles : await listTfFiles(moduleDir);
-    const declared = new Set<string>();
-    const used: ProviderUse[] = [];
-    for (const f of files) {
-      const path = join(moduleDir, f);
-      const text = await Deno.readTextFile(path);
-      const found = readFileProviders(text, path);
-      used.push(...found.used);
-      for (const req of found.required) {
-        declared.add(req.localName);
-        let source = req.source ?? `hashicorp/${req.localName}`;
-        // A one-part source is a type in the hashicorp namespace, as Terraform reads it.
-        if (!source.includes("/")) source = `hashicorp/${source}`;
-        let provider: ProviderRef;
-        try {
-          provider = parseProviderAddress(source, DEFAULT_REGISTRY).provider;
-        } catch (e) {
-          throw new ArgumentError(`${req.where}: ${(e as ArgumentError).message}`);
-        }
-        let terms: ConstraintTerm[];
-        try {
-          terms = parseConstraints(req.version ?? "");
-        } catch (e) {
-          throw new ConstraintError(`${req.where}: ${(e as Error).message}`);
-        }
-        add(provider, terms, req.where);
-      }
-    }
-    // Blocks using a provider the module does not declare imply
-    // hashicorp/<name>; "terraform" is the built-in provider, never locked.
-    for (const u of used) {
-      if (declared.has(u.localName) || u.localName === "terraform") continue;
-      let provider: ProviderRef;
-      try {
-        provider = parseProviderAddress(`hashicorp/${u.localName}`, DEFAULT_REGISTRY).provider;
-      } catch (e) {
-        throw new ArgumentError(`${u.where}: ${(e as ArgumentError).message}`);
-      }
-      add(provider, [], u.where);
-    }
-  }
-
-  const requests = new Map(fromConfig);
-  let header = TERRAFORM_LOCK_HEADER;
-  if (oldText !== undefined) {
-    if (oldText.startsWith(TOFU_LOCK_HEADER)) header = TOFU_LOCK_HEADER;
-    for (const lp of parseLockFile(oldText, lockPath, DEFAULT_REGISTRY)) {
-      const key = providerString(lp.provider);
-      const req = requests.get(key);
-      if (req) {
-        req.lockedVersion = lp.version!;
-        req.oldHashes = lp.hashes;
-      } else {
-        let terms: ConstraintTerm[];
-        try {
-          terms = parseConstraints(lp.constraints ?? "");
-        } catch (e) {
-          throw new LockFileError(`${lockPath}:${lp.line}: ${(e as Error).message}`);
-        }
-        const lone: LockRequest = {
-          provider: lp.provider,
-          constraints: terms,
-          lockedVersion: lp.version!,
-          oldHashes: lp.hashes,
-          source: `${lockPath}:${lp.line}`,
-        };
-        // With a configuration, a provider it does not require stays as it
-        // is (terraform providers lock leaves it; terraform init drops it).
-        if (tfFiles.length > 0) {
-          lone.keep = lp.constraints === undefined ? {} : { constraints: lp.constraints };
-        }
-        requests.set(key, lone);
-      }
-    }
-  }
-  const out: DirRequirements = { requests: [...requests.values()], header };
-  if (oldText !== undefined) out.oldText = oldText;
-  return out;
-}
-
-/** Names of the `*.tf` files of a directory, sorted. */
-async function listTfFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  try {
-    for await (const e of Deno.readDir(dir)) {
-      if ((e.isFile || e.isSymlink) && e.name.endsWith(".tf")) out.push(e.name);
-    }
-  } catch (e) {
-    throw new ArgumentError(`cannot read directory "${dir}": ${(e as Error).message}`);
-  }
-  return out.sort();
-}
-
-/**
- * Directories of the child modules `terraform init` / `terraform get`
- * installed (`.terraform/modules/modules.json`, or under `TF_DATA_DIR`),
- * relative to `dir` as Terraform records them. None when nothing was
- * installed.
- */
-async function installedModuleDirs(dir: string): Promise<string[]> {
-  // Terraform keeps its working data in TF_DATA_DIR when that is set.
-  let dataDir = ".terraform";
-  try {
-    dataDir = Deno.env.get("TF_DATA_DIR") || dataDir;
-  } catch { /* no env permission: the default */ }
-  const manifest = join(dir, dataDir, "modules", "modules.json");
-  let text: string;
-  try {
-    text = await Deno.readTextFile(manifest);
-  } catch {
-    return [];
-  }
-  let doc: { Modules?: Array<{ Key?: unknown; Dir?: unknown }> };
-  try {
-    doc = JSON.parse(text);
-  } catch (e) {
-    throw new ArgumentError(`${manifest}: not JSON: ${(e as Error).message}`);
-  }
-  const dirs = new Set<string>();
-  for (const m of doc.Modules ?? []) {
-    if (m.Key === "" || typeof m.Dir !== "string") continue; // the root module
-    const d = join(dir, m.Dir);
-    if (d !== join(dir, ".")) dirs.add(d);
-  }
-  return [...dirs].sort();
 }
 
 /** Writes `text` to `path` atomically: a temp file beside it, fsync, rename. */
