@@ -116,6 +116,11 @@ export interface DocumentOptions {
 /** Longest ETag or Last-Modified kept (real ones are tens of bytes). */
 const MAX_VALIDATOR_LENGTH = 256;
 
+/** One document read: its bytes, or that the upstream confirmed the stored copy (304). */
+type FetchedBytes =
+  | { notModified: true; url: string }
+  | { notModified?: false; body: Uint8Array; url: string; validators: Validators };
+
 /**
  * The validators of a 200 answer worth sending back. A `Last-Modified`
  * less than a second before the answer's `Date` is weak (RFC 9110 §8.8.2.2):
@@ -462,10 +467,7 @@ export class UpstreamClient {
     url: URL,
     opts: DocumentOptions,
     conditions: Record<string, string> | undefined,
-  ): Promise<
-    | { notModified: true; url: string }
-    | { notModified?: false; body: Uint8Array; url: string; validators: Validators }
-  > {
+  ): Promise<FetchedBytes> {
     const deadline = Date.now() + this.deps.timeoutMs;
     const sleep = this.deps.sleep ?? sleepReal;
     let attempt = 0;
@@ -498,10 +500,7 @@ export class UpstreamClient {
     timeoutMs: number,
     opts: DocumentOptions,
     conditions: Record<string, string> | undefined,
-  ): Promise<
-    | { notModified: true; url: string }
-    | { notModified?: false; body: Uint8Array; url: string; validators: Validators }
-  > {
+  ): Promise<FetchedBytes> {
     const signals = [AbortSignal.timeout(timeoutMs)];
     if (this.deps.signal) signals.push(this.deps.signal);
     const signal = AbortSignal.any(signals);
