@@ -19,6 +19,7 @@
  * refuses expressions and templates instead of guessing at them.
  * @module
  */
+import { type HclLexOptions, lexHcl } from "./hcl_lexer.ts";
 import { parseProviderAddress, type ProviderTarget } from "./provider_address.ts";
 
 /** One `provider` block of a lock file. */
@@ -37,13 +38,6 @@ export class LockFileError extends Error {
   override name = "LockFileError";
 }
 
-type TokenKind = "ident" | "string" | "number" | "punct" | "eof";
-interface Token {
-  kind: TokenKind;
-  value: string;
-  line: number;
-}
-
 /** A literal HCL value. */
 type Value = string | number | boolean | null | Value[] | { [k: string]: Value };
 interface Attr {
@@ -57,86 +51,12 @@ interface Block {
   attrs: Map<string, Attr>;
 }
 
-function tokenize(text: string, fail: (line: number, msg: string) => never): Token[] {
-  const tokens: Token[] = [];
-  let i = 0;
-  let line = 1;
-  while (i < text.length) {
-    const c = text[i]!;
-    if (c === "\n") {
-      line++;
-      i++;
-    } else if (c === " " || c === "\t" || c === "\r" || c === "\ufeff") {
-      i++;
-    } else if (c === "#" || (c === "/" && text[i + 1] === "/")) {
-      while (i < text.length && text[i] !== "\n") i++;
-    } else if (c === "/" && text[i + 1] === "*") {
-      const end = text.indexOf("*/", i + 2);
-      if (end < 0) fail(line, "unterminated /* comment");
-      for (let j = i; j < end; j++) if (text[j] === "\n") line++;
-      i = end + 2;
-    } else if ("{}[]=,:.()".includes(c)) {
-      tokens.push({ kind: "punct", value: c, line });
-      i++;
-    } else if (c === '"') {
-      const start = line;
-      let s = "";
-      i++;
-      while (true) {
-        if (i >= text.length || text[i] === "\n") fail(start, "unterminated string");
-        const d = text[i]!;
-        if (d === '"') {
-          i++;
-          break;
-        }
-        if (d === "\\") {
-          const e = text[i + 1];
-          const simple: Record<string, string> = {
-            n: "\n",
-            r: "\r",
-            t: "\t",
-            '"': '"',
-            "\\": "\\",
-          };
-          if (e !== undefined && e in simple) {
-            s += simple[e];
-            i += 2;
-          } else if (e === "u" || e === "U") {
-            const len = e === "u" ? 4 : 8;
-            const hex = text.slice(i + 2, i + 2 + len);
-            if (!/^[0-9a-fA-F]+$/.test(hex) || hex.length !== len) fail(line, "bad \\u escape");
-            s += String.fromCodePoint(parseInt(hex, 16));
-            i += 2 + len;
-          } else fail(line, `unknown escape "\\${e ?? ""}"`);
-        } else if ((d === "$" || d === "%") && text[i + 1] === "{") {
-          fail(line, "template sequences are not supported in lock files");
-        } else if ((d === "$" || d === "%") && text[i + 1] === d && text[i + 2] === "{") {
-          s += d + "{"; // $${ and %%{ are escaped literals
-          i += 3;
-        } else {
-          s += d;
-          i++;
-        }
-      }
-      tokens.push({ kind: "string", value: s, line: start });
-    } else if (/[A-Za-z_]/.test(c)) {
-      let j = i + 1;
-      while (j < text.length && /[A-Za-z0-9_-]/.test(text[j]!)) j++;
-      tokens.push({ kind: "ident", value: text.slice(i, j), line });
-      i = j;
-    } else if (/[0-9]/.test(c)) {
-      const m = /^[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/.exec(text.slice(i))!;
-      tokens.push({ kind: "number", value: m[0], line });
-      i += m[0].length;
-    } else if (c === "<" && text[i + 1] === "<") {
-      fail(line, "heredoc strings are not supported in lock files");
-    } else {
-      fail(line, `unexpected character "${c}"`);
-    }
-  }
-  tokens.push({ kind: "eof", value: "", line });
-  return tokens;
-}
+/** Lock files hold literals only: templates and heredocs are refused, not skipped. */
+const LITERALS_ONLY: HclLexOptions = {
+  templates: { refuse: "template sequences are not supported in lock files" },
+  heredocs: { refuse: "heredoc strings are not supported in lock files" },
+  strict: true,
+};
 
 /**
  * Parses the text of a lock file.
@@ -149,7 +69,7 @@ export function parseLockFile(text: string, name: string, defaultHost: string): 
   const fail = (line: number, msg: string): never => {
     throw new LockFileError(`${name}:${line}: ${msg}`);
   };
-  const tokens = tokenize(text, fail);
+  const tokens = lexHcl(text, LITERALS_ONLY, fail).filter((t) => t.kind !== "nl");
   let pos = 0;
   const peek = () => tokens[pos]!;
   const next = () => tokens[pos++]!;

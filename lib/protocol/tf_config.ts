@@ -4,12 +4,14 @@
  * `*.tf` files.
  *
  * A small subset reader, not an HCL evaluator: it scans the whole file with
- * HCL's lexical rules (comments, strings with `${...}` templates, heredocs,
- * brackets) so nothing elsewhere in the file can confuse it, and reads only
- * literal strings for `source` and `version`. Everything else in the file
- * (resources, expressions, `configuration_aliases`) is skipped, not judged.
+ * HCL's lexical rules (`hcl_lexer.ts`: comments, strings with `${...}`
+ * templates, heredocs; then brackets) so nothing elsewhere in the file can
+ * confuse it, and reads only literal strings for `source` and `version`.
+ * Everything else in the file (resources, expressions,
+ * `configuration_aliases`) is skipped, not judged.
  * @module
  */
+import { type HclLexOptions, type HclToken, lexHcl } from "./hcl_lexer.ts";
 
 /** One `required_providers` entry. */
 export interface ProviderRequirement {
@@ -28,127 +30,8 @@ export class TfConfigError extends Error {
   override name = "TfConfigError";
 }
 
-interface Tok {
-  kind: "ident" | "string" | "template" | "punct" | "nl" | "other";
-  value: string;
-  line: number;
-}
-
-function lex(text: string, name: string): Tok[] {
-  const toks: Tok[] = [];
-  let i = 0;
-  let line = 1;
-  const fail = (msg: string): never => {
-    throw new TfConfigError(`${name}:${line}: ${msg}`);
-  };
-  /** Skips a quoted string starting after its opening quote; returns its literal text. */
-  const quoted = (): { value: string; template: boolean } => {
-    let s = "";
-    let template = false;
-    while (true) {
-      if (i >= text.length || text[i] === "\n") fail("unterminated string");
-      const c = text[i]!;
-      if (c === '"') {
-        i++;
-        return { value: s, template };
-      }
-      if (c === "\\") {
-        const e = text[i + 1] ?? "";
-        const simple: Record<string, string> = { n: "\n", r: "\r", t: "\t", '"': '"', "\\": "\\" };
-        if (e in simple) {
-          s += simple[e];
-          i += 2;
-        } else if (e === "u" || e === "U") {
-          const len = e === "u" ? 4 : 8;
-          const hex = text.slice(i + 2, i + 2 + len);
-          if (!/^[0-9a-fA-F]+$/.test(hex) || hex.length !== len) fail("bad \\u escape");
-          s += String.fromCodePoint(parseInt(hex, 16));
-          i += 2 + len;
-        } else fail(`unknown escape "\\${e}"`);
-      } else if ((c === "$" || c === "%") && text[i + 1] === c && text[i + 2] === "{") {
-        s += c + "{";
-        i += 3;
-      } else if ((c === "$" || c === "%") && text[i + 1] === "{") {
-        template = true;
-        i += 2;
-        skipTemplate();
-      } else {
-        s += c;
-        i++;
-      }
-    }
-  };
-  /** Skips a `${ ... }` interpolation (after its `${`), strings inside included. */
-  const skipTemplate = () => {
-    let depth = 1;
-    while (depth > 0) {
-      if (i >= text.length) fail("unterminated template");
-      const c = text[i]!;
-      if (c === "\n") line++;
-      if (c === '"') {
-        i++;
-        quoted();
-        continue;
-      }
-      if (c === "{") depth++;
-      if (c === "}") depth--;
-      i++;
-    }
-  };
-  while (i < text.length) {
-    const c = text[i]!;
-    if (c === "\n") {
-      toks.push({ kind: "nl", value: "\n", line });
-      line++;
-      i++;
-    } else if (c === " " || c === "\t" || c === "\r" || c === "\ufeff") {
-      i++;
-    } else if (c === "#" || (c === "/" && text[i + 1] === "/")) {
-      while (i < text.length && text[i] !== "\n") i++;
-    } else if (c === "/" && text[i + 1] === "*") {
-      const end = text.indexOf("*/", i + 2);
-      if (end < 0) fail("unterminated /* comment");
-      for (let j = i; j < end; j++) if (text[j] === "\n") line++;
-      i = end + 2;
-    } else if (c === '"') {
-      const start = line;
-      i++;
-      const q = quoted();
-      toks.push({ kind: q.template ? "template" : "string", value: q.value, line: start });
-    } else if (c === "<" && text[i + 1] === "<" && /^<<-?[A-Za-z_]/.test(text.slice(i, i + 4))) {
-      // Heredoc: skip to the line holding only its delimiter.
-      const m = /^<<-?([A-Za-z_][A-Za-z0-9_-]*)\r?\n/.exec(text.slice(i));
-      if (!m) fail("malformed heredoc");
-      const start = line;
-      i += m![0].length;
-      line++;
-      while (true) {
-        if (i >= text.length) fail(`heredoc from line ${start} is not terminated`);
-        const eol = text.indexOf("\n", i);
-        const lineText = text.slice(i, eol < 0 ? text.length : eol).replace(/\r$/, "");
-        i = eol < 0 ? text.length : eol;
-        if (lineText.trim() === m![1]) break;
-        if (eol >= 0) {
-          i++;
-          line++;
-        }
-      }
-      toks.push({ kind: "template", value: "", line: start });
-    } else if (/[A-Za-z_]/.test(c)) {
-      let j = i + 1;
-      while (j < text.length && /[A-Za-z0-9_-]/.test(text[j]!)) j++;
-      toks.push({ kind: "ident", value: text.slice(i, j), line });
-      i = j;
-    } else if ("{}[]()=,:".includes(c)) {
-      toks.push({ kind: "punct", value: c, line });
-      i++;
-    } else {
-      toks.push({ kind: "other", value: c, line });
-      i++;
-    }
-  }
-  return toks;
-}
+/** A configuration is full of expressions: templates and heredocs are skipped, not refused. */
+const SKIM: HclLexOptions = { templates: "skip", heredocs: "skip", strict: false };
 
 const OPEN: Record<string, string> = { "{": "}", "[": "]", "(": ")" };
 
@@ -186,9 +69,11 @@ export function readRequiredProviders(text: string, name: string): ProviderRequi
  * @throws {TfConfigError} as {@link readRequiredProviders}
  */
 export function readFileProviders(text: string, name: string): FileProviders {
-  const toks = lex(text, name);
+  const toks = lexHcl(text, SKIM, (line, msg) => {
+    throw new TfConfigError(`${name}:${line}: ${msg}`);
+  });
   const out: ProviderRequirement[] = [];
-  const isPunct = (t: Tok | undefined, v: string) => t?.kind === "punct" && t.value === v;
+  const isPunct = (t: HclToken | undefined, v: string) => t?.kind === "punct" && t.value === v;
 
   /** From an opening bracket at `pos`, returns the index of its closing one. */
   const matching = (from: number): number => {
