@@ -26,7 +26,7 @@ import { join } from "../lib/deps/path.ts";
 import type { RunningServer } from "../lib/http/server.ts";
 import { hashZipH1 } from "../lib/integrity/dirhash.ts";
 import { type FakeProviderSpec, type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
-import { exists, tempDir } from "./_helpers.ts";
+import { exists, sha256Hex as sha256, tempDir } from "./_helpers.ts";
 import { makeTestTls } from "./_tls.ts";
 import { findTerraform, parseLockFile, skip } from "./_terraform.ts";
 
@@ -99,7 +99,8 @@ function mainTf(providers: Record<string, string>): string {
 function zipFetches(fake: FakeRegistry, mark = 0): string[] {
   return fake.requests.slice(mark)
     .filter((r) =>
-      r.server === "release" && r.path.startsWith("/files/") && r.path.endsWith(".zip")
+      r.server === "release" && r.method === "GET" && r.path.startsWith("/files/") &&
+      r.path.endsWith(".zip")
     )
     .map((r) => r.path.split("/").at(-1)!)
     .sort();
@@ -181,7 +182,8 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
   /** Archives Repoxy's clients downloaded since log record `mark`. */
   const served = (mark = 0) =>
     log.records.slice(mark).filter((r) =>
-      r.msg === "request" && String(r.path).endsWith(".zip") && r.status === 200
+      r.msg === "request" && r.method === "GET" && String(r.path).endsWith(".zip") &&
+      r.status === 200
     ).length;
   /** The h1: of a fake archive. */
   const h1Of = async (fake: FakeRegistry, type: string, version: string, platform: string) => {
@@ -297,6 +299,150 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
         const cross = await terraform(`lock-direct-${version}`, mirrorCli(), init);
         assertEquals(cross.lock, direct.lock);
       }
+    });
+
+    await t.step(
+      "providers mirror with Repoxy as the source: the same tree as direct",
+      async () => {
+        const tf = mainTf({ "example/alpha": "1.1.0", [`${E}/corp/gamma`]: "0.3.0" });
+        const args = (out: string) => [
+          "providers",
+          "mirror",
+          "-no-color",
+          "-platform=linux_amd64",
+          "-platform=darwin_arm64",
+          out,
+        ];
+        /** Every file of a tree, relative path → bytes. */
+        const tree = async (root: string) => {
+          const out: Record<string, string> = {};
+          const walk = async (d: string, rel: string) => {
+            for await (const e of Deno.readDir(d)) {
+              if (e.isDirectory) await walk(join(d, e.name), `${rel}${e.name}/`);
+              else out[`${rel}${e.name}`] = sha256(await Deno.readFile(join(d, e.name)));
+            }
+          };
+          await walk(root, "");
+          return Object.fromEntries(Object.entries(out).sort());
+        };
+        const direct = await terraform("pm-direct", directCli, args("out"), { tf });
+        const want = await tree(join(direct.cwd, "out"));
+        assertEquals(Object.keys(want).filter((f) => f.endsWith(".zip")).length, 4);
+        assertEquals(
+          want[`${H}/example/alpha/terraform-provider-alpha_1.1.0_darwin_arm64.zip`],
+          fakeH.archive("alpha", "1.1.0", "darwin_arm64").sha256,
+        );
+        const viaHost = await terraform("pm-host", hostCli(), args("out"), { tf });
+        assertEquals(await tree(join(viaHost.cwd, "out")), want);
+        // terraform 1.11's providers mirror ignores provider_installation: with
+        // only a network_mirror configured it goes to the origin registries
+        // (unreachable here), and Repoxy sees no request at all.
+        const mark = log.records.length;
+        const viaMirror = await terraform("pm-mirror", mirrorCli(), args("out"), { tf, ok: false });
+        assert(viaMirror.code !== 0, viaMirror.output);
+        assertEquals(log.records.slice(mark).filter((r) => r.msg === "request").length, 0);
+      },
+    );
+
+    await t.step(
+      "TF_PLUGIN_CACHE_DIR shared by two directories, with and without a lock",
+      async () => {
+        const tf = mainTf({ "example/alpha": "1.0.0", [`${E}/corp/gamma`]: "0.3.0" });
+        /** For each run: whether the shared cache was used, and archives downloaded. */
+        const pattern = async (mode: Mode | "direct") => {
+          const cli = mode === "direct" ? directCli : modes[mode]();
+          const cacheDir = join(dir.path, `plugin-cache-${mode}`);
+          await Deno.mkdir(cacheDir);
+          const env = { TF_PLUGIN_CACHE_DIR: cacheDir };
+          const out: Array<{ cached: number; downloads: number }> = [];
+          const run = async (name: string, lock?: string) => {
+            const logMark = log.records.length;
+            const fakeMark = [fakeH.requests.length, fakeE.requests.length] as const;
+            const cwd = join(dir.path, "work", name);
+            await Deno.mkdir(cwd, { recursive: true });
+            if (lock !== undefined) await Deno.writeTextFile(join(cwd, LOCK), lock);
+            const r = await terraform(name, cli, init, { tf, env });
+            out.push({
+              cached: (r.output.match(/from the shared cache directory/g) ?? []).length,
+              downloads: mode === "direct"
+                ? zipFetches(fakeH, fakeMark[0]).length + zipFetches(fakeE, fakeMark[1]).length
+                : served(logMark),
+            });
+            return r;
+          };
+          const first = await run(`pc-${mode}-1`);
+          await run(`pc-${mode}-2`);
+          await run(`pc-${mode}-3`, first.lock);
+          return out;
+        };
+        const direct = await pattern("direct");
+        // Terraform uses the cache only when the lock already vouches for the
+        // package: the third directory, which has the first one's lock.
+        assertEquals(direct, [
+          { cached: 0, downloads: 2 },
+          { cached: 0, downloads: 2 },
+          { cached: 2, downloads: 0 },
+        ]);
+        assertEquals(await pattern("host"), direct);
+        assertEquals(await pattern("mirror"), direct);
+      },
+    );
+
+    await t.step("constraints and prereleases choose what direct chooses", async () => {
+      const tf = mainTf(
+        Object.fromEntries(
+          Object.entries(CONSTRAINTS).map(([type, [c]]) => [`example/${type}`, c]),
+        ),
+      );
+      const expected = Object.fromEntries(
+        Object.entries(CONSTRAINTS).map(([type, [, v]]) => [`${H}/example/${type}`, v]),
+      );
+      const direct = await terraform("cons-direct", directCli, init, { tf });
+      assertEquals(versionsOf(direct.lock), expected);
+      for (const round of ["cold", "warm"]) {
+        const viaHost = await terraform(`cons-host-${round}`, hostCli(), init, { tf });
+        assertEquals(viaHost.lock, direct.lock, `registry protocol, ${round}`);
+        const viaMirror = await terraform(`cons-mirror-${round}`, mirrorCli(), init, { tf });
+        assertEquals(versionsOf(viaMirror.lock), expected, `network mirror, ${round}`);
+      }
+      // Ranges skipped 1.4.0-rc1 (the newest in range); the exact prerelease was installed.
+      assertMatch(direct.output, /Installed example\/pre v2\.0\.0-beta1/);
+    });
+
+    await t.step("two registries, one behind a token only Repoxy holds", async () => {
+      // Every API request Repoxy made to registry.example.com carried the
+      // configured token; nothing else ever saw it.
+      const fromRepoxy = (f: FakeRegistry) =>
+        f.requests.filter((r) => !(r.headers.get("user-agent") ?? "").includes("Terraform"));
+      const api = fromRepoxy(fakeE).filter((r) => r.server === "registry");
+      assert(api.length > 0);
+      for (const r of api) {
+        assertEquals(r.headers.get("authorization"), `Bearer ${TOKEN}`, r.path);
+      }
+      for (
+        const r of [
+          ...fakeH.requests,
+          ...fakeE.requests.filter((x) => x.server === "release"),
+        ]
+      ) {
+        assertEquals(r.headers.get("authorization"), null, `${r.server} ${r.path}`);
+      }
+      // Without the token, direct fails: the token is what makes it work.
+      const noToken = hostBlock(H, `${fakeH.registryUrl}/v1/providers/`) +
+        hostBlock(E, `${fakeE.registryUrl}/v1/providers/`);
+      const tf = mainTf({ "example/alpha": "1.1.0", [`${E}/corp/gamma`]: "0.3.0" });
+      const refused = await terraform("two-no-token", noToken, init, { tf, ok: false });
+      assert(refused.code !== 0);
+      assertMatch(refused.output, /requires\s+authentication\s+credentials/);
+      const direct = await terraform("two-direct", directCli, init, { tf });
+      const viaHost = await terraform("two-host", hostCli(), init, { tf });
+      assertEquals(viaHost.lock, direct.lock);
+      const viaMirror = await terraform("two-mirror", mirrorCli(), init, { tf });
+      assertEquals(versionsOf(viaMirror.lock), versionsOf(direct.lock));
+      assertEquals(
+        parseLockFile(viaMirror.lock).get(`${E}/corp/gamma`)?.hashes,
+        [await h1Of(fakeE, "gamma", "0.3.0", HOST_PLATFORM)],
+      );
     });
   } finally {
     httpClient.close();
