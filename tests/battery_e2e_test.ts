@@ -69,6 +69,15 @@ const PROVIDERS_H: FakeProviderSpec[] = [
     type,
     versions: CONSTRAINED.map((version) => ({ version, platforms: [HOST_PLATFORM] })),
   })),
+  // Build metadata: terraform's version parser accepts it.
+  {
+    namespace: "example",
+    type: "meta",
+    versions: ["1.0.0", "1.1.0+build.7"].map((version) => ({
+      version,
+      platforms: [HOST_PLATFORM],
+    })),
+  },
   // Touched only by the concurrent cold inits.
   {
     namespace: "example",
@@ -125,7 +134,13 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
     egressAllow: [...fakeH.egressAllow, ...fakeE.egressAllow],
   };
   let log = memoryLogger();
-  let app: App = await createApp(await buildConfig(onlineConfig), { log });
+  /** Added to the online app's clock: the "upstream down" step makes every list stale. */
+  let skewMs = 0;
+  let app: App = await createApp(await buildConfig(onlineConfig), {
+    log,
+    now: () => Date.now() + skewMs,
+    sleep: () => Promise.resolve(),
+  });
   let server: RunningServer = serveApp(app);
   const servers: RunningServer[] = [server];
   const httpClient = Deno.createHttpClient({ caCerts: [tls.caCertPem] });
@@ -405,6 +420,21 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
         const viaMirror = await terraform(`cons-mirror-${round}`, mirrorCli(), init, { tf });
         assertEquals(versionsOf(viaMirror.lock), expected, `network mirror, ${round}`);
       }
+      // Build metadata: chosen by a range and pinned exactly, through both protocols.
+      for (const [name, c] of [["meta-range", ">= 1.0"], ["meta-pinned", "1.1.0+build.7"]]) {
+        const metaTf = mainTf({ "example/meta": c! });
+        const want = await terraform(`${name}-direct`, directCli, init, { tf: metaTf });
+        assertEquals(versionsOf(want.lock), { [`${H}/example/meta`]: "1.1.0+build.7" });
+        assertEquals(
+          (await terraform(`${name}-host`, hostCli(), init, { tf: metaTf })).lock,
+          want.lock,
+        );
+        const viaMirror = await terraform(`${name}-mirror`, mirrorCli(), init, { tf: metaTf });
+        assertEquals(parseLockFile(viaMirror.lock).get(`${H}/example/meta`), {
+          version: "1.1.0+build.7",
+          hashes: [await h1Of(fakeH, "meta", "1.1.0+build.7", HOST_PLATFORM)],
+        });
+      }
       // Ranges skipped 1.4.0-rc1 (the newest in range); the exact prerelease was installed.
       assertMatch(direct.output, /Installed example\/pre v2\.0\.0-beta1/);
     });
@@ -444,6 +474,181 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
         [await h1Of(fakeE, "gamma", "0.3.0", HOST_PLATFORM)],
       );
     });
+
+    await t.step(
+      "concurrent cold inits: all succeed, one upstream download per archive",
+      async () => {
+        const tf = mainTf({ "example/conc": "1.0.0" });
+        const fakeMark = fakeH.requests.length;
+        const logMark = log.records.length;
+        const runs = await Promise.all(
+          Array.from({ length: 8 }, (_, i) => {
+            const mode: Mode = i % 2 ? "host" : "mirror";
+            return terraform(`conc-${mode}-${i}`, modes[mode](), init, { tf });
+          }),
+        );
+        const h1 = await h1Of(fakeH, "conc", "1.0.0", HOST_PLATFORM);
+        for (const r of runs) {
+          const locked = parseLockFile(r.lock).get(`${H}/example/conc`);
+          assertEquals(locked?.version, "1.0.0");
+          assert(locked.hashes.includes(h1), r.output);
+        }
+        assertEquals(zipFetches(fakeH, fakeMark), [
+          `terraform-provider-conc_1.0.0_${HOST_PLATFORM}.zip`,
+        ]);
+        assertEquals(served(logMark), 8);
+        const sums = fakeH.requests.slice(fakeMark).filter((r) => r.path.endsWith("/SHA256SUMS"));
+        // deno-lint-ignore no-console
+        console.log(
+          `FIGURE 8 concurrent cold inits: 1 archive download, ${sums.length} SHA256SUMS fetch(es), ` +
+            `${fakeH.requests.length - fakeMark} upstream requests in all`,
+        );
+      },
+    );
+
+    await t.step(
+      "air gap: warm, export, import into a new cache, offline serve, init",
+      async () => {
+        const platforms = [HOST_PLATFORM, "darwin_arm64"].map((p) => {
+          const [os, arch] = p.split("_") as [string, string];
+          return { os, arch };
+        });
+        const targets = [
+          { provider: { hostname: H, namespace: "example", type: "alpha" }, version: "1.1.0" },
+          { provider: { hostname: E, namespace: "corp", type: "gamma" }, version: "0.3.0" },
+        ];
+        const warmed = await warm(app, {
+          targets: targets.map((x) => ({ ...x, source: "battery" })),
+          platforms,
+          concurrency: 4,
+        });
+        assertEquals(warmed.failures, []);
+        const carried = join(dir.path, "usb");
+        const exported = await exportCache(cacheDir, carried, {
+          providers: targets,
+          platforms,
+          log: memoryLogger(),
+        });
+        assertEquals([exported.archives, exported.problems], [4, []]);
+        const gapped = await buildConfig({
+          listen: "127.0.0.1:0",
+          cacheDir: join(dir.path, "airgapped-cache"),
+          tls: { cert: tls.certPath, key: tls.keyPath },
+          offline: true,
+          upstreams: { [H]: {}, [E]: {} },
+        });
+        const imported = await importTree(gapped, carried, { log: memoryLogger() });
+        assertEquals(imported.problems, []);
+        assertEquals(imported.items.length, 4);
+        const gapLog = memoryLogger();
+        const gapApp = await createApp(gapped, {
+          log: gapLog,
+          fetch: () => Promise.reject(new Error("air gap: no network")),
+        });
+        const gapServer = serveApp(gapApp);
+        servers.push(gapServer);
+        try {
+          const tf = mainTf({ "example/alpha": "1.1.0", [`${E}/corp/gamma`]: "0.3.0" });
+          const cli =
+            `provider_installation {\n  network_mirror {\n    url = "${gapServer.url}"\n  }\n}\n`;
+          const r = await terraform("airgap-mirror", cli, init, { tf });
+          assertEquals(parseLockFile(r.lock).get(`${H}/example/alpha`)?.hashes, [
+            await h1Of(fakeH, "alpha", "1.1.0", HOST_PLATFORM),
+          ]);
+          assertEquals(parseLockFile(r.lock).get(`${E}/corp/gamma`)?.hashes, [
+            await h1Of(fakeE, "gamma", "0.3.0", HOST_PLATFORM),
+          ]);
+          // The registry protocol cannot be served from an import: an export carries
+          // archives, not the publisher's signed SHA256SUMS that protocol hands out
+          // (README: the air gap is a network/filesystem mirror). Carrying the cache
+          // directory itself keeps both protocols: the offline step below shows it.
+          assertEquals(gapLog.records.filter((r) => r.msg === "request" && r.status !== 200), []);
+        } finally {
+          await gapServer.shutdown(2_000);
+        }
+      },
+    );
+
+    await t.step(
+      "mixed modes, then the upstreams down, then Repoxy restarted offline",
+      async () => {
+        const dirs = {
+          mirror: mainTf({
+            "example/alpha": "1.0.0",
+            "example/tilde": "~> 1.2",
+            [`${E}/corp/gamma`]: "0.3.0",
+          }),
+          host: mainTf({
+            "example/alpha": "1.1.0",
+            "example/big": "~> 3.4.0",
+            [`${E}/corp/gamma`]: "0.3.0",
+          }),
+        };
+        const locks: Record<string, string> = {};
+        for (const mode of ["mirror", "host"] as Mode[]) {
+          locks[mode] =
+            (await terraform(`mixed-${mode}`, modes[mode](), init, { tf: dirs[mode] })).lock;
+        }
+        /** Both directories again from a fresh .terraform: the locks hold. */
+        const again = async (what: string) => {
+          for (const mode of ["mirror", "host"] as Mode[]) {
+            const cwd = join(dir.path, "work", `mixed-${mode}`);
+            await Deno.remove(join(cwd, ".terraform"), { recursive: true });
+            const r = await terraform(`mixed-${mode}`, modes[mode](), init);
+            assertEquals(r.lock, locks[mode], `${what}: ${mode}`);
+          }
+        };
+        // The upstreams go away; an hour later every list is stale: served anyway.
+        await app.settle();
+        await fakeH.stop();
+        await fakeE.stop();
+        skewMs = 3_600_000;
+        await again("upstreams down");
+        // Restarted offline on the same cache.
+        await server.shutdown(2_000);
+        log = memoryLogger();
+        app = await createApp(await buildConfig({ ...onlineConfig, offline: true }), {
+          log,
+          fetch: () => Promise.reject(new Error("offline: no network")),
+        });
+        server = serveApp(app);
+        servers.push(server);
+        await again("offline");
+        // Across protocols: what the mirror directory locked installs through the registry protocol.
+        const cross = await terraform("mixed-cross", hostCli(), init, { tf: dirs.mirror });
+        assertEquals(versionsOf(cross.lock), versionsOf(locks.mirror!));
+        // A provider never fetched: terraform fails naming it, in both protocols;
+        // Repoxy's 404 says why (terraform shows no body for a 404: a network
+        // mirror's 404 must stay "not here" so other sources are tried).
+        const never = mainTf({ "example/never": "1.0.0" });
+        const said = {
+          mirror:
+            /provider registry\.terraform\.io\/example\/never was not found in any of the\s+search locations\s+- provider mirror at https:\/\/127\.0\.0\.1/,
+          host:
+            /provider registry registry\.terraform\.io does not have a provider named\s+registry\.terraform\.io\/example\/never/,
+        };
+        for (const mode of ["mirror", "host"] as Mode[]) {
+          const r = await terraform(`never-${mode}`, modes[mode](), init, { tf: never, ok: false });
+          assertEquals(r.code, 1, r.output);
+          assertMatch(r.output, said[mode]);
+        }
+        for (
+          const path of [
+            `${H}/example/never/index.json`,
+            `v1/providers/${H}/example/never/versions`,
+          ]
+        ) {
+          const res = await fetch(`${server.url}${path}`, { client: httpClient });
+          assertEquals(res.status, 404);
+          const body = await res.json() as { errors: string[] };
+          assertMatch(
+            body.errors[0]!,
+            /registry\.terraform\.io\/example\/never .*this mirror is offline/,
+          );
+        }
+        assertEquals(fakeH.count((r) => r.path.includes("/never")), 0);
+      },
+    );
   } finally {
     httpClient.close();
     for (const s of servers) await s.shutdown(2_000).catch(() => {});
