@@ -28,6 +28,7 @@ import { hashZipH1 } from "../lib/integrity/dirhash.ts";
 import { type FakeProviderSpec, type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
 import { exists, sha256Hex as sha256, tempDir } from "./_helpers.ts";
 import { makeTestTls } from "./_tls.ts";
+import { makeProviderZip } from "./_zip.ts";
 import { findTerraform, parseLockFile, skip } from "./_terraform.ts";
 
 const NAME = "battery: issue 11's real-client scenarios through both protocols, against direct";
@@ -89,6 +90,8 @@ const PROVIDERS_H: FakeProviderSpec[] = [
 ];
 const PROVIDERS_E: FakeProviderSpec[] = [
   { namespace: "corp", type: "gamma", versions: [{ version: "0.3.0", platforms: THREE }] },
+  // The same address as on registry.terraform.io, other bytes: the caches must stay apart.
+  { namespace: "example", type: "alpha", versions: [{ version: "1.1.0", platforms: THREE }] },
 ];
 
 /** A CLI config block sending `host`'s registry protocol to `providersV1`. */
@@ -96,11 +99,12 @@ function hostBlock(host: string, providersV1: string): string {
   return `host "${host}" {\n  services = {\n    "providers.v1" = "${providersV1}"\n  }\n}\n`;
 }
 
-/** A root module requiring `providers` (address → constraint). */
+/** A root module requiring `providers` (`[name=]address` → constraint). */
 function mainTf(providers: Record<string, string>): string {
-  const lines = Object.entries(providers).map(([source, version]) =>
-    `    ${source.split("/").at(-1)} = { source = "${source}", version = "${version}" }`
-  );
+  const lines = Object.entries(providers).map(([key, version]) => {
+    const [name, source] = key.includes("=") ? key.split("=") : [key.split("/").at(-1), key];
+    return `    ${name} = { source = "${source}", version = "${version}" }`;
+  });
   return `terraform {\n  required_providers {\n${lines.join("\n")}\n  }\n}\n`;
 }
 
@@ -115,6 +119,19 @@ function zipFetches(fake: FakeRegistry, mark = 0): string[] {
     .sort();
 }
 
+/** Every file of a tree: relative path → sha256 of its bytes. */
+async function tree(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (d: string, rel: string) => {
+    for await (const e of Deno.readDir(d)) {
+      if (e.isDirectory) await walk(join(d, e.name), `${rel}${e.name}/`);
+      else out[`${rel}${e.name}`] = sha256(await Deno.readFile(join(d, e.name)));
+    }
+  };
+  await walk(root, "");
+  return Object.fromEntries(Object.entries(out).sort());
+}
+
 /** Version chosen for each provider of a lock file. */
 function versionsOf(lock: string): Record<string, string> {
   return Object.fromEntries([...parseLockFile(lock)].map(([k, v]) => [k, v.version]));
@@ -123,8 +140,29 @@ function versionsOf(lock: string): Record<string, string> {
 Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
   await using dir = await tempDir("repoxy-battery-");
   const tls = await makeTestTls(join(dir.path, "tls"));
-  const fakeH = await startFakeRegistry({ providers: PROVIDERS_H });
-  const fakeE = await startFakeRegistry({ providers: PROVIDERS_E, requireToken: TOKEN });
+  const fakeH = await startFakeRegistry({
+    providers: PROVIDERS_H,
+    // The concurrent inits' archive is slow, so that every init asks while
+    // the one download is still in flight.
+    intercept: async (req) => {
+      if (new URL(req.url).pathname.includes("/files/example/conc/")) {
+        await new Promise((r) => setTimeout(r, 400));
+      }
+      return undefined;
+    },
+  });
+  const otherAlpha = new Map<string, Uint8Array>();
+  for (const pl of THREE) {
+    otherAlpha.set(
+      `terraform-provider-alpha_1.1.0_${pl}.zip`,
+      await makeProviderZip("alpha", "1.1.0", pl, [{ name: "ORIGIN", data: E }]),
+    );
+  }
+  const fakeE = await startFakeRegistry({
+    providers: PROVIDERS_E,
+    requireToken: TOKEN,
+    zipOverride: (name, zip) => otherAlpha.get(name) ?? zip,
+  });
   const cacheDir = join(dir.path, "cache");
   const onlineConfig = {
     listen: "127.0.0.1:0",
@@ -328,18 +366,6 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
           "-platform=darwin_arm64",
           out,
         ];
-        /** Every file of a tree, relative path → bytes. */
-        const tree = async (root: string) => {
-          const out: Record<string, string> = {};
-          const walk = async (d: string, rel: string) => {
-            for await (const e of Deno.readDir(d)) {
-              if (e.isDirectory) await walk(join(d, e.name), `${rel}${e.name}/`);
-              else out[`${rel}${e.name}`] = sha256(await Deno.readFile(join(d, e.name)));
-            }
-          };
-          await walk(root, "");
-          return Object.fromEntries(Object.entries(out).sort());
-        };
         const direct = await terraform("pm-direct", directCli, args("out"), { tf });
         const want = await tree(join(direct.cwd, "out"));
         assertEquals(Object.keys(want).filter((f) => f.endsWith(".zip")).length, 4);
@@ -440,6 +466,33 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
     });
 
     await t.step("two registries, one behind a token only Repoxy holds", async () => {
+      // Without the token, direct fails: the token is what makes it work.
+      const noToken = hostBlock(H, `${fakeH.registryUrl}/v1/providers/`) +
+        hostBlock(E, `${fakeE.registryUrl}/v1/providers/`);
+      const tf = mainTf({
+        "example/alpha": "1.1.0",
+        [`${E}/corp/gamma`]: "0.3.0",
+        [`alpha2=${E}/example/alpha`]: "1.1.0",
+      });
+      const refused = await terraform("two-no-token", noToken, init, { tf, ok: false });
+      assert(refused.code !== 0);
+      assertMatch(refused.output, /requires\s+authentication\s+credentials/);
+      const direct = await terraform("two-direct", directCli, init, { tf });
+      const viaHost = await terraform("two-host", hostCli(), init, { tf });
+      assertEquals(viaHost.lock, direct.lock);
+      const viaMirror = await terraform("two-mirror", mirrorCli(), init, { tf });
+      const locked = parseLockFile(viaMirror.lock);
+      assertEquals(versionsOf(viaMirror.lock), versionsOf(direct.lock));
+      const want = {
+        [`${E}/corp/gamma`]: await h1Of(fakeE, "gamma", "0.3.0", HOST_PLATFORM),
+        [`${H}/example/alpha`]: await h1Of(fakeH, "alpha", "1.1.0", HOST_PLATFORM),
+        [`${E}/example/alpha`]: await h1Of(fakeE, "alpha", "1.1.0", HOST_PLATFORM),
+      };
+      assert(want[`${H}/example/alpha`] !== want[`${E}/example/alpha`]);
+      for (const [address, h1] of Object.entries(want)) {
+        assertEquals(locked.get(address)?.hashes, [h1], address);
+        assert(parseLockFile(direct.lock).get(address)?.hashes.includes(h1), address);
+      }
       // Every API request Repoxy made to registry.example.com carried the
       // configured token; nothing else ever saw it.
       const fromRepoxy = (f: FakeRegistry) =>
@@ -457,22 +510,6 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
       ) {
         assertEquals(r.headers.get("authorization"), null, `${r.server} ${r.path}`);
       }
-      // Without the token, direct fails: the token is what makes it work.
-      const noToken = hostBlock(H, `${fakeH.registryUrl}/v1/providers/`) +
-        hostBlock(E, `${fakeE.registryUrl}/v1/providers/`);
-      const tf = mainTf({ "example/alpha": "1.1.0", [`${E}/corp/gamma`]: "0.3.0" });
-      const refused = await terraform("two-no-token", noToken, init, { tf, ok: false });
-      assert(refused.code !== 0);
-      assertMatch(refused.output, /requires\s+authentication\s+credentials/);
-      const direct = await terraform("two-direct", directCli, init, { tf });
-      const viaHost = await terraform("two-host", hostCli(), init, { tf });
-      assertEquals(viaHost.lock, direct.lock);
-      const viaMirror = await terraform("two-mirror", mirrorCli(), init, { tf });
-      assertEquals(versionsOf(viaMirror.lock), versionsOf(direct.lock));
-      assertEquals(
-        parseLockFile(viaMirror.lock).get(`${E}/corp/gamma`)?.hashes,
-        [await h1Of(fakeE, "gamma", "0.3.0", HOST_PLATFORM)],
-      );
     });
 
     await t.step(
@@ -603,7 +640,13 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
         await fakeH.stop();
         await fakeE.stop();
         skewMs = 3_600_000;
+        const downMark = log.records.length;
         await again("upstreams down");
+        // Stale lists were served (stale-if-error), not refetched.
+        assert(
+          log.records.slice(downMark).some((r) => r.msg === "request" && r.cache === "stale"),
+          JSON.stringify(log.records.slice(downMark).map((r) => [r.path, r.cache])),
+        );
         // Restarted offline on the same cache.
         await server.shutdown(2_000);
         log = memoryLogger();
@@ -614,6 +657,37 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
         server = serveApp(app);
         servers.push(server);
         await again("offline");
+        // Offline, three-platform locks and providers mirror come out as they did online.
+        const flags = THREE.map((p) => `-platform=${p}`);
+        const lockTf = mainTf({ "example/alpha": "1.1.0", [`${E}/corp/gamma`]: "0.3.0" });
+        const earlier = (name: string) => Deno.readTextFile(join(dir.path, "work", name, LOCK));
+        const hostLock = await terraform("offline-lock-host", hostCli(), [
+          "providers",
+          "lock",
+          "-no-color",
+          ...flags,
+        ], { tf: lockTf });
+        assertEquals(hostLock.lock, await earlier("lock-direct-1.1.0"));
+        const mirrorLock = await terraform("offline-lock-mirror", mirrorCli(), [
+          "providers",
+          "lock",
+          "-no-color",
+          `-net-mirror=${server.url}`,
+          ...flags,
+        ], { tf: lockTf });
+        assertEquals(mirrorLock.lock, await earlier("lock-mirror-1.1.0"));
+        const pm = await terraform("offline-pm-host", hostCli(), [
+          "providers",
+          "mirror",
+          "-no-color",
+          "-platform=linux_amd64",
+          "-platform=darwin_arm64",
+          "out",
+        ], { tf: lockTf });
+        assertEquals(
+          await tree(join(pm.cwd, "out")),
+          await tree(join(dir.path, "work", "pm-direct", "out")),
+        );
         // Across protocols: what the mirror directory locked installs through the registry protocol.
         const cross = await terraform("mixed-cross", hostCli(), init, { tf: dirs.mirror });
         assertEquals(versionsOf(cross.lock), versionsOf(locks.mirror!));
