@@ -28,7 +28,7 @@
  * @module
  */
 import type { Config } from "../config/config.ts";
-import { NotFoundError, UpstreamError } from "../http/errors.ts";
+import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
 import type { Logger } from "../base/log.ts";
 import { REDACTED, redactUrl } from "../base/redact.ts";
 import { NegativeCache } from "../cache/negative_cache.ts";
@@ -98,6 +98,21 @@ interface Refreshed {
   entry: RefEntry;
   /** The stored entry was confirmed unchanged (not fetched again). */
   revalidated: boolean;
+}
+
+/**
+ * After a refresh failed because the upstream is unreachable, slow or
+ * answering 5xx, how long stored copies of that registry's documents are
+ * answered stale at once instead of each request retrying it: an outage costs
+ * one failed refresh per registry per gap, not one per request (an `init`
+ * reads two documents per provider). Short enough to keep the freshness
+ * bound well inside a minute once the upstream is back.
+ */
+const FAILING_UPSTREAM_GAP_MS = 10_000;
+
+/** An error that says the upstream is down or failing (not that a document is bad or absent). */
+function upstreamFailing(e: unknown): boolean {
+  return e instanceof UpstreamTimeoutError || (e instanceof UpstreamError && e.transient);
 }
 
 /** Minimum gap between refreshes forced by a client asking for an unlisted version. */
@@ -201,6 +216,8 @@ export class Metadata {
   readonly #lastForced: NegativeCache;
   /** Keys the upstream said do not exist (and provider/version/platform it does not list). */
   readonly #negative: NegativeCache;
+  /** Registries (hostnames) whose last refresh failed less than FAILING_UPSTREAM_GAP_MS ago. */
+  readonly #failing: NegativeCache;
   readonly #live = new Map<string, Promise<DownloadValue>>();
   readonly #parsedVersions = new WeakMap<RefEntry, VersionsValue>();
   readonly #parsedDownloads = new WeakMap<RefEntry, DownloadDoc>();
@@ -224,6 +241,7 @@ export class Metadata {
     this.#negative = new NegativeCache(negativeTtlMs, negativeEntries, now);
     // Bounded too: thousands of made-up providers must not grow it.
     this.#lastForced = new NegativeCache(FORCED_REFRESH_GAP_MS, negativeEntries, now);
+    this.#failing = new NegativeCache(FAILING_UPSTREAM_GAP_MS, negativeEntries, now);
     this.platformSlots = new Slots(config.limits.platformConcurrency);
   }
 
@@ -280,6 +298,11 @@ export class Metadata {
     if (stored && fresh) return { value: stored, status: "hit", fetchedAt: stored.fetchedAt };
     const missing = this.#negative.get(key);
     if (missing !== undefined) throw new NotFoundError(missing);
+    // The registry failed a refresh moments ago: the stored copy now, rather
+    // than every request of an outage waiting for its own retries.
+    if (stored && this.#failing.has(opts.hostname)) {
+      return { value: stored, status: "stale", fetchedAt: stored.fetchedAt };
+    }
     let p = this.#inflight.get(key);
     if (!p) {
       p = (async (): Promise<Refreshed> => {
@@ -301,8 +324,10 @@ export class Metadata {
           }
         } catch (e) {
           if (e instanceof NotFoundError) this.#negative.add(key, e.message);
+          if (upstreamFailing(e)) this.#failing.add(opts.hostname, (e as Error).message);
           throw e;
         }
+        this.#failing.delete(opts.hostname);
         await this.#store(key, got);
         // The store keeps the object it already handed out when the bytes
         // are the same: answer with that one, whose parsed forms exist.
