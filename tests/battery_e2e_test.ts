@@ -647,6 +647,29 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
           log.records.slice(downMark).some((r) => r.msg === "request" && r.cache === "stale"),
           JSON.stringify(log.records.slice(downMark).map((r) => [r.path, r.cache])),
         );
+        // Restarted during the outage (online, real retry waits, a clock an hour
+        // on): lists come from disk, stale, within terraform's budget.
+        await server.shutdown(2_000);
+        log = memoryLogger();
+        let attempts = 0;
+        app = await createApp(await buildConfig(onlineConfig), {
+          log,
+          now: () => Date.now() + 3_600_000,
+          onUpstreamRequest: () => attempts++,
+        });
+        server = serveApp(app);
+        servers.push(server);
+        const started = performance.now();
+        await again("restarted, upstreams down");
+        // deno-lint-ignore no-console
+        console.log(
+          `FIGURE restarted during the outage: 4 inits (2 per protocol) in ` +
+            `${(performance.now() - started).toFixed(0)} ms; slowest answer ` +
+            `${
+              Math.max(...log.records.filter((r) => r.msg === "request").map((r) => Number(r.ms)))
+            } ms, ${attempts} upstream attempts`,
+        );
+        assert(log.records.some((r) => r.msg === "request" && r.cache === "stale"));
         // Restarted offline on the same cache.
         await server.shutdown(2_000);
         log = memoryLogger();
