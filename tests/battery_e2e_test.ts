@@ -714,6 +714,23 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
         // Across protocols: what the mirror directory locked installs through the registry protocol.
         const cross = await terraform("mixed-cross", hostCli(), init, { tf: dirs.mirror });
         assertEquals(versionsOf(cross.lock), versionsOf(locks.mirror!));
+        // A platform never fetched of a cached version: refused, naming it.
+        const uncached = {
+          mirror:
+            /does not have a package of\s+registry\.terraform\.io\/example\/conc 1\.0\.0 for darwin_arm64/,
+          host: /registry\.terraform\.io\/example\/conc 1\.0\.0 is not available for darwin_arm64/,
+        };
+        for (const mode of ["mirror", "host"] as Mode[]) {
+          const mirrorFlag = mode === "mirror" ? [`-net-mirror=${server.url}`] : [];
+          const r = await terraform(
+            `uncached-platform-${mode}`,
+            modes[mode](),
+            ["providers", "lock", "-no-color", ...mirrorFlag, "-platform=darwin_arm64"],
+            { tf: mainTf({ "example/conc": "1.0.0" }), ok: false },
+          );
+          assertEquals(r.code, 1, r.output);
+          assertMatch(r.output, uncached[mode]);
+        }
         // A provider never fetched: terraform fails naming it, in both protocols;
         // Repoxy's 404 says why (terraform shows no body for a 404: a network
         // mirror's 404 must stay "not here" so other sources are tried).
