@@ -595,13 +595,44 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
           assertEquals(parseLockFile(r.lock).get(`${E}/corp/gamma`)?.hashes, [
             await h1Of(fakeE, "gamma", "0.3.0", HOST_PLATFORM),
           ]);
-          // The registry protocol cannot be served from an import: an export carries
-          // archives, not the publisher's signed SHA256SUMS that protocol hands out
-          // (README: the air gap is a network/filesystem mirror). Carrying the cache
-          // directory itself keeps both protocols: the offline step below shows it.
           assertEquals(gapLog.records.filter((r) => r.msg === "request" && r.status !== 200), []);
         } finally {
           await gapServer.shutdown(2_000);
+        }
+        // The registry protocol cannot be served from an import: an export carries
+        // archives, not the publisher's signed SHA256SUMS and keys that protocol
+        // hands out. Carrying the cache directory itself keeps both protocols.
+        await app.settle();
+        const carriedCache = join(dir.path, "carried-cache");
+        const cp = await new Deno.Command("cp", { args: ["-a", cacheDir, carriedCache] }).output();
+        assert(cp.success, new TextDecoder().decode(cp.stderr));
+        const cacheApp = await createApp(
+          await buildConfig({
+            ...onlineConfig,
+            cacheDir: carriedCache,
+            offline: true,
+            upstreams: { [H]: {}, [E]: {} },
+          }),
+          { log: memoryLogger(), fetch: () => Promise.reject(new Error("air gap: no network")) },
+        );
+        const cacheServer = serveApp(cacheApp);
+        servers.push(cacheServer);
+        try {
+          const tf = mainTf({ "example/alpha": "1.1.0", [`${E}/corp/gamma`]: "0.3.0" });
+          const viaHost = await terraform(
+            "airgap-cache-host",
+            hostBlock(H, `${cacheServer.url}v1/providers/${H}/`) +
+              hostBlock(E, `${cacheServer.url}v1/providers/${E}/`),
+            init,
+            { tf },
+          );
+          // Byte for byte what terraform writes against the registries directly.
+          assertEquals(
+            viaHost.lock,
+            (await terraform("two-direct-again", directCli, init, { tf })).lock,
+          );
+        } finally {
+          await cacheServer.shutdown(2_000);
         }
       },
     );
