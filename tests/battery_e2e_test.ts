@@ -12,8 +12,9 @@
  * that keeps each "cold" step cold: a 700-version provider, three-platform
  * locks, `providers mirror`, the plugin cache dir, constraints and
  * prereleases, two registries with a token, concurrent cold inits, the air
- * gap (warm, export, import, offline serve), then mixed modes with the
- * upstreams gone and Repoxy restarted offline.
+ * gap (warm, export, import, offline serve; or the cache directory carried),
+ * then mixed modes with the upstreams gone, Repoxy restarted during the outage,
+ * and restarted offline.
  */
 import { type App, createApp, serveApp } from "../lib/app.ts";
 import { memoryLogger } from "../lib/base/log.ts";
