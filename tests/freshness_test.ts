@@ -200,8 +200,10 @@ Deno.test("upstream down after the list went stale: the stored list is served, m
     else assertEquals(await versionsOf(res), ["2.3.4"]);
   }
   assert(t.log.records.some((r) => r.msg === "upstream failed; serving stale metadata"));
-  // Back up: the next request revalidates (304) and the list is fresh again.
+  // Back up: once the failed refresh is 10 s old (metadata.ts FAILING_UPSTREAM_GAP_MS),
+  // the next request revalidates (304) and the list is fresh again.
   down = false;
+  t.clock.t += 10_000;
   const back = await t.get(INDEX);
   assertEquals(back.headers.get("x-repoxy-cache"), "revalidated");
   await back.body?.cancel();

@@ -3,12 +3,13 @@
  * served while fresh, otherwise fetched (or revalidated) from the upstream
  * with one request shared by concurrent callers; what the upstream says does
  * not exist is remembered in a bounded {@link NegativeCache}; a refresh that
- * fails or is slow gets the stored copy served stale. What each entry is and
+ * fails or is slow gets the stored copy served stale, and for 10 s after a
+ * registry failed, its stored copies are served stale at once. What each entry is and
  * how it is fetched is the caller's (`metadata.ts`'s) business.
  * @module
  */
 import type { Logger } from "../base/log.ts";
-import { NotFoundError, UpstreamError } from "../http/errors.ts";
+import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
 import { NegativeCache } from "../cache/negative_cache.ts";
 import type { Sourced } from "../cache/cache_status.ts";
 import type { RefEntry, RefsStore } from "../cache/refs_store.ts";
@@ -31,6 +32,21 @@ async function raceStale<T>(p: Promise<T>, ms: number): Promise<T | typeof SLOW>
 
 /** What a fetcher answers when the upstream confirmed the stored entry (304). */
 export const NOT_MODIFIED = Symbol("not modified");
+
+/**
+ * After a refresh failed because the upstream is unreachable, slow or
+ * answering 5xx, how long stored copies of that registry's documents are
+ * answered stale at once instead of each request retrying it: an outage costs
+ * one failed refresh per registry per gap, not one per request (an `init`
+ * reads two documents per provider). Short enough to keep the freshness
+ * bound well inside a minute once the upstream is back.
+ */
+const FAILING_UPSTREAM_GAP_MS = 10_000;
+
+/** An error that says the upstream is down or failing (not that a document is bad or absent). */
+function upstreamFailing(e: unknown): boolean {
+  return e instanceof UpstreamTimeoutError || (e instanceof UpstreamError && e.transient);
+}
 
 /** The outcome of one refresh of an entry, shared by every caller waiting for it. */
 interface Refreshed {
@@ -60,6 +76,8 @@ export class RefCache {
   readonly #inflight = new Map<string, Promise<Refreshed>>();
   /** Keys the upstream said do not exist (and provider/version/platform it does not list). */
   readonly negative: NegativeCache;
+  /** Registries (hostnames) whose last refresh failed less than FAILING_UPSTREAM_GAP_MS ago. */
+  readonly #failing: NegativeCache;
 
   constructor(
     readonly refs: RefsStore,
@@ -69,6 +87,7 @@ export class RefCache {
     negativeEntries: number,
   ) {
     this.negative = new NegativeCache(negativeTtlMs, negativeEntries, now);
+    this.#failing = new NegativeCache(FAILING_UPSTREAM_GAP_MS, negativeEntries, now);
   }
 
   /** Stores an entry; a full or read-only disk must not turn a good upstream answer into an error. */
@@ -107,6 +126,11 @@ export class RefCache {
     if (stored && fresh) return { value: stored, status: "hit", fetchedAt: stored.fetchedAt };
     const missing = this.negative.get(key);
     if (missing !== undefined) throw new NotFoundError(missing);
+    // The registry failed a refresh moments ago: the stored copy now, rather
+    // than every request of an outage waiting for its own retries.
+    if (stored && this.#failing.has(opts.hostname)) {
+      return { value: stored, status: "stale", fetchedAt: stored.fetchedAt };
+    }
     let p = this.#inflight.get(key);
     if (!p) {
       p = (async (): Promise<Refreshed> => {
@@ -128,8 +152,10 @@ export class RefCache {
           }
         } catch (e) {
           if (e instanceof NotFoundError) this.negative.add(key, e.message);
+          if (upstreamFailing(e)) this.#failing.add(opts.hostname, (e as Error).message);
           throw e;
         }
+        this.#failing.delete(opts.hostname);
         await this.store(key, got);
         // The store keeps the object it already handed out when the bytes
         // are the same: answer with that one, whose parsed forms exist.
