@@ -463,6 +463,41 @@ Deno.test("import refuses, by name, tampered SHA256SUMS, .sig, download document
       stored: all,
     },
     {
+      name: "another provider's signed release filed as this one (same publisher key)",
+      tamper: async (vdir, tree) => {
+        // beta 2.3.4's SHA256SUMS, .sig and this platform's document, with beta's
+        // archive as alpha's: every signature and hash holds, the names do not.
+        const beta = fake.archive("beta", "2.3.4", HERE);
+        await Deno.writeFile(join(vdir, "SHA256SUMS"), fake.sums.get("example/beta/2.3.4")!);
+        await Deno.writeFile(
+          join(vdir, "SHA256SUMS.sig"),
+          fake.signatures.get("example/beta/2.3.4")!,
+        );
+        await editJson(join(vdir, `download_${HERE}.json`), (d) => {
+          Object.assign(d, { filename: beta.filename, shasum: beta.sha256 });
+        });
+        await Deno.remove(join(vdir, `download_${OTHER}.json`));
+        const pdir = join(tree, H, "example", "alpha");
+        const name = `terraform-provider-alpha_1.1.0_${HERE}.zip`;
+        await Deno.writeFile(join(pdir, name), beta.bytes);
+        const h1 = await hashZipH1(join(pdir, name));
+        await editJson(join(pdir, "1.1.0.json"), (d) => {
+          (d.archives as Record<string, { hashes: string[] }>)[HERE]!.hashes = [
+            h1,
+            `zh:${beta.sha256}`,
+          ];
+        });
+      },
+      expect: {
+        SHA256SUMS: ["refused", nothing],
+        [`download document ${HERE}`]: [
+          "refused",
+          /filename terraform-provider-beta_2\.3\.4_.* is not terraform-provider-alpha_1\.1\.0_/,
+        ],
+      },
+      stored: [],
+    },
+    {
       name: "a document that says it is for another platform than its name",
       tamper: (vdir) =>
         editJson(join(vdir, `download_${OTHER}.json`), (d) => Object.assign(d, pl(HERE))),

@@ -24,9 +24,10 @@
  * Import trusts none of it: a version's documents enter `refs/` only when
  * SHA256SUMS's signature verifies with the keys a download document carries
  * (or the config's `trustedKeys`, which then replace them: the same rule as
- * serving, lib/integrity/checks.ts), the document's `shasum` is SHA256SUMS'
- * line for its file, and the archive the cache holds for that platform has
- * that sha256. Anything else is refused by name and not stored.
+ * serving, lib/integrity/checks.ts), the document's `filename` is this
+ * release's archive name, its `shasum` is SHA256SUMS' line for that file, and
+ * the archive the cache holds for that platform has that sha256. Anything
+ * else is refused by name and not stored.
  * @module
  */
 import { redactUrl } from "../base/redact.ts";
@@ -42,6 +43,7 @@ import {
 } from "../integrity/checks.ts";
 import { MAX_SIGNATURE_BYTES } from "../integrity/signature.ts";
 import {
+  archiveFilename,
   isValidHostname,
   isValidOsArch,
   isValidPart,
@@ -457,6 +459,13 @@ async function importVersion(
     if (failed) {
       const by = trusted.length > 0 ? "the trustedKeys of the config" : "the signing_keys it names";
       refuse(`${SUMS} is not validly signed by ${by}: ${failed}`);
+      continue;
+    }
+    // Publishers sign every provider's SHA256SUMS with the same key: a release
+    // of another provider (or version) filed here would verify. Its file names it.
+    const expected = archiveFilename(p.type, version, pl);
+    if (doc.filename !== expected) {
+      refuse(`its filename ${doc.filename} is not ${expected}, the archive of this release`);
       continue;
     }
     try {
