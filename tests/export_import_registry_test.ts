@@ -34,6 +34,7 @@ import {
 import { makeSigningKey, signDetached } from "./_pgp.ts";
 import { requiredProviders, runTerraform, terraformOrSkip } from "./_terraform_cli.ts";
 import { makeProviderZip } from "./_zip.ts";
+import { makeTestTls } from "./_tls.ts";
 
 const H = "registry.terraform.io";
 const ALPHA = { hostname: H, namespace: "example", type: "alpha" };
@@ -229,7 +230,7 @@ Deno.test("import stores the sidecar's documents, and an offline Repoxy serves t
 
 Deno.test({
   name:
-    "terraform init through a host block on the imported offline cache writes the direct lock file byte for byte; the tree stays a filesystem_mirror",
+    "terraform init through a host block on the imported offline cache writes the direct lock file byte for byte; the tree stays a filesystem and a static network mirror",
   ignore: !TF,
   async fn() {
     await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
@@ -269,6 +270,47 @@ Deno.test({
       assertEquals(log.records.filter((r) => r.msg === "request" && r.status !== 200), []);
     } finally {
       await server.shutdown(2_000);
+    }
+    // A static network_mirror of the tree (any HTTPS file server) still works:
+    // terraform asks only for what index.json names, never for .repoxy/.
+    const tls = await makeTestTls(await Deno.makeTempDir({ dir: dir.path }));
+    const asked: string[] = [];
+    const files = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      cert: tls.certPem,
+      key: tls.keyPem,
+      onListen: () => {},
+    }, async (req) => {
+      const path = decodeURIComponent(new URL(req.url).pathname);
+      asked.push(path);
+      if (path.includes("..")) return new Response(null, { status: 400 });
+      try {
+        const body = await Deno.readFile(join(out, path));
+        const type = path.endsWith(".json") ? "application/json" : "application/zip";
+        return new Response(body, { headers: { "content-type": type } });
+      } catch {
+        return new Response(null, { status: 404 });
+      }
+    });
+    try {
+      const work = join(dir.path, "static-mirror");
+      await Deno.mkdir(work);
+      await Deno.writeTextFile(
+        join(work, "main.tf"),
+        requiredProviders([{ source: "example/alpha", version: "1.1.0" }]),
+      );
+      const run = await runTerraform(
+        tf,
+        work,
+        ["init", "-input=false"],
+        `provider_installation {\n  network_mirror {\n    url = "https://127.0.0.1:${files.addr.port}/"\n  }\n}\n`,
+        { SSL_CERT_FILE: tls.caCertPath },
+      );
+      assertEquals(run.code, 0, run.output);
+      assert(asked.length > 0 && asked.every((p) => !p.includes(".repoxy")), asked.join(" "));
+    } finally {
+      await files.shutdown();
     }
     // Terraform's filesystem_mirror search still accepts the tree with its sidecar.
     const fsLock = await init(

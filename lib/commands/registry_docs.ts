@@ -12,9 +12,12 @@
  *     DIR/.repoxy/registry/<host>/<ns>/<type>/<version>/SHA256SUMS.sig
  *     DIR/.repoxy/registry/<host>/<ns>/<type>/<version>/download_<os>_<arch>.json
  *
- * because a dot directory is what the tree's other readers skip: Terraform's
- * filesystem_mirror search ignores it (".repoxy" is no hostname; tested), a
- * static network_mirror is only ever asked for the paths its index names,
+ * because the tree's other readers pass it by: Terraform's filesystem_mirror
+ * search reads `.repoxy/registry/<host>` as hostname/namespace/type, which
+ * names no provider anyone requires and is ignored (TF_LOG: "invalid type
+ * ...; ignoring" for a hostname with a dot or port; a single-label one would
+ * hold no valid version either); the init tests use such a tree,
+ * a static network_mirror is only ever asked for the paths its index names,
  * and `repoxy import`'s walk over hostnames (also in older Repoxy versions)
  * skips dot entries. The files are the upstream's bytes (SHA256SUMS and
  * `.sig` exactly as signed, so anyone can check them with gpg), except that
