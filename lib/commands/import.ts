@@ -219,7 +219,7 @@ export async function importTree(
     }
     opts.progress?.update(done, done, `archives  ${formatSize(bytes)}`, true);
     // After the archives: a download document is only accepted for an archive the cache holds.
-    report.registry = await importRegistryDocs(config, cache, srcDir, report.problems);
+    report.registry = await importRegistryDocs(config, cache, srcDir, report.problems, now);
   } finally {
     await cache.close();
   }

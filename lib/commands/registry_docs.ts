@@ -157,7 +157,11 @@ export async function exportRegistryDocs(
     const docs: Array<{ pl: PlatformRef; text: string }> = [];
     for (const pl of platforms) {
       const dl = await refs.get(refKeys.download(p, version, pl));
-      if (dl) docs.push({ pl, text: dl.body });
+      let text: string | undefined;
+      try {
+        text = dl && redactDocument(dl.body);
+      } catch { /* unreadable (it parsed when stored): as if absent */ }
+      if (text !== undefined) docs.push({ pl, text });
       else {
         out.notes.push(
           `${name} ${
@@ -175,7 +179,7 @@ export async function exportRegistryDocs(
     if (sig) await write(join(vdir, SIG), entryBytes(sig));
     let protocols: string[] | undefined;
     for (const { pl, text } of docs) {
-      await write(join(vdir, downloadName(pl)), enc.encode(redactDocument(text)));
+      await write(join(vdir, downloadName(pl)), enc.encode(text));
       const pr = (JSON.parse(text) as DownloadDoc).protocols;
       if (Array.isArray(pr)) protocols ??= pr.filter((x): x is string => typeof x === "string");
       out.documents++;
@@ -262,6 +266,7 @@ export async function importRegistryDocs(
   cache: CacheDir,
   srcDir: string,
   problems: string[],
+  now: () => number = Date.now,
 ): Promise<RegistryItem[]> {
   const items: RegistryItem[] = [];
   const top = join(srcDir, SIDECAR);
@@ -303,7 +308,7 @@ export async function importRegistryDocs(
           continue;
         }
         const p = { hostname: host.name, namespace: ns.name, type: type.name };
-        await importProvider(config, cache, dir, p, items, problems);
+        await importProvider(config, cache, dir, p, items, problems, now);
       }
     }
   }
@@ -322,6 +327,7 @@ async function importProvider(
   p: ProviderRef,
   items: RegistryItem[],
   problems: string[],
+  now: () => number,
 ): Promise<void> {
   const limit = config.limits.metadataDocumentBytes;
   const listPath = join(dir, VERSIONS);
@@ -351,7 +357,7 @@ async function importProvider(
       problems.push(`${vdir}: "${e.name}" is not a version`);
       continue;
     }
-    const got = await importVersion(config, cache, vdir, p, e.name, items, problems);
+    const got = await importVersion(config, cache, vdir, p, e.name, items, problems, now);
     if (got) accepted.set(e.name, got);
   }
   if (accepted.size > 0) await mergeVersions(cache.refs, p, accepted, carried, listPath);
@@ -370,6 +376,7 @@ async function importVersion(
   version: string,
   items: RegistryItem[],
   problems: string[],
+  now: () => number,
 ): Promise<Accepted | undefined> {
   const limit = config.limits.metadataDocumentBytes;
   const sumsPath = join(vdir, SUMS);
@@ -510,7 +517,7 @@ async function importVersion(
 
   // SHA256SUMS (and .sig) before the documents that lead to them: a server
   // running on this cache never offers a document whose SHA256SUMS it lacks.
-  const fetchedAt = Date.now();
+  const fetchedAt = now();
   const entry = (path: string, body: string, encoding?: "base64") => ({
     fetchedAt,
     url: `import:${path}`,
