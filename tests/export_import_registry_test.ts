@@ -171,9 +171,13 @@ Deno.test("import stores the sidecar's documents, and an offline Repoxy serves t
   const cacheDir = join(dir.path, "airgapped");
   await using t = await makeTestApp(undefined, cacheDir, { offline: true, upstreams: { [H]: {} } });
   // Asked before the import (remembered as missing), served after it.
-  const before = await t.get(`${REG}/versions`);
-  assertEquals(before.status, 404);
-  await before.body?.cancel();
+  for (
+    const path of ["versions", `1.1.0/download/${pl(HERE).os}/${pl(HERE).arch}`, "1.1.0/SHA256SUMS"]
+  ) {
+    const before = await t.get(`${REG}/${path}`);
+    assertEquals(before.status, 404, path);
+    await before.body?.cancel();
+  }
 
   const r = await importTree(t.config, out, { log: memoryLogger() });
   assertEquals(r.problems, []);
@@ -669,4 +673,50 @@ Deno.test("a tree without the sidecar imports as before; the CLI names refused d
   );
   assertMatch(run.stdout, /2 imported .*, 0 already cached, 0 refused/);
   assertMatch(run.stdout, /registry protocol documents: 2 imported, 0 already cached, 1 refused/);
+});
+
+Deno.test("registry.opentofu.org releases without keys travel unsigned, as OpenTofu accepts them; another registry's are refused", async () => {
+  const T = "registry.opentofu.org";
+  await using fake = await startFakeRegistry({
+    providers: TWO_PROVIDERS,
+    extraDownloadFields: () => ({ signing_keys: { gpg_public_keys: [] } }),
+  });
+  await using dir = await tempDir();
+  const cache = join(dir.path, "connected");
+  const tofu = { ...ALPHA, hostname: T };
+  {
+    await using t = await makeTestApp(fake, cache, {
+      upstreams: { [T]: { url: fake.registryUrl } },
+    });
+    const r = await warm(t.app, {
+      targets: [{ provider: tofu, version: "1.1.0", source: "test" }],
+      platforms: [pl(HERE)],
+      concurrency: 1,
+    });
+    assertEquals(r.failures, []);
+  }
+  const out = join(dir.path, "out");
+  await exportCache(cache, out, { log: memoryLogger() });
+  const vdir = join(out, ".repoxy", "registry", T, "example", "alpha", "1.1.0");
+  assertEquals(await listDir(vdir), ["SHA256SUMS", `download_${HERE}.json`]);
+  const r = await importTree(
+    await buildConfig({ cacheDir: join(dir.path, "b"), offline: true, upstreams: { [T]: {} } }),
+    out,
+    { log: memoryLogger() },
+  );
+  assertEquals(r.registry.map((i) => [i.document, i.status, i.detail]).sort(), [
+    ["SHA256SUMS", "imported", "accepted unsigned"],
+    ["download document", "imported", "matched SHA256SUMS and the archive's sha256"],
+  ]);
+  // The same unsigned release filed under a registry that must sign is refused.
+  const moved = join(dir.path, "moved");
+  await copyTree(out, moved);
+  for (const top of ["", ".repoxy/registry"]) {
+    await Deno.rename(join(moved, top, T), join(moved, top, H));
+  }
+  const m = await importTree(await offlineConfig(join(dir.path, "c")), moved, {
+    log: memoryLogger(),
+  });
+  assertEquals(m.registry.map((i) => i.status), ["refused", "refused"]);
+  assertMatch(m.registry.map((i) => i.detail).join("\n"), /names no signature/);
 });
