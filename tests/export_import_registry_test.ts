@@ -720,3 +720,38 @@ Deno.test("registry.opentofu.org releases without keys travel unsigned, as OpenT
   assertEquals(m.registry.map((i) => i.status), ["refused", "refused"]);
   assertMatch(m.registry.map((i) => i.detail).join("\n"), /names no signature/);
 });
+
+Deno.test("back online, an imported cache never fetches from where a carried document points: it asks the upstream", async () => {
+  await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
+  await using dir = await tempDir();
+  const out = await warmAndExport(fake, dir.path);
+  // The carrier points every URL somewhere else; the signed facts are untouched.
+  const elsewhere = "http://127.0.0.1:9/carrier";
+  for (const p of EXPORTED) {
+    await editJson(join(out, ...SIDE, "1.1.0", `download_${p}.json`), (d) => {
+      d.download_url = `${elsewhere}/${d.filename}`;
+      d.shasums_url = `${elsewhere}/SHA256SUMS`;
+      d.shasums_signature_url = `${elsewhere}/SHA256SUMS.sig`;
+    });
+  }
+  const cacheDir = join(dir.path, "c");
+  const r = await importTree(await offlineConfig(cacheDir), out, { log: memoryLogger() });
+  assert(r.registry.every((i) => i.status === "imported"), JSON.stringify(r.registry));
+  const stored = JSON.parse(
+    JSON.parse(
+      await Deno.readTextFile(
+        join(cacheDir, "refs", H, "example", "alpha", "1.1.0", `download_${HERE}.json`),
+      ),
+    ).body,
+  );
+  assertEquals(stored.download_url, `${elsewhere}/${stored.filename}?REDACTED`);
+  // The archive goes (pruned, say); the cache goes online and is asked for it.
+  const fa = fake.archive("alpha", "1.1.0", HERE);
+  await Deno.remove(join(cacheDir, "packages", H, "example", "alpha", fa.filename));
+  await using t = await makeTestApp(fake, cacheDir);
+  const res = await t.get(`/${H}/example/alpha/${fa.filename}`);
+  assertEquals(res.status, 200);
+  assertEquals(sha256Hex(new Uint8Array(await res.arrayBuffer())), fa.sha256);
+  assert(t.upstream.length > 0);
+  assert(t.upstream.every((u) => !u.url.includes("127.0.0.1:9")), JSON.stringify(t.upstream));
+});

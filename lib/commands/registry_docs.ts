@@ -30,10 +30,12 @@
  * serving, lib/integrity/checks.ts), the document's `filename` is this
  * release's archive name, its `shasum` is SHA256SUMS' line for that file, and
  * the archive the cache holds for that platform has that sha256. Anything
- * else is refused by name and not stored.
+ * else is refused by name and not stored. The documents' URLs are stored
+ * marked redacted: online again, Repoxy asks the upstream where to fetch,
+ * never the carrier.
  * @module
  */
-import { redactUrl } from "../base/redact.ts";
+import { REDACTED, redactUrl } from "../base/redact.ts";
 import type { CacheDir } from "../cache/cache_dir.ts";
 import { entryBytes, refKeys, type RefsStore, toBase64 } from "../cache/refs_store.ts";
 import type { Config } from "../config/config.ts";
@@ -114,6 +116,27 @@ export function redactDocument(text: string): string {
   };
   const out = walk(JSON.parse(text));
   return changed ? JSON.stringify(out) : text;
+}
+
+const URL_FIELDS = ["download_url", "shasums_url", "shasums_signature_url"] as const;
+
+/**
+ * A carried download document as it is stored: its three URLs marked
+ * redacted (`?REDACTED`, what refs/ marks presigned URLs with), so a Repoxy
+ * that goes online never fetches from where the carrier pointed: it asks the
+ * upstream for the live document and checks that its shasum is this one
+ * (see `liveDownload` in upstream/metadata.ts). Offline, these URLs are
+ * rewritten to Repoxy's own anyway.
+ */
+function storedDocument(text: string): string {
+  const doc = JSON.parse(redactDocument(text)) as Record<string, unknown>;
+  for (const k of URL_FIELDS) {
+    const v = doc[k];
+    if (typeof v === "string" && !v.endsWith(`?${REDACTED}`)) {
+      doc[k] = `${v.split(/[?#]/)[0]}?${REDACTED}`;
+    }
+  }
+  return JSON.stringify(doc);
 }
 
 /** What the sidecar got for one provider. */
@@ -537,7 +560,7 @@ async function importVersion(
     if (!d.held) {
       await cache.refs.put(
         refKeys.download(p, version, d.pl),
-        entry(d.path, redactDocument(d.text)),
+        entry(d.path, storedDocument(d.text)),
       );
     }
     const pr = (JSON.parse(d.text) as DownloadDoc).protocols;
