@@ -234,7 +234,7 @@ Deno.test("import stores the sidecar's documents, and an offline Repoxy serves t
 
 Deno.test({
   name:
-    "terraform init through a host block on the imported offline cache writes the direct lock file byte for byte; the tree stays a filesystem and a static network mirror",
+    "terraform init through a host block on the imported offline cache writes the direct lock file byte for byte, so does repoxy lock; the tree stays a filesystem and a static network mirror",
   ignore: !TF,
   async fn() {
     await using fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
@@ -255,6 +255,20 @@ Deno.test({
     const host = (url: string) =>
       `host "${H}" {\n  services = {\n    "providers.v1" = "${url}"\n  }\n}\n`;
     const direct = await init("direct", host(`${fake.registryUrl}/v1/providers/`));
+    // What `terraform providers lock` writes for both exported platforms, direct.
+    const lockDir = join(dir.path, "lock-direct");
+    await Deno.mkdir(lockDir);
+    await Deno.writeTextFile(
+      join(lockDir, "main.tf"),
+      requiredProviders([{ source: "example/alpha", version: "1.1.0" }]),
+    );
+    const tfLock = await runTerraform(
+      tf,
+      lockDir,
+      ["providers", "lock", ...EXPORTED.map((p) => `-platform=${p}`)],
+      host(`${fake.registryUrl}/v1/providers/`),
+    );
+    assertEquals(tfLock.code, 0, tfLock.output);
     await fake.stop(); // from here on there is no upstream
 
     const config = await offlineConfig(join(dir.path, "airgapped"), { listen: "127.0.0.1:0" });
@@ -275,6 +289,24 @@ Deno.test({
     } finally {
       await server.shutdown(2_000);
     }
+    // `repoxy lock` on the air-gapped cache writes the same two-platform lock.
+    const lockHere = join(dir.path, "lock-airgapped");
+    await Deno.mkdir(lockHere);
+    await Deno.writeTextFile(
+      join(lockHere, "main.tf"),
+      requiredProviders([{ source: "example/alpha", version: "1.1.0" }]),
+    );
+    const cfg = await writeConfig(dir.path, {
+      cacheDir: config.cacheDir,
+      offline: true,
+      upstreams: { [H]: {} },
+    });
+    const locked = await runCli(["lock", "-c", cfg, "-p", EXPORTED.join(","), lockHere]);
+    assertEquals(locked.code, 0, locked.stderr);
+    assertEquals(
+      await Deno.readTextFile(join(lockHere, ".terraform.lock.hcl")),
+      await Deno.readTextFile(join(lockDir, ".terraform.lock.hcl")),
+    );
     // A static network_mirror of the tree (any HTTPS file server) still works:
     // terraform asks only for what index.json names, never for .repoxy/.
     const tls = await makeTestTls(await Deno.makeTempDir({ dir: dir.path }));
