@@ -437,9 +437,31 @@ async function importVersion(
 
   const trusted = config.upstreams.get(p.hostname)?.trustedKeys ?? [];
   // One verification per distinct key set (every platform's document usually
-  // carries the same keys): key set → why it failed, or "" when it verified.
+  // carries the same keys), remembered by digest (a hostile tree's key sets
+  // may be megabytes each): digest → why it failed, or "" when it verified.
   const verdicts = new Map<string, string>();
-  const docs: Array<{ pl: PlatformRef; text: string; path: string; held: boolean }> = [];
+  const fetchedAt = now();
+  const entry = (path: string, body: string, encoding?: "base64") => ({
+    fetchedAt,
+    url: `import:${path}`,
+    body,
+    ...(encoding ? { encoding } : {}),
+  });
+  // Stored as each document checks out (no document is held past its turn),
+  // SHA256SUMS and .sig before the first: a server running on this cache never
+  // offers a document whose SHA256SUMS it lacks.
+  let sumsDone = false;
+  const storeSums = async () => {
+    if (sumsDone) return;
+    sumsDone = true;
+    if (heldSums) return sumsItem("cached", "already cached with the same bytes");
+    if (sig) {
+      await cache.refs.put(refKeys.signature(p, version), entry(sigPath, toBase64(sig), "base64"));
+    }
+    await cache.refs.put(refKeys.sums(p, version), entry(sumsPath, toBase64(sums), "base64"));
+    sumsItem("imported", sig ? "signature verified" : "accepted unsigned");
+  };
+  const accepted: Accepted = { platforms: [] };
   for await (const e of entries(vdir, problems)) {
     if (e.name === SUMS || e.name === SIG) continue;
     const m = DOWNLOAD_RE.exec(e.name);
@@ -449,16 +471,17 @@ async function importVersion(
       continue; // not ours (a later format's file, a note): ignored
     }
     const pl = { os: m[1]!, arch: m[2]! };
-    const refuse = (detail: string) =>
+    const item = (status: RegistryItem["status"], detail: string) =>
       items.push({
         provider: p,
         version,
         platform: pl,
         document: "download document",
         source: path,
-        status: "refused",
+        status,
         detail,
       });
+    const refuse = (detail: string) => item("refused", detail);
     let text: string;
     let doc: DownloadDoc;
     try {
@@ -472,7 +495,7 @@ async function importVersion(
       (Array.isArray(doc.signing_keys?.gpg_public_keys) ? doc.signing_keys.gpg_public_keys : [])
         .map((k) => k?.ascii_armor)
         .filter((k): k is string => typeof k === "string" && k !== "");
-    const keySet = trusted.length > 0 ? "" : JSON.stringify(offered);
+    const keySet = trusted.length > 0 ? "" : await digest(JSON.stringify(offered));
     if (!verdicts.has(keySet)) {
       try {
         await checkSumsSignature({
@@ -531,51 +554,28 @@ async function importVersion(
       }
       held = heldShasum !== undefined;
     }
-    docs.push({ pl, text, path, held });
+    await storeSums();
+    if (held) item("cached", "already cached");
+    else {
+      await cache.refs.put(refKeys.download(p, version, pl), entry(path, storedDocument(text)));
+      item("imported", "matched SHA256SUMS and the archive's sha256");
+    }
+    accepted.platforms.push(pl);
+    if (Array.isArray(doc.protocols) && !accepted.protocols) {
+      accepted.protocols = doc.protocols.filter((x): x is string => typeof x === "string");
+    }
   }
-  if (docs.length === 0) {
+  if (!sumsDone) {
     sumsItem("refused", "no download document of this version checked out; nothing is stored");
     return undefined;
   }
+  return accepted;
+}
 
-  // SHA256SUMS (and .sig) before the documents that lead to them: a server
-  // running on this cache never offers a document whose SHA256SUMS it lacks.
-  const fetchedAt = now();
-  const entry = (path: string, body: string, encoding?: "base64") => ({
-    fetchedAt,
-    url: `import:${path}`,
-    body,
-    ...(encoding ? { encoding } : {}),
-  });
-  if (heldSums) sumsItem("cached", "already cached with the same bytes");
-  else {
-    if (sig) {
-      await cache.refs.put(refKeys.signature(p, version), entry(sigPath, toBase64(sig), "base64"));
-    }
-    await cache.refs.put(refKeys.sums(p, version), entry(sumsPath, toBase64(sums), "base64"));
-    sumsItem("imported", sig ? "signature verified" : "accepted unsigned");
-  }
-  let protocols: string[] | undefined;
-  for (const d of docs) {
-    if (!d.held) {
-      await cache.refs.put(
-        refKeys.download(p, version, d.pl),
-        entry(d.path, storedDocument(d.text)),
-      );
-    }
-    const pr = (JSON.parse(d.text) as DownloadDoc).protocols;
-    if (Array.isArray(pr)) protocols ??= pr.filter((x): x is string => typeof x === "string");
-    items.push({
-      provider: p,
-      version,
-      platform: d.pl,
-      document: "download document",
-      source: d.path,
-      status: d.held ? "cached" : "imported",
-      detail: d.held ? "already cached" : "matched SHA256SUMS and the archive's sha256",
-    });
-  }
-  return { platforms: docs.map((d) => d.pl), ...(protocols ? { protocols } : {}) };
+/** Hex sha256 of a string. */
+async function digest(s: string): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s));
+  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /**
