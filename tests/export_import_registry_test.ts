@@ -681,6 +681,11 @@ Deno.test("a tree without the sidecar imports as before; the CLI names refused d
     EXPORTED.map((p) => [p, "imported", "matched zh: and h1:"]),
   );
   assertEquals(await storedRefs(oldCache), []);
+  // Exported again, such a cache writes no sidecar and says why.
+  const again = await exportCache(oldCache, join(dir.path, "again"), { log: memoryLogger() });
+  assertEquals([again.archives, again.registryVersions], [2, 0]);
+  assertMatch(again.mirrorOnly.join("\n"), /alpha 1\.1\.0: the cache holds no signed SHA256SUMS/);
+  assertEquals(await listDir(join(dir.path, "again")), [H]);
   await using t = await makeTestApp(undefined, oldCache, { offline: true, upstreams: { [H]: {} } });
   assertEquals(await jsonOf(await t.get(`/${H}/example/alpha/index.json`)), {
     versions: { "1.1.0": {} },
