@@ -169,7 +169,7 @@ export async function exportRegistryDocs(
   const dir = sidecarProviderDir(root, p);
   const written = new Map<string, { platforms: PlatformRef[]; protocols?: string[] }>();
   const enc = new TextEncoder();
-  const mirrorOnly = "it installs through the network mirror protocol only";
+  const mirrorOnly = "it installs from this tree through the mirror protocols only";
   for (const [version, platforms] of versions) {
     const name = `${providerString(p)} ${version}`;
     const sums = await refs.get(refKeys.sums(p, version));
@@ -196,6 +196,12 @@ export async function exportRegistryDocs(
     if (docs.length === 0) continue;
     const vdir = join(dir, version);
     const sig = await refs.get(refKeys.signature(p, version));
+    if (!sig && p.hostname !== "registry.opentofu.org") {
+      // Stored unsigned only for OpenTofu's registry (see mayBeUnsigned): say so before the import does.
+      out.notes.push(
+        `${name}: the cache holds no signature for its SHA256SUMS; import will refuse it`,
+      );
+    }
     // SHA256SUMS (and .sig) first: an import reading the tree as it is being
     // written finds no download document without its SHA256SUMS.
     await write(join(vdir, SUMS), entryBytes(sums));
