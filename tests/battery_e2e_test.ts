@@ -12,7 +12,8 @@
  * that keeps each "cold" step cold: a 700-version provider, three-platform
  * locks, `providers mirror`, the plugin cache dir, constraints and
  * prereleases, two registries with a token, concurrent cold inits, the air
- * gap (warm, export, import, offline serve; or the cache directory carried),
+ * gap (warm, export, import, offline serve through both protocols; or the
+ * cache directory carried),
  * then mixed modes with the upstreams gone, Repoxy restarted during the outage,
  * and restarted offline.
  */
@@ -578,6 +579,11 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
         const imported = await importTree(gapped, carried, { log: memoryLogger() });
         assertEquals(imported.problems, []);
         assertEquals(imported.items.length, 4);
+        // Per version: its signed SHA256SUMS and two platforms' download documents.
+        assertEquals(imported.registry.map((i) => i.status), Array(6).fill("imported"));
+        const direct = (await terraform("airgap-direct", directCli, init, {
+          tf: mainTf({ "example/alpha": "1.1.0", [`${E}/corp/gamma`]: "0.3.0" }),
+        })).lock;
         const gapLog = memoryLogger();
         const gapApp = await createApp(gapped, {
           log: gapLog,
@@ -596,13 +602,24 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
           assertEquals(parseLockFile(r.lock).get(`${E}/corp/gamma`)?.hashes, [
             await h1Of(fakeE, "gamma", "0.3.0", HOST_PLATFORM),
           ]);
+          // The registry protocol too: the export's .repoxy/ sidecar carried the
+          // version lists, download documents with their keys, and the signed
+          // SHA256SUMS; the lock is byte for byte what terraform writes against
+          // the registries directly (zh: of every platform, h1: of this one).
+          const viaHost = await terraform(
+            "airgap-import-host",
+            hostBlock(H, `${gapServer.url}v1/providers/${H}/`) +
+              hostBlock(E, `${gapServer.url}v1/providers/${E}/`),
+            init,
+            { tf },
+          );
+          assertEquals(viaHost.lock, direct);
+          assertEquals((viaHost.lock.match(/"zh:/g) ?? []).length, 6);
           assertEquals(gapLog.records.filter((r) => r.msg === "request" && r.status !== 200), []);
         } finally {
           await gapServer.shutdown(2_000);
         }
-        // The registry protocol cannot be served from an import: an export carries
-        // archives, not the publisher's signed SHA256SUMS and keys that protocol
-        // hands out. Carrying the cache directory itself keeps both protocols.
+        // Carrying the cache directory itself keeps both protocols as well.
         await app.settle();
         const carriedCache = join(dir.path, "carried-cache");
         const cp = await new Deno.Command("cp", { args: ["-a", cacheDir, carriedCache] }).output();
@@ -628,10 +645,7 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async (t) => {
             { tf },
           );
           // Byte for byte what terraform writes against the registries directly.
-          assertEquals(
-            viaHost.lock,
-            (await terraform("two-direct-again", directCli, init, { tf })).lock,
-          );
+          assertEquals(viaHost.lock, direct);
         } finally {
           await cacheServer.shutdown(2_000);
         }

@@ -3,8 +3,8 @@
  * versions and platforms of a provider whose archives are stored with a
  * record. The offline source answers every listing from this (`index.json`,
  * `{version}.json`, and the filtered registry `versions`), so providers that
- * arrived by `repoxy import` (which brings no registry documents) are served
- * too.
+ * arrived by `repoxy import` without registry documents (from `terraform
+ * providers mirror` output, say) are served through the mirror protocol too.
  *
  * Reads the disk every time, so archives imported by another process while the
  * server runs show up at once.

@@ -8,7 +8,11 @@
  *   zips, with relative `url`s and both `h1:` and `zh:` hashes), listing only
  *   what was exported,
  *
- * and that `repoxy import` on an air-gapped host checks hash by hash.
+ * and that `repoxy import` on an air-gapped host checks hash by hash. Beside
+ * the hostnames, a dot-named sidecar (`DIR/.repoxy/`, which mirror readers
+ * skip) carries what the registry protocol serves for each exported version:
+ * the version list, the download documents with their signing keys, and the
+ * signed SHA256SUMS with its `.sig` (see registry_docs.ts).
  * @module
  */
 import { createLogger, type Logger } from "../base/log.ts";
@@ -30,7 +34,13 @@ import {
 import { dirname, join, resolve } from "../deps/path.ts";
 import { hashZipH1 } from "../integrity/dirhash.ts";
 import { mirrorIndexJson, mirrorVersionJson } from "../protocol/mirror_json.ts";
-import { type PlatformRef, platformString, providerString } from "../protocol/names.ts";
+import {
+  type PlatformRef,
+  platformString,
+  type ProviderRef,
+  providerString,
+} from "../protocol/names.ts";
+import { exportRegistryDocs } from "./registry_docs.ts";
 import {
   ArgumentError,
   parsePlatform,
@@ -59,6 +69,13 @@ export interface ExportReport {
   problems: string[];
   /** Files left out because nothing vouches for them (they are not served either). */
   skipped: string[];
+  /** Versions whose registry documents went into the sidecar. */
+  registryVersions: number;
+  /**
+   * Exported versions (or platforms) without registry documents in the
+   * cache: they install from the tree through the mirror protocols only.
+   */
+  mirrorOnly: string[];
 }
 
 let seq = 0;
@@ -67,12 +84,12 @@ function hiddenTemp(path: string): string {
   return join(dirname(path), `.${path.slice(dirname(path).length + 1)}.tmp-${Deno.pid}-${seq++}`);
 }
 
-async function writeAtomically(path: string, data: string): Promise<void> {
+async function writeAtomically(path: string, data: string | Uint8Array): Promise<void> {
   const tmp = hiddenTemp(path);
   try {
     {
       using f = await Deno.open(tmp, { write: true, createNew: true });
-      const bytes = new TextEncoder().encode(data);
+      const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
       let off = 0;
       while (off < bytes.length) off += await f.write(bytes.subarray(off));
       await f.syncData();
@@ -138,12 +155,21 @@ export async function exportCache(
   );
   const files: CachedFile[] = [];
   for await (const f of scanPackages(cache.storage)) if (wanted(f, opts)) files.push(f);
-  const report: ExportReport = { archives: 0, bytes: 0, providers: 0, problems: [], skipped: [] };
+  const report: ExportReport = {
+    archives: 0,
+    bytes: 0,
+    providers: 0,
+    problems: [],
+    skipped: [],
+    registryVersions: 0,
+    mirrorOnly: [],
+  };
   // provider dir → version → archives
   const listing = new Map<
     string,
-    Map<string, Array<{ platform: string; url: string; hashes: string[] }>>
+    Map<string, Array<{ platform: PlatformRef; url: string; hashes: string[] }>>
   >();
+  const providerOf = new Map<string, ProviderRef>();
   let done = 0;
   for (const f of files) {
     opts.progress?.update(done, files.length, `archives  ${formatSize(report.bytes)}`);
@@ -179,10 +205,11 @@ export async function exportCache(
     const h1 = meta.h1 ?? await hashZipH1(dest);
     const versions = listing.get(dir) ?? new Map();
     listing.set(dir, versions);
+    providerOf.set(dir, f.provider);
     const archives = versions.get(f.version) ?? [];
     versions.set(f.version, archives);
     archives.push({
-      platform: platformString(f.platform),
+      platform: f.platform,
       url: f.filename,
       hashes: [h1, `zh:${sha256}`],
     });
@@ -192,9 +219,24 @@ export async function exportCache(
   opts.progress?.update(done, files.length, `archives  ${formatSize(report.bytes)}`, true);
   for (const [dir, versions] of listing) {
     for (const [version, archives] of versions) {
-      await writeAtomically(join(dir, `${version}.json`), mirrorVersionJson(archives));
+      await writeAtomically(
+        join(dir, `${version}.json`),
+        mirrorVersionJson(archives.map((a) => ({ ...a, platform: platformString(a.platform) }))),
+      );
     }
     await writeAtomically(join(dir, "index.json"), mirrorIndexJson([...versions.keys()]));
+    const side = await exportRegistryDocs(
+      cache.refs,
+      outDir,
+      providerOf.get(dir)!,
+      new Map([...versions].map(([v, archives]) => [v, archives.map((a) => a.platform)])),
+      async (path, bytes) => {
+        await Deno.mkdir(dirname(path), { recursive: true });
+        await writeAtomically(path, bytes);
+      },
+    );
+    report.registryVersions += side.versions;
+    report.mirrorOnly.push(...side.notes);
     report.providers++;
   }
   return report;
@@ -204,10 +246,13 @@ const HELP = `Usage: repoxy export [options] DIR [PROVIDER[@VERSION]]...
 
 Copies cached archives into DIR (which must not exist or be empty), laid out as
 "terraform providers mirror" does, plus index.json and <version>.json files with
-h1: and zh: hashes. DIR then works as:
+h1: and zh: hashes, plus DIR/.repoxy/: the registry protocol's documents of each
+exported version (version list, download documents with the signing keys, the
+signed SHA256SUMS and its .sig; presigned URLs redacted). DIR then works as:
   - a filesystem_mirror:      provider_installation { filesystem_mirror { path = "DIR" } }
   - a static network_mirror:  serve DIR over HTTPS, network_mirror { url = "https://host/" }
-  - input to "repoxy import DIR" on another (e.g. air-gapped) Repoxy.
+  - input to "repoxy import DIR" on another (e.g. air-gapped) Repoxy, which then
+    serves both the network mirror and the registry protocol (host blocks).
 
 Arguments:
   DIR                  the directory to write
@@ -251,11 +296,12 @@ export const exportCommand: Command = defineCommand({
     }
     progress.done();
     for (const s of report.skipped) io.err(`repoxy export: note: ${s}`);
+    for (const n of report.mirrorOnly) io.err(`repoxy export: note: ${n}`);
     for (const p of report.problems) io.err(`repoxy export: ${p}`);
     io.out(
       `export: ${report.archives} archive(s) of ${report.providers} provider(s) (${
         formatSize(report.bytes)
-      }) written to ${outDir}`,
+      }) written to ${outDir}; registry protocol documents of ${report.registryVersions} version(s)`,
     );
     return report.problems.length > 0 ? EXIT_FAILED : EXIT_OK;
   },

@@ -12,6 +12,11 @@
  * Hashes are computed on the copy inside the cache's temp dir, so what was
  * checked is exactly what gets stored; the copy enters `packages/` by rename,
  * after its meta record, as downloads do.
+ *
+ * Then the sidecar `repoxy export` writes (`DIR/.repoxy/`, see
+ * registry_docs.ts) brings the registry protocol's documents, each checked
+ * as serving checks them (signature over SHA256SUMS, its line for the
+ * archive, the archive's sha256) before it enters `refs/`.
  * @module
  */
 import { copyHashed } from "../integrity/hashing.ts";
@@ -42,6 +47,8 @@ import { createLogger, type Logger } from "../base/log.ts";
 import { type CacheDir, openCacheDir } from "../cache/cache_dir.ts";
 import { platformString, providerString } from "../protocol/names.ts";
 import { formatSize } from "../base/size.ts";
+import { entries, kindOf, readBounded } from "./tree_files.ts";
+import { importRegistryDocs, type RegistryItem, registryItemName } from "./registry_docs.ts";
 
 /** Outcome for one zip of the source tree. */
 export interface ImportItem {
@@ -58,6 +65,8 @@ export interface ImportItem {
 /** What an import did. */
 export interface ImportReport {
   items: ImportItem[];
+  /** The registry protocol's documents from the tree's sidecar (none for an older tree). */
+  registry: RegistryItem[];
   /** Things in the tree that are not importable at all (wrong layout, bad names). */
   problems: string[];
 }
@@ -70,57 +79,6 @@ export interface ImportOptions {
   now?: () => number;
   /** Where warnings go (default: stderr, warnings and errors only). */
   log?: Logger;
-}
-
-/** What kind of filesystem entry `st` is, for messages. */
-function kindOf(st: Deno.FileInfo): string {
-  if (st.isSymlink) return "a symbolic link";
-  if (st.isFifo) return "a FIFO";
-  if (st.isCharDevice) return "a character device";
-  if (st.isBlockDevice) return "a block device";
-  if (st.isSocket) return "a socket";
-  if (st.isDirectory) return "a directory";
-  return "not a regular file";
-}
-
-/**
- * The entries of a directory as they come (async iteration: a listing of a
- * million names is never held whole). Dot entries are skipped: staging files
- * of an unfinished mirror run. A directory that cannot be read (permissions,
- * removed meanwhile) is reported in `problems` and ends its listing; it does
- * not end the import.
- */
-async function* entries(path: string, problems: string[]): AsyncGenerator<Deno.DirEntry> {
-  try {
-    for await (const e of Deno.readDir(path)) {
-      if (!e.name.startsWith(".")) yield e;
-    }
-  } catch (e) {
-    problems.push(`${path}: cannot be read: ${(e as Error).message}`);
-  }
-}
-
-/**
- * Reads a small file whole, but only if it is a regular file (lstat: never a
- * link, never a FIFO, which would block the open) of at most `limit` bytes,
- * and never more than `limit` bytes even if it grows meanwhile.
- */
-async function readBounded(path: string, limit: number): Promise<Uint8Array> {
-  const st = await Deno.lstat(path);
-  if (!st.isFile) throw new Error(`${kindOf(st)}, not read`);
-  if (st.size > limit) throw new Error(`${st.size} bytes, over the limit of ${limit}`);
-  using f = await Deno.open(path, { read: true });
-  const held = await f.stat();
-  if (!held.isFile || held.ino !== st.ino) throw new Error("replaced while being read");
-  const buf = new Uint8Array(Math.min(limit, held.size) + 1);
-  let off = 0;
-  while (off < buf.length) {
-    const n = await f.read(buf.subarray(off));
-    if (n === null) break;
-    off += n;
-  }
-  if (off > limit) throw new Error(`more than ${limit} bytes, over the limit`);
-  return buf.subarray(0, off);
 }
 
 /** Version JSONs of one provider dir kept parsed at once (see importTree). */
@@ -187,7 +145,7 @@ export async function importTree(
   opts: ImportOptions = {},
 ): Promise<ImportReport> {
   const now = opts.now ?? Date.now;
-  const report: ImportReport = { items: [], problems: [] };
+  const report: ImportReport = { items: [], registry: [], problems: [] };
   const cache = await openCacheDir(
     config.cacheDir,
     opts.log ?? createLogger("text", undefined, "warn"),
@@ -260,6 +218,8 @@ export async function importTree(
       }
     }
     opts.progress?.update(done, done, `archives  ${formatSize(bytes)}`, true);
+    // After the archives: a download document is only accepted for an archive the cache holds.
+    report.registry = await importRegistryDocs(config, cache, srcDir, report.problems, now);
   } finally {
     await cache.close();
   }
@@ -419,6 +379,15 @@ FIFO, device or socket is refused without being opened, and so is a zip over
 "limits.archiveSize" or a VERSION.json over "limits.metadataDocument" of the
 config. Linked directories are reported and not followed.
 
+A tree written by "repoxy export" also carries DIR/.repoxy/: the registry
+protocol's documents (version list, download documents, signed SHA256SUMS and
+.sig), so that "host" blocks work offline too. They are stored only if
+SHA256SUMS's signature verifies with the signing keys a download document
+carries (or the upstream's "trustedKeys" from the config, which replace them),
+the document's shasum is SHA256SUMS' line for its archive, and the archive
+imported (or already cached) for that platform has that sha256. Anything else is
+refused by name; its archive stays served through the network mirror protocol.
+
 Archives already cached with the same bytes are skipped. Exit codes: 0 all
 imported or present, 1 something was refused (each is named), 2 bad arguments
 or config.`;
@@ -464,6 +433,21 @@ export const importCommand: Command = defineCommand({
       }), ` +
         `${n("cached")} already cached, ${n("refused")} refused`,
     );
-    return n("refused") > 0 || report.problems.length > 0 ? EXIT_FAILED : EXIT_OK;
+    for (const r of report.registry) {
+      if (r.status === "refused") {
+        io.err(`repoxy import: REFUSED ${registryItemName(r)} (${r.source}): ${r.detail}`);
+      }
+    }
+    const docs = (s: RegistryItem["status"]) =>
+      report.registry.filter((r) => r.status === s && r.document !== "versions.json").length;
+    if (report.registry.length > 0) {
+      io.out(
+        `import: registry protocol documents: ${docs("imported")} imported, ${
+          docs("cached")
+        } already cached, ${report.registry.filter((r) => r.status === "refused").length} refused`,
+      );
+    }
+    const refused = n("refused") + report.registry.filter((r) => r.status === "refused").length;
+    return refused > 0 || report.problems.length > 0 ? EXIT_FAILED : EXIT_OK;
   },
 });

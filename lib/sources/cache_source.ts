@@ -3,8 +3,9 @@
  * contacting an upstream. It offers only what can then be served: the
  * versions and platforms whose archives are stored (read from the disk every
  * time, so what `repoxy import` brings while the server runs shows up at
- * once), the registry documents kept in `refs/` narrowed to those, and
- * nothing for modules.
+ * once), the registry documents kept in `refs/` narrowed to those (the
+ * version list read from the disk every time too, and a document found
+ * missing looked for again, for the same reason), and nothing for modules.
  *
  * Offering a version or platform that then cannot be downloaded would abort
  * the client; leaving it out lets the client try its next source.
@@ -91,7 +92,8 @@ export class CacheSource implements ProviderSource {
   }
 
   async versionsDocument(p: ProviderRef): Promise<Answer<string>> {
-    const entry = await this.cache.refs.get(refKeys.versions(p));
+    // Reloaded: an import (another process) may have added versions to it.
+    const entry = await this.cache.refs.reload(refKeys.versions(p));
     if (!entry) throw offline(`provider ${providerString(p)}`);
     const byVersion = await this.#stored(p);
     const { doc, versions } = filterVersionsDoc(
@@ -122,7 +124,7 @@ export class CacheSource implements ProviderSource {
     version: string,
     pl: PlatformRef,
   ): Promise<Answer<DownloadValue>> {
-    const entry = await this.cache.refs.get(refKeys.download(p, version, pl));
+    const entry = await this.#ref(refKeys.download(p, version, pl));
     if (!entry) throw offline(`${providerString(p)} ${version} for ${platformString(pl)}`);
     // Stored only after it parsed, so it parses.
     const value = { doc: parseDownload(entry.body, pl), raw: entry.body, url: entry.url };
@@ -130,9 +132,9 @@ export class CacheSource implements ProviderSource {
   }
 
   async checksums(p: ProviderRef, version: string): Promise<Answer<SumsValue>> {
-    const sums = await this.cache.refs.get(refKeys.sums(p, version));
+    const sums = await this.#ref(refKeys.sums(p, version));
     if (!sums) throw offline(`SHA256SUMS of ${providerString(p)} ${version}`);
-    const sig = await this.cache.refs.get(refKeys.signature(p, version));
+    const sig = await this.#ref(refKeys.signature(p, version));
     const value = { sums: entryBytes(sums), signature: sig ? entryBytes(sig) : undefined };
     return hit(value, Infinity);
   }
@@ -151,6 +153,14 @@ export class CacheSource implements ProviderSource {
     return Promise.reject(
       new NotFoundError("legacy provider lookups are not cached and this mirror is offline"),
     );
+  }
+
+  /**
+   * An immutable document: from memory when held, else from the disk again
+   * (memory may remember it as missing from before an import).
+   */
+  async #ref(key: string) {
+    return (await this.cache.refs.get(key)) ?? await this.cache.refs.reload(key);
   }
 
   async #stored(p: ProviderRef) {

@@ -28,7 +28,7 @@
  * @module
  */
 import type { Config } from "../config/config.ts";
-import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
+import { NotFoundError, UpstreamError } from "../http/errors.ts";
 import type { Logger } from "../base/log.ts";
 import { REDACTED, redactUrl } from "../base/redact.ts";
 import { NegativeCache } from "../cache/negative_cache.ts";
