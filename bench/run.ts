@@ -587,7 +587,7 @@ export async function main(argv: string[]): Promise<number> {
       measure: `Cold miss, time to first byte (vs direct, ${fmtRate(profile.bandwidth)})`,
       repoxy: fmtMs(rT),
       baseline: fmtMs(dT),
-      ratio: `+${((rT - dT) * 1000).toFixed(1)} ms`,
+      ratio: `${rT >= dT ? "+" : ""}${((rT - dT) * 1000).toFixed(1)} ms`,
       target: "≤ +50 ms",
       met: rT - dT <= 0.05 ? "yes" : "NO",
     });

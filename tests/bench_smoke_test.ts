@@ -54,7 +54,7 @@ Deno.test("bench/run.ts --smoke runs end to end and fills every row", async () =
     assert(measures.includes(expected), `missing row "${expected}" in:\n${measures}`);
   }
   for (const r of result.rows) {
-    if (r.ratio !== "-") assert(/^[+]?[\d.]+( ms)?$/.test(r.ratio), `${r.measure}: ${r.ratio}`);
+    if (r.ratio !== "-") assert(/^[+-]?[\d.]+( ms)?$/.test(r.ratio), `${r.measure}: ${r.ratio}`);
   }
   assertEquals(result.rows.find((r) => r.measure.startsWith("HTTP/2"))?.repoxy, "yes");
   assert(stdout.includes("| Measure |"), "the table is printed");
