@@ -1,0 +1,95 @@
+/**
+ * Red team of issue 11: hostile inputs to the new surfaces (version
+ * constraints, version-list revalidation, the SHA256SUMS search, the legacy
+ * lookup, refused credentials, `repoxy lock`). Each test failed on the code
+ * as merged and pins the mended behaviour.
+ * @module
+ */
+import { assertEquals, assertThrows } from "../lib/deps/assert.ts";
+import {
+  ConstraintError,
+  parseConstraints,
+  parseRequiredVersion,
+} from "../lib/protocol/version_constraints.ts";
+import { tempDir } from "./_helpers.ts";
+
+/** Whether the real terraform runs here (decided at module load). */
+const TERRAFORM = (() => {
+  try {
+    return new Deno.Command("terraform", { args: ["version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+if (!TERRAFORM) {
+  // deno-lint-ignore no-console
+  console.log("SKIP: red11 constraints vs terraform: no terraform binary on PATH");
+}
+
+/** Constraint strings near the edges of Terraform's grammar. */
+const CONSTRAINTS = [
+  "v1.2.3",
+  "=v1",
+  ">=\t1.0",
+  ">=  1.0",
+  "~>  1.2",
+  "99999999999999999999.0.0",
+  "1.9223372036854775808.0",
+  "1.2.3-a..b",
+  "1.2.3-a.",
+  "1.2.3+a..b",
+  "",
+  " ",
+  // Accepted by both (the grammar must not get stricter than Terraform's).
+  "1.2.3",
+  "= 1.2.3",
+  ">=1.0",
+  "~> 1.2.3, != 1.2.5",
+  " >= 1.0 ",
+  "1.2.3-beta.1+build.7",
+  "1.2.3-a-b",
+  "9223372036854775807.0.0",
+  "01.2.3",
+];
+
+Deno.test({
+  name: "version constraints: refused exactly where terraform refuses them (required_providers)",
+  ignore: !TERRAFORM,
+  async fn() {
+    await using dir = await tempDir();
+    const disagree: string[] = [];
+    for (const c of CONSTRAINTS) {
+      await Deno.writeTextFile(
+        `${dir.path}/main.tf`,
+        `terraform {\n  required_providers {\n    x = { source = "hashicorp/x", version = ${
+          JSON.stringify(c)
+        } }\n  }\n}\n`,
+      );
+      const out = await new Deno.Command("terraform", {
+        args: ["providers", "-no-color"],
+        cwd: dir.path,
+        env: { TF_CLI_CONFIG_FILE: "/dev/null", CHECKPOINT_DISABLE: "1", HOME: dir.path },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      let ours = true;
+      try {
+        parseRequiredVersion(c);
+      } catch (e) {
+        if (!(e instanceof ConstraintError)) throw e;
+        ours = false;
+      }
+      if (ours !== out.success) {
+        disagree.push(`${JSON.stringify(c)}: terraform ${out.success ? "accepts" : "refuses"}`);
+      }
+    }
+    assertEquals(disagree, []);
+  },
+});
+
+Deno.test("version constraints: a lock file's empty constraints means none; a config's is refused", () => {
+  assertEquals(parseConstraints(""), []);
+  assertThrows(() => parseRequiredVersion(""), ConstraintError);
+  assertThrows(() => parseConstraints("v1.2.3"), ConstraintError, "v1.2.3");
+});
