@@ -20,6 +20,7 @@ import {
   ConstraintError,
   type ConstraintTerm,
   parseConstraints,
+  parseRequiredVersion,
 } from "../protocol/version_constraints.ts";
 
 /** Terraform's default registry for sources without a hostname. */
@@ -109,7 +110,7 @@ export async function readDirRequirements(dir: string): Promise<DirRequirements>
         }
         let terms: ConstraintTerm[];
         try {
-          terms = parseConstraints(req.version ?? "");
+          terms = req.version === undefined ? [] : parseRequiredVersion(req.version);
         } catch (e) {
           throw new ConstraintError(`${req.where}: ${(e as Error).message}`);
         }
