@@ -11,7 +11,7 @@ import {
   parseConstraints,
   parseRequiredVersion,
 } from "../lib/protocol/version_constraints.ts";
-import { tempDir } from "./_helpers.ts";
+import { bytesOf, mirrorFixture, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 
 /** Whether the real terraform runs here (decided at module load). */
 const TERRAFORM = (() => {
@@ -92,4 +92,40 @@ Deno.test("version constraints: a lock file's empty constraints means none; a co
   assertEquals(parseConstraints(""), []);
   assertThrows(() => parseRequiredVersion(""), ConstraintError);
   assertThrows(() => parseConstraints("v1.2.3"), ConstraintError, "v1.2.3");
+});
+
+const H = "registry.terraform.io";
+const LEGACY_PATH = "/v1/providers/-/datadog/versions";
+
+Deno.test("legacy lookup: a hostile upstream cannot serve HTML (or any non-JSON) from the mirror's origin", async () => {
+  const page = "<html><script>alert(document.cookie)</script></html>";
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    registry: {
+      legacyLookup: true,
+      intercept: (req) => {
+        const path = new URL(req.url).pathname;
+        if (path === LEGACY_PATH) {
+          return new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } });
+        }
+        if (path === "/v1/providers/-/aws/versions") {
+          // JSON, but labelled as a page.
+          return new Response(JSON.stringify({ id: "hashicorp/aws" }), {
+            headers: { "content-type": "text/html" },
+          });
+        }
+        return undefined;
+      },
+    },
+  });
+  const html = await t.get(`/v1/providers/${H}/-/datadog/versions`);
+  const body = new TextDecoder().decode(await bytesOf(html));
+  assertEquals(html.status, 502);
+  assertEquals(body.includes("<script>"), false);
+  assertEquals(html.headers.get("content-type")?.startsWith("application/json"), true);
+
+  const labelled = await t.get(`/v1/providers/-/aws/versions`);
+  assertEquals(labelled.status, 200);
+  assertEquals(labelled.headers.get("content-type"), "application/json");
+  assertEquals(JSON.parse(new TextDecoder().decode(await bytesOf(labelled))).id, "hashicorp/aws");
 });
