@@ -129,3 +129,30 @@ Deno.test("legacy lookup: a hostile upstream cannot serve HTML (or any non-JSON)
   assertEquals(labelled.headers.get("content-type"), "application/json");
   assertEquals(JSON.parse(new TextDecoder().decode(await bytesOf(labelled))).id, "hashicorp/aws");
 });
+
+Deno.test("refused credentials: a 403 from another host the registry redirects to is not blamed on the mirror's token", async () => {
+  let releaseUrl = "";
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    registry: {
+      legacyLookup: true,
+      intercept: (req, server) => {
+        const path = new URL(req.url).pathname;
+        if (server === "registry" && path === LEGACY_PATH) {
+          return Response.redirect(`${releaseUrl}/elsewhere/datadog`, 302);
+        }
+        if (server === "release" && path === "/elsewhere/datadog") {
+          return new Response("AccessDenied", { status: 403 });
+        }
+        return undefined;
+      },
+    },
+  });
+  releaseUrl = t.fake.releaseUrl;
+  const res = await t.get(`/v1/providers/${H}/-/datadog/versions`);
+  const body = new TextDecoder().decode(await bytesOf(res));
+  assertEquals(t.fake.count((r) => r.path === "/elsewhere/datadog"), 1);
+  // Whatever the status, the answer must not send the operator after a token.
+  assertEquals(/token|credentials/i.test(body), false, body);
+  assertEquals(t.log.lines.filter((l) => /token|credentials/i.test(l)), []);
+});
