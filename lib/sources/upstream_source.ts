@@ -336,7 +336,8 @@ export class UpstreamSource implements ProviderSource {
     });
     if (res.status !== 200 && res.status !== 204) {
       await res.body?.cancel();
-      if (res.status === 401 || res.status === 403) throw client.credentialsError(res.status);
+      const refused = client.credentialsErrorFor(res.status, final);
+      if (refused) throw refused;
       return { status: res.status, url: final, contentType: "", body: "" };
     }
     // A download answer is a location (limits.moduleAnswer); a version list
@@ -433,9 +434,10 @@ export class UpstreamSource implements ProviderSource {
       accept: "application/json",
       signal: AbortSignal.any([AbortSignal.timeout(config.upstreamTimeoutMs), this.deps.shutdown]),
     });
-    if (res.status === 401 || res.status === 403) {
+    const refused = client.credentialsErrorFor(res.status, final);
+    if (refused) {
       await res.body?.cancel();
-      throw client.credentialsError(res.status);
+      throw refused;
     }
     const max = config.limits.metadataDocumentBytes;
     const tooBig = () =>
