@@ -5,7 +5,13 @@
  * as merged and pins the mended behaviour.
  * @module
  */
-import { assertEquals, assertThrows } from "../lib/deps/assert.ts";
+import {
+  assertEquals,
+  assertThrows,
+} from "../lib/deps/assert.ts";
+import { readDirRequirements } from "../lib/commands/lock_inputs.ts";
+import { LockFileError } from "../lib/protocol/lockfile.ts";
+import { ArgumentError } from "../lib/protocol/provider_address.ts";
 import {
   ConstraintError,
   parseConstraints,
@@ -155,4 +161,30 @@ Deno.test("refused credentials: a 403 from another host the registry redirects t
   // Whatever the status, the answer must not send the operator after a token.
   assertEquals(/token|credentials/i.test(body), false, body);
   assertEquals(t.log.lines.filter((l) => /token|credentials/i.test(l)), []);
+});
+
+Deno.test("repoxy lock inputs: a hostile lock file or modules.json is a usage error naming the file, never a crash", async () => {
+  await using dir = await tempDir();
+  const lockPath = `${dir.path}/.terraform.lock.hcl`;
+  const modules = `${dir.path}/.terraform/modules`;
+  await Deno.mkdir(modules, { recursive: true });
+  const cases: Array<[string, string, string, typeof LockFileError | typeof ArgumentError]> = [
+    ["lock", lockPath, "a {".repeat(100_000) + "}".repeat(100_000), LockFileError],
+    ["lock", lockPath, "x = " + "[".repeat(100_000) + "]".repeat(100_000), LockFileError],
+    ["lock", lockPath, "x = " + "{a = ".repeat(100_000) + "1" + "}".repeat(100_000), LockFileError],
+    ["modules", `${modules}/modules.json`, "null", ArgumentError],
+    ["modules", `${modules}/modules.json`, '{"Modules": 5}', ArgumentError],
+    ["modules", `${modules}/modules.json`, '{"Modules": [null]}', ArgumentError],
+    ["modules", `${modules}/modules.json`, '"text"', ArgumentError],
+  ];
+  for (const [kind, path, text, want] of cases) {
+    await Deno.remove(lockPath).catch(() => {});
+    await Deno.remove(`${modules}/modules.json`).catch(() => {});
+    await Deno.writeTextFile(`${dir.path}/main.tf`, kind === "modules" ? "" : "# none\n");
+    if (kind === "modules") await Deno.writeTextFile(`${dir.path}/main.tf`, 'provider "aws" {}\n');
+    await Deno.writeTextFile(path, text);
+    const e: unknown = await readDirRequirements(dir.path).then(() => undefined, (e) => e);
+    assertEquals(e instanceof want, true, `${text.slice(0, 40)}: ${e}`);
+    assertEquals((e as Error).message.includes(path), true, (e as Error).message);
+  }
 });
