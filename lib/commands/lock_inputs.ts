@@ -201,14 +201,21 @@ async function installedModuleDirs(dir: string): Promise<string[]> {
   } catch {
     return [];
   }
-  let doc: { Modules?: Array<{ Key?: unknown; Dir?: unknown }> };
+  let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (e) {
     throw new ArgumentError(`${manifest}: not JSON: ${(e as Error).message}`);
   }
+  // Terraform wrote it, but anything may have since: a wrong shape is named, not a crash.
+  const list = typeof doc === "object" && doc !== null && !Array.isArray(doc)
+    ? (doc as { Modules?: unknown }).Modules ?? []
+    : undefined;
+  if (!Array.isArray(list) || list.some((m) => typeof m !== "object" || m === null)) {
+    throw new ArgumentError(`${manifest}: not a module manifest ({"Modules": [{...}, ...]})`);
+  }
   const dirs = new Set<string>();
-  for (const m of doc.Modules ?? []) {
+  for (const m of list as Array<{ Key?: unknown; Dir?: unknown }>) {
     if (m.Key === "" || typeof m.Dir !== "string") continue; // the root module
     const d = join(dir, m.Dir);
     if (d !== join(dir, ".")) dirs.add(d);
