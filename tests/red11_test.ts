@@ -12,8 +12,10 @@ import {
 import { readDirRequirements } from "../lib/commands/lock_inputs.ts";
 import { LockFileError } from "../lib/protocol/lockfile.ts";
 import { ArgumentError } from "../lib/protocol/provider_address.ts";
+import { compareVersions } from "../lib/protocol/names.ts";
 import {
   ConstraintError,
+  newestAllowed,
   parseConstraints,
   parseRequiredVersion,
 } from "../lib/protocol/version_constraints.ts";
@@ -187,4 +189,21 @@ Deno.test("repoxy lock inputs: a hostile lock file or modules.json is a usage er
     assertEquals(e instanceof want, true, `${text.slice(0, 40)}: ${e}`);
     assertEquals((e as Error).message.includes(path), true, (e as Error).message);
   }
+});
+
+Deno.test("version constraints: versions compare as terraform compares them (big numbers, numeric pre-release identifiers)", () => {
+  const pick = (c: string, versions: string[]) => newestAllowed(parseConstraints(c), versions);
+  // A boundary past nine digits is still a number, not a string to sort.
+  assertEquals(pick(">= 1000000000.0.0", ["2.0.0", "3.1.0"]), undefined);
+  assertEquals(pick("< 1000000000.0.0", ["2.0.0", "3.1.0"]), "3.1.0");
+  assertEquals(pick("~> 1.10000000000", ["1.9.0", "1.2.0"]), undefined);
+  // go-versions: numeric identifiers compare by length, then digit by digit
+  // ("01" is not "1"), exactly past 2^53.
+  for (const order of [["1.0.0-beta.01", "1.0.0-beta.1"], ["1.0.0-beta.1", "1.0.0-beta.01"]]) {
+    assertEquals(pick("= 1.0.0-beta.1", order), "1.0.0-beta.1");
+  }
+  assertEquals(compareVersions("1.0.0-rc.9007199254740993", "1.0.0-rc.9007199254740992") > 0, true);
+  assertEquals(compareVersions("1.0.0-beta.01", "1.0.0-beta.1") > 0, true);
+  assertEquals(compareVersions("1.0.0-rc.10", "1.0.0-rc.9") > 0, true);
+  assertEquals(compareVersions("1.0.0+b", "1.0.0+a"), 0);
 });
