@@ -207,3 +207,42 @@ Deno.test("version constraints: versions compare as terraform compares them (big
   assertEquals(compareVersions("1.0.0-rc.10", "1.0.0-rc.9") > 0, true);
   assertEquals(compareVersions("1.0.0+b", "1.0.0+a"), 0);
 });
+
+Deno.test("outage gap: one provider the registry keeps failing does not hide every other provider's new releases", async () => {
+  let now = 1_000_000;
+  let betaBroken = false;
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    registry: {
+      intercept: (req) =>
+        betaBroken && new URL(req.url).pathname === "/v1/providers/example/beta/versions"
+          ? new Response("broken", { status: 500 })
+          : undefined,
+    },
+    deps: { now: () => now },
+  });
+  const alpha = `/${H}/example/alpha/index.json`;
+  const beta = `/${H}/example/beta/index.json`;
+  for (const p of [alpha, beta]) assertEquals((await t.get(p)).status, 200);
+  await t.app.settle();
+  betaBroken = true;
+  await t.fake.publish("example", "alpha", { version: "1.2.0", platforms: ["linux_amd64"] });
+  // A CI asks for both every 31 s, the broken one first: the healthy
+  // registry must not stay marked failing by that one document.
+  const seen: string[] = [];
+  for (let round = 0; round < 4; round++) {
+    now += 31_000;
+    const b = await t.get(beta);
+    assertEquals(b.headers.get("x-repoxy-cache"), "stale");
+    await b.body?.cancel();
+    const a = await t.get(alpha);
+    seen.push(Object.keys((JSON.parse(new TextDecoder().decode(await bytesOf(a))) as {
+      versions: Record<string, unknown>;
+    }).versions).sort().join(","));
+    await t.app.settle();
+  }
+  assertEquals(seen.at(-1), "1.0.0,1.1.0,1.2.0", seen.join(" | "));
+  // The broken document still costs at most one failed refresh per round.
+  const betaTries = t.fake.count((r) => r.path === "/v1/providers/example/beta/versions");
+  assertEquals(betaTries <= 1 + 4 * 3, true, String(betaTries));
+});
