@@ -246,3 +246,16 @@ Deno.test("outage gap: one provider the registry keeps failing does not hide eve
   const betaTries = t.fake.count((r) => r.path === "/v1/providers/example/beta/versions");
   assertEquals(betaTries <= 1 + 4 * 3, true, String(betaTries));
 });
+
+Deno.test("repoxy lock inputs: a .tf that cannot be read (dangling symlink, a directory) is named, not a crash", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir.path}/main.tf`, 'provider "aws" {}\n');
+  for (const target of [`${dir.path}/nowhere`, `${dir.path}/subdir`]) {
+    await Deno.remove(`${dir.path}/bad.tf`).catch(() => {});
+    if (target.endsWith("subdir")) await Deno.mkdir(target, { recursive: true });
+    await Deno.symlink(target, `${dir.path}/bad.tf`);
+    const e: unknown = await readDirRequirements(dir.path).then(() => undefined, (e) => e);
+    assertEquals(e instanceof ArgumentError, true, String(e));
+    assertEquals((e as Error).message.includes(`${dir.path}/bad.tf`), true, (e as Error).message);
+  }
+});
