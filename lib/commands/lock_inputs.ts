@@ -94,7 +94,13 @@ export async function readDirRequirements(dir: string): Promise<DirRequirements>
     const used: ProviderUse[] = [];
     for (const f of files) {
       const path = join(moduleDir, f);
-      const text = await Deno.readTextFile(path);
+      let text: string;
+      try {
+        text = await Deno.readTextFile(path);
+      } catch (e) {
+        // A dangling symlink, a directory by that name: named, as terraform names it.
+        throw new ArgumentError(`cannot read "${path}": ${(e as Error).message}`);
+      }
       const found = readFileProviders(text, path);
       used.push(...found.used);
       for (const req of found.required) {
