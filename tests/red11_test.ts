@@ -259,3 +259,27 @@ Deno.test("repoxy lock inputs: a .tf that cannot be read (dangling symlink, a di
     assertEquals((e as Error).message.includes(`${dir.path}/bad.tf`), true, (e as Error).message);
   }
 });
+
+Deno.test({
+  name: "repoxy lock inputs: control characters outside strings and comments are refused as terraform refuses them",
+  ignore: !TERRAFORM,
+  async fn() {
+    await using dir = await tempDir();
+    const REQ =
+      'terraform {\n  required_providers {\n    aws = { source = "hashicorp/aws", version = "1.0.0" }\n  }\n}\n';
+    const disagree: string[] = [];
+    for (const c of ["\0", "\x01", "\f", "\v", "\x1b", "\x7f", "# \0 in a comment", "\t"]) {
+      await Deno.writeTextFile(`${dir.path}/main.tf`, `${REQ}${c}\n`);
+      const out = await new Deno.Command("terraform", {
+        args: ["providers", "-no-color"],
+        cwd: dir.path,
+        env: { TF_CLI_CONFIG_FILE: "/dev/null", CHECKPOINT_DISABLE: "1", HOME: dir.path },
+        stdout: "null",
+        stderr: "null",
+      }).output();
+      const ours = await readDirRequirements(dir.path).then(() => true, () => false);
+      if (ours !== out.success) disagree.push(`${JSON.stringify(c)}: terraform ${out.success}`);
+    }
+    assertEquals(disagree, []);
+  },
+});
