@@ -283,3 +283,43 @@ Deno.test({
     assertEquals(disagree, []);
   },
 });
+
+Deno.test("{version}.json: a version listing thousands of platforms with no SHA256SUMS costs a bounded number of upstream requests", async () => {
+  const LISTED = 2000;
+  const platforms = Array.from({ length: LISTED }, (_, i) => ({ os: "linux", arch: `x${i}` }));
+  let registryUrl = "";
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    registry: {
+      intercept: async (req) => {
+        const path = new URL(req.url).pathname;
+        if (req.headers.has("x-red11-pass")) return undefined;
+        if (path === "/v1/providers/example/beta/versions") {
+          return Response.json({
+            versions: [{ version: "2.3.4", protocols: ["5.0"], platforms }],
+          });
+        }
+        if (path === "/v1/providers/example/beta/2.3.4/download/linux/x0") {
+          // A real document, without SHA256SUMS: each platform is its own authority.
+          const real = await fetch(
+            `${registryUrl}/v1/providers/example/beta/2.3.4/download/linux/amd64`,
+            { headers: { "x-red11-pass": "1" } },
+          );
+          const doc = await real.json();
+          delete doc.shasums_url;
+          delete doc.shasums_signature_url;
+          doc.arch = "x0";
+          return Response.json(doc);
+        }
+        return undefined;
+      },
+    },
+  });
+  registryUrl = t.fake.registryUrl;
+  const res = await t.get(`/${H}/example/beta/2.3.4.json`);
+  await res.body?.cancel();
+  await t.app.settle();
+  const downloads = t.fake.count((r) => r.path.includes("/2.3.4/download/"));
+  // Real providers list a few dozen platforms at most; 2000 listed must not mean 2000 requests.
+  assertEquals(downloads <= 100, true, `${downloads} download documents for one request`);
+});
