@@ -10,8 +10,8 @@
  *
  * What one client request can make it do is bounded: `{version}.json`
  * answers fetch platforms' documents `limits.platformConcurrency` at a time
- * (all answers and searches for SHA256SUMS together), at most
- * `limits.metadataMemory` bytes of them, and stops when every client waiting
+ * (all answers and searches for SHA256SUMS together), at most 64 of them and
+ * `limits.metadataMemory` bytes, and stops when every client waiting
  * for it has given up; a module download answer is read up to
  * `limits.moduleAnswer` bytes (a module version list up to
  * `limits.metadataDocument`) and abandoned at the client's deadline.
@@ -46,6 +46,13 @@ import type {
   VersionArchives,
   VersionList,
 } from "./source.ts";
+
+/**
+ * Most listed platforms whose own download documents one `{version}.json`
+ * fetches (when SHA256SUMS cannot say): real providers list a few dozen at
+ * most, and a hostile list of thousands must not cost thousands of requests.
+ */
+const MAX_LISTED_DOCUMENTS = 64;
 
 /** Work shared by every request for one `{version}.json` (single-flight). */
 interface SharedWork<T> {
@@ -192,10 +199,10 @@ export class UpstreamSource implements ProviderSource {
       // download could not be verified): no request for it — unless
       // SHA256SUMS names no archive by the usual file name at all; then each
       // listed platform's document says which line is its archive.
-      if (zhOf.size === 0) todo.push(...listed);
+      if (zhOf.size === 0) todo.push(...listed.slice(0, MAX_LISTED_DOCUMENTS));
     } else {
       // No SHA256SUMS: each listed platform's own document gives its hash.
-      todo.push(...listed);
+      todo.push(...listed.slice(0, MAX_LISTED_DOCUMENTS));
     }
     // Listed platforms whose hash SHA256SUMS cannot give by the usual file
     // name need their own download document: fetched a few at a time,
