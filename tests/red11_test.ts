@@ -20,6 +20,7 @@ import {
   parseRequiredVersion,
 } from "../lib/protocol/version_constraints.ts";
 import { bytesOf, mirrorFixture, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
+import { signDetached } from "./_pgp.ts";
 
 /** Whether the real terraform runs here (decided at module load). */
 const TERRAFORM = (() => {
@@ -322,4 +323,27 @@ Deno.test("{version}.json: a version listing thousands of platforms with no SHA2
   const downloads = t.fake.count((r) => r.path.includes("/2.3.4/download/"));
   // Real providers list a few dozen platforms at most; 2000 listed must not mean 2000 requests.
   assertEquals(downloads <= 100, true, `${downloads} download documents for one request`);
+});
+
+Deno.test("{version}.json: a signed SHA256SUMS naming thousands of archives of the version gives a bounded answer, listed platforms kept", async () => {
+  await using t = await mirrorFixture({ providers: TWO_PROVIDERS });
+  const key = "example/beta/2.3.4";
+  const real = new TextDecoder().decode(t.fake.sums.get(key)!);
+  let extra = "";
+  for (let i = 0; i < 5_000; i++) {
+    extra += `${"a".repeat(64)}  terraform-provider-beta_2.3.4_os${i}_amd64.zip\n`;
+  }
+  const sums = new TextEncoder().encode(extra + real);
+  t.fake.sums.set(key, sums);
+  t.fake.signatures.set(key, await signDetached(t.fake.signingKey.privateKeyArmored, sums));
+  const res = await t.get(`/${H}/example/beta/2.3.4.json`);
+  const body = await bytesOf(res);
+  assertEquals(res.status, 200);
+  const archives = Object.keys(
+    (JSON.parse(new TextDecoder().decode(body)) as { archives: Record<string, unknown> }).archives,
+  );
+  assertEquals(archives.length <= 256, true, `${archives.length} archives, ${body.length} bytes`);
+  // The platforms the version lists (the real ones) come first and stay.
+  assertEquals(archives.slice(0, 3), ["linux_amd64", "darwin_arm64", "linux_arm64"]);
+  await t.app.settle();
 });
