@@ -11,7 +11,7 @@
  * What one client request can make it do is bounded: `{version}.json`
  * answers fetch platforms' documents `limits.platformConcurrency` at a time
  * (all answers and searches for SHA256SUMS together), at most 64 of them and
- * `limits.metadataMemory` bytes, and stops when every client waiting
+ * `limits.metadataMemory` bytes, lists at most 256 archives, and stops when every client waiting
  * for it has given up; a module download answer is read up to
  * `limits.moduleAnswer` bytes (a module version list up to
  * `limits.metadataDocument`) and abandoned at the client's deadline.
@@ -53,6 +53,14 @@ import type {
  * most, and a hostile list of thousands must not cost thousands of requests.
  */
 const MAX_LISTED_DOCUMENTS = 64;
+
+/**
+ * Most archives one `{version}.json` lists (the listed platforms first): real
+ * providers publish a few dozen; a SHA256SUMS naming tens of thousands (its
+ * signing key is the upstream's to offer) made a 10 MB answer costing
+ * half a second of CPU per request.
+ */
+const MAX_ARCHIVES = 256;
 
 /** Work shared by every request for one `{version}.json` (single-flight). */
 interface SharedWork<T> {
@@ -264,6 +272,15 @@ export class UpstreamSource implements ProviderSource {
     for (const name of new Set(order)) {
       const got = zhOf.get(name);
       if (!got) continue;
+      if (archives.length === MAX_ARCHIVES) {
+        this.deps.log.warn("version names too many archives; the rest left out of {version}.json", {
+          provider: providerString(p),
+          version,
+          named: zhOf.size,
+          kept: MAX_ARCHIVES,
+        });
+        break;
+      }
       const { pl, zh } = got;
       const hashes: string[] = [];
       const meta = await packages.meta(p, version, pl);
