@@ -349,3 +349,42 @@ Deno.test("{version}.json: a signed SHA256SUMS naming thousands of archives of t
   }
   await t.app.settle();
 });
+
+Deno.test("clock set back: a registry marked failing (and a remembered 404) does not stay so for as long as the clock went back", async () => {
+  let now = 10_000_000;
+  let down = false;
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    registry: { intercept: () => down ? new Response("down", { status: 503 }) : undefined },
+    deps: { now: () => now },
+  });
+  const alpha = `/${H}/example/alpha/index.json`;
+  const ghost = `/${H}/example/ghost/index.json`;
+  assertEquals((await t.get(alpha)).status, 200);
+  await t.app.settle();
+  now += 3_600_000;
+  const missing = await t.get(ghost);
+  assertEquals(missing.status, 404);
+  await missing.body?.cancel();
+  down = true;
+  const stale = await t.get(alpha);
+  assertEquals(stale.headers.get("x-repoxy-cache"), "stale");
+  await stale.body?.cancel();
+  // The upstream is back with a new release and the ghost published; the
+  // clock is corrected half an hour back (the list is still stale).
+  down = false;
+  await t.fake.publish("example", "alpha", { version: "1.2.0", platforms: ["linux_amd64"] });
+  now -= 1_800_000;
+  const fresh = await t.get(alpha);
+  const versions = Object.keys(
+    (JSON.parse(new TextDecoder().decode(await bytesOf(fresh))) as {
+      versions: Record<string, unknown>;
+    }).versions,
+  );
+  assertEquals(versions.includes("1.2.0"), true, `${fresh.headers.get("x-repoxy-cache")}`);
+  const before = t.fake.count((r) => r.path === "/v1/providers/example/ghost/versions");
+  const ghostAgain = await t.get(ghost);
+  await ghostAgain.body?.cancel();
+  assertEquals(t.fake.count((r) => r.path === "/v1/providers/example/ghost/versions"), before + 1);
+  await t.app.settle();
+});
