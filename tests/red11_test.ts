@@ -5,10 +5,7 @@
  * as merged and pins the mended behaviour.
  * @module
  */
-import {
-  assertEquals,
-  assertThrows,
-} from "../lib/deps/assert.ts";
+import { assertEquals, assertThrows } from "../lib/deps/assert.ts";
 import { readDirRequirements } from "../lib/commands/lock_inputs.ts";
 import { LockFileError } from "../lib/protocol/lockfile.ts";
 import { ArgumentError } from "../lib/protocol/provider_address.ts";
@@ -237,9 +234,13 @@ Deno.test("outage gap: one provider the registry keeps failing does not hide eve
     assertEquals(b.headers.get("x-repoxy-cache"), "stale");
     await b.body?.cancel();
     const a = await t.get(alpha);
-    seen.push(Object.keys((JSON.parse(new TextDecoder().decode(await bytesOf(a))) as {
-      versions: Record<string, unknown>;
-    }).versions).sort().join(","));
+    seen.push(
+      Object.keys(
+        (JSON.parse(new TextDecoder().decode(await bytesOf(a))) as {
+          versions: Record<string, unknown>;
+        }).versions,
+      ).sort().join(","),
+    );
     await t.app.settle();
   }
   assertEquals(seen.at(-1), "1.0.0,1.1.0,1.2.0", seen.join(" | "));
@@ -262,7 +263,8 @@ Deno.test("repoxy lock inputs: a .tf that cannot be read (dangling symlink, a di
 });
 
 Deno.test({
-  name: "repoxy lock inputs: control characters outside strings and comments are refused as terraform refuses them",
+  name:
+    "repoxy lock inputs: control characters outside strings and comments are refused as terraform refuses them",
   ignore: !TERRAFORM,
   async fn() {
     await using dir = await tempDir();
