@@ -10,9 +10,9 @@
  *
  * What one client request can make it do is bounded: `{version}.json`
  * answers fetch platforms' documents `limits.platformConcurrency` at a time
- * (all answers and searches for SHA256SUMS together), at most 64 of them and
- * `limits.metadataMemory` bytes, lists at most 256 archives, and stops when every client waiting
- * for it has given up; a module download answer is read up to
+ * (all answers and searches for SHA256SUMS together), at most 512 of them and
+ * `limits.metadataMemory` bytes, lists at most 512 archives, and stops when
+ * every client waiting for it has given up; a module download answer is read up to
  * `limits.moduleAnswer` bytes (a module version list up to
  * `limits.metadataDocument`) and abandoned at the client's deadline.
  * @module
@@ -50,9 +50,10 @@ import type {
 /**
  * Most listed platforms whose own download documents one `{version}.json`
  * fetches (when SHA256SUMS cannot say): real providers list a few dozen at
- * most, and a hostile list of thousands must not cost thousands of requests.
+ * most, and a hostile list of thousands (up to `limits.metadataDocument`)
+ * must not cost thousands of requests.
  */
-const MAX_LISTED_DOCUMENTS = 64;
+const MAX_LISTED_DOCUMENTS = 512;
 
 /**
  * Most archives one `{version}.json` lists (the listed platforms first): real
@@ -60,7 +61,7 @@ const MAX_LISTED_DOCUMENTS = 64;
  * signing key is the upstream's to offer) made a 10 MB answer costing
  * half a second of CPU per request.
  */
-const MAX_ARCHIVES = 256;
+const MAX_ARCHIVES = 512;
 
 /** Work shared by every request for one `{version}.json` (single-flight). */
 interface SharedWork<T> {
