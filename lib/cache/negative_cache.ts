@@ -9,7 +9,7 @@
 
 /** A set of keys that expire after a TTL, bounded by count. */
 export class NegativeCache {
-  readonly #until = new Map<string, { until: number; reason: string }>();
+  readonly #until = new Map<string, { at: number; until: number; reason: string }>();
 
   /**
    * @param ttlMs how long a key is remembered
@@ -31,7 +31,10 @@ export class NegativeCache {
   get(key: string): string | undefined {
     const e = this.#until.get(key);
     if (e === undefined) return undefined;
-    if (this.now() < e.until) return e.reason;
+    // Added "in the future" (the clock was set back): forgotten, or a mark
+    // meant for seconds would last as long as the clock went back.
+    const now = this.now();
+    if (now >= e.at && now < e.until) return e.reason;
     this.#until.delete(key);
     return undefined;
   }
@@ -40,7 +43,8 @@ export class NegativeCache {
   add(key: string, reason = "not found"): void {
     if (this.ttlMs <= 0 || this.maxEntries <= 0) return;
     this.#until.delete(key);
-    this.#until.set(key, { until: this.now() + this.ttlMs, reason });
+    const at = this.now();
+    this.#until.set(key, { at, until: at + this.ttlMs, reason });
     while (this.#until.size > this.maxEntries) {
       this.#until.delete(this.#until.keys().next().value as string);
     }

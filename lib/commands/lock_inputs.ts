@@ -20,6 +20,7 @@ import {
   ConstraintError,
   type ConstraintTerm,
   parseConstraints,
+  parseRequiredVersion,
 } from "../protocol/version_constraints.ts";
 
 /** Terraform's default registry for sources without a hostname. */
@@ -93,7 +94,13 @@ export async function readDirRequirements(dir: string): Promise<DirRequirements>
     const used: ProviderUse[] = [];
     for (const f of files) {
       const path = join(moduleDir, f);
-      const text = await Deno.readTextFile(path);
+      let text: string;
+      try {
+        text = await Deno.readTextFile(path);
+      } catch (e) {
+        // A dangling symlink, a directory by that name: named, as terraform names it.
+        throw new ArgumentError(`cannot read "${path}": ${(e as Error).message}`);
+      }
       const found = readFileProviders(text, path);
       used.push(...found.used);
       for (const req of found.required) {
@@ -109,7 +116,7 @@ export async function readDirRequirements(dir: string): Promise<DirRequirements>
         }
         let terms: ConstraintTerm[];
         try {
-          terms = parseConstraints(req.version ?? "");
+          terms = req.version === undefined ? [] : parseRequiredVersion(req.version);
         } catch (e) {
           throw new ConstraintError(`${req.where}: ${(e as Error).message}`);
         }
@@ -200,14 +207,21 @@ async function installedModuleDirs(dir: string): Promise<string[]> {
   } catch {
     return [];
   }
-  let doc: { Modules?: Array<{ Key?: unknown; Dir?: unknown }> };
+  let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (e) {
     throw new ArgumentError(`${manifest}: not JSON: ${(e as Error).message}`);
   }
+  // Terraform wrote it, but anything may have since: a wrong shape is named, not a crash.
+  const list = typeof doc === "object" && doc !== null && !Array.isArray(doc)
+    ? (doc as { Modules?: unknown }).Modules ?? []
+    : undefined;
+  if (!Array.isArray(list) || list.some((m) => typeof m !== "object" || m === null)) {
+    throw new ArgumentError(`${manifest}: not a module manifest ({"Modules": [{...}, ...]})`);
+  }
   const dirs = new Set<string>();
-  for (const m of doc.Modules ?? []) {
+  for (const m of list as Array<{ Key?: unknown; Dir?: unknown }>) {
     if (m.Key === "" || typeof m.Dir !== "string") continue; // the root module
     const d = join(dir, m.Dir);
     if (d !== join(dir, ".")) dirs.add(d);

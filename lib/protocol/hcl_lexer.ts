@@ -171,6 +171,9 @@ export function lexHcl(
       i++;
     } else if (options.strict) {
       fail(line, `unexpected character "${c}"`);
+    } else if (c < " " || c === "\x7f") {
+      // No HCL token holds a control character: terraform refuses the file.
+      fail(line, `invalid character U+${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
     } else {
       toks.push({ kind: "other", value: c, line });
       i++;

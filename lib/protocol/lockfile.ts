@@ -58,6 +58,9 @@ const LITERALS_ONLY: HclLexOptions = {
   strict: true,
 };
 
+/** Deepest nesting of blocks, lists and objects a lock file may have. */
+const MAX_NESTING = 32;
+
 /**
  * Parses the text of a lock file.
  *
@@ -83,6 +86,12 @@ export function parseLockFile(text: string, name: string, defaultHost: string): 
     }
   };
 
+  // Terraform's lock files nest two deep; a hostile one must not overflow the stack.
+  let depth = 0;
+  const enter = (line: number) => {
+    if (++depth > MAX_NESTING) fail(line, `nested more than ${MAX_NESTING} deep`);
+  };
+
   function value(): Value {
     const t = next();
     if (t.kind === "string") return t.value;
@@ -94,6 +103,7 @@ export function parseLockFile(text: string, name: string, defaultHost: string): 
       return fail(t.line, `expressions are not supported in lock files ("${t.value}")`);
     }
     if (t.kind === "punct" && t.value === "[") {
+      enter(t.line);
       const items: Value[] = [];
       while (!(peek().kind === "punct" && peek().value === "]")) {
         items.push(value());
@@ -101,9 +111,11 @@ export function parseLockFile(text: string, name: string, defaultHost: string): 
         else break;
       }
       expect("]");
+      depth--;
       return items;
     }
     if (t.kind === "punct" && t.value === "{") {
+      enter(t.line);
       const obj: Record<string, Value> = {};
       while (!(peek().kind === "punct" && peek().value === "}")) {
         const k = next();
@@ -116,6 +128,7 @@ export function parseLockFile(text: string, name: string, defaultHost: string): 
         if (peek().kind === "punct" && peek().value === ",") next();
       }
       expect("}");
+      depth--;
       return obj;
     }
     return fail(t.line, `unexpected ${t.kind === "eof" ? "end of file" : `"${t.value}"`}`);
@@ -144,8 +157,10 @@ export function parseLockFile(text: string, name: string, defaultHost: string): 
       const labels: string[] = [];
       while (peek().kind === "string" || peek().kind === "ident") labels.push(next().value);
       expect("{");
+      enter(t.line);
       const inner = body(false);
       expect("}");
+      depth--;
       blocks.push({ type: t.value, labels, line: t.line, attrs: inner.attrs });
     }
     return { attrs, blocks };

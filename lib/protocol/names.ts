@@ -106,11 +106,14 @@ export function parseArchiveFilename(
  * sorting version lists newest first.
  */
 export function compareVersions(a: string, b: string): number {
-  const ma = VERSION_RE.exec(a);
-  const mb = VERSION_RE.exec(b);
+  // Looser than VERSION_RE: constraint boundaries may have numbers of any
+  // length (Terraform reads them as 64-bit integers), and must still compare
+  // as numbers, not as strings.
+  const ma = COMPARABLE_RE.exec(a);
+  const mb = COMPARABLE_RE.exec(b);
   if (!ma || !mb) return a < b ? -1 : a > b ? 1 : 0;
   for (let i = 1; i <= 3; i++) {
-    const d = Number(ma[i]) - Number(mb[i]);
+    const d = compareDigits(ma[i]!.replace(/^0+(?=.)/, ""), mb[i]!.replace(/^0+(?=.)/, ""));
     if (d !== 0) return d;
   }
   const pa = ma[4];
@@ -126,10 +129,19 @@ export function compareVersions(a: string, b: string): number {
     const na = /^\d+$/.test(sa);
     const nb = /^\d+$/.test(sb);
     if (na && nb) {
-      const d = Number(sa) - Number(sb);
+      // As go-versions: by length, then digit by digit ("01" follows "1").
+      const d = compareDigits(sa, sb);
       if (d !== 0) return d;
     } else if (na !== nb) return na ? -1 : 1;
     else if (sa !== sb) return sa < sb ? -1 : 1;
   }
   return 0;
+}
+
+const COMPARABLE_RE = /^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$/;
+
+/** Compares digit strings as numbers of any size: the longer is bigger, else the first differing digit decides. */
+function compareDigits(a: string, b: string): number {
+  if (a.length !== b.length) return a.length - b.length;
+  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -50,8 +50,16 @@ export interface ConstraintTerm {
   build?: string;
 }
 
+/**
+ * One term as Terraform accepts it: at most one space after the operator
+ * (go-versions), no "v" prefix, no empty pre-release or build identifier
+ * (hashicorp/go-version, which Terraform also applies to `version`).
+ */
 const TERM_RE =
-  /^(=|!=|>=|<=|>|<|~>)?\s*v?(\d+)(?:\.(\d+)(?:\.(\d+))?)?(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.-]+))?$/;
+  /^(?:(=|!=|>=|<=|>|<|~>) ?)?(\d+)(?:\.(\d+)(?:\.(\d+))?)?(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$/;
+
+/** Terraform parses version numbers as 64-bit integers; a bigger one is a syntax error there. */
+const MAX_NUMBER = 2n ** 63n - 1n;
 
 /**
  * Parses a constraint string (`">= 1.0, < 2.0"`). The empty string is no
@@ -66,6 +74,9 @@ export function parseConstraints(text: string): ConstraintTerm[] {
     const m = TERM_RE.exec(s);
     if (!m) throw new ConstraintError(`invalid version constraint "${s}" in "${text}"`);
     const [, opText, maj, min, pat, pre, build] = m;
+    if ([maj, min, pat].some((n) => n !== undefined && BigInt(n) > MAX_NUMBER)) {
+      throw new ConstraintError(`invalid version constraint "${s}" in "${text}": number too big`);
+    }
     let op: ConstraintTerm["op"];
     if (opText === "~>") op = pat === undefined ? "~>minor" : "~>patch";
     else op = (opText ?? "=") as ConstraintTerm["op"];
@@ -80,6 +91,17 @@ export function parseConstraints(text: string): ConstraintTerm[] {
     out.push(t);
   }
   return out;
+}
+
+/**
+ * Parses the `version` argument of `required_providers`: as
+ * {@link parseConstraints}, except that Terraform refuses an empty or blank
+ * string there (a lock file's empty `constraints` means none).
+ * @throws {ConstraintError}
+ */
+export function parseRequiredVersion(text: string): ConstraintTerm[] {
+  if (text.trim() === "") throw new ConstraintError(`invalid version constraint "${text}"`);
+  return parseConstraints(text);
 }
 
 function boundary(t: ConstraintTerm): string {

@@ -36,7 +36,8 @@ export const registryVersions: RouteHandler<"registryVersions"> = async (req, ct
  * behind Terraform's "Did you intend to use {namespace}/{type}?", passed
  * through as the registry answers it (status and body, never kept): a 200's
  * body byte for byte (`id`, `moved_to`, `versions`: whatever the registry
- * says), a 404 stays a 404. An error body that is not JSON becomes the
+ * says), a 404 stays a 404, always as `application/json`. A 200 that is
+ * not a JSON object is a 502; an error body that is not JSON becomes the
  * protocol's `{"errors": [...]}` with the same status.
  */
 export const registryLegacyLookup: RouteHandler<"registryLegacyLookup"> = async (
@@ -51,11 +52,21 @@ export const registryLegacyLookup: RouteHandler<"registryLegacyLookup"> = async 
     (signal) => s.source.legacyLookup(r.hostname, r.type, signal),
   );
   ctx.cache = "miss";
+  // Always JSON, whatever the upstream labelled it: a hostile registry must
+  // not get a page (scripts) served from the mirror's origin.
   const headers = new Headers({
     "cache-control": "no-store",
     "x-repoxy-cache": "miss",
-    "content-type": a.contentType,
+    "content-type": "application/json",
+    "x-content-type-options": "nosniff",
   });
+  if (!isJsonObject(a.body) && a.status === 200) {
+    return errorResponse(
+      502,
+      `upstream ${r.hostname} answered the legacy lookup of "${r.type}" with something not JSON`,
+      { "x-repoxy-cache": "miss" },
+    );
+  }
   if (a.status !== 200 && (a.status < 400 || !isJsonObject(a.body))) {
     // Only a 200 carries an answer; other success or redirect statuses would
     // leave the client without one, so they are the upstream's error.

@@ -10,9 +10,9 @@
  *
  * What one client request can make it do is bounded: `{version}.json`
  * answers fetch platforms' documents `limits.platformConcurrency` at a time
- * (all answers and searches for SHA256SUMS together), at most
- * `limits.metadataMemory` bytes of them, and stops when every client waiting
- * for it has given up; a module download answer is read up to
+ * (all answers and searches for SHA256SUMS together), at most 512 of them and
+ * `limits.metadataMemory` bytes, lists at most 512 archives, and stops when
+ * every client waiting for it has given up; a module download answer is read up to
  * `limits.moduleAnswer` bytes (a module version list up to
  * `limits.metadataDocument`) and abandoned at the client's deadline.
  * @module
@@ -46,6 +46,22 @@ import type {
   VersionArchives,
   VersionList,
 } from "./source.ts";
+
+/**
+ * Most listed platforms whose own download documents one `{version}.json`
+ * fetches (when SHA256SUMS cannot say): real providers list a few dozen at
+ * most, and a hostile list of thousands (up to `limits.metadataDocument`)
+ * must not cost thousands of requests.
+ */
+const MAX_LISTED_DOCUMENTS = 512;
+
+/**
+ * Most archives one `{version}.json` lists (the listed platforms first): real
+ * providers publish a few dozen; a SHA256SUMS naming tens of thousands (its
+ * signing key is the upstream's to offer) made a 10 MB answer costing
+ * half a second of CPU per request.
+ */
+const MAX_ARCHIVES = 512;
 
 /** Work shared by every request for one `{version}.json` (single-flight). */
 interface SharedWork<T> {
@@ -192,10 +208,10 @@ export class UpstreamSource implements ProviderSource {
       // download could not be verified): no request for it — unless
       // SHA256SUMS names no archive by the usual file name at all; then each
       // listed platform's document says which line is its archive.
-      if (zhOf.size === 0) todo.push(...listed);
+      if (zhOf.size === 0) todo.push(...listed.slice(0, MAX_LISTED_DOCUMENTS));
     } else {
       // No SHA256SUMS: each listed platform's own document gives its hash.
-      todo.push(...listed);
+      todo.push(...listed.slice(0, MAX_LISTED_DOCUMENTS));
     }
     // Listed platforms whose hash SHA256SUMS cannot give by the usual file
     // name need their own download document: fetched a few at a time,
@@ -257,6 +273,15 @@ export class UpstreamSource implements ProviderSource {
     for (const name of new Set(order)) {
       const got = zhOf.get(name);
       if (!got) continue;
+      if (archives.length === MAX_ARCHIVES) {
+        this.deps.log.warn("version names too many archives; the rest left out of {version}.json", {
+          provider: providerString(p),
+          version,
+          named: zhOf.size,
+          kept: MAX_ARCHIVES,
+        });
+        break;
+      }
       const { pl, zh } = got;
       const hashes: string[] = [];
       const meta = await packages.meta(p, version, pl);
@@ -336,7 +361,8 @@ export class UpstreamSource implements ProviderSource {
     });
     if (res.status !== 200 && res.status !== 204) {
       await res.body?.cancel();
-      if (res.status === 401 || res.status === 403) throw client.credentialsError(res.status);
+      const refused = client.credentialsErrorFor(res.status, final);
+      if (refused) throw refused;
       return { status: res.status, url: final, contentType: "", body: "" };
     }
     // A download answer is a location (limits.moduleAnswer); a version list
@@ -433,9 +459,10 @@ export class UpstreamSource implements ProviderSource {
       accept: "application/json",
       signal: AbortSignal.any([AbortSignal.timeout(config.upstreamTimeoutMs), this.deps.shutdown]),
     });
-    if (res.status === 401 || res.status === 403) {
+    const refused = client.credentialsErrorFor(res.status, final);
+    if (refused) {
       await res.body?.cancel();
-      throw client.credentialsError(res.status);
+      throw refused;
     }
     const max = config.limits.metadataDocumentBytes;
     const tooBig = () =>

@@ -424,6 +424,15 @@ export class UpstreamClient {
   }
 
   /**
+   * {@link credentialsError} when a 401/403 came from the registry's own
+   * origin (where its token goes); undefined for another host's (a redirect
+   * target, a discovered API elsewhere), which says nothing about the token.
+   */
+  credentialsErrorFor(status: number, url: URL): UpstreamAuthError | undefined {
+    return this.#credentialsProblem(status, url) ? this.credentialsError(status) : undefined;
+  }
+
+  /**
    * Fetches a small text document (JSON, SHA256SUMS) with a deadline and
    * bounded retries. A 404 becomes {@link NotFoundError}.
    */

@@ -4,7 +4,9 @@
  * with one request shared by concurrent callers; what the upstream says does
  * not exist is remembered in a bounded {@link NegativeCache}; a refresh that
  * fails or is slow gets the stored copy served stale, and for 10 s after a
- * registry failed, its stored copies are served stale at once. What each entry is and
+ * registry failed, its stored copies are served stale at once (a document
+ * that fails again right after marking it gets a gap of its own instead, so
+ * one broken document cannot keep a healthy registry marked). What each entry is and
  * how it is fetched is the caller's (`metadata.ts`'s) business.
  * @module
  */
@@ -78,6 +80,10 @@ export class RefCache {
   readonly negative: NegativeCache;
   /** Registries (hostnames) whose last refresh failed less than FAILING_UPSTREAM_GAP_MS ago. */
   readonly #failing: NegativeCache;
+  /** The document whose failure last marked each registry failing. */
+  readonly #gapCause = new Map<string, string>();
+  /** Documents whose refresh failed again after marking their registry: a gap of their own. */
+  readonly #failingKeys: NegativeCache;
 
   constructor(
     readonly refs: RefsStore,
@@ -88,6 +94,25 @@ export class RefCache {
   ) {
     this.negative = new NegativeCache(negativeTtlMs, negativeEntries, now);
     this.#failing = new NegativeCache(FAILING_UPSTREAM_GAP_MS, negativeEntries, now);
+    this.#failingKeys = new NegativeCache(FAILING_UPSTREAM_GAP_MS, negativeEntries, now);
+  }
+
+  /**
+   * Remembers a refresh that failed because the upstream is down or failing.
+   * The registry is marked (its stored copies answered stale for the gap)
+   * unless the same document marked it last time: one document the registry
+   * keeps failing (a broken provider, asked for by every CI run) would
+   * otherwise keep a healthy registry marked, and every other provider's
+   * new releases hidden, for as long as it is asked for. That document then
+   * gets a gap of its own; another document failing marks the registry again.
+   */
+  #markFailing(hostname: string, key: string, why: string): void {
+    if (this.#gapCause.get(hostname) === key) {
+      this.#failingKeys.add(key, why);
+      return;
+    }
+    this.#gapCause.set(hostname, key);
+    this.#failing.add(hostname, why);
   }
 
   /** Stores an entry; a full or read-only disk must not turn a good upstream answer into an error. */
@@ -128,7 +153,7 @@ export class RefCache {
     if (missing !== undefined) throw new NotFoundError(missing);
     // The registry failed a refresh moments ago: the stored copy now, rather
     // than every request of an outage waiting for its own retries.
-    if (stored && this.#failing.has(opts.hostname)) {
+    if (stored && (this.#failing.has(opts.hostname) || this.#failingKeys.has(key))) {
       return { value: stored, status: "stale", fetchedAt: stored.fetchedAt };
     }
     let p = this.#inflight.get(key);
@@ -152,10 +177,11 @@ export class RefCache {
           }
         } catch (e) {
           if (e instanceof NotFoundError) this.negative.add(key, e.message);
-          if (upstreamFailing(e)) this.#failing.add(opts.hostname, (e as Error).message);
+          if (upstreamFailing(e)) this.#markFailing(opts.hostname, key, (e as Error).message);
           throw e;
         }
         this.#failing.delete(opts.hostname);
+        this.#failingKeys.delete(key);
         await this.store(key, got);
         // The store keeps the object it already handed out when the bytes
         // are the same: answer with that one, whose parsed forms exist.
