@@ -7,6 +7,9 @@
  */
 import { assertEquals, assertThrows } from "../lib/deps/assert.ts";
 import { readDirRequirements } from "../lib/commands/lock_inputs.ts";
+import { memoryLogger } from "../lib/base/log.ts";
+import type { RefsStore } from "../lib/cache/refs_store.ts";
+import { NOT_MODIFIED, RefCache } from "../lib/upstream/ref_cache.ts";
 import { LockFileError } from "../lib/protocol/lockfile.ts";
 import { ArgumentError } from "../lib/protocol/provider_address.ts";
 import { compareVersions } from "../lib/protocol/names.ts";
@@ -262,6 +265,31 @@ Deno.test("repoxy lock inputs: a .tf that cannot be read (dangling symlink, a di
   }
 });
 
+Deno.test("repoxy lock inputs: a .tf linked to /dev/zero, a FIFO or an oversized file is refused by name, never read for ever", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir.path}/main.tf`, 'provider "aws" {}\n');
+  const bad = `${dir.path}/bad.tf`;
+  const plant = [
+    () => Deno.symlink("/dev/zero", bad),
+    async () => {
+      const mk = await new Deno.Command("mkfifo", { args: [bad] }).output();
+      if (!mk.success) throw new Error("mkfifo failed");
+    },
+    async () => {
+      // Sparse: 17 MiB on paper, nothing on disk.
+      using f = await Deno.open(bad, { write: true, create: true });
+      await f.truncate(17 * 1024 * 1024);
+    },
+  ];
+  for (const make of plant) {
+    await Deno.remove(bad).catch(() => {});
+    await make();
+    const e: unknown = await readDirRequirements(dir.path).then(() => undefined, (e) => e);
+    assertEquals(e instanceof ArgumentError, true, String(e));
+    assertEquals((e as Error).message.includes(bad), true, (e as Error).message);
+  }
+});
+
 Deno.test({
   name:
     "repoxy lock inputs: control characters outside strings and comments are refused as terraform refuses them",
@@ -389,4 +417,24 @@ Deno.test("clock set back: a registry marked failing (and a remembered 404) does
   await ghostAgain.body?.cancel();
   assertEquals(t.fake.count((r) => r.path === "/v1/providers/example/ghost/versions"), before + 1);
   await t.app.settle();
+});
+
+Deno.test("revalidation: an entry pruned between the 304's touch and its read is still answered, not a 500", async () => {
+  const stored = { fetchedAt: 0, url: "https://r.example/v", body: '{"versions":[]}', etag: '"a"' };
+  let gets = 0;
+  // A store whose entry vanishes right after the touch (prune racing the 304).
+  const refs = {
+    get: () => Promise.resolve(gets++ === 0 ? stored : undefined),
+    touch: () => Promise.resolve(true),
+    put: () => Promise.resolve(),
+  } as unknown as RefsStore;
+  const cache = new RefCache(refs, memoryLogger(), () => 100_000, 60_000, 100);
+  const got = await cache.cached("k", 30_000, () => Promise.resolve(NOT_MODIFIED), {
+    hostname: "r.example",
+  });
+  assertEquals([got.status, got.value.body, got.value.fetchedAt], [
+    "revalidated",
+    stored.body,
+    100_000,
+  ]);
 });

@@ -7,6 +7,7 @@
  * @module
  */
 import { join } from "../deps/path.ts";
+import { readBounded } from "./tree_files.ts";
 import {
   LockFileError,
   parseLockFile,
@@ -25,6 +26,20 @@ import {
 
 /** Terraform's default registry for sources without a hostname. */
 const DEFAULT_REGISTRY = "registry.terraform.io";
+
+/**
+ * Largest `.tf`, lock or `modules.json` file read: far beyond any real
+ * configuration, and a link to `/dev/zero` or a FIFO is refused, not read
+ * for ever.
+ */
+const MAX_INPUT_BYTES = 16 * 1024 * 1024;
+
+/** A configuration file as text: a regular file (links followed) of bounded size. */
+async function readInput(path: string): Promise<string> {
+  return new TextDecoder().decode(
+    await readBounded(path, MAX_INPUT_BYTES, { followLinks: true }),
+  );
+}
 
 /** One provider to lock. */
 export interface LockRequest {
@@ -67,7 +82,7 @@ export async function readDirRequirements(dir: string): Promise<DirRequirements>
   const lockPath = join(dir, ".terraform.lock.hcl");
   let oldText: string | undefined;
   try {
-    oldText = await Deno.readTextFile(lockPath);
+    oldText = await readInput(lockPath);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) {
       throw new LockFileError(`cannot read lock file "${lockPath}": ${(e as Error).message}`);
@@ -96,7 +111,7 @@ export async function readDirRequirements(dir: string): Promise<DirRequirements>
       const path = join(moduleDir, f);
       let text: string;
       try {
-        text = await Deno.readTextFile(path);
+        text = await readInput(path);
       } catch (e) {
         // A dangling symlink, a directory by that name: named, as terraform names it.
         throw new ArgumentError(`cannot read "${path}": ${(e as Error).message}`);
@@ -180,7 +195,9 @@ async function listTfFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
   try {
     for await (const e of Deno.readDir(dir)) {
-      if ((e.isFile || e.isSymlink) && e.name.endsWith(".tf")) out.push(e.name);
+      // As terraform lists them: everything but directories (a FIFO or a
+      // device named *.tf is then refused by name when read, not skipped).
+      if (!e.isDirectory && e.name.endsWith(".tf")) out.push(e.name);
     }
   } catch (e) {
     throw new ArgumentError(`cannot read directory "${dir}": ${(e as Error).message}`);
@@ -203,7 +220,7 @@ async function installedModuleDirs(dir: string): Promise<string[]> {
   const manifest = join(dir, dataDir, "modules", "modules.json");
   let text: string;
   try {
-    text = await Deno.readTextFile(manifest);
+    text = await readInput(manifest);
   } catch {
     return [];
   }

@@ -42,10 +42,16 @@ export async function* entries(
  * link, never a FIFO, which would block the open) of at most `limit` bytes,
  * and never more than `limit` bytes even if it grows meanwhile.
  *
+ * @param opts.followLinks judge (and read) what a symbolic link points to
+ *   instead of refusing the link: for the user's own files, which may be links
  * @throws {Error} saying why it was not read (the caller names the file)
  */
-export async function readBounded(path: string, limit: number): Promise<Uint8Array> {
-  const st = await Deno.lstat(path);
+export async function readBounded(
+  path: string,
+  limit: number,
+  opts: { followLinks?: boolean } = {},
+): Promise<Uint8Array> {
+  const st = opts.followLinks ? await Deno.stat(path) : await Deno.lstat(path);
   if (!st.isFile) throw new Error(`${kindOf(st)}, not read`);
   if (st.size > limit) throw new Error(`${st.size} bytes, over the limit of ${limit}`);
   using f = await Deno.open(path, { read: true });

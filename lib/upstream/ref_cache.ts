@@ -166,7 +166,9 @@ export class RefCache {
             // Unchanged upstream: same object (its parsed forms, the kept
             // answers' generation) with a new time, nothing rewritten.
             if (stored && await this.refs.touch(key, stored, this.now())) {
-              return { entry: (await this.refs.get(key))!, revalidated: true };
+              // Pruned between the touch and this read: the copy we confirmed is still good.
+              const entry = (await this.refs.get(key)) ?? { ...stored, fetchedAt: this.now() };
+              return { entry, revalidated: true };
             }
             // The entry went away or changed meanwhile (pruned, another
             // process wrote it): the 304 was about another copy, fetch it whole.
