@@ -355,3 +355,47 @@ Deno.test("a slow revalidation: the stale list is served after the grace, the re
   assertEquals(await versionsOf(next), ["2.4.0", "2.3.4"]);
   assertEquals(t.fake.count(isBetaList), 2);
 });
+
+Deno.test("an upstream that answers 304 whatever changed still has its list fetched whole every 10 min", async () => {
+  // A CDN whose validators do not follow the content: every conditional
+  // request gets a 304, so only an unconditional one sees a new release.
+  const clock = { t: 1_000_000 };
+  let conditional = 0;
+  await using t = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    registry: {
+      versionValidators: "etag",
+      intercept: (req) => {
+        if (!new URL(req.url).pathname.endsWith("/versions")) return undefined;
+        if (!req.headers.has("if-none-match")) return undefined;
+        conditional++;
+        return new Response(null, { status: 304, headers: { etag: '"stuck"' } });
+      },
+    },
+    deps: { now: () => clock.t },
+  });
+  const first = await t.get(INDEX);
+  assertEquals(first.headers.get("x-repoxy-cache"), "miss");
+  await first.body?.cancel();
+  await t.fake.publish("example", "beta", { version: "2.4.0", platforms: ["linux_amd64"] });
+  // Revalidated (wrongly confirmed) every 30 s for just under 10 min.
+  for (let i = 0; i < 19; i++) {
+    clock.t += 30_000;
+    const res = await t.get(INDEX);
+    assertEquals(res.headers.get("x-repoxy-cache"), "revalidated", `round ${i}`);
+    assertEquals((await versionsOf(res)).includes("2.4.0"), false);
+  }
+  assertEquals(conditional, 19);
+  // 10 min after the last full fetch: asked unconditionally, the release shows.
+  clock.t += 30_000;
+  const res = await t.get(INDEX);
+  assertEquals(res.headers.get("x-repoxy-cache"), "miss");
+  assertEquals((await versionsOf(res)).includes("2.4.0"), true);
+  assertEquals(conditional, 19);
+  // The full fetch starts a new 10 min: the next one is conditional again.
+  clock.t += 30_000;
+  const again = await t.get(INDEX);
+  assertEquals(again.headers.get("x-repoxy-cache"), "revalidated");
+  await again.body?.cancel();
+  assertEquals(conditional, 20);
+});

@@ -45,6 +45,15 @@ export const NOT_MODIFIED = Symbol("not modified");
  */
 const FAILING_UPSTREAM_GAP_MS = 10_000;
 
+/**
+ * How long a list may go on being confirmed by 304s before it is fetched
+ * whole anyway: an upstream (or a CDN before it) whose validators do not
+ * follow its content would otherwise hide new releases for ever, while a
+ * client asking it directly (unconditionally) sees them. One full fetch
+ * per provider per 10 min costs little.
+ */
+const FULL_REFETCH_MS = 10 * 60_000;
+
 /** An error that says the upstream is down or failing (not that a document is bad or absent). */
 function upstreamFailing(e: unknown): boolean {
   return e instanceof UpstreamTimeoutError || (e instanceof UpstreamError && e.transient);
@@ -76,6 +85,11 @@ export function parsedOnce<T>(memo: WeakMap<RefEntry, T>, entry: RefEntry, parse
 /** Entries of `refs/` kept with their freshness rules, single-flight and negative cache. */
 export class RefCache {
   readonly #inflight = new Map<string, Promise<Refreshed>>();
+  /**
+   * When an entry confirmed by 304s was last fetched whole (its time moves
+   * with each 304). Absent for an entry never confirmed: its own time.
+   */
+  readonly #fullAt = new WeakMap<RefEntry, number>();
   /** Keys the upstream said do not exist (and provider/version/platform it does not list). */
   readonly negative: NegativeCache;
   /** Registries (hostnames) whose last refresh failed less than FAILING_UPSTREAM_GAP_MS ago. */
@@ -161,13 +175,17 @@ export class RefCache {
       p = (async (): Promise<Refreshed> => {
         let got: RefEntry | typeof NOT_MODIFIED;
         try {
-          got = await fetcher(stored);
+          // Confirmed by 304s for too long: ask unconditionally this time.
+          const fullAt = stored && (this.#fullAt.get(stored) ?? stored.fetchedAt);
+          const offer = stored && this.now() - fullAt! < FULL_REFETCH_MS ? stored : undefined;
+          got = await fetcher(offer);
           if (got === NOT_MODIFIED) {
             // Unchanged upstream: same object (its parsed forms, the kept
             // answers' generation) with a new time, nothing rewritten.
-            if (stored && await this.refs.touch(key, stored, this.now())) {
+            if (offer && await this.refs.touch(key, offer, this.now())) {
+              this.#fullAt.set(offer, fullAt!);
               // Pruned between the touch and this read: the copy we confirmed is still good.
-              const entry = (await this.refs.get(key)) ?? { ...stored, fetchedAt: this.now() };
+              const entry = (await this.refs.get(key)) ?? { ...offer, fetchedAt: this.now() };
               return { entry, revalidated: true };
             }
             // The entry went away or changed meanwhile (pruned, another
@@ -187,7 +205,9 @@ export class RefCache {
         await this.store(key, got);
         // The store keeps the object it already handed out when the bytes
         // are the same: answer with that one, whose parsed forms exist.
-        return { entry: (await this.refs.get(key)) ?? got, revalidated: false };
+        const entry = (await this.refs.get(key)) ?? got;
+        this.#fullAt.delete(entry);
+        return { entry, revalidated: false };
       })();
       this.#inflight.set(key, p);
       p.finally(() => this.#inflight.delete(key)).catch(() => {});
