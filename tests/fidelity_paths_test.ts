@@ -424,3 +424,51 @@ Deno.test("paths: a trailing slash or an unknown file is 404; traversal, encodin
   // Nothing above reached the registry.
   assertEquals(t.fake.count(), 0);
 });
+
+Deno.test("a registry whose discovery puts providers.v1 on another origin gets its token there (as terraform sends it), never to the release host", async () => {
+  // The API host: the registry's /v1/ answers on another origin, token required.
+  let fake: Awaited<ReturnType<typeof startFakeRegistry>> | undefined;
+  const seen: Array<{ path: string; auth: string | null }> = [];
+  const api = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const u = new URL(req.url);
+    seen.push({ path: u.pathname, auth: req.headers.get("authorization") });
+    if (req.headers.get("authorization") !== "Bearer right-token") {
+      return Response.json({ errors: ["Unauthorized"] }, { status: 401 });
+    }
+    const res = await fetch(`${fake!.registryUrl}${u.pathname}`);
+    return new Response(res.body, { status: res.status, headers: res.headers });
+  });
+  const apiOrigin = `http://127.0.0.1:${api.addr.port}`;
+  fake = await startFakeRegistry({
+    providers: PROVIDERS,
+    intercept: (req) =>
+      new URL(req.url).pathname === "/.well-known/terraform.json"
+        ? Response.json({ "providers.v1": `${apiOrigin}/v1/providers/` })
+        : undefined,
+  });
+  await using dir = await tempDir();
+  const t = await makeTestApp(fake, dir.path, {
+    upstreams: { [H]: { url: fake.registryUrl, token: "right-token" } },
+    egressAllow: [...fake.egressAllow, new URL(apiOrigin).host],
+  });
+  try {
+    const index = await t.get(`/${H}/example/alpha/index.json`);
+    assertEquals(index.status, 200, await index.clone().text());
+    const zip = await t.get(`/${H}/example/alpha/terraform-provider-alpha_1.1.0_linux_amd64.zip`);
+    assertEquals(zip.status, 200);
+    assertEquals(
+      new Uint8Array(await zip.arrayBuffer()),
+      fake.archive("alpha", "1.1.0", "linux_amd64").bytes,
+    );
+    assert(seen.length >= 2, JSON.stringify(seen));
+    assertEquals(seen.filter((s) => s.auth !== "Bearer right-token"), []);
+    // The release host (download_url, SHA256SUMS) never sees it.
+    const release = fake.requests.filter((r) => r.server === "release");
+    assert(release.length >= 1);
+    assertEquals(release.filter((r) => r.headers.has("authorization")).map((r) => r.path), []);
+  } finally {
+    await t.app.close();
+    await api.shutdown();
+    await fake.stop();
+  }
+});

@@ -229,6 +229,13 @@ const sleepReal = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export class UpstreamClient {
   readonly hostname: string;
   readonly #base: URL;
+  /**
+   * Origins the registry's token goes to: its own, and those its service
+   * discovery names for its APIs (`providers.v1`, `modules.v1`), as
+   * Terraform sends a host's credentials to every API URL it discovered
+   * there. Never a download host's or a redirect's elsewhere.
+   */
+  readonly #authOrigins = new Set<string>();
   readonly #token: string | undefined;
   readonly #egress: EgressPolicy;
   readonly #connections: EgressConnections;
@@ -238,6 +245,7 @@ export class UpstreamClient {
   constructor(readonly config: UpstreamConfig, readonly deps: UpstreamDeps) {
     this.hostname = config.hostname;
     this.#base = new URL(config.url.endsWith("/") ? config.url : config.url + "/");
+    this.#authOrigins.add(this.#base.origin);
     this.#token = config.token;
     this.#egress = deps.egress ??
       new EgressPolicy({ allowPrivateNetworks: false, egressAllow: [] }, {
@@ -262,9 +270,18 @@ export class UpstreamClient {
     return new URL(".well-known/terraform.json", this.#base);
   }
 
-  /** Whether the token may be sent to this URL (same origin as the registry). */
+  /**
+   * Lets the token go to an API base the registry's service discovery named
+   * (see {@link UpstreamClient.#authOrigins}); the registry, which holds the
+   * token, chose it.
+   */
+  trustServiceBase(base: URL): void {
+    this.#authOrigins.add(base.origin);
+  }
+
+  /** Whether the token may be sent to this URL (the registry's or its API's origin). */
   #mayAuthorize(url: URL): boolean {
-    return this.#token !== undefined && url.origin === this.#base.origin;
+    return this.#token !== undefined && this.#authOrigins.has(url.origin);
   }
 
   /**
@@ -355,7 +372,7 @@ export class UpstreamClient {
         ...(credentials ? { credentials } : {}),
       });
       if (credentials) this.#warnCredentials(res.status, credentials);
-      else if (res.status < 400 && current.origin === this.#base.origin) {
+      else if (res.status < 400 && this.#authOrigins.has(current.origin)) {
         this.#credentialsWarnedAt = undefined;
       }
       if (res.status >= 300 && res.status < 400 && res.headers.has("location")) {
@@ -370,12 +387,12 @@ export class UpstreamClient {
 
   /**
    * Whether a status from `url` says the mirror's credentials for this
-   * registry are wrong: only a 401/403 from the registry's own origin (the
-   * only place its token goes). A download host's 403 (an expired presigned
+   * registry are wrong: only a 401/403 from an origin its token goes to
+   * (the registry's, its discovered APIs'). A download host's 403 (an expired presigned
    * URL) says nothing about the token.
    */
   #credentialsProblem(status: number, url: URL): CredentialsProblem | undefined {
-    if ((status !== 401 && status !== 403) || url.origin !== this.#base.origin) return undefined;
+    if ((status !== 401 && status !== 403) || !this.#authOrigins.has(url.origin)) return undefined;
     return this.#token === undefined ? "missing" : "rejected";
   }
 
