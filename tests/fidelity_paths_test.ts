@@ -427,7 +427,7 @@ Deno.test("paths: a trailing slash or an unknown file is 404; traversal, encodin
 
 Deno.test("a registry whose discovery puts providers.v1 on another origin gets its token there (as terraform sends it), never to the release host", async () => {
   // The API host: the registry's /v1/ answers on another origin, token required.
-  let fake: Awaited<ReturnType<typeof startFakeRegistry>> | undefined;
+  const target = { url: "" }; // the fake registry's, once it runs
   const seen: Array<{ path: string; auth: string | null }> = [];
   const api = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const u = new URL(req.url);
@@ -435,17 +435,18 @@ Deno.test("a registry whose discovery puts providers.v1 on another origin gets i
     if (req.headers.get("authorization") !== "Bearer right-token") {
       return Response.json({ errors: ["Unauthorized"] }, { status: 401 });
     }
-    const res = await fetch(`${fake!.registryUrl}${u.pathname}`);
+    const res = await fetch(`${target.url}${u.pathname}`);
     return new Response(res.body, { status: res.status, headers: res.headers });
   });
   const apiOrigin = `http://127.0.0.1:${api.addr.port}`;
-  fake = await startFakeRegistry({
+  const fake = await startFakeRegistry({
     providers: PROVIDERS,
     intercept: (req) =>
       new URL(req.url).pathname === "/.well-known/terraform.json"
         ? Response.json({ "providers.v1": `${apiOrigin}/v1/providers/` })
         : undefined,
   });
+  target.url = fake.registryUrl;
   await using dir = await tempDir();
   const t = await makeTestApp(fake, dir.path, {
     upstreams: { [H]: { url: fake.registryUrl, token: "right-token" } },
