@@ -9,8 +9,8 @@
  * an accepted `Deno.Conn` to Deno's native HTTP engine: it measured the same
  * throughput as `Deno.serve` (which uses the same engine). The API is
  * internal, so everything that depends on its shape is here, and
- * tests/server_test.ts and tests/hostile_client_test.ts pin the behaviours we
- * rely on (closing on abort, graceful close, HTTP/2 over TLS, request
+ * tests/server_test.ts, tests/hostile_client_test.ts and tests/alpn_test.ts
+ * (the API's shape, ALPN as configured) pin the behaviours we rely on (closing on abort, graceful close, HTTP/2 over TLS, request
  * completion). Pinned to Deno 2.9.
  *
  * Facts relied on (verified on Deno 2.9.6):
