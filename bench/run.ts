@@ -31,6 +31,7 @@ import { makeTestTls } from "../tests/_tls.ts";
 import { startNginx } from "./nginx.ts";
 import {
   type Child,
+  cpuSeconds,
   curlGet,
   curlParallel,
   ensurePrograms,
@@ -476,11 +477,35 @@ export async function main(argv: string[]): Promise<number> {
     /** What a default client must end up with on each (checked on every download). */
     const wants: Record<Server, string> = { r1: "1.1", n1: "1.1", r2: "2", n2: "2" };
     const seen: Record<string, string> = {};
+    const pids: Record<Server, number> = {
+      r1: repoxy.pid,
+      r2: repoxyH2.pid,
+      n1: nginx.pid,
+      n2: nginx.pid,
+    };
+    /** Server CPU seconds per GB sent, per client and server (sums over rounds). */
+    const cpu: Record<Client, Record<Server, { s: number; bytes: number }>> = {
+      curl: {
+        r1: { s: 0, bytes: 0 },
+        n1: { s: 0, bytes: 0 },
+        r2: { s: 0, bytes: 0 },
+        n2: { s: 0, bytes: 0 },
+      },
+      go: {
+        r1: { s: 0, bytes: 0 },
+        n1: { s: 0, bytes: 0 },
+        r2: { s: 0, bytes: 0 },
+        n2: { s: 0, bytes: 0 },
+      },
+    };
     const get = async (who: Server, c: Client) => {
       const url = `${servers[who]}/${bigWarm}`;
+      const cpu0 = await cpuSeconds(pids[who]);
       const r = c === "go" && "path" in goc
         ? await goGet(goc.path, url, curlTls)
         : await curlGet(url, curlTls);
+      cpu[c][who].s += await cpuSeconds(pids[who]) - cpu0;
+      cpu[c][who].bytes += r.bytes;
       if (r.code !== 200 || r.bytes !== bigArchives[0]!.size) {
         throw new Error(`${who} served the warm archive wrong to ${c}: ${JSON.stringify(r)}`);
       }
@@ -492,6 +517,9 @@ export async function main(argv: string[]): Promise<number> {
     };
     for (const who of Object.keys(servers) as Server[]) {
       for (const c of clients) await get(who, c);
+    }
+    for (const c of clients) {
+      for (const who of Object.keys(servers) as Server[]) cpu[c][who] = { s: 0, bytes: 0 };
     }
 
     // --- warm archive throughput ------------------------------------------------
@@ -644,6 +672,31 @@ export async function main(argv: string[]): Promise<number> {
         ratioRow(measure, median(one[c][a]), median(one[c][b]), fmtRate, min, {
           r: one[c][a],
           n: one[c][b],
+        });
+      }
+    }
+    // Server CPU per GB, the same downloads: less sensitive to other load than
+    // throughput (lower is better; the ratio is Repoxy / nginx).
+    const perGb = (x: { s: number; bytes: number }) => x.bytes > 0 ? x.s / (x.bytes / 1e9) : NaN;
+    for (const c of clients) {
+      for (
+        const [a, b, what] of [["r1", "n1", "HTTP/1.1 (default) vs nginx HTTP/1.1"], [
+          "r2",
+          "n2",
+          "h2 (tls.http2) vs nginx h2",
+        ]] as const
+      ) {
+        const r = perGb(cpu[c][a]);
+        const n = perGb(cpu[c][b]);
+        rows.push({
+          measure: `Server CPU per GB sent, warm archive, ${clientLabel[c]}: Repoxy ${what}`,
+          repoxy: `${r.toFixed(2)} s/GB`,
+          baseline: `${n.toFixed(2)} s/GB`,
+          // CPU time comes in 10 ms ticks: tiny (smoke) runs may show none.
+          ratio: r > 0 && n > 0 ? (r / n).toFixed(2) : "-",
+          range: "-",
+          target: "-",
+          met: "-",
         });
       }
     }
@@ -803,7 +856,7 @@ export async function main(argv: string[]): Promise<number> {
             profile,
             rows,
             versions,
-            raw: { one, seen, par, meta, cold, rssWarm, rssCold, idleRss, tf },
+            raw: { one, cpu, seen, par, meta, cold, rssWarm, rssCold, idleRss, tf },
           },
           null,
           2,
