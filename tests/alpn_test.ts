@@ -91,6 +91,11 @@ Deno.test("the internal Deno API the server runs on is still there (Deno upgrade
   assert(canServeConnections());
 });
 
+/** Waits (up to 2 s) for the server side of a connection to catch up. */
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+}
+
 /** A Repoxy over TLS (with `http2` as given) in front of a fake registry. */
 async function withMirror(
   http2: boolean | undefined,
@@ -159,6 +164,7 @@ for (
       } finally {
         plain.close();
       }
+      await until(() => Object.values(server.negotiated).length === 2);
       assertEquals(server.negotiated, { [expected]: 1, none: 1 });
     });
   });
@@ -178,8 +184,13 @@ Deno.test("with HTTP/1.1 only, a client that insists on h2 is refused at the han
     } finally {
       conn.close();
     }
-    // ... and the server goes on serving.
+    // ... leaks no connection, and goes on serving.
+    await until(() => server.connections === 0);
+    assertEquals(server.connections, 0);
     assertEquals(await negotiate(server, tls), "http/1.1");
+    // (The server sees its side of the handshake finish a moment later.)
+    await until(() => server.negotiated["http/1.1"] !== undefined);
+    assertEquals(server.negotiated, { "http/1.1": 1 }, "the refused handshake is not counted");
   });
 });
 
