@@ -83,7 +83,8 @@ const PROFILES: Record<Profile["name"], Profile> = {
     metaVersions: 300,
     tfProviders: 10,
     tfSize: 10 * MB,
-    tfRuns: 3,
+    // Four servers now; 3 inits of ~0.5-0.8 s each swung the ratio by ±0.3.
+    tfRuns: 5,
     reps: 7,
     parClients: 8,
     parReps: 3,
