@@ -605,6 +605,19 @@ export async function main(argv: string[]): Promise<number> {
         runs: { r1: [], n1: [], r2: [], n2: [] },
         version: (await run(terraform, ["version"])).stdout.split("\n")[0]!,
       };
+      // Untimed: the first init of a run pays for terraform's own start-up
+      // (binary and Go runtime cold), which would land on whichever server
+      // comes first (it was 1.5-3x the others).
+      for (const who of order) {
+        await terraformInit(
+          terraform,
+          dirs.tf,
+          `warmup-${who}`,
+          servers[who],
+          tfTypes,
+          tls.caCertPath,
+        );
+      }
       for (let i = 0; i < profile.tfRuns; i++) {
         const round = [...order.slice(i % 4), ...order.slice(0, i % 4)];
         for (const who of round) {
