@@ -826,7 +826,7 @@ export async function main(argv: string[]): Promise<number> {
         "?"),
       go: "path" in goc
         ? (await run("go", ["version"])).stdout.trim().replace(/^go version /, "")
-        : "Go client skipped",
+        : "skipped",
       terraform: tf?.version ??
         (args.values["no-terraform"] ? "terraform skipped" : "terraform not installed"),
       cpus: navigator.hardwareConcurrency,
