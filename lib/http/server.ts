@@ -19,16 +19,18 @@
  *   per burst, retry; never an exit.
  * Plus TLS, TCP_NODELAY on every connection, and graceful shutdown.
  *
+ * It knows nothing of Terraform: it serves a handler function.
+ *
  * ALPN: over TLS the listener offers only "http/1.1" unless `tls.http2` asks
  * for ["h2", "http/1.1"] (which is what `Deno.serve` hard-codes, with no
- * option). Clients that can do both (Terraform's Go client, curl) pick h2
- * when offered, and Deno 2.9's HTTP/2 send path is much slower for archives:
+ * option). Clients that can do both (Go's net/http, curl) pick h2 when
+ * offered, and Deno 2.9's HTTP/2 send path is much slower for large bodies:
  * each 16 KiB DATA frame goes out as two TLS records and two writes (its TLS
- * stream reports no vectored writes). Measured on a warm 200 MB archive
- * against nginx's HTTP/1.1 sendfile: 0.48-0.88x over h2, 1.16-1.21x over
- * HTTP/1.1 (issue 12, bench/RESULTS.md). Terraform sends one request at a
- * time per connection, so it gains nothing from h2's multiplexing. It knows nothing of Terraform: it
- * serves a handler function.
+ * stream reports no vectored writes), 1.2-1.6x nginx's CPU per GB. A warm
+ * 200 MB archive against nginx's HTTP/1.1: 0.49-0.63x (Go client) and
+ * 0.54-1.07x (curl) over h2, 0.86-1.37x over HTTP/1.1 (bench/RESULTS.md).
+ * Clients that send one request at a time per connection gain nothing from
+ * h2's multiplexing.
  * @module
  */
 import type { Logger } from "../base/log.ts";
