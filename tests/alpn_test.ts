@@ -3,14 +3,16 @@
  * send path is slower for archives, issue 12), ["h2", "http/1.1"] when asked.
  * Clients that can do both (Deno's TLS client, curl, Terraform's Go client)
  * must end up with what the config says, and still get the right bytes.
- * Also pins the internal Deno API the server is built on, so a Deno upgrade
- * that moves it fails here with a clear message.
+ * Graceful shutdown over TLS works as before with either protocol. Also pins
+ * the internal Deno API the server is built on, so a Deno upgrade that moves
+ * it fails here with a clear message.
  */
 import { serveApp } from "../lib/app.ts";
 import { buildConfig, ConfigError } from "../lib/config/config.ts";
 import { assert, assertEquals, assertRejects } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
-import { ALPN_HTTP1, ALPN_HTTP2, type RunningServer } from "../lib/http/server.ts";
+import { ALPN_HTTP1, ALPN_HTTP2, type RunningServer, startServer } from "../lib/http/server.ts";
+import { memoryLogger } from "../lib/base/log.ts";
 import { canServeConnections } from "../lib/http/serve_conn.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { makeTestTls, type TestTls } from "./_tls.ts";
@@ -248,5 +250,65 @@ Deno.test({ name: TF_NAME, ignore: !TERRAFORM }, async () => {
       assert((n[want] ?? 0) > 0, `tls.http2 ${http2}: ${JSON.stringify(n)}`);
       assertEquals(Object.keys(n), [want], `tls.http2 ${http2}: only ${want}`);
     });
+  }
+});
+
+Deno.test("graceful shutdown over TLS, HTTP/1.1 (default) and h2: in-flight bodies finish, idle connections close", async () => {
+  await using dir = await tempDir();
+  const tls = await makeTestTls(join(dir.path, "tls"));
+  const CHUNKS = 8;
+  const chunk = new Uint8Array(64 * 1024).fill(7);
+  for (const http2 of [false, true]) {
+    const log = memoryLogger();
+    const server = startServer((req) => {
+      if (!req.url.endsWith("/slow")) return Promise.resolve(new Response("ok"));
+      let n = 0;
+      return Promise.resolve(
+        new Response(
+          new ReadableStream({
+            async pull(c) {
+              await new Promise((r) => setTimeout(r, 60));
+              c.enqueue(chunk.slice());
+              if (++n === CHUNKS) c.close();
+            },
+          }),
+        ),
+      );
+    }, {
+      hostname: "127.0.0.1",
+      port: 0,
+      log,
+      tls: { certPem: tls.certPem, keyPem: tls.keyPem, http2 },
+    });
+    // Separate clients, so the idle one keeps a connection of its own.
+    const opts = { caCerts: [tls.caCertPem], http1: !http2, http2 };
+    const busy = Deno.createHttpClient(opts);
+    const idle = Deno.createHttpClient(opts);
+    try {
+      const ok = await fetch(`${server.url}ok`, { client: idle });
+      assertEquals(await ok.text(), "ok");
+      const res = await fetch(`${server.url}slow`, { client: busy });
+      const body = res.arrayBuffer();
+      await until(() => server.connections === 2);
+      assertEquals(server.connections, 2);
+      const stopped = server.shutdown(10_000);
+      // The idle keep-alive connection goes at once; the busy one stays.
+      await until(() => server.connections === 1);
+      assertEquals(server.connections, 1, `http2 ${http2}: the idle connection was closed`);
+      const got = new Uint8Array(await body);
+      assertEquals(got.length, CHUNKS * chunk.length, `http2 ${http2}: the body finished`);
+      assert(got.every((b) => b === 7));
+      await stopped;
+      assertEquals(server.connections, 0);
+      assertEquals(server.negotiated, { [http2 ? "h2" : "http/1.1"]: 2 });
+      assert(
+        !log.lines.some((l) => l.includes("shutdown deadline passed")),
+        "drained, not cut at the deadline",
+      );
+    } finally {
+      busy.close();
+      idle.close();
+      await server.shutdown(1000);
+    }
   }
 });
