@@ -3,6 +3,8 @@
  * `terraform providers mirror` plus nginx over the folder. It serves the very
  * files in Repoxy's `packages/` (same bytes, same page cache) and static copies
  * of Repoxy's JSON answers, over the same certificate, in the foreground.
+ * Two listeners: `port` offers HTTP/1.1 only (sendfile: the baseline users
+ * would run) and `h2Port` adds `http2`, so HTTP/2 is compared with HTTP/2.
  * @module
  */
 import { join } from "../lib/deps/path.ts";
@@ -12,7 +14,10 @@ import { type Child, spawnLogged } from "./tools.ts";
 export interface NginxOptions {
   /** Working directory for its config, pid, logs and temp paths. */
   dir: string;
+  /** HTTPS, HTTP/1.1 only (ALPN offers http/1.1). */
   port: number;
+  /** HTTPS with `http2` on the listen line (ALPN offers h2 and http/1.1). */
+  h2Port: number;
   certPath: string;
   keyPath: string;
   /** Served for `*.zip` (Repoxy's `packages/`). */
@@ -46,8 +51,15 @@ http {
   fastcgi_temp_path ${join(d, "fastcgi")};
   uwsgi_temp_path ${join(d, "uwsgi")};
   scgi_temp_path ${join(d, "scgi")};
-  server {
-    listen 127.0.0.1:${o.port} ssl http2;
+${serverBlock(o, `${o.port} ssl`)}
+${serverBlock(o, `${o.h2Port} ssl http2`)}
+}
+`;
+}
+
+function serverBlock(o: NginxOptions, listen: string): string {
+  return `  server {
+    listen 127.0.0.1:${listen};
     ssl_certificate ${o.certPath};
     ssl_certificate_key ${o.keyPath};
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -59,9 +71,7 @@ http {
       root ${o.archiveRoot};
       add_header Cache-Control "public, max-age=31536000, immutable";
     }
-  }
-}
-`;
+  }`;
 }
 
 /** Writes the config and starts nginx in the foreground. */

@@ -4,6 +4,15 @@
  * upstream. Everything is set up here (archives, TLS, upstream, Repoxy, nginx),
  * measured side by side in one run, and printed as one table of ratios.
  *
+ * Clients negotiate as they do by default (curl without --http1.1, a Go
+ * client built from bench/goget/ standing in for Terraform's HTTP stack, and
+ * terraform itself): that is what users get. Two Repoxy processes share the
+ * cache, one with `tls.http2` false (the default: HTTP/1.1) and one with it
+ * true (h2), and nginx listens twice, without and with `http2`, so each is
+ * compared with its like and the default with nginx's HTTP/1.1 sendfile.
+ * Rounds are interleaved (the order rotates each round) and each ratio row
+ * shows the range of the per-round ratios next to the ratio of medians.
+ *
  *   deno task bench            full run (200 MB archive; a few minutes)
  *   deno task bench --quick    smaller sizes, about a minute
  *   deno task bench --smoke    tiny sizes, seconds (the test suite runs this)
@@ -22,10 +31,13 @@ import { makeTestTls } from "../tests/_tls.ts";
 import { startNginx } from "./nginx.ts";
 import {
   type Child,
+  cpuSeconds,
   curlGet,
   curlParallel,
   ensurePrograms,
   freePort,
+  goClient,
+  goGet,
   median,
   memoryOf,
   peakRssDuring,
@@ -71,7 +83,8 @@ const PROFILES: Record<Profile["name"], Profile> = {
     metaVersions: 300,
     tfProviders: 10,
     tfSize: 10 * MB,
-    tfRuns: 3,
+    // Four servers now; 3 inits of ~0.5-0.8 s each swung the ratio by ±0.3.
+    tfRuns: 5,
     reps: 7,
     parClients: 8,
     parReps: 3,
@@ -170,6 +183,8 @@ interface Row {
   repoxy: string;
   baseline: string;
   ratio: string;
+  /** Lowest–highest of the per-round ratios ("-" when not a per-round comparison). */
+  range: string;
   target: string;
   met: "yes" | "NO" | "-";
 }
@@ -196,6 +211,11 @@ export async function main(argv: string[]): Promise<number> {
     { nginx: "nginx", wrk: "wrk", curl: "curl", openssl: "openssl" },
     note,
   );
+  // The Go client rows: installed when missing, except in the smoke run (the
+  // test suite must not install packages); built once into a cache dir.
+  if (profile.name !== "smoke") await ensurePrograms({ go: "golang-go" }, note);
+  const goc = await goClient(note);
+  if ("skip" in goc) out(`SKIP: Go client rows: ${goc.skip}`);
   if (missing.length > 0) {
     out(`SKIP bench: ${missing.join(", ")} not installed and cannot be installed here`);
     return 0;
@@ -312,6 +332,18 @@ export async function main(argv: string[]): Promise<number> {
         upstreams: { [HOST]: { url: upUrl } },
       }),
     );
+    // The same, offering HTTP/2 (tls.http2 true), on the same cache dir.
+    const r2Port = freePort();
+    const cfg2Path = join(work, "repoxy-h2.json");
+    await Deno.writeTextFile(
+      cfg2Path,
+      JSON.stringify({
+        listen: `127.0.0.1:${r2Port}`,
+        tls: { cert: tls.certPath, key: tls.keyPath, http2: true },
+        cacheDir: dirs.cache,
+        upstreams: { [HOST]: { url: upUrl } },
+      }),
+    );
     const repoxy = spawnLogged(
       Deno.execPath(),
       [
@@ -407,11 +439,24 @@ export async function main(argv: string[]): Promise<number> {
     }
     client.close();
 
+    // --- Repoxy with tls.http2 true, over the now warm cache -------------------
+    const repoxyH2 = spawnLogged(
+      Deno.execPath(),
+      ["run", "-P=serve", "main.ts", "serve", "--config", cfg2Path],
+      join(work, "repoxy-h2.log"),
+      { cwd: REPO },
+    );
+    children.push(repoxyH2);
+    const r2Url = `https://127.0.0.1:${r2Port}`;
+    await waitForHttp(`${r2Url}/-/healthz`, 30_000, tls.caCertPem);
+
     // --- nginx -----------------------------------------------------------------
     const nPort = freePort();
+    const n2Port = freePort();
     const nginx = await startNginx({
       dir: dirs.nginx,
       port: nPort,
+      h2Port: n2Port,
       certPath: tls.certPath,
       keyPath: tls.keyPath,
       archiveRoot: join(dirs.cache, "packages"),
@@ -420,39 +465,79 @@ export async function main(argv: string[]): Promise<number> {
     });
     children.push(nginx);
     const nUrl = `https://127.0.0.1:${nPort}`;
+    const n2Url = `https://127.0.0.1:${n2Port}`;
     await waitForHttp(`${nUrl}/`, 15_000, tls.caCertPem);
+    await waitForHttp(`${n2Url}/`, 15_000, tls.caCertPem);
 
     const bigWarm = zip("big", "1.0.0", platform);
-    const check = async (base: string, http: "1.1" | "2" = "1.1") => {
-      const r = await curlGet(`${base}/${bigWarm}`, { ...curlTls, http });
+    /** The four servers: Repoxy and nginx, each offering HTTP/1.1 only and h2 too. */
+    const servers = { r1: rUrl, n1: nUrl, r2: r2Url, n2: n2Url } as const;
+    type Server = keyof typeof servers;
+    type Client = "curl" | "go";
+    const clients: Client[] = "path" in goc ? ["curl", "go"] : ["curl"];
+    /** What a default client must end up with on each (checked on every download). */
+    const wants: Record<Server, string> = { r1: "1.1", n1: "1.1", r2: "2", n2: "2" };
+    const seen: Record<string, string> = {};
+    const pids: Record<Server, number> = {
+      r1: repoxy.pid,
+      r2: repoxyH2.pid,
+      n1: nginx.pid,
+      n2: nginx.pid,
+    };
+    /** Server CPU seconds per GB sent, per client and server (sums over rounds). */
+    const cpu: Record<Client, Record<Server, { s: number; bytes: number }>> = {
+      curl: {
+        r1: { s: 0, bytes: 0 },
+        n1: { s: 0, bytes: 0 },
+        r2: { s: 0, bytes: 0 },
+        n2: { s: 0, bytes: 0 },
+      },
+      go: {
+        r1: { s: 0, bytes: 0 },
+        n1: { s: 0, bytes: 0 },
+        r2: { s: 0, bytes: 0 },
+        n2: { s: 0, bytes: 0 },
+      },
+    };
+    const get = async (who: Server, c: Client) => {
+      const url = `${servers[who]}/${bigWarm}`;
+      const cpu0 = await cpuSeconds(pids[who]);
+      const r = c === "go" && "path" in goc
+        ? await goGet(goc.path, url, curlTls)
+        : await curlGet(url, curlTls);
+      cpu[c][who].s += await cpuSeconds(pids[who]) - cpu0;
+      cpu[c][who].bytes += r.bytes;
       if (r.code !== 200 || r.bytes !== bigArchives[0]!.size) {
-        throw new Error(`${base} served the warm archive wrong: ${JSON.stringify(r)}`);
+        throw new Error(`${who} served the warm archive wrong to ${c}: ${JSON.stringify(r)}`);
       }
+      if (r.httpVersion !== wants[who]) {
+        throw new Error(`${c} got HTTP/${r.httpVersion} from ${who}, not ${wants[who]}`);
+      }
+      seen[`${who}/${c}`] = r.httpVersion;
       return r;
     };
-    const h2 = await curlGet(`${rUrl}/${pPath("meta")}/index.json`, { ...curlTls, http: "2" });
-    await check(nUrl);
+    for (const who of Object.keys(servers) as Server[]) {
+      for (const c of clients) await get(who, c);
+    }
+    for (const c of clients) {
+      for (const who of Object.keys(servers) as Server[]) cpu[c][who] = { s: 0, bytes: 0 };
+    }
 
     // --- warm archive throughput ------------------------------------------------
-    await phase("warm archive throughput, 1 client");
-    const one = { r: [] as number[], n: [] as number[] };
+    await phase(`warm archive throughput, 1 client (${clients.join(" and ")}), 4 servers`);
+    const one: Record<Client, Record<Server, number[]>> = {
+      curl: { r1: [], n1: [], r2: [], n2: [] },
+      go: { r1: [], n1: [], r2: [], n2: [] },
+    };
+    const order = Object.keys(servers) as Server[];
     for (let i = 0; i < profile.reps; i++) {
-      for (
-        const [k, base] of (i % 2 ? [["n", nUrl], ["r", rUrl]] : [["r", rUrl], ["n", nUrl]]) as [
-          "r" | "n",
-          string,
-        ][]
-      ) {
-        const x = await check(base);
-        one[k].push(x.bytes / x.total);
-      }
-    }
-    await phase("warm archive throughput, 1 client over HTTP/2");
-    const oneH2 = { r: [] as number[], n: [] as number[] };
-    for (let i = 0; i < Math.max(1, Math.ceil(profile.reps / 2)); i++) {
-      for (const [k, base] of [["r", rUrl], ["n", nUrl]] as ["r" | "n", string][]) {
-        const x = await check(base, "2");
-        oneH2[k].push(x.bytes / x.total);
+      // Each round rotates the order, so no server always runs after another.
+      const round = [...order.slice(i % 4), ...order.slice(0, i % 4)];
+      for (const who of round) {
+        for (const c of i % 2 ? [...clients].reverse() : clients) {
+          const x = await get(who, c);
+          one[c][who].push(x.bytes / x.total);
+        }
       }
     }
     await phase(`warm archive throughput, ${profile.parClients} clients`);
@@ -513,19 +598,38 @@ export async function main(argv: string[]): Promise<number> {
     });
 
     // --- terraform init ----------------------------------------------------------
-    let tf: { r: number[]; n: number[]; version: string } | undefined;
+    let tf: { runs: Record<Server, number[]>; version: string } | undefined;
     if (terraform) {
-      await phase(`terraform init with ${profile.tfProviders} providers`);
-      tf = { r: [], n: [], version: (await run(terraform, ["version"])).stdout.split("\n")[0]! };
+      await phase(`terraform init with ${profile.tfProviders} providers, 4 servers`);
+      tf = {
+        runs: { r1: [], n1: [], r2: [], n2: [] },
+        version: (await run(terraform, ["version"])).stdout.split("\n")[0]!,
+      };
+      // Untimed: the first init of a run pays for terraform's own start-up
+      // (binary and Go runtime cold), which would land on whichever server
+      // comes first (it was 1.5-3x the others).
+      for (const who of order) {
+        await terraformInit(
+          terraform,
+          dirs.tf,
+          `warmup-${who}`,
+          servers[who],
+          tfTypes,
+          tls.caCertPath,
+        );
+      }
       for (let i = 0; i < profile.tfRuns; i++) {
-        for (
-          const [k, base] of (i % 2 ? [["n", nUrl], ["r", rUrl]] : [["r", rUrl], ["n", nUrl]]) as [
-            "r" | "n",
-            string,
-          ][]
-        ) {
-          tf[k].push(
-            await terraformInit(terraform, dirs.tf, `${k}${i}`, base, tfTypes, tls.caCertPath),
+        const round = [...order.slice(i % 4), ...order.slice(0, i % 4)];
+        for (const who of round) {
+          tf.runs[who].push(
+            await terraformInit(
+              terraform,
+              dirs.tf,
+              `${who}-${i}`,
+              servers[who],
+              tfTypes,
+              tls.caCertPath,
+            ),
           );
         }
       }
@@ -539,37 +643,84 @@ export async function main(argv: string[]): Promise<number> {
       n: number,
       fmt: (x: number) => string,
       min: number | undefined,
+      rounds?: { r: number[]; n: number[] },
     ) => {
       const ratio = r / n;
+      const per = rounds ? rounds.r.map((x, i) => x / rounds.n[i]!) : [];
       rows.push({
         measure,
         repoxy: fmt(r),
         baseline: fmt(n),
         ratio: ratio.toFixed(2),
+        range: per.length > 1
+          ? `${Math.min(...per).toFixed(2)}–${Math.max(...per).toFixed(2)}`
+          : "-",
         target: min === undefined ? "-" : `≥ ${min}`,
         met: min === undefined ? "-" : ratio >= min ? "yes" : "NO",
       });
     };
+    const clientLabel: Record<Client, string> = {
+      curl: "curl default",
+      go: "Go client",
+    };
+    for (const c of ["curl", "go"] as const) {
+      const pairs = [
+        ["r1", "n1", "Repoxy HTTP/1.1 (default) vs nginx HTTP/1.1 sendfile", 1.1],
+        ["r2", "n2", "Repoxy h2 (tls.http2) vs nginx h2", undefined],
+        ["r2", "n1", "Repoxy h2 (tls.http2) vs nginx HTTP/1.1 sendfile", undefined],
+      ] as const;
+      for (const [a, b, what, min] of pairs) {
+        const measure = `Warm archive, 1 client, ${clientLabel[c]}: ${what}`;
+        if (!clients.includes(c)) {
+          rows.push({
+            measure,
+            repoxy: "skipped",
+            baseline: "skipped",
+            ratio: "-",
+            range: "-",
+            target: min === undefined ? "-" : `≥ ${min}`,
+            met: "-",
+          });
+          continue;
+        }
+        ratioRow(measure, median(one[c][a]), median(one[c][b]), fmtRate, min, {
+          r: one[c][a],
+          n: one[c][b],
+        });
+      }
+    }
+    // Server CPU per GB, the same downloads: less sensitive to other load than
+    // throughput (lower is better; the ratio is Repoxy / nginx).
+    const perGb = (x: { s: number; bytes: number }) => x.bytes > 0 ? x.s / (x.bytes / 1e9) : NaN;
+    for (const c of clients) {
+      for (
+        const [a, b, what] of [["r1", "n1", "HTTP/1.1 (default) vs nginx HTTP/1.1"], [
+          "r2",
+          "n2",
+          "h2 (tls.http2) vs nginx h2",
+        ]] as const
+      ) {
+        const r = perGb(cpu[c][a]);
+        const n = perGb(cpu[c][b]);
+        rows.push({
+          measure: `Server CPU per GB sent, warm archive, ${clientLabel[c]}: Repoxy ${what}`,
+          repoxy: `${r.toFixed(2)} s/GB`,
+          baseline: `${n.toFixed(2)} s/GB`,
+          // CPU time comes in 10 ms ticks: tiny (smoke) runs may show none.
+          ratio: r > 0 && n > 0 ? (r / n).toFixed(2) : "-",
+          range: "-",
+          target: "-",
+          met: "-",
+        });
+      }
+    }
     ratioRow(
-      "Warm archive, 1 client, HTTP/1.1 (vs nginx)",
-      median(one.r),
-      median(one.n),
-      fmtRate,
-      0.8,
-    );
-    ratioRow(
-      `Warm archive, ${profile.parClients} clients, aggregate (vs nginx)`,
+      `Warm archive, ${profile.parClients} clients, curl default, aggregate (vs nginx HTTP/1.1)`,
       median(par.r),
       median(par.n),
       fmtRate,
       0.8,
-    );
-    ratioRow(
-      "Warm archive, 1 client, HTTP/2 (vs nginx)",
-      median(oneH2.r),
-      median(oneH2.n),
-      fmtRate,
-      undefined,
+      par,
     );
     for (const [file, m] of Object.entries(meta)) {
       const label = file === "index.json" ? "index.json" : `{version}.json (${file})`;
@@ -580,6 +731,8 @@ export async function main(argv: string[]): Promise<number> {
         fmtRps,
         0.5,
       );
+      rows[rows.length - 1]!.baseline += ` (p99 ${m.np99})`;
+      rows[rows.length - 1]!.repoxy += ` (p99 ${m.rp99})`;
     }
     const dT = median(cold.dTtfb);
     const rT = median(cold.rTtfb);
@@ -588,6 +741,7 @@ export async function main(argv: string[]): Promise<number> {
       repoxy: fmtMs(rT),
       baseline: fmtMs(dT),
       ratio: `${rT >= dT ? "+" : ""}${((rT - dT) * 1000).toFixed(1)} ms`,
+      range: "-",
       target: "≤ +50 ms",
       met: rT - dT <= 0.05 ? "yes" : "NO",
     });
@@ -598,6 +752,7 @@ export async function main(argv: string[]): Promise<number> {
       repoxy: fmtS(rTot),
       baseline: fmtS(dTot),
       ratio: (rTot / dTot).toFixed(2),
+      range: "-",
       target: "≤ 1.1",
       met: rTot / dTot <= 1.1 ? "yes" : "NO",
     });
@@ -607,6 +762,7 @@ export async function main(argv: string[]): Promise<number> {
         repoxy: fmtMb(v),
         baseline: "-",
         ratio: "-",
+        range: "-",
         target: "≤ 150 MiB",
         met: v <= 150 * 1024 * 1024 ? "yes" : "NO",
       });
@@ -616,35 +772,50 @@ export async function main(argv: string[]): Promise<number> {
       repoxy: fmtMb(idleRss),
       baseline: "-",
       ratio: "-",
+      range: "-",
       target: "-",
       met: "-",
     });
     if (tf) {
-      const r = median(tf.r);
-      const n = median(tf.n);
-      rows.push({
-        measure: `terraform init, ${profile.tfProviders} providers, warm (vs nginx mirror)`,
-        repoxy: fmtS(r),
-        baseline: fmtS(n),
-        ratio: (r / n).toFixed(2),
-        target: "-",
-        met: "-",
-      });
+      const tfPairs = [
+        ["r1", "n1", "Repoxy HTTP/1.1 (default) vs nginx HTTP/1.1", "≤ 1.0"],
+        ["r2", "n2", "Repoxy h2 (tls.http2) vs nginx h2", "-"],
+      ] as const;
+      for (const [a, b, what, target] of tfPairs) {
+        const r = median(tf.runs[a]);
+        const n = median(tf.runs[b]);
+        const per = tf.runs[a].map((x, i) => x / tf!.runs[b][i]!);
+        rows.push({
+          measure: `terraform init, ${profile.tfProviders} providers, warm: ${what}`,
+          repoxy: fmtS(r),
+          baseline: fmtS(n),
+          ratio: (r / n).toFixed(2),
+          range: per.length > 1
+            ? `${Math.min(...per).toFixed(2)}–${Math.max(...per).toFixed(2)}`
+            : "-",
+          target,
+          met: target === "-" ? "-" : r / n <= 1.0 ? "yes" : "NO",
+        });
+      }
     }
+    const proto = (who: Server) =>
+      clients.map((c) => (seen[`${who}/${c}`] === "2" ? "h2" : `HTTP/${seen[`${who}/${c}`]}`))
+        .join(", ");
     rows.push({
-      measure: "HTTP/2 negotiated via ALPN (curl --http2)",
-      repoxy: h2.httpVersion === "2" ? "yes" : `no (${h2.httpVersion})`,
-      baseline: "-",
+      measure: `Protocol default clients get (${clients.join(", ")}): default / tls.http2 true`,
+      repoxy: `${proto("r1")} / ${proto("r2")}`,
+      baseline: `${proto("n1")} / ${proto("n2")}`,
       ratio: "-",
+      range: "-",
       target: "-",
       met: "-",
     });
 
     const table = [
-      "| Measure | Repoxy | nginx / direct | Ratio | Target | Met |",
-      "|---|---:|---:|---:|---|---|",
+      "| Measure | Repoxy | nginx / direct | Ratio | Per-round range | Target | Met |",
+      "|---|---:|---:|---:|---:|---|---|",
       ...rows.map((r) =>
-        `| ${r.measure} | ${r.repoxy} | ${r.baseline} | ${r.ratio} | ${r.target} | ${r.met} |`
+        `| ${r.measure} | ${r.repoxy} | ${r.baseline} | ${r.ratio} | ${r.range} | ${r.target} | ${r.met} |`
       ),
     ].join("\n");
     const versions = {
@@ -653,6 +824,9 @@ export async function main(argv: string[]): Promise<number> {
       curl: (await run("curl", ["--version"])).stdout.split(" ").slice(0, 2).join(" "),
       wrk: "wrk " + (/wrk (?:debian\/)?([\w.+~-]+)/.exec((await run("wrk", ["-v"])).stdout)?.[1] ??
         "?"),
+      go: "path" in goc
+        ? (await run("go", ["version"])).stdout.trim().replace(/^go version /, "")
+        : "skipped",
       terraform: tf?.version ??
         (args.values["no-terraform"] ? "terraform skipped" : "terraform not installed"),
       cpus: navigator.hardwareConcurrency,
@@ -665,7 +839,10 @@ export async function main(argv: string[]): Promise<number> {
     const seconds = (performance.now() - started) / 1000;
     const settings = `profile ${profile.name}; archive ${fmtSize(profile.bigSize)}; upstream ` +
       `${fmtRate(profile.bandwidth)} per response + ${profile.latencyMs} ms latency; ` +
-      `1-client medians of ${profile.reps}, ${profile.parClients}-client medians of ${profile.parReps}; ` +
+      `1-client medians of ${profile.reps} rounds (4 servers x ${
+        clients.join(" + ")
+      }, order rotating), ` +
+      `${profile.parClients}-client medians of ${profile.parReps}; terraform medians of ${profile.tfRuns}; ` +
       `wrk -t2 -c${profile.wrkConnections} -d${profile.wrkSeconds}s; ` +
       `nginx worker_processes ${args.values["nginx-workers"] ?? "auto"}; ` +
       `{version}.json lists ${META_PLATFORMS.length} platforms, index.json ${profile.metaVersions} versions; ` +
@@ -678,7 +855,7 @@ export async function main(argv: string[]): Promise<number> {
       settings,
       "",
       `Machine: ${versions.cpus} CPUs (${versions.cpuModel}), ${versions.memTotal} RAM, Linux ${versions.kernel}`,
-      `Versions: Deno ${versions.deno}, ${versions.nginx}, ${versions.curl}, ${versions.wrk}, ${versions.terraform}`,
+      `Versions: Deno ${versions.deno}, ${versions.nginx}, ${versions.curl}, ${versions.wrk}, Go client ${versions.go}, ${versions.terraform}`,
       "",
     ].join("\n");
     out(md);
@@ -693,7 +870,7 @@ export async function main(argv: string[]): Promise<number> {
             profile,
             rows,
             versions,
-            raw: { one, oneH2, par, meta, cold, rssWarm, rssCold, idleRss, tf },
+            raw: { one, cpu, seen, par, meta, cold, rssWarm, rssCold, idleRss, tf },
           },
           null,
           2,

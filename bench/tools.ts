@@ -1,7 +1,9 @@
 /**
  * Process, tool and measurement helpers for the benchmark: finding or
- * installing nginx/wrk/curl, free ports, starting servers whose logs go to
- * files, reading RSS from /proc, and running curl and wrk.
+ * installing nginx/wrk/curl/go, free ports, starting servers whose logs go to
+ * files, reading RSS from /proc, and running curl, the Go client and wrk.
+ * Clients negotiate the protocol as they do by default (ALPN: curl and Go
+ * take h2 whenever the server offers it), because that is what users get.
  * @module
  */
 
@@ -196,14 +198,17 @@ export interface CurlResult {
   total: number;
 }
 
-/** Downloads `url` to /dev/null with curl and reports its timings. */
+/**
+ * Downloads `url` to /dev/null with curl and reports its timings. Without
+ * `http`, curl negotiates as it does by default (h2 when offered over TLS).
+ */
 export async function curlGet(
   url: string,
   opts: { http?: "1.1" | "2"; cacert?: string; insecure?: boolean; timeoutS?: number } = {},
 ): Promise<CurlResult> {
   const args = ["-s", "-o", "/dev/null", "--max-time", String(opts.timeoutS ?? 120)];
   if (opts.http === "2") args.push("--http2");
-  else args.push("--http1.1");
+  else if (opts.http === "1.1") args.push("--http1.1");
   if (opts.cacert) args.push("--cacert", opts.cacert);
   else if (opts.insecure) args.push("-k");
   args.push(
@@ -257,8 +262,10 @@ export async function wrkRate(
   }
   return {
     rps,
-    p50: /50%\s+(\S+)/.exec(r.stdout)?.[1] ?? "?",
-    p99: /99%\s+(\S+)/.exec(r.stdout)?.[1] ?? "?",
+    // Anchored on the "Latency Distribution" lines: "89.99%" in the thread
+    // stats above must not match.
+    p50: /^\s+50%\s+(\S+)/m.exec(r.stdout)?.[1] ?? "?",
+    p99: /^\s+99%\s+(\S+)/m.exec(r.stdout)?.[1] ?? "?",
   };
 }
 
@@ -267,4 +274,101 @@ export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** The Go client (bench/goget/main.go), built once into a cache dir. */
+export type GoClient = { path: string } | { skip: string };
+
+/**
+ * Builds bench/goget/main.go with the `go` on PATH into
+ * `$XDG_CACHE_HOME/repoxy-bench` (or ~/.cache), keyed by the source and Go
+ * version, unless it is there already. Standard library only: no network.
+ */
+export async function goClient(log: (s: string) => void): Promise<GoClient> {
+  const go = await which("go");
+  if (!go) return { skip: "go is not installed (Debian: apt-get install golang-go)" };
+  const src = new URL("./goget/main.go", import.meta.url);
+  const source = await Deno.readFile(src);
+  const version = (await run(go, ["version"])).stdout.trim();
+  const key = new Uint8Array(
+    await crypto.subtle.digest(
+      "SHA-256",
+      new Uint8Array([...source, ...new TextEncoder().encode(version)]),
+    ),
+  );
+  const id = [...key.subarray(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const home = Deno.env.get("HOME") ?? "/tmp";
+  const dir = `${Deno.env.get("XDG_CACHE_HOME") ?? `${home}/.cache`}/repoxy-bench`;
+  const path = `${dir}/goget-${id}`;
+  try {
+    await Deno.stat(path);
+    return { path };
+  } catch { /* not built yet */ }
+  await Deno.mkdir(dir, { recursive: true });
+  log(`building the Go client (${version}) into ${dir} ...`);
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  const r = await run(go, ["build", "-o", tmp, src.pathname], {
+    env: {
+      GOCACHE: `${dir}/gocache`,
+      GOPATH: `${dir}/gopath`,
+      GO111MODULE: "off",
+      GOTOOLCHAIN: "local",
+      GOFLAGS: "",
+      CGO_ENABLED: "0",
+    },
+    timeoutMs: 300_000,
+  });
+  if (r.code !== 0) {
+    return { skip: `go build failed: ${r.stderr.trim().split("\n").pop()}` };
+  }
+  await Deno.rename(tmp, path);
+  return { path };
+}
+
+/** Downloads `url` with the Go client (CA from `cacert`) and reports its timings. */
+export async function goGet(
+  client: string,
+  url: string,
+  opts: { cacert: string; timeoutS?: number },
+): Promise<CurlResult> {
+  const r = await run(client, [url], {
+    env: { SSL_CERT_FILE: opts.cacert },
+    timeoutMs: (opts.timeoutS ?? 120) * 1000,
+  });
+  const [code, ver, size, ttfb, total] = r.stdout.trim().split(" ");
+  if (r.code !== 0 || total === undefined) {
+    throw new Error(`Go client failed on ${url}: ${r.stderr.trim()}`);
+  }
+  return {
+    code: Number(code),
+    httpVersion: ver ?? "",
+    bytes: Number(size),
+    ttfb: Number(ttfb),
+    total: Number(total),
+  };
+}
+
+/**
+ * CPU seconds (user + system) used so far by `pid` and its live children
+ * (nginx's workers). Read before and after a download, it gives the server's
+ * CPU per byte, a figure other load on the machine barely moves.
+ */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const ticks = 100; // USER_HZ on Linux
+  let total = 0;
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    let stat: string;
+    try {
+      stat = await Deno.readTextFile(`/proc/${e.name}/stat`);
+    } catch {
+      continue; // exited meanwhile
+    }
+    // Fields after "(comm)": state ppid ... utime is field 14, stime 15.
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(e.name) === pid || Number(f[1]) === pid) {
+      total += (Number(f[11]) + Number(f[12])) / ticks;
+    }
+  }
+  return total;
 }

@@ -59,7 +59,8 @@ function server(
     port: 0,
     log,
     limits,
-    ...(tls ? { tls: { certPem: tls.certPem, keyPem: tls.keyPem } } : {}),
+    // HTTP/2 offered too: the TLS tests cover both protocols' connection handling.
+    ...(tls ? { tls: { certPem: tls.certPem, keyPem: tls.keyPem, http2: true } } : {}),
   });
   return Object.assign(s, { log, started: () => started });
 }

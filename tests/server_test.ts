@@ -31,6 +31,7 @@ async function withServer(
     s: { server: RunningServer; t: TestApp; tls: TestTls; base: string; big: Uint8Array },
   ) => Promise<void>,
   fillerSize = 3 * 1024 * 1024 + 12345,
+  http2 = false,
 ) {
   // Several chunks' worth of incompressible data (random where it is small).
   const filler = new Uint8Array(fillerSize);
@@ -51,7 +52,7 @@ async function withServer(
   const tls = await makeTestTls(join(dir.path, "tls"));
   await using t = await makeTestApp(fake, join(dir.path, "cache"), {
     listen: "127.0.0.1:0",
-    tls: { cert: tls.certPath, key: tls.keyPath },
+    tls: { cert: tls.certPath, key: tls.keyPath, http2 },
   });
   const server = serveApp(t.app);
   try {
@@ -72,31 +73,35 @@ Deno.test({
   name: "archives arrive intact over TLS with HTTP/1.1 and HTTP/2, cold and warm, whole and ranged",
   ignore: !await hasCurl(),
   async fn() {
-    await withServer(async ({ t, tls, base, big }) => {
-      const url = `${base}/${BIG}`;
-      const ca = ["--cacert", tls.caCertPath];
-      const cold = await curl([...ca, "--http1.1", url]);
-      assertEquals(sha256Hex(cold), sha256Hex(big));
-      await t.app.settle();
-      for (const http of ["--http1.1", "--http2"]) {
-        const warm = await curl([...ca, http, url]);
-        assertEquals(sha256Hex(warm), sha256Hex(big), http);
-        const part = await curl([...ca, http, "-r", "1000-2000000", url]);
-        assertEquals(sha256Hex(part), sha256Hex(big.slice(1000, 2000001)), `${http} range`);
-      }
-      const version = new TextDecoder().decode(
-        await curl([...ca, "--http2", "-o", "/dev/null", "-w", "%{http_version}", url]),
-      );
-      assertEquals(version, "2", "HTTP/2 is negotiated by ALPN");
+    await withServer(
+      async ({ t, tls, base, big }) => {
+        const url = `${base}/${BIG}`;
+        const ca = ["--cacert", tls.caCertPath];
+        const cold = await curl([...ca, "--http1.1", url]);
+        assertEquals(sha256Hex(cold), sha256Hex(big));
+        await t.app.settle();
+        for (const http of ["--http1.1", "--http2"]) {
+          const warm = await curl([...ca, http, url]);
+          assertEquals(sha256Hex(warm), sha256Hex(big), http);
+          const part = await curl([...ca, http, "-r", "1000-2000000", url]);
+          assertEquals(sha256Hex(part), sha256Hex(big.slice(1000, 2000001)), `${http} range`);
+        }
+        const version = new TextDecoder().decode(
+          await curl([...ca, "--http2", "-o", "/dev/null", "-w", "%{http_version}", url]),
+        );
+        assertEquals(version, "2", "HTTP/2 is negotiated by ALPN");
 
-      const client = Deno.createHttpClient({ caCerts: [tls.caCertPem] });
-      try {
-        const res = await fetch(url, { client });
-        assertEquals(sha256Hex(new Uint8Array(await res.arrayBuffer())), sha256Hex(big));
-      } finally {
-        client.close();
-      }
-    });
+        const client = Deno.createHttpClient({ caCerts: [tls.caCertPem] });
+        try {
+          const res = await fetch(url, { client });
+          assertEquals(sha256Hex(new Uint8Array(await res.arrayBuffer())), sha256Hex(big));
+        } finally {
+          client.close();
+        }
+      },
+      undefined,
+      true,
+    );
   },
 });
 

@@ -168,6 +168,7 @@ function announce(app: App, server: RunningServer, configFile: ConfigLocation | 
     cacheDir: config.cacheDir,
     upstreams: [...config.upstreams.keys()].join(","),
     offline: config.offline,
+    ...(config.tls ? { alpn: server.alpnProtocols.join(",") } : {}),
     config: configFile?.path ?? "none (defaults)",
     configSource: configFile?.source,
   });

@@ -53,7 +53,12 @@ export const DEFAULT_METADATA_TTL_MS = 30_000;
 /** The validated, fully resolved configuration. */
 export interface Config {
   listen: { hostname: string; port: number };
-  tls?: { cert: string; key: string; certPem: string; keyPem: string };
+  /**
+   * HTTPS. `http2` (config `tls.http2`, default false) makes the listener
+   * offer HTTP/2 by ALPN; by default it offers only HTTP/1.1, which Deno
+   * serves faster to the clients that matter (Terraform's Go client, curl).
+   */
+  tls?: { cert: string; key: string; certPem: string; keyPem: string; http2: boolean };
   cacheDir: string;
   upstreams: Map<string, UpstreamConfig>;
   /** Upstream used by `/v1/providers/{namespace}/{type}/...` without a hostname. */
@@ -271,9 +276,14 @@ export async function buildConfig(
       throw new ConfigError(`"tls" must be an object, got ${typeName(raw.tls)}`);
     }
     for (const k of Object.keys(raw.tls)) {
-      if (k !== "cert" && k !== "key") {
-        throw new ConfigError(`unknown key "tls.${k}" (known: cert, key)`);
+      if (k !== "cert" && k !== "key" && k !== "http2") {
+        throw new ConfigError(`unknown key "tls.${k}" (known: cert, key, http2)`);
       }
+    }
+    if (raw.tls.http2 !== undefined && typeof raw.tls.http2 !== "boolean") {
+      throw new ConfigError(
+        `"tls.http2" must be true or false, got ${typeName(raw.tls.http2)}`,
+      );
     }
     const cert = raw.tls.cert === undefined
       ? undefined
@@ -301,7 +311,11 @@ export async function buildConfig(
         key,
         certPem: await read(cert, "tls.cert"),
         keyPem: await read(key, "tls.key"),
+        http2: raw.tls.http2 === true,
       };
+    } else if (raw.tls.http2 !== undefined) {
+      // Deno serves HTTP/2 only over TLS (ALPN); silently ignoring it would mislead.
+      throw new ConfigError(`"tls.http2" needs "tls.cert" and "tls.key"`);
     }
   }
 

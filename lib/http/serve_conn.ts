@@ -9,9 +9,10 @@
  * an accepted `Deno.Conn` to Deno's native HTTP engine: it measured the same
  * throughput as `Deno.serve` (which uses the same engine). The API is
  * internal, so everything that depends on its shape is here, and
- * tests/server_test.ts and tests/hostile_client_test.ts pin the behaviours we
- * rely on (closing on abort, graceful close, HTTP/2 over TLS, request
- * completion). Pinned to Deno 2.9.
+ * tests/server_test.ts, tests/hostile_client_test.ts and tests/alpn_test.ts
+ * pin the behaviours we rely on (closing on abort, graceful close, HTTP/2
+ * over TLS, request completion, ALPN as configured, the API's shape). Pinned
+ * to Deno 2.9.
  *
  * Facts relied on (verified on Deno 2.9.6):
  * - the handler gets `(request, info)` with `info.completed`, which settles

@@ -17,9 +17,20 @@
  *   accepting (the kernel backlog holds the rest) until one closes;
  * - accept errors (EMFILE, ENFILE, ...) are back-pressure: back off, log once
  *   per burst, retry; never an exit.
- * Plus TLS (ALPN h2 and http/1.1, as `Deno.serve` offered), TCP_NODELAY on
- * every connection, and graceful shutdown. It knows nothing of Terraform: it
- * serves a handler function.
+ * Plus TLS, TCP_NODELAY on every connection, and graceful shutdown.
+ *
+ * It knows nothing of Terraform: it serves a handler function.
+ *
+ * ALPN: over TLS the listener offers only "http/1.1" unless `tls.http2` asks
+ * for ["h2", "http/1.1"] (which is what `Deno.serve` hard-codes, with no
+ * option). Clients that can do both (Go's net/http, curl) pick h2 when
+ * offered, and Deno 2.9's HTTP/2 send path is much slower for large bodies:
+ * each 16 KiB DATA frame goes out as two TLS records and two writes (its TLS
+ * stream reports no vectored writes), 1.2-1.6x nginx's CPU per GB. A warm
+ * 200 MB archive against nginx's HTTP/1.1: 0.49-0.63x (Go client) and
+ * 0.54-1.07x (curl) over h2, 0.86-1.37x over HTTP/1.1 (bench/RESULTS.md).
+ * Clients that send one request at a time per connection gain nothing from
+ * h2's multiplexing.
  * @module
  */
 import type { Logger } from "../base/log.ts";
@@ -45,6 +56,13 @@ export interface RunningServer {
   noDelay: Promise<NoDelayResult>;
   /** Open client connections right now (for tests and metrics). */
   readonly connections: number;
+  /** ALPN protocols offered to TLS clients, in preference order (empty without TLS). */
+  readonly alpnProtocols: readonly string[];
+  /**
+   * TLS connections served so far by the protocol ALPN settled on ("none"
+   * when the client offered no ALPN): shows what clients really got.
+   */
+  readonly negotiated: Readonly<Record<string, number>>;
   /** Stops accepting, lets in-flight responses finish up to `deadlineMs`, then cuts them. */
   shutdown(deadlineMs?: number): Promise<void>;
   /** Resolves once the server stopped and every connection closed. */
@@ -62,8 +80,11 @@ export interface ConnectionLimits {
 export interface ServerOptions {
   hostname: string;
   port: number;
-  /** PEM certificate chain and key; HTTPS when set. */
-  tls?: { certPem: string; keyPem: string } | undefined;
+  /**
+   * PEM certificate chain and key; HTTPS when set. `http2` offers HTTP/2 by
+   * ALPN (default false: HTTP/1.1 only, see the module doc).
+   */
+  tls?: { certPem: string; keyPem: string; http2?: boolean } | undefined;
   log: Logger;
   /** Connection bounds; the defaults of config.limits when absent. */
   limits?: Partial<ConnectionLimits> | undefined;
@@ -76,6 +97,11 @@ const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
   idleTimeoutMs: 60_000,
   maxConnections: 1000,
 };
+
+/** What the TLS listener offers by ALPN, with and without `tls.http2`. */
+export const ALPN_HTTP1 = ["http/1.1"] as const;
+/** HTTP/2 preferred, HTTP/1.1 for clients without it (as `Deno.serve` offers). */
+export const ALPN_HTTP2 = ["h2", "http/1.1"] as const;
 
 /** First and largest pause after a failed accept; doubles in between. */
 const ACCEPT_BACKOFF_MIN_MS = 5;
@@ -130,14 +156,16 @@ export function startServer(
     });
   };
   const tls = options.tls;
+  const alpnProtocols: string[] = tls ? [...(tls.http2 ? ALPN_HTTP2 : ALPN_HTTP1)] : [];
+  const negotiated: Record<string, number> = {};
   const listener: Deno.Listener = tls
     ? Deno.listenTls({
       hostname: options.hostname,
       port: options.port,
       cert: tls.certPem,
       key: tls.keyPem,
-      // What Deno.serve offers; HTTP/2 is chosen by the client.
-      alpnProtocols: ["h2", "http/1.1"],
+      // The server's list decides: a client offering h2 gets it only if listed.
+      alpnProtocols,
     })
     : Deno.listen({ hostname: options.hostname, port: options.port });
   const addr = listener.addr as Deno.NetAddr;
@@ -208,6 +236,8 @@ export function startServer(
     (conn as Deno.TlsConn).handshake().then(
       (info) => {
         t.h2 = info.alpnProtocol === "h2";
+        const proto = info.alpnProtocol ?? "none";
+        negotiated[proto] = (negotiated[proto] ?? 0) + 1;
         if (!open.has(t) || stopping) {
           closeQuietly(conn);
           release(t);
@@ -412,6 +442,10 @@ export function startServer(
     noDelay,
     get connections() {
       return open.size;
+    },
+    alpnProtocols,
+    get negotiated() {
+      return { ...negotiated };
     },
     shutdown(deadlineMs = SHUTDOWN_DRAIN_MS) {
       shutdownStarted ??= doShutdown(deadlineMs);
