@@ -36,6 +36,8 @@ export interface RepoxyMemory {
   peak: number;
   /** HTTP version curl negotiated (`1.1` or `2`). */
   httpVersion: string;
+  /** One client's download rate of the warm archive, bytes/s (median of 3), when asked for. */
+  rate?: number;
 }
 
 /** Where a prepared, warm cache is and how to reach its archive. */
@@ -89,7 +91,15 @@ async function parallel(url: string, n: number, cacert: string | undefined): Pro
  */
 export async function measureRepoxyMemory(
   fx: MemoryFixture,
-  opts: { https: boolean; clients: number; v8Flags?: string; repo?: string },
+  opts: {
+    https: boolean;
+    clients: number;
+    v8Flags?: string;
+    repo?: string;
+    env?: Record<string, string>;
+    /** Also time one client's download (after the peak). */
+    throughput?: boolean;
+  },
 ): Promise<RepoxyMemory> {
   const port = freePort();
   const cfg = join(fx.work, `repoxy-${port}.json`);
@@ -116,7 +126,7 @@ export async function measureRepoxyMemory(
       cfg,
     ],
     join(fx.work, `repoxy-${port}.log`),
-    { cwd: repo },
+    { cwd: repo, ...(opts.env ? { env: opts.env } : {}) },
   );
   try {
     const base = `${opts.https ? "https" : "http"}://127.0.0.1:${port}`;
@@ -134,7 +144,15 @@ export async function measureRepoxyMemory(
     const peak = await peakRssDuring(child.pid, async () => {
       httpVersion = await parallel(`${base}/${fx.archivePath}`, opts.clients, ca);
     });
-    return { idle, afterMetadata, peak, httpVersion };
+    if (!opts.throughput) return { idle, afterMetadata, peak, httpVersion };
+    const secs: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t0 = performance.now();
+      await parallel(`${base}/${fx.archivePath}`, 1, ca);
+      secs.push((performance.now() - t0) / 1000);
+    }
+    secs.sort((a, b) => a - b);
+    return { idle, afterMetadata, peak, httpVersion, rate: fx.size / secs[1]! };
   } finally {
     await child.stop();
   }
@@ -262,11 +280,15 @@ async function main(argv: string[]): Promise<number> {
       proto: { type: "string" },
       "no-nginx": { type: "boolean" },
       "v8-flags": { type: "string", multiple: true },
+      env: { type: "string", multiple: true },
       json: { type: "boolean" },
+      throughput: { type: "boolean" },
     },
   });
   const repos = (values.repo?.length ? values.repo : [REPO]).map((r) => resolve(r));
   const flagsList = values["v8-flags"]?.length ? values["v8-flags"] : [""];
+  // Each --env is one variant: "A=1 B=2" (space-separated pairs), or "" for none.
+  const envList = values.env?.length ? values.env : [""];
   const clients = Number(values.clients ?? 16);
   const runs = Number(values.runs ?? 3);
   const protos = (values.proto ?? "https,http").split(",");
@@ -276,18 +298,31 @@ async function main(argv: string[]): Promise<number> {
     for (const proto of protos) {
       for (const repo of repos) {
         for (const v8Flags of flagsList) {
-          const m = await measureRepoxyMemory(fx, {
-            https: proto === "https",
-            clients,
-            repo,
-            ...(v8Flags ? { v8Flags } : {}),
-          });
-          rows.push({ run: i, proto, repo, v8Flags, ...m });
-          // deno-lint-ignore no-console
-          console.log(
-            `run ${i} ${proto} ${repo}${v8Flags ? ` [${v8Flags}]` : ""}: idle ${fmt(m.idle)}, ` +
-              `after metadata ${fmt(m.afterMetadata)}, peak ${fmt(m.peak)} (HTTP/${m.httpVersion})`,
-          );
+          for (const envSpec of envList) {
+            const env = Object.fromEntries(
+              envSpec.split(" ").filter((s) => s.includes("=")).map((s) => {
+                const at = s.indexOf("=");
+                return [s.slice(0, at), s.slice(at + 1)];
+              }),
+            );
+            const m = await measureRepoxyMemory(fx, {
+              https: proto === "https",
+              clients,
+              repo,
+              env,
+              throughput: values.throughput ?? false,
+              ...(v8Flags ? { v8Flags } : {}),
+            });
+            rows.push({ run: i, proto, repo, v8Flags, env: envSpec, ...m });
+            const tag = [v8Flags, envSpec].filter((s) => s).join(" ");
+            // deno-lint-ignore no-console
+            console.log(
+              `run ${i} ${proto} ${repo}${tag ? ` [${tag}]` : ""}: idle ${fmt(m.idle)}, ` +
+                `after metadata ${fmt(m.afterMetadata)}, peak ${fmt(m.peak)}` +
+                ` (HTTP/${m.httpVersion})` +
+                (m.rate ? `, 1 client ${(m.rate / 1e6).toFixed(0)} MB/s` : ""),
+            );
+          }
         }
       }
     }
