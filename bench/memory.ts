@@ -6,11 +6,16 @@
  * of the test suite; `bench/run.ts` uses {@link measureRepoxyMemory} for its rows.
  *
  *   deno run -P=bench bench/memory.ts [--repo DIR] [--size-mb 200] [--clients 16]
- *     [--runs 3] [--proto https,http] [--no-nginx] [--v8-flags FLAGS] [--json]
+ *     [--runs 3] [--proto https,http] [--no-nginx] [--v8-flags=FLAGS ...] [--env "K=V ..." ...]
+ *     [--throughput] [--wrk] [--http1.1] [--json]
  *
  * `--repo` is the checkout whose `main.ts` is run, so two versions can be
  * measured interleaved (`--repo A --repo B`: runs alternate A, B, A, B ...).
  * Each run starts a fresh process on a cache that already holds the archive.
+ * Several `--v8-flags=` or `--env` values are variants measured side by side
+ * (`--v8-flags=` alone is the variant without flags). `--throughput` adds one
+ * client's download rate, `--wrk` a `{version}.json` load, to see what a
+ * memory setting costs; `--http1.1` makes curl ask for HTTP/1.1 over TLS.
  * @module
  */
 import { parseArgs } from "../lib/deps/cli.ts";
@@ -18,7 +23,15 @@ import { createHash } from "../lib/deps/crypto.ts";
 import { dirname, fromFileUrl, join, resolve } from "../lib/deps/path.ts";
 import { makeTestTls } from "../tests/_tls.ts";
 import { startNginx } from "./nginx.ts";
-import { freePort, memoryOf, peakRssDuring, run, spawnLogged, waitForHttp } from "./tools.ts";
+import {
+  freePort,
+  memoryOf,
+  peakRssDuring,
+  run,
+  spawnLogged,
+  waitForHttp,
+  wrkRate,
+} from "./tools.ts";
 import { startBenchUpstream, type UpstreamSpec } from "./upstream.ts";
 import { writeStoredZip } from "./zipgen.ts";
 
@@ -38,6 +51,8 @@ export interface RepoxyMemory {
   httpVersion: string;
   /** One client's download rate of the warm archive, bytes/s (median of 3), when asked for. */
   rate?: number;
+  /** `{version}.json` hits per second under wrk (32 connections, 3 s), when asked for. */
+  metadataRps?: number;
 }
 
 /** Where a prepared, warm cache is and how to reach its archive. */
@@ -69,9 +84,13 @@ async function withChildren(pid: number): Promise<number[]> {
   return [pid, ...r.stdout.split("\n").filter((s) => s.trim()).map(Number)];
 }
 
-/** curl with default protocol negotiation (no --http1.1), to /dev/null. */
+/** Extra curl arguments (`--http1.1` to see HTTP/1.1 over TLS); none by default. */
+const curlExtra: string[] = [];
+
+/** curl with default protocol negotiation (unless `curlExtra` says otherwise), to /dev/null. */
 async function curlDefault(url: string, cacert: string | undefined): Promise<[number, string]> {
   const args = ["-s", "-o", "/dev/null", "--max-time", "300", "-w", "%{http_code} %{http_version}"];
+  args.push(...curlExtra);
   if (cacert) args.push("--cacert", cacert);
   const r = await run("curl", [...args, url], { timeoutMs: 310_000 });
   const [code, ver] = r.stdout.trim().split(" ");
@@ -99,6 +118,8 @@ export async function measureRepoxyMemory(
     env?: Record<string, string>;
     /** Also time one client's download (after the peak). */
     throughput?: boolean;
+    /** Also load `{version}.json` with wrk (after the peak). */
+    wrk?: boolean;
   },
 ): Promise<RepoxyMemory> {
   const port = freePort();
@@ -144,7 +165,16 @@ export async function measureRepoxyMemory(
     const peak = await peakRssDuring(child.pid, async () => {
       httpVersion = await parallel(`${base}/${fx.archivePath}`, opts.clients, ca);
     });
-    if (!opts.throughput) return { idle, afterMetadata, peak, httpVersion };
+    const m: RepoxyMemory = { idle, afterMetadata, peak, httpVersion };
+    if (opts.wrk) {
+      const w = await wrkRate(`${base}/${fx.versionPath}`, {
+        connections: 32,
+        threads: 2,
+        seconds: 3,
+      });
+      m.metadataRps = w.rps;
+    }
+    if (!opts.throughput) return m;
     const secs: number[] = [];
     for (let i = 0; i < 3; i++) {
       const t0 = performance.now();
@@ -152,7 +182,8 @@ export async function measureRepoxyMemory(
       secs.push((performance.now() - t0) / 1000);
     }
     secs.sort((a, b) => a - b);
-    return { idle, afterMetadata, peak, httpVersion, rate: fx.size / secs[1]! };
+    m.rate = fx.size / secs[1]!;
+    return m;
   } finally {
     await child.stop();
   }
@@ -283,6 +314,8 @@ async function main(argv: string[]): Promise<number> {
       env: { type: "string", multiple: true },
       json: { type: "boolean" },
       throughput: { type: "boolean" },
+      wrk: { type: "boolean" },
+      "http1.1": { type: "boolean" },
     },
   });
   const repos = (values.repo?.length ? values.repo : [REPO]).map((r) => resolve(r));
@@ -290,6 +323,7 @@ async function main(argv: string[]): Promise<number> {
   // Each --env is one variant: "A=1 B=2" (space-separated pairs), or "" for none.
   const envList = values.env?.length ? values.env : [""];
   const clients = Number(values.clients ?? 16);
+  if (values["http1.1"]) curlExtra.push("--http1.1");
   const runs = Number(values.runs ?? 3);
   const protos = (values.proto ?? "https,http").split(",");
   await using fx = await prepareMemoryFixture(repos[0]!, Number(values["size-mb"] ?? 200) * 1e6);
@@ -311,6 +345,7 @@ async function main(argv: string[]): Promise<number> {
               repo,
               env,
               throughput: values.throughput ?? false,
+              wrk: values.wrk ?? false,
               ...(v8Flags ? { v8Flags } : {}),
             });
             rows.push({ run: i, proto, repo, v8Flags, env: envSpec, ...m });
@@ -320,7 +355,8 @@ async function main(argv: string[]): Promise<number> {
               `run ${i} ${proto} ${repo}${tag ? ` [${tag}]` : ""}: idle ${fmt(m.idle)}, ` +
                 `after metadata ${fmt(m.afterMetadata)}, peak ${fmt(m.peak)}` +
                 ` (HTTP/${m.httpVersion})` +
-                (m.rate ? `, 1 client ${(m.rate / 1e6).toFixed(0)} MB/s` : ""),
+                (m.rate ? `, 1 client ${(m.rate / 1e6).toFixed(0)} MB/s` : "") +
+                (m.metadataRps ? `, {version}.json ${m.metadataRps.toFixed(0)} req/s` : ""),
             );
           }
         }
