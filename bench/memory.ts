@@ -49,6 +49,12 @@ export interface RepoxyMemory {
   peak: number;
   /** HTTP version curl negotiated (`1.1` or `2`). */
   httpVersion: string;
+  /**
+   * VmRSS after one `{version}.json` miss, whose release signature is checked
+   * (OpenPGP loaded), and the peak of the same downloads after it.
+   */
+  afterSignature: number;
+  peakAfterSignature: number;
   /** One client's download rate of the warm archive, bytes/s (median of 3), when asked for. */
   rate?: number;
   /** `{version}.json` hits per second under wrk (32 connections, 3 s), when asked for. */
@@ -66,20 +72,22 @@ export interface MemoryFixture {
   indexPath: string;
   /** Path of `{version}.json` below the mirror root. */
   versionPath: string;
+  /** A `{version}.json` path not cached yet (each call gives another). */
+  nextColdVersionPath(): string;
   size: number;
   tls: { certPath: string; keyPath: string; caCertPath: string; caCertPem: string };
   work: string;
 }
 
 /** Sum of VmRSS over processes (nginx: master and workers). */
-async function rssOfAll(pids: number[]): Promise<number> {
+export async function rssOfAll(pids: number[]): Promise<number> {
   let sum = 0;
   for (const p of pids) sum += await memoryOf(p).then((m) => m.rss, () => 0);
   return sum;
 }
 
 /** The pids of `pid` and its direct children. */
-async function withChildren(pid: number): Promise<number[]> {
+export async function withChildren(pid: number): Promise<number[]> {
   const r = await run("pgrep", ["-P", String(pid)]);
   return [pid, ...r.stdout.split("\n").filter((s) => s.trim()).map(Number)];
 }
@@ -165,7 +173,24 @@ export async function measureRepoxyMemory(
     const peak = await peakRssDuring(child.pid, async () => {
       httpVersion = await parallel(`${base}/${fx.archivePath}`, opts.clients, ca);
     });
-    const m: RepoxyMemory = { idle, afterMetadata, peak, httpVersion };
+    const [code] = await curlDefault(`${base}/${fx.nextColdVersionPath()}`, ca);
+    if (code !== 200) {
+      const log = await Deno.readTextFile(join(fx.work, `repoxy-${port}.log`));
+      throw new Error(`a cold {version}.json answered ${code}:\n${log.slice(-3000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    const afterSignature = (await memoryOf(child.pid)).rss;
+    const peakAfterSignature = await peakRssDuring(child.pid, async () => {
+      await parallel(`${base}/${fx.archivePath}`, opts.clients, ca);
+    });
+    const m: RepoxyMemory = {
+      idle,
+      afterMetadata,
+      peak,
+      httpVersion,
+      afterSignature,
+      peakAfterSignature,
+    };
     if (opts.wrk) {
       const w = await wrkRate(`${base}/${fx.versionPath}`, {
         connections: 32,
@@ -209,26 +234,37 @@ export async function measureNginxMemory(
     const base = `https://127.0.0.1:${port}`;
     await waitForHttp(`${base}/`, 15_000, fx.tls.caCertPem);
     await new Promise((r) => setTimeout(r, 500));
-    const pids = await withChildren(nginx.pid);
-    const idle = await rssOfAll(pids);
-    let peak = 0;
-    let running = true;
-    const sampler = (async () => {
-      while (running) {
-        peak = Math.max(peak, await rssOfAll(pids));
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
-    try {
+    const idle = await rssOfAll(await withChildren(nginx.pid));
+    const peak = await peakTreeRssDuring(nginx.pid, async () => {
       await parallel(`${base}/${fx.archivePath}`, clients, fx.tls.caCertPath);
-    } finally {
-      running = false;
-      await sampler;
-    }
+    });
     return { idle, peak };
   } finally {
     await nginx.stop();
   }
+}
+
+/**
+ * The highest summed VmRSS of `pid` and its children (nginx's master and
+ * workers), sampled every 20 ms while `work` runs.
+ */
+export async function peakTreeRssDuring(pid: number, work: () => Promise<void>): Promise<number> {
+  const pids = await withChildren(pid);
+  let peak = await rssOfAll(pids);
+  let running = true;
+  const sampler = (async () => {
+    while (running) {
+      peak = Math.max(peak, await rssOfAll(pids));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  try {
+    await work();
+  } finally {
+    running = false;
+    await sampler;
+  }
+  return peak;
 }
 
 async function sha256File(path: string): Promise<string> {
@@ -252,6 +288,17 @@ export async function prepareMemoryFixture(
   const zipPath = join(work, "big.zip");
   await writeStoredZip(zipPath, "terraform-provider-big_v1.0.0", sizeBytes, 1);
   const size = (await Deno.stat(zipPath)).size;
+  const smallPath = join(work, "small.zip");
+  await writeStoredZip(smallPath, "terraform-provider-big_v2.0.0", 100_000, 2);
+  const small = {
+    os: "linux",
+    arch: "amd64",
+    path: smallPath,
+    sha256: await sha256File(smallPath),
+    size: (await Deno.stat(smallPath)).size,
+  };
+  /** Versions whose {version}.json is fetched once each, cold. */
+  const cold = Array.from({ length: 200 }, (_, i) => `2.0.${i}`);
   const spec: UpstreamSpec = {
     providers: [{
       namespace: "bench",
@@ -265,7 +312,7 @@ export async function prepareMemoryFixture(
           sha256: await sha256File(zipPath),
           size,
         }],
-      }],
+      }, ...cold.map((version) => ({ version, archives: [small] }))],
     }],
     bandwidth: 0,
     latencyMs: 0,
@@ -280,6 +327,11 @@ export async function prepareMemoryFixture(
     archivePath: `${HOST}/bench/big/terraform-provider-big_1.0.0_linux_amd64.zip`,
     indexPath: `${HOST}/bench/big/index.json`,
     versionPath: `${HOST}/bench/big/1.0.0.json`,
+    nextColdVersionPath: () => {
+      const v = cold.shift();
+      if (!v) throw new Error("out of cold versions");
+      return `${HOST}/bench/big/${v}.json`;
+    },
     size,
     tls: {
       certPath: tls.certPath,
@@ -354,7 +406,8 @@ async function main(argv: string[]): Promise<number> {
             console.log(
               `run ${i} ${proto} ${repo}${tag ? ` [${tag}]` : ""}: idle ${fmt(m.idle)}, ` +
                 `after metadata ${fmt(m.afterMetadata)}, peak ${fmt(m.peak)}` +
-                ` (HTTP/${m.httpVersion})` +
+                ` (HTTP/${m.httpVersion}); after a signature check ${fmt(m.afterSignature)},` +
+                ` peak ${fmt(m.peakAfterSignature)}` +
                 (m.rate ? `, 1 client ${(m.rate / 1e6).toFixed(0)} MB/s` : "") +
                 (m.metadataRps ? `, {version}.json ${m.metadataRps.toFixed(0)} req/s` : ""),
             );
