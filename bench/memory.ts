@@ -59,6 +59,8 @@ export interface RepoxyMemory {
   rate?: number;
   /** `{version}.json` hits per second under wrk (32 connections, 3 s), when asked for. */
   metadataRps?: number;
+  /** VmRSS 1 s after that wrk load (what a busy server keeps). */
+  afterWrk?: number;
 }
 
 /** Where a prepared, warm cache is and how to reach its archive. */
@@ -198,6 +200,8 @@ export async function measureRepoxyMemory(
         seconds: 3,
       });
       m.metadataRps = w.rps;
+      await new Promise((r) => setTimeout(r, 1000));
+      m.afterWrk = (await memoryOf(child.pid)).rss;
     }
     if (!opts.throughput) return m;
     const secs: number[] = [];
@@ -409,7 +413,9 @@ async function main(argv: string[]): Promise<number> {
                 ` (HTTP/${m.httpVersion}); after a signature check ${fmt(m.afterSignature)},` +
                 ` peak ${fmt(m.peakAfterSignature)}` +
                 (m.rate ? `, 1 client ${(m.rate / 1e6).toFixed(0)} MB/s` : "") +
-                (m.metadataRps ? `, {version}.json ${m.metadataRps.toFixed(0)} req/s` : ""),
+                (m.metadataRps
+                  ? `, {version}.json ${m.metadataRps.toFixed(0)} req/s, then ${fmt(m.afterWrk!)}`
+                  : ""),
             );
           }
         }
