@@ -13,22 +13,15 @@ import type * as OpenPgp from "openpgp";
 export type { OpenPgp };
 
 let loading: Promise<typeof OpenPgp> | undefined;
-let calls = 0;
 
 /**
  * The openpgp.js module, imported on the first call and shared afterwards.
  * A failed import is not cached, so a later call tries again.
  */
 export function loadOpenpgp(): Promise<typeof OpenPgp> {
-  calls++;
   loading ??= import("openpgp").catch((err) => {
     loading = undefined;
     throw err;
   });
   return loading;
-}
-
-/** How many times {@link loadOpenpgp} was called in this process (tests watch this). */
-export function openpgpLoadCalls(): number {
-  return calls;
 }
