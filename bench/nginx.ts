@@ -16,8 +16,8 @@ export interface NginxOptions {
   dir: string;
   /** HTTPS, HTTP/1.1 only (ALPN offers http/1.1). */
   port: number;
-  /** HTTPS with `http2` on the listen line (ALPN offers h2 and http/1.1). */
-  h2Port: number;
+  /** HTTPS with `http2` on the listen line (ALPN offers h2 and http/1.1); none when absent. */
+  h2Port?: number;
   certPath: string;
   keyPath: string;
   /** Served for `*.zip` (Repoxy's `packages/`). */
@@ -52,7 +52,7 @@ http {
   uwsgi_temp_path ${join(d, "uwsgi")};
   scgi_temp_path ${join(d, "scgi")};
 ${serverBlock(o, `${o.port} ssl`)}
-${serverBlock(o, `${o.h2Port} ssl http2`)}
+${o.h2Port === undefined ? "" : serverBlock(o, `${o.h2Port} ssl http2`)}
 }
 `;
 }

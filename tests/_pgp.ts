@@ -4,7 +4,9 @@
  * @module
  */
 
-import { openpgp } from "../lib/deps/openpgp.ts";
+import { loadOpenpgp } from "../lib/deps/openpgp.ts";
+
+const openpgp = await loadOpenpgp();
 
 /** A freshly generated signing key; the IDs are upper-case hex, like `key_id`. */
 export interface TestSigningKey {

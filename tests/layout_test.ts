@@ -7,7 +7,9 @@ import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { dirname, join, relative, resolve } from "../lib/deps/path.ts";
 
 const LIB = resolve(new URL("../lib", import.meta.url).pathname);
-const IMPORT = /(?:import|export)\s[^'"]*?from\s*["'](\.{1,2}\/[^"']+\.ts)["']/g;
+// Static imports and re-exports, and import() of a module loaded when first needed.
+const IMPORT =
+  /(?:(?:import|export)\s[^'"]*?from\s*|\bimport\s*\(\s*)["'](\.{1,2}\/[^"']+\.ts)["']/g;
 
 async function libFiles(): Promise<string[]> {
   const out: string[] = [];

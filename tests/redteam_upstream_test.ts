@@ -8,7 +8,7 @@
  */
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { hashZipH1 } from "../lib/integrity/dirhash.ts";
-import { openpgp } from "../lib/deps/openpgp.ts";
+import { loadOpenpgp } from "../lib/deps/openpgp.ts";
 import { SignatureError, verifyDetachedSignature } from "../lib/integrity/signature.ts";
 import { type ZipFile, ZipFormatError } from "../lib/integrity/zip_reader.ts";
 import { join } from "../lib/deps/path.ts";
@@ -17,6 +17,8 @@ import { spawnRepoxy } from "./_process.ts";
 import { internalService, startHostile } from "./hostile_upstream.ts";
 import { makeSigningKey, signDetached } from "./_pgp.ts";
 import { makeProviderZip } from "./_zip.ts";
+
+const openpgp = await loadOpenpgp();
 
 const H = "registry.terraform.io";
 const MAIN = new URL("../main.ts", import.meta.url).pathname;

@@ -1,6 +1,6 @@
 import { SignatureError, verifyDetachedSignature } from "../lib/integrity/signature.ts";
 import { parseSha256Sums } from "../lib/protocol/sha256sums.ts";
-import { openpgp } from "../lib/deps/openpgp.ts";
+import { loadOpenpgp } from "../lib/deps/openpgp.ts";
 import {
   assert,
   assertEquals,
@@ -15,6 +15,8 @@ import {
   signDetachedArmored,
   type TestSigningKey,
 } from "./_pgp.ts";
+
+const openpgp = await loadOpenpgp();
 
 const DAY_MS = 86_400_000;
 const SUMS = new TextEncoder().encode(

@@ -6,8 +6,11 @@
  *
  * Archive bodies are our own pull streams with large reads: on Deno 2.9 the
  * built-in `file.readable` reads 64 KiB per blocking-pool round trip and was
- * measured at 0.6× nginx for one client (bench/RESULTS.md); 512 KiB reads are
- * on par. When the consumer is Deno's own socket writer each chunk's buffer is
+ * measured at 0.6× nginx for one client (bench/RESULTS.md); 256 KiB reads are
+ * on par. Larger reads buy no speed but cost memory: up to two chunks per
+ * connection are alive (one being written, one read ahead), and 16 clients
+ * peaked ~8 MiB higher with 512 KiB reads than with 256 KiB (bench/memory.ts).
+ * When the consumer is Deno's own socket writer each chunk's buffer is
  * released as soon as the writer has taken it (see {@link markSocketRequest}
  * and base/buffers.ts).
  * @module
@@ -54,7 +57,7 @@ export interface ServeFileOptions {
 }
 
 /** Archive bodies are read in chunks this large. */
-export const READ_CHUNK = 512 * 1024;
+export const READ_CHUNK = 256 * 1024;
 
 const IMMUTABLE = "public, max-age=31536000, immutable";
 

@@ -8,7 +8,23 @@
  * because Terraform's package hashes are computed with it and ours must agree.
  * @module
  */
-import { crc32 as crc32Update } from "node:zlib";
+
+/** `crc32(data, previous)` as node:zlib defines it. */
+type Crc32 = (data: Uint8Array, value?: number) => number;
+let crc32Module: Promise<Crc32> | undefined;
+
+/**
+ * node:zlib's native CRC-32, imported when the first entry is read: loading
+ * node:zlib costs about 1 MiB of RSS, which a server answering from its cache
+ * never needs. The specifier is a static string, so `deno compile` embeds it.
+ */
+function loadCrc32(): Promise<Crc32> {
+  crc32Module ??= import("node:zlib").then((m) => m.crc32, (err) => {
+    crc32Module = undefined;
+    throw err;
+  });
+  return crc32Module;
+}
 
 /** One central-directory entry. Sizes and offsets are in bytes. */
 export interface ZipEntry {
@@ -412,11 +428,13 @@ const emptySource: EntrySource = {
 /** Counts and checksums what an entry produced, checking it as it goes. */
 class Verifier {
   #entry: ZipEntry;
+  #crc32: Crc32;
   #crc = 0;
   #count = 0;
 
-  constructor(entry: ZipEntry) {
+  constructor(entry: ZipEntry, crc32: Crc32) {
     this.#entry = entry;
+    this.#crc32 = crc32;
   }
 
   add(chunk: Uint8Array): void {
@@ -427,7 +445,7 @@ class Verifier {
         `entry "${this.#entry.name}" holds more than its declared ${this.#entry.uncompressedSize} bytes`,
       );
     }
-    this.#crc = crc32Update(chunk, this.#crc);
+    this.#crc = this.#crc32(chunk, this.#crc);
   }
 
   async finish(file: ZipFile, dataEnd: number): Promise<void> {
@@ -471,9 +489,10 @@ function storedSource(
   file: ZipFile,
   entry: ZipEntry,
   dataStart: number,
+  crc32: Crc32,
 ): EntrySource {
   const end = dataStart + entry.compressedSize;
-  const verifier = new Verifier(entry);
+  const verifier = new Verifier(entry, crc32);
   let pos = dataStart;
   return {
     async next() {
@@ -495,9 +514,10 @@ function deflateSource(
   file: ZipFile,
   entry: ZipEntry,
   dataStart: number,
+  crc32: Crc32,
 ): EntrySource {
   const end = dataStart + entry.compressedSize;
-  const verifier = new Verifier(entry);
+  const verifier = new Verifier(entry, crc32);
   const inflater = new DecompressionStream("deflate-raw");
   const writer = inflater.writable.getWriter();
   const reader = inflater.readable.getReader();
@@ -589,8 +609,8 @@ async function startEntry(file: ZipFile, entry: ZipEntry): Promise<EntrySource> 
       `entry "${entry.name}" is encrypted; encrypted entries are not supported`,
     );
   }
-  if (entry.method === 0) return storedSource(file, entry, dataStart);
-  if (entry.method === 8) return deflateSource(file, entry, dataStart);
+  if (entry.method === 0) return storedSource(file, entry, dataStart, await loadCrc32());
+  if (entry.method === 8) return deflateSource(file, entry, dataStart, await loadCrc32());
   throw new ZipFormatError(
     `entry "${entry.name}" uses compression method ${entry.method}; only 0 (stored) and 8 (deflate) are supported`,
   );

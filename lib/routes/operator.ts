@@ -11,7 +11,7 @@ import { HttpError } from "../http/errors.ts";
 import { utf8Length } from "../http/serve_body.ts";
 import { clientSnippet } from "../ops/client_snippet.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "../ops/metrics.ts";
-import { renderStatusPage, type StatusPageData } from "../ops/status_page.ts";
+import type { StatusPageData } from "../ops/status_page.ts";
 import { compareVersions } from "../protocol/names.ts";
 import type { RequestContext, RouteHandler, Services } from "./context.ts";
 
@@ -161,8 +161,28 @@ export function statusPageData(req: Request, s: Services, token?: AuthToken): St
   return data;
 }
 
+let statusPageModule: Promise<typeof import("../ops/status_page.ts")> | undefined;
+
+/**
+ * The status page renderer, imported when `/` is first served: a mirror that
+ * only ever talks to Terraform never needs it in memory. The specifier is a
+ * static string, so `deno compile` still embeds the module.
+ */
+export function loadStatusPage(): Promise<typeof import("../ops/status_page.ts")> {
+  statusPageModule ??= import("../ops/status_page.ts").catch((err) => {
+    statusPageModule = undefined;
+    throw err;
+  });
+  return statusPageModule;
+}
+
 /** The status page as an HTML response (only what `token` may see, when given). */
-export function statusPageResponse(req: Request, s: Services, token?: AuthToken): Response {
+export async function statusPageResponse(
+  req: Request,
+  s: Services,
+  token?: AuthToken,
+): Promise<Response> {
+  const { renderStatusPage } = await loadStatusPage();
   const headers = noStore("text/html; charset=utf-8");
   // No script runs on this page; say so, so an injection could not run one either.
   headers.set(

@@ -66,7 +66,7 @@ import {
   IntegrityError,
   mayBeUnsigned,
 } from "../integrity/checks.ts";
-import { MAX_SIGNATURE_BYTES } from "../integrity/signature.ts";
+import { MAX_SIGNATURE_BYTES, prepareSignatureCheck } from "../integrity/signature.ts";
 import { type UpstreamClient, upstreamUrl } from "./client.ts";
 import { NOT_MODIFIED, parsedOnce, RefCache } from "./ref_cache.ts";
 import { Slots } from "./slots.ts";
@@ -461,6 +461,8 @@ export class Metadata {
       const sigUrl = dl.doc.shasums_signature_url && !unsigned
         ? upstreamUrl(dl.doc.shasums_signature_url, dl.url, p.hostname, "shasums_signature_url")
         : undefined;
+      // OpenPGP is loaded on first use: let that overlap these fetches.
+      if (sigUrl) prepareSignatureCheck();
       const [sums, sig] = await Promise.all([
         client.getBytes(sumsUrl, { maxBytes: this.#maxBytes }),
         // A .sig over MAX_SIGNATURE_BYTES is refused anyway: not read past it.
