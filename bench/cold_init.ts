@@ -1,0 +1,301 @@
+/**
+ * Cold `terraform init` through Repoxy against talking to the registry
+ * directly (issue 12 point 3).
+ *
+ * A fake registry on loopback (bench/upstream.ts, signed SHA256SUMS) adds
+ * `latencyMs` (20 ms) before every answer. Per round and per provider count
+ * (3 and 10 small providers), three variants run in a rotating order:
+ *
+ * - `direct`:   terraform with a `host` block pointing at the fake registry;
+ * - `mirror`:   terraform through Repoxy as a `network_mirror` (HTTPS, test CA);
+ * - `registry`: terraform through Repoxy as a `host` block (HTTPS, test CA).
+ *
+ * Every Repoxy variant gets a fresh process and an empty cache directory
+ * (spawned before the clock starts), so each measured init is fully cold:
+ * discovery, version lists, download documents, SHA256SUMS, signature
+ * checks, archives. Only the `terraform init` wall time is measured.
+ *
+ *   deno run -P=bench bench/cold_init.ts [--smoke] [--rounds N] [--providers 3,10]
+ *       [--latency MS] [--root DIR] [--json FILE] [--trace]
+ *
+ * `--root` runs another checkout's main.ts (the code before a change);
+ * `--trace` starts Repoxy with REPOXY_TRACE=1 and prints the per-request
+ * breakdown it logs (upstream request, headers, body, signature, fsync).
+ * `runColdInit` is what bench/run.ts calls for its "cold init" rows.
+ * @module
+ */
+import { parseArgs } from "../lib/deps/cli.ts";
+import { createHash } from "../lib/deps/crypto.ts";
+import { dirname, fromFileUrl, join, resolve } from "../lib/deps/path.ts";
+import { makeProviderZip } from "../tests/_zip.ts";
+import { makeTestTls } from "../tests/_tls.ts";
+import { spawnRepoxy } from "../tests/_process.ts";
+import { median, run, which } from "./tools.ts";
+import { startBenchUpstream, type UpstreamArchive, type UpstreamProvider } from "./upstream.ts";
+
+const REPO = resolve(dirname(fromFileUrl(import.meta.url)), "..");
+const HOST = "registry.terraform.io";
+const NS = "cold";
+
+/** The variants one round measures. */
+export type ColdVariant = "direct" | "mirror" | "registry";
+
+/** Options of {@link runColdInit}. */
+export interface ColdInitOptions {
+  /** Provider counts to measure (default 3 and 10). */
+  providers: number[];
+  rounds: number;
+  /** Delay the fake registry adds before every answer. */
+  latencyMs: number;
+  /** Checkout whose main.ts runs (default this one). */
+  root?: string;
+  /** Start Repoxy with REPOXY_TRACE=1 and collect its trace lines. */
+  trace?: boolean;
+  log?: (s: string) => void;
+}
+
+/** Seconds of every measured init, by provider count and variant. */
+export interface ColdInitResult {
+  latencyMs: number;
+  rounds: number;
+  times: Record<string, Record<ColdVariant, number[]>>;
+  /** Upstream requests per init, by provider count and variant (from the last round). */
+  upstreamRequests: Record<string, Record<ColdVariant, Record<string, number>>>;
+  /** Trace lines of Repoxy (with `trace`). */
+  trace: string[];
+  terraform: string;
+}
+
+const VARIANTS: ColdVariant[] = ["direct", "mirror", "registry"];
+
+function hostPlatform(): string {
+  const arch = Deno.build.arch === "aarch64" ? "arm64" : "amd64";
+  return `${Deno.build.os}_${arch}`;
+}
+
+/** Runs the measurement; undefined when terraform is missing. */
+export async function runColdInit(opts: ColdInitOptions): Promise<ColdInitResult | undefined> {
+  const log = opts.log ?? (() => {});
+  const terraform = await which("terraform");
+  if (!terraform) return undefined;
+  const root = resolve(opts.root ?? REPO);
+  const work = await Deno.makeTempDir({ prefix: "repoxy-cold-" });
+  try {
+    const tls = await makeTestTls(join(work, "tls"));
+    const platform = hostPlatform();
+    const maxN = Math.max(...opts.providers);
+    const providers: UpstreamProvider[] = [];
+    for (let i = 0; i < maxN; i++) {
+      const type = `p${i}`;
+      const path = join(work, `${type}.zip`);
+      const bytes = await makeProviderZip(type, "1.0.0", platform);
+      await Deno.writeFile(path, bytes);
+      const sha256 = createHash("sha256").update(bytes).digest("hex");
+      // Three platforms, as real providers list several: the mirror's
+      // {version}.json needs every platform's download document.
+      const archives: UpstreamArchive[] = [platform, "darwin_arm64", "windows_amd64"]
+        .filter((p, j, all) => all.indexOf(p) === j)
+        .map((pl) => {
+          const [os, arch] = pl.split("_") as [string, string];
+          return { os, arch, path, sha256, size: bytes.length };
+        });
+      providers.push({ namespace: NS, type, versions: [{ version: "1.0.0", archives }] });
+    }
+    await using upstream = await startBenchUpstream({
+      providers,
+      bandwidth: 0,
+      latencyMs: opts.latencyMs,
+    });
+    const version = (await run(terraform, ["version"])).stdout.split("\n")[0] ?? "terraform";
+    const result: ColdInitResult = {
+      latencyMs: opts.latencyMs,
+      rounds: opts.rounds,
+      times: {},
+      upstreamRequests: {},
+      trace: [],
+      terraform: version,
+    };
+    let seq = 0;
+    for (let round = 0; round < opts.rounds; round++) {
+      for (const n of opts.providers) {
+        const types = providers.slice(0, n).map((p) => p.type);
+        const times = result.times[n] ??= { direct: [], mirror: [], registry: [] };
+        const counts = result.upstreamRequests[n] ??= {
+          direct: {},
+          mirror: {},
+          registry: {},
+        };
+        // Rotate the order so no variant always runs first (or last).
+        const order = VARIANTS.map((_, j) => VARIANTS[(j + round + n) % VARIANTS.length]!);
+        for (const variant of order) {
+          const dir = join(work, `run${seq++}`);
+          await Deno.mkdir(join(dir, "home"), { recursive: true });
+          const before = { ...upstream.stats };
+          let secs: number;
+          if (variant === "direct") {
+            const cli = `host "${HOST}" {\n  services = {\n` +
+              `    "providers.v1" = "${upstream.url}/v1/providers/"\n  }\n}\n`;
+            secs = await init(terraform, dir, cli, types);
+          } else {
+            await using repoxy = await startRepoxy(root, dir, upstream.url, tls, !!opts.trace);
+            const cli = variant === "mirror"
+              ? `provider_installation {\n  network_mirror {\n    url = "${repoxy.url}"\n  }\n}\n`
+              : `host "${HOST}" {\n  services = {\n` +
+                `    "providers.v1" = "${repoxy.url}v1/providers/${HOST}/"\n  }\n}\n`;
+            secs = await init(terraform, dir, cli, types, tls.caCertPath);
+            if (opts.trace) {
+              await repoxy.stop();
+              result.trace.push(
+                `# ${variant}, ${n} providers, round ${round + 1}: ${(secs * 1000).toFixed(0)} ms`,
+                ...repoxy.stderr.filter((l) => l.includes("trace")),
+              );
+            }
+          }
+          times[variant].push(secs);
+          const delta: Record<string, number> = {};
+          for (const [k, v] of Object.entries(upstream.stats)) {
+            if (v - (before[k] ?? 0) > 0) delta[k] = v - (before[k] ?? 0);
+          }
+          counts[variant] = delta;
+          log(`round ${round + 1}, ${n} providers, ${variant}: ${(secs * 1000).toFixed(0)} ms`);
+        }
+      }
+    }
+    return result;
+  } finally {
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}
+
+/** A fresh Repoxy process over an empty cache in `dir`. */
+function startRepoxy(
+  root: string,
+  dir: string,
+  upstreamUrl: string,
+  tls: { certPath: string; keyPath: string },
+  trace: boolean,
+) {
+  const config = join(dir, "repoxy.json");
+  Deno.writeTextFileSync(
+    config,
+    JSON.stringify({
+      cacheDir: join(dir, "cache"),
+      tls: { cert: tls.certPath, key: tls.keyPath },
+      upstreams: { [HOST]: { url: upstreamUrl } },
+    }),
+  );
+  return spawnRepoxy(Deno.execPath(), [
+    "run",
+    "-P=serve",
+    join(root, "main.ts"),
+    "serve",
+    "--config",
+    config,
+    "--listen",
+    "127.0.0.1:0",
+  ], {
+    cwd: root,
+    env: { HOME: dir, ...(trace ? { REPOXY_TRACE: "1" } : {}) },
+  });
+}
+
+/** One `terraform init` in `dir` with `cli` as its CLI config; returns seconds. */
+async function init(
+  terraform: string,
+  dir: string,
+  cli: string,
+  types: string[],
+  caCertPath?: string,
+): Promise<number> {
+  const cliPath = join(dir, "cli.tfrc");
+  await Deno.writeTextFile(cliPath, cli);
+  const reqs = types.map((t) => `    ${t} = { source = "${NS}/${t}", version = "1.0.0" }`);
+  await Deno.writeTextFile(
+    join(dir, "main.tf"),
+    `terraform {\n  required_providers {\n${reqs.join("\n")}\n  }\n}\n`,
+  );
+  const env: Record<string, string> = {
+    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+    HOME: join(dir, "home"),
+    TF_CLI_CONFIG_FILE: cliPath,
+    CHECKPOINT_DISABLE: "1",
+    TF_IN_AUTOMATION: "1",
+  };
+  if (caCertPath) env.SSL_CERT_FILE = caCertPath;
+  const t0 = performance.now();
+  const r = await run(terraform, ["init", "-input=false", "-no-color"], {
+    cwd: dir,
+    env,
+    clearEnv: true,
+    timeoutMs: 120_000,
+  });
+  const secs = (performance.now() - t0) / 1000;
+  if (r.code !== 0) throw new Error(`terraform init failed in ${dir}:\n${r.stdout}\n${r.stderr}`);
+  return secs;
+}
+
+/** Table rows (markdown) of a result: median, spread (min–max), ratio vs direct. */
+export function coldInitRows(r: ColdInitResult): string[] {
+  const ms = (s: number) => `${(s * 1000).toFixed(0)} ms`;
+  const rows: string[] = [];
+  for (const [n, byVariant] of Object.entries(r.times)) {
+    const d = median(byVariant.direct);
+    for (const v of ["mirror", "registry"] as const) {
+      const xs = byVariant[v];
+      const m = median(xs);
+      const ratios = xs.map((x, i) => x / (byVariant.direct[i] ?? d));
+      rows.push(
+        `| Cold terraform init, ${n} providers, ${v} (vs direct) | ${ms(m)} ` +
+          `(${ms(Math.min(...xs))}–${ms(Math.max(...xs))}) | ${ms(d)} ` +
+          `(${ms(Math.min(...byVariant.direct))}–${ms(Math.max(...byVariant.direct))}) | ` +
+          `${(m / d).toFixed(2)} (${Math.min(...ratios).toFixed(2)}–${
+            Math.max(...ratios).toFixed(2)
+          }) | ≤ 1.0 | ${m / d <= 1 ? "yes" : "NO"} |`,
+      );
+    }
+  }
+  return rows;
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      smoke: { type: "boolean" },
+      rounds: { type: "string" },
+      providers: { type: "string" },
+      latency: { type: "string" },
+      root: { type: "string" },
+      json: { type: "string" },
+      trace: { type: "boolean" },
+    },
+  });
+  const smoke = !!values.smoke;
+  const r = await runColdInit({
+    providers: (values.providers ?? (smoke ? "2" : "3,10")).split(",").map(Number),
+    rounds: Number(values.rounds ?? (smoke ? 1 : 5)),
+    latencyMs: Number(values.latency ?? (smoke ? 5 : 20)),
+    ...(values.root ? { root: values.root } : {}),
+    trace: !!values.trace,
+    // deno-lint-ignore no-console
+    log: (s) => console.error(`cold_init: ${s}`),
+  });
+  // deno-lint-ignore no-console
+  const out = (s: string) => console.log(s);
+  if (!r) {
+    out("SKIP cold init: terraform is not on PATH");
+    Deno.exit(0);
+  }
+  out(
+    `Cold terraform init, fake registry +${r.latencyMs} ms per request, medians of ${r.rounds} ` +
+      `(min–max); ratio per round vs the direct init of that round`,
+  );
+  out("");
+  out("| Measure | Repoxy | direct | Ratio | Target | Met |");
+  out("|---|---:|---:|---:|---|---|");
+  for (const row of coldInitRows(r)) out(row);
+  out("");
+  out(`Upstream requests per init: ${JSON.stringify(r.upstreamRequests)}`);
+  if (values.trace) for (const l of r.trace) out(l);
+  if (values.json) await Deno.writeTextFile(values.json, JSON.stringify(r, null, 2));
+}
