@@ -147,7 +147,7 @@ export async function runColdInit(opts: ColdInitOptions): Promise<ColdInitResult
               await repoxy.stop();
               result.trace.push(
                 `# ${variant}, ${n} providers, round ${round + 1}: ${(secs * 1000).toFixed(0)} ms`,
-                ...repoxy.stderr.filter((l) => l.includes("trace")),
+                ...repoxy.stderr.filter((l) => / INFO (trace|request|archive cached) /.test(l)),
               );
             }
           }
@@ -296,6 +296,6 @@ if (import.meta.main) {
   for (const row of coldInitRows(r)) out(row);
   out("");
   out(`Upstream requests per init: ${JSON.stringify(r.upstreamRequests)}`);
-  if (values.trace) for (const l of r.trace) out(l);
+  if (values.trace) { for (const l of r.trace) out(l); }
   if (values.json) await Deno.writeTextFile(values.json, JSON.stringify(r, null, 2));
 }
