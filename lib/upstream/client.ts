@@ -320,7 +320,8 @@ export class UpstreamClient {
       }
       const started = performance.now();
       const took = () => Math.round((performance.now() - started) * 1000) / 1000;
-      const { client, owned } = this.#connections.clientFor(route, current);
+      const lease = this.#connections.clientFor(route, current);
+      const { client } = lease;
       const traceHeaders = span("upstream headers", { path: current.pathname, via: route.via });
       try {
         res = await this.deps.fetch(current, {
@@ -346,7 +347,7 @@ export class UpstreamClient {
         err.transient = true;
         throw err;
       } finally {
-        if (owned) client?.close();
+        lease.done();
       }
       traceHeaders({ status: res.status });
       const credentials = this.#credentialsProblem(res.status, current);
