@@ -234,6 +234,54 @@ async function init(
   return secs;
 }
 
+/** Settings per bench profile (bench/run.ts passes its own). */
+export const COLD_PROFILES: Record<
+  "full" | "quick" | "smoke",
+  Pick<ColdInitOptions, "providers" | "rounds" | "latencyMs">
+> = {
+  full: { providers: [3, 10], rounds: 5, latencyMs: 20 },
+  quick: { providers: [3, 10], rounds: 2, latencyMs: 20 },
+  smoke: { providers: [2], rounds: 1, latencyMs: 5 },
+};
+
+/** One row of bench/run.ts's table. */
+export interface ColdRow {
+  measure: string;
+  repoxy: string;
+  baseline: string;
+  ratio: string;
+  target: string;
+  met: "yes" | "NO";
+}
+
+/**
+ * Rows for bench/run.ts: median with min–max, and the ratio of the medians
+ * vs direct (target ≤ 1.0).
+ */
+export function coldInitTableRows(r: ColdInitResult): ColdRow[] {
+  const ms = (xs: number[]) =>
+    `${(median(xs) * 1000).toFixed(0)} ms (${(Math.min(...xs) * 1000).toFixed(0)}–${
+      (Math.max(...xs) * 1000).toFixed(0)
+    })`;
+  const rows: ColdRow[] = [];
+  for (const [n, byVariant] of Object.entries(r.times)) {
+    for (const v of ["mirror", "registry"] as const) {
+      const ratio = median(byVariant[v]) / median(byVariant.direct);
+      rows.push({
+        measure: `Cold terraform init, ${n} providers, ${
+          v === "mirror" ? "network mirror" : "host block"
+        } (vs direct, +${r.latencyMs} ms/request)`,
+        repoxy: ms(byVariant[v]),
+        baseline: ms(byVariant.direct),
+        ratio: ratio.toFixed(2),
+        target: "≤ 1.0",
+        met: ratio <= 1 ? "yes" : "NO",
+      });
+    }
+  }
+  return rows;
+}
+
 /** Table rows (markdown) of a result: median, spread (min–max), ratio vs direct. */
 export function coldInitRows(r: ColdInitResult): string[] {
   const ms = (s: number) => `${(s * 1000).toFixed(0)} ms`;
@@ -270,11 +318,11 @@ if (import.meta.main) {
       trace: { type: "boolean" },
     },
   });
-  const smoke = !!values.smoke;
+  const base = COLD_PROFILES[values.smoke ? "smoke" : "full"];
   const r = await runColdInit({
-    providers: (values.providers ?? (smoke ? "2" : "3,10")).split(",").map(Number),
-    rounds: Number(values.rounds ?? (smoke ? 1 : 5)),
-    latencyMs: Number(values.latency ?? (smoke ? 5 : 20)),
+    providers: values.providers ? values.providers.split(",").map(Number) : base.providers,
+    rounds: values.rounds ? Number(values.rounds) : base.rounds,
+    latencyMs: values.latency ? Number(values.latency) : base.latencyMs,
     ...(values.root ? { root: values.root } : {}),
     trace: !!values.trace,
     // deno-lint-ignore no-console

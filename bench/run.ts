@@ -20,6 +20,7 @@ import { dirname, fromFileUrl, join, resolve } from "../lib/deps/path.ts";
 import { makeProviderZip } from "../tests/_zip.ts";
 import { makeTestTls } from "../tests/_tls.ts";
 import { startNginx } from "./nginx.ts";
+import { COLD_PROFILES, type ColdInitResult, coldInitTableRows, runColdInit } from "./cold_init.ts";
 import {
   type Child,
   curlGet,
@@ -640,6 +641,14 @@ export async function main(argv: string[]): Promise<number> {
       met: "-",
     });
 
+    // --- cold terraform init vs direct (issue 12 point 3; bench/cold_init.ts) ----
+    let coldInit: ColdInitResult | undefined;
+    if (terraform) {
+      await phase("cold terraform init vs direct (fresh Repoxy and cache per init)");
+      coldInit = await runColdInit({ ...COLD_PROFILES[profile.name], log: note });
+      if (coldInit) rows.push(...coldInitTableRows(coldInit));
+    }
+
     const table = [
       "| Measure | Repoxy | nginx / direct | Ratio | Target | Met |",
       "|---|---:|---:|---:|---|---|",
@@ -693,7 +702,7 @@ export async function main(argv: string[]): Promise<number> {
             profile,
             rows,
             versions,
-            raw: { one, oneH2, par, meta, cold, rssWarm, rssCold, idleRss, tf },
+            raw: { one, oneH2, par, meta, cold, rssWarm, rssCold, idleRss, tf, coldInit },
           },
           null,
           2,
