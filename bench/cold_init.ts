@@ -16,9 +16,10 @@
  * checks, archives. Only the `terraform init` wall time is measured.
  *
  *   deno run -P=bench bench/cold_init.ts [--smoke] [--rounds N] [--providers 3,10]
- *       [--latency MS] [--root DIR] [--json FILE] [--trace]
+ *       [--latency MS] [--root DIR] [--before DIR] [--json FILE] [--trace]
  *
- * `--root` runs another checkout's main.ts (the code before a change);
+ * `--root` runs another checkout's main.ts; `--before DIR` also measures the
+ * checkout in DIR (the code before a change) in the same interleaved rounds;
  * `--trace` starts Repoxy with REPOXY_TRACE=1 and prints the per-request
  * breakdown it logs (upstream request, headers, body, signature, fsync).
  * `runColdInit` is what bench/run.ts calls for its "cold init" rows.
@@ -37,8 +38,16 @@ const REPO = resolve(dirname(fromFileUrl(import.meta.url)), "..");
 const HOST = "registry.terraform.io";
 const NS = "cold";
 
-/** The variants one round measures. */
-export type ColdVariant = "direct" | "mirror" | "registry";
+/**
+ * The variants one round measures; `mirror@before` and `registry@before`
+ * run the checkout given as `before` (the code before a change), interleaved.
+ */
+export type ColdVariant =
+  | "direct"
+  | "mirror"
+  | "registry"
+  | "mirror@before"
+  | "registry@before";
 
 /** Options of {@link runColdInit}. */
 export interface ColdInitOptions {
@@ -49,6 +58,8 @@ export interface ColdInitOptions {
   latencyMs: number;
   /** Checkout whose main.ts runs (default this one). */
   root?: string;
+  /** Another checkout measured in the same rounds (before/after a change). */
+  before?: string;
   /** Start Repoxy with REPOXY_TRACE=1 and collect its trace lines. */
   trace?: boolean;
   log?: (s: string) => void;
@@ -58,15 +69,13 @@ export interface ColdInitOptions {
 export interface ColdInitResult {
   latencyMs: number;
   rounds: number;
-  times: Record<string, Record<ColdVariant, number[]>>;
+  times: Record<string, Partial<Record<ColdVariant, number[]>>>;
   /** Upstream requests per init, by provider count and variant (from the last round). */
-  upstreamRequests: Record<string, Record<ColdVariant, Record<string, number>>>;
+  upstreamRequests: Record<string, Partial<Record<ColdVariant, Record<string, number>>>>;
   /** Trace lines of Repoxy (with `trace`). */
   trace: string[];
   terraform: string;
 }
-
-const VARIANTS: ColdVariant[] = ["direct", "mirror", "registry"];
 
 function hostPlatform(): string {
   const arch = Deno.build.arch === "aarch64" ? "arm64" : "amd64";
@@ -115,18 +124,16 @@ export async function runColdInit(opts: ColdInitOptions): Promise<ColdInitResult
       trace: [],
       terraform: version,
     };
+    const variants: ColdVariant[] = ["direct", "mirror", "registry"];
+    if (opts.before) variants.push("mirror@before", "registry@before");
     let seq = 0;
     for (let round = 0; round < opts.rounds; round++) {
       for (const n of opts.providers) {
         const types = providers.slice(0, n).map((p) => p.type);
-        const times = result.times[n] ??= { direct: [], mirror: [], registry: [] };
-        const counts = result.upstreamRequests[n] ??= {
-          direct: {},
-          mirror: {},
-          registry: {},
-        };
+        const times = result.times[n] ??= {};
+        const counts = result.upstreamRequests[n] ??= {};
         // Rotate the order so no variant always runs first (or last).
-        const order = VARIANTS.map((_, j) => VARIANTS[(j + round + n) % VARIANTS.length]!);
+        const order = variants.map((_, j) => variants[(j + round + n) % variants.length]!);
         for (const variant of order) {
           const dir = join(work, `run${seq++}`);
           await Deno.mkdir(join(dir, "home"), { recursive: true });
@@ -137,8 +144,9 @@ export async function runColdInit(opts: ColdInitOptions): Promise<ColdInitResult
               `    "providers.v1" = "${upstream.url}/v1/providers/"\n  }\n}\n`;
             secs = await init(terraform, dir, cli, types);
           } else {
-            await using repoxy = await startRepoxy(root, dir, upstream.url, tls, !!opts.trace);
-            const cli = variant === "mirror"
+            const from = variant.endsWith("@before") ? resolve(opts.before!) : root;
+            await using repoxy = await startRepoxy(from, dir, upstream.url, tls, !!opts.trace);
+            const cli = variant.startsWith("mirror")
               ? `provider_installation {\n  network_mirror {\n    url = "${repoxy.url}"\n  }\n}\n`
               : `host "${HOST}" {\n  services = {\n` +
                 `    "providers.v1" = "${repoxy.url}v1/providers/${HOST}/"\n  }\n}\n`;
@@ -151,7 +159,7 @@ export async function runColdInit(opts: ColdInitOptions): Promise<ColdInitResult
               );
             }
           }
-          times[variant].push(secs);
+          (times[variant] ??= []).push(secs);
           const delta: Record<string, number> = {};
           for (const [k, v] of Object.entries(upstream.stats)) {
             if (v - (before[k] ?? 0) > 0) delta[k] = v - (before[k] ?? 0);
@@ -265,14 +273,16 @@ export function coldInitTableRows(r: ColdInitResult): ColdRow[] {
     })`;
   const rows: ColdRow[] = [];
   for (const [n, byVariant] of Object.entries(r.times)) {
+    const direct = byVariant.direct!;
     for (const v of ["mirror", "registry"] as const) {
-      const ratio = median(byVariant[v]) / median(byVariant.direct);
+      const xs = byVariant[v]!;
+      const ratio = median(xs) / median(direct);
       rows.push({
         measure: `Cold terraform init, ${n} providers, ${
           v === "mirror" ? "network mirror" : "host block"
         } (vs direct, +${r.latencyMs} ms/request)`,
-        repoxy: ms(byVariant[v]),
-        baseline: ms(byVariant.direct),
+        repoxy: ms(xs),
+        baseline: ms(direct),
         ratio: ratio.toFixed(2),
         target: "≤ 1.0",
         met: ratio <= 1 ? "yes" : "NO",
@@ -287,15 +297,17 @@ export function coldInitRows(r: ColdInitResult): string[] {
   const ms = (s: number) => `${(s * 1000).toFixed(0)} ms`;
   const rows: string[] = [];
   for (const [n, byVariant] of Object.entries(r.times)) {
-    const d = median(byVariant.direct);
-    for (const v of ["mirror", "registry"] as const) {
-      const xs = byVariant[v];
+    const direct = byVariant.direct!;
+    const d = median(direct);
+    const measured = ["mirror", "registry", "mirror@before", "registry@before"] as const;
+    for (const v of measured.filter((x) => byVariant[x])) {
+      const xs = byVariant[v]!;
       const m = median(xs);
-      const ratios = xs.map((x, i) => x / (byVariant.direct[i] ?? d));
+      const ratios = xs.map((x, i) => x / (direct[i] ?? d));
       rows.push(
         `| Cold terraform init, ${n} providers, ${v} (vs direct) | ${ms(m)} ` +
           `(${ms(Math.min(...xs))}–${ms(Math.max(...xs))}) | ${ms(d)} ` +
-          `(${ms(Math.min(...byVariant.direct))}–${ms(Math.max(...byVariant.direct))}) | ` +
+          `(${ms(Math.min(...direct))}–${ms(Math.max(...direct))}) | ` +
           `${(m / d).toFixed(2)} (${Math.min(...ratios).toFixed(2)}–${
             Math.max(...ratios).toFixed(2)
           }) | ≤ 1.0 | ${m / d <= 1 ? "yes" : "NO"} |`,
@@ -314,6 +326,7 @@ if (import.meta.main) {
       providers: { type: "string" },
       latency: { type: "string" },
       root: { type: "string" },
+      before: { type: "string" },
       json: { type: "string" },
       trace: { type: "boolean" },
     },
@@ -324,6 +337,7 @@ if (import.meta.main) {
     rounds: values.rounds ? Number(values.rounds) : base.rounds,
     latencyMs: values.latency ? Number(values.latency) : base.latencyMs,
     ...(values.root ? { root: values.root } : {}),
+    ...(values.before ? { before: values.before } : {}),
     trace: !!values.trace,
     // deno-lint-ignore no-console
     log: (s) => console.error(`cold_init: ${s}`),
