@@ -30,6 +30,9 @@ interface ReaderState {
   pos: number;
 }
 
+/** How long a reader that lost the temp file to the commit's rename waits for the commit. */
+const COMMIT_WAIT_MS = 10_000;
+
 /** One in-flight archive download, shared by every client that wants it. */
 export class Download {
   /** Bytes received from the upstream (and hashed) so far. */
@@ -267,7 +270,17 @@ export class Download {
       await file.tryLock(false).catch(() => false);
       return file;
     } catch (e) {
-      // Committed between our check and the open.
+      // Committed between our check and the open. The state says "verified"
+      // until the commit returns, but the rename may already have moved the
+      // temp file: wait for the commit (bounded), then read the stored copy.
+      if (e instanceof Deno.errors.NotFound && this.state === "verified") {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          this.done.catch(() => {}),
+          new Promise<void>((r) => (timer = setTimeout(r, COMMIT_WAIT_MS))),
+        ]);
+        clearTimeout(timer);
+      }
       if (e instanceof Deno.errors.NotFound && this.state === "stored") {
         const object = await this.packages.storage.open(this.key);
         if (object) {
