@@ -16,10 +16,12 @@
  * checks, archives. Only the `terraform init` wall time is measured.
  *
  *   deno run -P=bench bench/cold_init.ts [--smoke] [--rounds N] [--providers 3,10]
- *       [--latency MS] [--root DIR] [--before DIR] [--json FILE] [--trace]
+ *       [--latency MS] [--root DIR] [--before DIR] [--warm-process] [--json FILE] [--trace]
  *
  * `--root` runs another checkout's main.ts; `--before DIR` also measures the
  * checkout in DIR (the code before a change) in the same interleaved rounds;
+ * `--warm-process` keeps one warmed-up Repoxy per checkout and gives each
+ * init providers never asked for (a running mirror, cold for them);
  * `--trace` starts Repoxy with REPOXY_TRACE=1 and prints the per-request
  * breakdown it logs (upstream request, headers, body, signature, fsync).
  * `runColdInit` is what bench/run.ts calls for its "cold init" rows.
@@ -60,6 +62,12 @@ export interface ColdInitOptions {
   root?: string;
   /** Another checkout measured in the same rounds (before/after a change). */
   before?: string;
+  /**
+   * One Repoxy process per checkout for the whole run (warmed up first),
+   * each init asking for providers it never saw: a running mirror's cold
+   * cache. Default: a fresh process per init.
+   */
+  warmProcess?: boolean;
   /** Start Repoxy with REPOXY_TRACE=1 and collect its trace lines. */
   trace?: boolean;
   log?: (s: string) => void;
@@ -93,9 +101,9 @@ export async function runColdInit(opts: ColdInitOptions): Promise<ColdInitResult
     const tls = await makeTestTls(join(work, "tls"));
     const platform = hostPlatform();
     const maxN = Math.max(...opts.providers);
+    // The upstream looks providers up in this array per request: more can be added while it runs.
     const providers: UpstreamProvider[] = [];
-    for (let i = 0; i < maxN; i++) {
-      const type = `p${i}`;
+    const addProvider = async (type: string) => {
       const path = join(work, `${type}.zip`);
       const bytes = await makeProviderZip(type, "1.0.0", platform);
       await Deno.writeFile(path, bytes);
@@ -109,7 +117,16 @@ export async function runColdInit(opts: ColdInitOptions): Promise<ColdInitResult
           return { os, arch, path, sha256, size: bytes.length };
         });
       providers.push({ namespace: NS, type, versions: [{ version: "1.0.0", archives }] });
-    }
+      return type;
+    };
+    /** `n` providers no init has asked for yet (a warm process, a cold cache for them). */
+    let fresh = 0;
+    const freshTypes = async (n: number) => {
+      const out: string[] = [];
+      for (let i = 0; i < n; i++) out.push(await addProvider(`f${fresh++}`));
+      return out;
+    };
+    for (let i = 0; i < maxN; i++) await addProvider(`p${i}`);
     await using upstream = await startBenchUpstream({
       providers,
       bandwidth: 0,
@@ -127,47 +144,88 @@ export async function runColdInit(opts: ColdInitOptions): Promise<ColdInitResult
     const variants: ColdVariant[] = ["direct", "mirror", "registry"];
     if (opts.before) variants.push("mirror@before", "registry@before");
     let seq = 0;
-    for (let round = 0; round < opts.rounds; round++) {
-      for (const n of opts.providers) {
-        const types = providers.slice(0, n).map((p) => p.type);
-        const times = result.times[n] ??= {};
-        const counts = result.upstreamRequests[n] ??= {};
-        // Rotate the order so no variant always runs first (or last).
-        const order = variants.map((_, j) => variants[(j + round + n) % variants.length]!);
-        for (const variant of order) {
-          const dir = join(work, `run${seq++}`);
-          await Deno.mkdir(join(dir, "home"), { recursive: true });
-          const before = { ...upstream.stats };
-          let secs: number;
-          if (variant === "direct") {
-            const cli = `host "${HOST}" {\n  services = {\n` +
-              `    "providers.v1" = "${upstream.url}/v1/providers/"\n  }\n}\n`;
-            secs = await init(terraform, dir, cli, types);
-          } else {
-            const from = variant.endsWith("@before") ? resolve(opts.before!) : root;
-            await using repoxy = await startRepoxy(from, dir, upstream.url, tls, !!opts.trace);
-            const cli = variant.startsWith("mirror")
-              ? `provider_installation {\n  network_mirror {\n    url = "${repoxy.url}"\n  }\n}\n`
-              : `host "${HOST}" {\n  services = {\n` +
-                `    "providers.v1" = "${repoxy.url}v1/providers/${HOST}/"\n  }\n}\n`;
-            secs = await init(terraform, dir, cli, types, tls.caCertPath);
-            if (opts.trace) {
-              await repoxy.stop();
-              result.trace.push(
-                `# ${variant}, ${n} providers, round ${round + 1}: ${(secs * 1000).toFixed(0)} ms`,
-                ...repoxy.stderr.filter((l) => / INFO (trace|request|archive cached) /.test(l)),
-              );
-            }
-          }
-          (times[variant] ??= []).push(secs);
-          const delta: Record<string, number> = {};
-          for (const [k, v] of Object.entries(upstream.stats)) {
-            if (v - (before[k] ?? 0) > 0) delta[k] = v - (before[k] ?? 0);
-          }
-          counts[variant] = delta;
-          log(`round ${round + 1}, ${n} providers, ${variant}: ${(secs * 1000).toFixed(0)} ms`);
+    // --warm-process: one Repoxy per checkout for the whole run, warmed up
+    // (JIT, TLS, discovery, first signature check) by an untimed init of
+    // other providers; each measured init then asks for providers it has
+    // never seen, so its cache is cold for them.
+    const kept = new Map<string, Awaited<ReturnType<typeof startRepoxy>>>();
+    const cliFor = (variant: ColdVariant, url: string) =>
+      variant.startsWith("mirror")
+        ? `provider_installation {\n  network_mirror {\n    url = "${url}"\n  }\n}\n`
+        : `host "${HOST}" {\n  services = {\n` +
+          `    "providers.v1" = "${url}v1/providers/${HOST}/"\n  }\n}\n`;
+    if (opts.warmProcess) {
+      for (const from of [root, ...(opts.before ? [resolve(opts.before)] : [])]) {
+        const dir = join(work, `kept${kept.size}`);
+        await Deno.mkdir(join(dir, "home"), { recursive: true });
+        const repoxy = await startRepoxy(from, dir, upstream.url, tls, false);
+        kept.set(from, repoxy);
+        for (const v of ["mirror", "registry"] as const) {
+          const wdir = join(work, `warm${seq++}`);
+          await Deno.mkdir(join(wdir, "home"), { recursive: true });
+          await init(terraform, wdir, cliFor(v, repoxy.url), await freshTypes(3), tls.caCertPath);
         }
       }
+    }
+    try {
+      for (let round = 0; round < opts.rounds; round++) {
+        for (const n of opts.providers) {
+          const types = providers.slice(0, n).map((p) => p.type);
+          const times = result.times[n] ??= {};
+          const counts = result.upstreamRequests[n] ??= {};
+          // Rotate the order so no variant always runs first (or last).
+          const order = variants.map((_, j) => variants[(j + round + n) % variants.length]!);
+          for (const variant of order) {
+            const dir = join(work, `run${seq++}`);
+            await Deno.mkdir(join(dir, "home"), { recursive: true });
+            const before = { ...upstream.stats };
+            let secs: number;
+            if (variant === "direct") {
+              const cli = `host "${HOST}" {\n  services = {\n` +
+                `    "providers.v1" = "${upstream.url}/v1/providers/"\n  }\n}\n`;
+              secs = await init(terraform, dir, cli, types);
+            } else {
+              const from = variant.endsWith("@before") ? resolve(opts.before!) : root;
+              const warm = kept.get(from);
+              if (warm) {
+                const cli = cliFor(variant, warm.url);
+                try {
+                secs = await init(terraform, dir, cli, await freshTypes(n), tls.caCertPath);
+              } catch (e) {
+                throw new Error(`${(e as Error).message}\nRepoxy:\n${warm.stderr.slice(-40).join("\n")}`);
+              }
+              } else {
+                await using repoxy = await startRepoxy(from, dir, upstream.url, tls, !!opts.trace);
+                secs = await init(
+                  terraform,
+                  dir,
+                  cliFor(variant, repoxy.url),
+                  types,
+                  tls.caCertPath,
+                );
+                if (opts.trace) {
+                  await repoxy.stop();
+                  result.trace.push(
+                    `# ${variant}, ${n} providers, round ${round + 1}: ${
+                      (secs * 1000).toFixed(0)
+                    } ms`,
+                    ...repoxy.stderr.filter((l) => / INFO (trace|request|archive cached) /.test(l)),
+                  );
+                }
+              }
+            }
+            (times[variant] ??= []).push(secs);
+            const delta: Record<string, number> = {};
+            for (const [k, v] of Object.entries(upstream.stats)) {
+              if (v - (before[k] ?? 0) > 0) delta[k] = v - (before[k] ?? 0);
+            }
+            counts[variant] = delta;
+            log(`round ${round + 1}, ${n} providers, ${variant}: ${(secs * 1000).toFixed(0)} ms`);
+          }
+        }
+      }
+    } finally {
+      for (const r of kept.values()) await r[Symbol.asyncDispose]();
     }
     return result;
   } finally {
@@ -329,6 +387,7 @@ if (import.meta.main) {
       before: { type: "string" },
       json: { type: "string" },
       trace: { type: "boolean" },
+      "warm-process": { type: "boolean" },
     },
   });
   const base = COLD_PROFILES[values.smoke ? "smoke" : "full"];
@@ -339,6 +398,7 @@ if (import.meta.main) {
     ...(values.root ? { root: values.root } : {}),
     ...(values.before ? { before: values.before } : {}),
     trace: !!values.trace,
+    warmProcess: !!values["warm-process"],
     // deno-lint-ignore no-console
     log: (s) => console.error(`cold_init: ${s}`),
   });
