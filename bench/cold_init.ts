@@ -190,10 +190,12 @@ export async function runColdInit(opts: ColdInitOptions): Promise<ColdInitResult
               if (warm) {
                 const cli = cliFor(variant, warm.url);
                 try {
-                secs = await init(terraform, dir, cli, await freshTypes(n), tls.caCertPath);
-              } catch (e) {
-                throw new Error(`${(e as Error).message}\nRepoxy:\n${warm.stderr.slice(-40).join("\n")}`);
-              }
+                  secs = await init(terraform, dir, cli, await freshTypes(n), tls.caCertPath);
+                } catch (e) {
+                  throw new Error(
+                    `${(e as Error).message}\nRepoxy:\n${warm.stderr.slice(-40).join("\n")}`,
+                  );
+                }
               } else {
                 await using repoxy = await startRepoxy(from, dir, upstream.url, tls, !!opts.trace);
                 secs = await init(
