@@ -29,6 +29,7 @@ import { dirname, fromFileUrl, join, resolve } from "../lib/deps/path.ts";
 import { makeProviderZip } from "../tests/_zip.ts";
 import { makeTestTls } from "../tests/_tls.ts";
 import { startNginx } from "./nginx.ts";
+import { COLD_PROFILES, type ColdInitResult, coldInitTableRows, runColdInit } from "./cold_init.ts";
 import {
   type Child,
   cpuSeconds,
@@ -830,6 +831,14 @@ export async function main(argv: string[]): Promise<number> {
       met: "-",
     });
 
+    // --- cold terraform init vs direct (issue 12 point 3; bench/cold_init.ts) ----
+    let coldInit: ColdInitResult | undefined;
+    if (terraform) {
+      await phase("cold terraform init vs direct (fresh Repoxy and cache per init)");
+      coldInit = await runColdInit({ ...COLD_PROFILES[profile.name], log: note });
+      if (coldInit) rows.push(...coldInitTableRows(coldInit));
+    }
+
     const table = [
       "| Measure | Repoxy | nginx / direct | Ratio | Per-round range | Target | Met |",
       "|---|---:|---:|---:|---:|---|---|",
@@ -902,6 +911,7 @@ export async function main(argv: string[]): Promise<number> {
               nginxIdleRss,
               nginxRssWarm,
               tf,
+              coldInit,
             },
           },
           null,

@@ -183,6 +183,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   );
 
   const settle = async () => {
+    await source.settle?.();
     await metadata.settle();
     await upkeep.settle();
   };

@@ -57,6 +57,15 @@ Deno.test("bench/run.ts --smoke runs end to end and fills every row", async () =
   ) {
     assert(measures.includes(expected), `missing row "${expected}" in:\n${measures}`);
   }
+  // With terraform installed: cold init through both protocols vs direct (bench/cold_init.ts).
+  if (measures.includes("terraform init")) {
+    for (const mode of ["network mirror", "host block"]) {
+      assert(
+        measures.includes(`Cold terraform init, 2 providers, ${mode}`),
+        `missing cold init row (${mode}) in:\n${measures}`,
+      );
+    }
+  }
   for (const r of result.rows) {
     if (r.ratio !== "-") assert(/^[+-]?[\d.]+( ms)?$/.test(r.ratio), `${r.measure}: ${r.ratio}`);
   }

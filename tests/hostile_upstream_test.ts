@@ -347,6 +347,7 @@ Deno.test("an unknown version refreshes the list at most every 30 s, and an unch
   const versions = (r: { path: string }) => r.path.endsWith("/versions");
   const warm = await t.get(`/${H}/example/alpha/index.json`);
   await warm.body?.cancel();
+  await t.app.settle(); // the list's read-ahead stores the newest release's documents
   const generation = t.app.cache.refs.generation;
   for (let i = 0; i < 50; i++) {
     const res = await t.get(`/${H}/example/alpha/9.9.${i}.json`);

@@ -5,6 +5,7 @@
  * @module
  */
 import { dirname, join } from "../deps/path.ts";
+import { span } from "../base/trace.ts";
 
 let counter = 0;
 
@@ -44,13 +45,19 @@ export async function atomicWrite(
       using f = await Deno.open(tmp, { write: true, createNew: true });
       let off = 0;
       while (off < bytes.length) off += await f.write(bytes.subarray(off));
+      const synced = span("fsync", { bytes: bytes.length });
       await f.syncData();
+      synced();
     }
     await Deno.mkdir(dirname(path), { recursive: true });
+    const renamed = span("rename");
     await Deno.rename(tmp, path);
+    renamed();
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});
     throw e;
   }
+  const dirSynced = span("fsync dir");
   await syncDir(dirname(path));
+  dirSynced();
 }

@@ -23,6 +23,7 @@
  * @module
  */
 import { releaseChunk } from "../base/buffers.ts";
+import { span } from "../base/trace.ts";
 import { redactUrl } from "../base/redact.ts";
 import type { Logger } from "../base/log.ts";
 import { createHash } from "../deps/crypto.ts";
@@ -342,10 +343,12 @@ export class Downloads {
         throw new PassedThrough(d.passThrough ?? "not cached");
       }
       try {
+        const synced = span("archive fsync+commit", { bytes: d.written });
         await file.syncData();
         file.close();
         file = undefined;
         await this.packages.commit(p, version, pl, d.tmpPath, meta);
+        synced();
       } catch (e) {
         if (!isDiskTrouble(e)) throw e;
         // The bytes are verified and in the temp file: let the readers

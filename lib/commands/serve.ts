@@ -6,6 +6,7 @@
 import { type App, createApp, serveApp } from "../app.ts";
 import { CacheLayoutError } from "../cache/cache_dir.ts";
 import { createLogger } from "../base/log.ts";
+import { setTraceSink } from "../base/trace.ts";
 import { VERSION } from "../base/version.ts";
 import { type Config, ConfigError, loadConfig } from "../config/config.ts";
 import { type ConfigLocation, findConfigFile } from "../config/lookup.ts";
@@ -117,6 +118,11 @@ export async function serve(argv: string[]): Promise<number> {
     fail("cannot use the cache directory", { error: e.message });
     return 1;
   }
+  // Profiling aid (bench/cold_init.ts --trace): one "trace" line per timed span.
+  // A binary built with a narrower --allow-env cannot read it: no trace then.
+  if (readEnvOr("REPOXY_TRACE") === "1") {
+    setTraceSink((what, ms, fields) => app.log.info("trace", { what, ms, ...fields }));
+  }
   let server;
   try {
     server = serveApp(app);
@@ -211,5 +217,14 @@ function isLoopback(hostname: string): boolean {
     return isLoopbackHost(new URL(`http://${h.includes(":") ? `[${h}]` : h}/`));
   } catch {
     return false; // not a host name a URL can hold: warn
+  }
+}
+
+/** An environment variable, or undefined where it may not be read. */
+function readEnvOr(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
   }
 }

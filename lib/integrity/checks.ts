@@ -16,6 +16,7 @@
  * @module
  */
 import { parseSha256Sums } from "../protocol/sha256sums.ts";
+import { span } from "../base/trace.ts";
 import { SignatureError, type SignerIdentity, verifyDetachedSignature } from "./signature.ts";
 
 /** A trust rule did not hold. */
@@ -60,6 +61,7 @@ export function mayBeUnsigned(
 export async function checkSumsSignature(s: SignedSums): Promise<SignerIdentity | undefined> {
   if (mayBeUnsigned(s.hostname, s.offeredKeys, s.trustedKeys)) return undefined;
   if (!s.signature) throw new IntegrityError("the upstream names no signature for it");
+  const end = span("signature check", { bytes: s.sums.length });
   try {
     return await verifyDetachedSignature({
       data: s.sums,
@@ -70,6 +72,8 @@ export async function checkSumsSignature(s: SignedSums): Promise<SignerIdentity 
   } catch (e) {
     if (e instanceof SignatureError) throw new IntegrityError(e.message);
     throw e;
+  } finally {
+    end();
   }
 }
 

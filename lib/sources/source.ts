@@ -108,4 +108,6 @@ export interface ProviderSource {
    * `limits.metadataDocument`; passed through, never cached.
    */
   legacyLookup(hostname: string, type: string, signal?: AbortSignal): Promise<ModuleAnswer>;
+  /** Waits for background work it started (read-aheads), if any. */
+  settle?(): Promise<void>;
 }

@@ -15,6 +15,18 @@
  * every client waiting for it has given up; a module download answer is read up to
  * `limits.moduleAnswer` bytes (a module version list up to
  * `limits.metadataDocument`) and abandoned at the client's deadline.
+ *
+ * Read-ahead: a cold `terraform init` asks one question at a time, and each
+ * waits for an upstream round trip. What a client asks next is often
+ * certain, so the upstream work for it starts as soon as the question before
+ * is answered (see {@link READ_AHEAD_SLOTS}): a version list fetched from the
+ * upstream starts the newest release's SHA256SUMS (download document,
+ * signature check) — `{version}.json` and the registry's SHA256SUMS need it
+ * —, and a registry `download` document starts that archive's download into
+ * the cache, which Terraform fetches right after SHA256SUMS. The read-ahead
+ * goes through the same verified paths as a client's request (a client
+ * asking meanwhile joins it), and one that fails costs the client nothing:
+ * its own request does the work again.
  * @module
  */
 import type { Logger } from "../base/log.ts";
@@ -38,6 +50,7 @@ import type { DownloadValue, SumsValue, VersionsValue } from "../protocol/regist
 import type { Metadata } from "../upstream/metadata.ts";
 import { readCapped, upstreamUrl } from "../upstream/client.ts";
 import { givenUp, type Slots } from "../upstream/slots.ts";
+import { newestAllowed } from "../protocol/version_constraints.ts";
 import type {
   Answer,
   ArchiveFetch,
@@ -70,6 +83,13 @@ interface SharedWork<T> {
   abort: AbortController;
   waiters: number;
 }
+
+/**
+ * Read-aheads in flight at most (an archive's until its download ends); more
+ * are skipped, not queued, so a client listing many providers or asking for
+ * many download documents adds a bounded amount of upstream work.
+ */
+export const READ_AHEAD_SLOTS = 4;
 
 /** What the upstream source is built from. */
 export interface UpstreamSourceDeps {
@@ -108,6 +128,8 @@ export class UpstreamSource implements ProviderSource {
   readonly #legacyMissing: NegativeCache;
   /** Legacy lookups in flight: concurrent identical ones share one upstream request. */
   readonly #legacyFlights = new Map<string, Promise<ModuleAnswer>>();
+  /** Read-aheads in flight (see the module doc). */
+  readonly #ahead = new Set<Promise<void>>();
 
   constructor(readonly deps: UpstreamSourceDeps) {
     // Shared with Metadata's search for a version's SHA256SUMS.
@@ -118,6 +140,7 @@ export class UpstreamSource implements ProviderSource {
 
   async versionList(p: ProviderRef): Promise<Answer<VersionList>> {
     const got = await this.deps.metadata.versions(p);
+    this.#readAheadNewest(p, got);
     let list = this.#lists.get(got.value);
     if (!list) {
       list = { versions: got.value.versions.map((v) => v.version) };
@@ -128,6 +151,7 @@ export class UpstreamSource implements ProviderSource {
 
   async versionsDocument(p: ProviderRef): Promise<Answer<string>> {
     const got = await this.deps.metadata.versions(p);
+    this.#readAheadNewest(p, got);
     return { value: got.value.raw, status: got.status, keepUntil: this.#freshUntil(got.fetchedAt) };
   }
 
@@ -304,6 +328,17 @@ export class UpstreamSource implements ProviderSource {
     signal?: AbortSignal,
   ): Promise<Answer<DownloadValue>> {
     const got = await this.deps.metadata.listedDownload(p, version, pl, signal);
+    // Terraform asks for SHA256SUMS, its signature, then this archive.
+    this.#readAhead(async () => {
+      await this.checksums(p, version);
+      if (await this.deps.packages.meta(p, version, pl)) return;
+      if (this.deps.downloads.inflight(p, version, pl)) return;
+      // A failed disk would make it a pass-through nobody reads.
+      if (!this.deps.downloads.opts.health.ok) return;
+      // Holds its slot to the end: a client cannot make many run at once
+      // by asking for documents alone.
+      await (await this.#startDownload(p, version, pl)).done;
+    });
     return { value: got.value, status: got.status, keepUntil: Infinity };
   }
 
@@ -324,20 +359,56 @@ export class UpstreamSource implements ProviderSource {
   }
 
   async fetchArchive(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveFetch> {
-    const { metadata, downloads } = this.deps;
-    const joined = downloads.inflight(p, version, pl);
+    const joined = this.deps.downloads.inflight(p, version, pl);
     if (joined) return await archiveFetchOf(joined);
+    return await archiveFetchOf(await this.#startDownload(p, version, pl));
+  }
+
+  /** Starts (or joins) an archive's verified download into the cache. */
+  async #startDownload(p: ProviderRef, version: string, pl: PlatformRef): Promise<Download> {
+    const { metadata, downloads } = this.deps;
     // A platform the version does not list fails here, without an upstream request.
     const dl = await metadata.verifiedDownload(p, version, pl);
     const client = metadata.client(p.hostname);
     const url = upstreamUrl(dl.value.doc.download_url, dl.value.url, p.hostname, "download_url");
     // A cache that cannot be written does not fail the download: it turns
     // into a verified pass-through (Downloads, with its DiskHealth).
-    return await archiveFetchOf(downloads.start(p, version, pl, {
+    return downloads.start(p, version, pl, {
       open: (signal) => client.get(url, { signal, accept: "application/zip, */*" }),
       expectedSha256: dl.value.doc.shasum,
       signal: this.deps.shutdown,
-    }));
+    });
+  }
+
+  /**
+   * After a version list came from the upstream: the newest release's
+   * archives and SHA256SUMS (what Terraform installs unless told otherwise).
+   * A list served from the cache starts nothing: its read-ahead ran when it
+   * was fetched.
+   */
+  #readAheadNewest(p: ProviderRef, got: { value: VersionsValue; status: CacheStatus }): void {
+    if (got.status !== "miss") return;
+    const newest = newestAllowed([], got.value.versions.map((v) => v.version));
+    if (newest === undefined) return;
+    this.#readAhead(async () => {
+      await this.versionArchives(p, newest);
+    });
+  }
+
+  /**
+   * Runs `work` in the background when a read-ahead slot is free. Errors are
+   * dropped: the client's own request does the work again and reports them.
+   */
+  #readAhead(work: () => Promise<void>): void {
+    if (this.#ahead.size >= READ_AHEAD_SLOTS || this.deps.shutdown.aborted) return;
+    const run = work().catch(() => {});
+    this.#ahead.add(run);
+    run.finally(() => this.#ahead.delete(run));
+  }
+
+  /** Waits for the read-aheads in flight (shutdown, tests). */
+  async settle(): Promise<void> {
+    while (this.#ahead.size > 0) await Promise.allSettled([...this.#ahead]);
   }
 
   /**

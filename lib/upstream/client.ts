@@ -10,6 +10,7 @@
  * @module
  */
 import type { Config, UpstreamConfig } from "../config/config.ts";
+import { span } from "../base/trace.ts";
 import {
   NotFoundError,
   UpstreamAuthError,
@@ -336,7 +337,9 @@ export class UpstreamClient {
       }
       const started = performance.now();
       const took = () => Math.round((performance.now() - started) * 1000) / 1000;
-      const { client, owned } = this.#connections.clientFor(route, current);
+      const lease = this.#connections.clientFor(route, current);
+      const { client } = lease;
+      const traceHeaders = span("upstream headers", { path: current.pathname, via: route.via });
       try {
         res = await this.deps.fetch(current, {
           headers,
@@ -361,8 +364,9 @@ export class UpstreamClient {
         err.transient = true;
         throw err;
       } finally {
-        if (owned) client?.close();
+        lease.done();
       }
+      traceHeaders({ status: res.status });
       const credentials = this.#credentialsProblem(res.status, current);
       this.deps.onRequest?.({
         hostname: this.hostname,
@@ -532,6 +536,7 @@ export class UpstreamClient {
     const signal = AbortSignal.any(signals);
     const max = opts.maxBytes ?? DEFAULT_MAX_DOCUMENT_BYTES;
     const { accept, auth } = opts;
+    const traceDocument = span("upstream document", { path: url.pathname });
     const { res, url: finalUrl } = await this.get(url, {
       ...(accept !== undefined ? { accept } : {}),
       ...(auth !== undefined ? { auth } : {}),
@@ -576,6 +581,7 @@ export class UpstreamClient {
     }
     try {
       const body = await readCapped(res.body, max, () => tooBig("more than the limit"));
+      traceDocument({ bytes: body.length });
       return { body, url: finalUrl.href, validators: validatorsOf(res) };
     } catch (e) {
       if (e instanceof UpstreamError) throw e;
