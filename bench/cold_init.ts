@@ -318,6 +318,8 @@ export interface ColdRow {
   repoxy: string;
   baseline: string;
   ratio: string;
+  /** Per-round ratios, min–max. */
+  range: string;
   target: string;
   met: "yes" | "NO";
 }
@@ -344,6 +346,12 @@ export function coldInitTableRows(r: ColdInitResult): ColdRow[] {
         repoxy: ms(xs),
         baseline: ms(direct),
         ratio: ratio.toFixed(2),
+        range: xs.length === direct.length && xs.length > 1
+          ? (() => {
+            const per = xs.map((x, i) => x / direct[i]!);
+            return `${Math.min(...per).toFixed(2)}–${Math.max(...per).toFixed(2)}`;
+          })()
+          : "-",
         target: "≤ 1.0",
         met: ratio <= 1 ? "yes" : "NO",
       });
