@@ -10,7 +10,7 @@
  * --connections C (default 32), --threads T (default 2), --versions N
  * (versions in index.json, default 300), --cpu-prof DIR (V8 CPU profile of
  * the plain-HTTP Repoxy, written when it stops), --only http|tls, --json FILE,
- * --repo DIR (run the Repoxy of another checkout, e.g. the commit before a
+ * --nginx-workers N (default "auto", as Debian ships it), --repo DIR (run the Repoxy of another checkout, e.g. the commit before a
  * change), --keep. Each cell also gives the CPU time per request of each
  * server (from /proc): steadier than req/s on a loaded machine.
  * @module
@@ -83,6 +83,7 @@ export async function main(argv: string[]): Promise<number> {
       json: { type: "string" },
       keep: { type: "boolean" },
       repo: { type: "string" },
+      "nginx-workers": { type: "string" },
     },
   });
   const rounds = Number(args.values.rounds);
