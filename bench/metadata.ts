@@ -21,7 +21,16 @@ import { dirname, fromFileUrl, join, resolve } from "../lib/deps/path.ts";
 import { makeProviderZip } from "../tests/_zip.ts";
 import { makeTestTls } from "../tests/_tls.ts";
 import { startNginx } from "./nginx.ts";
-import { type Child, freePort, median, run, spawnLogged, waitForHttp, wrkRate } from "./tools.ts";
+import {
+  type Child,
+  ensurePrograms,
+  freePort,
+  median,
+  run,
+  spawnLogged,
+  waitForHttp,
+  wrkRate,
+} from "./tools.ts";
 import { startBenchUpstream, type UpstreamArchive } from "./upstream.ts";
 
 const REPO = resolve(dirname(fromFileUrl(import.meta.url)), "..");
@@ -84,8 +93,24 @@ export async function main(argv: string[]): Promise<number> {
       keep: { type: "boolean" },
       repo: { type: "string" },
       "nginx-workers": { type: "string" },
+      smoke: { type: "boolean" },
     },
   });
+  if (args.values.smoke) {
+    // The test suite's run: every step once, as briefly as wrk allows.
+    Object.assign(args.values, {
+      rounds: "1",
+      seconds: "1",
+      connections: "4",
+      versions: "20",
+      only: args.values.only ?? "http",
+    });
+  }
+  const missing = await ensurePrograms({ nginx: "nginx", wrk: "wrk", curl: "curl" }, note);
+  if (missing.length > 0) {
+    out(`SKIP bench: ${missing.join(", ")} not installed and cannot be installed here`);
+    return 0;
+  }
   const rounds = Number(args.values.rounds);
   const wrkOpts = {
     seconds: Number(args.values.seconds),
@@ -147,7 +172,8 @@ export async function main(argv: string[]): Promise<number> {
     const only = args.values.only;
     const kinds = (["http", "tls"] as const).filter((k) => !only || only === k);
     const rUrls: Record<string, string> = {};
-    for (const k of kinds) rUrls[k] = await start(k);
+    const started = await Promise.all(kinds.map(start));
+    kinds.forEach((k, i) => rUrls[k] = started[i]!);
 
     const files = ["index.json", `${latest}.json`];
     const path = (f: string) => `${HOST}/${NS}/meta/${f}`;
@@ -210,7 +236,7 @@ export async function main(argv: string[]): Promise<number> {
     };
     const cells: Record<string, Cell> = {};
     // JIT warm-up of every path before anything counts.
-    for (const k of kinds) {
+    for (const k of args.values.smoke ? [] : kinds) {
       for (const f of files) {
         await wrkRate(`${rUrls[k]}/${path(f)}`, { ...wrkOpts, seconds: 1 });
       }
