@@ -257,8 +257,10 @@ export async function wrkRate(
   }
   return {
     rps,
-    p50: /50%\s+(\S+)/.exec(r.stdout)?.[1] ?? "?",
-    p99: /99%\s+(\S+)/.exec(r.stdout)?.[1] ?? "?",
+    // Anchored on the "Latency Distribution" lines: "89.99%" in the thread
+    // stats above must not match.
+    p50: /^\s+50%\s+(\S+)/m.exec(r.stdout)?.[1] ?? "?",
+    p99: /^\s+99%\s+(\S+)/m.exec(r.stdout)?.[1] ?? "?",
   };
 }
 
