@@ -76,6 +76,48 @@ Deno.test("a kept answer: headers, 304, HEAD, access log bytes and metrics stay 
   }
 });
 
+Deno.test("a kept answer to a token: private, Vary, its client in the log line, bytes exact", async () => {
+  const token = "hit-token-0123456789abcdef";
+  await using f = await mirrorFixture({
+    providers: TWO_PROVIDERS,
+    config: { auth: { tokens: [{ name: "ci", token }] } },
+  });
+  const auth = { authorization: `Bearer ${token}` };
+  const first = await f.get(INDEX, { headers: auth });
+  assertEquals(first.status, 200);
+  const text = await first.text();
+  const bytes = new TextEncoder().encode(text).length;
+  const mark = f.log.records.length;
+  const upstream = f.upstream.length;
+  const kept = await f.get(INDEX, { headers: auth });
+  assertEquals(await kept.text(), text);
+  assertEquals(kept.headers.get("x-repoxy-cache"), "hit");
+  assert(/^private, max-age=\d+$/.test(kept.headers.get("cache-control")!));
+  assertEquals(kept.headers.get("vary"), "Authorization");
+  const head = await f.get(INDEX, { method: "HEAD", headers: auth });
+  assertEquals(head.status, 200);
+  await head.body?.cancel();
+  // Without the token: refused, never the kept answer.
+  const anon = await f.get(INDEX);
+  assertEquals(anon.status, 401);
+  const anonBytes = new TextEncoder().encode(await anon.text()).length;
+  assertEquals(f.upstream.length, upstream);
+  assertEquals(
+    f.log.records.slice(mark).filter((r) => r.msg === "request").map((r) => [
+      r.method,
+      r.status,
+      r.bytes,
+      r.cache,
+      r.client,
+    ]),
+    [
+      ["GET", 200, bytes, "hit", "ci"],
+      ["HEAD", 200, 0, "hit", "ci"],
+      ["GET", 401, anonBytes, "-", undefined],
+    ],
+  );
+});
+
 Deno.test("metrics: a series found by label values is the one rendered, whatever the value's type", () => {
   const r = new Registry();
   const c = r.register(new Counter("c_total", "C", ["route", "status"]));
