@@ -13,8 +13,6 @@ export interface NginxOptions {
   /** Working directory for its config, pid, logs and temp paths. */
   dir: string;
   port: number;
-  /** Also listens here without TLS (the metadata bench's plain-HTTP rows). */
-  plainPort?: number;
   certPath: string;
   keyPath: string;
   /** Served for `*.zip` (Repoxy's `packages/`). */
@@ -49,9 +47,7 @@ http {
   uwsgi_temp_path ${join(d, "uwsgi")};
   scgi_temp_path ${join(d, "scgi")};
   server {
-    listen 127.0.0.1:${o.port} ssl http2;${
-    o.plainPort === undefined ? "" : `\n    listen 127.0.0.1:${o.plainPort};`
-  }
+    listen 127.0.0.1:${o.port} ssl http2;
     ssl_certificate ${o.certPath};
     ssl_certificate_key ${o.keyPath};
     ssl_protocols TLSv1.2 TLSv1.3;
