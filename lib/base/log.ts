@@ -22,7 +22,9 @@ export interface Logger {
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
 function textValue(v: string | number | boolean): string {
-  const s = String(v);
+  // A number or boolean always prints as plain characters: no pattern test.
+  if (typeof v !== "string") return String(v);
+  const s = v;
   return /^[\w.:/@+-]*$/.test(s) && s !== "" ? s : JSON.stringify(s);
 }
 
@@ -36,11 +38,12 @@ export function createLogger(
   format: "text" | "json" = "text",
   sink: (line: string) => void = defaultSink,
   minLevel: LogLevel = "info",
-  now: () => Date = () => new Date(),
+  now?: () => Date,
 ): Logger {
+  const stamp = now ? () => now().toISOString() : isoNow;
   const log = (level: LogLevel, msg: string, fields: LogFields = {}) => {
     if (LEVELS[level] < LEVELS[minLevel]) return;
-    const ts = now().toISOString();
+    const ts = stamp();
     if (format === "json") {
       const obj: Record<string, unknown> = { ts, level, msg };
       for (const [k, v] of Object.entries(fields)) if (v !== undefined) obj[k] = v;
@@ -59,6 +62,22 @@ export function createLogger(
     warn: (m, f) => log("warn", m, f),
     error: (m, f) => log("error", m, f),
   };
+}
+
+let lastMs = NaN;
+let lastIso = "";
+/**
+ * The current time as ISO 8601, formatted once per millisecond: under load
+ * many access log lines share a millisecond, and a Date plus its formatting
+ * per line was a measurable part of a cached metadata answer.
+ */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
 }
 
 const encoder = new TextEncoder();

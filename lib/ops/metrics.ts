@@ -63,6 +63,41 @@ function checkNames(name: string, labelNames: readonly string[]) {
   }
 }
 
+/**
+ * Series by label values, one Map level per label name in order: finding the
+ * series of a request is a few Map lookups with no string built (rendering
+ * the label key per observation was most of what metrics cost a cached
+ * metadata answer). Leaves are the very objects kept under the rendered key,
+ * so `200` and `"200"` (the same series once rendered) share one.
+ */
+class SeriesIndex<T> {
+  readonly #root = new Map<string | number, unknown>();
+  constructor(readonly names: readonly string[], readonly make: (labels: Labels) => T) {}
+
+  get(labels: Labels): T {
+    let m = this.#root;
+    const names = this.names;
+    if (names.length === 0) {
+      let s = m.get("") as T | undefined;
+      if (s === undefined) m.set("", s = this.make(labels));
+      return s;
+    }
+    const last = names.length - 1;
+    for (let i = 0; i < last; i++) {
+      const v = labels[names[i]!];
+      if (v === undefined) throw new TypeError(`Missing label "${names[i]}"`);
+      let next = m.get(v) as Map<string | number, unknown> | undefined;
+      if (next === undefined) m.set(v, next = new Map());
+      m = next;
+    }
+    const v = labels[names[last]!];
+    if (v === undefined) throw new TypeError(`Missing label "${names[last]}"`);
+    let s = m.get(v) as T | undefined;
+    if (s === undefined) m.set(v, s = this.make(labels));
+    return s;
+  }
+}
+
 function series(name: string, key: string): string {
   return key === "" ? name : `${name}{${key}}`;
 }
@@ -71,21 +106,25 @@ function series(name: string, key: string): string {
 export class Counter implements Metric {
   readonly type = "counter";
   readonly #values = new Map<string, { labels: Labels; value: number }>();
+  readonly #index: SeriesIndex<{ labels: Labels; value: number }>;
   constructor(
     readonly name: string,
     readonly help: string,
     readonly labelNames: readonly string[] = [],
   ) {
     checkNames(name, labelNames);
+    this.#index = new SeriesIndex(labelNames, (labels) => {
+      const k = labelKey(this.labelNames, labels);
+      let s = this.#values.get(k);
+      if (!s) this.#values.set(k, s = { labels: { ...labels }, value: 0 });
+      return s;
+    });
   }
 
   /** Adds `n` (default 1) to the series with these labels. */
   inc(labels: Labels = {}, n = 1): void {
     if (!(n >= 0)) throw new RangeError(`Counter "${this.name}" cannot decrease`);
-    const k = labelKey(this.labelNames, labels);
-    const s = this.#values.get(k);
-    if (s) s.value += n;
-    else this.#values.set(k, { labels: { ...labels }, value: n });
+    this.#index.get(labels).value += n;
   }
 
   /** The current value of one series (0 when never incremented). */
@@ -150,6 +189,7 @@ export class Histogram implements Metric {
   readonly type = "histogram";
   readonly buckets: readonly number[];
   readonly #values = new Map<string, HistogramSeries>();
+  readonly #index: SeriesIndex<HistogramSeries>;
   constructor(
     readonly name: string,
     readonly help: string,
@@ -157,6 +197,15 @@ export class Histogram implements Metric {
     readonly labelNames: readonly string[] = [],
   ) {
     checkNames(name, labelNames);
+    this.#index = new SeriesIndex(labelNames, (labels) => {
+      const k = labelKey(this.labelNames, labels);
+      let s = this.#values.get(k);
+      if (!s) {
+        s = { counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 };
+        this.#values.set(k, s);
+      }
+      return s;
+    });
     const sorted = [...buckets].sort((a, b) => a - b);
     if (sorted.length === 0 || sorted.some((b, i) => i > 0 && b === sorted[i - 1])) {
       throw new TypeError(`Histogram "${name}" needs distinct buckets`);
@@ -166,15 +215,12 @@ export class Histogram implements Metric {
 
   /** Records one observation. */
   observe(labels: Labels, v: number): void {
-    const k = labelKey(this.labelNames, labels);
-    let s = this.#values.get(k);
-    if (!s) {
-      s = { counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 };
-      this.#values.set(k, s);
-    }
+    const s = this.#index.get(labels);
     // Stored per bucket (not cumulative) so observe is one increment.
-    const i = this.buckets.findIndex((b) => v <= b);
-    if (i >= 0) s.counts[i]!++;
+    const buckets = this.buckets;
+    let i = 0;
+    while (i < buckets.length && !(v <= buckets[i]!)) i++;
+    if (i < buckets.length) s.counts[i]!++;
     s.sum += v;
     s.count++;
   }

@@ -71,8 +71,9 @@ function accessLog(log: Logger, req: Request, ctx: RequestContext, end: BodyEnd)
     bytes: end.bytes,
     ms: Math.round((performance.now() - ctx.started) * 10) / 10,
     cache: ctx.cache ?? "-",
-    ...(ctx.client ? { client: ctx.client } : {}),
-    ...(end.note ? { note: end.note } : {}),
+    // Absent fields are left out of the line by the logger: no spread per request.
+    client: ctx.client || undefined,
+    note: end.note || undefined,
   });
 }
 
@@ -106,7 +107,9 @@ export function keptAnswer(req: Request, ctx: RequestContext, s: Services): Resp
     ctx.client = client;
     res = keepPrivate(res);
   }
-  record(s, req, ctx, res);
+  // Its body size is known: reading it back from res.headers would build the
+  // Headers object Deno otherwise skips.
+  record(s, req, ctx, res, req.method === "HEAD" || res.status !== 200 ? 0 : kept.length);
   return res;
 }
 
@@ -120,11 +123,13 @@ function record(
   req: Request,
   ctx: RequestContext,
   res: Response,
+  bodyBytes?: number,
 ): void {
   const seconds = (performance.now() - ctx.started) / 1000;
   s.telemetry.onRequest(ctx.route, res.status, seconds, ctx.cache);
   if (!ctx.reported) {
-    const bytes = req.method === "HEAD" ? 0 : Number(res.headers.get("content-length") ?? 0);
+    const bytes = bodyBytes ??
+      (req.method === "HEAD" ? 0 : Number(res.headers.get("content-length") ?? 0));
     ctx.done({ status: res.status, bytes });
   }
 }
