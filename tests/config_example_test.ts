@@ -26,7 +26,7 @@ Deno.test("config.example.json is valid and shows every key", async () => {
   assertEquals(c.limits.archiveBytes, 2 * 2 ** 30);
   // Every documented key appears in the example and in the README table.
   const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
-  const keys = ["listen", "tls.cert", "tls.key", "publicUrl", "cacheDir", "upstreams"]
+  const keys = ["listen", "tls.cert", "tls.key", "tls.http2", "publicUrl", "cacheDir", "upstreams"]
     .concat(["upstreams.<host>.url", "upstreams.<host>.token", "upstreams.<host>.trustedKeys"])
     .concat([
       "defaultUpstream",
