@@ -14,6 +14,8 @@ import { type Config, ConfigError, type ConfigOverrides, loadConfig } from "../c
 import { findConfigFile } from "../config/lookup.ts";
 import { parseArgs } from "../deps/cli.ts";
 import { createLogger, type Logger } from "../base/log.ts";
+import { type PlatformRef, platformString } from "../protocol/names.ts";
+import { currentPlatform, parsePlatform } from "../protocol/provider_address.ts";
 
 /** Exit code: everything worked. */
 export const EXIT_OK = 0;
@@ -163,6 +165,19 @@ export function flagStrings(p: ParsedArgs, name: string): string[] {
   const v = p.values[name];
   if (Array.isArray(v)) return v.filter((x): x is string => typeof x === "string");
   return typeof v === "string" ? [v] : [];
+}
+
+/**
+ * The platforms `--platform` names: repeatable, each may list several
+ * (`-p linux_amd64,darwin_arm64`), duplicates dropped; this machine's when
+ * none is given.
+ * @throws {ArgumentError} for a name that is not `os_arch`
+ */
+export function platformsFlag(p: ParsedArgs): PlatformRef[] {
+  const names = flagStrings(p, "platform").flatMap((v) => v.split(","))
+    .map((v) => v.trim()).filter((v) => v !== "");
+  const platforms = names.length > 0 ? names.map(parsePlatform) : [currentPlatform()];
+  return [...new Map(platforms.map((pl) => [platformString(pl), pl])).values()];
 }
 
 /** A boolean flag. */

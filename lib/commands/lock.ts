@@ -28,11 +28,12 @@ import {
   EXIT_OK,
   EXIT_USAGE,
   flagString,
-  flagStrings,
   mapPool,
+  platformsFlag,
   Progress,
 } from "./cli.ts";
 import { dirname, join } from "../deps/path.ts";
+import { Slots } from "../upstream/slots.ts";
 import { formatSize } from "../base/size.ts";
 import { formatLockFile, type LockEntry, LockFileError } from "../protocol/lockfile.ts";
 import {
@@ -43,7 +44,7 @@ import {
   type ProviderRef,
   providerString,
 } from "../protocol/names.ts";
-import { ArgumentError, currentPlatform, parsePlatform } from "../protocol/provider_address.ts";
+import { ArgumentError } from "../protocol/provider_address.ts";
 import { parseSha256Sums } from "../protocol/sha256sums.ts";
 import { TfConfigError } from "../protocol/tf_config.ts";
 import {
@@ -97,7 +98,7 @@ export async function lockProviders(app: App, opts: LockOptions): Promise<LockRe
 
   // Providers are worked on side by side (their metadata is small); archive
   // fetches share one bound, `concurrency`, whichever provider they are for.
-  const archiveSlot = limiter(opts.concurrency);
+  const archiveSlots = new Slots(opts.concurrency);
   await mapPool(opts.requests, 4, async (r) => {
     if (r.keep && r.lockedVersion !== undefined) {
       const kept: LockEntry = {
@@ -167,9 +168,12 @@ export async function lockProviders(app: App, opts: LockOptions): Promise<LockRe
               `(it lists ${offered})`,
           );
         }
-        h1s.push(
-          await archiveSlot(() => platformH1(app, r.provider, version!, pl, digest, report)),
-        );
+        await archiveSlots.take();
+        try {
+          h1s.push(await platformH1(app, r.provider, version!, pl, digest, report));
+        } finally {
+          archiveSlots.give();
+        }
       } catch (e) {
         ok = false;
         fail(`${version} ${platformString(pl)}: ${(e as Error).message}`);
@@ -239,24 +243,6 @@ async function cachedH1s(
     if (h1) out.push(h1);
   }
   return out;
-}
-
-/** Runs at most `n` of the functions given to it at once. */
-function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
-  let active = 0;
-  const waiting: Array<() => void> = [];
-  return async (fn) => {
-    if (active >= n) await new Promise<void>((resolve) => waiting.push(resolve));
-    else active++;
-    try {
-      return await fn();
-    } finally {
-      // Hand the slot straight to the next in line, or free it.
-      const next = waiting.shift();
-      if (next) next();
-      else active--;
-    }
-  };
 }
 
 /**
@@ -376,12 +362,7 @@ export const lockCommand: Command = defineCommand({
     let platforms: PlatformRef[];
     let reqs: DirRequirements;
     try {
-      // Repeatable, and each may list several: -p linux_amd64,darwin_arm64.
-      const names = flagStrings(parsed, "platform").flatMap((v) => v.split(",")).map((v) =>
-        v.trim()
-      ).filter((v) => v !== "");
-      platforms = names.length > 0 ? names.map(parsePlatform) : [currentPlatform()];
-      platforms = [...new Map(platforms.map((pl) => [platformString(pl), pl])).values()];
+      platforms = platformsFlag(parsed);
       reqs = await readDirRequirements(dir);
     } catch (e) {
       if (

@@ -19,8 +19,8 @@ import {
   EXIT_OK,
   EXIT_USAGE,
   flagString,
-  flagStrings,
   mapPool,
+  platformsFlag,
   Progress,
 } from "./cli.ts";
 import { createHash } from "../deps/crypto.ts";
@@ -33,12 +33,7 @@ import {
   type ProviderRef,
   providerString,
 } from "../protocol/names.ts";
-import {
-  ArgumentError,
-  currentPlatform,
-  parsePlatform,
-  parseProviderAddress,
-} from "../protocol/provider_address.ts";
+import { ArgumentError, parseProviderAddress } from "../protocol/provider_address.ts";
 import { formatSize } from "../base/size.ts";
 
 /** Something to warm: a provider, maybe a version, maybe hashes a lock file pins. */
@@ -285,7 +280,8 @@ Arguments:
   (none)               ./.terraform.lock.hcl
 
 Options:
-  -p, --platform OS_ARCH  platform to fetch, repeatable (default: this machine's)
+  -p, --platform OS_ARCH  platform to fetch, repeatable or comma-separated
+                          (default: this machine's)
   -j, --concurrency N     archives fetched at once (default 4)
 ${COMMON_HELP}
 
@@ -349,9 +345,7 @@ export const warmCommand: Command = defineCommand({
     let targets: WarmTarget[];
     let platforms: PlatformRef[];
     try {
-      const names = flagStrings(parsed, "platform");
-      platforms = names.length > 0 ? names.map(parsePlatform) : [currentPlatform()];
-      platforms = [...new Map(platforms.map((pl) => [platformString(pl), pl])).values()];
+      platforms = platformsFlag(parsed);
       targets = await collectTargets(parsed.positionals, config.defaultUpstream);
     } catch (e) {
       if (e instanceof ArgumentError || e instanceof LockFileError) {

@@ -234,9 +234,10 @@ export class UpstreamClient {
    * Origins the registry's token goes to: its own, and those its service
    * discovery names for its APIs (`providers.v1`, `modules.v1`), as
    * Terraform sends a host's credentials to every API URL it discovered
-   * there. Never a download host's or a redirect's elsewhere.
+   * there (the latest answer only: a registry changing its discovery cannot
+   * grow the list). Never a download host's or a redirect's elsewhere.
    */
-  readonly #authOrigins = new Set<string>();
+  readonly #serviceOrigins = new Map<string, string>();
   readonly #token: string | undefined;
   readonly #egress: EgressPolicy;
   readonly #connections: EgressConnections;
@@ -246,7 +247,6 @@ export class UpstreamClient {
   constructor(readonly config: UpstreamConfig, readonly deps: UpstreamDeps) {
     this.hostname = config.hostname;
     this.#base = new URL(config.url.endsWith("/") ? config.url : config.url + "/");
-    this.#authOrigins.add(this.#base.origin);
     this.#token = config.token;
     this.#egress = deps.egress ??
       new EgressPolicy({ allowPrivateNetworks: false, egressAllow: [] }, {
@@ -273,16 +273,23 @@ export class UpstreamClient {
 
   /**
    * Lets the token go to an API base the registry's service discovery named
-   * (see {@link UpstreamClient.#authOrigins}); the registry, which holds the
+   * (see {@link UpstreamClient.#serviceOrigins}); the registry, which holds the
    * token, chose it.
    */
-  trustServiceBase(base: URL): void {
-    this.#authOrigins.add(base.origin);
+  trustServiceBase(service: string, base: URL): void {
+    this.#serviceOrigins.set(service, base.origin);
+  }
+
+  /** Whether the registry's token goes to `origin` (see {@link UpstreamClient.#serviceOrigins}). */
+  #tokenOrigin(origin: string): boolean {
+    if (origin === this.#base.origin) return true;
+    for (const o of this.#serviceOrigins.values()) if (o === origin) return true;
+    return false;
   }
 
   /** Whether the token may be sent to this URL (the registry's or its API's origin). */
   #mayAuthorize(url: URL): boolean {
-    return this.#token !== undefined && this.#authOrigins.has(url.origin);
+    return this.#token !== undefined && this.#tokenOrigin(url.origin);
   }
 
   /**
@@ -376,7 +383,7 @@ export class UpstreamClient {
         ...(credentials ? { credentials } : {}),
       });
       if (credentials) this.#warnCredentials(res.status, credentials);
-      else if (res.status < 400 && this.#authOrigins.has(current.origin)) {
+      else if (res.status < 400 && this.#tokenOrigin(current.origin)) {
         this.#credentialsWarnedAt = undefined;
       }
       if (res.status >= 300 && res.status < 400 && res.headers.has("location")) {
@@ -396,7 +403,7 @@ export class UpstreamClient {
    * URL) says nothing about the token.
    */
   #credentialsProblem(status: number, url: URL): CredentialsProblem | undefined {
-    if ((status !== 401 && status !== 403) || !this.#authOrigins.has(url.origin)) return undefined;
+    if ((status !== 401 && status !== 403) || !this.#tokenOrigin(url.origin)) return undefined;
     return this.#token === undefined ? "missing" : "rejected";
   }
 

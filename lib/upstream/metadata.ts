@@ -209,7 +209,7 @@ export class Metadata {
     const base = upstreamUrl(value, got.value.url, hostname, service);
     if (base.protocol !== "https:" && base.protocol !== "http:") throw noService(hostname, service);
     if (!base.pathname.endsWith("/")) base.pathname += "/";
-    client.trustServiceBase(base);
+    client.trustServiceBase(service, base);
     return base;
   }
 
