@@ -12,7 +12,11 @@
  * peaked ~8 MiB higher with 512 KiB reads than with 256 KiB (bench/memory.ts).
  * When the consumer is Deno's own socket writer each chunk's buffer is
  * released as soon as the writer has taken it (see {@link markSocketRequest}
- * and base/buffers.ts).
+ * and base/buffers.ts). Buffers are not reused: Deno 2.9.6 keeps zero-copy
+ * references to chunks it has not sent (its stream channel, hyper's write
+ * queue, the h2 send buffer; over 512 KiB for HTTP/2, also over TLS without
+ * ALPN) and never says when it is done, and a ring deep enough to be safe
+ * measured no faster in the real server (bench/archive_ab.ts, issue 12).
  * @module
  */
 import { releaseChunk } from "../base/buffers.ts";
