@@ -463,6 +463,11 @@ export async function buildConfig(
     }
   }
 
+  if (via && publicUrl === via.url) {
+    // Every upstream request would come back to this instance and wait for itself.
+    throw new ConfigError(`"via" is this instance's own publicUrl; only an edge names its central`);
+  }
+
   const fmt = overrides.logFormat ??
     (raw.logFormat === undefined ? "text" : expectString(raw.logFormat, "logFormat"));
   if (fmt !== "text" && fmt !== "json") {
