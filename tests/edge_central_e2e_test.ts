@@ -202,7 +202,7 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
       assertEquals(originFetches(fake, a.filename) - perFile.get(a.filename)!, 1, a.filename);
       for (const cache of [centralCache, edgeCache]) {
         const p = archivePath(cache, type, version, PLATFORM);
-        assertEquals(sha256Hex(await Deno.readFile(p)), a.sha256, p);
+        assertEquals(sha256Hex(await readWhenThere(p)), a.sha256, p);
       }
     }
 
@@ -257,6 +257,10 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
         const text = await res.text();
         assertEquals(res.status, 403, text);
         assertMatch(text, /rejected the token configured as via\.token/);
+        // The operator is told which key to fix, in the log and on the status page.
+        assert(log.records.some((r) => r.configKey === "via.token"), "warning names via.token");
+        const page = await (await app.handle(new Request("http://edge.test/"))).text();
+        assertMatch(page, /credentials refused.*HTTP 401: via\.token was rejected/s);
       } finally {
         await app.close();
       }
@@ -316,6 +320,21 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
     await fake.stop();
   }
 });
+
+/**
+ * The file's bytes once it is there: a cache commits an archive (rename)
+ * just after its client got the last byte, and these are other processes.
+ */
+async function readWhenThere(path: string): Promise<Uint8Array> {
+  for (let i = 0;; i++) {
+    try {
+      return await Deno.readFile(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound) || i >= 100) throw e;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
 
 /** What the relay makes of an archive when tampering. */
 function tampered(bytes: Uint8Array): Uint8Array {
