@@ -218,6 +218,13 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
       new RegExp(`Installed example/alpha v1\\.1\\.0 \\(self-signed, key ID ${keyId}\\)`),
     );
     assertEquals(registry.lock, direct.lock);
+    // The edge itself verified SHA256SUMS against the origin's key, passed through by the central.
+    assert(
+      edge.stderr.concat(edge.stdout).some((l) =>
+        l.includes("SHA256SUMS signature verified") && l.toUpperCase().includes(keyId)
+      ),
+      "the edge verified the origin's signature",
+    );
     assertEquals(originFetches(fake) - atStart, 2, "archives came from the edge's cache");
 
     // 3. The central's token: every API request the edge made carried it, and
