@@ -274,3 +274,94 @@ Deno.test("a central that forges a consistent release is refused by an edge that
     await fake.stop();
   }
 });
+
+Deno.test("a release published at the origin reaches the edge when both lists are due; unchanged lists revalidate with 304 along the chain", async () => {
+  await using dir = await tempDir();
+  const fake = await startFakeRegistry({ providers: TWO_PROVIDERS, versionValidators: "etag" });
+  const clock = { t: 1_000_000 };
+  await using c = await makeTestApp(fake, join(dir.path, "central"), { listen: "127.0.0.1:0" }, {
+    now: () => clock.t,
+  });
+  const central = serveApp(c.app);
+  const toCentral: Array<number | "error"> = [];
+  const edge = await createApp(
+    await buildConfig({ cacheDir: join(dir.path, "edge"), via: central.url }),
+    {
+      log: memoryLogger(),
+      now: () => clock.t,
+      onUpstreamRequest: (i) => {
+        if (i.url.endsWith("/example/beta/versions")) toCentral.push(i.status);
+      },
+    },
+  );
+  const index = async () => {
+    const res = await edge.handle(
+      new Request("http://edge.test/registry.terraform.io/example/beta/index.json"),
+    );
+    return {
+      cache: res.headers.get("x-repoxy-cache"),
+      versions: Object.keys((await res.json()).versions),
+    };
+  };
+  const originAsked = () => fake.count((r) => r.path === "/v1/providers/example/beta/versions");
+  try {
+    assertEquals(await index(), { cache: "miss", versions: ["2.3.4"] });
+    await fake.publish("example", "beta", { version: "2.4.0", platforms: ["linux_amd64"] });
+    clock.t += 10_000;
+    assertEquals((await index()).versions, ["2.3.4"], "fresh at the edge: nobody is asked");
+    assertEquals([toCentral.length, originAsked()], [1, 1]);
+    clock.t += 20_000;
+    // Both lists are due: the edge asks the central, which asks the origin.
+    assertEquals((await index()).versions, ["2.4.0", "2.3.4"]);
+    assertEquals([toCentral, originAsked()], [[200, 200], 2]);
+    // Nothing new: a 304 from the origin to the central, and from the central to the edge.
+    clock.t += 30_000;
+    assertEquals(await index(), { cache: "revalidated", versions: ["2.4.0", "2.3.4"] });
+    assertEquals(toCentral, [200, 200, 304]);
+    const last = fake.requests.filter((r) => r.path === "/v1/providers/example/beta/versions").at(
+      -1,
+    )!;
+    assert(last.headers.get("if-none-match"), "the central revalidated with the origin");
+    assertEquals(originAsked(), 3);
+  } finally {
+    await edge.close();
+    await central.shutdown(1000);
+    await fake.stop();
+  }
+});
+
+Deno.test("the central's rules for the edge's token apply: an upstream the token may not see is unknown at the edge", async () => {
+  await using dir = await tempDir();
+  const fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
+  const token = "edge-limited-0123456789";
+  // Both registries on the central (the same fake), the edge's token limited to one.
+  await using c = await makeTestApp(fake, join(dir.path, "central"), {
+    listen: "127.0.0.1:0",
+    upstreams: {
+      "registry.terraform.io": { url: fake.registryUrl },
+      "registry.opentofu.org": { url: fake.registryUrl },
+    },
+    auth: { tokens: [{ name: "edge", token, upstreams: ["registry.terraform.io"] }] },
+  });
+  const central = serveApp(c.app);
+  const edge = await createApp(
+    await buildConfig({ cacheDir: join(dir.path, "edge"), via: { url: central.url, token } }),
+    { log: memoryLogger() },
+  );
+  try {
+    const get = (host: string) =>
+      edge.handle(new Request(`http://edge.test/${host}/example/alpha/index.json`));
+    const seen = await get("registry.terraform.io");
+    assertEquals(seen.status, 200);
+    assertEquals(Object.keys((await seen.json()).versions), ["1.1.0", "1.0.0"]);
+    const hidden = await get("registry.opentofu.org");
+    await hidden.body?.cancel();
+    assertEquals(hidden.status, 404);
+    // The origin was never asked for the hidden registry's list on the edge's behalf.
+    assertEquals(fake.count((r) => r.path === "/v1/providers/example/alpha/versions"), 1);
+  } finally {
+    await edge.close();
+    await central.shutdown(1000);
+    await fake.stop();
+  }
+});
