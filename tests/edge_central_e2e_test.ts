@@ -155,6 +155,13 @@ Deno.test({ name: NAME, ignore: !TERRAFORM }, async () => {
   const ca = Deno.createHttpClient({ caCerts: [tls.caCertPem] });
   let stopped = false;
   try {
+    // The start-up line says where the upstreams are reached.
+    assert(
+      edge.stderr.concat(edge.stdout).some((l) =>
+        l.includes("repoxy started") && l.includes(`via=${relay.url}`)
+      ),
+      "the start-up line names the central",
+    );
     const mainTf = requiredProvidersTf([
       { name: "alpha", source: "example/alpha", version: "1.1.0" },
       { name: "beta", source: "registry.terraform.io/example/beta", version: ">= 2.0.0" },
