@@ -365,3 +365,35 @@ Deno.test("the central's rules for the edge's token apply: an upstream the token
     await fake.stop();
   }
 });
+
+Deno.test("8 concurrent cold clients at an edge: one archive fetch from the central, one from the origin, 8 correct bodies", async () => {
+  await using dir = await tempDir();
+  const fake = await startFakeRegistry({ providers: TWO_PROVIDERS });
+  await using c = await makeTestApp(fake, join(dir.path, "central"), { listen: "127.0.0.1:0" });
+  const central = serveApp(c.app);
+  const fromCentral: string[] = [];
+  const edge = await createApp(
+    await buildConfig({ cacheDir: join(dir.path, "edge"), via: central.url }),
+    { log: memoryLogger(), onUpstreamRequest: (i) => fromCentral.push(i.url) },
+  );
+  const a = fake.archive("beta", "2.3.4", "linux_arm64");
+  try {
+    const bodies = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const res = await edge.handle(
+          new Request(`http://edge.test/registry.terraform.io/example/beta/${a.filename}`),
+        );
+        assertEquals(res.status, 200);
+        return sha256Hex(await bytesOf(res));
+      }),
+    );
+    assertEquals(bodies, Array(8).fill(a.sha256));
+    await edge.settle();
+    assertEquals(fromCentral.filter((u) => u.endsWith("/" + a.filename)).length, 1);
+    assertEquals(fake.count((r) => r.path.startsWith("/files/") && r.path.endsWith(a.filename)), 1);
+  } finally {
+    await edge.close();
+    await central.shutdown(1000);
+    await fake.stop();
+  }
+});
