@@ -173,6 +173,8 @@ function announce(app: App, server: RunningServer, configFile: ConfigLocation | 
     url: server.url,
     cacheDir: config.cacheDir,
     upstreams: [...config.upstreams.keys()].join(","),
+    // An edge: every upstream without its own url is reached through this central Repoxy.
+    ...(config.via ? { via: config.via.url } : {}),
     offline: config.offline,
     ...(config.tls ? { alpn: server.alpnProtocols.join(",") } : {}),
     config: configFile?.path ?? "none (defaults)",

@@ -19,7 +19,9 @@ import {
   parseEgress,
   parseLimits,
 } from "./hardening.ts";
+import { applyVia, parseVia, type ViaConfig } from "./via.ts";
 
+export type { ViaConfig } from "./via.ts";
 export type {
   AuthConfig,
   AuthToken,
@@ -39,6 +41,8 @@ export interface UpstreamConfig {
   token?: string;
   /** Armored OpenPGP public keys pinned by the operator for this upstream. */
   trustedKeys: string[];
+  /** Set when the registry is reached through a central Repoxy (`via`): its base URL. */
+  via?: string;
 }
 
 /**
@@ -87,6 +91,8 @@ export interface Config {
   auth?: AuthConfig;
   /** Background re-verification of cached archives. */
   backgroundVerify: BackgroundVerifyConfig;
+  /** The central Repoxy this edge reaches its upstreams through (see `config/via.ts`). */
+  via?: ViaConfig;
 }
 
 /** A configuration problem: start-up stops with exit code 2 and this message. */
@@ -117,6 +123,7 @@ const TOP_KEYS = new Set([
   "egressAllow",
   "auth",
   "backgroundVerify",
+  "via",
 ]);
 const UPSTREAM_KEYS = new Set(["url", "token", "trustedKeys"]);
 
@@ -320,6 +327,9 @@ export async function buildConfig(
   }
 
   const upstreams = new Map<string, UpstreamConfig>();
+  // Which hosts set their own url / token: `via` leaves the first alone and refuses the second.
+  const explicitUrl = new Set<string>();
+  const explicitToken = new Set<string>();
   if (raw.upstreams === undefined) {
     for (const h of DEFAULT_UPSTREAMS) {
       upstreams.set(h, { hostname: h, url: `https://${h}`, trustedKeys: [] });
@@ -349,6 +359,7 @@ export async function buildConfig(
       }
       let url = `https://${host}`;
       if (value.url !== undefined) {
+        explicitUrl.add(host);
         url = expectString(value.url, `${key}.url`);
         let parsed: URL;
         try {
@@ -376,6 +387,7 @@ export async function buildConfig(
           throw new ConfigError(`"${key}.token" must be printable ASCII without spaces`);
         }
         up.token = token;
+        explicitToken.add(host);
       }
       if (value.trustedKeys !== undefined) {
         if (!Array.isArray(value.trustedKeys)) {
@@ -401,6 +413,13 @@ export async function buildConfig(
       upstreams.set(host, up);
     }
   }
+
+  const via = await parseVia(
+    raw.via,
+    ConfigError,
+    (value, key) => resolveSecret(value, key, env, baseDir),
+  );
+  if (via) applyVia(via, upstreams.values(), explicitUrl, explicitToken, ConfigError);
 
   const defaultUpstream = raw.defaultUpstream === undefined
     ? (upstreams.has("registry.terraform.io")
@@ -444,6 +463,11 @@ export async function buildConfig(
     }
   }
 
+  if (via && publicUrl === via.url) {
+    // Every upstream request would come back to this instance and wait for itself.
+    throw new ConfigError(`"via" is this instance's own publicUrl; only an edge names its central`);
+  }
+
   const fmt = overrides.logFormat ??
     (raw.logFormat === undefined ? "text" : expectString(raw.logFormat, "logFormat"));
   if (fmt !== "text" && fmt !== "json") {
@@ -485,6 +509,7 @@ export async function buildConfig(
     backgroundVerify,
   };
   if (auth) config.auth = auth;
+  if (via) config.via = via;
   if (tls) config.tls = tls;
   if (publicUrl) config.publicUrl = publicUrl;
   if (maxCacheSizeBytes !== undefined) config.maxCacheSizeBytes = maxCacheSizeBytes;

@@ -26,7 +26,8 @@ export interface StatusPageData {
   providers: InventoryProvider[];
   /** Absent for a client whose token has rules: they count hidden providers' requests too. */
   ratios?: Record<"archive" | "metadata", { hits: number; stale: number; total: number }>;
-  upstreams: Array<{ hostname: string; url: string; health: UpstreamHealth }>;
+  /** `tokenKey`: the config key of the token it is reached with (default `upstreams.{host}.token`). */
+  upstreams: Array<{ hostname: string; url: string; health: UpstreamHealth; tokenKey?: string }>;
 }
 
 /** Escapes text for HTML element content and double- or single-quoted attributes. */
@@ -86,7 +87,7 @@ function upstreamRows(d: StatusPageData): string {
   if (d.upstreams.length === 0) {
     return `<tr><td colspan="5" class="muted">No upstreams are configured.</td></tr>`;
   }
-  return d.upstreams.map(({ hostname, url, health: h }) => {
+  return d.upstreams.map(({ hostname, url, health: h, tokenKey }) => {
     let state: string;
     const lastOk = h.lastSuccess?.at ?? -1;
     const lastBad = h.lastFailure?.at ?? -1;
@@ -97,7 +98,7 @@ function upstreamRows(d: StatusPageData): string {
     else if (cred) {
       state = `<span class="badge bad">credentials refused</span><div class="small">${
         escapeHtml(
-          `HTTP ${cred.status}: upstreams.${hostname}.token ${
+          `HTTP ${cred.status}: ${tokenKey ?? `upstreams.${hostname}.token`} ${
             cred.problem === "missing" ? "is not set" : "was rejected"
           }`,
         )

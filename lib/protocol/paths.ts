@@ -23,6 +23,12 @@ import {
 /** What a request path asks for. */
 export type Route =
   | { kind: "wellKnown" }
+  /**
+   * `/{host}/.well-known/terraform.json`: the discovery document of one
+   * upstream as this instance serves it, so another Repoxy (an edge) can use
+   * `{this instance}/{host}` as that registry's URL.
+   */
+  | { kind: "hostWellKnown"; hostname: string }
   | { kind: "health" }
   | { kind: "ready" }
   | { kind: "metrics" }
@@ -179,6 +185,13 @@ export function parseRoute(pathname: string, defaultUpstream: string): Route | u
     };
     if (isVersions) return { kind: "moduleVersions", module };
     return { kind: "moduleDownload", module, version: version(a!) };
+  }
+
+  if (segs.length === 3 && segs[1] === ".well-known" && segs[2] === "terraform.json") {
+    if (!isValidHostname(segs[0]!)) {
+      throw new BadPathError(`invalid registry hostname "${segs[0]}"`);
+    }
+    return { kind: "hostWellKnown", hostname: segs[0]! };
   }
 
   if (segs.length === 4) {

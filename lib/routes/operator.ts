@@ -135,6 +135,8 @@ export function statusPageData(req: Request, s: Services, token?: AuthToken): St
     hostname: u.hostname,
     url: u.url,
     health: s.telemetry.upstreamHealth(u.hostname),
+    // Reached through a central Repoxy: its token is `via.token`.
+    ...(u.via ? { tokenKey: "via.token" } : {}),
   }));
   const data: StatusPageData = {
     version: s.version,

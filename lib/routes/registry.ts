@@ -24,6 +24,33 @@ export const wellKnown: RouteHandler<"wellKnown"> = (req) =>
     300,
   );
 
+/**
+ * `GET /{host}/.well-known/terraform.json`: the discovery document of one
+ * upstream registry as served here, so that `{this instance}/{host}` works as
+ * the registry's URL for another Repoxy (an edge chained to this central
+ * one, config `via`): its `providers.v1` and `modules.v1` are this
+ * instance's per-host APIs, which pass the registry's documents, keys,
+ * SHA256SUMS and signatures through unchanged. A host not among `upstreams`
+ * is not served here: 404, so the edge says the registry is unknown instead
+ * of being answered by another registry's documents.
+ */
+export const hostWellKnown: RouteHandler<"hostWellKnown"> = (req, _ctx, r, s) => {
+  if (!s.config.upstreams.has(r.hostname)) {
+    throw new NotFoundError(`registry ${r.hostname} is not served here (not among "upstreams")`);
+  }
+  // Rooted at publicUrl when set (a path prefix behind a proxy), like the download URLs.
+  const base = s.config.publicUrl ?? "/";
+  return jsonResponse(
+    req,
+    JSON.stringify({
+      "modules.v1": `${base}v1/modules/${r.hostname}/`,
+      "providers.v1": `${base}v1/providers/${r.hostname}/`,
+    }) + "\n",
+    undefined,
+    300,
+  );
+};
+
 /** `GET /v1/providers/{host}/{ns}/{type}/versions`: the upstream's list as it is. */
 export const registryVersions: RouteHandler<"registryVersions"> = async (req, ctx, r, s) => {
   const got = await s.source.versionsDocument(r.provider);

@@ -7,6 +7,7 @@ import { archive, mirrorIndex, mirrorVersion } from "./mirror.ts";
 import { health, metrics, ready, status } from "./operator.ts";
 import type { RouteTable } from "./pipeline.ts";
 import {
+  hostWellKnown,
   moduleDownload,
   moduleVersions,
   registryDownload,
@@ -24,6 +25,7 @@ export const ROUTES: RouteTable = {
   archive: { handler: archive, streams: true },
   // Provider and module registry protocol.
   wellKnown: { handler: wellKnown },
+  hostWellKnown: { handler: hostWellKnown },
   registryVersions: { handler: registryVersions },
   registryLegacyLookup: { handler: registryLegacyLookup },
   registryDownload: { handler: registryDownload },

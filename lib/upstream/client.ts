@@ -409,10 +409,13 @@ export class UpstreamClient {
 
   /** What to fix, in the words of the config file. */
   #credentialsAdvice(problem: CredentialsProblem): string {
-    const key = `upstreams.${JSON.stringify(this.hostname)}.token`;
+    // Through a central Repoxy (`via`), its token is the one at fault.
+    const [key, who] = this.config.via
+      ? ["via.token", ` (the central Repoxy ${redactUrl(this.config.via)})`]
+      : [`upstreams.${JSON.stringify(this.hostname)}.token`, ""];
     return problem === "missing"
-      ? `it requires credentials and ${key} is not set in Repoxy's config`
-      : `it rejected the token configured as ${key} in Repoxy's config`;
+      ? `it${who} requires credentials and ${key} is not set in Repoxy's config`
+      : `it${who} rejected the token configured as ${key} in Repoxy's config`;
   }
 
   /** One clear warning per episode (again every 10 min while it lasts), never one per request. */
@@ -431,7 +434,7 @@ export class UpstreamClient {
         upstream: this.hostname,
         status,
         credentials: problem,
-        configKey: `upstreams.${this.hostname}.token`,
+        configKey: this.config.via ? "via.token" : `upstreams.${this.hostname}.token`,
       },
     );
   }
