@@ -19,7 +19,7 @@ import { type CacheDir, openCacheDir } from "./cache/cache_dir.ts";
 import type { Downloads } from "./cache/download.ts";
 import type { CacheInventory } from "./cache/inventory.ts";
 import type { PackageStore } from "./cache/package_store.ts";
-import { startUpkeep } from "./cache/upkeep.ts";
+import { startUpkeep, type UpkeepOptions } from "./cache/upkeep.ts";
 import type { Config } from "./config/config.ts";
 import { compose } from "./http/middleware.ts";
 import { ResponseCache } from "./http/response_cache.ts";
@@ -57,6 +57,8 @@ export interface AppDeps {
   backgroundSleep?: (ms: number, signal: AbortSignal) => Promise<void>;
   /** Time between disk recovery probes after a disk failure, in ms (default 5 s). */
   diskProbeIntervalMs?: number;
+  /** Fleet lease tuning, and a coordination store other than the storage's (tests). */
+  fleet?: UpkeepOptions["fleet"];
 }
 
 /** A running Repoxy instance (without the listening socket). */
@@ -124,6 +126,8 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     downloadIdleTimeoutMs: deps.downloadIdleTimeoutMs,
     backgroundSleep: deps.backgroundSleep,
     diskProbeIntervalMs: deps.diskProbeIntervalMs,
+    // A waiter's client gets nothing meanwhile: half the idle timeout.
+    fleet: { maxWaitMs: config.limits.idleTimeoutMs / 2, ...deps.fleet },
   });
   const { inventory, downloads, diskHealth, verifier } = upkeep;
   const telemetry = new Telemetry({

@@ -8,6 +8,7 @@
  * only see this interface through the refs and package stores.
  * @module
  */
+import type { CoordinationStore } from "./coordination.ts";
 
 /** The cache cannot be written (full, read-only, gone). */
 export class DiskError extends Error {
@@ -52,6 +53,11 @@ export const SMALL_OBJECT_MAX_BYTES = 32 * 2 ** 20;
 
 /** Where refs and packages are kept. */
 export interface Storage {
+  /**
+   * Conditional writes on a store shared by replicas (object storage), which
+   * fleet leases coordinate on; absent on a local disk.
+   */
+  readonly coordination?: CoordinationStore | undefined;
   /** Where an object is, for messages (a file path, a URL). */
   locate(key: string): string;
   /**

@@ -11,8 +11,11 @@ import { BackgroundVerifier } from "./background_verify.ts";
 import type { CacheDir } from "./cache_dir.ts";
 import { DiskHealth } from "./disk_health.ts";
 import { Downloads, type TransferLimits } from "./download.ts";
+import type { CoordinationStore } from "./coordination.ts";
+import { FleetLeases, type FleetTuning } from "./fleet_lease.ts";
 import { CacheInventory } from "./inventory.ts";
 import { QuotaKeeper } from "./quota.ts";
+import type { Storage } from "./storage.ts";
 
 /** How long shutdown waits for `h1:` jobs before abandoning them. */
 const H1_SHUTDOWN_GRACE_MS = 2_000;
@@ -33,6 +36,11 @@ export interface UpkeepOptions {
   backgroundSleep?: ((ms: number, signal: AbortSignal) => Promise<void>) | undefined;
   /** Time between disk recovery probes after a disk failure, in ms. */
   diskProbeIntervalMs?: number | undefined;
+  /**
+   * Fleet leases: the store defaults to the storage's own coordination store
+   * (none on a local disk, and then no leases at all).
+   */
+  fleet?: (FleetTuning & { store?: CoordinationStore | undefined }) | undefined;
 }
 
 /** The running upkeep of one cache directory. */
@@ -85,7 +93,10 @@ export async function startUpkeep(cache: CacheDir, opts: UpkeepOptions): Promise
     ...sleep,
   });
   verifier.start();
+  const store = opts.fleet?.store ?? (cache.storage as Storage).coordination;
+  const fleet = store ? new FleetLeases({ ...opts.fleet, store }, log) : undefined;
   const downloads: Downloads = new Downloads(packages, log, {
+    fleet,
     ...(opts.downloadIdleTimeoutMs ? { idleTimeoutMs: opts.downloadIdleTimeoutMs } : {}),
     now,
     limits: opts.limits,
