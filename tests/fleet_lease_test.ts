@@ -361,3 +361,77 @@ Deno.test("no coordination store (local disk): no leases, no extra work", async 
   assertEquals(t.app.downloads.opts.fleet, undefined);
   assertEquals((t.app.cache.storage as Storage).coordination, undefined);
 });
+
+Deno.test("a holder whose own rate says it cannot finish within the wait budget: the waiter fetches at once, not at the end of the budget", async () => {
+  const stop = new AbortController();
+  let n = 0;
+  await using fake = await startFakeRegistry({
+    providers: TWO_PROVIDERS,
+    redirectDownloads: false,
+    // Big enough that a trickle outlasts any wait budget of this test.
+    zipOverride: (name, zip) =>
+      name.includes("beta_2.3.4_linux_amd64")
+        ? new Uint8Array([...zip, ...new Uint8Array(3000)])
+        : zip,
+    // The first fetch trickles (announced size, 1 byte per 40 ms).
+    intercept: (req, server) => {
+      if (server !== "release" || !new URL(req.url).pathname.endsWith(".zip")) return undefined;
+      if (n++ > 0) return undefined;
+      const bytes = fake.archive("beta", "2.3.4", "linux_amd64").bytes;
+      let at = 0;
+      const body = new ReadableStream<Uint8Array>({
+        async pull(c) {
+          await new Promise((r) => setTimeout(r, 40));
+          if (stop.signal.aborted) return c.close();
+          c.enqueue(bytes.slice(at, at + 1));
+          if (++at === bytes.length) c.close();
+        },
+      });
+      return new Response(body, { headers: { "content-length": String(bytes.length) } });
+    },
+  });
+  await using dir = await tempDir();
+  const store = new FakeCoordinationStore();
+  // The budget is far longer than the test; the trickle would need minutes.
+  const apps = await fleet(fake, dir.path, store, { ...FAST, renewMs: 100, maxWaitMs: 60_000 }, [
+    "A",
+    "B",
+  ]);
+  try {
+    const a = fake.archive("beta", "2.3.4", "linux_amd64");
+    assert(a.bytes.length * 40 > 60_000, `the trickle outlasts the budget (${a.bytes.length} B)`);
+    const url = `/${H}/example/beta/${a.filename}`;
+    const holder = apps[0]!.get(url);
+    await until(() => zipGets(fake) === 1, "the holder's upstream request");
+    assertEquals(await fetchResult(apps[1]!.get(url)), { status: 200, sha: sha256Hex(a.bytes) });
+    assertEquals(stats(apps).unleased, 1);
+    assert(
+      apps[1]!.log.records.some((r) =>
+        r.msg === "fetching the archive without a fleet lease" &&
+        String(r.reason ?? "").includes("past the wait budget")
+      ),
+      "the waiter said why",
+    );
+    stop.abort();
+    await (await holder).body?.cancel().catch(() => {});
+  } finally {
+    stop.abort();
+    await closeAll(apps);
+  }
+});
+
+Deno.test("the coordination store unreachable: each replica fetches and serves by itself", async () => {
+  await using fake = await startFakeRegistry({
+    providers: TWO_PROVIDERS,
+    redirectDownloads: false,
+  });
+  await using dir = await tempDir();
+  const down = new FakeCoordinationStore().client("A");
+  down.crash();
+  await using t = await makeTestApp(fake, dir.path, {}, { fleet: { ...FAST, store: down } });
+  const a = fake.archive("alpha", "1.0.0", "linux_amd64");
+  const got = await fetchResult(t.get(`/${H}/example/alpha/${a.filename}`));
+  assertEquals(got, { status: 200, sha: sha256Hex(a.bytes) });
+  assertEquals(t.app.downloads.opts.fleet!.stats.unleased, 1);
+  assertEquals(zipGets(fake), 1);
+});
