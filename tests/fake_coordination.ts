@@ -2,7 +2,8 @@
  * An in-memory {@link CoordinationStore} with S3's semantics, for fleet lease
  * tests: `If-None-Match: *` and `If-Match` answer 412 ("exists", "changed"),
  * ETags are content hashes (as S3's MD5 ETags are), and `Last-Modified` and
- * `Date` come from a store clock the test controls, at one-second precision.
+ * `Date` come from a store clock the test controls, at one-second precision;
+ * like Ceph RGW, DELETE ignores If-Match.
  *
  * Each replica gets its own {@link FakeCoordinationClient} (`client(name)`),
  * which records what it won and can `crash()`: from then on every call
@@ -39,6 +40,8 @@ export class FakeCoordinationStore {
   readonly ops: CoordinationOp[] = [];
   /** Writes answered 412, by op. */
   readonly refused = { create: 0, replace: 0, remove: 0 };
+  /** Whether DELETE honours If-Match (S3 does; Ceph RGW does not, the default here). */
+  honourIfMatchOnDelete = false;
   /** The store's clock, ms since the epoch (the test moves it). */
   clock = Date.UTC(2026, 0, 1, 12, 0, 0);
 
@@ -106,7 +109,9 @@ export class FakeCoordinationStore {
       remove: async (key, etag) => {
         await trip();
         const o = this.objects.get(key);
-        if (!o || (etag !== undefined && o.etag !== etag)) {
+        // Ceph RGW deletes whatever the ETag (measured); so does this fake
+        // unless told to honour If-Match.
+        if (!o || (this.honourIfMatchOnDelete && etag !== undefined && o.etag !== etag)) {
           this.refused.remove++;
           return;
         }

@@ -311,9 +311,21 @@ export class HeldLease {
     clearTimeout(this.#timer);
     await this.#renewing;
     if (this.lost) return;
-    await this.leases.store.remove(this.key, this.#etag).catch((e) => {
+    const { store, log } = this.leases;
+    // Ceph RGW ignores If-Match on DELETE: a last conditional renewal proves
+    // the lease is still ours, and makes it fresh, so nobody can take it over
+    // in the moment before the delete (a taker needs it stale).
+    try {
+      const r = await store.replace(this.key, this.body(++this.#seq), this.#etag);
+      if (r === "changed") {
+        this.lost = true;
+        return;
+      }
+      this.#etag = r.etag;
+    } catch { /* the delete below may still work; if not, the lease goes stale */ }
+    await store.remove(this.key, this.#etag).catch((e) => {
       // Left to go stale: the next replica takes it over after the TTL.
-      this.leases.log.warn("cannot delete an archive lease", {
+      log.warn("cannot delete an archive lease", {
         key: this.key,
         error: (e as Error).message,
       });
