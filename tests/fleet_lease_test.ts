@@ -373,7 +373,7 @@ Deno.test("no coordination store (local disk): no leases, no extra work", async 
   await using dir = await tempDir();
   await using t = await makeTestApp(undefined, dir.path);
   assertEquals(t.app.downloads.opts.fleet, undefined);
-  assertEquals((t.app.cache.storage as Storage).coordination, undefined);
+  assertEquals((t.app.cache.storage as Storage).coordination?.(), undefined);
 });
 
 Deno.test("a holder whose own rate says it cannot finish within the wait budget: the waiter fetches at once, not at the end of the budget", async () => {

@@ -57,7 +57,7 @@ export interface Storage {
    * Conditional writes on a store shared by replicas (object storage), which
    * fleet leases coordinate on; absent on a local disk.
    */
-  readonly coordination?: CoordinationStore | undefined;
+  coordination?(): CoordinationStore | undefined;
   /** Where an object is, for messages (a file path, a URL). */
   locate(key: string): string;
   /**

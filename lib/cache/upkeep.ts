@@ -93,7 +93,7 @@ export async function startUpkeep(cache: CacheDir, opts: UpkeepOptions): Promise
     ...sleep,
   });
   verifier.start();
-  const store = opts.fleet?.store ?? (cache.storage as Storage).coordination;
+  const store = opts.fleet?.store ?? (cache.storage as Storage).coordination?.();
   const fleet = store ? new FleetLeases({ ...opts.fleet, store }, log) : undefined;
   const downloads: Downloads = new Downloads(packages, log, {
     fleet,
