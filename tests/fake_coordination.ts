@@ -40,6 +40,8 @@ export class FakeCoordinationStore {
   readonly ops: CoordinationOp[] = [];
   /** Writes answered 412, by op. */
   readonly refused = { create: 0, replace: 0, remove: 0 };
+  /** The next this many calls (of any client) fail, as RGW's 500s do. */
+  failNext = 0;
   /** Whether DELETE honours If-Match (S3 does; Ceph RGW does not, the default here). */
   honourIfMatchOnDelete = false;
   /** The store's clock, ms since the epoch (the test moves it). */
@@ -68,6 +70,10 @@ export class FakeCoordinationStore {
     const trip = async () => {
       await new Promise((r) => setTimeout(r, 0));
       if (crashed) throw new Error(`${name} is dead`);
+      if (this.failNext > 0) {
+        this.failNext--;
+        throw new Error("500 UnknownError");
+      }
     };
     const put = (key: string, body: Uint8Array): { etag: string } => {
       const etag = createHash("sha256").update(body).digest("hex").slice(0, 32);

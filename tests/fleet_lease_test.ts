@@ -452,3 +452,44 @@ Deno.test("the coordination store unreachable: each replica fetches and serves b
   assertEquals(t.app.downloads.opts.fleet!.stats.unleased, 1);
   assertEquals(zipGets(fake), 1);
 });
+
+Deno.test("store errors while waiting (RGW answers a lost race with 500) are looked at again, not taken for an outage", async () => {
+  const store = new FakeCoordinationStore();
+  const log = memoryLogger();
+  const mk = (name: string) =>
+    new FleetLeases({ ...FAST, store: store.client(name), replica: name }, log);
+  const key = "packages/h/ns/t/terraform-provider-t_1.0.0_linux_amd64.zip";
+  const still = () => ({ written: 0, size: undefined });
+  let committed = false;
+  const a = await mk("A").acquire(key, {
+    committed: () => Promise.resolve(undefined),
+    progress: still,
+  });
+  if (a.kind !== "held") throw new Error(a.kind);
+  const B = mk("B");
+  const b = B.acquire(key, {
+    committed: () => Promise.resolve(committed ? "meta" : undefined),
+    progress: still,
+  });
+  await until(() => store.refused.create === 1, "B to find the lease");
+  store.failNext = 2;
+  await until(() => store.failNext === 0, "two failed calls");
+  committed = true;
+  await a.lease.release();
+  assertEquals(await b, { kind: "committed", meta: "meta" });
+  assertEquals(B.stats.unleased, 0);
+  // Three in a row is an outage: the replica fetches by itself.
+  const C = mk("C");
+  const a2 = await mk("A2").acquire(key + "2", {
+    committed: () => Promise.resolve(undefined),
+    progress: still,
+  });
+  if (a2.kind !== "held") throw new Error(a2.kind);
+  store.failNext = 3;
+  const c = await C.acquire(key + "2", {
+    committed: () => Promise.resolve(undefined),
+    progress: still,
+  });
+  assertEquals(c.kind, "unleased");
+  await a2.lease.release();
+});

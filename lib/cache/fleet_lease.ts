@@ -38,23 +38,25 @@ import type { CoordinationStore } from "./coordination.ts";
 export const DEFAULT_LEASE_TTL_MS = 15_000;
 /** Longest a replica waits for another one's download before fetching itself. */
 export const DEFAULT_MAX_WAIT_MS = 30_000;
+/** Store errors in a row after which a replica fetches without a lease. */
+const MAX_STORE_FAILURES = 3;
 /** S3's `Last-Modified` has one-second precision: a shorter TTL would misjudge. */
 const MIN_TTL_MS = 3_000;
 
 /** Tuning of {@link FleetLeases}; every field has a default. */
 export interface FleetTuning {
   /** Store-clock age after which a lease counts as abandoned (default 15 s, at least 3 s). */
-  ttlMs?: number;
+  ttlMs?: number | undefined;
   /** How often a holder renews its lease (default `ttlMs / 5`). */
-  renewMs?: number;
+  renewMs?: number | undefined;
   /** Longest a waiter waits before fetching the archive itself (default 30 s). */
-  maxWaitMs?: number;
+  maxWaitMs?: number | undefined;
   /** First pause between polls of a waiter (default 100 ms); doubles up to `pollMaxMs`. */
-  pollMinMs?: number;
+  pollMinMs?: number | undefined;
   /** Longest pause between polls (default 1 s). */
-  pollMaxMs?: number;
+  pollMaxMs?: number | undefined;
   /** Who this replica is, in lease bodies and logs (default: a random id). */
-  replica?: string;
+  replica?: string | undefined;
 }
 
 /** Settings of {@link FleetLeases}. */
@@ -175,7 +177,8 @@ export class FleetLeases {
     const won = async (etag: string, how: "created" | "takenOver"): Promise<Acquired<M>> => {
       // The last holder may have committed and deleted its lease between our
       // look and our write: then there is nothing to fetch.
-      const meta = await opts.committed();
+      // (Unknown counts as not committed: we hold the lease, so we fetch.)
+      const meta = await opts.committed().catch(() => undefined);
       if (meta !== undefined) {
         await this.store.remove(key, etag).catch(() => {});
         this.stats.waitedForCommit++;
@@ -191,19 +194,24 @@ export class FleetLeases {
       this.log.warn("fetching the archive without a fleet lease", { key: packageKey, reason: why });
       return { kind: "unleased", why };
     };
-    try {
-      const c = await this.store.create(key, body(0));
-      if (c !== "exists") return await won(c.etag, "created");
-      while (true) {
-        opts.signal?.throwIfAborted();
-        const meta = await opts.committed();
-        if (meta !== undefined) {
-          this.stats.waitedForCommit++;
-          return { kind: "committed", meta };
+    // The first look skips the read: most archives have no lease.
+    let assumeFree = true;
+    let failures = 0;
+    while (true) {
+      opts.signal?.throwIfAborted();
+      try {
+        if (!assumeFree) {
+          const meta = await opts.committed();
+          if (meta !== undefined) {
+            this.stats.waitedForCommit++;
+            return { kind: "committed", meta };
+          }
         }
-        const cur = await this.store.read(key);
+        const cur = assumeFree ? undefined : await this.store.read(key);
+        assumeFree = false;
         if (!cur) {
-          // The holder finished (committed: seen next round) or gave up.
+          // Nobody holds it: the holder finished (its commit is seen next
+          // round) or gave up, or nobody asked before.
           const c = await this.store.create(key, body(0));
           if (c !== "exists") return await won(c.etag, "created");
           continue;
@@ -222,11 +230,9 @@ export class FleetLeases {
           }
           continue; // another waiter took it, or its holder renewed just now
         }
-        const elapsed = performance.now() - started;
-        if (elapsed >= this.maxWaitMs) {
-          return unleased(`waited ${Math.round(elapsed)} ms for another replica's download`);
-        }
+        failures = 0;
         const held = decodeBody(cur.body);
+        const elapsed = performance.now() - started;
         if (held && held.owner !== first?.owner) {
           first = { owner: held.owner, written: held.written, at: performance.now() };
         } else if (held && first && held.size !== null && held.written > first.written) {
@@ -240,12 +246,20 @@ export class FleetLeases {
             );
           }
         }
-        await sleep(Math.min(delay, this.maxWaitMs - elapsed), opts.signal);
-        delay = Math.min(delay * 2, this.#pollMaxMs);
+      } catch (e) {
+        if (opts.signal?.aborted) throw opts.signal.reason ?? e;
+        // Ceph RGW answers a racing conditional PUT that lost with 500
+        // (measured), not 412: look again before giving up on the store.
+        if (++failures >= MAX_STORE_FAILURES) {
+          return unleased(`coordination store: ${(e as Error).message}`);
+        }
       }
-    } catch (e) {
-      if (opts.signal?.aborted) throw opts.signal.reason ?? e;
-      return unleased(`coordination store: ${(e as Error).message}`);
+      const elapsed = performance.now() - started;
+      if (elapsed >= this.maxWaitMs) {
+        return unleased(`waited ${Math.round(elapsed)} ms for another replica's download`);
+      }
+      await sleep(Math.min(delay, this.maxWaitMs - elapsed), opts.signal);
+      delay = Math.min(delay * 2, this.#pollMaxMs);
     }
   }
 }
@@ -322,7 +336,11 @@ export class HeldLease {
         return;
       }
       this.#etag = r.etag;
-    } catch { /* the delete below may still work; if not, the lease goes stale */ }
+    } catch {
+      // Unknown whether it is still ours (RGW answers a lost race with 500):
+      // a delete might remove a taker's lease. Left to go stale instead.
+      return;
+    }
     await store.remove(this.key, this.#etag).catch((e) => {
       // Left to go stale: the next replica takes it over after the TTL.
       log.warn("cannot delete an archive lease", {
