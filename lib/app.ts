@@ -93,7 +93,12 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const now = deps.now ?? Date.now;
   const shutdown = new AbortController();
 
+  // The S3 code is loaded only when a bucket is configured.
+  const tier = config.storage
+    ? (await import("./storage_s3/mod.ts")).openBucketTier(config.storage, { log, now })
+    : undefined;
   const cache = await openCacheDir(config.cacheDir, log, {
+    ...(tier ? { tier: tier.wrap } : {}),
     onSwept: (removed) => {
       if (removed > 0) {
         log.warn("removed leftover temp files from an earlier run", { count: removed });
@@ -126,6 +131,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     diskProbeIntervalMs: deps.diskProbeIntervalMs,
   });
   const { inventory, downloads, diskHealth, verifier } = upkeep;
+  tier?.onFilled(upkeep.stored);
   const telemetry = new Telemetry({
     version: VERSION,
     upstreams: [...config.upstreams.keys()],
@@ -172,6 +178,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     inventory,
     inflightDownloads: () => downloads.count,
     diskHealth,
+    ...(tier ? { bucket: tier } : {}),
     now,
     version: VERSION,
   };
@@ -186,6 +193,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     await source.settle?.();
     await metadata.settle();
     await upkeep.settle();
+    await tier?.settle();
   };
   return {
     config,

@@ -13,6 +13,8 @@ import { DiskHealth } from "./disk_health.ts";
 import { Downloads, type TransferLimits } from "./download.ts";
 import { CacheInventory } from "./inventory.ts";
 import { QuotaKeeper } from "./quota.ts";
+import { PACKAGES_PREFIX } from "./package_store.ts";
+import { parsePackedPath } from "../protocol/packed_layout.ts";
 
 /** How long shutdown waits for `h1:` jobs before abandoning them. */
 const H1_SHUTDOWN_GRACE_MS = 2_000;
@@ -41,6 +43,8 @@ export interface Upkeep {
   readonly downloads: Downloads;
   readonly diskHealth: DiskHealth;
   readonly verifier: BackgroundVerifier;
+  /** Tells inventory and quota about an archive that reached the disk by other means (a fill from the bucket). */
+  stored(key: string, size: number): void;
   /** Waits for downloads, stores and pruning in flight. */
   settle(): Promise<void>;
   /** Stops the background jobs, gives `h1:` jobs a short grace, then abandons them. */
@@ -111,6 +115,12 @@ export async function startUpkeep(cache: CacheDir, opts: UpkeepOptions): Promise
     diskHealth,
     verifier,
     settle,
+    stored(key, size) {
+      const a = parsePackedPath(key.slice(PACKAGES_PREFIX.length));
+      if (!key.startsWith(PACKAGES_PREFIX) || !a) return;
+      inventory.add(a.provider, a.version, a.platform, size);
+      quota?.afterStore(key);
+    },
     async close() {
       background.abort();
       await verifier.stop();
