@@ -137,7 +137,6 @@ export async function parseStorage(
   if (typeof raw.prefix !== "undefined" && typeof raw.prefix !== "string") {
     throw new Err(`"storage.prefix" must be a string`);
   }
-  // deno-lint-ignore no-control-regex
   if (
     prefix && !/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/.test(prefix) ||
     /(^|\/)\.\.?(\/|$)/.test(prefix)

@@ -191,7 +191,8 @@ export class S3Storage implements Storage {
       const whole = createHash("sha256");
       const parts: string[] = [];
       const partSize = this.opts.partSizeBytes;
-      for (let off = 0, n = 1; off < size; off += partSize, n++) {
+      for (let off = 0; off < size; off += partSize) {
+        const n = parts.length + 1;
         const len = Math.min(partSize, size - off);
         const partHash = await hashRegion(file, off, len, whole);
         const a = await this.client.putFile(k, file, off, len, partHash, {
