@@ -57,7 +57,7 @@ export interface AppDeps {
   backgroundSleep?: (ms: number, signal: AbortSignal) => Promise<void>;
   /** Time between disk recovery probes after a disk failure, in ms (default 5 s). */
   diskProbeIntervalMs?: number;
-  /** Fleet lease tuning, and a coordination store other than the storage's (tests). */
+  /** Fleet lease tuning, and a coordination store other than the bucket's (tests). */
   fleet?: UpkeepOptions["fleet"];
 }
 
@@ -95,7 +95,12 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const now = deps.now ?? Date.now;
   const shutdown = new AbortController();
 
+  // The S3 code is loaded only when a bucket is configured.
+  const tier = config.storage
+    ? (await import("./storage_s3/mod.ts")).openBucketTier(config.storage, { log, now })
+    : undefined;
   const cache = await openCacheDir(config.cacheDir, log, {
+    ...(tier ? { tier: tier.wrap } : {}),
     onSwept: (removed) => {
       if (removed > 0) {
         log.warn("removed leftover temp files from an earlier run", { count: removed });
@@ -126,10 +131,15 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     downloadIdleTimeoutMs: deps.downloadIdleTimeoutMs,
     backgroundSleep: deps.backgroundSleep,
     diskProbeIntervalMs: deps.diskProbeIntervalMs,
-    // A waiter's client gets nothing meanwhile: half the idle timeout.
-    fleet: { maxWaitMs: config.limits.idleTimeoutMs / 2, ...deps.fleet },
+    // Leases on the bucket; a waiter's client gets nothing meanwhile: half the idle timeout.
+    fleet: {
+      maxWaitMs: config.limits.idleTimeoutMs / 2,
+      ...(tier ? { store: tier.bucket.coordination() } : {}),
+      ...deps.fleet,
+    },
   });
   const { inventory, downloads, diskHealth, verifier } = upkeep;
+  tier?.onFilled(upkeep.stored);
   const telemetry = new Telemetry({
     version: VERSION,
     upstreams: [...config.upstreams.keys()],
@@ -176,6 +186,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     inventory,
     inflightDownloads: () => downloads.count,
     diskHealth,
+    ...(tier ? { bucket: tier } : {}),
     now,
     version: VERSION,
   };
@@ -190,6 +201,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     await source.settle?.();
     await metadata.settle();
     await upkeep.settle();
+    await tier?.settle();
   };
   return {
     config,

@@ -10,7 +10,6 @@ import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { memoryLogger } from "../lib/base/log.ts";
 import { FleetLeases, leaseKey } from "../lib/cache/fleet_lease.ts";
 import type { FleetTuning } from "../lib/cache/fleet_lease.ts";
-import type { Storage } from "../lib/cache/storage.ts";
 import { FakeCoordinationStore } from "./fake_coordination.ts";
 import { type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
 import { makeTestApp, sha256Hex, tempDir, type TestApp, TWO_PROVIDERS } from "./_helpers.ts";
@@ -373,7 +372,6 @@ Deno.test("no coordination store (local disk): no leases, no extra work", async 
   await using dir = await tempDir();
   await using t = await makeTestApp(undefined, dir.path);
   assertEquals(t.app.downloads.opts.fleet, undefined);
-  assertEquals((t.app.cache.storage as Storage).coordination?.(), undefined);
 });
 
 Deno.test("a holder whose own rate says it cannot finish within the wait budget: the waiter fetches at once, not at the end of the budget", async () => {

@@ -3,12 +3,12 @@
  * `/`-separated paths relative to the cache root (`refs/…json`,
  * `packages/{host}/{ns}/{type}/…zip`), built only from validated names.
  *
- * Today the one implementation is the local disk ({@link ./disk_storage.ts});
- * object storage can be added beside it without touching the handlers, which
- * only see this interface through the refs and package stores.
+ * Implementations: the local disk ({@link ./disk_storage.ts}), and (when
+ * `storage.kind` is `s3`) a bucket with the local disk as a read-through tier
+ * in front of it (lib/storage_s3/); the handlers only see this interface
+ * through the refs and package stores.
  * @module
  */
-import type { CoordinationStore } from "./coordination.ts";
 
 /** The cache cannot be written (full, read-only, gone). */
 export class DiskError extends Error {
@@ -53,11 +53,6 @@ export const SMALL_OBJECT_MAX_BYTES = 32 * 2 ** 20;
 
 /** Where refs and packages are kept. */
 export interface Storage {
-  /**
-   * Conditional writes on a store shared by replicas (object storage), which
-   * fleet leases coordinate on; absent on a local disk.
-   */
-  coordination?(): CoordinationStore | undefined;
   /** Where an object is, for messages (a file path, a URL). */
   locate(key: string): string;
   /**
@@ -79,9 +74,11 @@ export interface Storage {
   tempPath(hint: string): string;
   /**
    * Makes a complete, verified temp file (from {@link tempPath}) visible
-   * under `key` in one step. The temp file is consumed.
+   * under `key` in one step. The temp file is consumed. `sha256` is the hash
+   * the caller verified, when it has one: a storage that copies the bytes
+   * elsewhere (a bucket) stores exactly those bytes or nothing.
    */
-  commit(tempPath: string, key: string): Promise<void>;
+  commit(tempPath: string, key: string, sha256?: string): Promise<void>;
   /** Removes an object; false when it was not there. */
   delete(key: string): Promise<boolean>;
 }

@@ -15,7 +15,8 @@ import type { CoordinationStore } from "./coordination.ts";
 import { FleetLeases, type FleetTuning } from "./fleet_lease.ts";
 import { CacheInventory } from "./inventory.ts";
 import { QuotaKeeper } from "./quota.ts";
-import type { Storage } from "./storage.ts";
+import { PACKAGES_PREFIX } from "./package_store.ts";
+import { parsePackedPath } from "../protocol/packed_layout.ts";
 
 /** How long shutdown waits for `h1:` jobs before abandoning them. */
 const H1_SHUTDOWN_GRACE_MS = 2_000;
@@ -37,8 +38,8 @@ export interface UpkeepOptions {
   /** Time between disk recovery probes after a disk failure, in ms. */
   diskProbeIntervalMs?: number | undefined;
   /**
-   * Fleet leases: the store defaults to the storage's own coordination store
-   * (none on a local disk, and then no leases at all).
+   * Fleet leases on the shared bucket's coordination store; without a store
+   * (local disk) there are no leases at all.
    */
   fleet?: (FleetTuning & { store?: CoordinationStore | undefined }) | undefined;
 }
@@ -49,6 +50,8 @@ export interface Upkeep {
   readonly downloads: Downloads;
   readonly diskHealth: DiskHealth;
   readonly verifier: BackgroundVerifier;
+  /** Tells inventory and quota about an archive that reached the disk by other means (a fill from the bucket). */
+  stored(key: string, size: number): void;
   /** Waits for downloads, stores and pruning in flight. */
   settle(): Promise<void>;
   /** Stops the background jobs, gives `h1:` jobs a short grace, then abandons them. */
@@ -93,7 +96,7 @@ export async function startUpkeep(cache: CacheDir, opts: UpkeepOptions): Promise
     ...sleep,
   });
   verifier.start();
-  const store = opts.fleet?.store ?? (cache.storage as Storage).coordination?.();
+  const store = opts.fleet?.store;
   const fleet = store ? new FleetLeases({ ...opts.fleet, store }, log) : undefined;
   const downloads: Downloads = new Downloads(packages, log, {
     fleet,
@@ -122,6 +125,12 @@ export async function startUpkeep(cache: CacheDir, opts: UpkeepOptions): Promise
     diskHealth,
     verifier,
     settle,
+    stored(key, size) {
+      const a = parsePackedPath(key.slice(PACKAGES_PREFIX.length));
+      if (!key.startsWith(PACKAGES_PREFIX) || !a) return;
+      inventory.add(a.provider, a.version, a.platform, size);
+      quota?.afterStore(key);
+    },
     async close() {
       background.abort();
       await verifier.stop();

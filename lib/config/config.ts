@@ -28,6 +28,8 @@ export type {
   Limits,
 } from "./hardening.ts";
 export { DEFAULT_LIMITS } from "./hardening.ts";
+import { parseStorage, type S3StorageConfig } from "./storage_config.ts";
+export type { S3StorageConfig } from "./storage_config.ts";
 
 /** Settings for one upstream registry. */
 export interface UpstreamConfig {
@@ -87,6 +89,8 @@ export interface Config {
   auth?: AuthConfig;
   /** Background re-verification of cached archives. */
   backgroundVerify: BackgroundVerifyConfig;
+  /** A shared bucket behind the local cache (storage_config.ts); absent: the disk alone. */
+  storage?: S3StorageConfig;
 }
 
 /** A configuration problem: start-up stops with exit code 2 and this message. */
@@ -117,6 +121,7 @@ const TOP_KEYS = new Set([
   "egressAllow",
   "auth",
   "backgroundVerify",
+  "storage",
 ]);
 const UPSTREAM_KEYS = new Set(["url", "token", "trustedKeys"]);
 
@@ -470,6 +475,11 @@ export async function buildConfig(
     (value, key) => resolveSecret(value, key, env, baseDir),
   );
   const backgroundVerify = parseBackgroundVerify(raw.backgroundVerify, ConfigError);
+  const storage = await parseStorage(
+    raw.storage,
+    ConfigError,
+    (v, k) => resolveSecret(v, k, env, baseDir),
+  );
 
   const config: Config = {
     listen,
@@ -485,6 +495,7 @@ export async function buildConfig(
     backgroundVerify,
   };
   if (auth) config.auth = auth;
+  if (storage) config.storage = storage;
   if (tls) config.tls = tls;
   if (publicUrl) config.publicUrl = publicUrl;
   if (maxCacheSizeBytes !== undefined) config.maxCacheSizeBytes = maxCacheSizeBytes;

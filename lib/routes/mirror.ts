@@ -91,6 +91,15 @@ export const archive: RouteHandler<"archive"> = async (req, ctx, r, s) => {
   }
   if (cached) {
     ctx.cache = "hit";
+    const presigned = await s.bucket?.redirect(cached.object);
+    if (presigned) {
+      // storage.redirect: the client fetches the verified object from the bucket.
+      cached.object.close();
+      return new Response(null, {
+        status: 302,
+        headers: { location: presigned, "cache-control": "no-store", "x-repoxy-cache": "hit" },
+      });
+    }
     await cached.object.markServing();
     const res = serveFile(req, {
       file: cached.object,
