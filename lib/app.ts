@@ -131,10 +131,10 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     downloadIdleTimeoutMs: deps.downloadIdleTimeoutMs,
     backgroundSleep: deps.backgroundSleep,
     diskProbeIntervalMs: deps.diskProbeIntervalMs,
-    // Leases on the bucket; a waiter's client gets nothing meanwhile: half the idle timeout.
+    // One upstream fetch per archive across the replicas on the bucket.
     fleet: {
-      maxWaitMs: config.limits.idleTimeoutMs / 2,
-      ...(tier ? { store: tier.bucket.coordination() } : {}),
+      ...(tier ? { store: tier.bucket.coordination(), ttlMs: config.storage!.leaseTtlMs } : {}),
+      ...(tier ? { maxWaitMs: config.storage!.leaseWaitMs } : {}),
       ...deps.fleet,
     },
   });

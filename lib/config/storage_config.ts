@@ -35,6 +35,10 @@ export interface S3StorageConfig {
   abandonedUploadAgeMs: number;
   /** Timeout of one bucket request (not counting a streamed body), in ms (default 10 s). */
   timeoutMs: number;
+  /** A fleet lease not renewed for this long (by the bucket's clock) is taken over (default 15 s). */
+  leaseTtlMs: number;
+  /** Longest a replica waits for another one's download before fetching itself (default 30 s). */
+  leaseWaitMs: number;
 }
 
 /** The storage configuration: undefined for the local disk alone. */
@@ -54,6 +58,8 @@ const KEYS = [
   "partSize",
   "abandonedUploadAge",
   "timeout",
+  "leaseTtl",
+  "leaseWait",
 ];
 
 /** S3's smallest part (all but the last). */
@@ -185,7 +191,11 @@ export async function parseStorage(
     partSizeBytes,
     abandonedUploadAgeMs: duration("abandonedUploadAge", 24 * 3_600_000),
     timeoutMs: duration("timeout", 10_000),
+    leaseTtlMs: duration("leaseTtl", 15_000),
+    leaseWaitMs: duration("leaseWait", 30_000),
   };
+  // The bucket's Last-Modified has one-second precision (cache/fleet_lease.ts).
+  if (config.leaseTtlMs < 3_000) throw new Err(`"storage.leaseTtl" must be at least 3s`);
   if (credentials) config.credentials = credentials;
   if (config.redirectTtlMs > 7 * 24 * 3_600_000) {
     throw new Err(`"storage.redirectTtl" must be at most 7 days (S3's limit for presigned URLs)`);
