@@ -53,6 +53,8 @@ Deno.test("storage: s3 defaults and env:/file: credentials", async () => {
     partSizeBytes: 16 * 2 ** 20,
     abandonedUploadAgeMs: 86_400_000,
     timeoutMs: 10_000,
+    leaseTtlMs: 15_000,
+    leaseWaitMs: 30_000,
     credentials: { accessKeyId: "AKIA1", secretAccessKey: "s3cr3t" },
   });
 });
@@ -63,6 +65,7 @@ Deno.test("storage: mistakes name the key", async () => {
     [{ ...BASE, endpoint: "ftp://x" }, /storage\.endpoint/],
     [{ ...BASE, bucket: "Bad_Name" }, /storage\.bucket/],
     [{ ...BASE, prefix: "/lead" }, /storage\.prefix/],
+    [{ ...BASE, leaseTtl: "1s" }, /storage\.leaseTtl/],
     [{ ...BASE, prefix: "a/../b" }, /storage\.prefix/],
     [{ ...BASE, partSize: "1MiB" }, /storage\.partSize/],
     [{ ...BASE, redirect: "yes" }, /storage\.redirect/],
