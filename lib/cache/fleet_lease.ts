@@ -19,8 +19,8 @@
  * - The others wait: a partial S3 object cannot be read, so a waiter polls
  *   (bounded backoff) for the committed archive and then streams that. It
  *   stops waiting and fetches the archive itself — serving its client beats
- *   strict one-fetch — when the wait reaches `maxWaitMs` (by default half the
- *   idle timeout: a client behind a load balancer gets nothing meanwhile, and
+ *   strict one-fetch — when the wait reaches `maxWaitMs` (`storage.leaseWait`,
+ *   default 30 s: a client behind a load balancer gets nothing meanwhile, and
  *   nginx gives up on a silent upstream after 60 s), or earlier when the
  *   holder's published rate says it cannot finish within that time. A holder
  *   that failed deletes its lease, so a waiter becomes the next holder at
@@ -51,9 +51,12 @@ export interface FleetTuning {
   renewMs?: number | undefined;
   /** Longest a waiter waits before fetching the archive itself (default 30 s). */
   maxWaitMs?: number | undefined;
-  /** First pause between polls of a waiter (default 100 ms); doubles up to `pollMaxMs`. */
+  /** First pause between polls of a waiter (default 50 ms); doubles up to `pollMaxMs`. */
   pollMinMs?: number | undefined;
-  /** Longest pause between polls (default 1 s). */
+  /**
+   * Longest pause between polls (default 500 ms): what a waiter's client may
+   * lose after the commit, against two small requests (HEAD, GET) per poll.
+   */
   pollMaxMs?: number | undefined;
   /** Who this replica is, in lease bodies and logs (default: a random id). */
   replica?: string | undefined;
@@ -142,8 +145,8 @@ export class FleetLeases {
     // Well inside the TTL: a renewal may be late by a slow store round trip.
     this.renewMs = Math.min(opts.renewMs ?? this.ttlMs / 5, this.ttlMs / 3);
     this.maxWaitMs = opts.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
-    this.#pollMinMs = opts.pollMinMs ?? 100;
-    this.#pollMaxMs = Math.max(this.#pollMinMs, opts.pollMaxMs ?? 1_000);
+    this.#pollMinMs = opts.pollMinMs ?? 50;
+    this.#pollMaxMs = Math.max(this.#pollMinMs, opts.pollMaxMs ?? 500);
     this.replica = opts.replica ?? crypto.randomUUID().slice(0, 8);
   }
 
