@@ -30,7 +30,7 @@ function storageOn(
   r: RgwEndpoint,
   bucket: string,
   tmp: string,
-  over: { fetch?: typeof fetch; threshold?: number; prefix?: string } = {},
+  over: { fetch?: typeof fetch; threshold?: number; prefix?: string; timeoutMs?: number } = {},
 ): S3Storage {
   let n = 0;
   const client = new S3Client({
@@ -43,6 +43,7 @@ function storageOn(
       secretAccessKey: r.secretAccessKey,
     }),
     ...(over.fetch ? { fetch: over.fetch } : {}),
+    ...(over.timeoutMs ? { timeoutMs: over.timeoutMs } : {}),
   });
   return new S3Storage(client, {
     prefix: over.prefix ?? "mirror/a",
@@ -223,5 +224,31 @@ Deno.test({
     await co.remove("leases/a.lease", next.etag);
     assertEquals(await co.read("leases/a.lease"), undefined);
     assertEquals(await co.create("leases/a.lease", enc("again")) !== "exists", true);
+  },
+});
+
+Deno.test({
+  name:
+    "S3Storage: the request timeout bounds the answer's headers, not a slow reader of a large object",
+  ignore,
+  async fn() {
+    await using dir = await tempDir();
+    const bucket = await newBucket(rgw!);
+    const s = storageOn(rgw!, bucket, dir.path, { timeoutMs: 300 });
+    const data = bytes(4 * MiB, 5);
+    const tmp = s.tempPath("slow.zip");
+    await Deno.writeFile(tmp, data);
+    await s.commit(tmp, "packages/h/n/t/slow.zip", sha(data));
+    const o = (await s.open("packages/h/n/t/slow.zip"))!;
+    const out = new Uint8Array(o.size);
+    let at = 0;
+    for (;;) {
+      const n = await o.read(out.subarray(at, at + 256 * 1024));
+      if (n === null) break;
+      at += n;
+      if (at === 256 * 1024) await new Promise((r) => setTimeout(r, 700)); // a slow client
+    }
+    o.close();
+    assertEquals(sha(out), sha(data));
   },
 });

@@ -194,3 +194,37 @@ Deno.test({
     assertEquals(await listBucket(rgw!, bucket, "m/packages/"), []);
   },
 });
+
+Deno.test({
+  name:
+    "S3 tier: 8 concurrent clients of an empty replica get exact bytes from the bucket; one fill, no leftovers",
+  ignore,
+  async fn() {
+    await using fake = await startFakeRegistry({ providers: ALPHA });
+    await using a = await tempDir();
+    await using b = await tempDir();
+    const bucket = await newBucket(rgw!);
+    const want = fake.archive("alpha", "1.0.0", "linux_amd64");
+    {
+      await using first = await makeTestApp(fake, a.path, storage(bucket));
+      await bytesOf(await first.get(ZIP));
+      await first.app.settle();
+    }
+    await using second = await makeTestApp(fake, b.path, storage(bucket));
+    const got = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const r = await second.get(ZIP);
+        return { status: r.status, sha: sha256Hex(await bytesOf(r)) };
+      }),
+    );
+    assertEquals(got, Array.from({ length: 8 }, () => ({ status: 200, sha: want.sha256 })));
+    await second.app.settle();
+    assertEquals(zipFetches(fake), 1);
+    assertEquals(
+      sha256Hex(await Deno.readFile(`${b.path}/packages/${H}/example/alpha/${FILE}`)),
+      want.sha256,
+    );
+    assertEquals(await tempLeftovers(b.path), []);
+    assertEquals(second.app.inventory.totalBytes, want.bytes.length, "counted once");
+  },
+});

@@ -164,3 +164,29 @@ Deno.test("credential chain: nothing configured says what it tried", async () =>
   const chain = awsCredentialChain(chainEnv({ AWS_EC2_METADATA_DISABLED: "true" }, {}, []));
   await assertRejects(() => chain(), Error, "no S3 credentials found");
 });
+
+Deno.test("the S3 code is reached only through app.ts's dynamic import (the disk default never loads it)", async () => {
+  const lib = new URL("../lib/", import.meta.url).pathname;
+  const importers: string[] = [];
+  const walk = async (dir: string) => {
+    for await (const e of Deno.readDir(dir)) {
+      const p = `${dir}/${e.name}`;
+      if (e.isDirectory) await walk(p);
+      else if (e.name.endsWith(".ts") && !p.includes("/storage_s3/")) {
+        const text = await Deno.readTextFile(p);
+        for (const m of text.matchAll(/(import\s*\(|from)\s*["'][^"']*storage_s3\/[^"']+["']/g)) {
+          importers.push(`${p.slice(lib.length)}: ${m[0]}`);
+        }
+      }
+    }
+  };
+  await walk(lib.replace(/\/$/, ""));
+  assertEquals(importers, ['app.ts: import("./storage_s3/mod.ts"']);
+  const aws = new URL("../lib/deps/aws4fetch.ts", import.meta.url).pathname;
+  const users: string[] = [];
+  for await (const e of Deno.readDir(lib + "storage_s3")) {
+    const text = await Deno.readTextFile(`${lib}storage_s3/${e.name}`);
+    if (/deps\/(aws4fetch|node_http)\.ts/.test(text)) users.push(e.name);
+  }
+  assertEquals(users.sort(), ["s3_client.ts"], `${aws} and node_http.ts only behind the S3 client`);
+});

@@ -140,10 +140,29 @@ export class S3Client {
 
   /**
    * Sends one request and returns the response (body unread; the caller
-   * consumes or cancels it). A network failure becomes an {@link S3Error}
-   * with status 0.
+   * consumes or cancels it). The timeout covers the answer's headers only: a
+   * large object may take longer to stream. A network failure becomes an
+   * {@link S3Error} with status 0.
    */
   async send(method: string, key: string, init: S3RequestInit = {}): Promise<Response> {
+    const timer = new AbortController();
+    const t = setTimeout(
+      () => timer.abort(new DOMException("timed out", "TimeoutError")),
+      this.timeoutMs,
+    );
+    try {
+      return await this.#send(method, key, init, timer.signal);
+    } finally {
+      clearTimeout(t);
+    }
+  }
+
+  async #send(
+    method: string,
+    key: string,
+    init: S3RequestInit,
+    timeout: AbortSignal,
+  ): Promise<Response> {
     const body = init.body;
     const url = this.url(key, init.query);
     const signed = await this.#sign(
@@ -152,7 +171,6 @@ export class S3Client {
       init.headers ?? {},
       body === undefined ? EMPTY_SHA256 : sha256Hex(body),
     );
-    const timeout = AbortSignal.timeout(this.timeoutMs);
     try {
       return await this.#fetch(signed.url, {
         method,
@@ -170,7 +188,11 @@ export class S3Client {
    * the timeout covers the body too.
    */
   async call(method: string, key: string, init: S3RequestInit = {}): Promise<S3Answer> {
-    const res = await this.send(method, key, init);
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const res = await this.send(method, key, {
+      ...init,
+      signal: init.signal ? AbortSignal.any([init.signal, timeout]) : timeout,
+    });
     let text: string;
     try {
       text = await res.text();

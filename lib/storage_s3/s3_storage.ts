@@ -163,6 +163,11 @@ export class S3Storage implements Storage {
    */
   async upload(path: string, key: string, sha256?: string): Promise<void> {
     using file = await Deno.open(path, { read: true });
+    await this.uploadFile(file, key, sha256);
+  }
+
+  /** {@link upload} from an open file (which may have been renamed or removed meanwhile). */
+  async uploadFile(file: Deno.FsFile, key: string, sha256?: string): Promise<void> {
     const size = (await file.stat()).size;
     const k = this.bucketKey(key);
     if (size > this.opts.multipartThresholdBytes) {

@@ -134,12 +134,23 @@ export class TieredStorage implements Storage {
   }
 
   async commit(tempPath: string, key: string, sha256?: string): Promise<void> {
+    if (!shared(key)) return await this.local.commit(tempPath, key);
+    // Opened before the rename: the verified bytes stay readable through the
+    // handle even if the quota evicts the file before the upload ends.
+    using file = await Deno.open(tempPath, { read: true });
     await this.local.commit(tempPath, key);
-    if (!shared(key)) return;
-    // Uploaded from the committed file: it is verified and stays readable
-    // through the open handle even if the quota evicts it meanwhile.
     const path = this.local.locate(key);
-    const r = await this.#remote(() => this.bucket.upload(path, key, sha256));
+    let r: void | typeof DOWN;
+    try {
+      r = await this.#remote(() => this.bucket.uploadFile(file, key, sha256));
+    } catch (e) {
+      // Not the bucket's fault (a local read failed): the local commit stands.
+      this.log.warn("cannot upload an archive to the bucket", {
+        path,
+        error: (e as Error).message,
+      });
+      return;
+    }
     if (r === DOWN) {
       this.log.warn("archive kept on the local tier only; the bucket did not take it", {
         path,
