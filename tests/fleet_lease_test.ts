@@ -491,3 +491,37 @@ Deno.test("store errors while waiting (RGW answers a lost race with 500) are loo
   assertEquals(c.kind, "unleased");
   await a2.lease.release();
 });
+
+Deno.test("a waiting replica shutting down stops waiting at once: its client gets an error, its close does not wait out the budget", async () => {
+  const stuck = gate();
+  await using fake = await startFakeRegistry({
+    providers: TWO_PROVIDERS,
+    redirectDownloads: false,
+    intercept: async (req, server) => {
+      if (server !== "release" || !new URL(req.url).pathname.endsWith(".zip")) return undefined;
+      await stuck.wait;
+      return new Response("late", { status: 503 });
+    },
+  });
+  await using dir = await tempDir();
+  const store = new FakeCoordinationStore();
+  // A budget far past the test's own timeout: only the shutdown can end the wait.
+  const [a, b] = await fleet(fake, dir.path, store, { ...FAST, maxWaitMs: 600_000 }, ["A", "B"]);
+  try {
+    const x = fake.archive("alpha", "1.1.0", "linux_amd64");
+    const url = `/${H}/example/alpha/${x.filename}`;
+    const holder = fetchResult(a!.get(url));
+    await until(() => zipGets(fake) === 1, "the holder's upstream request");
+    const waiter = fetchResult(b!.get(url));
+    await until(() => store.refused.create === 1, "B waiting on the lease");
+    await b![Symbol.asyncDispose]();
+    assert((await waiter).status >= 500, "the waiter's client got an error");
+    assertEquals(b!.app.downloads.opts.fleet!.stats.unleased, 0, "it did not fetch by itself");
+    assertEquals(zipGets(fake), 1);
+    stuck.open();
+    assertEquals((await holder).status, 502);
+  } finally {
+    stuck.open();
+    await closeAll([a!]);
+  }
+});
