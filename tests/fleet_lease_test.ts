@@ -245,8 +245,9 @@ Deno.test("the holder's upstream fails: the waiters do not wait out their budget
   });
   await using dir = await tempDir();
   const store = new FakeCoordinationStore();
-  // A budget no test could wait out: the waiters must learn of the failure.
-  const apps = await fleet(fake, dir.path, store, { ...FAST, maxWaitMs: 600_000 });
+  // A budget longer than the test takes: the waiters must learn of the
+  // failure, not wait it out (which "unleased" would count).
+  const apps = await fleet(fake, dir.path, store, { ...FAST, maxWaitMs: 20_000 });
   try {
     const a = fake.archive("alpha", "1.0.0", "darwin_arm64");
     const url = `/${H}/example/alpha/${a.filename}`;
@@ -505,8 +506,8 @@ Deno.test("a waiting replica shutting down stops waiting at once: its client get
   });
   await using dir = await tempDir();
   const store = new FakeCoordinationStore();
-  // A budget far past the test's own timeout: only the shutdown can end the wait.
-  const [a, b] = await fleet(fake, dir.path, store, { ...FAST, maxWaitMs: 600_000 }, ["A", "B"]);
+  // A budget longer than the test takes: only the shutdown may end the wait.
+  const [a, b] = await fleet(fake, dir.path, store, { ...FAST, maxWaitMs: 5_000 }, ["A", "B"]);
   try {
     const x = fake.archive("alpha", "1.1.0", "linux_amd64");
     const url = `/${H}/example/alpha/${x.filename}`;
@@ -523,5 +524,58 @@ Deno.test("a waiting replica shutting down stops waiting at once: its client get
   } finally {
     stuck.open();
     await closeAll([a!]);
+  }
+});
+
+Deno.test("a holder that will store nothing (a pass-through) gives its lease up at once: another replica fetches and stores meanwhile", async () => {
+  const hold = gate();
+  let n = 0;
+  await using fake = await startFakeRegistry({
+    providers: TWO_PROVIDERS,
+    redirectDownloads: false,
+    // The first fetch sends half, then stalls until the end of the test.
+    intercept: (req, server) => {
+      if (server !== "release" || !new URL(req.url).pathname.endsWith(".zip")) return undefined;
+      if (n++ > 0) return undefined;
+      const bytes = fake.archive("beta", "2.3.4", "darwin_arm64").bytes;
+      let sent = false;
+      return new Response(
+        new ReadableStream<Uint8Array>({
+          async pull(c) {
+            if (sent) {
+              await hold.wait;
+              return c.close();
+            }
+            sent = true;
+            c.enqueue(bytes.slice(0, bytes.length >> 1));
+          },
+        }),
+        { headers: { "content-length": String(bytes.length) } },
+      );
+    },
+  });
+  await using dir = await tempDir();
+  const store = new FakeCoordinationStore();
+  // A's quota is smaller than the archive: it passes it through, storing nothing.
+  const a = await makeTestApp(fake, dir.path, { maxCacheSize: "100B" }, {
+    fleet: { ...FAST, store: store.client("A"), replica: "A" },
+  });
+  // B's budget is longer than the test takes: it must not be what ends the wait.
+  const [b] = await fleet(fake, dir.path, store, { ...FAST, maxWaitMs: 5_000 }, ["B"]);
+  try {
+    const x = fake.archive("beta", "2.3.4", "darwin_arm64");
+    const url = `/${H}/example/beta/${x.filename}`;
+    const first = await a.get(url);
+    assertEquals(first.headers.get("x-repoxy-cache"), "bypass");
+    // B does not wait for A's (stalled) transfer: it takes the free lease.
+    assertEquals(await fetchResult(b!.get(url)), { status: 200, sha: sha256Hex(x.bytes) });
+    assertEquals(b!.app.downloads.opts.fleet!.stats.created, 1);
+    assertEquals(b!.app.downloads.opts.fleet!.stats.unleased, 0);
+    assertEquals(zipGets(fake), 2);
+    hold.open();
+    await first.body?.cancel().catch(() => {});
+  } finally {
+    hold.open();
+    await closeAll([a, b!]);
   }
 });

@@ -39,7 +39,7 @@ import {
 } from "../protocol/names.ts";
 import type { ArchiveMeta } from "./archive_meta.ts";
 import { type DiskHealth, isDiskTrouble } from "./disk_health.ts";
-import type { FleetLeases } from "./fleet_lease.ts";
+import type { FleetLeases, HeldLease } from "./fleet_lease.ts";
 import type { PackageStore } from "./package_store.ts";
 import { Download, type DownloadSource, PASS_THROUGH_WINDOW } from "./shared_download.ts";
 import {
@@ -156,7 +156,12 @@ export class Downloads {
     if (d.passThrough !== undefined) return;
     d.startPassThrough(why);
     if (this.#downloads.get(d.key) === d) this.#downloads.delete(d.key);
+    // It will store nothing: another replica may fetch (and store) it now.
+    this.#leases.get(d)?.release();
   }
+
+  /** Fleet leases held by running downloads. */
+  readonly #leases = new WeakMap<Download, HeldLease>();
 
   /** Whether `need` more bytes of temp space fit in `maxCacheSize` beside the other downloads. */
   #fits(d: Download, total: number): boolean {
@@ -187,6 +192,7 @@ export class Downloads {
       d.state = "verified";
       return got.meta;
     }
+    if (got.kind === "held") this.#leases.set(d, got.lease);
     try {
       return await this.#fetch(d, p, version, pl, source);
     } finally {

@@ -322,8 +322,17 @@ export class HeldLease {
     }
   }
 
-  /** Stops renewing and deletes the lease unless it was taken over. Never throws. */
-  async release(): Promise<void> {
+  /**
+   * Stops renewing and deletes the lease unless it was taken over. Never
+   * throws; a second call waits for the first.
+   */
+  release(): Promise<void> {
+    return this.#released ??= this.#release();
+  }
+
+  #released: Promise<void> | undefined;
+
+  async #release(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
     await this.#renewing;
