@@ -17,9 +17,10 @@
  *   writes have the same bytes — S3 ETags are content hashes, and a renewal
  *   that wrote the same bytes as a taker would otherwise keep matching.
  * - The others wait: a partial S3 object cannot be read, so a waiter polls
- *   (bounded backoff) for the committed archive and then streams that. It
- *   stops waiting and fetches the archive itself — serving its client beats
- *   strict one-fetch — when the wait reaches `maxWaitMs` (`storage.leaseWait`,
+ *   the lease (every quarter of the time waited so far, between `pollMinMs`
+ *   and `pollMaxMs`) until the holder deletes it after its commit, then
+ *   streams the committed archive. It stops waiting and fetches the archive
+ *   itself — serving its client beats strict one-fetch — when the wait reaches `maxWaitMs` (`storage.leaseWait`,
  *   default 30 s: a client behind a load balancer gets nothing meanwhile, and
  *   nginx gives up on a silent upstream after 60 s), or earlier when the
  *   holder's published rate says it cannot finish within that time. A holder
@@ -51,7 +52,7 @@ export interface FleetTuning {
   renewMs?: number | undefined;
   /** Longest a waiter waits before fetching the archive itself (default 30 s). */
   maxWaitMs?: number | undefined;
-  /** First pause between polls of a waiter (default 50 ms); doubles up to `pollMaxMs`. */
+  /** Shortest pause between polls of a waiter (default 25 ms); then a quarter of the time waited. */
   pollMinMs?: number | undefined;
   /**
    * Longest pause between polls (default 500 ms): what a waiter's client may
@@ -145,7 +146,7 @@ export class FleetLeases {
     // Well inside the TTL: a renewal may be late by a slow store round trip.
     this.renewMs = Math.min(opts.renewMs ?? this.ttlMs / 5, this.ttlMs / 3);
     this.maxWaitMs = opts.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
-    this.#pollMinMs = opts.pollMinMs ?? 50;
+    this.#pollMinMs = opts.pollMinMs ?? 25;
     this.#pollMaxMs = Math.max(this.#pollMinMs, opts.pollMaxMs ?? 500);
     this.replica = opts.replica ?? crypto.randomUUID().slice(0, 8);
   }
@@ -174,7 +175,6 @@ export class FleetLeases {
       return encodeBody({ owner, seq, written: p.written, size: p.size ?? null });
     };
     const started = performance.now();
-    let delay = this.#pollMinMs;
     /** First progress seen of the current holder (its owner, bytes, when). */
     let first: { owner: string; written: number; at: number } | undefined;
     const won = async (etag: string, how: "created" | "takenOver"): Promise<Acquired<M>> => {
@@ -203,18 +203,20 @@ export class FleetLeases {
     while (true) {
       opts.signal?.throwIfAborted();
       try {
-        if (!assumeFree) {
-          const meta = await opts.committed();
-          if (meta !== undefined) {
-            this.stats.waitedForCommit++;
-            return { kind: "committed", meta };
-          }
-        }
+        // Only the lease is polled: a holder deletes it right after its
+        // commit (one request per poll instead of two).
         const cur = assumeFree ? undefined : await this.store.read(key);
-        assumeFree = false;
         if (!cur) {
-          // Nobody holds it: the holder finished (its commit is seen next
-          // round) or gave up, or nobody asked before.
+          // Nobody holds it: the holder committed, or gave up, or nobody
+          // asked before.
+          if (!assumeFree) {
+            const meta = await opts.committed();
+            if (meta !== undefined) {
+              this.stats.waitedForCommit++;
+              return { kind: "committed", meta };
+            }
+          }
+          assumeFree = false;
           const c = await this.store.create(key, body(0));
           if (c !== "exists") return await won(c.etag, "created");
           continue;
@@ -261,8 +263,10 @@ export class FleetLeases {
       if (elapsed >= this.maxWaitMs) {
         return unleased(`waited ${Math.round(elapsed)} ms for another replica's download`);
       }
-      await sleep(Math.min(delay, this.maxWaitMs - elapsed), opts.signal);
-      delay = Math.min(delay * 2, this.#pollMaxMs);
+      // A quarter of the time waited so far: the client loses at most about
+      // that much after the commit, and a long wait costs few requests.
+      const pause = Math.min(this.#pollMaxMs, Math.max(this.#pollMinMs, elapsed / 4));
+      await sleep(Math.min(pause, this.maxWaitMs - elapsed), opts.signal);
     }
   }
 }
