@@ -1,0 +1,199 @@
+/**
+ * The S3 tier under operations (Ceph RGW, tests/_rgw.ts): the bucket going
+ * away and coming back, wrong credentials, the start-up sweep of abandoned
+ * multipart uploads, and an archive large enough for a multipart upload
+ * going through the whole fleet path.
+ * @module
+ */
+import { assert, assertEquals } from "../lib/deps/assert.ts";
+import { startFakeRegistry } from "./fake_registry.ts";
+import { bytesOf, makeTestApp, sha256Hex, tempDir } from "./_helpers.ts";
+import {
+  listBucket,
+  listUploads,
+  newBucket,
+  rgw,
+  rgwClient,
+  skipUnlessRgw,
+  startGateway,
+} from "./_rgw.ts";
+
+const ignore = skipUnlessRgw("S3 storage tier operations");
+const H = "registry.terraform.io";
+const ALPHA = [{
+  namespace: "example",
+  type: "alpha",
+  versions: [{ version: "1.0.0", platforms: ["linux_amd64", "darwin_arm64", "windows_amd64"] }],
+}];
+const path = (file: string) => `/${H}/example/alpha/${file}`;
+const key = (file: string) => `m/packages/${H}/example/alpha/${file}`;
+
+function storage(bucket: string, over: Record<string, unknown> = {}) {
+  return {
+    storage: {
+      kind: "s3",
+      endpoint: rgw!.endpoint,
+      bucket,
+      prefix: "m",
+      credentials: { accessKeyId: rgw!.accessKeyId, secretAccessKey: rgw!.secretAccessKey },
+      ...over,
+    },
+  };
+}
+
+Deno.test({
+  name:
+    "S3 tier: bucket down then back → readyz degraded then ready, each logged once; storing to the bucket resumes",
+  ignore,
+  async fn() {
+    await using fake = await startFakeRegistry({ providers: ALPHA });
+    await using dir = await tempDir();
+    const bucket = await newBucket(rgw!);
+    const gw = await startGateway(rgw!);
+    let clock = Date.now();
+    try {
+      await using t = await makeTestApp(
+        fake,
+        dir.path,
+        storage(bucket, { endpoint: gw.endpoint }),
+        { now: () => clock },
+      );
+      const [linux, darwin, windows] = ["linux_amd64", "darwin_arm64", "windows_amd64"].map((p) =>
+        fake.archive("alpha", "1.0.0", p)
+      );
+      assertEquals(sha256Hex(await bytesOf(await t.get(path(linux!.filename)))), linux!.sha256);
+      await t.app.settle();
+
+      await gw.stop();
+      clock += 2_000;
+      const down = await (await t.get("/-/readyz")).json();
+      assertEquals([down.status, down.storage.reachable], ["degraded", false]);
+      assertEquals(sha256Hex(await bytesOf(await t.get(path(darwin!.filename)))), darwin!.sha256);
+      await t.app.settle();
+
+      await gw.restart();
+      clock += 6_000; // past the retry pause and the readiness reuse
+      const back = await t.get("/-/readyz");
+      assertEquals(back.status, 200);
+      const body = await back.json();
+      assertEquals([body.status, body.storage.reachable], ["ready", true]);
+      assertEquals(sha256Hex(await bytesOf(await t.get(path(windows!.filename)))), windows!.sha256);
+      await t.app.settle();
+
+      const keys = (await listBucket(rgw!, bucket, "m/packages/")).map((o) => o.key).sort();
+      assertEquals(keys, [key(linux!.filename), key(windows!.filename)].sort());
+      const count = (s: string) => t.log.lines.filter((l) => l.includes(s)).length;
+      assertEquals(count("storage bucket unreachable"), 1);
+      assertEquals(count("storage bucket reachable again"), 1);
+    } finally {
+      await gw.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "S3 tier: wrong credentials → readyz degraded naming the refusal; archives still served and kept locally",
+  ignore,
+  async fn() {
+    await using fake = await startFakeRegistry({ providers: ALPHA });
+    await using dir = await tempDir();
+    const bucket = await newBucket(rgw!);
+    await using t = await makeTestApp(
+      fake,
+      dir.path,
+      storage(bucket, {
+        credentials: { accessKeyId: rgw!.accessKeyId, secretAccessKey: "not-the-secret" },
+      }),
+    );
+    const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
+    const r = await t.get(path(linux.filename));
+    assertEquals(r.status, 200);
+    assertEquals(sha256Hex(await bytesOf(r)), linux.sha256);
+    await t.app.settle();
+    const ready = await t.get("/-/readyz");
+    assertEquals(ready.status, 200);
+    const body = await ready.json();
+    assertEquals(body.status, "degraded");
+    assert(/403/.test(body.storage.reason), body.storage.reason);
+    assertEquals(await listBucket(rgw!, bucket), []);
+    assertEquals(
+      sha256Hex(await Deno.readFile(`${dir.path}/packages/${H}/example/alpha/${linux.filename}`)),
+      linux.sha256,
+    );
+  },
+});
+
+Deno.test({
+  name: "S3 tier: start-up aborts multipart uploads older than storage.abandonedUploadAge",
+  ignore,
+  async fn() {
+    await using dir = await tempDir();
+    const bucket = await newBucket(rgw!);
+    const c = rgwClient(rgw!);
+    const started = await c.fetch(`${rgw!.endpoint}/${bucket}/m/packages/x/y/z/a.zip?uploads`, {
+      method: "POST",
+    });
+    assertEquals(started.status, 200, await started.text());
+    // One outside the prefix belongs to someone else and stays.
+    const other = await c.fetch(`${rgw!.endpoint}/${bucket}/other/a.zip?uploads`, {
+      method: "POST",
+    });
+    assertEquals(other.status, 200, await other.text());
+    await new Promise((r) => setTimeout(r, 2_100)); // RGW's Initiated has second precision
+    await using t = await makeTestApp(
+      undefined,
+      dir.path,
+      storage(bucket, { abandonedUploadAge: "1s" }),
+    );
+    await t.app.settle();
+    assertEquals(await listUploads(rgw!, bucket), ["other/a.zip"]);
+    assert(t.log.lines.some((l) => l.includes("aborted abandoned multipart uploads")));
+  },
+});
+
+Deno.test({
+  name:
+    "S3 tier: an archive above storage.multipartThreshold goes up in parts and comes back exact on an empty replica",
+  ignore,
+  async fn() {
+    const big = new Uint8Array(11 * 2 ** 20 + 333);
+    for (let i = 0; i < big.length; i += 65536) crypto.getRandomValues(big.subarray(i, i + 65536));
+    await using fake = await startFakeRegistry({
+      providers: [{
+        namespace: "example",
+        type: "alpha",
+        versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
+      }],
+      zipOverride: () => big,
+    });
+    await using a = await tempDir();
+    await using b = await tempDir();
+    const bucket = await newBucket(rgw!);
+    const over = { multipartThreshold: "6MiB", partSize: "5MiB" };
+    const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
+    assertEquals(linux.sha256, sha256Hex(big));
+    {
+      await using first = await makeTestApp(fake, a.path, storage(bucket, over));
+      assertEquals(sha256Hex(await bytesOf(await first.get(path(linux.filename)))), linux.sha256);
+      await first.app.settle();
+    }
+    assertEquals(await listBucket(rgw!, bucket, "m/packages/"), [{
+      key: key(linux.filename),
+      size: big.length,
+    }]);
+    // A multipart object's ETag says how many parts it has.
+    const head = await rgwClient(rgw!).fetch(`${rgw!.endpoint}/${bucket}/${key(linux.filename)}`, {
+      method: "HEAD",
+    });
+    assertEquals(head.headers.get("etag")?.replaceAll('"', "").split("-")[1], "3");
+    await using second = await makeTestApp(fake, b.path, storage(bucket, over));
+    const r = await second.get(path(linux.filename));
+    assertEquals(sha256Hex(await bytesOf(r)), linux.sha256);
+    await second.app.settle();
+    assertEquals(
+      sha256Hex(await Deno.readFile(`${b.path}/packages/${H}/example/alpha/${linux.filename}`)),
+      linux.sha256,
+    );
+  },
+});
