@@ -197,3 +197,48 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "S3 tier: a bucket object altered past the fingerprint is never kept on the local tier",
+  ignore,
+  async fn() {
+    const good = new Uint8Array(400 * 1024);
+    for (let i = 0; i < good.length; i += 65536) {
+      crypto.getRandomValues(good.subarray(i, i + 65536));
+    }
+    await using fake = await startFakeRegistry({
+      providers: [{
+        namespace: "example",
+        type: "alpha",
+        versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
+      }],
+      zipOverride: () => good,
+    });
+    await using a = await tempDir();
+    await using b = await tempDir();
+    const bucket = await newBucket(rgw!);
+    const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
+    {
+      await using first = await makeTestApp(fake, a.path, storage(bucket));
+      assertEquals(sha256Hex(await bytesOf(await first.get(path(linux.filename)))), linux.sha256);
+      await first.app.settle();
+    }
+    // Same size, same head and tail (the cheap fingerprint), one byte changed
+    // in the middle, the recorded sha256 kept.
+    const bad = good.slice();
+    bad[200 * 1024] = bad[200 * 1024]! ^ 0xff;
+    const put = await rgwClient(rgw!).fetch(`${rgw!.endpoint}/${bucket}/${key(linux.filename)}`, {
+      method: "PUT",
+      body: bad,
+      headers: { "x-amz-meta-sha256": linux.sha256 },
+    });
+    assertEquals(put.status, 200, await put.text());
+    await using second = await makeTestApp(fake, b.path, storage(bucket));
+    await bytesOf(await second.get(path(linux.filename)));
+    await second.app.settle();
+    const kept = await Deno.readFile(`${b.path}/packages/${H}/example/alpha/${linux.filename}`)
+      .catch(() => undefined);
+    assertEquals(kept, undefined, "the altered bytes were not kept");
+    assert(second.log.lines.some((l) => l.includes("does not hash to the sha256 recorded")));
+  },
+});

@@ -171,6 +171,12 @@ export class S3Storage implements Storage {
     const size = (await file.stat()).size;
     const k = this.bucketKey(key);
     if (size > this.opts.multipartThresholdBytes) {
+      // A multipart complete cannot be conditional everywhere: look first, so
+      // an archive another replica stored is not sent again.
+      if (sha256 && key.startsWith("packages/")) {
+        const there = await this.head(key);
+        if (there?.sha256 === sha256.toLowerCase() && there.size === size) return;
+      }
       return await this.#multipart(file, size, k, sha256);
     }
     const hash = sha256 ?? await hashRegion(file, 0, size);

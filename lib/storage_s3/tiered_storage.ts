@@ -290,8 +290,16 @@ export class FillingObject implements OpenObject {
     this.object.close();
     if (!this.#filling) return;
     const recorded = this.object.head.sha256;
-    const complete = this.#written === this.size &&
-      (recorded === undefined || this.#hash.digest("hex") === recorded.toLowerCase());
+    const whole = this.#written === this.size;
+    const got = whole ? this.#hash.digest("hex") : undefined;
+    if (whole && recorded !== undefined && got !== recorded.toLowerCase()) {
+      this.tier.log.warn("bucket object does not hash to the sha256 recorded at upload; not kept", {
+        bucket: this.tier.bucket.locate(this.key),
+        expected: recorded,
+        got,
+      });
+    }
+    const complete = whole && (recorded === undefined || got === recorded.toLowerCase());
     if (!complete || !this.#file) return this.#giveUp();
     const file = this.#file;
     const tmp = this.#tmp!;
