@@ -16,6 +16,7 @@ import {
   rgwClient,
   skipUnlessRgw,
   startGateway,
+  storageConfig,
 } from "./_rgw.ts";
 
 const ignore = skipUnlessRgw("S3 storage tier operations");
@@ -28,18 +29,7 @@ const ALPHA = [{
 const path = (file: string) => `/${H}/example/alpha/${file}`;
 const key = (file: string) => `m/packages/${H}/example/alpha/${file}`;
 
-function storage(bucket: string, over: Record<string, unknown> = {}) {
-  return {
-    storage: {
-      kind: "s3",
-      endpoint: rgw!.endpoint,
-      bucket,
-      prefix: "m",
-      credentials: { accessKeyId: rgw!.accessKeyId, secretAccessKey: rgw!.secretAccessKey },
-      ...over,
-    },
-  };
-}
+const storage = storageConfig;
 
 Deno.test({
   name:
