@@ -110,7 +110,8 @@ export function openBucketTier(
     },
     async redirect(object) {
       if (!config.redirect || !(object instanceof FillingObject)) return undefined;
-      return await bucket.presign(object.key, Math.round(config.redirectTtlMs / 1000));
+      // Whole seconds, at least one: S3 refuses X-Amz-Expires=0.
+      return await bucket.presign(object.key, Math.max(1, Math.ceil(config.redirectTtlMs / 1000)));
     },
     async settle() {
       await startup;
