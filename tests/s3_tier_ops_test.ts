@@ -232,3 +232,37 @@ Deno.test({
     assert(second.log.lines.some((l) => l.includes("does not hash to the sha256 recorded")));
   },
 });
+
+Deno.test({
+  name:
+    "S3 tier: the bucket copied to a folder (like `aws s3 sync`) is a cache directory an offline Repoxy serves",
+  ignore,
+  async fn() {
+    await using fake = await startFakeRegistry({ providers: ALPHA });
+    await using a = await tempDir();
+    await using copy = await tempDir();
+    const bucket = await newBucket(rgw!);
+    const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
+    {
+      await using t = await makeTestApp(fake, a.path, storage(bucket));
+      assertEquals(sha256Hex(await bytesOf(await t.get(path(linux.filename)))), linux.sha256);
+      await t.app.settle();
+    }
+    const c = rgwClient(rgw!);
+    for (const o of await listBucket(rgw!, bucket, "m/")) {
+      const to = `${copy.path}/${o.key.slice("m/".length)}`;
+      await Deno.mkdir(to.slice(0, to.lastIndexOf("/")), { recursive: true });
+      const r = await c.fetch(`${rgw!.endpoint}/${bucket}/${o.key}`);
+      await Deno.writeFile(to, await bytesOf(r));
+    }
+    await using offline = await makeTestApp(undefined, copy.path, {
+      offline: true,
+      upstreams: { [H]: { url: `https://${H}` } },
+    });
+    const r = await offline.get(path(linux.filename));
+    assertEquals(r.status, 200);
+    assertEquals(await bytesOf(r), linux.bytes);
+    const index = await offline.get(`/${H}/example/alpha/index.json`);
+    assertEquals(await index.json(), { versions: { "1.0.0": {} } });
+  },
+});
