@@ -7,7 +7,7 @@
  */
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
-import { bytesOf, makeTestApp, sha256Hex, tempDir } from "./_helpers.ts";
+import { bytesOf, makeTestApp, sha256Hex, tempDir, tempLeftovers } from "./_helpers.ts";
 import {
   listBucket,
   listUploads,
@@ -264,5 +264,48 @@ Deno.test({
     assertEquals(await bytesOf(r), linux.bytes);
     const index = await offline.get(`/${H}/example/alpha/index.json`);
     assertEquals(await index.json(), { versions: { "1.0.0": {} } });
+  },
+});
+
+Deno.test({
+  name:
+    "S3 tier: an archive larger than the replica's maxCacheSize streams from the bucket, never filling its disk",
+  ignore,
+  async fn() {
+    const big = new Uint8Array(400 * 1024);
+    for (let i = 0; i < big.length; i += 65536) crypto.getRandomValues(big.subarray(i, i + 65536));
+    await using fake = await startFakeRegistry({
+      providers: [{
+        namespace: "example",
+        type: "alpha",
+        versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
+      }],
+      zipOverride: () => big,
+    });
+    await using a = await tempDir();
+    await using b = await tempDir();
+    const bucket = await newBucket(rgw!);
+    const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
+    {
+      await using first = await makeTestApp(fake, a.path, storage(bucket));
+      assertEquals(sha256Hex(await bytesOf(await first.get(path(linux.filename)))), linux.sha256);
+      await first.app.settle();
+    }
+    await using small = await makeTestApp(fake, b.path, {
+      ...storage(bucket),
+      maxCacheSize: "300KiB",
+    });
+    const r = await small.get(path(linux.filename));
+    assertEquals(r.status, 200);
+    assertEquals(await bytesOf(r), big);
+    await small.app.settle();
+    assertEquals(
+      await Deno.stat(`${b.path}/packages/${H}/example/alpha/${linux.filename}`).then(
+        () => true,
+        () => false,
+      ),
+      false,
+    );
+    assertEquals(await tempLeftovers(b.path), []);
   },
 });

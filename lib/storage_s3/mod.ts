@@ -49,7 +49,7 @@ export interface BucketTier extends BucketView {
 /** Opens the bucket of `config` (nothing is sent before the background start-up jobs). */
 export function openBucketTier(
   config: S3StorageConfig,
-  deps: { log: Logger; now?: () => number; fetch?: typeof fetch },
+  deps: { log: Logger; now?: () => number; fetch?: typeof fetch; maxFillBytes?: number },
 ): BucketTier {
   const { log } = deps;
   const client = new S3Client({
@@ -96,7 +96,7 @@ export function openBucketTier(
     bucket,
     health,
     wrap(local) {
-      tiered = new TieredStorage(local, bucket, health, log);
+      tiered = new TieredStorage(local, bucket, health, log, deps.maxFillBytes);
       for (const l of listeners) tiered.onFilled(l);
       return tiered;
     },
