@@ -97,7 +97,11 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
 
   // The S3 code is loaded only when a bucket is configured.
   const tier = config.storage
-    ? (await import("./storage_s3/mod.ts")).openBucketTier(config.storage, { log, now })
+    ? (await import("./storage_s3/mod.ts")).openBucketTier(config.storage, {
+      log,
+      now,
+      maxFillBytes: Math.min(config.limits.archiveBytes, config.maxCacheSizeBytes ?? Infinity),
+    })
     : undefined;
   const cache = await openCacheDir(config.cacheDir, log, {
     ...(tier ? { tier: tier.wrap } : {}),

@@ -71,3 +71,23 @@ export function skipUnlessRgw(what: string): boolean {
   if (rgwSkipReason) say(`SKIP: ${what}: ${rgwSkipReason}`);
   return rgwSkipReason !== undefined;
 }
+
+/**
+ * A config fragment (`{ storage: … }`) putting Repoxy on `bucket` of the
+ * test cluster under prefix `m`; `over` replaces keys of the section.
+ */
+export function storageConfig(
+  bucket: string,
+  over: Record<string, unknown> = {},
+): { storage: Record<string, unknown> } {
+  return {
+    storage: {
+      kind: "s3",
+      endpoint: rgw!.endpoint,
+      bucket,
+      prefix: "m",
+      credentials: { accessKeyId: rgw!.accessKeyId, secretAccessKey: rgw!.secretAccessKey },
+      ...over,
+    },
+  };
+}

@@ -18,7 +18,7 @@
  * @module
  */
 import { AwsClient } from "../lib/deps/aws4fetch.ts";
-import { join } from "../lib/deps/path.ts";
+import { dirname, join } from "../lib/deps/path.ts";
 
 /** Environment variable naming the file tests/run.ts writes the cluster's state into. */
 export const RGW_ENV = "REPOXY_TEST_RGW_FILE";
@@ -292,35 +292,55 @@ export interface Gateway {
   endpoint: string;
   /** Stops this gateway by its PID (the cluster and its other gateways go on). */
   stop(): Promise<void>;
+  /** Starts it again on the same port (the bucket comes back). */
+  restart(): Promise<void>;
 }
 
-/** Starts one more radosgw on the cluster of `rgw`, on a port of its own. */
+/**
+ * Starts one more radosgw on the cluster of `rgw`, on a port of its own. Its
+ * pid file lives in the cluster's run folder, so whoever stops the cluster
+ * (or its watchdog) stops this gateway too.
+ */
 export async function startGateway(rgw: RgwEndpoint): Promise<Gateway> {
   const port = freePort();
   const name = `client.rgw${port}`;
+  const runDir = join(dirname(rgw.conf), "run");
   const dir = await Deno.makeTempDir({ prefix: "repoxy-rgw-gw-" });
-  const pidFile = join(dir, "gw.pid");
-  await run("radosgw", [
-    "-c",
-    rgw.conf,
-    "-n",
-    name,
-    `--rgw-frontends=beast endpoint=127.0.0.1:${port}`,
-    `--pid-file=${pidFile}`,
-    `--admin-socket=${join(dir, "gw.asok")}`,
-    `--log-file=${join(dir, "gw.log")}`,
-    `--rgw-data=${dir}`,
-  ], "radosgw (extra gateway)");
+  const pidFile = join(runDir, `gw-${port}.pid`);
   const endpoint = `http://127.0.0.1:${port}`;
-  await waitFor("extra radosgw", 30_000, () => gatewayUp(endpoint));
-  let stopped = false;
+  let running = false;
+  const start = async () => {
+    await run("radosgw", [
+      "-c",
+      rgw.conf,
+      "-n",
+      name,
+      `--rgw-frontends=beast endpoint=127.0.0.1:${port}`,
+      `--pid-file=${pidFile}`,
+      `--admin-socket=${join(dir, "gw.asok")}`,
+      `--log-file=${join(dir, "gw.log")}`,
+      `--rgw-data=${dir}`,
+    ], "radosgw (extra gateway)");
+    running = true;
+    await waitFor("extra radosgw", 30_000, () => gatewayUp(endpoint));
+  };
+  const stop = async () => {
+    if (!running) return;
+    running = false;
+    const pid = Number((await Deno.readTextFile(pidFile).catch(() => "")).trim());
+    if (pid > 1) await stopPids([pid]);
+    await Deno.remove(pidFile).catch(() => {});
+  };
+  await start();
   return {
     endpoint,
     async stop() {
-      if (stopped) return;
-      stopped = true;
-      await stopPids(await pidsIn(dir));
+      await stop();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+    async restart() {
+      await stop();
+      await start();
     },
   };
 }

@@ -10,7 +10,7 @@
 import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { bytesOf, makeTestApp, sha256Hex, tempDir, tempLeftovers } from "./_helpers.ts";
-import { listBucket, newBucket, rgw, skipUnlessRgw, startGateway } from "./_rgw.ts";
+import { listBucket, newBucket, rgw, skipUnlessRgw, startGateway, storageConfig } from "./_rgw.ts";
 
 const ignore = skipUnlessRgw("S3 storage tier");
 const H = "registry.terraform.io";
@@ -23,18 +23,7 @@ const FILE = "terraform-provider-alpha_1.0.0_linux_amd64.zip";
 const ZIP = `/${H}/example/alpha/${FILE}`;
 const KEY = `m/packages/${H}/example/alpha/${FILE}`;
 
-function storage(bucket: string, over: Record<string, unknown> = {}) {
-  return {
-    storage: {
-      kind: "s3",
-      endpoint: rgw!.endpoint,
-      bucket,
-      prefix: "m",
-      credentials: { accessKeyId: rgw!.accessKeyId, secretAccessKey: rgw!.secretAccessKey },
-      ...over,
-    },
-  };
-}
+const storage = storageConfig;
 
 const zipFetches = (fake: { count(m: (r: { path: string }) => boolean): number }) =>
   fake.count((r) => r.path.startsWith("/files/") && r.path.endsWith(".zip"));

@@ -48,6 +48,16 @@ export interface OpenObject extends ObjectInfo {
   markServing(now?: number): Promise<void>;
 }
 
+// Keys come from validated names; this keeps a bug elsewhere from ever
+// reaching outside the root (or the bucket's prefix).
+// deno-lint-ignore no-control-regex
+const BAD_KEY = /(^|\/)\.{0,2}(\/|$)|[\\\x00]/;
+
+/** Throws a TypeError for a key with an empty, `.` or `..` segment, a backslash or a NUL. */
+export function checkKey(key: string): void {
+  if (BAD_KEY.test(key)) throw new TypeError(`invalid storage key "${key}"`);
+}
+
 /** The default bound of {@link Storage.get}. */
 export const SMALL_OBJECT_MAX_BYTES = 32 * 2 ** 20;
 

@@ -91,7 +91,8 @@ export const archive: RouteHandler<"archive"> = async (req, ctx, r, s) => {
   }
   if (cached) {
     ctx.cache = "hit";
-    const presigned = await s.bucket?.redirect(cached.object);
+    // No await at all on the disk-only path (the warm archive hot path).
+    const presigned = s.bucket ? await s.bucket.redirect(cached.object) : undefined;
     if (presigned) {
       // storage.redirect: the client fetches the verified object from the bucket.
       cached.object.close();

@@ -26,7 +26,7 @@ export const health: RouteHandler<"health"> = (req, _ctx, _r, s) =>
 
 /** `GET /-/readyz`: the cache can take new downloads (and whether the shared bucket answers). */
 export const ready: RouteHandler<"ready"> = async (req, _ctx, _r, s) =>
-  healthResponse(req, s.diskHealth, await s.bucket?.readiness());
+  healthResponse(req, s.diskHealth, s.bucket ? await s.bucket.readiness() : undefined);
 
 /**
  * `GET /-/metrics`: the Prometheus text format. Its series name every

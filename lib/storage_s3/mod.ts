@@ -49,7 +49,7 @@ export interface BucketTier extends BucketView {
 /** Opens the bucket of `config` (nothing is sent before the background start-up jobs). */
 export function openBucketTier(
   config: S3StorageConfig,
-  deps: { log: Logger; now?: () => number; fetch?: typeof fetch },
+  deps: { log: Logger; now?: () => number; fetch?: typeof fetch; maxFillBytes?: number },
 ): BucketTier {
   const { log } = deps;
   const client = new S3Client({
@@ -96,7 +96,7 @@ export function openBucketTier(
     bucket,
     health,
     wrap(local) {
-      tiered = new TieredStorage(local, bucket, health, log);
+      tiered = new TieredStorage(local, bucket, health, log, deps.maxFillBytes);
       for (const l of listeners) tiered.onFilled(l);
       return tiered;
     },
@@ -110,7 +110,8 @@ export function openBucketTier(
     },
     async redirect(object) {
       if (!config.redirect || !(object instanceof FillingObject)) return undefined;
-      return await bucket.presign(object.key, Math.round(config.redirectTtlMs / 1000));
+      // Whole seconds, at least one: S3 refuses X-Amz-Expires=0.
+      return await bucket.presign(object.key, Math.max(1, Math.ceil(config.redirectTtlMs / 1000)));
     },
     async settle() {
       await startup;

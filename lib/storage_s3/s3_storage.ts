@@ -17,7 +17,7 @@
  */
 import type { CoordinationStore } from "../cache/coordination.ts";
 import type { ObjectInfo, OpenObject, Storage } from "../cache/storage.ts";
-import { SMALL_OBJECT_MAX_BYTES } from "../cache/storage.ts";
+import { checkKey, SMALL_OBJECT_MAX_BYTES } from "../cache/storage.ts";
 import { createHash } from "../deps/crypto.ts";
 import { escapeXml, type S3Client, S3Error, xmlBlocks, xmlValue } from "./s3_client.ts";
 import { headOf, type S3Head, S3Object, unquote } from "./s3_object.ts";
@@ -32,18 +32,13 @@ export interface S3StorageOptions {
   partSizeBytes: number;
 }
 
-// Keys come from validated names; this keeps a bug elsewhere from ever
-// writing outside the prefix.
-// deno-lint-ignore no-control-regex
-const BAD_KEY = /(^|\/)\.{0,2}(\/|$)|[\\\x00]/;
-
 /** Storage in one bucket (under a prefix). */
 export class S3Storage implements Storage {
   constructor(readonly client: S3Client, readonly opts: S3StorageOptions) {}
 
   /** The bucket key of a storage key. */
   bucketKey(key: string): string {
-    if (BAD_KEY.test(key)) throw new TypeError(`invalid storage key "${key}"`);
+    checkKey(key);
     return this.opts.prefix ? `${this.opts.prefix}/${key}` : key;
   }
 
@@ -171,6 +166,12 @@ export class S3Storage implements Storage {
     const size = (await file.stat()).size;
     const k = this.bucketKey(key);
     if (size > this.opts.multipartThresholdBytes) {
+      // A multipart complete cannot be conditional everywhere: look first, so
+      // an archive another replica stored is not sent again.
+      if (sha256 && key.startsWith("packages/")) {
+        const there = await this.head(key);
+        if (there?.sha256 === sha256.toLowerCase() && there.size === size) return;
+      }
       return await this.#multipart(file, size, k, sha256);
     }
     const hash = sha256 ?? await hashRegion(file, 0, size);

@@ -53,11 +53,17 @@ export class TieredStorage implements Storage {
   /** Keys being filled from the bucket now: one fill per key. */
   readonly #filling = new Set<string>();
 
+  /**
+   * @param maxFillBytes objects larger than this are streamed from the bucket
+   *   without being kept on the local tier (the archive size limit, or the
+   *   whole quota when that is smaller)
+   */
   constructor(
     readonly local: DiskStorage,
     readonly bucket: S3Storage,
     readonly health: BucketHealth,
     readonly log: Logger,
+    readonly maxFillBytes = Infinity,
   ) {}
 
   /** Calls `l` after each archive filled into the local tier from the bucket. */
@@ -235,7 +241,7 @@ export class FillingObject implements OpenObject {
     this.size = object.size;
     this.mtime = object.mtime;
     this.identity = object.identity;
-    this.#filling = tier.claimFill(this.key);
+    this.#filling = object.size <= tier.maxFillBytes && tier.claimFill(this.key);
   }
 
   async read(buf: Uint8Array): Promise<number | null> {
@@ -290,8 +296,16 @@ export class FillingObject implements OpenObject {
     this.object.close();
     if (!this.#filling) return;
     const recorded = this.object.head.sha256;
-    const complete = this.#written === this.size &&
-      (recorded === undefined || this.#hash.digest("hex") === recorded.toLowerCase());
+    const whole = this.#written === this.size;
+    const got = whole ? this.#hash.digest("hex") : undefined;
+    if (whole && recorded !== undefined && got !== recorded.toLowerCase()) {
+      this.tier.log.warn("bucket object does not hash to the sha256 recorded at upload; not kept", {
+        bucket: this.tier.bucket.locate(this.key),
+        expected: recorded,
+        got,
+      });
+    }
+    const complete = whole && (recorded === undefined || got === recorded.toLowerCase());
     if (!complete || !this.#file) return this.#giveUp();
     const file = this.#file;
     const tmp = this.#tmp!;
