@@ -19,7 +19,7 @@ import { type CacheDir, openCacheDir } from "./cache/cache_dir.ts";
 import type { Downloads } from "./cache/download.ts";
 import type { CacheInventory } from "./cache/inventory.ts";
 import type { PackageStore } from "./cache/package_store.ts";
-import { startUpkeep } from "./cache/upkeep.ts";
+import { startUpkeep, type UpkeepOptions } from "./cache/upkeep.ts";
 import type { Config } from "./config/config.ts";
 import { compose } from "./http/middleware.ts";
 import { ResponseCache } from "./http/response_cache.ts";
@@ -57,6 +57,8 @@ export interface AppDeps {
   backgroundSleep?: (ms: number, signal: AbortSignal) => Promise<void>;
   /** Time between disk recovery probes after a disk failure, in ms (default 5 s). */
   diskProbeIntervalMs?: number;
+  /** Fleet lease tuning, and a coordination store other than the bucket's (tests). */
+  fleet?: UpkeepOptions["fleet"];
 }
 
 /** A running Repoxy instance (without the listening socket). */
@@ -93,7 +95,16 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const now = deps.now ?? Date.now;
   const shutdown = new AbortController();
 
+  // The S3 code is loaded only when a bucket is configured.
+  const tier = config.storage
+    ? (await import("./storage_s3/mod.ts")).openBucketTier(config.storage, {
+      log,
+      now,
+      maxFillBytes: Math.min(config.limits.archiveBytes, config.maxCacheSizeBytes ?? Infinity),
+    })
+    : undefined;
   const cache = await openCacheDir(config.cacheDir, log, {
+    ...(tier ? { tier: tier.wrap } : {}),
     onSwept: (removed) => {
       if (removed > 0) {
         log.warn("removed leftover temp files from an earlier run", { count: removed });
@@ -124,8 +135,15 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     downloadIdleTimeoutMs: deps.downloadIdleTimeoutMs,
     backgroundSleep: deps.backgroundSleep,
     diskProbeIntervalMs: deps.diskProbeIntervalMs,
+    // One upstream fetch per archive across the replicas on the bucket.
+    fleet: {
+      ...(tier ? { store: tier.bucket.coordination(), ttlMs: config.storage!.leaseTtlMs } : {}),
+      ...(tier ? { maxWaitMs: config.storage!.leaseWaitMs } : {}),
+      ...deps.fleet,
+    },
   });
   const { inventory, downloads, diskHealth, verifier } = upkeep;
+  tier?.onFilled(upkeep.stored);
   const telemetry = new Telemetry({
     version: VERSION,
     upstreams: [...config.upstreams.keys()],
@@ -172,6 +190,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     inventory,
     inflightDownloads: () => downloads.count,
     diskHealth,
+    ...(tier ? { bucket: tier } : {}),
     now,
     version: VERSION,
   };
@@ -186,6 +205,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     await source.settle?.();
     await metadata.settle();
     await upkeep.settle();
+    await tier?.settle();
   };
   return {
     config,

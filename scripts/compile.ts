@@ -39,6 +39,8 @@ export const BAKED_ENV = [
   "XDG_CACHE_HOME",
   "LOCALAPPDATA",
   "REPOXY_*",
+  // The standard AWS credential chain of the S3 storage (storage_s3/credentials.ts).
+  "AWS_*",
   ...["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"].flatMap((v) => [v, v.toLowerCase()]),
   "REQUEST_METHOD",
 ];

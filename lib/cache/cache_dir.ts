@@ -27,12 +27,13 @@ import { join } from "../deps/path.ts";
 import { DiskStorage } from "./disk_storage.ts";
 import { PackageStore } from "./package_store.ts";
 import { RefsStore } from "./refs_store.ts";
-import { DiskError } from "./storage.ts";
+import { DiskError, type Storage } from "./storage.ts";
 
 /** The stores of one cache directory. */
 export interface CacheDir extends AsyncDisposable {
   /** The cache directory, resolved (no symlinks). */
   root: string;
+  /** The local disk (the local tier when a bucket is behind it). */
   storage: DiskStorage;
   refs: RefsStore;
   packages: PackageStore;
@@ -298,7 +299,12 @@ async function checkNoLinks(root: string): Promise<void> {
 export async function openCacheDir(
   cacheDir: string,
   log: Logger,
-  opts: { create?: boolean; onSwept?: (removed: number) => void } = {},
+  opts: {
+    create?: boolean;
+    onSwept?: (removed: number) => void;
+    /** Puts a shared tier behind the local disk for refs and packages (`storage.kind: s3`). */
+    tier?: (local: DiskStorage) => Storage;
+  } = {},
 ): Promise<CacheDir> {
   if (opts.create ?? true) {
     await Deno.mkdir(join(cacheDir, "refs"), { recursive: true });
@@ -326,8 +332,10 @@ export async function openCacheDir(
     });
   }
   const storage = new DiskStorage(root, temp);
-  const refs = new RefsStore(storage);
-  const packages = new PackageStore(storage, refs, log);
+  // `storage` stays the local disk (quota, scans, verify); the stores see the tier.
+  const tiered = opts.tier ? opts.tier(storage) : storage;
+  const refs = new RefsStore(tiered);
+  const packages = new PackageStore(tiered, refs, log);
   const close = async () => {
     await temp.release();
     await sweepTempDir(parent).catch(() => 0);

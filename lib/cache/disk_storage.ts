@@ -11,6 +11,7 @@
 import { dirname, join } from "../deps/path.ts";
 import { atomicWrite, syncDir, tempPath } from "./atomic_write.ts";
 import {
+  checkKey,
   DiskError,
   type ObjectInfo,
   type OpenObject,
@@ -42,11 +43,6 @@ export function lockShared(file: Deno.FsFile): void {
     file.tryLockSync(false);
   } catch { /* locks unsupported here; prune then cannot see this reader */ }
 }
-
-// Keys come from validated names; this keeps a bug elsewhere from ever
-// reaching outside the root.
-// deno-lint-ignore no-control-regex
-const BAD_KEY = /(^|\/)\.{0,2}(\/|$)|[\\\x00]/;
 
 /**
  * True when `path` is its own real path: no component of it under the cache
@@ -149,7 +145,7 @@ export class DiskStorage implements Storage {
 
   /** The file path of a key. */
   pathOf(key: string): string {
-    if (BAD_KEY.test(key)) throw new TypeError(`invalid storage key "${key}"`);
+    checkKey(key);
     return join(this.root, ...key.split("/"));
   }
 

@@ -39,6 +39,7 @@ import {
 } from "../protocol/names.ts";
 import type { ArchiveMeta } from "./archive_meta.ts";
 import { type DiskHealth, isDiskTrouble } from "./disk_health.ts";
+import type { FleetLeases, HeldLease } from "./fleet_lease.ts";
 import type { PackageStore } from "./package_store.ts";
 import { Download, type DownloadSource, PASS_THROUGH_WINDOW } from "./shared_download.ts";
 import {
@@ -71,6 +72,11 @@ export interface DownloadsOptions {
   maxCacheBytes?: number;
   /** Asked to make room (prune) when downloads reserve more temp space. */
   onReserve?: () => void;
+  /**
+   * Leases on a storage shared by replicas: one replica fetches each archive,
+   * the others serve its commit. Absent on a local disk (nothing to coordinate).
+   */
+  fleet?: FleetLeases | undefined;
 }
 
 /** The downloads in flight: at most one per archive. */
@@ -150,7 +156,12 @@ export class Downloads {
     if (d.passThrough !== undefined) return;
     d.startPassThrough(why);
     if (this.#downloads.get(d.key) === d) this.#downloads.delete(d.key);
+    // It will store nothing: another replica may fetch (and store) it now.
+    this.#leases.get(d)?.release();
   }
+
+  /** Fleet leases held by running downloads. */
+  readonly #leases = new WeakMap<Download, HeldLease>();
 
   /** Whether `need` more bytes of temp space fit in `maxCacheSize` beside the other downloads. */
   #fits(d: Download, total: number): boolean {
@@ -160,6 +171,56 @@ export class Downloads {
   }
 
   async #run(
+    d: Download,
+    p: ProviderRef,
+    version: string,
+    pl: PlatformRef,
+    source: DownloadSource,
+  ): Promise<ArchiveMeta> {
+    const fleet = this.opts.fleet;
+    if (!fleet) return await this.#fetch(d, p, version, pl, source);
+    const got = await fleet.acquire(d.key, {
+      committed: () => this.#committed(p, version, pl, d.key, source.expectedSha256),
+      progress: () => ({ written: d.written, size: d.expectedSize }),
+      signal: source.signal,
+    });
+    if (got.kind === "committed") {
+      // Another replica stored it: the readers open the stored copy (the
+      // temp file never exists; see Download's reader).
+      d.written = d.fileBytes = got.meta.size;
+      d.markReady(got.meta.size);
+      d.state = "verified";
+      return got.meta;
+    }
+    if (got.kind === "held") this.#leases.set(d, got.lease);
+    try {
+      return await this.#fetch(d, p, version, pl, source);
+    } finally {
+      // After the commit (or the failure): a waiter finds the archive, or
+      // no lease and takes the next turn at once.
+      if (got.kind === "held") await got.lease.release();
+    }
+  }
+
+  /** The archive's record when it is in storage with the signed sha256, else undefined. */
+  async #committed(
+    p: ProviderRef,
+    version: string,
+    pl: PlatformRef,
+    key: string,
+    sha256: string,
+  ): Promise<ArchiveMeta | undefined> {
+    // The record is written before the object: an object with a matching
+    // record is a finished commit.
+    const info = await this.packages.storage.stat(key);
+    if (!info) return undefined;
+    const meta = await this.packages.readMeta(p, version, pl);
+    return meta && meta.size === info.size && meta.sha256 === sha256.toLowerCase()
+      ? meta
+      : undefined;
+  }
+
+  async #fetch(
     d: Download,
     p: ProviderRef,
     version: string,

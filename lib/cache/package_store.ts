@@ -248,7 +248,7 @@ export class PackageStore {
       body: encodeArchiveMeta(meta),
     });
     try {
-      await this.storage.commit(tmpPath, key);
+      await this.storage.commit(tmpPath, key, meta.sha256);
     } catch (e) {
       // No record may outlive a failed commit: put back the one that
       // vouched for the file still in place (or none).

@@ -3,9 +3,10 @@
  * `/`-separated paths relative to the cache root (`refs/…json`,
  * `packages/{host}/{ns}/{type}/…zip`), built only from validated names.
  *
- * Today the one implementation is the local disk ({@link ./disk_storage.ts});
- * object storage can be added beside it without touching the handlers, which
- * only see this interface through the refs and package stores.
+ * Implementations: the local disk ({@link ./disk_storage.ts}), and (when
+ * `storage.kind` is `s3`) a bucket with the local disk as a read-through tier
+ * in front of it (lib/storage_s3/); the handlers only see this interface
+ * through the refs and package stores.
  * @module
  */
 
@@ -47,6 +48,16 @@ export interface OpenObject extends ObjectInfo {
   markServing(now?: number): Promise<void>;
 }
 
+// Keys come from validated names; this keeps a bug elsewhere from ever
+// reaching outside the root (or the bucket's prefix).
+// deno-lint-ignore no-control-regex
+const BAD_KEY = /(^|\/)\.{0,2}(\/|$)|[\\\x00]/;
+
+/** Throws a TypeError for a key with an empty, `.` or `..` segment, a backslash or a NUL. */
+export function checkKey(key: string): void {
+  if (BAD_KEY.test(key)) throw new TypeError(`invalid storage key "${key}"`);
+}
+
 /** The default bound of {@link Storage.get}. */
 export const SMALL_OBJECT_MAX_BYTES = 32 * 2 ** 20;
 
@@ -73,9 +84,11 @@ export interface Storage {
   tempPath(hint: string): string;
   /**
    * Makes a complete, verified temp file (from {@link tempPath}) visible
-   * under `key` in one step. The temp file is consumed.
+   * under `key` in one step. The temp file is consumed. `sha256` is the hash
+   * the caller verified, when it has one: a storage that copies the bytes
+   * elsewhere (a bucket) stores exactly those bytes or nothing.
    */
-  commit(tempPath: string, key: string): Promise<void>;
+  commit(tempPath: string, key: string, sha256?: string): Promise<void>;
   /** Removes an object; false when it was not there. */
   delete(key: string): Promise<boolean>;
 }

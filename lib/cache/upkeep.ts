@@ -11,8 +11,12 @@ import { BackgroundVerifier } from "./background_verify.ts";
 import type { CacheDir } from "./cache_dir.ts";
 import { DiskHealth } from "./disk_health.ts";
 import { Downloads, type TransferLimits } from "./download.ts";
+import type { CoordinationStore } from "./coordination.ts";
+import { FleetLeases, type FleetTuning } from "./fleet_lease.ts";
 import { CacheInventory } from "./inventory.ts";
 import { QuotaKeeper } from "./quota.ts";
+import { PACKAGES_PREFIX } from "./package_store.ts";
+import { parsePackedPath } from "../protocol/packed_layout.ts";
 
 /** How long shutdown waits for `h1:` jobs before abandoning them. */
 const H1_SHUTDOWN_GRACE_MS = 2_000;
@@ -33,6 +37,11 @@ export interface UpkeepOptions {
   backgroundSleep?: ((ms: number, signal: AbortSignal) => Promise<void>) | undefined;
   /** Time between disk recovery probes after a disk failure, in ms. */
   diskProbeIntervalMs?: number | undefined;
+  /**
+   * Fleet leases on the shared bucket's coordination store; without a store
+   * (local disk) there are no leases at all.
+   */
+  fleet?: (FleetTuning & { store?: CoordinationStore | undefined }) | undefined;
 }
 
 /** The running upkeep of one cache directory. */
@@ -41,6 +50,8 @@ export interface Upkeep {
   readonly downloads: Downloads;
   readonly diskHealth: DiskHealth;
   readonly verifier: BackgroundVerifier;
+  /** Tells inventory and quota about an archive that reached the disk by other means (a fill from the bucket). */
+  stored(key: string, size: number): void;
   /** Waits for downloads, stores and pruning in flight. */
   settle(): Promise<void>;
   /** Stops the background jobs, gives `h1:` jobs a short grace, then abandons them. */
@@ -85,7 +96,10 @@ export async function startUpkeep(cache: CacheDir, opts: UpkeepOptions): Promise
     ...sleep,
   });
   verifier.start();
+  const store = opts.fleet?.store;
+  const fleet = store ? new FleetLeases({ ...opts.fleet, store }, log) : undefined;
   const downloads: Downloads = new Downloads(packages, log, {
+    fleet,
     ...(opts.downloadIdleTimeoutMs ? { idleTimeoutMs: opts.downloadIdleTimeoutMs } : {}),
     now,
     limits: opts.limits,
@@ -111,6 +125,12 @@ export async function startUpkeep(cache: CacheDir, opts: UpkeepOptions): Promise
     diskHealth,
     verifier,
     settle,
+    stored(key, size) {
+      const a = parsePackedPath(key.slice(PACKAGES_PREFIX.length));
+      if (!key.startsWith(PACKAGES_PREFIX) || !a) return;
+      inventory.add(a.provider, a.version, a.platform, size);
+      quota?.afterStore(key);
+    },
     async close() {
       background.abort();
       await verifier.stop();

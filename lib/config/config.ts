@@ -30,6 +30,8 @@ export type {
   Limits,
 } from "./hardening.ts";
 export { DEFAULT_LIMITS } from "./hardening.ts";
+import { parseStorage, type S3StorageConfig } from "./storage_config.ts";
+export type { S3StorageConfig } from "./storage_config.ts";
 
 /** Settings for one upstream registry. */
 export interface UpstreamConfig {
@@ -93,6 +95,8 @@ export interface Config {
   backgroundVerify: BackgroundVerifyConfig;
   /** The central Repoxy this edge reaches its upstreams through (see `config/via.ts`). */
   via?: ViaConfig;
+  /** A shared bucket behind the local cache (storage_config.ts); absent: the disk alone. */
+  storage?: S3StorageConfig;
 }
 
 /** A configuration problem: start-up stops with exit code 2 and this message. */
@@ -124,6 +128,7 @@ const TOP_KEYS = new Set([
   "auth",
   "backgroundVerify",
   "via",
+  "storage",
 ]);
 const UPSTREAM_KEYS = new Set(["url", "token", "trustedKeys"]);
 
@@ -494,6 +499,11 @@ export async function buildConfig(
     (value, key) => resolveSecret(value, key, env, baseDir),
   );
   const backgroundVerify = parseBackgroundVerify(raw.backgroundVerify, ConfigError);
+  const storage = await parseStorage(
+    raw.storage,
+    ConfigError,
+    (v, k) => resolveSecret(v, k, env, baseDir),
+  );
 
   const config: Config = {
     listen,
@@ -510,6 +520,7 @@ export async function buildConfig(
   };
   if (auth) config.auth = auth;
   if (via) config.via = via;
+  if (storage) config.storage = storage;
   if (tls) config.tls = tls;
   if (publicUrl) config.publicUrl = publicUrl;
   if (maxCacheSizeBytes !== undefined) config.maxCacheSizeBytes = maxCacheSizeBytes;

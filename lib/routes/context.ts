@@ -10,6 +10,7 @@ import type { DiskHealth } from "../cache/disk_health.ts";
 import type { CacheInventory } from "../cache/inventory.ts";
 import type { PackageStore } from "../cache/package_store.ts";
 import type { RefsStore } from "../cache/refs_store.ts";
+import type { OpenObject } from "../cache/storage.ts";
 import type { Config } from "../config/config.ts";
 import type { RequestInfo } from "../http/middleware.ts";
 import type { ResponseCache } from "../http/response_cache.ts";
@@ -81,6 +82,11 @@ export interface Services {
   inflightDownloads: () => number;
   /** Whether the cache disk takes downloads (`/-/readyz`). */
   diskHealth: DiskHealth;
+  /** The shared bucket behind the local disk (`storage.kind: s3`; lib/storage_s3/mod.ts). */
+  bucket?: {
+    readiness(): Promise<{ ok: boolean; kind: "s3"; bucket: string; reason?: string }>;
+    redirect(object: OpenObject): Promise<string | undefined>;
+  };
   now: () => number;
   version: string;
 }

@@ -91,6 +91,16 @@ export const archive: RouteHandler<"archive"> = async (req, ctx, r, s) => {
   }
   if (cached) {
     ctx.cache = "hit";
+    // No await at all on the disk-only path (the warm archive hot path).
+    const presigned = s.bucket ? await s.bucket.redirect(cached.object) : undefined;
+    if (presigned) {
+      // storage.redirect: the client fetches the verified object from the bucket.
+      cached.object.close();
+      return new Response(null, {
+        status: 302,
+        headers: { location: presigned, "cache-control": "no-store", "x-repoxy-cache": "hit" },
+      });
+    }
     await cached.object.markServing();
     const res = serveFile(req, {
       file: cached.object,

@@ -24,8 +24,9 @@ export const health: RouteHandler<"health"> = (req, _ctx, _r, s) =>
     noStore("application/json"),
   );
 
-/** `GET /-/readyz`: the cache can take new downloads. */
-export const ready: RouteHandler<"ready"> = (req, _ctx, _r, s) => healthResponse(req, s.diskHealth);
+/** `GET /-/readyz`: the cache can take new downloads (and whether the shared bucket answers). */
+export const ready: RouteHandler<"ready"> = async (req, _ctx, _r, s) =>
+  healthResponse(req, s.diskHealth, s.bucket ? await s.bucket.readiness() : undefined);
 
 /**
  * `GET /-/metrics`: the Prometheus text format. Its series name every
@@ -76,15 +77,34 @@ async function recentProbe(health: DiskHealth): Promise<boolean> {
  * reason. A disk that failed a download (full, I/O errors) stays 503 until
  * the recovery probe succeeds; meanwhile archives are passed through
  * uncached, so a load balancer may prefer another instance.
+ *
+ * With a shared bucket (`storage.kind: s3`) the answer says whether it
+ * answers (`storage`). A bucket that does not answer leaves the status 200
+ * with `"status": "degraded"`: the replica still serves its local tier and
+ * fetches from upstreams, and a bucket outage hits every replica at once, so
+ * a 503 would take the whole fleet out of the load balancer for an outage
+ * that it can partly ride out.
  */
-async function healthResponse(req: Request, health: DiskHealth): Promise<Response> {
+async function healthResponse(
+  req: Request,
+  health: DiskHealth,
+  bucket?: { ok: boolean; kind: "s3"; bucket: string; reason?: string },
+): Promise<Response> {
   // A failed disk is probed on its own schedule, not by every readyz; a
   // healthy one at most once a second (readyz is open to anyone, and each
   // probe is a write, an fsync and a remove).
   const ok = health.ok && await recentProbe(health);
-  const body = ok
-    ? { status: "ready" }
+  const body: Record<string, unknown> = ok
+    ? { status: bucket && !bucket.ok ? "degraded" : "ready" }
     : { status: "unavailable", reason: health.reason ?? "cache directory is not writable" };
+  if (bucket) {
+    body.storage = {
+      kind: bucket.kind,
+      bucket: bucket.bucket,
+      reachable: bucket.ok,
+      ...(bucket.reason ? { reason: bucket.reason } : {}),
+    };
+  }
   return textResponse(
     req,
     JSON.stringify(body) + "\n",

@@ -1,0 +1,320 @@
+/**
+ * The local disk as a read-through tier in front of the bucket, on every
+ * replica. `refs/` and `packages/` are shared through the bucket; anything
+ * else (the change marker other processes on this disk poll) stays local.
+ *
+ * - **Archives** (`open`): a hit on disk is served from disk, at disk speed.
+ *   A miss on disk that the bucket has is streamed from the bucket while the
+ *   bytes read in order are written to a local temp file; when the whole
+ *   object went through and hashed to the sha256 recorded at upload, it is
+ *   committed to the disk (fsync, rename), so the next request is a disk hit.
+ * - **Refs** (`get`, `put`): written to disk and bucket; read from the bucket
+ *   (the fleet's shared view, with the freshness carried in each entry, so
+ *   the bound is the same as on one disk), falling back to the disk copy,
+ *   which is refreshed from what the bucket returned.
+ * - **Commit**: the verified archive goes to disk first, then to the bucket
+ *   (signed with its verified sha256); a bucket failure leaves it on disk.
+ * - **Delete** and **list** are the local tier's: pruning the quota or
+ *   dropping a bad local copy never removes anything from the bucket.
+ *
+ * While the bucket fails ({@link BucketHealth}), everything is served from
+ * the local tier alone and nothing waits on the bucket.
+ * @module
+ */
+import type { Logger } from "../base/log.ts";
+import type { DiskStorage } from "../cache/disk_storage.ts";
+import type { ObjectInfo, OpenObject, Storage } from "../cache/storage.ts";
+import { SMALL_OBJECT_MAX_BYTES } from "../cache/storage.ts";
+import { createHash } from "../deps/crypto.ts";
+import type { BucketHealth } from "./bucket_health.ts";
+import { S3Error } from "./s3_client.ts";
+import type { S3Object } from "./s3_object.ts";
+import type { S3Storage } from "./s3_storage.ts";
+
+/** Told about every archive the local tier got from the bucket (inventory, quota). */
+export type FilledListener = (key: string, size: number) => void;
+
+const DOWN = Symbol("bucket down");
+
+function shared(key: string): boolean {
+  return key.startsWith("refs/") || key.startsWith("packages/");
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** A local {@link DiskStorage} in front of an {@link S3Storage}. */
+export class TieredStorage implements Storage {
+  readonly #jobs = new Set<Promise<void>>();
+  readonly #filled: FilledListener[] = [];
+  /** Keys being filled from the bucket now: one fill per key. */
+  readonly #filling = new Set<string>();
+
+  /**
+   * @param maxFillBytes objects larger than this are streamed from the bucket
+   *   without being kept on the local tier (the archive size limit, or the
+   *   whole quota when that is smaller)
+   */
+  constructor(
+    readonly local: DiskStorage,
+    readonly bucket: S3Storage,
+    readonly health: BucketHealth,
+    readonly log: Logger,
+    readonly maxFillBytes = Infinity,
+  ) {}
+
+  /** Calls `l` after each archive filled into the local tier from the bucket. */
+  onFilled(l: FilledListener): void {
+    this.#filled.push(l);
+  }
+
+  /** Runs `f` on the bucket unless it is down; a failure marks it down. */
+  async #remote<T>(f: () => Promise<T>): Promise<T | typeof DOWN> {
+    if (!this.health.usable) return DOWN;
+    try {
+      const r = await f();
+      this.health.succeed();
+      return r;
+    } catch (e) {
+      if (!(e instanceof S3Error)) throw e;
+      this.health.fail(e);
+      return DOWN;
+    }
+  }
+
+  #track(job: Promise<void>): void {
+    this.#jobs.add(job);
+    job.finally(() => this.#jobs.delete(job)).catch(() => {});
+  }
+
+  locate(key: string): string {
+    return this.local.locate(key);
+  }
+
+  async get(key: string, maxBytes = SMALL_OBJECT_MAX_BYTES): Promise<Uint8Array | undefined> {
+    if (!shared(key)) return await this.local.get(key, maxBytes);
+    const got = await this.#remote(() => this.bucket.get(key, maxBytes));
+    if (got === DOWN || got === undefined) return await this.local.get(key, maxBytes);
+    // Kept on disk too, so a bucket outage still finds it.
+    const mine = await this.local.get(key, maxBytes);
+    if (!mine || !equalBytes(mine, got)) {
+      await this.local.put(key, got).catch((e) =>
+        this.log.warn("cannot keep a shared document on the local disk", {
+          path: this.local.locate(key),
+          error: (e as Error).message,
+        })
+      );
+    }
+    return got;
+  }
+
+  async put(key: string, data: Uint8Array | string): Promise<void> {
+    await this.local.put(key, data);
+    if (shared(key)) await this.#remote(() => this.bucket.put(key, data));
+  }
+
+  async open(key: string): Promise<OpenObject | undefined> {
+    const here = await this.local.open(key);
+    if (here || !key.startsWith("packages/")) return here;
+    const there = await this.#remote(() => this.bucket.open(key));
+    if (there === DOWN || there === undefined) return undefined;
+    return new FillingObject(there as S3Object, this);
+  }
+
+  async stat(key: string): Promise<ObjectInfo | undefined> {
+    const here = await this.local.stat(key);
+    if (here || !shared(key)) return here;
+    const there = await this.#remote(() => this.bucket.stat(key));
+    return there === DOWN ? undefined : there;
+  }
+
+  list(prefix: string): AsyncGenerator<ObjectInfo> {
+    return this.local.list(prefix);
+  }
+
+  tempPath(hint: string): string {
+    return this.local.tempPath(hint);
+  }
+
+  async commit(tempPath: string, key: string, sha256?: string): Promise<void> {
+    if (!shared(key)) return await this.local.commit(tempPath, key);
+    // Opened before the rename: the verified bytes stay readable through the
+    // handle even if the quota evicts the file before the upload ends.
+    using file = await Deno.open(tempPath, { read: true });
+    await this.local.commit(tempPath, key);
+    const path = this.local.locate(key);
+    let r: void | typeof DOWN;
+    try {
+      r = await this.#remote(() => this.bucket.uploadFile(file, key, sha256));
+    } catch (e) {
+      // Not the bucket's fault (a local read failed): the local commit stands.
+      this.log.warn("cannot upload an archive to the bucket", {
+        path,
+        error: (e as Error).message,
+      });
+      return;
+    }
+    if (r === DOWN) {
+      this.log.warn("archive kept on the local tier only; the bucket did not take it", {
+        path,
+        bucket: this.bucket.locate(key),
+        error: this.health.reason,
+      });
+    }
+  }
+
+  delete(key: string): Promise<boolean> {
+    return this.local.delete(key);
+  }
+
+  /** Starts a fill of `key` unless one runs; false when one does. */
+  claimFill(key: string): boolean {
+    if (this.#filling.has(key)) return false;
+    this.#filling.add(key);
+    return true;
+  }
+
+  /**
+   * Finishes a fill: fsyncs and closes the complete temp file and commits it
+   * to the local tier, in the background (off the serving path; `settle`
+   * waits for it). Without `tmp`, the fill was given up.
+   */
+  finishFill(key: string, tmp: string | undefined, size: number, file?: Deno.FsFile): void {
+    if (!tmp) {
+      this.#filling.delete(key);
+      return;
+    }
+    this.#track((async () => {
+      try {
+        try {
+          await file?.syncData();
+        } finally {
+          file?.close();
+        }
+        await this.local.commit(tmp, key);
+        for (const l of this.#filled) l(key, size);
+      } catch (e) {
+        await Deno.remove(tmp).catch(() => {});
+        this.log.warn("cannot keep an archive from the bucket on the local tier", {
+          path: this.local.locate(key),
+          error: (e as Error).message,
+        });
+      } finally {
+        this.#filling.delete(key);
+      }
+    })());
+  }
+
+  /** Waits for local fills in flight. */
+  async settle(): Promise<void> {
+    while (this.#jobs.size) await Promise.allSettled([...this.#jobs]);
+  }
+}
+
+/**
+ * A bucket object being served, whose bytes, read in order from the start,
+ * also go to a local temp file (reads at other positions — the fingerprint's
+ * tail, ranges — do not disturb it: only bytes at the end of what was
+ * written are appended). Complete and matching the recorded sha256 at
+ * close: committed to the local tier.
+ */
+export class FillingObject implements OpenObject {
+  readonly key: string;
+  readonly size: number;
+  readonly mtime: Date | null;
+  readonly atime: Date | null = null;
+  readonly identity: string;
+  #pos = 0;
+  #written = 0;
+  #file: Deno.FsFile | undefined;
+  #tmp: string | undefined;
+  #hash = createHash("sha256");
+  /** False once filling was given up (another fill runs, a write failed). */
+  #filling: boolean;
+  #closed = false;
+
+  constructor(readonly object: S3Object, readonly tier: TieredStorage) {
+    this.key = object.key;
+    this.size = object.size;
+    this.mtime = object.mtime;
+    this.identity = object.identity;
+    this.#filling = object.size <= tier.maxFillBytes && tier.claimFill(this.key);
+  }
+
+  async read(buf: Uint8Array): Promise<number | null> {
+    const at = this.#pos;
+    const n = await this.object.read(buf);
+    if (n === null) return null;
+    this.#pos += n;
+    if (this.#filling && at <= this.#written && at + n > this.#written) {
+      await this.#append(buf.subarray(this.#written - at, n));
+    }
+    return n;
+  }
+
+  async #append(bytes: Uint8Array): Promise<void> {
+    try {
+      if (!this.#file) {
+        this.#tmp = this.tier.tempPath(this.key.split("/").pop() ?? "fill");
+        this.#file = await Deno.open(this.#tmp, { write: true, createNew: true });
+      }
+      let off = 0;
+      while (off < bytes.length) off += await this.#file.write(bytes.subarray(off));
+      this.#hash.update(bytes);
+      this.#written += bytes.length;
+    } catch (e) {
+      this.#giveUp();
+      this.tier.log.warn("cannot fill the local tier from the bucket", {
+        path: this.tier.locate(this.key),
+        error: (e as Error).message,
+      });
+    }
+  }
+
+  #giveUp(): void {
+    if (!this.#filling) return;
+    this.#filling = false;
+    try {
+      this.#file?.close();
+    } catch { /* closed */ }
+    if (this.#tmp) Deno.remove(this.#tmp).catch(() => {});
+    this.#file = undefined;
+    this.#tmp = undefined;
+    this.tier.finishFill(this.key, undefined, 0);
+  }
+
+  seek(offset: number, whence: Deno.SeekMode): Promise<number> {
+    return this.object.seek(offset, whence).then((p) => this.#pos = p);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.object.close();
+    if (!this.#filling) return;
+    const recorded = this.object.head.sha256;
+    const whole = this.#written === this.size;
+    const got = whole ? this.#hash.digest("hex") : undefined;
+    if (whole && recorded !== undefined && got !== recorded.toLowerCase()) {
+      this.tier.log.warn("bucket object does not hash to the sha256 recorded at upload; not kept", {
+        bucket: this.tier.bucket.locate(this.key),
+        expected: recorded,
+        got,
+      });
+    }
+    const complete = whole && (recorded === undefined || got === recorded.toLowerCase());
+    if (!complete || !this.#file) return this.#giveUp();
+    const file = this.#file;
+    const tmp = this.#tmp!;
+    this.#file = undefined;
+    this.#filling = false;
+    this.tier.finishFill(this.key, tmp, this.size, file);
+  }
+
+  markServing(): Promise<void> {
+    return Promise.resolve();
+  }
+}
