@@ -132,6 +132,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     inventory,
     inflightDownloads: () => downloads.count,
     backgroundVerify: verifier.stats,
+    maxCacheBytes: config.maxCacheSizeBytes,
     now,
   });
   const clients = upstreamClients(config, {
