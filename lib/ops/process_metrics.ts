@@ -5,9 +5,9 @@
  * the runtime's heap as `deno_*` gauges.
  *
  * On Linux the values come from `/proc/self` (`stat`, `status`, `limits`,
- * `fd/`), read synchronously at scrape time: a scrape is a handful of small
- * procfs reads (a few microseconds each) and one directory listing. Where a
- * file cannot be read (another OS, a sandbox hiding procfs) its series are
+ * `fd/`), read synchronously at scrape time through libc (`procfs.ts` says
+ * why): a scrape is three small procfs reads and one directory listing. Where
+ * a file cannot be read (another OS, no `ffi` permission, procfs hidden) its series are
  * left out instead of reported as zero, because a zero fd count or CPU time
  * is a lie a dashboard would plot. Resident memory and the heap come from
  * `Deno.memoryUsage()` when procfs is missing, and the start time from the
@@ -21,6 +21,7 @@
  * @module
  */
 import { type Collector, renderFamily } from "./metrics.ts";
+import { ProcReader } from "./procfs.ts";
 
 /** Clock ticks per second of `/proc/<pid>/stat` times (fixed at 100 in the Linux user ABI). */
 const USER_HZ = 100;
@@ -93,26 +94,6 @@ const HELP = {
     "Memory of JavaScript objects held outside the V8 heap (Deno.memoryUsage().external), in bytes.",
 } as const;
 
-function readText(path: string): string | undefined {
-  try {
-    return Deno.readTextFileSync(path);
-  } catch {
-    return undefined;
-  }
-}
-
-function countEntries(dir: string): number | undefined {
-  try {
-    let n = 0;
-    for (const _ of Deno.readDirSync(dir)) n++;
-    // The listing's own descriptor is in it while it is read; the client
-    // libraries count it too, but it is not the process's, so leave it out.
-    return n - 1;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The process collector: register it with `Registry.registerCollector`. */
 export class ProcessCollector implements Collector {
   readonly names = [
@@ -145,22 +126,24 @@ export class ProcessCollector implements Collector {
 
   render(out: string[]): void {
     const proc = this.#proc;
-    const stat = proc === undefined ? undefined : parseProcStat(readText(`${proc}/stat`) ?? "");
+    using reader = proc === undefined ? undefined : ProcReader.open();
+    const readText = (name: string) => reader?.readText(`${proc}/${name}`) ?? "";
+    const stat = parseProcStat(readText("stat"));
     const mem = this.#memoryUsage();
     if (stat) renderFamily(out, "process_cpu_seconds_total", HELP.cpu, "counter", stat.cpuSeconds);
-    if (proc !== undefined) {
-      const open = countEntries(`${proc}/fd`);
+    if (reader) {
+      // The listing's own descriptor is in it while it is read; prom-client
+      // leaves it out too (client_golang counts it).
+      const open = reader.countEntries(`${proc}/fd`, 1);
       if (open !== undefined) renderFamily(out, "process_open_fds", HELP.openFds, "gauge", open);
-      const max = parseMaxFds(readText(`${proc}/limits`) ?? "");
+      const max = parseMaxFds(readText("limits"));
       if (max !== undefined) renderFamily(out, "process_max_fds", HELP.maxFds, "gauge", max);
     }
     if (stat) {
       renderFamily(out, "process_virtual_memory_bytes", HELP.virtual, "gauge", stat.virtualBytes);
     }
     // procfs when it is there (what the client libraries read), else the runtime's own figure.
-    const rss =
-      (proc === undefined ? undefined : parseStatusRss(readText(`${proc}/status`) ?? "")) ??
-        mem.rss;
+    const rss = parseStatusRss(readText("status")) ?? mem.rss;
     renderFamily(out, "process_resident_memory_bytes", HELP.resident, "gauge", rss);
     renderFamily(out, "process_start_time_seconds", HELP.start, "gauge", this.#startSeconds);
     renderFamily(out, "deno_heap_used_bytes", HELP.heapUsed, "gauge", mem.heapUsed);
