@@ -24,7 +24,10 @@ import { tempDir } from "./_helpers.ts";
 const ROOT = fromFileUrl(new URL("..", import.meta.url));
 const DENO_RUN = ["run", "-q", "--frozen", "--config", join(ROOT, "deno.json"), "-P=serve"];
 const ON_LINUX = Deno.build.os === "linux";
-if (!ON_LINUX) console.log("SKIP: /proc/self readings are checked on Linux only");
+if (!ON_LINUX) {
+  // deno-lint-ignore no-console
+  console.log("SKIP: process_metrics_test: /proc/self readings are checked on Linux only");
+}
 
 function scrape(sources?: ProcessSources): Exposition {
   const r = new Registry();
