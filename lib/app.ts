@@ -210,6 +210,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       await settle();
       // Whatever an aborted download left behind goes now, not at next start.
       await cache.close();
+      telemetry.close();
     },
   };
 }

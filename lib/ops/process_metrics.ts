@@ -94,8 +94,11 @@ const HELP = {
     "Memory of JavaScript objects held outside the V8 heap (Deno.memoryUsage().external), in bytes.",
 } as const;
 
-/** The process collector: register it with `Registry.registerCollector`. */
-export class ProcessCollector implements Collector {
+/**
+ * The process collector: register it with `Registry.registerCollector`, and
+ * dispose it when done (it keeps libc open between scrapes).
+ */
+export class ProcessCollector implements Collector, Disposable {
   readonly names = [
     "process_cpu_seconds_total",
     "process_open_fds",
@@ -110,6 +113,7 @@ export class ProcessCollector implements Collector {
   readonly #proc: string | undefined;
   readonly #startSeconds: number;
   readonly #memoryUsage: () => Deno.MemoryUsage;
+  #reader: ProcReader | undefined;
 
   constructor(sources: ProcessSources = {}) {
     this.#proc = "procSelf" in sources
@@ -124,9 +128,25 @@ export class ProcessCollector implements Collector {
     this.#memoryUsage = sources.memoryUsage ?? (() => Deno.memoryUsage());
   }
 
+  /**
+   * libc, opened at the first scrape and kept: `dlopen` costs about 2 ms,
+   * some twenty times a whole scrape's reads. The permission is asked each
+   * time, so a revoked `ffi` stops the reads; a failed open is retried.
+   */
+  #procReader(): ProcReader | undefined {
+    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return undefined;
+    return this.#reader ??= ProcReader.open();
+  }
+
+  /** Closes libc (the collector then opens it again if asked to render). */
+  [Symbol.dispose](): void {
+    this.#reader?.[Symbol.dispose]();
+    this.#reader = undefined;
+  }
+
   render(out: string[]): void {
     const proc = this.#proc;
-    using reader = proc === undefined ? undefined : ProcReader.open();
+    const reader = proc === undefined ? undefined : this.#procReader();
     const readText = (name: string) => reader?.readText(`${proc}/${name}`) ?? "";
     const stat = parseProcStat(readText("stat"));
     const mem = this.#memoryUsage();

@@ -28,7 +28,7 @@ const SYMBOLS = {
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>;
 
-/** libc opened for one scrape; close it when done. */
+/** libc opened for reading procfs. */
 export class ProcReader implements Disposable {
   readonly #lib: Libc;
   readonly #buf = new Uint8Array(MAX_BYTES);
@@ -37,14 +37,17 @@ export class ProcReader implements Disposable {
     this.#lib = lib;
   }
 
-  /** Opens libc, or returns undefined where that is impossible (not Linux, no `ffi` permission, no libc). */
+  /**
+   * Opens libc, or returns undefined where that is impossible (not Linux, no
+   * `ffi` permission, no glibc, out of descriptors). The caller disposes it.
+   */
   static open(): ProcReader | undefined {
     if (Deno.build.os !== "linux") return undefined;
     if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return undefined;
     try {
       return new ProcReader(Deno.dlopen("libc.so.6", SYMBOLS));
     } catch {
-      return undefined; // no glibc (musl), or out of descriptors
+      return undefined;
     }
   }
 

@@ -84,6 +84,7 @@ export class Telemetry {
   readonly startedAt: number;
   readonly #health = new Map<string, UpstreamHealth>();
   readonly #now: () => number;
+  readonly #process: ProcessCollector;
 
   constructor(readonly sources: TelemetrySources) {
     this.#now = sources.now ?? Date.now;
@@ -203,7 +204,7 @@ export class Telemetry {
       );
     }
     // Standard process_* series (and the heap), from /proc/self where there is one.
-    r.registerCollector(new ProcessCollector(sources.process));
+    this.#process = r.registerCollector(new ProcessCollector(sources.process));
     // Zero series from the start, so `rate()` and alerts see the first failure.
     for (const u of sources.upstreams) {
       this.upstreamErrors.inc({ upstream: u, reason: "no_response" }, 0);
@@ -280,6 +281,11 @@ export class Telemetry {
     const hits = count("hit") + count("revalidated");
     const stale = count("stale");
     return { hits, stale, total: hits + stale + count("miss") };
+  }
+
+  /** Releases what the process collector keeps open (libc); rendering again reopens it. */
+  close(): void {
+    this.#process[Symbol.dispose]();
   }
 
   /** The metrics in the Prometheus text format. */
