@@ -6,9 +6,9 @@
  * procfs is missing, and the real server's start time.
  */
 import process from "node:process";
-import { assert, assertEquals } from "../lib/deps/assert.ts";
+import { assert, assertEquals, assertThrows } from "../lib/deps/assert.ts";
 import { fromFileUrl, join } from "../lib/deps/path.ts";
-import { Registry } from "../lib/ops/metrics.ts";
+import { Counter, Gauge, Registry } from "../lib/ops/metrics.ts";
 import {
   parseMaxFds,
   parseProcStat,
@@ -171,6 +171,16 @@ Deno.test({
     ]);
     assertEquals(m.help.get("process_resident_memory_bytes"), STANDARD[4]![2]);
   },
+});
+
+Deno.test("a collector's names cannot clash with another metric's", () => {
+  const r = new Registry();
+  r.register(new Gauge("process_open_fds", "mine"));
+  using c = new ProcessCollector({ procSelf: undefined });
+  assertThrows(() => r.registerCollector(c), TypeError, "process_open_fds");
+  const r2 = new Registry();
+  r2.registerCollector(c);
+  assertThrows(() => r2.register(new Counter("process_cpu_seconds_total", "again")), TypeError);
 });
 
 Deno.test("procfs files are parsed field by field, even with a hostile command name", async () => {
