@@ -31,7 +31,7 @@ if (!ON_LINUX) {
 
 function scrape(sources?: ProcessSources): Exposition {
   const r = new Registry();
-  using c = r.registerCollector(new ProcessCollector(sources));
+  using _c = r.registerCollector(new ProcessCollector(sources));
   return parseExposition(r.render());
 }
 
