@@ -4,14 +4,16 @@
  * process collector (client_golang `collectors.NewProcessCollector`), plus
  * the runtime's heap as `deno_*` gauges.
  *
- * On Linux the values come from `/proc/self` (`stat`, `status`, `limits`,
- * `fd/`), read synchronously at scrape time through libc (`procfs.ts` says
- * why): a scrape is three small procfs reads and one directory listing. Where
- * a file cannot be read (another OS, no `ffi` permission, procfs hidden) its series are
- * left out instead of reported as zero, because a zero fd count or CPU time
- * is a lie a dashboard would plot. Resident memory and the heap come from
- * `Deno.memoryUsage()` when procfs is missing, and the start time from the
- * runtime on every OS.
+ * On Linux CPU time, virtual memory and descriptors come from `/proc/self`
+ * (`stat`, `limits`, `fd/`), read synchronously at scrape time through libc
+ * (`procfs.ts` says why): two small procfs reads and one directory listing,
+ * about 0.1 ms. Where a file cannot be read (another OS, no `ffi` permission,
+ * procfs hidden) its series are left out instead of reported as zero,
+ * because a zero fd count or CPU time is a lie a dashboard would plot.
+ * Resident memory and the heap come from `Deno.memoryUsage()` on every OS
+ * (on Linux its `rss` is the kernel's resident count from `statm`, the figure
+ * `status` shows as VmRSS, without reading a third file), and the start time
+ * from the runtime.
  *
  * Heap series are `deno_heap_used_bytes`, `deno_heap_total_bytes` and
  * `deno_external_memory_bytes` (V8's numbers as Deno reports them); they are
@@ -62,12 +64,6 @@ export function parseProcStat(text: string): ProcStat | undefined {
   const vsize = Number(f[23 - 3]);
   if (![utime, stime, vsize].every((n) => Number.isSafeInteger(n) && n >= 0)) return undefined;
   return { cpuSeconds: (utime + stime) / USER_HZ, virtualBytes: vsize };
-}
-
-/** `VmRSS` of `/proc/<pid>/status` in bytes (the file says kB, meaning KiB). */
-export function parseStatusRss(text: string): number | undefined {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(text);
-  return m ? Number(m[1]) * 1024 : undefined;
 }
 
 /**
@@ -130,11 +126,10 @@ export class ProcessCollector implements Collector, Disposable {
 
   /**
    * libc, opened at the first scrape and kept: `dlopen` costs about 2 ms,
-   * some twenty times a whole scrape's reads. The permission is asked each
-   * time, so a revoked `ffi` stops the reads; a failed open is retried.
+   * some twenty times a whole scrape's reads. A failed open (no `ffi`
+   * permission, out of descriptors) is tried again at the next scrape.
    */
   #procReader(): ProcReader | undefined {
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return undefined;
     return this.#reader ??= ProcReader.open();
   }
 
@@ -162,9 +157,7 @@ export class ProcessCollector implements Collector, Disposable {
     if (stat) {
       renderFamily(out, "process_virtual_memory_bytes", HELP.virtual, "gauge", stat.virtualBytes);
     }
-    // procfs when it is there (what the client libraries read), else the runtime's own figure.
-    const rss = parseStatusRss(readText("status")) ?? mem.rss;
-    renderFamily(out, "process_resident_memory_bytes", HELP.resident, "gauge", rss);
+    renderFamily(out, "process_resident_memory_bytes", HELP.resident, "gauge", mem.rss);
     renderFamily(out, "process_start_time_seconds", HELP.start, "gauge", this.#startSeconds);
     renderFamily(out, "deno_heap_used_bytes", HELP.heapUsed, "gauge", mem.heapUsed);
     renderFamily(out, "deno_heap_total_bytes", HELP.heapTotal, "gauge", mem.heapTotal);
