@@ -132,6 +132,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     inventory,
     inflightDownloads: () => downloads.count,
     backgroundVerify: verifier.stats,
+    maxCacheBytes: config.maxCacheSizeBytes,
     now,
   });
   const clients = upstreamClients(config, {
@@ -209,6 +210,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       await settle();
       // Whatever an aborted download left behind goes now, not at next start.
       await cache.close();
+      telemetry.close();
     },
   };
 }
