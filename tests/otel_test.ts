@@ -86,8 +86,9 @@ async function withServer(
   fake: FakeRegistry,
   env: Record<string, string>,
   work: (url: string) => Promise<void>,
-): Promise<ReturnType<typeof startReceiver>> {
+): Promise<ReturnType<typeof startReceiver> & { log: string[] }> {
   const receiver = startReceiver();
+  const log: string[] = [];
   await using dir = await tempDir("repoxy-otel-");
   const { config } = await writeFakeConfig(dir.path, fake);
   try {
@@ -117,6 +118,7 @@ async function withServer(
     } finally {
       // A clean exit flushes the exporter.
       const status = await server.stop("SIGTERM");
+      log.push(...server.stdout, ...server.stderr);
       assertEquals(status.code, 0, server.stderr.join("\n"));
     }
     // The last batch may still be on its way.
@@ -126,7 +128,7 @@ async function withServer(
   } finally {
     await receiver.stop();
   }
-  return receiver;
+  return { ...receiver, log };
 }
 
 async function get(url: string, headers: Record<string, string> = {}): Promise<Response> {
@@ -197,6 +199,11 @@ Deno.test("otel: request, cache lookup, upstream and signature spans reach an OT
   const traced = versions.filter((s) => s.traceId === TRACE_ID);
   assertEquals(traced.length, 1, "exactly the request that sent a traceparent is in its trace");
   const [req] = traced;
+  // Its access log line names the trace (the log is where a slow request is found).
+  const lines = rx.log.filter((l) => l.includes(`/alpha/versions`) && /\brequest\b/.test(l));
+  assertEquals(lines.length, 3, rx.log.join("\n"));
+  assertEquals(lines.filter((l) => l.includes(TRACE_ID)).length, 1, lines.join("\n"));
+  for (const s of versions) assertEquals(lines.filter((l) => l.includes(s.traceId)).length, 1);
   const server = rx.spans.find((s) => s.spanId === req!.parentSpanId)!;
   assert(server, "the request span's parent (Deno.serve's span) was exported");
   assertEquals(server.kind, 2, "SERVER");

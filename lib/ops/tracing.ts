@@ -39,6 +39,8 @@ export interface TracedContext {
   path: string;
   /** Called once when the answer's body ended (or at once for a bodiless answer). */
   done: (end: BodyEnd) => void;
+  /** Set here: the access log line names the trace. */
+  traceId?: string;
 }
 
 /** What app.ts wraps when tracing is on. */
@@ -167,6 +169,7 @@ function makeHooks(
       const s = tracer.startSpan("repoxy request", {
         attributes: { "http.request.method": req.method },
       });
+      ctx.traceId = s.spanContext().traceId;
       const done = ctx.done;
       ctx.done = (end) => {
         s.updateName(`repoxy ${ctx.route}`);
