@@ -276,8 +276,12 @@ Deno.test("otel: request, cache lookup, upstream and signature spans reach an OT
     s.name === "upstream GET" && String(s.attributes["url.path"]).endsWith(".zip")
   );
   assertEquals(zipUp.length, 2, "the download_url and its redirect, each a span");
+  const download = inMiss.find((s) => s.name === "archive download");
+  assert(download, "the archive's download is a span");
+  assertEquals(download.attributes["repoxy.bytes"], archive.bytes.length);
+  assertEquals(download.parentSpanId, miss!.spanId);
   for (const s of zipUp) {
-    assert(ancestors(rx.spans, s).some((a) => a.spanId === miss!.spanId), "under the request");
+    assert(ancestors(rx.spans, s).some((a) => a.spanId === download.spanId), "under the download");
   }
   // The signature check: under the archive's request, or under the read-ahead
   // the first versions request started (whichever fetched SHA256SUMS first).
