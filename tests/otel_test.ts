@@ -86,6 +86,7 @@ async function withServer(
   fake: FakeRegistry,
   env: Record<string, string>,
   work: (url: string) => Promise<void>,
+  expectSpans = true,
 ): Promise<ReturnType<typeof startReceiver> & { log: string[] }> {
   const receiver = startReceiver();
   const log: string[] = [];
@@ -122,7 +123,11 @@ async function withServer(
       assertEquals(status.code, 0, server.stderr.join("\n"));
     }
     // The last batch may still be on its way.
-    for (let i = 0; i < 50 && !receiver.spans.some((s) => s.scope === "repoxy"); i++) {
+    for (
+      let i = 0;
+      expectSpans && i < 50 && !receiver.spans.some((s) => s.scope === "repoxy");
+      i++
+    ) {
       await new Promise((r) => setTimeout(r, 100));
     }
   } finally {
@@ -331,4 +336,24 @@ Deno.test("otel: REPOXY_OTEL_PROPAGATE_TO lets a listed upstream see the client'
   assert(fetchSpan, "the span named in the upstream's traceparent was exported");
   assertEquals(fetchSpan.parentSpanId, up.spanId);
   assertNotEquals(fetchSpan.scope, "repoxy");
+});
+
+Deno.test("otel: with the sampler off nothing is exported and the log names no trace", async () => {
+  await using fake = await startFakeRegistry({
+    providers: [{
+      namespace: "example",
+      type: "alpha",
+      versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
+    }],
+  });
+  const rx = await withServer(fake, { OTEL_TRACES_SAMPLER: "always_off" }, async (base) => {
+    const res = await get(`${base}${P}/versions`);
+    assertEquals(res.status, 200);
+    await res.body?.cancel();
+  }, false);
+  // A clean exit flushed the exporter: anything sampled would be here.
+  assertEquals(rx.spans, []);
+  const lines = rx.log.filter((l) => l.includes(`/alpha/versions`));
+  assertEquals(lines.length, 1, rx.log.join("\n"));
+  assert(!/\btrace\b/.test(lines[0]!), lines[0]);
 });

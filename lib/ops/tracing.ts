@@ -169,7 +169,9 @@ function makeHooks(
       const s = tracer.startSpan("repoxy request", {
         attributes: { "http.request.method": req.method },
       });
-      ctx.traceId = s.spanContext().traceId;
+      // Only a trace that is exported (sampled) is worth naming in the log.
+      const sc = s.spanContext();
+      if (sc.traceFlags & api.TraceFlags.SAMPLED) ctx.traceId = sc.traceId;
       const done = ctx.done;
       ctx.done = (end) => {
         s.updateName(`repoxy ${ctx.route}`);
