@@ -361,7 +361,7 @@ export class UpstreamSource implements ProviderSource {
 
   async fetchArchive(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveFetch> {
     const joined = this.deps.downloads.inflight(p, version, pl);
-    traceNote({ joined: joined !== undefined });
+    traceNote("joined", joined !== undefined);
     if (joined) return await archiveFetchOf(joined);
     return await archiveFetchOf(await this.#startDownload(p, version, pl));
   }

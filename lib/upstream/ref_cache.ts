@@ -190,7 +190,7 @@ export class RefCache {
     }
     let p = this.#inflight.get(key);
     // Another request's upstream fetch for this key is already under way: wait for it.
-    traceNote({ joined: p !== undefined });
+    traceNote("joined", p !== undefined);
     if (!p) {
       p = (async (): Promise<Refreshed> => {
         let got: RefEntry | typeof NOT_MODIFIED;
