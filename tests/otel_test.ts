@@ -87,11 +87,12 @@ async function withServer(
   env: Record<string, string>,
   work: (url: string) => Promise<void>,
   expectSpans = true,
+  config: Record<string, unknown> = {},
 ): Promise<ReturnType<typeof startReceiver> & { log: string[] }> {
   const receiver = startReceiver();
   const log: string[] = [];
   await using dir = await tempDir("repoxy-otel-");
-  const { config } = await writeFakeConfig(dir.path, fake);
+  const written = await writeFakeConfig(dir.path, fake, config);
   try {
     const server = await spawnRepoxy(Deno.execPath(), [
       "run",
@@ -99,7 +100,7 @@ async function withServer(
       MAIN,
       "serve",
       "--config",
-      config,
+      written.config,
       "--listen",
       "127.0.0.1:0",
     ], {
@@ -356,4 +357,62 @@ Deno.test("otel: with the sampler off nothing is exported and the log names no t
   const lines = rx.log.filter((l) => l.includes(`/alpha/versions`));
   assertEquals(lines.length, 1, rx.log.join("\n"));
   assert(!/\btrace\b/.test(lines[0]!), lines[0]);
+});
+
+Deno.test("otel: revalidated and stale answers say so, and a failing upstream's requests are errors", async () => {
+  let failing = false;
+  await using fake = await startFakeRegistry({
+    providers: [{
+      namespace: "example",
+      type: "alpha",
+      versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
+    }],
+    versionValidators: "etag",
+    intercept: (req) =>
+      failing && new URL(req.url).pathname.endsWith("/alpha/versions")
+        ? new Response("down", { status: 503, headers: { "retry-after": "0" } })
+        : undefined,
+  });
+  const rx = await withServer(
+    fake,
+    {},
+    async (base) => {
+      for (const fail of [false, false, true]) {
+        failing = fail;
+        const res = await get(`${base}${P}/versions`);
+        assertEquals(res.status, 200);
+        await res.body?.cancel();
+        // The miss started a read-ahead that revalidates the list too: let it end.
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    },
+    true,
+    { metadataTtl: "1ms" },
+  );
+  const ours = rx.spans.filter((s) => s.scope === "repoxy");
+  const requests = ours.filter((s) => s.name === "repoxy registryVersions");
+  assertEquals(requests.map((s) => s.attributes["repoxy.cache"]), ["miss", "revalidated", "stale"]);
+  const upstream = (s: ExportedSpan) =>
+    ours.filter((u) =>
+      u.traceId === s.traceId && u.name === "upstream GET" &&
+      u.attributes["url.path"] === "/v1/providers/example/alpha/versions" &&
+      // The request's own, not those of the read-ahead it started.
+      !ancestors(rx.spans, u).some((a) => a.name === "read-ahead")
+    ).map((u) => `${u.attributes["http.response.status_code"]}:${u.status?.code ?? 0}`);
+  const [miss, revalidated, stale] = requests;
+  assertEquals(upstream(miss!), ["200:0"]);
+  const joined = ours.find((l) =>
+    l.parentSpanId === revalidated!.spanId && l.name === "cache lookup"
+  )?.attributes["repoxy.joined"];
+  // (Had the read-ahead's revalidation still been under way, it would have joined that one.)
+  assertEquals(upstream(revalidated!), joined ? [] : ["304:0"]);
+  // Three tries, each an error (status code 2).
+  assertEquals(upstream(stale!), ["503:2", "503:2", "503:2"]);
+  const lookups = ours.filter((s) =>
+    s.name === "cache lookup" && String(s.attributes["repoxy.key"]).endsWith("/alpha/versions")
+  );
+  for (const [r, decision] of [[revalidated!, "revalidated"], [stale!, "stale"]] as const) {
+    const l = lookups.find((x) => x.parentSpanId === r.spanId);
+    assertEquals(l?.attributes["repoxy.decision"], decision);
+  }
 });
