@@ -11,7 +11,15 @@
  *        │     └─ GET (Deno's fetch span, when the context is propagated)
  *        ├─ upstream document    (the body of a metadata document)
  *        ├─ signature check
- *        └─ archive fsync+commit, fsync, rename
+ *        ├─ archive download     (its upstream GETs, archive fsync+commit)
+ *        ├─ read-ahead           (background fetches this request started)
+ *        └─ fsync, rename, fsync dir
+ *
+ * Why `@opentelemetry/api` rather than `Deno.telemetry` alone: Deno's
+ * namespace exposes its provider objects typed `any` and documents the npm
+ * API as the way to use them; the API brings the types, context helpers and
+ * span kinds, is what Deno's own docs and tests use, and costs nothing when
+ * tracing is off (it is not loaded).
  *
  * Trace context reaches an upstream only when its hostname is listed in
  * `REPOXY_OTEL_PROPAGATE_TO`: for any other, the request is made outside
