@@ -199,7 +199,7 @@ export async function buildConfig(
     resolve(from.has(key) ? env.cwd() : baseDir, value);
   const secret = (value: string, key: string) => resolveSecret(value, key, env, baseDir, problem);
 
-  const tls = await readTls(file.tls, pathOf, env, problem);
+  const tls = await readTls(file.tls, pathOf, (k) => from.get(k) ?? k, env, problem);
   const upstreams = new Map<string, UpstreamConfig>();
   if (file.upstreams === undefined) {
     for (const h of DEFAULT_UPSTREAMS) {

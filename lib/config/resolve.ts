@@ -79,10 +79,14 @@ export async function resolveSecret(
   return value;
 }
 
-/** Reads the PEM files of `tls`; `pathOf` resolves a key's relative path. */
+/**
+ * Reads the PEM files of `tls`; `pathOf` resolves a key's relative path and
+ * `nameOf` names a key in messages (the variable that set it, if one did).
+ */
 export async function readTls(
   raw: ConfigFile["tls"],
   pathOf: (key: string, value: string) => string,
+  nameOf: (key: string) => string,
   env: ConfigEnv,
   problem: Problem,
 ): Promise<TlsConfig | undefined> {
@@ -102,7 +106,7 @@ export async function readTls(
       if (!text.includes("-----BEGIN ")) throw new Error("not a PEM file");
       return text;
     } catch (e) {
-      problem(`"${key}": cannot read "${p}": ${(e as Error).message}`);
+      problem(`"${nameOf(key)}": cannot read "${p}": ${(e as Error).message}`);
       return undefined;
     }
   };
