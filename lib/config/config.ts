@@ -8,7 +8,7 @@
  * @module
  */
 import { dirname, isAbsolute, join, resolve } from "../deps/path.ts";
-import { v } from "../deps/valibot.ts";
+import * as v from "../deps/valibot.ts";
 import { duration } from "./fields.ts";
 import {
   type AuthConfig,

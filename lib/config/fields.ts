@@ -10,7 +10,7 @@
  * the loader still enforces.
  * @module
  */
-import { v } from "../deps/valibot.ts";
+import * as v from "../deps/valibot.ts";
 import { MAX_TIMER_MS, parseDurationMs } from "../base/duration.ts";
 import { parseSize } from "../base/size.ts";
 

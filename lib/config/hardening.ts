@@ -9,7 +9,7 @@
  */
 import { parseCidr } from "../base/ip.ts";
 import { createHash } from "../deps/crypto.ts";
-import { v } from "../deps/valibot.ts";
+import * as v from "../deps/valibot.ts";
 import { bool, duration, positiveInt, size, str, strict, stringList } from "./fields.ts";
 
 /** Resource bounds; every one has a default (see README "Limits"). */

@@ -4,7 +4,7 @@
  * came from, so an operator knows which line to fix.
  * @module
  */
-import type { v } from "../deps/valibot.ts";
+import type * as v from "../deps/valibot.ts";
 
 /** A configuration problem: start-up stops with exit code 2 and this message. */
 export class ConfigError extends Error {

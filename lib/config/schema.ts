@@ -5,7 +5,7 @@
  * object (`deno task schema`), so editors see exactly what the loader takes.
  * @module
  */
-import { v } from "../deps/valibot.ts";
+import * as v from "../deps/valibot.ts";
 import { isValidHostname } from "../protocol/names.ts";
 import {
   bool,

@@ -1,9 +1,32 @@
 /**
  * Valibot, the schema library the config is checked with (`lib/config/`).
- * Chosen over zod for its size: what Repoxy uses bundles to ~7 KB against
- * ~95 KB, and it costs less start-up time and RSS (figures in the issue 15
- * closing note). One re-export so the pinned version lives in deno.json and
- * the import in this one place.
+ * Chosen over zod for its size and cost (figures in the issue 15 closing
+ * note). Named re-exports, not `export *`, so a bundle keeps only what Repoxy
+ * uses; import it as `import * as v from "../deps/valibot.ts"`. The pinned
+ * version lives in deno.json, the import in this one place.
  * @module
  */
-export * as v from "valibot";
+export {
+  array,
+  boolean,
+  check,
+  integer,
+  maxValue,
+  minLength,
+  minValue,
+  number,
+  optional,
+  picklist,
+  pipe,
+  rawCheck,
+  rawTransform,
+  record,
+  regex,
+  safeInteger,
+  safeParse,
+  strictObject,
+  string,
+  transform,
+  union,
+} from "valibot";
+export type { BaseIssue, GenericSchema, InferOutput, ObjectEntries, ObjectSchema } from "valibot";
