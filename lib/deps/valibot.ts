@@ -2,7 +2,7 @@
  * Valibot, the schema library the config is checked with (`lib/config/`).
  * Chosen over zod for its size and cost (figures in the issue 15 closing
  * note). Named re-exports, not `export *`, so a bundle keeps only what Repoxy
- * uses; import it as `import * as v from "../deps/valibot.ts"`. The pinned
+ * uses; callers import it as a namespace, `v`. The pinned
  * version lives in deno.json, the import in this one place.
  * @module
  */
