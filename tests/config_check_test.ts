@@ -12,6 +12,7 @@ import { tempDir } from "./_helpers.ts";
 
 const UPSTREAM_TOKEN = "upstream-secret-from-file-7f3a";
 const LITERAL_TOKEN = "literal-client-token-9b1c2d3e";
+const ENV_TOKEN = "env-token-c0ffee-4242";
 const URL_KEY = "u".repeat(20) + "url-signing-key-5e6f";
 
 async function secretConfig(dir: string): Promise<string> {
@@ -114,14 +115,28 @@ Deno.test("config check usage: the subcommand is required, --help exits 0", asyn
 Deno.test("real process: REPOXY_* variables show in the effective config; a bad one exits 2 naming it", async () => {
   await using dir = await tempDir();
   const path = await secretConfig(dir.path);
+  const raw = JSON.parse(await Deno.readTextFile(path));
+  raw.upstreams["b.example"] = { token: "env:REPOXY_TEST_B_TOKEN" };
+  await Deno.writeTextFile(path, JSON.stringify(raw));
   const ok = await runCli(["config", "check", "-c", path], {
-    env: { REPOXY_LISTEN: "0.0.0.0:9999", REPOXY_LOG_FORMAT: "json", REPOXY_METADATA_TTL: "" },
+    env: {
+      REPOXY_LISTEN: "0.0.0.0:9999",
+      REPOXY_LOG_FORMAT: "json",
+      REPOXY_METADATA_TTL: "",
+      REPOXY_PUBLIC_URL: `https://user:${ENV_TOKEN}@mirror.example/?sig=${ENV_TOKEN}`,
+      REPOXY_TEST_B_TOKEN: ENV_TOKEN,
+    },
   });
   assertEquals(ok.code, 0, ok.stderr);
   const shown = JSON.parse(ok.stdout);
   assertEquals([shown.listen, shown.logFormat, shown.metadataTtl], ["0.0.0.0:9999", "json", "30s"]);
-  assertMatch(ok.stderr, /from the environment: REPOXY_LISTEN \(listen\), REPOXY_LOG_FORMAT/);
-  for (const secret of [UPSTREAM_TOKEN, LITERAL_TOKEN, URL_KEY]) {
+  assertEquals(shown.upstreams["b.example"].token, "<redacted>");
+  assertEquals(shown.publicUrl, "https://mirror.example/?REDACTED");
+  assertMatch(
+    ok.stderr,
+    /from the environment: REPOXY_LISTEN \(listen\), REPOXY_PUBLIC_URL \(publicUrl\), REPOXY_LOG_FORMAT \(logFormat\)\)$/m,
+  );
+  for (const secret of [UPSTREAM_TOKEN, LITERAL_TOKEN, URL_KEY, ENV_TOKEN]) {
     assertEquals((ok.stdout + ok.stderr).includes(secret), false);
   }
   // serve reads the same variables: a bad one stops it before it listens.

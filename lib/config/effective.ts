@@ -3,9 +3,11 @@
  * (defaults filled, overrides applied, paths absolute, durations as "30s",
  * sizes in bytes), for `repoxy config check`. Secrets never appear: tokens,
  * the URL-signing key and token hashes are replaced by {@link REDACTED}
- * whatever their source (literal, `env:`, `file:`).
+ * whatever their source (literal, `env:`, `file:`), and `publicUrl` loses any
+ * userinfo and query. A new config section adds its keys here too.
  * @module
  */
+import { redactUrl } from "../base/redact.ts";
 import type { Config } from "./config.ts";
 
 /** What stands in for a secret. */
@@ -44,7 +46,8 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
   out.metadataTtl = formatDurationMs(c.metadataTtlMs);
   out.upstreamTimeout = formatDurationMs(c.upstreamTimeoutMs);
   out.offline = c.offline;
-  if (c.publicUrl !== undefined) out.publicUrl = c.publicUrl;
+  // A public URL may carry userinfo or a query (it is the operator's to write): not printed.
+  if (c.publicUrl !== undefined) out.publicUrl = redactUrl(c.publicUrl);
   out.logFormat = c.logFormat;
   if (c.maxCacheSizeBytes !== undefined) out.maxCacheSize = c.maxCacheSizeBytes;
   out.limits = {
