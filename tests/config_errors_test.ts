@@ -79,6 +79,11 @@ Deno.test("each problem's line starts with its key path", async () => {
     ],
     [{ upstreams: { "Bad_Host": {} } }, `"upstreams.Bad_Host" is not a valid registry hostname`],
   ];
+  // valibot's record drops these keys silently; an upstream must not vanish.
+  for (const k of ["__proto__", "constructor", "prototype"]) {
+    cases.push([JSON.parse(`{"upstreams": {"${k}": {}}}`), `"upstreams.${k}" is a reserved name`]);
+    cases.push([JSON.parse(`{"limits": {"${k}": 1}}`), `unknown key "limits.${k}"`]);
+  }
   for (const [raw, start] of cases) {
     const got = await problems(raw);
     assertEquals(got.length, 1, `${JSON.stringify(raw)}: ${got.join(" | ")}`);

@@ -145,26 +145,51 @@ export function strict<const E extends v.ObjectEntries>(entries: E, knownLabel =
   ));
 }
 
+/** Keys valibot's record schema drops without a word (prototype pollution guards). */
+const DROPPED_KEYS = ["__proto__", "prototype", "constructor"];
+
 /**
  * Valibot's object and record schemas take arrays (they are objects to
- * `typeof`, and the output is a new object, so no later check can tell);
- * JSON's `[]` where an object belongs is an error here. The wrapper keeps the
+ * `typeof`, and the output is a new object, so no later check can tell), and
+ * its record silently drops the keys {@link DROPPED_KEYS}: an upstream named
+ * "constructor" would vanish. Both are errors here. The wrapper keeps the
  * schema's kind and entries, so the JSON Schema file still describes it.
  */
 export function objectOnly<S extends v.GenericSchema>(schema: S, what = "an object"): S {
+  const issue = (input: unknown, message: string, key?: string): v.BaseIssue<unknown> =>
+    ({
+      kind: "schema",
+      type: schema.type,
+      input,
+      expected: schema.expects,
+      received: typeName(input),
+      message,
+      ...(key === undefined
+        ? {}
+        : { path: [{ type: "object", origin: "key", input, key, value: undefined }] }),
+    }) as unknown as v.BaseIssue<unknown>;
   return {
     ...schema,
     "~run"(dataset, config) {
-      if (!Array.isArray(dataset.value)) return schema["~run"](dataset, config);
-      const issue = {
-        kind: "schema",
-        type: schema.type,
-        input: dataset.value,
-        expected: schema.expects,
-        received: "Array",
-        message: `must be ${what}, got an array`,
-      } as v.BaseIssue<unknown>;
-      return { typed: false, value: dataset.value, issues: [issue] } as ReturnType<S["~run"]>;
+      const input = dataset.value;
+      if (Array.isArray(input)) {
+        return {
+          typed: false,
+          value: input,
+          issues: [issue(input, `must be ${what}, got an array`)],
+        } as ReturnType<S["~run"]>;
+      }
+      const out = schema["~run"](dataset, config);
+      // Strict objects report these as unknown keys already.
+      if (schema.type !== "record" || typeof input !== "object" || input === null) return out;
+      const dropped = DROPPED_KEYS.filter((k) => Object.hasOwn(input, k));
+      if (dropped.length === 0) return out;
+      const extra = dropped.map((k) => issue(input, "is a reserved name, not a valid key", k));
+      return {
+        ...out,
+        typed: false,
+        issues: [...(out.issues ?? []), ...extra],
+      } as ReturnType<S["~run"]>;
     },
   };
 }
