@@ -36,6 +36,9 @@ Options:
   -h, --help             show this help
   -V, --version          show the version
 
+Environment: REPOXY_LISTEN, REPOXY_CACHE_DIR, ... override config keys; a flag
+wins over them ("repoxy config --help" lists them; "repoxy config check" shows
+the result).
 Exit codes: 0 ok, 1 runtime failure, 2 bad flags or config.
 Docs: README.md (client setup, every config key).`;
 
