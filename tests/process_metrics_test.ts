@@ -79,17 +79,28 @@ Deno.test({
   ignore: !ON_LINUX,
   async fn() {
     await using dir = await tempDir();
-    const before = scrape().value("process_open_fds");
-    const files: Deno.FsFile[] = [];
-    try {
-      for (let i = 0; i < 5; i++) {
-        files.push(await Deno.open(join(dir.path, `f${i}`), { create: true, write: true }));
+    // `deno test --parallel` runs other test modules in this same process, so their files and
+    // sockets come and go between two scrapes: try a few times, and require one attempt in which
+    // the count moved by exactly 5 and back with nothing else happening.
+    const seen: string[] = [];
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const before = scrape().value("process_open_fds");
+      const files: Deno.FsFile[] = [];
+      let during: number;
+      try {
+        for (let i = 0; i < 5; i++) {
+          files.push(await Deno.open(join(dir.path, `f${i}`), { create: true, write: true }));
+        }
+        during = scrape().value("process_open_fds");
+      } finally {
+        for (const f of files) f.close();
       }
-      assertEquals(scrape().value("process_open_fds"), before + 5);
-    } finally {
-      for (const f of files) f.close();
+      const after = scrape().value("process_open_fds");
+      if (during === before + 5 && after === before) return;
+      seen.push(`${before}->${during}->${after}`);
+      await new Promise((r) => setTimeout(r, 20));
     }
-    assertEquals(scrape().value("process_open_fds"), before);
+    throw new Error(`process_open_fds never moved by exactly 5 and back: ${seen.join(", ")}`);
   },
 });
 
