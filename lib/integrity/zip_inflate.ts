@@ -24,6 +24,9 @@ export type ZlibModule = Pick<typeof Zlib, "crc32" | "createInflateRaw">;
 
 let zlibModule: Promise<ZlibModule> | undefined;
 
+/** What ends a wait for "drain": the inflater ended, failed or was destroyed meanwhile. */
+const EVENTS = ["drain", "end", "close", "error"];
+
 /** node:zlib, imported on the first call; a failed import is retried on the next. */
 export function loadZlib(): Promise<ZlibModule> {
   zlibModule ??= import("node:zlib").catch((err) => {
@@ -35,6 +38,14 @@ export function loadZlib(): Promise<ZlibModule> {
 
 /** Largest output chunk: bounds any one buffer, whatever the compression ratio. */
 export const OUTPUT_CHUNK = 64 * 1024;
+
+/**
+ * Compressed input is written in slices this big. The inflater turns one
+ * write into all of its output before it looks at the consumer, and deflate
+ * expands up to ~1032x, so this bounds what one write can buffer to about
+ * 16 MiB even for a zip bomb.
+ */
+export const INPUT_SLICE = 16 * 1024;
 
 /** The inflater rejected its input; `message` is zlib's. */
 export class InflateError extends Error {
@@ -68,21 +79,24 @@ export function inflate(
   inflater.once("close", done);
   inflater.once("error", done);
   const output = inflater[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;
+  /** Resolves once the inflater wants more input, or will never want any. */
+  const settled = () =>
+    new Promise<void>((resolve) => {
+      const go = () => {
+        for (const e of EVENTS) inflater.off(e, go);
+        resolve();
+      };
+      for (const e of EVENTS) inflater.once(e, go);
+    });
   // Feeds compressed bytes while the inflater has room, waiting for "drain"
   // (the consumer reading output) otherwise.
   const pump = (async () => {
     try {
       while (!finished) {
         const chunk = await read();
-        if (chunk === null || finished) break;
-        if (!inflater.write(chunk)) {
-          await new Promise<void>((resolve) => {
-            const go = () => {
-              for (const e of ["drain", "end", "close", "error"]) inflater.off(e, go);
-              resolve();
-            };
-            for (const e of ["drain", "end", "close", "error"]) inflater.once(e, go);
-          });
+        if (chunk === null) break;
+        for (let i = 0; i < chunk.length && !finished; i += INPUT_SLICE) {
+          if (!inflater.write(chunk.subarray(i, i + INPUT_SLICE))) await settled();
         }
       }
       if (!finished) inflater.end();
@@ -108,7 +122,7 @@ export function inflate(
           await pump;
           return null;
         }
-        if (result.value.length > 0) return new Uint8Array(result.value);
+        if (result.value.length > 0) return result.value;
       }
     },
     async dispose() {
