@@ -22,6 +22,7 @@ const ONLY_WHEN_NEEDED: Array<[string, RegExp]> = [
   ["OpenPGP", /\/openpgp\//],
   // Without OTEL_DENO=true (this server), tracing loads nothing.
   ["the OpenTelemetry API", /\/@opentelemetry\/api\//],
+  ["the X.509 library", /\/(@peculiar|reflect-metadata|tsyringe|asn1js)\//],
   ["the status page", /\/lib\/ops\/status_page\.ts$/],
   [
     "a subcommand",
