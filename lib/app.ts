@@ -25,6 +25,7 @@ import { compose } from "./http/middleware.ts";
 import { ResponseCache } from "./http/response_cache.ts";
 import { type RunningServer, startServer } from "./http/server.ts";
 import { Telemetry } from "./ops/telemetry.ts";
+import { tracingHooks } from "./ops/tracing.ts";
 import type { Services } from "./routes/context.ts";
 import { dispatch, keptAnswer, mapErrors, newContext, observe } from "./routes/pipeline.ts";
 import { ROUTES } from "./routes/table.ts";
@@ -150,10 +151,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     inventory,
     inflightDownloads: () => downloads.count,
     backgroundVerify: verifier.stats,
+    maxCacheBytes: config.maxCacheSizeBytes,
     now,
   });
+  // Captured once: off, the request path has no tracing code in it at all.
+  const tracer = tracingHooks();
+  const fetchFn: FetchFn = deps.fetch ?? ((input, init) => fetch(input, init));
   const clients = upstreamClients(config, {
-    fetch: deps.fetch ?? ((input, init) => fetch(input, init)),
+    fetch: tracer ? tracer.fetch(fetchFn) : fetchFn,
     log,
     userAgent: USER_AGENT,
     timeoutMs: config.upstreamTimeoutMs,
@@ -201,6 +206,10 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     mapErrors(services),
   );
 
+  const handle = (req: Request, ctx: ReturnType<typeof newContext>) => {
+    const kept = keptAnswer(req, ctx, services);
+    return kept ? Promise.resolve(kept) : pipeline(req, ctx);
+  };
   const settle = async () => {
     await source.settle?.();
     await metadata.settle();
@@ -219,8 +228,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     verifier,
     handle(req) {
       const ctx = newContext(req, services);
-      const kept = keptAnswer(req, ctx, services);
-      return kept ? Promise.resolve(kept) : pipeline(req, ctx);
+      return tracer ? tracer.request(req, ctx, handle) : handle(req, ctx);
     },
     settle,
     async close() {
@@ -229,6 +237,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       await settle();
       // Whatever an aborted download left behind goes now, not at next start.
       await cache.close();
+      telemetry.close();
     },
   };
 }
