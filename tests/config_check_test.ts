@@ -103,6 +103,112 @@ Deno.test("config check lists every problem by key path and exits 2", async () =
   ]);
 });
 
+const VIA_TOKEN = "central-token-from-file-3c4d";
+const S3_KEY_ID = "AKIALITERALKEYID0042";
+const S3_SECRET = "s3-secret-from-file-8e9f";
+const S3_SESSION = "s3-session-from-env-a1b2";
+
+Deno.test("config check redacts via.token and every storage credential, literal, env: or file:", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(join(dir.path, "central.token"), VIA_TOKEN + "\n");
+  await Deno.writeTextFile(join(dir.path, "s3.secret"), S3_SECRET);
+  const path = await writeConfig(dir.path, {
+    cacheDir: "cache",
+    via: { url: "https://central.corp:8443/", token: "file:central.token" },
+    upstreams: { "registry.terraform.io": {} },
+    storage: {
+      kind: "s3",
+      endpoint: "http://rgw.corp:7480/",
+      bucket: "mirror-bucket",
+      prefix: "eu/prod",
+      leaseTtl: "20s",
+      credentials: {
+        accessKeyId: S3_KEY_ID,
+        secretAccessKey: "file:s3.secret",
+        sessionToken: "env:REPOXY_TEST_S3_SESSION",
+      },
+    },
+  });
+  Deno.env.set("REPOXY_TEST_S3_SESSION", S3_SESSION);
+  const io = captureIo();
+  try {
+    assertEquals(await configCommand.run(["check", "-c", path], testContext(io)), 0);
+  } finally {
+    Deno.env.delete("REPOXY_TEST_S3_SESSION");
+  }
+  const all = io.outLines.join("\n") + io.errLines.join("\n");
+  for (const secret of [VIA_TOKEN, S3_KEY_ID, S3_SECRET, S3_SESSION]) {
+    assertEquals(all.includes(secret), false, `a secret was printed: ${secret}`);
+  }
+  const shown = JSON.parse(io.outLines.join("\n"));
+  assertEquals(shown.via, { url: "https://central.corp:8443/", token: "<redacted>" });
+  // The upstream reached through the central carries the central's token: redacted there too.
+  assertEquals(shown.upstreams["registry.terraform.io"], {
+    url: "https://central.corp:8443/registry.terraform.io",
+    token: "<redacted>",
+    trustedKeys: [],
+  });
+  assertEquals(shown.storage, {
+    kind: "s3",
+    endpoint: "http://rgw.corp:7480",
+    bucket: "mirror-bucket",
+    prefix: "eu/prod",
+    region: "us-east-1",
+    pathStyle: true,
+    redirect: false,
+    redirectTtl: "5m",
+    multipartThreshold: 64 * 2 ** 20,
+    partSize: 16 * 2 ** 20,
+    abandonedUploadAge: "24h",
+    timeout: "10s",
+    leaseTtl: "20s",
+    leaseWait: "30s",
+    credentials: {
+      accessKeyId: "<redacted>",
+      secretAccessKey: "<redacted>",
+      sessionToken: "<redacted>",
+    },
+  });
+  // No token, no credentials: nothing to redact, and no placeholder that suggests one.
+  const plain = await writeConfig(dir.path, {
+    via: "https://central.corp/",
+    storage: { kind: "s3", endpoint: "http://rgw.corp:7480", bucket: "mirror-bucket" },
+  });
+  const io2 = captureIo();
+  assertEquals(await configCommand.run(["check", "-c", plain], testContext(io2)), 0);
+  const shown2 = JSON.parse(io2.outLines.join("\n"));
+  assertEquals(shown2.via, { url: "https://central.corp/" });
+  assertEquals(shown2.storage.credentials, undefined);
+});
+
+Deno.test("config check lists via and storage problems, cross-key rules included, by key path", async () => {
+  await using dir = await tempDir();
+  const path = await writeConfig(dir.path, {
+    publicUrl: "https://central.corp/",
+    via: "https://central.corp",
+    upstreams: { "registry.terraform.io": { token: "abc" } },
+    storage: {
+      kind: "s3",
+      endpoint: "http://rgw.corp",
+      bucket: "mirror-bucket",
+      partSize: "32MiB",
+      multipartThreshold: "16MiB",
+      credentials: { accessKeyId: "env:REPOXY_TEST_UNSET_ID", secretAccessKey: "x" },
+    },
+  });
+  const io = captureIo();
+  assertEquals(await configCommand.run(["check", "-c", path], testContext(io)), 2);
+  assertEquals(io.errLines.map((l) => l.replace(`repoxy config check: ${path}: `, "")), [
+    `"via" is this instance's own publicUrl; only an edge names its central`,
+    `"upstreams.registry.terraform.io.token": with "via", this registry is reached through ` +
+    `https://central.corp/, which holds the registry's own token; give the central's token as ` +
+    `"via.token" (or set "upstreams.registry.terraform.io.url" to reach the registry directly)`,
+    `"storage.multipartThreshold" must be at least "storage.partSize" (33554432 bytes)`,
+    `"storage.credentials.accessKeyId" names environment variable REPOXY_TEST_UNSET_ID, which is not set`,
+    "repoxy config check: 4 problem(s); the configuration is invalid",
+  ]);
+});
+
 Deno.test("config check usage: the subcommand is required, --help exits 0", async () => {
   const io = captureIo();
   assertEquals(await configCommand.run([], testContext(io)), 2);

@@ -31,6 +31,8 @@ import {
   type UpstreamConfig,
 } from "./resolve.ts";
 import { CONFIG_SCHEMA, listenAddress, listenMessage } from "./schema.ts";
+import { resolveStorage, type S3StorageConfig } from "./storage_config.ts";
+import { applyVia, resolveVia, type ViaConfig } from "./via.ts";
 
 export type {
   AuthConfig,
@@ -41,8 +43,6 @@ export type {
 } from "./hardening.ts";
 export { DEFAULT_LIMITS } from "./hardening.ts";
 export type { ConfigEnv, UpstreamConfig } from "./resolve.ts";
-import type { S3StorageConfig } from "./storage_config.ts";
-import type { ViaConfig } from "./via.ts";
 export type { S3StorageConfig } from "./storage_config.ts";
 export type { ViaConfig } from "./via.ts";
 
@@ -158,6 +158,12 @@ export function defaultCacheDir(env: ConfigEnv = realEnv): string {
   return resolve(env.cwd(), "repoxy-data");
 }
 
+/** An http(s) URL normalized, ending in `/`. */
+function withSlash(url: string): string {
+  const href = new URL(url).href;
+  return href.endsWith("/") ? href : href + "/";
+}
+
 /** Flag names, for errors about the values they gave. */
 const FLAG_NAMES: Record<keyof ConfigOverrides, string> = {
   listen: "--listen",
@@ -226,6 +232,17 @@ export async function buildConfig(
     problem(`"defaultUpstream" is "${defaultUpstream}", which is not among "upstreams"`);
   }
   const auth = await resolveAuth(file.auth, secret, problem);
+  const publicUrl = file.publicUrl === undefined ? undefined : withSlash(file.publicUrl);
+  const via = await resolveVia(file.via, secret, problem);
+  if (via) {
+    // Which hosts set their own url / token: `via` leaves the first alone and refuses the second.
+    const own = (k: "url" | "token") =>
+      new Set(
+        Object.entries(file.upstreams ?? {}).filter(([, u]) => u[k] !== undefined).map(([h]) => h),
+      );
+    applyVia(via, upstreams.values(), own("url"), own("token"), publicUrl, problem);
+  }
+  const storage = await resolveStorage(file.storage, secret, problem);
   if (problems.length > 0) throw new ConfigError(problems);
 
   const config: Config = {
@@ -244,11 +261,10 @@ export async function buildConfig(
     backgroundVerify: toBackgroundVerify(file.backgroundVerify),
   };
   if (auth) config.auth = auth;
+  if (via) config.via = via;
+  if (storage) config.storage = storage;
   if (tls) config.tls = tls;
-  if (file.publicUrl !== undefined) {
-    const href = new URL(file.publicUrl).href;
-    config.publicUrl = href.endsWith("/") ? href : href + "/";
-  }
+  if (publicUrl !== undefined) config.publicUrl = publicUrl;
   if (file.maxCacheSize !== undefined) config.maxCacheSizeBytes = file.maxCacheSize;
   return config;
 }

@@ -4,11 +4,12 @@
  * sizes in bytes), for `repoxy config check`. Secrets never appear: tokens,
  * the URL-signing key and token hashes are replaced by {@link REDACTED}
  * whatever their source (literal, `env:`, `file:`), and `publicUrl` loses any
- * userinfo and query. A new config section adds its keys here too.
+ * userinfo and query; `via.token` and `storage.credentials` are redacted too.
+ * A new config section adds its keys here too.
  * @module
  */
 import { redactUrl } from "../base/redact.ts";
-import type { Config } from "./config.ts";
+import type { Config, S3StorageConfig } from "./config.ts";
 
 /** What stands in for a secret. */
 export const REDACTED = "<redacted>";
@@ -80,5 +81,37 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
     rate: c.backgroundVerify.bytesPerSecond,
     interval: formatDurationMs(c.backgroundVerify.intervalMs),
   };
+  if (c.via) {
+    out.via = c.via.token === undefined ? { url: c.via.url } : { url: c.via.url, token: REDACTED };
+  }
+  if (c.storage) out.storage = effectiveStorage(c.storage);
+  return out;
+}
+
+/** `storage` in the file's key names; every credential redacted, even the access key id. */
+function effectiveStorage(s: S3StorageConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    kind: s.kind,
+    endpoint: s.endpoint,
+    bucket: s.bucket,
+    prefix: s.prefix,
+    region: s.region,
+    pathStyle: s.pathStyle,
+    redirect: s.redirect,
+    redirectTtl: formatDurationMs(s.redirectTtlMs),
+    multipartThreshold: s.multipartThresholdBytes,
+    partSize: s.partSizeBytes,
+    abandonedUploadAge: formatDurationMs(s.abandonedUploadAgeMs),
+    timeout: formatDurationMs(s.timeoutMs),
+    leaseTtl: formatDurationMs(s.leaseTtlMs),
+    leaseWait: formatDurationMs(s.leaseWaitMs),
+  };
+  if (s.credentials) {
+    out.credentials = {
+      accessKeyId: REDACTED,
+      secretAccessKey: REDACTED,
+      ...(s.credentials.sessionToken !== undefined ? { sessionToken: REDACTED } : {}),
+    };
+  }
   return out;
 }

@@ -141,8 +141,30 @@ export function strict<const E extends v.ObjectEntries>(entries: E, knownLabel =
     (i) =>
       i.expected === "never"
         ? `${knownLabel}: ${known}`
+        // A missing required key: valibot names it, quoted, as what was expected.
+        : i.expected?.startsWith('"') && i.input === undefined
+        ? "is required"
         : `must be an object, got ${typeName(i.input)}`,
   ));
+}
+
+/**
+ * A union whose option is chosen by the input's shape (`pick`), so a mistake
+ * inside the chosen option is reported as itself (`unknown key "via.tokn"`)
+ * instead of as "matches no option"; input no option fits gets the union's
+ * own message. The union's kind and options are kept for the JSON Schema file.
+ */
+export function pickOption<S extends v.GenericSchema>(
+  union: S,
+  pick: (input: unknown) => v.GenericSchema | undefined,
+): S {
+  return {
+    ...union,
+    "~run"(dataset, config) {
+      const option = pick(dataset.value);
+      return (option ?? union)["~run"](dataset, config) as ReturnType<S["~run"]>;
+    },
+  };
 }
 
 /** Keys valibot's record schema drops without a word (prototype pollution guards). */

@@ -19,6 +19,8 @@ import {
   typeName,
 } from "./fields.ts";
 import { HARDENING_ENTRIES } from "./hardening.ts";
+import { STORAGE_ENTRIES } from "./storage_config.ts";
+import { VIA_ENTRIES } from "./via.ts";
 
 /** Parses `host:port` (IPv6 in brackets: `[::1]:8080`); undefined when it is not one. */
 export function listenAddress(value: string): { hostname: string; port: number } | undefined {
@@ -110,7 +112,12 @@ export const CORE_ENTRIES = {
 };
 
 /** The whole config file: every key optional, unknown keys are errors. */
-export const CONFIG_SCHEMA = strict({ ...CORE_ENTRIES, ...HARDENING_ENTRIES }, "known keys");
+export const CONFIG_SCHEMA = strict({
+  ...CORE_ENTRIES,
+  ...HARDENING_ENTRIES,
+  ...VIA_ENTRIES,
+  ...STORAGE_ENTRIES,
+}, "known keys");
 
 /** The config file after the schema: values typed, durations in ms, sizes in bytes. */
 export type ConfigFile = v.InferOutput<typeof CONFIG_SCHEMA>;

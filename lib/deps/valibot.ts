@@ -11,6 +11,7 @@ export {
   boolean,
   check,
   integer,
+  literal,
   maxValue,
   minLength,
   minValue,
@@ -28,5 +29,6 @@ export {
   string,
   transform,
   union,
+  variant,
 } from "valibot";
 export type { BaseIssue, GenericSchema, InferOutput, ObjectEntries, ObjectSchema } from "valibot";
