@@ -96,20 +96,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const now = deps.now ?? Date.now;
   const shutdown = new AbortController();
 
-  // The S3 code is loaded only when a bucket is configured.
-  const tier = config.storage
-    ? (await import("./storage_s3/mod.ts")).openBucketTier(config.storage, {
-      log,
-      now,
-      maxFillBytes: Math.min(config.limits.archiveBytes, config.maxCacheSizeBytes ?? Infinity),
-    })
-    : undefined;
+  // S3 code loads only with a bucket; its leases (`fleet`) make one fetch per archive fleet-wide.
+  const maxFillBytes = Math.min(config.limits.archiveBytes, config.maxCacheSizeBytes ?? Infinity);
+  const s3 = config.storage ? await import("./storage_s3/mod.ts") : undefined;
+  const tier = s3?.openBucketTier(config.storage!, { log, now, maxFillBytes });
   const cache = await openCacheDir(config.cacheDir, log, {
     ...(tier ? { tier: tier.wrap } : {}),
-    onSwept: (removed) => {
-      if (removed > 0) {
-        log.warn("removed leftover temp files from an earlier run", { count: removed });
-      }
+    onSwept: (count) => {
+      if (count > 0) log.warn("removed leftover temp files from an earlier run", { count });
     },
   });
   const { refs, packages } = cache;
@@ -136,10 +130,9 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     downloadIdleTimeoutMs: deps.downloadIdleTimeoutMs,
     backgroundSleep: deps.backgroundSleep,
     diskProbeIntervalMs: deps.diskProbeIntervalMs,
-    // One upstream fetch per archive across the replicas on the bucket.
     fleet: {
-      ...(tier ? { store: tier.bucket.coordination(), ttlMs: config.storage!.leaseTtlMs } : {}),
-      ...(tier ? { maxWaitMs: config.storage!.leaseWaitMs } : {}),
+      ...(tier && { store: tier.bucket.coordination(), ttlMs: config.storage!.leaseTtlMs }),
+      ...(tier && { maxWaitMs: config.storage!.leaseWaitMs }),
       ...deps.fleet,
     },
   });
