@@ -34,6 +34,8 @@ import { UpstreamSource } from "./sources/upstream_source.ts";
 import { type FetchFn, upstreamClients, type UpstreamRequestInfo } from "./upstream/client.ts";
 import type { Resolver } from "./upstream/egress.ts";
 import { Metadata } from "./upstream/metadata.ts";
+import type { ModuleService } from "./modules/module_service.ts";
+import { createModuleService } from "./modules/wiring.ts";
 
 export { ROUTES };
 /** Injected dependencies; every field has a real default. */
@@ -76,6 +78,8 @@ export interface App {
   readonly inventory: CacheInventory;
   /** Re-hashes the cache in the background (`backgroundVerify`). */
   readonly verifier: BackgroundVerifier;
+  /** Registry modules: version lists, stored archives. */
+  readonly modules: ModuleService;
   /** Handles one request. Never throws: errors become JSON responses. */
   handle(req: Request): Promise<Response>;
   /** Waits for in-flight downloads and background jobs. */
@@ -154,6 +158,16 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     ? new CacheSource(cache)
     : new UpstreamSource({ config, metadata, packages, downloads, log, shutdown: shutdown.signal });
 
+  const modules = createModuleService(config, {
+    ...cache,
+    log,
+    now,
+    shutdown: shutdown.signal,
+    clients,
+    resolve: deps.resolve,
+    env: deps.env,
+    ...(config.offline ? {} : { answer: source.moduleAnswer.bind(source) }),
+  });
   const access = config.auth ? new AccessControl(config.auth, urlKey!) : undefined;
   const services: Services = {
     config,
@@ -162,6 +176,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     source,
     packages,
     refs,
+    modules,
     answers: new ResponseCache(
       () => refs.generation,
       now,
@@ -184,6 +199,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
 
   const settle = async () => {
     await source.settle?.();
+    await modules.settle();
     await metadata.settle();
     await upkeep.settle();
   };
@@ -197,6 +213,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     telemetry,
     inventory,
     verifier,
+    modules,
     handle(req) {
       const ctx = newContext(req, services);
       const kept = keptAnswer(req, ctx, services);
