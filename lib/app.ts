@@ -164,6 +164,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     now,
     shutdown: shutdown.signal,
     clients,
+    metrics: telemetry.registry,
     resolve: deps.resolve,
     env: deps.env,
     ...(config.offline ? {} : { answer: source.moduleAnswer.bind(source) }),

@@ -24,6 +24,8 @@ export interface GitServer extends AsyncDisposable {
   url: string;
   /** Requests served, by path (tests count them). */
   requests: string[];
+  /** Pack fetches asked for (protocol v2 `command=fetch` or v0 `want` lines), with their `deepen`. */
+  fetches: Array<{ deepen: string | undefined }>;
   close(): Promise<void>;
 }
 
@@ -32,6 +34,7 @@ export async function startGitServer(root: string): Promise<GitServer> {
   const backend = await findGitBackend();
   if (!backend) throw new Error("git http-backend not found");
   const requests: string[] = [];
+  const fetches: GitServer["fetches"] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const u = new URL(req.url);
     requests.push(u.pathname);
@@ -57,8 +60,19 @@ export async function startGitServer(root: string): Promise<GitServer> {
       stdout: "piped",
       stderr: "null",
     }).spawn();
-    const body = req.body
-      ? req.body.pipeTo(child.stdin).catch(() => {})
+    const input = req.body ? new Uint8Array(await req.arrayBuffer()) : undefined;
+    if (input && !req.headers.get("content-encoding")) {
+      const text = new TextDecoder().decode(input);
+      if (text.includes("command=fetch") || /^[0-9a-f]{4}want /m.test(text)) {
+        fetches.push({ deepen: pktLines(text).find((l) => l.startsWith("deepen "))?.slice(7) });
+      }
+    }
+    const body = input
+      ? (async () => {
+        const w = child.stdin.getWriter();
+        await w.write(input).catch(() => {});
+        await w.close().catch(() => {});
+      })()
       : child.stdin.close();
     const out = new Uint8Array(await new Response(child.stdout).arrayBuffer());
     await body;
@@ -98,6 +112,7 @@ export async function startGitServer(root: string): Promise<GitServer> {
   return {
     url: `http://127.0.0.1:${addr.port}/`,
     requests,
+    fetches,
     close,
     [Symbol.asyncDispose]: close,
   };
@@ -175,4 +190,21 @@ async function writeFiles(dir: string, files: Record<string, string | Uint8Array
     if (typeof content === "string") await Deno.writeTextFile(full, content);
     else await Deno.writeFile(full, content);
   }
+}
+
+/** The pkt-lines of a request body (flush and delimiter packets dropped, newlines trimmed). */
+function pktLines(text: string): string[] {
+  const out: string[] = [];
+  let i = 0;
+  while (i + 4 <= text.length) {
+    const len = parseInt(text.slice(i, i + 4), 16);
+    if (!(len >= 0)) break;
+    if (len < 4) {
+      i += 4;
+      continue;
+    }
+    out.push(text.slice(i + 4, i + len).replace(/\n$/, ""));
+    i += len;
+  }
+  return out;
 }

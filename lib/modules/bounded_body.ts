@@ -7,7 +7,11 @@
 import { UpstreamError } from "../http/errors.ts";
 
 /** The body of `res`, erroring past `maxBytes`. */
-export function boundedBody(res: Response, maxBytes: number, what: string): ReadableStream<Uint8Array> {
+export function boundedBody(
+  res: Response,
+  maxBytes: number,
+  what: string,
+): ReadableStream<Uint8Array> {
   const tooBig = () => new UpstreamError(`${what} is over the limit of ${maxBytes} bytes`);
   const declared = Number(res.headers.get("content-length") ?? "NaN");
   if (declared > maxBytes || !res.body) {

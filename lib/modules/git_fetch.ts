@@ -163,7 +163,9 @@ async function run(
     const status = await child.status;
     if (killedWhy) throw new GitFetchError(`git ${args.at(-3) ?? ""}: ${killedWhy}`);
     if (!status.success) {
-      throw new GitFetchError(`git failed: ${err.trim().split("\n").slice(-2).join(" ").slice(0, 300)}`);
+      throw new GitFetchError(
+        `git failed: ${err.trim().split("\n").slice(-2).join(" ").slice(0, 300)}`,
+      );
     }
     return out.trim();
   } finally {

@@ -88,6 +88,14 @@ export function moduleVersionsKey(m: ModuleRef): string {
   return `modules/${m.hostname}/${m.namespace}/${m.name}/${m.system}/versions`;
 }
 
+/** One stored module version, as metrics and the status page list it. */
+export interface StoredModule {
+  module: ModuleRef;
+  version: string;
+  size: number;
+  commit?: string;
+}
+
 /** Counters the metrics show. */
 export interface ModuleStats {
   fetched: number;
@@ -108,22 +116,62 @@ export class ModuleService {
   /** The git CLI probe (undefined offline: nothing is fetched). */
   readonly git: Promise<GitProbe> | undefined;
   #gitKnown: GitProbe | undefined;
+  /** Stored versions by `host/ns/name/system@version` (filled at start, then as they are stored). */
+  readonly #stored = new Map<string, StoredModule>();
 
   constructor(readonly deps: ModuleServiceDeps) {
     const { negativeTtlMs, negativeEntries } = deps.config.limits;
     this.#cache = new RefCache(deps.refs, deps.log, deps.now, negativeTtlMs, negativeEntries);
+    this.#track(this.rescan().catch(() => {}));
     if (!deps.config.offline) {
       this.git = (deps.git ?? probeGit()).then((g) => {
         this.#gitKnown = g;
         if (g.available) deps.log.info("modules: git CLI found", { git: g.detail });
         else {
-          deps.log.warn("modules: git CLI not found; git-sourced modules are passed through uncached", {
-            git: g.detail,
-          });
+          deps.log.warn(
+            "modules: git CLI not found; git-sourced modules are passed through uncached",
+            {
+              git: g.detail,
+            },
+          );
         }
         return g;
       });
     }
+  }
+
+  /**
+   * Reads which versions the store holds (start-up, and after maintenance
+   * commands changed it): records with their archive.
+   */
+  async rescan(): Promise<void> {
+    const found = new Map<string, StoredModule>();
+    for await (const { module, version, info } of this.deps.store.list()) {
+      const rec = await this.deps.store.record(module, version);
+      if (!rec || rec.size !== info.size) continue;
+      found.set(moduleVersionString(module, version), {
+        module,
+        version,
+        size: rec.size,
+        ...(rec.commit ? { commit: rec.commit } : {}),
+      });
+    }
+    this.#stored.clear();
+    for (const [k, v] of found) this.#stored.set(k, v);
+  }
+
+  /** The stored versions, sorted by name. */
+  stored(): StoredModule[] {
+    return [...this.#stored.entries()].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(([, v]) =>
+      v
+    );
+  }
+
+  /** Bytes of the stored module archives. */
+  get storedBytes(): number {
+    let n = 0;
+    for (const v of this.#stored.values()) n += v.size;
+    return n;
   }
 
   /** What /readyz and the status page say about git ("not needed" offline). */
@@ -134,7 +182,10 @@ export class ModuleService {
   }
 
   /** The `versions` document of a module: cached like a provider's version list. */
-  async versions(m: ModuleRef, signal?: AbortSignal): Promise<{ body: string; status: CacheStatus }> {
+  async versions(
+    m: ModuleRef,
+    signal?: AbortSignal,
+  ): Promise<{ body: string; status: CacheStatus }> {
     const key = moduleVersionsKey(m);
     if (this.deps.config.offline) {
       const e = await this.deps.refs.get(key);
@@ -148,7 +199,9 @@ export class ModuleService {
         doc = JSON.parse(a.body);
       } catch { /* checked below */ }
       if (!Array.isArray((doc as { modules?: unknown })?.modules)) {
-        throw new UpstreamError(`upstream ${m.hostname} sent a module version list that is not one`);
+        throw new UpstreamError(
+          `upstream ${m.hostname} sent a module version list that is not one`,
+        );
       }
       return { fetchedAt: this.deps.now(), url: a.url.href, body: a.body };
     }, { hostname: m.hostname });
@@ -161,7 +214,9 @@ export class ModuleService {
     const a = await this.deps.answer(m, suffix, signal);
     if (a.status === 404) throw new NotFoundError(unknownModuleMessage(m, false));
     if (a.status !== 200 && a.status !== 204) {
-      const e = new UpstreamError(`upstream ${m.hostname} answered ${a.status} for ${a.url.pathname}`);
+      const e = new UpstreamError(
+        `upstream ${m.hostname} answered ${a.status} for ${a.url.pathname}`,
+      );
       e.transient = a.status >= 500;
       throw e;
     }
@@ -289,6 +344,12 @@ export class ModuleService {
       };
       const stored = await store.commit(m, version, archive, record);
       this.stats.fetched++;
+      this.#stored.set(name, {
+        module: m,
+        version,
+        size: stored.size,
+        ...(stored.commit ? { commit: stored.commit } : {}),
+      });
       log.info("module stored", {
         module: name,
         source,
@@ -371,36 +432,41 @@ export class ModuleService {
     if (this.#checkedAt.size > 10_000) this.#checkedAt.delete(this.#checkedAt.keys().next().value!);
     const src = parseModuleSource(record.source);
     if (src.kind !== "git") return;
-    this.#track((async () => {
-      const upstream = await remoteCommit(src.url, src.ref, {
-        egress: this.deps.egress,
-        maxBytes: this.deps.config.limits.archiveBytes,
-        timeoutMs: this.deps.config.upstreamTimeoutMs,
-        signal: this.deps.shutdown,
-      });
-      if (upstream === undefined || upstream === record.commit) {
+    this.#track(
+      (async () => {
+        const upstream = await remoteCommit(src.url, src.ref, {
+          egress: this.deps.egress,
+          maxBytes: this.deps.config.limits.archiveBytes,
+          timeoutMs: this.deps.config.upstreamTimeoutMs,
+          signal: this.deps.shutdown,
+        });
+        if (upstream === undefined || upstream === record.commit) {
+          this.moved.delete(key);
+          return;
+        }
+        const seen: MovedTag = {
+          module: key,
+          source: record.source,
+          pinned: record.commit!,
+          upstream,
+          seenAt: this.deps.now(),
+        };
         this.moved.delete(key);
-        return;
-      }
-      const seen: MovedTag = {
-        module: key,
-        source: record.source,
-        pinned: record.commit!,
-        upstream,
-        seenAt: this.deps.now(),
-      };
-      this.moved.delete(key);
-      this.moved.set(key, seen);
-      if (this.moved.size > 1000) this.moved.delete(this.moved.keys().next().value!);
-      this.deps.log.warn("module tag moved upstream; serving the pinned commit", {
-        module: key,
-        source: record.source,
-        pinned: record.commit!,
-        upstream,
-      });
-    })().catch((e) => {
-      this.deps.log.log("debug", "module tag check failed", { module: key, error: (e as Error).message });
-    }));
+        this.moved.set(key, seen);
+        if (this.moved.size > 1000) this.moved.delete(this.moved.keys().next().value!);
+        this.deps.log.warn("module tag moved upstream; serving the pinned commit", {
+          module: key,
+          source: record.source,
+          pinned: record.commit!,
+          upstream,
+        });
+      })().catch((e) => {
+        this.deps.log.log("debug", "module tag check failed", {
+          module: key,
+          error: (e as Error).message,
+        });
+      }),
+    );
   }
 
   #track(p: Promise<unknown>): void {

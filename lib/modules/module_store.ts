@@ -47,7 +47,13 @@ export function parseModuleKey(
   if (!key.startsWith(MODULES_PREFIX)) return undefined;
   const segs = key.slice(MODULES_PREFIX.length).split("/");
   if (segs.length !== 5) return undefined;
-  const [hostname, namespace, name, system, last] = segs as [string, string, string, string, string];
+  const [hostname, namespace, name, system, last] = segs as [
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
   const file = last.endsWith(".tar.gz") ? "archive" : last.endsWith(".json") ? "record" : undefined;
   if (!file) return undefined;
   const version = last.slice(0, file === "archive" ? -7 : -5);
@@ -103,7 +109,12 @@ export class ModuleStore {
    * Stores a finished archive (the temp file is consumed) and its record.
    * A version that is already stored is kept as it is: the first archive wins.
    */
-  async commit(m: ModuleRef, version: string, temp: string, rec: ModuleRecord): Promise<ModuleRecord> {
+  async commit(
+    m: ModuleRef,
+    version: string,
+    temp: string,
+    rec: ModuleRecord,
+  ): Promise<ModuleRecord> {
     const had = await this.record(m, version);
     if (had) {
       await Deno.remove(temp).catch(() => {});

@@ -117,7 +117,9 @@ export async function packDirectory(
   const sink = (async () => {
     for await (const chunk of gz.readable) {
       size += chunk.length;
-      if (size > bounds.maxBytes) throw new PackTooLargeError(`archive over ${bounds.maxBytes} bytes`);
+      if (size > bounds.maxBytes) {
+        throw new PackTooLargeError(`archive over ${bounds.maxBytes} bytes`);
+      }
       hash.update(chunk);
       let off = 0;
       while (off < chunk.length) off += await file.write(chunk.subarray(off));

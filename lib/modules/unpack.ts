@@ -149,7 +149,9 @@ export async function unpackTarGz(
   bounds: UnpackBounds,
 ): Promise<{ files: number }> {
   const r = new ExactReader(
-    gz.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>),
+    gz.pipeThrough(
+      new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>,
+    ),
   );
   const budget = { bytes: bounds.maxBytes };
   let files = 0;

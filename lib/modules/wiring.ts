@@ -14,6 +14,8 @@ import type { UpstreamClient } from "../upstream/client.ts";
 import { EgressPolicy, type Resolver } from "../upstream/egress.ts";
 import { ModuleService, type UpstreamModuleAnswer } from "./module_service.ts";
 import { ModuleStore } from "./module_store.ts";
+import { registerModuleMetrics } from "./module_metrics.ts";
+import type { Registry } from "../ops/metrics.ts";
 
 /** What {@link createModuleService} needs from the app. */
 export interface ModuleWiring {
@@ -26,6 +28,8 @@ export interface ModuleWiring {
   answer?: (m: ModuleRef, suffix: string, signal?: AbortSignal) => Promise<UpstreamModuleAnswer>;
   resolve?: Resolver | undefined;
   env?: ((name: string) => string | undefined) | undefined;
+  /** The app's metrics registry: the module series are added to it. */
+  metrics?: Registry;
 }
 
 /** Builds the module service of an app. */
@@ -40,7 +44,7 @@ export function createModuleService(config: Config, w: ModuleWiring): ModuleServ
     if (!c) throw new Error(`registry ${hostname} is not configured on this mirror`);
     return c;
   };
-  return new ModuleService({
+  const service = new ModuleService({
     config,
     refs: w.refs,
     store: new ModuleStore(w.storage),
@@ -51,4 +55,6 @@ export function createModuleService(config: Config, w: ModuleWiring): ModuleServ
     client,
     ...(w.answer ? { answer: w.answer } : {}),
   });
+  if (w.metrics) registerModuleMetrics(w.metrics, service);
+  return service;
 }
