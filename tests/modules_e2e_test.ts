@@ -2,7 +2,8 @@
  * End to end with the real terraform CLI: a configuration using two registry
  * modules (one git-sourced with a `//subdir`, one an HTTP archive) and a
  * provider, through Repoxy's `host` block on a cold cache; then with the
- * registry, the git server and the archive host all stopped; then offline.
+ * registry, the git server and the archive host all stopped; then offline;
+ * then from another cache filled by export → import, offline.
  * Every time the installed module files match what a direct init installs,
  * byte for byte.
  */
@@ -12,6 +13,8 @@ import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { memoryLogger } from "../lib/base/log.ts";
 import { clientSnippet } from "../lib/ops/client_snippet.ts";
+import { exportCache } from "../lib/commands/export.ts";
+import { importTree } from "../lib/commands/import.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { makeTarGz, startFakeModuleRegistry } from "./fake_module_registry.ts";
 import { findGitBackend, makeRepo, startGitServer } from "./_git_server.ts";
@@ -183,6 +186,27 @@ Deno.test({ name: NAME, ignore: !TERRAFORM || !GIT }, async () => {
       assertEquals(off.files, direct.files, "offline: same files");
     } finally {
       await s.server.shutdown();
+    }
+
+    // The air gap: export → import into another cache → offline init.
+    const exported = join(dir.path, "export");
+    const ex = await exportCache(config.cacheDir, exported);
+    assertEquals(ex.problems, []);
+    const farConfig = { ...config, cacheDir: join(dir.path, "far-cache"), offline: true };
+    const im = await importTree(farConfig, exported);
+    assertEquals(im.modules, { imported: 2, cached: 0, refused: [] });
+    assertEquals(im.problems, []);
+    const farApp = await createApp(farConfig, { log: memoryLogger() });
+    const farServer = serveApp(farApp);
+    try {
+      const far = await init(
+        "far",
+        clientSnippet(farServer.url, ["registry.terraform.io"], false) + "\n",
+      );
+      assertEquals(far.files, direct.files, "export → import → offline: same files");
+      assertEquals(far.manifest, direct.manifest);
+    } finally {
+      await farServer.shutdown();
     }
   } finally {
     await stopUpstreams();
