@@ -165,6 +165,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     shutdown: shutdown.signal,
     clients,
     metrics: telemetry.registry,
+    onStored: upkeep.afterStore,
     resolve: deps.resolve,
     env: deps.env,
     ...(config.offline ? {} : { answer: source.moduleAnswer.bind(source) }),

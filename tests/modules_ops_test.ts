@@ -128,7 +128,6 @@ Deno.test({
 Deno.test({
   name:
     "import refuses a module archive whose bytes differ from its record, or that escapes its directory",
-  ignore: !GIT,
   async fn() {
     await using dir = await tempDir();
     const tree = join(dir.path, "tree");
@@ -164,5 +163,65 @@ Deno.test({
       sha256Hex(await Deno.readFile(join(stored, "1.0.2.tar.gz"))),
       sha256Hex(await Deno.readFile(join(side, "1.0.2.tar.gz"))),
     );
+  },
+});
+
+Deno.test({
+  name: "module archives count in the quota: the server evicts the least recently used, prune too",
+  async fn() {
+    await using dir = await tempDir();
+    await using reg = await startFakeModuleRegistry();
+    // Incompressible content, so each archive is about 40 KB.
+    const blob = (seed: number) =>
+      Uint8Array.from(
+        { length: 40_000 },
+        (_, i) => (i * 7919 + seed * 104729) % 251 ^ (i >> 3) & 0xff,
+      );
+    const mods = new Map<string, string>();
+    for (const v of ["1.0.0", "1.0.1", "1.0.2"]) {
+      reg.archives.set(
+        `${v}.tgz`,
+        await makeTarGz([{ name: "blob.bin", content: blob(Number(v.at(-1))) }]),
+      );
+      mods.set(v, `${reg.url}archives/${v}.tgz`);
+    }
+    reg.modules.set("example/big/aws", mods);
+    const cacheDir = join(dir.path, "cache");
+    const t = await makeTestApp(undefined, cacheDir, {
+      upstreams: { [H]: { url: reg.url } },
+      maxCacheSize: "100KB",
+    });
+    const base = `/v1/modules/${H}/example/big/aws`;
+    const stored = async () => {
+      const out: string[] = [];
+      for await (const e of Deno.readDir(join(cacheDir, "modules", H, "example/big/aws"))) {
+        out.push(e.name);
+      }
+      return out.sort();
+    };
+    try {
+      for (const v of ["1.0.0", "1.0.1", "1.0.2"]) {
+        const r = await t.get(`${base}/${v}/module.tar.gz`);
+        assertEquals(r.status, 200);
+        await bytesOf(r);
+        await t.app.settle();
+      }
+      // 3 × ~40 KB do not fit in 100 KB: the oldest went, record and archive.
+      assertEquals(await stored(), ["1.0.1.json", "1.0.1.tar.gz", "1.0.2.json", "1.0.2.tar.gz"]);
+      // Evicted means fetched again when asked for.
+      await bytesOf(await t.get(`${base}/1.0.0/module.tar.gz`));
+      assertEquals(reg.count("/archives/1.0.0.tgz"), 2);
+    } finally {
+      await t.app.close();
+    }
+    const config = await writeConfig(dir.path, { cacheDir, upstreams: { [H]: { url: reg.url } } });
+    const io = captureIo();
+    const { pruneCommand } = await import("../lib/commands/prune.ts");
+    assertEquals(await pruneCommand.run(["-c", config, "--max-size", "50KB"], testContext(io)), 0);
+    assertMatch(
+      io.outLines.join("\n"),
+      /evicted module modules\/registry\.terraform\.io\/example\/big\/aws\/1\.0\.\d\.tar\.gz/,
+    );
+    assertEquals((await stored()).length, 2, "one module version left");
   },
 });

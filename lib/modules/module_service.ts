@@ -29,7 +29,12 @@ import type { UpstreamClient } from "../upstream/client.ts";
 import type { EgressPolicy } from "../upstream/egress.ts";
 import { RefCache } from "../upstream/ref_cache.ts";
 import { fetchGitCommit, type GitProbe, probeGit, remoteCommit } from "./git_fetch.ts";
-import { type ModuleRecord, type ModuleStore, moduleVersionString } from "./module_store.ts";
+import {
+  moduleKeys,
+  type ModuleRecord,
+  type ModuleStore,
+  moduleVersionString,
+} from "./module_store.ts";
 import { type ModuleSource, parseModuleSource } from "./source_address.ts";
 import { packDirectory } from "./tar_write.ts";
 import { unpackTarGz, unpackZip } from "./unpack.ts";
@@ -56,6 +61,8 @@ export interface ModuleServiceDeps {
   answer?: (m: ModuleRef, suffix: string, signal?: AbortSignal) => Promise<UpstreamModuleAnswer>;
   /** The registry's HTTP client (archives are fetched without its token). */
   client?: (hostname: string) => UpstreamClient;
+  /** Called with the storage key of each archive stored (the quota prunes for it). */
+  onStored?: (key: string) => void;
   /** The git CLI's presence (default: probed once at start, online only). */
   git?: Promise<GitProbe>;
 }
@@ -79,6 +86,9 @@ export type ModuleLocation =
  * unpacking and packing); the size is bounded by `limits.archiveSize`.
  */
 export const MODULE_FETCH_TIMEOUT_MS = 300_000;
+
+/** How old the list of stored versions may get before it is read again (status page, metrics). */
+const RESCAN_MS = 30_000;
 
 /** Largest number of files in one module. */
 export const MAX_MODULE_FILES = 100_000;
@@ -118,10 +128,12 @@ export class ModuleService {
   #gitKnown: GitProbe | undefined;
   /** Stored versions by `host/ns/name/system@version` (filled at start, then as they are stored). */
   readonly #stored = new Map<string, StoredModule>();
+  #scannedAt: number;
 
   constructor(readonly deps: ModuleServiceDeps) {
     const { negativeTtlMs, negativeEntries } = deps.config.limits;
     this.#cache = new RefCache(deps.refs, deps.log, deps.now, negativeTtlMs, negativeEntries);
+    this.#scannedAt = deps.now();
     this.#track(this.rescan().catch(() => {}));
     if (!deps.config.offline) {
       this.git = (deps.git ?? probeGit()).then((g) => {
@@ -160,8 +172,17 @@ export class ModuleService {
     for (const [k, v] of found) this.#stored.set(k, v);
   }
 
-  /** The stored versions, sorted by name. */
+  /**
+   * The stored versions, sorted by name. What the quota, `prune` or another
+   * process removed or added shows within {@link RESCAN_MS}: a call finding the
+   * list older than that rescans in the background.
+   */
   stored(): StoredModule[] {
+    const now = this.deps.now();
+    if (now - this.#scannedAt > RESCAN_MS) {
+      this.#scannedAt = now;
+      this.#track(this.rescan().catch(() => {}));
+    }
     return [...this.#stored.entries()].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(([, v]) =>
       v
     );
@@ -344,6 +365,7 @@ export class ModuleService {
       };
       const stored = await store.commit(m, version, archive, record);
       this.stats.fetched++;
+      this.deps.onStored?.(moduleKeys(m, version).archive);
       this.#stored.set(name, {
         module: m,
         version,

@@ -28,6 +28,8 @@ export interface ModuleWiring {
   answer?: (m: ModuleRef, suffix: string, signal?: AbortSignal) => Promise<UpstreamModuleAnswer>;
   resolve?: Resolver | undefined;
   env?: ((name: string) => string | undefined) | undefined;
+  /** Called with the storage key of each archive stored (the quota prunes for it). */
+  onStored?: (key: string) => void;
   /** The app's metrics registry: the module series are added to it. */
   metrics?: Registry;
 }
@@ -54,6 +56,7 @@ export function createModuleService(config: Config, w: ModuleWiring): ModuleServ
     egress,
     client,
     ...(w.answer ? { answer: w.answer } : {}),
+    ...(w.onStored ? { onStored: w.onStored } : {}),
   });
   if (w.metrics) registerModuleMetrics(w.metrics, service);
   return service;
