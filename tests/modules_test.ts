@@ -320,3 +320,73 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "client auth applies to modules: token rules hide them, the archive link is signed and works without a token",
+  ignore: !GIT,
+  async fn() {
+    await using dir = await tempDir();
+    const ALL = "all-token-0123456789abcdef";
+    const OTHER = "other-token-0123456789abcdef";
+    await using s = await setup(dir.path, {
+      raw: {
+        auth: {
+          tokens: [{ name: "all", token: ALL }, {
+            name: "other",
+            token: OTHER,
+            namespaces: ["other"],
+          }],
+        },
+      },
+    });
+    const { t } = s;
+    const as = (tok: string) => ({ headers: { authorization: `Bearer ${tok}` } });
+    assertEquals(
+      (await t.get(`${base}/versions`).then(async (r) => (await bytesOf(r), r))).status,
+      401,
+    );
+    const hidden = await t.get(`${base}/versions`, as(OTHER));
+    assertEquals(hidden.status, 404);
+    await bytesOf(hidden);
+    const d = await t.get(`${base}/1.0.0/download`, as(ALL));
+    assertEquals(d.status, 204);
+    const loc = d.headers.get("x-terraform-get")!;
+    assertMatch(loc, /^\/v1\/modules\/.*\/1\.0\.0\/module\.tar\.gz\/\/modules\/vpc\?.+/);
+    // go-getter moves the query back onto the URL and keeps the subdir apart.
+    const [path, query] = [loc.slice(0, loc.indexOf("//modules/vpc")), loc.slice(loc.indexOf("?"))];
+    const a = await t.get(`${path}${query}`);
+    assertEquals(a.status, 200);
+    assertEquals((await untar(await bytesOf(a), join(dir.path, "auth")))["README.md"], "net v1\n");
+    const bare = await t.get(path);
+    assertEquals(bare.status, 401, "no link, no token: refused");
+    await bytesOf(bare);
+    // A changed character early in the query (a last base64 character may only carry padding bits).
+    const forged = await t.get(
+      `${path}${query.replace(/sig=(.)/, (_, c) => `sig=${c === "A" ? "B" : "A"}`)}`,
+    );
+    assertEquals(forged.status, 403);
+    await bytesOf(forged);
+  },
+});
+
+Deno.test({
+  name:
+    "a git tree over limits.archiveSize is refused before checkout (a small pack of compressible blobs)",
+  ignore: !GIT,
+  async fn() {
+    await using dir = await tempDir();
+    await using s = await setup(dir.path, { raw: { limits: { archiveSize: "100KB" } } });
+    await makeRepo(s.root, "bomb", { "zeros.bin": new Uint8Array(2 * 2 ** 20) }, "v1.0.0");
+    s.reg.modules.set(
+      "example/bomb/aws",
+      new Map([["1.0.0", `git::${s.git.url}bomb.git?ref=v1.0.0`]]),
+    );
+    const r = await s.t.get(`/v1/modules/${H}/example/bomb/aws/1.0.0/module.tar.gz`);
+    assertEquals(r.status, 502);
+    assertMatch(new TextDecoder().decode(await bytesOf(r)), /over the bound/);
+    assertEquals(s.git.fetches.length, 1, "the pack itself was small and fetched");
+    assert(!await Deno.stat(join(dir.path, "cache/modules")).then(() => true, () => false));
+    assertEquals(s.t.app.modules.stats.refused, 1);
+  },
+});

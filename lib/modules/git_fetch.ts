@@ -59,6 +59,8 @@ export interface GitFetchOptions {
   egress: EgressPolicy;
   /** Largest transfer (incoming pack) and checkout, in bytes. */
   maxBytes: number;
+  /** Most files a checkout may have (default 100 000). */
+  maxFiles?: number;
   /** Deadline of the whole fetch. */
   timeoutMs: number;
   signal?: AbortSignal;
@@ -246,6 +248,28 @@ export async function fetchGitCommit(
     undefined,
     opts.bin,
   );
+  // A small pack can hold a huge tree (repeated or highly compressible
+  // blobs): the tree's sizes are summed before anything is written out.
+  const listing = await run(
+    [...cfg, "ls-tree", "-r", "-l", "-z", commit],
+    work,
+    env,
+    signal,
+    undefined,
+    opts.bin,
+  );
+  let files = 0;
+  let bytes = 0;
+  for (const line of listing.split("\0")) {
+    const size = Number(/^\d+ blob [0-9a-f]+\s+(\d+)\t/.exec(line)?.[1] ?? "0");
+    if (line) files++;
+    bytes += size;
+  }
+  if (bytes > opts.maxBytes || files > (opts.maxFiles ?? 100_000)) {
+    throw new GitFetchError(
+      `commit ${commit} has ${files} files of ${bytes} bytes, over the bound (limits.archiveSize)`,
+    );
+  }
   await run(
     [...cfg, "-c", "core.sparseCheckout=false", "checkout", "-q", "--detach", commit],
     work,

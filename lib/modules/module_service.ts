@@ -345,6 +345,7 @@ export class ModuleService {
         commit = await fetchGitCommit(src.url, src.ref, work, {
           egress: this.deps.egress,
           maxBytes: bounds.maxBytes,
+          maxFiles: bounds.maxFiles,
           timeoutMs: MODULE_FETCH_TIMEOUT_MS,
           signal,
         });
@@ -385,6 +386,7 @@ export class ModuleService {
       return stored;
     } catch (e) {
       const hostile = (e as Error).name === "HostileArchiveError" ||
+        (e as Error).message.includes("over the bound") ||
         (e as Error).name === "EgressRefusedError" || (e as Error).name === "PackTooLargeError";
       if (hostile) this.stats.refused++;
       else this.stats.failed++;
