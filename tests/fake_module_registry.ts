@@ -13,6 +13,8 @@ export interface FakeModuleRegistryOptions {
   modules?: Record<string, Record<string, string>>;
   /** Answers the download as 200 + JSON `location` instead of 204 + header. */
   jsonLocation?: boolean;
+  /** Awaited before an archive is answered (tests hold archives back). */
+  beforeArchive?: (name: string) => Promise<void>;
 }
 
 /** A running fake module registry. */
@@ -41,13 +43,14 @@ export function startFakeModuleRegistry(
   const requests: string[] = [];
   const json = (body: unknown, status = 200) =>
     new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const u = new URL(req.url);
     requests.push(u.pathname);
     if (u.pathname === "/.well-known/terraform.json") {
       return json({ "modules.v1": "/v1/modules/", "providers.v1": "/v1/providers/" });
     }
     if (u.pathname.startsWith("/archives/")) {
+      await opts.beforeArchive?.(u.pathname.slice("/archives/".length));
       const bytes = archives.get(u.pathname.slice("/archives/".length));
       return bytes ? new Response(bytes as BodyInit) : new Response("no", { status: 404 });
     }

@@ -390,3 +390,44 @@ Deno.test({
     assertEquals(s.t.app.modules.stats.refused, 1);
   },
 });
+
+Deno.test("module sources are fetched a few at a time, however many download answers are asked for", async () => {
+  await using dir = await tempDir();
+  let inFlight = 0;
+  let most = 0;
+  let open!: () => void;
+  const gate = new Promise<void>((r) => open = r);
+  await using reg = await startFakeModuleRegistry({
+    beforeArchive: async () => {
+      most = Math.max(most, ++inFlight);
+      await gate;
+      inFlight--;
+    },
+  });
+  const versions = new Map<string, string>();
+  for (let i = 0; i < 10; i++) {
+    reg.archives.set(`${i}.tgz`, await makeTarGz([{ name: "main.tf", content: `# ${i}\n` }]));
+    versions.set(`1.0.${i}`, `${reg.url}archives/${i}.tgz`);
+  }
+  reg.modules.set("example/many/aws", versions);
+  const t = await makeTestApp(undefined, join(dir.path, "cache"), {
+    upstreams: { [H]: { url: reg.url } },
+  });
+  try {
+    const answers = await Promise.all(
+      [...versions.keys()].map((v) => t.get(`/v1/modules/${H}/example/many/aws/${v}/download`)),
+    );
+    for (const a of answers) assertEquals(a.status, 204);
+    // Every fetch started in the background; let them queue up at the gate.
+    while (reg.count("/archives/") < 4) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 100));
+    assertEquals(reg.count("/archives/"), 4, "only four fetches at once");
+    open();
+    await t.app.settle();
+    assertEquals(most, 4);
+    assertEquals(reg.count("/archives/"), 10);
+    assertEquals(t.app.modules.stored().length, 10);
+  } finally {
+    await t.app.close();
+  }
+});

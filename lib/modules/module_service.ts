@@ -28,6 +28,7 @@ import type { ModuleRef } from "../protocol/paths.ts";
 import type { UpstreamClient } from "../upstream/client.ts";
 import type { EgressPolicy } from "../upstream/egress.ts";
 import { RefCache } from "../upstream/ref_cache.ts";
+import { Slots } from "../upstream/slots.ts";
 import { fetchGitCommit, type GitProbe, probeGit, remoteCommit } from "./git_fetch.ts";
 import {
   moduleKeys,
@@ -90,6 +91,12 @@ export const MODULE_FETCH_TIMEOUT_MS = 300_000;
 /** How old the list of stored versions may get before it is read again (status page, metrics). */
 const RESCAN_MS = 30_000;
 
+/**
+ * Module sources fetched at once (git processes, archive downloads): many
+ * download answers asked for at once must not start as many clones.
+ */
+export const MODULE_FETCH_CONCURRENCY = 4;
+
 /** Largest number of files in one module. */
 export const MAX_MODULE_FILES = 100_000;
 
@@ -118,6 +125,7 @@ export interface ModuleStats {
 export class ModuleService {
   readonly #cache: RefCache;
   readonly #flights = new Map<string, Promise<ModuleRecord>>();
+  readonly #slots = new Slots(MODULE_FETCH_CONCURRENCY);
   readonly #background = new Set<Promise<unknown>>();
   readonly #checkedAt = new Map<string, number>();
   /** Moved tags seen (newest last), bounded. */
@@ -315,7 +323,13 @@ export class ModuleService {
         if (why !== undefined || src.kind === "other") {
           throw new NotFoundError(`module ${key} is not cached: ${why}`);
         }
-        return await this.#fetch(m, version, src);
+        await this.#slots.take(this.deps.shutdown);
+        try {
+          // Another process may have stored it while this one waited.
+          return await this.deps.store.record(m, version) ?? await this.#fetch(m, version, src);
+        } finally {
+          this.#slots.give();
+        }
       })().finally(() => this.#flights.delete(key));
       this.#flights.set(key, flight);
     }
