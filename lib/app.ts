@@ -158,7 +158,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     ? new CacheSource(cache)
     : new UpstreamSource({ config, metadata, packages, downloads, log, shutdown: shutdown.signal });
 
-  const modules = createModuleService(config, {
+  const modules = await createModuleService(config, {
     ...cache,
     log,
     now,

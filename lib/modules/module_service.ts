@@ -141,8 +141,8 @@ export class ModuleService {
   constructor(readonly deps: ModuleServiceDeps) {
     const { negativeTtlMs, negativeEntries } = deps.config.limits;
     this.#cache = new RefCache(deps.refs, deps.log, deps.now, negativeTtlMs, negativeEntries);
+    // The first scan is awaited by whoever wires the service (wiring.ts).
     this.#scannedAt = deps.now();
-    this.#track(this.rescan().catch(() => {}));
     if (!deps.config.offline) {
       this.git = (deps.git ?? probeGit()).then((g) => {
         this.#gitKnown = g;

@@ -34,8 +34,11 @@ export interface ModuleWiring {
   metrics?: Registry;
 }
 
-/** Builds the module service of an app. */
-export function createModuleService(config: Config, w: ModuleWiring): ModuleService {
+/** Builds the module service of an app, with what the store holds already read. */
+export async function createModuleService(
+  config: Config,
+  w: ModuleWiring,
+): Promise<ModuleService> {
   const egress = new EgressPolicy(config.egress, {
     exemptOrigins: [...config.upstreams.values()].map((up) => new URL(up.url).origin),
     ...(w.resolve ? { resolve: w.resolve } : {}),
@@ -57,6 +60,9 @@ export function createModuleService(config: Config, w: ModuleWiring): ModuleServ
     client,
     ...(w.answer ? { answer: w.answer } : {}),
     ...(w.onStored ? { onStored: w.onStored } : {}),
+  });
+  await service.rescan().catch((e) => {
+    w.log.warn("cannot read the stored modules", { error: (e as Error).message });
   });
   if (w.metrics) registerModuleMetrics(w.metrics, service);
   return service;
