@@ -431,3 +431,41 @@ Deno.test("module sources are fetched a few at a time, however many download ans
     await t.app.close();
   }
 });
+
+Deno.test({
+  name: "git connects only to the address the egress policy vetted (pinned: no lookup of its own)",
+  ignore: !GIT,
+  async fn() {
+    await using dir = await tempDir();
+    // "git.invalid" exists only in the injected resolver: git could not reach it
+    // by its own lookup, only through the pinned address.
+    await using s = await setup(dir.path, {
+      egress: false,
+      location: (git) => `git::http://git.invalid:${new URL(git.url).port}/net.git?ref=v1.0.0`,
+    });
+    const t = await makeTestApp(undefined, join(dir.path, "cache2"), {
+      upstreams: { [H]: { url: s.reg.url } },
+      egressAllow: ["127.0.0.0/8"],
+    }, { resolve: (h) => Promise.resolve(h === "git.invalid" ? ["127.0.0.1"] : []) });
+    try {
+      const r = await t.get(`${base}/1.0.0/module.tar.gz`);
+      assertEquals(r.status, 200, t.log.lines.join("\n"));
+      assertEquals((await untar(await bytesOf(r), join(dir.path, "pin")))["README.md"], "net v1\n");
+      assertEquals(s.git.fetches.length, 1);
+    } finally {
+      await t.app.close();
+    }
+    // The same name resolving to an internal address without an allow rule: refused.
+    const t2 = await makeTestApp(undefined, join(dir.path, "cache3"), {
+      upstreams: { [H]: { url: s.reg.url } },
+    }, { resolve: (h) => Promise.resolve(h === "git.invalid" ? ["10.1.2.3"] : []) });
+    try {
+      const r = await t2.get(`${base}/1.0.0/module.tar.gz`);
+      assertEquals(r.status, 502);
+      assertMatch(new TextDecoder().decode(await bytesOf(r)), /resolves to 10\.1\.2\.3/);
+      assertEquals(s.git.fetches.length, 1);
+    } finally {
+      await t2.app.close();
+    }
+  },
+});

@@ -21,7 +21,7 @@
  *   killed past the bound).
  * @module
  */
-import type { EgressPolicy } from "../upstream/egress.ts";
+import type { EgressPolicy, EgressRoute } from "../upstream/egress.ts";
 
 /** The git CLI could not fetch (or is missing). */
 export class GitFetchError extends Error {
@@ -114,6 +114,24 @@ function gitConfig(url: URL, route: { via: string; address?: string; proxy?: str
   return c.flatMap((s) => ["-c", s]);
 }
 
+/**
+ * How git may connect to `url`: the egress policy's verdict, and for https
+ * (which the policy lets through by name, the certificate guarding against
+ * rebinding) the address it vetted, so curl makes no second lookup either.
+ */
+async function gitRoute(egress: EgressPolicy, url: URL): Promise<EgressRoute> {
+  const route = await egress.route(url);
+  if (route.via !== "direct" || url.protocol !== "https:") return route;
+  const twin = new URL(url.href);
+  twin.protocol = "http:";
+  if (!twin.port) twin.port = "443";
+  try {
+    const pinned = await egress.route(twin);
+    if (pinned.via === "pinned" && pinned.address) return pinned;
+  } catch { /* vetted by name above (an exempt origin): connect by name */ }
+  return route;
+}
+
 /** Total size of the files directly in `dir` (the incoming pack), 0 when absent. */
 async function dirBytes(dir: string): Promise<number> {
   let n = 0;
@@ -192,7 +210,7 @@ export async function fetchGitCommit(
     throw new GitFetchError(`git over ${url.protocol} is not fetched`);
   }
   // Vetted before git sees it; throws EgressRefusedError for internal targets.
-  const route = await opts.egress.route(url);
+  const route = await gitRoute(opts.egress, url);
   const home = `${dir}/.git-home`;
   await Deno.mkdir(home, { recursive: true });
   const env = gitEnv(home);
@@ -290,7 +308,7 @@ export async function remoteCommit(
   ref: string | undefined,
   opts: GitFetchOptions,
 ): Promise<string | undefined> {
-  const route = await opts.egress.route(url);
+  const route = await gitRoute(opts.egress, url);
   const home = await Deno.makeTempDir({ prefix: "repoxy-git-" });
   try {
     const signals = [AbortSignal.timeout(opts.timeoutMs)];
