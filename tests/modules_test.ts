@@ -469,3 +469,39 @@ Deno.test({
     }
   },
 });
+
+Deno.test("module version lists: one upstream request for concurrent askers, kept within metadataTtl, stale when the registry fails", async () => {
+  await using dir = await tempDir();
+  await using reg = await startFakeModuleRegistry({
+    modules: { "example/net/aws": { "1.0.0": "s3::https://b/x.zip" } },
+  });
+  let now = Date.UTC(2026, 0, 1);
+  const t = await makeTestApp(undefined, join(dir.path, "cache"), {
+    upstreams: { [H]: { url: reg.url } },
+    metadataTtl: "30s",
+  }, { now: () => now });
+  try {
+    const all = await Promise.all(Array.from({ length: 8 }, () => t.get(`${base}/versions`)));
+    for (const r of all) {
+      assertEquals(r.status, 200);
+      await bytesOf(r);
+    }
+    assertEquals(reg.count("/v1/modules/example/net/aws/versions"), 1);
+    now += 10_000;
+    await bytesOf(await t.get(`${base}/versions`));
+    assertEquals(reg.count("/v1/modules/example/net/aws/versions"), 1, "fresh for metadataTtl");
+    now += 30_000;
+    reg.modules.get("example/net/aws")!.set("1.1.0", "s3::https://b/y.zip");
+    const v = await t.get(`${base}/versions`);
+    assertMatch(new TextDecoder().decode(await bytesOf(v)), /1\.1\.0/);
+    assertEquals(reg.count("/v1/modules/example/net/aws/versions"), 2, "refreshed after it");
+    await reg.close();
+    now += 60_000;
+    const stale = await t.get(`${base}/versions`);
+    assertEquals(stale.status, 200);
+    assertEquals(stale.headers.get("x-repoxy-cache"), "stale");
+    assertMatch(new TextDecoder().decode(await bytesOf(stale)), /1\.1\.0/);
+  } finally {
+    await t.app.close();
+  }
+});

@@ -143,6 +143,38 @@ async function dirBytes(dir: string): Promise<number> {
   return n;
 }
 
+/** Most of git's stdout read (an `ls-tree` of 100 000 files is ~10 MB). */
+const MAX_STDOUT = 32 * 2 ** 20;
+/** Most of git's stderr kept (only its last lines are reported). */
+const MAX_STDERR = 64 * 1024;
+
+/** Reads a stream as text up to `max` bytes; the rest is drained and dropped (`over` told once). */
+async function boundedText(
+  stream: ReadableStream<Uint8Array>,
+  max: number,
+  over?: () => void,
+): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  for await (const c of stream) {
+    if (n + c.length > max) {
+      if (n < max) chunks.push(c.subarray(0, max - n));
+      if (n <= max) over?.();
+      n = max + 1;
+      continue;
+    }
+    chunks.push(c);
+    n += c.length;
+  }
+  const all = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
 async function run(
   args: string[],
   cwd: string,
@@ -176,9 +208,10 @@ async function run(
     }, 200)
     : undefined;
   try {
+    // Bounded: a hostile server's sideband messages end up on stderr.
     const [out, err] = await Promise.all([
-      new Response(child.stdout).text(),
-      new Response(child.stderr).text(),
+      boundedText(child.stdout, MAX_STDOUT, () => kill("output over its bound")),
+      boundedText(child.stderr, MAX_STDERR),
     ]);
     const status = await child.status;
     if (killedWhy) throw new GitFetchError(`git ${args.at(-3) ?? ""}: ${killedWhy}`);

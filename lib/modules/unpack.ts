@@ -155,6 +155,7 @@ export async function unpackTarGz(
   );
   const budget = { bytes: bounds.maxBytes };
   let files = 0;
+  let entries = 0;
   let longName: string | undefined;
   try {
     for (;;) {
@@ -178,6 +179,10 @@ export async function unpackTarGz(
       const raw = longName ?? (prefix ? `${prefix}/${field(h, 0, 100)}` : field(h, 0, 100));
       longName = undefined;
       const rel = safeEntryPath(raw);
+      // Directories count too: a million empty ones cost a million mkdirs.
+      if (++entries > 4 * bounds.maxFiles) {
+        throw new HostileArchiveError(`archive has more than ${4 * bounds.maxFiles} entries`);
+      }
       if (type === "5") {
         if (rel) await Deno.mkdir(`${dir}/${rel}`, { recursive: true });
         await r.take(padded);
