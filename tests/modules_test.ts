@@ -505,3 +505,29 @@ Deno.test("module version lists: one upstream request for concurrent askers, kep
     await t.app.close();
   }
 });
+
+Deno.test({
+  name:
+    "a stored module archive that went missing or was truncated is fetched again, not answered as stored for good",
+  ignore: !GIT,
+  async fn() {
+    await using dir = await tempDir();
+    await using s = await setup(dir.path);
+    const { t } = s;
+    const first = await bytesOf(await t.get(`${base}/1.0.0/module.tar.gz`));
+    const file = join(dir.path, "cache/modules", H, "example/net/aws/1.0.0.tar.gz");
+    await Deno.truncate(file, 100);
+    const again = await t.get(`${base}/1.0.0/module.tar.gz`);
+    assertEquals(again.status, 200);
+    assertEquals(await bytesOf(again), first, "the same commit packs to the same bytes");
+    assertEquals(s.git.fetches.length, 2);
+    assert(
+      t.log.records.some((r) =>
+        r.msg === "stored module archive missing or damaged; fetching it again"
+      ),
+    );
+    await Deno.remove(file);
+    assertEquals(await bytesOf(await t.get(`${base}/1.0.0/module.tar.gz`)), first);
+    assertEquals(s.git.fetches.length, 3);
+  },
+});

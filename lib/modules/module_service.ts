@@ -314,7 +314,7 @@ export class ModuleService {
     let flight = this.#flights.get(key);
     if (!flight) {
       flight = (async () => {
-        const had = await this.deps.store.record(m, version);
+        const had = await this.#intact(m, version);
         if (had) return had;
         if (this.deps.config.offline) throw new NotFoundError(unknownModuleMessage(m, true));
         await this.git;
@@ -326,7 +326,7 @@ export class ModuleService {
         await this.#slots.take(this.deps.shutdown);
         try {
           // Another process may have stored it while this one waited.
-          return await this.deps.store.record(m, version) ?? await this.#fetch(m, version, src);
+          return await this.#intact(m, version) ?? await this.#fetch(m, version, src);
         } finally {
           this.#slots.give();
         }
@@ -334,6 +334,28 @@ export class ModuleService {
       this.#flights.set(key, flight);
     }
     return flight;
+  }
+
+  /**
+   * The record of a stored version whose archive is there with its recorded
+   * size. A record whose archive is gone or truncated (removed by hand, a
+   * disk fault) is dropped, so the version is fetched again instead of
+   * answering "stored" for good while serving nothing.
+   */
+  async #intact(m: ModuleRef, version: string): Promise<ModuleRecord | undefined> {
+    const { store, log } = this.deps;
+    const rec = await store.record(m, version);
+    if (!rec) return undefined;
+    const info = await store.storage.stat(moduleKeys(m, version).archive);
+    if (info?.size === rec.size) return rec;
+    log.warn("stored module archive missing or damaged; fetching it again", {
+      module: moduleVersionString(m, version),
+      size: info?.size ?? null,
+      recorded: rec.size,
+    });
+    await store.storage.delete(moduleKeys(m, version).record);
+    this.#stored.delete(moduleVersionString(m, version));
+    return undefined;
   }
 
   async #fetch(
