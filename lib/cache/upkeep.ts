@@ -41,6 +41,8 @@ export interface Upkeep {
   readonly downloads: Downloads;
   readonly diskHealth: DiskHealth;
   readonly verifier: BackgroundVerifier;
+  /** Another archive (a module's) was stored under `key`: prunes for it under a quota. */
+  afterStore(key: string): void;
   /** Waits for downloads, stores and pruning in flight. */
   settle(): Promise<void>;
   /** Stops the background jobs, gives `h1:` jobs a short grace, then abandons them. */
@@ -110,6 +112,7 @@ export async function startUpkeep(cache: CacheDir, opts: UpkeepOptions): Promise
     downloads,
     diskHealth,
     verifier,
+    afterStore: (key) => quota?.afterStore(key),
     settle,
     async close() {
       background.abort();

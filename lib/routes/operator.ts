@@ -25,7 +25,8 @@ export const health: RouteHandler<"health"> = (req, _ctx, _r, s) =>
   );
 
 /** `GET /-/readyz`: the cache can take new downloads. */
-export const ready: RouteHandler<"ready"> = (req, _ctx, _r, s) => healthResponse(req, s.diskHealth);
+export const ready: RouteHandler<"ready"> = (req, _ctx, _r, s) =>
+  healthResponse(req, s.diskHealth, s.modules.gitStatus());
 
 /**
  * `GET /-/metrics`: the Prometheus text format. Its series name every
@@ -77,14 +78,15 @@ async function recentProbe(health: DiskHealth): Promise<boolean> {
  * the recovery probe succeeds; meanwhile archives are passed through
  * uncached, so a load balancer may prefer another instance.
  */
-async function healthResponse(req: Request, health: DiskHealth): Promise<Response> {
+async function healthResponse(req: Request, health: DiskHealth, git: string): Promise<Response> {
   // A failed disk is probed on its own schedule, not by every readyz; a
   // healthy one at most once a second (readyz is open to anyone, and each
   // probe is a write, an fsync and a remove).
   const ok = health.ok && await recentProbe(health);
+  // git is named, not required: without it git-sourced modules are passed through.
   const body = ok
-    ? { status: "ready" }
-    : { status: "unavailable", reason: health.reason ?? "cache directory is not writable" };
+    ? { status: "ready", git }
+    : { status: "unavailable", reason: health.reason ?? "cache directory is not writable", git };
   return textResponse(
     req,
     JSON.stringify(body) + "\n",
@@ -158,6 +160,18 @@ export function statusPageData(req: Request, s: Services, token?: AuthToken): St
       metadata: s.telemetry.cacheRatio("metadata"),
     };
   }
+  const visible = <T extends { module: string }>(x: T) =>
+    !token || mayAccess(token, x.module.split("/")[0]!, x.module.split("/")[1]!);
+  data.modules = {
+    git: s.modules.gitStatus(),
+    stored: s.modules.stored().map((m) => ({
+      name:
+        `${m.module.hostname}/${m.module.namespace}/${m.module.name}/${m.module.system}@${m.version}`,
+      size: m.size,
+      ...(m.commit ? { commit: m.commit } : {}),
+    })).filter((m) => visible({ module: m.name })),
+    moved: [...s.modules.moved.values()].filter(visible),
+  };
   return data;
 }
 
