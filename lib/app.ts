@@ -23,7 +23,6 @@ import { startUpkeep, type UpkeepOptions } from "./cache/upkeep.ts";
 import type { Config } from "./config/config.ts";
 import { compose } from "./http/middleware.ts";
 import { ResponseCache } from "./http/response_cache.ts";
-import { type RunningServer, startServer } from "./http/server.ts";
 import { Telemetry } from "./ops/telemetry.ts";
 import { tracingHooks } from "./ops/tracing.ts";
 import type { Services } from "./routes/context.ts";
@@ -39,6 +38,7 @@ import type { ModuleService } from "./modules/module_service.ts";
 import { createModuleService } from "./modules/wiring.ts";
 
 export { ROUTES };
+export { serveApp } from "./http/server.ts";
 /** Injected dependencies; every field has a real default. */
 export interface AppDeps {
   fetch?: FetchFn;
@@ -99,13 +99,12 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const log = deps.log ?? createLogger(config.logFormat);
   const now = deps.now ?? Date.now;
   const shutdown = new AbortController();
-
   // S3 code loads only with a bucket; its leases (`fleet`) make one fetch per archive fleet-wide.
   const maxFillBytes = Math.min(config.limits.archiveBytes, config.maxCacheSizeBytes ?? Infinity);
   const s3 = config.storage ? await import("./storage_s3/mod.ts") : undefined;
   const tier = s3?.openBucketTier(config.storage!, { log, now, maxFillBytes });
   const cache = await openCacheDir(config.cacheDir, log, {
-    ...(tier ? { tier: tier.wrap } : {}),
+    tier: tier?.wrap,
     onSwept: (count) => {
       if (count > 0) log.warn("removed leftover temp files from an earlier run", { count });
     },
@@ -134,11 +133,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     downloadIdleTimeoutMs: deps.downloadIdleTimeoutMs,
     backgroundSleep: deps.backgroundSleep,
     diskProbeIntervalMs: deps.diskProbeIntervalMs,
-    fleet: {
-      ...(tier && { store: tier.bucket.coordination(), ttlMs: config.storage!.leaseTtlMs }),
-      ...(tier && { maxWaitMs: config.storage!.leaseWaitMs }),
-      ...deps.fleet,
-    },
+    fleet: { ...tier?.fleet(), ...deps.fleet },
   });
   const { inventory, downloads, diskHealth, verifier } = upkeep;
   tier?.onFilled(upkeep.stored);
@@ -252,18 +247,4 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       telemetry.close();
     },
   };
-}
-
-/**
- * Serves `app` on its configured address; shutting the server down also
- * closes the app (stops downloads, removes their temp files).
- */
-export function serveApp(app: App): RunningServer {
-  return startServer(app.handle, {
-    ...app.config.listen,
-    tls: app.config.tls,
-    log: app.log,
-    limits: app.config.limits,
-    onDrained: () => app.close(),
-  });
 }
