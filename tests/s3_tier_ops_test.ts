@@ -224,7 +224,8 @@ Deno.test({
     });
     assertEquals(put.status, 200, await put.text());
     await using second = await makeTestApp(fake, b.path, storage(bucket));
-    await bytesOf(await second.get(path(linux.filename)));
+    // The transfer is cut before its last bytes (tests/s3_red_team_test.ts).
+    await bytesOf(await second.get(path(linux.filename))).catch(() => undefined);
     await second.app.settle();
     const kept = await Deno.readFile(`${b.path}/packages/${H}/example/alpha/${linux.filename}`)
       .catch(() => undefined);

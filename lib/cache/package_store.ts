@@ -170,6 +170,7 @@ export class PackageStore {
     const key = this.keyOf(p, version, pl);
     const object = await this.storage.open(key);
     if (!object) return undefined;
+    object.expect?.(meta.sha256);
     let problem: string | undefined;
     if (object.size !== meta.size) problem = "size";
     else if (meta.fp && !this.#trusted(key, object.identity)) {

@@ -46,6 +46,14 @@ export interface OpenObject extends ObjectInfo {
    * its access time recorded for LRU. Never throws.
    */
   markServing(now?: number): Promise<void>;
+  /**
+   * Names the verified sha256 the bytes must hash to (the archive's record),
+   * for a storage that cannot vouch for its bytes (a shared bucket): it
+   * checks them while they stream and fails the read that would complete a
+   * body that does not match, so a client sees a cut transfer, never a whole
+   * wrong body.
+   */
+  expect?(sha256: string): void;
 }
 
 // Keys come from validated names; this keeps a bug elsewhere from ever

@@ -32,6 +32,11 @@ export function headOf(h: Headers): S3Head {
   };
 }
 
+/** The {@link S3Object.identity} of the object a HEAD described. */
+export function identityOf(head: S3Head): string {
+  return `s3:${head.etag}:${head.size}`;
+}
+
 /** An ETag without its quotes (RGW wants it so in If-Match). */
 export function unquote(etag: string): string {
   return etag.replace(/^W\//, "").replace(/^"(.*)"$/, "$1");
@@ -59,7 +64,7 @@ export class S3Object implements OpenObject {
   ) {
     this.size = head.size;
     this.mtime = head.lastModified;
-    this.identity = `s3:${head.etag}:${head.size}`;
+    this.identity = identityOf(head);
   }
 
   async read(buf: Uint8Array): Promise<number | null> {

@@ -28,13 +28,16 @@ import { SMALL_OBJECT_MAX_BYTES } from "../cache/storage.ts";
 import { createHash } from "../deps/crypto.ts";
 import type { BucketHealth } from "./bucket_health.ts";
 import { S3Error } from "./s3_client.ts";
-import type { S3Object } from "./s3_object.ts";
+import { identityOf, type S3Object } from "./s3_object.ts";
 import type { S3Storage } from "./s3_storage.ts";
 
 /** Told about every archive the local tier got from the bucket (inventory, quota). */
 export type FilledListener = (key: string, size: number) => void;
 
 const DOWN = Symbol("bucket down");
+
+/** Bad bucket objects remembered at most (each entry is a key and an ETag). */
+const BAD_MAX = 4096;
 
 function shared(key: string): boolean {
   return key.startsWith("refs/") || key.startsWith("packages/");
@@ -52,6 +55,8 @@ export class TieredStorage implements Storage {
   readonly #filled: FilledListener[] = [];
   /** Keys being filled from the bucket now: one fill per key. */
   readonly #filling = new Set<string>();
+  /** Bucket objects that failed their hash (key → identity): read as absent while unchanged. */
+  readonly #bad = new Map<string, string>();
 
   /**
    * @param maxFillBytes objects larger than this are streamed from the bucket
@@ -121,12 +126,21 @@ export class TieredStorage implements Storage {
     if (here || !key.startsWith("packages/")) return here;
     const there = await this.#remote(() => this.bucket.open(key));
     if (there === DOWN || there === undefined) return undefined;
+    if (this.#bad.get(key) === there.identity) return undefined;
     return new FillingObject(there as S3Object, this);
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
     const here = await this.local.stat(key);
     if (here || !shared(key)) return here;
+    const bad = this.#bad.get(key);
+    if (bad !== undefined) {
+      // Found bad and not replaced since: not there (a download must not
+      // take it for a commit of another replica).
+      const h = await this.#remote(() => this.bucket.head(key));
+      if (h === DOWN || h === undefined || identityOf(h) === bad) return undefined;
+      return { key, size: h.size, mtime: h.lastModified, atime: null };
+    }
     const there = await this.#remote(() => this.bucket.stat(key));
     return there === DOWN ? undefined : there;
   }
@@ -168,6 +182,17 @@ export class TieredStorage implements Storage {
 
   delete(key: string): Promise<boolean> {
     return this.local.delete(key);
+  }
+
+  /**
+   * Remembers a bucket object that failed its hash: until it changes (a
+   * verified upload replaces it), `open` reads it as absent, so the archive
+   * is fetched and verified again instead of cut again.
+   */
+  markBad(key: string, identity: string): void {
+    this.#bad.delete(key);
+    this.#bad.set(key, identity);
+    if (this.#bad.size > BAD_MAX) this.#bad.delete(this.#bad.keys().next().value!);
   }
 
   /** Starts a fill of `key` unless one runs; false when one does. */
@@ -215,11 +240,17 @@ export class TieredStorage implements Storage {
 }
 
 /**
- * A bucket object being served, whose bytes, read in order from the start,
- * also go to a local temp file (reads at other positions — the fingerprint's
- * tail, ranges — do not disturb it: only bytes at the end of what was
- * written are appended). Complete and matching the recorded sha256 at
- * close: committed to the local tier.
+ * A bucket object being served. Every byte read in order from the start is
+ * hashed (reads at other positions — the fingerprint's tail, ranges — do not
+ * disturb it: only bytes at the end of what was hashed count) and, while
+ * filling, also written to a local temp file. The bucket is shared with
+ * whoever can write to it, so it vouches for nothing: the read that reaches
+ * the end checks the whole hash against the archive's verified record
+ * ({@link expect}; the `x-amz-meta-sha256` stored beside the object only when
+ * no record was named) and throws on a mismatch, so the client sees a cut
+ * transfer instead of a complete wrong body, the local tier keeps nothing,
+ * and the tier reads that object as absent from then on (the next request
+ * fetches and verifies the archive again, replacing it in the bucket).
  */
 export class FillingObject implements OpenObject {
   readonly key: string;
@@ -228,10 +259,15 @@ export class FillingObject implements OpenObject {
   readonly atime: Date | null = null;
   readonly identity: string;
   #pos = 0;
+  /** Bytes hashed so far, all in order from the start. */
   #written = 0;
   #file: Deno.FsFile | undefined;
   #tmp: string | undefined;
   #hash = createHash("sha256");
+  /** The sha256 the whole object must have (lowercase hex). */
+  #expected: string | undefined;
+  /** Set once every byte was hashed: whether they matched. */
+  #verdict: boolean | undefined;
   /** False once filling was given up (another fill runs, a write failed). */
   #filling: boolean;
   #closed = false;
@@ -241,18 +277,51 @@ export class FillingObject implements OpenObject {
     this.size = object.size;
     this.mtime = object.mtime;
     this.identity = object.identity;
+    this.#expected = object.head.sha256?.toLowerCase();
     this.#filling = object.size <= tier.maxFillBytes && tier.claimFill(this.key);
   }
 
+  /** The archive's verified sha256 (its record): the authority, not the bucket's metadata. */
+  expect(sha256: string): void {
+    this.#expected = sha256.toLowerCase();
+  }
+
   async read(buf: Uint8Array): Promise<number | null> {
+    if (this.#verdict === false) throw this.#mismatch();
     const at = this.#pos;
     const n = await this.object.read(buf);
     if (n === null) return null;
     this.#pos += n;
-    if (this.#filling && at <= this.#written && at + n > this.#written) {
-      await this.#append(buf.subarray(this.#written - at, n));
+    if (at <= this.#written && at + n > this.#written) {
+      const fresh = buf.subarray(this.#written - at, n);
+      this.#hash.update(fresh);
+      this.#written += fresh.length;
+      if (this.#filling) await this.#append(fresh);
+      // The bytes that would complete a wrong body are never handed out.
+      if (this.#written === this.size && !this.#judge()) throw this.#mismatch();
     }
     return n;
+  }
+
+  /** Whether the whole object hashed to what was expected (logs and forgets it if not). */
+  #judge(): boolean {
+    const got = this.#hash.digest("hex");
+    this.#verdict = this.#expected !== undefined && got === this.#expected;
+    if (this.#verdict) return true;
+    this.#giveUp();
+    this.tier.markBad(this.key, this.identity);
+    this.tier.log.warn(
+      "bucket object does not hash to the sha256 recorded for the archive; not served whole, not kept",
+      { bucket: this.tier.bucket.locate(this.key), expected: this.#expected ?? "none", got },
+    );
+    return false;
+  }
+
+  #mismatch(): S3Error {
+    return new S3Error(
+      `${this.tier.bucket.locate(this.key)} does not hash to the archive's verified sha256`,
+      0,
+    );
   }
 
   async #append(bytes: Uint8Array): Promise<void> {
@@ -263,8 +332,6 @@ export class FillingObject implements OpenObject {
       }
       let off = 0;
       while (off < bytes.length) off += await this.#file.write(bytes.subarray(off));
-      this.#hash.update(bytes);
-      this.#written += bytes.length;
     } catch (e) {
       this.#giveUp();
       this.tier.log.warn("cannot fill the local tier from the bucket", {
@@ -295,18 +362,7 @@ export class FillingObject implements OpenObject {
     this.#closed = true;
     this.object.close();
     if (!this.#filling) return;
-    const recorded = this.object.head.sha256;
-    const whole = this.#written === this.size;
-    const got = whole ? this.#hash.digest("hex") : undefined;
-    if (whole && recorded !== undefined && got !== recorded.toLowerCase()) {
-      this.tier.log.warn("bucket object does not hash to the sha256 recorded at upload; not kept", {
-        bucket: this.tier.bucket.locate(this.key),
-        expected: recorded,
-        got,
-      });
-    }
-    const complete = whole && (recorded === undefined || got === recorded.toLowerCase());
-    if (!complete || !this.#file) return this.#giveUp();
+    if (this.#verdict !== true || !this.#file) return this.#giveUp();
     const file = this.#file;
     const tmp = this.#tmp!;
     this.#file = undefined;

@@ -1,0 +1,102 @@
+/**
+ * The S3 fleet mode attacked (issue 13 red team): a bucket writer planting
+ * an archive with a forged `x-amz-meta-sha256` (or none) against a real Ceph
+ * RGW (tests/_rgw.ts); a bucket that stalls mid-body or answers huge lease
+ * bodies and garbage dates, against a fake S3 answering through the
+ * client's injected `fetch`.
+ * @module
+ */
+import { assert, assertEquals } from "../lib/deps/assert.ts";
+import { startFakeRegistry } from "./fake_registry.ts";
+import { makeTestApp, sha256Hex, tempDir } from "./_helpers.ts";
+import { newBucket, rgw, rgwClient, skipUnlessRgw, storageConfig } from "./_rgw.ts";
+
+const ignore = skipUnlessRgw("S3 red team");
+const H = "registry.terraform.io";
+const path = (file: string) => `/${H}/example/alpha/${file}`;
+const key = (file: string) => `m/packages/${H}/example/alpha/${file}`;
+
+/** Reads a body to its end or its first error: the bytes that arrived, and whether it was cut. */
+async function drain(res: Response): Promise<{ bytes: Uint8Array; cut: boolean }> {
+  const parts: Uint8Array[] = [];
+  let cut = false;
+  try {
+    for await (const c of res.body!) parts.push(c);
+  } catch {
+    cut = true;
+  }
+  const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    bytes.set(p, at);
+    at += p.length;
+  }
+  return { bytes, cut };
+}
+
+for (const forged of ["forged", "absent"] as const) {
+  Deno.test({
+    name:
+      `S3 red team: an archive planted in the bucket with its x-amz-meta-sha256 ${forged} is never served whole nor kept; the next request refetches and repairs the bucket`,
+    ignore,
+    async fn() {
+      // Larger than the fingerprint (first and last 64 KiB), changed in between.
+      const good = new Uint8Array(400 * 1024);
+      for (let i = 0; i < good.length; i += 65536) {
+        crypto.getRandomValues(good.subarray(i, i + 65536));
+      }
+      await using fake = await startFakeRegistry({
+        providers: [{
+          namespace: "example",
+          type: "alpha",
+          versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
+        }],
+        zipOverride: () => good,
+      });
+      await using a = await tempDir();
+      await using b = await tempDir();
+      const bucket = await newBucket(rgw!);
+      const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
+      const zips = () =>
+        fake.count((r) => r.path.startsWith("/files/") && r.path.endsWith(linux.filename));
+      {
+        await using first = await makeTestApp(fake, a.path, storageConfig(bucket));
+        await (await first.get(path(linux.filename))).arrayBuffer();
+        await first.app.settle();
+      }
+      assertEquals(zips(), 1);
+      const bad = good.slice();
+      bad[200 * 1024] = bad[200 * 1024]! ^ 0xff;
+      const url = `${rgw!.endpoint}/${bucket}/${key(linux.filename)}`;
+      const put = await rgwClient(rgw!).fetch(url, {
+        method: "PUT",
+        body: bad,
+        headers: forged === "forged" ? { "x-amz-meta-sha256": sha256Hex(bad) } : {},
+      });
+      assertEquals(put.status, 200, await put.text());
+
+      await using second = await makeTestApp(fake, b.path, storageConfig(bucket));
+      const r = await second.get(path(linux.filename));
+      assertEquals(r.status, 200);
+      assertEquals(r.headers.get("x-repoxy-cache"), "hit");
+      const got = await drain(r);
+      assert(got.cut, "the transfer is cut");
+      assert(got.bytes.length < bad.length, `${got.bytes.length} bytes reached the client`);
+      await second.app.settle();
+      const kept = await Deno.readFile(`${b.path}/packages/${H}/example/alpha/${linux.filename}`)
+        .catch(() => undefined);
+      assertEquals(kept, undefined, "the planted bytes were not kept on the local tier");
+      assertEquals(zips(), 1);
+
+      // The next request reads the bad object as absent: fetched, verified,
+      // served whole and put back into the bucket.
+      const again = await drain(await second.get(path(linux.filename)));
+      assertEquals(again.cut, false, second.log.lines.join("\n"));
+      assertEquals(sha256Hex(again.bytes), linux.sha256);
+      await second.app.settle();
+      assertEquals(zips(), 2);
+      const inBucket = await rgwClient(rgw!).fetch(url);
+      assertEquals(sha256Hex(new Uint8Array(await inBucket.arrayBuffer())), linux.sha256);
+    },
+  });
+}
