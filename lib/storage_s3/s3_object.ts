@@ -72,7 +72,7 @@ export class S3Object implements OpenObject {
     if (this.#pos >= this.size) return null;
     if (!this.#left || this.#left.length === 0) {
       if (!this.#reader) await this.#openAt(this.#pos);
-      const { done, value } = await this.#reader!.read();
+      const { done, value } = await this.#next(this.#reader!);
       if (done || !value) {
         throw new S3Error(
           `${this.client.where(this.bucketKey)} ended at ${this.#pos} of ${this.size} bytes`,
@@ -86,6 +86,39 @@ export class S3Object implements OpenObject {
     this.#left = this.#left.subarray(n);
     this.#pos += n;
     return n;
+  }
+
+  /**
+   * The next chunk, or an {@link S3Error} when the bucket sends nothing for
+   * the client's timeout: a body stalled mid-stream must not hold the
+   * client's transfer (and this object) open forever.
+   */
+  async #next(
+    reader: ReadableStreamDefaultReader<Uint8Array>,
+  ): Promise<ReadableStreamReadResult<Uint8Array>> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(
+          new S3Error(
+            `${
+              this.client.where(this.bucketKey)
+            } sent nothing for ${this.client.timeoutMs} ms at ${this.#pos} of ${this.size} bytes`,
+            0,
+          ),
+        );
+        // After the rejection: cancelling ends the pending read, which must not win the race.
+        this.#drop();
+      }, this.client.timeoutMs);
+    });
+    try {
+      return await Promise.race([reader.read(), stalled]);
+    } catch (e) {
+      if (e instanceof S3Error) throw e;
+      throw new S3Error(`GET ${this.client.where(this.bucketKey)}: ${(e as Error).message}`, 0);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async #openAt(pos: number): Promise<void> {
