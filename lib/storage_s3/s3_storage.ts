@@ -21,6 +21,7 @@ import { checkKey, SMALL_OBJECT_MAX_BYTES } from "../cache/storage.ts";
 import { createHash } from "../deps/crypto.ts";
 import { escapeXml, type S3Client, S3Error, xmlBlocks, xmlValue } from "./s3_client.ts";
 import { headOf, type S3Head, S3Object, unquote } from "./s3_object.ts";
+import { readSmallBody } from "./small_body.ts";
 
 /** How an {@link S3Storage} uploads and where its temp files go. */
 export interface S3StorageOptions {
@@ -57,35 +58,7 @@ export class S3Storage implements Storage {
     if (res.status !== 200) {
       throw this.client.error("GET", k, { status: res.status, text: await res.text() });
     }
-    const len = Number(res.headers.get("content-length") ?? "NaN");
-    if (len > maxBytes) {
-      await res.body?.cancel();
-      return undefined;
-    }
-    // Bounded whatever the header said.
-    const out = new Uint8Array(Number.isFinite(len) ? len : Math.min(maxBytes, 1 << 20));
-    let n = 0;
-    let buf = out;
-    try {
-      for await (const chunk of res.body!) {
-        if (n + chunk.length > maxBytes) {
-          await res.body?.cancel().catch(() => {});
-          return undefined;
-        }
-        if (n + chunk.length > buf.length) {
-          const bigger = new Uint8Array(
-            Math.min(maxBytes, Math.max(buf.length * 2, n + chunk.length)),
-          );
-          bigger.set(buf.subarray(0, n));
-          buf = bigger;
-        }
-        buf.set(chunk, n);
-        n += chunk.length;
-      }
-    } catch (e) {
-      throw new S3Error(`GET ${this.client.where(k)}: ${(e as Error).message}`, 0);
-    }
-    return buf.subarray(0, n);
+    return await readSmallBody(res, maxBytes, this.client.timeoutMs, this.client.where(k));
   }
 
   async put(key: string, data: Uint8Array | string): Promise<void> {
@@ -301,6 +274,14 @@ async function hashRegion(
   return h.digest("hex");
 }
 
+/** A lease is a line of JSON; anything larger was not written by a replica. */
+const LEASE_MAX_BYTES = 64 * 1024;
+
+function validDate(text: string | null): Date | undefined {
+  const d = text ? new Date(text) : undefined;
+  return d && !Number.isNaN(d.getTime()) ? d : undefined;
+}
+
 /** {@link CoordinationStore} on a bucket: conditional PUT, GET, DELETE. */
 class S3Coordination implements CoordinationStore {
   constructor(readonly s: S3Storage) {}
@@ -333,20 +314,28 @@ class S3Coordination implements CoordinationStore {
       await res.body?.cancel();
       return undefined;
     }
-    const body = new Uint8Array(await res.arrayBuffer());
+    // Bounded: whoever can write the bucket can write a lease of any size;
+    // one larger than any lease reads as an unreadable body (its times
+    // still judge whether it is stale).
+    const where = this.s.client.where(k);
+    const body = await readSmallBody(res, LEASE_MAX_BYTES, this.s.client.timeoutMs, where) ??
+      new Uint8Array();
     if (res.status !== 200) {
       throw this.s.client.error("GET", k, {
         status: res.status,
         text: new TextDecoder().decode(body),
       });
     }
-    const lm = res.headers.get("last-modified");
-    const date = res.headers.get("date");
+    // A Date the client cannot read counts as missing (this replica's
+    // clock); a Last-Modified it cannot read as just written: garbage must
+    // not make a lease look stale (NaN compares false either way).
+    const now = new Date();
+    const date = validDate(res.headers.get("date")) ?? now;
     return {
       body,
       etag: unquote(res.headers.get("etag") ?? ""),
-      lastModified: new Date(lm ?? 0),
-      serverNow: date ? new Date(date) : new Date(),
+      lastModified: validDate(res.headers.get("last-modified")) ?? date,
+      serverNow: date,
     };
   }
 
