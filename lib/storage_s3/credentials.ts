@@ -135,13 +135,27 @@ async function fromWebIdentity(env: ChainEnv): Promise<S3Credentials | undefined
   const token = (await env.readTextFile(tokenFile)).trim();
   const region = env.getEnv("AWS_REGION") ?? env.getEnv("AWS_DEFAULT_REGION");
   const sts = region ? `https://sts.${region}.amazonaws.com/` : "https://sts.amazonaws.com/";
-  const u = new URL(sts);
-  u.searchParams.set("Action", "AssumeRoleWithWebIdentity");
-  u.searchParams.set("Version", "2011-06-15");
-  u.searchParams.set("RoleArn", role);
-  u.searchParams.set("RoleSessionName", env.getEnv("AWS_ROLE_SESSION_NAME") ?? "repoxy");
-  u.searchParams.set("WebIdentityToken", token);
-  const r = await env.fetch(u, { signal: AbortSignal.timeout(5_000) });
+  // The token goes in a form body (as the AWS SDKs send it), never in the
+  // URL: URLs end up in access logs and error messages.
+  const form = new URLSearchParams({
+    Action: "AssumeRoleWithWebIdentity",
+    Version: "2011-06-15",
+    RoleArn: role,
+    RoleSessionName: env.getEnv("AWS_ROLE_SESSION_NAME") ?? "repoxy",
+    WebIdentityToken: token,
+  });
+  let r: Response;
+  try {
+    r = await env.fetch(sts, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: form.toString(),
+      signal: AbortSignal.timeout(5_000),
+    });
+  } catch (e) {
+    // Whatever the error says, the token is not repeated (it is logged).
+    throw new Error(`cannot reach ${sts}: ${(e as Error).message.replaceAll(token, "[token]")}`);
+  }
   const xml = await r.text();
   if (r.status !== 200) throw new Error(`STS answered ${r.status}`);
   return parseTemporary({
