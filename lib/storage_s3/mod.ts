@@ -112,7 +112,11 @@ export function openBucketTier(
       return { ...r, kind: "s3" as const, bucket: where };
     },
     async redirect(object) {
-      if (!config.redirect || !(object instanceof FillingObject)) return undefined;
+      // Only an object whose upload recorded the verified sha256: another
+      // (planted, altered) one is streamed, and checked on the way.
+      if (!config.redirect || !(object instanceof FillingObject) || !object.vouched) {
+        return undefined;
+      }
       // Whole seconds, at least one: S3 refuses X-Amz-Expires=0.
       return await bucket.presign(object.key, Math.max(1, Math.ceil(config.redirectTtlMs / 1000)));
     },

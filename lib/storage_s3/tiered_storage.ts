@@ -266,6 +266,8 @@ export class FillingObject implements OpenObject {
   #hash = createHash("sha256");
   /** The sha256 the whole object must have (lowercase hex). */
   #expected: string | undefined;
+  /** Whether {@link expect} named the record's sha256. */
+  #named = false;
   /** Set once every byte was hashed: whether they matched. */
   #verdict: boolean | undefined;
   /** False once filling was given up (another fill runs, a write failed). */
@@ -284,6 +286,16 @@ export class FillingObject implements OpenObject {
   /** The archive's verified sha256 (its record): the authority, not the bucket's metadata. */
   expect(sha256: string): void {
     this.#expected = sha256.toLowerCase();
+    this.#named = true;
+  }
+
+  /**
+   * Whether the sha256 stored beside the object at upload is the archive's
+   * verified one: the least a redirect to the bucket needs, since the client
+   * then reads the object without this replica checking a byte.
+   */
+  get vouched(): boolean {
+    return this.#named && this.object.head.sha256?.toLowerCase() === this.#expected;
   }
 
   async read(buf: Uint8Array): Promise<number | null> {
