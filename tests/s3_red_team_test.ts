@@ -100,3 +100,54 @@ for (const forged of ["forged", "absent"] as const) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "S3 red team: storage.redirect never sends a client to a bucket object whose recorded sha256 is not the archive's; it is streamed and checked instead",
+  ignore,
+  async fn() {
+    const good = new Uint8Array(400 * 1024);
+    for (let i = 0; i < good.length; i += 65536) {
+      crypto.getRandomValues(good.subarray(i, i + 65536));
+    }
+    await using fake = await startFakeRegistry({
+      providers: [{
+        namespace: "example",
+        type: "alpha",
+        versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
+      }],
+      zipOverride: () => good,
+    });
+    await using a = await tempDir();
+    await using b = await tempDir();
+    const bucket = await newBucket(rgw!);
+    const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
+    const config = storageConfig(bucket, { redirect: true });
+    {
+      await using first = await makeTestApp(fake, a.path, config);
+      await (await first.get(path(linux.filename))).arrayBuffer();
+      await first.app.settle();
+    }
+    {
+      // The honest object: a replica with an empty disk redirects to it.
+      await using probe = await makeTestApp(fake, b.path, config);
+      const r = await probe.get(path(linux.filename));
+      await r.body?.cancel();
+      assertEquals(r.status, 302);
+    }
+    const bad = good.slice();
+    bad[200 * 1024] = bad[200 * 1024]! ^ 0xff;
+    const put = await rgwClient(rgw!).fetch(
+      `${rgw!.endpoint}/${bucket}/${key(linux.filename)}`,
+      { method: "PUT", body: bad, headers: { "x-amz-meta-sha256": sha256Hex(bad) } },
+    );
+    assertEquals(put.status, 200, await put.text());
+    await using c = await tempDir();
+    await using second = await makeTestApp(fake, c.path, config);
+    const r = await second.get(path(linux.filename));
+    assertEquals(r.status, 200, `answered ${r.status} ${r.headers.get("location") ?? ""}`);
+    const got = await drain(r);
+    assert(got.cut, "the transfer is cut");
+    assert(got.bytes.length < bad.length);
+  },
+});

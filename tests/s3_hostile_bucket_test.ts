@@ -1,0 +1,201 @@
+/**
+ * A hostile or faulty bucket, answered by a fake S3 behind the client's
+ * injected `fetch` (faults a real RGW does not produce): a body that stalls
+ * mid-stream, a lease body without end, dates that are not dates; and the
+ * credential chain's web identity exchange keeping its token out of URLs and
+ * messages. Each would hang, grow without bound or leak before its fix.
+ * @module
+ */
+import { assert, assertEquals } from "../lib/deps/assert.ts";
+import { S3Client, S3Error } from "../lib/storage_s3/s3_client.ts";
+import { S3Storage } from "../lib/storage_s3/s3_storage.ts";
+import { headOf, S3Object } from "../lib/storage_s3/s3_object.ts";
+import { awsCredentialChain } from "../lib/storage_s3/credentials.ts";
+
+const TIMEOUT_MS = 150;
+
+/** A client whose every request is answered by `answer`. */
+function clientOf(answer: (req: Request) => Response): S3Client {
+  return new S3Client({
+    endpoint: "http://s3.test:7480",
+    bucket: "b",
+    region: "us-east-1",
+    pathStyle: true,
+    credentials: () => Promise.resolve({ accessKeyId: "AKIDTEST", secretAccessKey: "s3cr3t" }),
+    timeoutMs: TIMEOUT_MS,
+    fetch: (input, init) => Promise.resolve(answer(new Request(input, init))),
+  });
+}
+
+function storageOf(client: S3Client): S3Storage {
+  return new S3Storage(client, {
+    prefix: "m",
+    tempPath: () => "/nonexistent",
+    multipartThresholdBytes: 1 << 30,
+    partSizeBytes: 1 << 24,
+  });
+}
+
+/** A body that sends `first` and then nothing, ever (until cancelled). */
+function stalling(
+  first: Uint8Array,
+): { body: ReadableStream<Uint8Array>; cancelled: () => boolean } {
+  let cancelled = false;
+  let sent = false;
+  const body = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (!sent) {
+        sent = true;
+        c.enqueue(first);
+      }
+      return new Promise<void>(() => {}); // never more
+    },
+    cancel() {
+      cancelled = true;
+    },
+  }, { highWaterMark: 0 });
+  return { body, cancelled: () => cancelled };
+}
+
+/** The error `p` rejects with (fails when it resolves). */
+async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (e) {
+    assert(e instanceof Error, String(e));
+    return e;
+  }
+  throw new Error("expected a rejection");
+}
+
+/** Fails (instead of hanging the suite) when `p` does not settle within `ms`. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, rej) => timer = setTimeout(() => rej(new Error(`${what} hung`)), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("hostile bucket: an archive body stalled mid-stream fails the read after the timeout (the client's transfer is cut, not held)", async () => {
+  const s = stalling(new Uint8Array(1000).fill(7));
+  const client = clientOf(() =>
+    new Response(s.body, { status: 206, headers: { "content-length": "10000" } })
+  );
+  const head = headOf(new Headers({ "content-length": "10000", etag: '"e1"' }));
+  const o = new S3Object("packages/x.zip", head, client, "m/packages/x.zip");
+  const buf = new Uint8Array(4096);
+  assertEquals(await o.read(buf), 1000);
+  const e = await within(rejection(o.read(buf)), 5_000, "the stalled read");
+  assert(e instanceof S3Error, String(e));
+  assert(e.message.includes("sent nothing"), e.message);
+  // The cancel runs behind the rejection: give it a few turns.
+  for (let i = 0; i < 50 && !s.cancelled(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert(s.cancelled(), "the stalled response is cancelled");
+  o.close();
+});
+
+Deno.test("hostile bucket: a refs document stalled mid-stream fails the get instead of hanging", async () => {
+  const s = stalling(new TextEncoder().encode('{"fetchedAt":'));
+  const storage = storageOf(clientOf(() => new Response(s.body, { status: 200 })));
+  const e = await within(rejection(storage.get("refs/x/versions")), 5_000, "get");
+  assert(e instanceof S3Error, String(e));
+  assert(s.cancelled());
+});
+
+Deno.test("hostile bucket: a lease body without end is read to a bound (64 KiB), not into memory", async () => {
+  let pulled = 0;
+  const endless = new ReadableStream<Uint8Array>({
+    pull(c) {
+      pulled += 65536;
+      c.enqueue(new Uint8Array(65536).fill(0x20));
+    },
+  }, { highWaterMark: 0 });
+  const store = storageOf(clientOf(() =>
+    new Response(endless, {
+      status: 200,
+      headers: { etag: '"l1"', "last-modified": new Date().toUTCString() },
+    })
+  )).coordination();
+  const got = await within(store.read("leases/h/ns/t/x.zip.lease"), 5_000, "the lease read");
+  assert(got);
+  assertEquals(got.body.length, 0, "an oversized lease reads as unreadable");
+  assertEquals(got.etag, "l1");
+  assert(pulled <= 4 * 65536, `${pulled} bytes pulled`);
+});
+
+Deno.test("hostile bucket: a lease with a Content-Length past the bound is not read at all", async () => {
+  let pulled = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(c) {
+      pulled += 1;
+      c.enqueue(new Uint8Array(1024));
+    },
+  }, { highWaterMark: 0 });
+  const store = storageOf(
+    clientOf(() =>
+      new Response(body, { status: 200, headers: { "content-length": String(2 ** 30) } })
+    ),
+  ).coordination();
+  const got = await store.read("leases/x.lease");
+  assertEquals(got?.body.length, 0);
+  assert(pulled <= 1, `${pulled} chunks pulled`);
+});
+
+Deno.test("hostile bucket: Date and Last-Modified that are not dates give usable times (a lease neither stale forever nor never)", async () => {
+  const cases: [string | null, string | null][] = [
+    ["garbage", "also garbage"],
+    [null, "???"],
+    ["Tue, 99 Foo", null],
+  ];
+  for (const [date, lm] of cases) {
+    const headers = new Headers({ etag: '"l2"' });
+    if (date !== null) headers.set("date", date);
+    if (lm !== null) headers.set("last-modified", lm);
+    const store = storageOf(clientOf(() => new Response('{"v":1}', { status: 200, headers })))
+      .coordination();
+    const got = (await store.read("leases/x.lease"))!;
+    const age = got.serverNow.getTime() - got.lastModified.getTime();
+    assert(Number.isFinite(age), `date ${date}, last-modified ${lm}: age ${age}`);
+    assertEquals(age, 0, "unreadable times count as just written: garbage never forces a takeover");
+  }
+});
+
+Deno.test("hostile bucket: the web identity exchange sends its token in a POST body, never in the URL, and no error repeats it", async () => {
+  const TOKEN = "eyJhbGciOiJSUzI1NiJ9.secret-web-identity-token";
+  const seen: { url: string; method: string; body: string }[] = [];
+  const env = (fail: boolean) => ({
+    getEnv: (n: string) =>
+      ({
+        AWS_WEB_IDENTITY_TOKEN_FILE: "/token",
+        AWS_ROLE_ARN: "arn:aws:iam::1:role/r",
+        AWS_REGION: "eu-west-1",
+        AWS_EC2_METADATA_DISABLED: "true",
+      } as Record<string, string>)[n],
+    readTextFile: () => Promise.resolve(TOKEN + "\n"),
+    now: () => 0,
+    fetch: async (input: string | URL | Request, init?: RequestInit) => {
+      const req = new Request(input, init);
+      seen.push({ url: req.url, method: req.method, body: await req.text() });
+      if (fail) throw new TypeError(`error sending request for url (${req.url}) body ${TOKEN}`);
+      return new Response(
+        "<AssumeRoleWithWebIdentityResponse><Credentials><AccessKeyId>ASIA1</AccessKeyId>" +
+          "<SecretAccessKey>k</SecretAccessKey><SessionToken>t</SessionToken>" +
+          "<Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></AssumeRoleWithWebIdentityResponse>",
+      );
+    },
+  });
+  const c = await awsCredentialChain(env(false))();
+  assertEquals(c.accessKeyId, "ASIA1");
+  assertEquals(seen[0]!.method, "POST");
+  assert(!seen[0]!.url.includes(TOKEN), seen[0]!.url);
+  assertEquals(new URLSearchParams(seen[0]!.body).get("WebIdentityToken"), TOKEN);
+
+  const e = await rejection(awsCredentialChain(env(true))());
+  assert(!e.message.includes(TOKEN), e.message);
+  assert(e.message.includes("web identity"), e.message);
+});
