@@ -199,3 +199,52 @@ Deno.test("hostile bucket: the web identity exchange sends its token in a POST b
   assert(!e.message.includes(TOKEN), e.message);
   assert(e.message.includes("web identity"), e.message);
 });
+
+Deno.test("hostile bucket: the start-up sweep walks every page of abandoned multipart uploads (2500 in three pages), and stops on a listing that does not move on", async () => {
+  const TOTAL = 2500;
+  const old = new Date(Date.now() - 86_400_000).toISOString();
+  const aborted = new Set<string>();
+  let listings = 0;
+  const page = (from: number, stuck: boolean) => {
+    const to = Math.min(TOTAL, from + 1000);
+    const uploads = [];
+    for (let i = from; i < to; i++) {
+      uploads.push(
+        `<Upload><Key>m/packages/k${
+          String(i).padStart(5, "0")
+        }.zip</Key><UploadId>u${i}</UploadId><Initiated>${old}</Initiated></Upload>`,
+      );
+    }
+    const more = stuck || to < TOTAL;
+    const last = String(to - 1).padStart(5, "0");
+    return `<ListMultipartUploadsResult><IsTruncated>${more}</IsTruncated>` +
+      (more
+        ? `<NextKeyMarker>m/packages/k${last}.zip</NextKeyMarker><NextUploadIdMarker>u${
+          to - 1
+        }</NextUploadIdMarker>`
+        : "") +
+      uploads.join("") + `</ListMultipartUploadsResult>`;
+  };
+  const answer = (stuck: boolean) => (req: Request) => {
+    const u = new URL(req.url);
+    if (req.method === "DELETE") {
+      aborted.add(u.searchParams.get("uploadId")!);
+      return new Response(null, { status: 204 });
+    }
+    listings++;
+    if (stuck) return new Response(page(0, true));
+    const marker = u.searchParams.get("key-marker");
+    const from = marker ? Number(/k(\d+)\.zip/.exec(marker)![1]) + 1 : 0;
+    return new Response(page(from, false));
+  };
+  assertEquals(await storageOf(clientOf(answer(false))).sweepUploads(60_000), TOTAL);
+  assertEquals(aborted.size, TOTAL);
+  assertEquals(listings, 3);
+
+  listings = 0;
+  aborted.clear();
+  const n = await within(storageOf(clientOf(answer(true))).sweepUploads(60_000), 10_000, "sweep");
+  assertEquals(listings, 2, "the same page twice ends the sweep");
+  assertEquals(aborted.size, 1000);
+  assert(n >= 1000);
+});

@@ -227,16 +227,34 @@ export class S3Storage implements Storage {
    */
   async sweepUploads(olderThanMs: number, now = Date.now()): Promise<number> {
     const base = this.opts.prefix ? `${this.opts.prefix}/` : "";
-    const a = await this.client.call("GET", "", { query: { uploads: "", prefix: base } });
-    if (a.status !== 200) throw this.client.error("GET ?uploads", base, a);
     let n = 0;
-    for (const u of xmlBlocks(a.text, "Upload")) {
-      const key = xmlValue(u, "Key");
-      const id = xmlValue(u, "UploadId");
-      const at = Date.parse(xmlValue(u, "Initiated") ?? "");
-      if (!key || !id || !(now - at > olderThanMs)) continue;
-      const d = await this.client.call("DELETE", key, { query: { uploadId: id } });
-      if (d.status === 204 || d.status === 200 || d.status === 404) n++;
+    // Every page: a listing holds at most 1000 uploads, and a fleet that
+    // crashed often (or someone hostile) may have left many more.
+    let marker: Record<string, string> = {};
+    for (let page = 0; page < SWEEP_MAX_PAGES; page++) {
+      const a = await this.client.call("GET", "", {
+        query: { uploads: "", prefix: base, ...marker },
+      });
+      if (a.status !== 200) throw this.client.error("GET ?uploads", base, a);
+      for (const u of xmlBlocks(a.text, "Upload")) {
+        const key = xmlValue(u, "Key");
+        const id = xmlValue(u, "UploadId");
+        const at = Date.parse(xmlValue(u, "Initiated") ?? "");
+        if (!key || !id || !(now - at > olderThanMs)) continue;
+        const d = await this.client.call("DELETE", key, { query: { uploadId: id } });
+        if (d.status === 204 || d.status === 200 || d.status === 404) n++;
+      }
+      const nextKey = xmlValue(a.text, "NextKeyMarker");
+      const nextId = xmlValue(a.text, "NextUploadIdMarker");
+      if (xmlValue(a.text, "IsTruncated") !== "true" || !nextKey) break;
+      const next: Record<string, string> = { "key-marker": nextKey };
+      if (nextId) next["upload-id-marker"] = nextId;
+      // A listing that does not move on would loop forever.
+      if (
+        next["key-marker"] === marker["key-marker"] &&
+        next["upload-id-marker"] === marker["upload-id-marker"]
+      ) break;
+      marker = next;
     }
     return n;
   }
@@ -273,6 +291,9 @@ async function hashRegion(
   }
   return h.digest("hex");
 }
+
+/** Pages of abandoned uploads one sweep walks at most (1000 uploads a page). */
+const SWEEP_MAX_PAGES = 1000;
 
 /** A lease is a line of JSON; anything larger was not written by a replica. */
 const LEASE_MAX_BYTES = 64 * 1024;
