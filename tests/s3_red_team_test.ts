@@ -134,6 +134,18 @@ Deno.test({
       const r = await probe.get(path(linux.filename));
       await r.body?.cancel();
       assertEquals(r.status, 302);
+      assert(r.headers.get("location")!.includes("X-Amz-Signature"));
+      // Neither the secret nor a presigned URL's signature shows anywhere an
+      // operator or a client can read: log, status page, metrics, readyz.
+      const shown = [probe.log.lines.join("\n")];
+      for (const where of ["/", "/-/metrics", "/-/readyz"]) {
+        const res = await probe.get(where, { headers: { accept: "text/html" } });
+        shown.push(await res.text());
+      }
+      for (const text of shown) {
+        assert(!text.includes(rgw!.secretAccessKey), "the secret key leaked");
+        assert(!/X-Amz-Signature|X-Amz-Credential/i.test(text), "a presigned URL leaked");
+      }
     }
     const bad = good.slice();
     bad[200 * 1024] = bad[200 * 1024]! ^ 0xff;
