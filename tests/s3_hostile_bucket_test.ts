@@ -11,6 +11,8 @@ import { S3Client, S3Error } from "../lib/storage_s3/s3_client.ts";
 import { S3Storage } from "../lib/storage_s3/s3_storage.ts";
 import { headOf, S3Object } from "../lib/storage_s3/s3_object.ts";
 import { awsCredentialChain } from "../lib/storage_s3/credentials.ts";
+import { FillingObject, type TieredStorage } from "../lib/storage_s3/tiered_storage.ts";
+import { sha256Hex } from "./_helpers.ts";
 
 const TIMEOUT_MS = 150;
 
@@ -247,4 +249,60 @@ Deno.test("hostile bucket: the start-up sweep walks every page of abandoned mult
   assertEquals(listings, 2, "the same page twice ends the sweep");
   assertEquals(aborted.size, 1000);
   assert(n >= 1000);
+});
+
+Deno.test("hostile bucket: a store that answers a second GET of the same object with other bytes is caught on the pass the client reads (a good first pass vouches for nothing)", async () => {
+  const good = new Uint8Array(100 * 1024);
+  for (let i = 0; i < good.length; i += 65536) {
+    crypto.getRandomValues(good.subarray(i, i + 65536));
+  }
+  const flipped = good.slice();
+  flipped[10] = flipped[10]! ^ 1; // inside the first 64 KiB
+  let gets = 0;
+  const client = clientOf((req) => {
+    const from = Number(/bytes=(\d+)-/.exec(req.headers.get("range") ?? "")?.[1] ?? "0");
+    const body = (gets++ === 0 ? good : flipped).subarray(from);
+    return new Response(body, { status: 206, headers: { "content-length": String(body.length) } });
+  });
+  const head = headOf(
+    new Headers({
+      "content-length": String(good.length),
+      etag: '"e"',
+      "x-amz-meta-sha256": sha256Hex(good),
+    }),
+  );
+  const marked: string[] = [];
+  const tier = {
+    maxFillBytes: 0,
+    claimFill: () => false,
+    finishFill: () => {},
+    markBad: (k: string) => marked.push(k),
+    locate: (k: string) => k,
+    bucket: { locate: (k: string) => k },
+    log: { warn: () => {} },
+  } as unknown as TieredStorage;
+  const o = new FillingObject(
+    new S3Object("packages/x.zip", head, client, "m/packages/x.zip"),
+    tier,
+  );
+  o.expect(sha256Hex(good));
+  const buf = new Uint8Array(good.length);
+  // First pass (like the fingerprint of a small archive): whole and good.
+  let n = 0;
+  while (n < good.length) n += (await o.read(buf.subarray(n)))!;
+  // The client's pass: a new GET, other bytes.
+  await o.seek(0, Deno.SeekMode.Start);
+  let served = 0;
+  const e = await rejection((async () => {
+    while (true) {
+      const r = await o.read(buf.subarray(0, 8192));
+      if (r === null) break;
+      served += r;
+    }
+  })());
+  assert(e instanceof S3Error, String(e));
+  assert(served < good.length, `${served} bytes served`);
+  assertEquals(marked, ["packages/x.zip"]);
+  assertEquals(gets, 2);
+  o.close();
 });

@@ -365,8 +365,32 @@ export class FillingObject implements OpenObject {
     this.tier.finishFill(this.key, undefined, 0);
   }
 
-  seek(offset: number, whence: Deno.SeekMode): Promise<number> {
-    return this.object.seek(offset, whence).then((p) => this.#pos = p);
+  async seek(offset: number, whence: Deno.SeekMode): Promise<number> {
+    const p = await this.object.seek(offset, whence);
+    this.#pos = p;
+    // Back to the start: a new pass, read by a new GET that may not return
+    // the bytes of the last one. What is checked must be what this pass
+    // hands out, so the hash (and the fill) start over — unless the object
+    // was already found bad, which stays so.
+    if (p === 0 && this.#written > 0 && this.#verdict !== false) await this.#restart();
+    return p;
+  }
+
+  async #restart(): Promise<void> {
+    this.#hash = createHash("sha256");
+    this.#written = 0;
+    this.#verdict = undefined;
+    if (!this.#file) return;
+    try {
+      await this.#file.truncate(0);
+      await this.#file.seek(0, Deno.SeekMode.Start);
+    } catch (e) {
+      this.#giveUp();
+      this.tier.log.warn("cannot fill the local tier from the bucket", {
+        path: this.tier.locate(this.key),
+        error: (e as Error).message,
+      });
+    }
   }
 
   close(): void {
