@@ -134,21 +134,30 @@ export class S3Storage implements Storage {
     await this.uploadFile(file, key, sha256);
   }
 
-  /** {@link upload} from an open file (which may have been renamed or removed meanwhile). */
-  async uploadFile(file: Deno.FsFile, key: string, sha256?: string): Promise<void> {
+  /**
+   * {@link upload} from an open file (which may have been renamed or removed
+   * meanwhile). `replace`: the object there was found bad, so its
+   * `x-amz-meta-sha256` (which whoever planted it chose) is no reason to keep it.
+   */
+  async uploadFile(
+    file: Deno.FsFile,
+    key: string,
+    sha256?: string,
+    replace = false,
+  ): Promise<void> {
     const size = (await file.stat()).size;
     const k = this.bucketKey(key);
     if (size > this.opts.multipartThresholdBytes) {
       // A multipart complete cannot be conditional everywhere: look first, so
       // an archive another replica stored is not sent again.
-      if (sha256 && key.startsWith("packages/")) {
+      if (sha256 && key.startsWith("packages/") && !replace) {
         const there = await this.head(key);
         if (there?.sha256 === sha256.toLowerCase() && there.size === size) return;
       }
       return await this.#multipart(file, size, k, sha256);
     }
     const hash = sha256 ?? await hashRegion(file, 0, size);
-    const once = key.startsWith("packages/");
+    const once = key.startsWith("packages/") && !replace;
     const headers: Record<string, string> = { "x-amz-meta-sha256": hash };
     let a = await this.client.putFile(k, file, 0, size, hash, {
       headers: once ? { ...headers, "if-none-match": "*" } : headers,

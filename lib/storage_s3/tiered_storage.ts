@@ -162,7 +162,10 @@ export class TieredStorage implements Storage {
     const path = this.local.locate(key);
     let r: void | typeof DOWN;
     try {
-      r = await this.#remote(() => this.bucket.uploadFile(file, key, sha256));
+      // One found bad is replaced whatever sha256 it claims to have.
+      const bad = this.#bad.has(key);
+      r = await this.#remote(() => this.bucket.uploadFile(file, key, sha256, bad));
+      if (r !== DOWN) this.#bad.delete(key);
     } catch (e) {
       // Not the bucket's fault (a local read failed): the local commit stands.
       this.log.warn("cannot upload an archive to the bucket", {
