@@ -6,6 +6,8 @@
  * - Warm archive from the local tier: replica A (which fetched it) vs nginx
  *   over A's `packages/`, 1 client, curl default negotiation, rounds
  *   interleaved (the order flips each round).
+ *   The same against Repoxy without `storage` (disk only, the laptop's
+ *   mode) on a's cache dir: what the local tier costs over plain disk.
  * - Warm archive from the bucket: replica B, whose `maxCacheSize` is below
  *   the archive, so every request streams from the bucket (nothing kept on
  *   its disk; checked), vs nginx, interleaved likewise.
@@ -157,9 +159,18 @@ async function sha256File(path: string): Promise<string> {
 /** What {@link fleetBench} measured, for the JSON output. */
 export interface FleetRaw {
   local: { repoxy: number[]; nginx: number[] };
+  /** Repoxy on disk only, same file, same rounds (the laptop's code path). */
+  disk: number[];
   bucket: { repoxy: number[]; nginx: number[] };
   cold: { repoxy: number[]; direct: number[] };
-  shapes: Array<{ replicas: number; clients: number; fetches: number; seconds: number }>;
+  shapes: Array<{
+    replicas: number;
+    clients: number;
+    fetches: number;
+    seconds: number;
+    /** The slowest client's curl total on each replica, in seconds. */
+    slowestPerReplica: number[];
+  }>;
   /** Seconds until every client of a shape had the archive straight from the upstream. */
   directAll: number[];
 }
@@ -218,8 +229,9 @@ export async function fleetBench(
     });
     const bucket = await newBucket(rgw);
 
-    // --- replicas: a, c, d are the fleet; b reads through from the bucket ----
-    const names = ["a", "b", "c", "d"] as const;
+    // --- replicas: a, c, d are the fleet; b reads through from the bucket;
+    // e is Repoxy on disk only (no storage section), over a's cache dir --------
+    const names = ["a", "b", "c", "d", "e"] as const;
     const ports = names.map(() => freePort());
     const urls = ports.map((port) => `https://127.0.0.1:${port}`);
     for (const [i, n] of names.entries()) {
@@ -231,17 +243,22 @@ export async function fleetBench(
         JSON.stringify({
           listen: `127.0.0.1:${ports[i]}`,
           tls: { cert: tls.certPath, key: tls.keyPath },
-          cacheDir: join(home, "cache"),
+          cacheDir: join(work, n === "e" ? "a" : n, "cache"),
           upstreams: { [HOST]: { url: upstream.url } },
           // Below the archive: every request streams from the bucket.
           ...(n === "b" ? { maxCacheSize: Math.floor(p.coldSize / 2) } : {}),
-          storage: {
-            kind: "s3",
-            endpoint: rgw.endpoint,
-            bucket,
-            prefix: "m",
-            credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
-          },
+          ...(n === "e" ? {} : {
+            storage: {
+              kind: "s3",
+              endpoint: rgw.endpoint,
+              bucket,
+              prefix: "m",
+              credentials: {
+                accessKeyId: rgw.accessKeyId,
+                secretAccessKey: rgw.secretAccessKey,
+              },
+            },
+          }),
         }),
       );
       children.push(spawnLogged(
@@ -252,7 +269,7 @@ export async function fleetBench(
       ));
     }
     for (const u of urls) await waitForHttp(`${u}/-/healthz`, 60_000, tls.caCertPem);
-    const [a, b, c, d] = urls as [string, string, string, string];
+    const [a, b, c, d, e] = urls as [string, string, string, string, string];
     const fleet = [a, c, d];
     const curlTls = { cacert: tls.caCertPath };
     const zip = (type: string, v: string, pl: string) =>
@@ -276,6 +293,7 @@ export async function fleetBench(
     opts.log(`fleet: cold misses (${fmtSize(p.size)}) vs direct`);
     const raw: FleetRaw = {
       local: { repoxy: [], nginx: [] },
+      disk: [],
       bucket: { repoxy: [], nginx: [] },
       cold: { repoxy: [], direct: [] },
       shapes: [],
@@ -313,11 +331,12 @@ export async function fleetBench(
     await waitForHttp(`${n}/`, 15_000, tls.caCertPem);
     opts.log(`fleet: warm archive, local tier and bucket vs nginx, ${p.reps} rounds`);
     // One untimed pass each (connections, page cache, JIT).
-    for (const u of [a, b, n]) check("warm-up", await curlGet(`${u}/${warmZip}`, curlTls), size);
+    for (const u of [a, b, e, n]) check("warm-up", await curlGet(`${u}/${warmZip}`, curlTls), size);
     for (let i = 0; i < p.reps; i++) {
       const round: Array<[string, number[]]> = [
         [a, raw.local.repoxy],
         [n, raw.local.nginx],
+        [e, raw.disk],
         [b, raw.bucket.repoxy],
         [n, raw.bucket.nginx],
       ];
@@ -366,6 +385,10 @@ export async function fleetBench(
         clients,
         fetches: (upstream.stats.archive ?? 0) - before,
         seconds,
+        // Which replica held the lease shows here: its clients finish first.
+        slowestPerReplica: targets.map((_, j) =>
+          Math.max(...results.filter((_, k) => k % replicas === j).map((r) => r.total))
+        ),
       });
       await untilInBucket(path);
     }
@@ -390,6 +413,13 @@ export async function fleetBench(
         }, 1 client, curl default (vs nginx HTTP/1.1 sendfile)`,
         raw.local.repoxy,
         raw.local.nginx,
+      ),
+      ratioRow(
+        `Fleet on S3: warm archive from the local tier, ${
+          fmtSize(p.size)
+        }, 1 client, curl default (vs the same file from Repoxy on disk only)`,
+        raw.local.repoxy,
+        raw.disk,
       ),
       ratioRow(
         `Fleet on S3: warm archive from the bucket (not on the replica's disk), ${
@@ -420,7 +450,9 @@ export async function fleetBench(
         repoxy: `${s.fetches} fetch${s.fetches === 1 ? "" : "es"}, ${fmtS(s.seconds)}`,
         baseline: `${s.clients} fetches, ${fmtS(raw.directAll[i]!)}`,
         ratio: (s.seconds / raw.directAll[i]!).toFixed(2),
-        range: "-",
+        range: `slowest client per replica: ${
+          s.slowestPerReplica.map((x) => x.toFixed(2)).join(", ")
+        } s`,
         target: "1 fetch",
         met: s.fetches === 1 ? "yes" : "NO",
       });

@@ -71,6 +71,7 @@ Deno.test("bench/run.ts --smoke runs end to end and fills every row", async () =
     for (
       const expected of [
         "Fleet on S3: warm archive from the local tier",
+        "(vs the same file from Repoxy on disk only)",
         "Fleet on S3: warm archive from the bucket",
         "Fleet on S3: cold miss, total time",
       ]
