@@ -23,8 +23,8 @@ import { startUpkeep, type UpkeepOptions } from "./cache/upkeep.ts";
 import type { Config } from "./config/config.ts";
 import { compose } from "./http/middleware.ts";
 import { ResponseCache } from "./http/response_cache.ts";
-import { type RunningServer, startServer } from "./http/server.ts";
 import { Telemetry } from "./ops/telemetry.ts";
+import { tracingHooks } from "./ops/tracing.ts";
 import type { Services } from "./routes/context.ts";
 import { dispatch, keptAnswer, mapErrors, newContext, observe } from "./routes/pipeline.ts";
 import { ROUTES } from "./routes/table.ts";
@@ -34,8 +34,11 @@ import { UpstreamSource } from "./sources/upstream_source.ts";
 import { type FetchFn, upstreamClients, type UpstreamRequestInfo } from "./upstream/client.ts";
 import type { Resolver } from "./upstream/egress.ts";
 import { Metadata } from "./upstream/metadata.ts";
+import type { ModuleService } from "./modules/module_service.ts";
+import { createModuleService } from "./modules/wiring.ts";
 
 export { ROUTES };
+export { serveApp } from "./http/server.ts";
 /** Injected dependencies; every field has a real default. */
 export interface AppDeps {
   fetch?: FetchFn;
@@ -78,6 +81,8 @@ export interface App {
   readonly inventory: CacheInventory;
   /** Re-hashes the cache in the background (`backgroundVerify`). */
   readonly verifier: BackgroundVerifier;
+  /** Registry modules: version lists, stored archives. */
+  readonly modules: ModuleService;
   /** Handles one request. Never throws: errors become JSON responses. */
   handle(req: Request): Promise<Response>;
   /** Waits for in-flight downloads and background jobs. */
@@ -94,21 +99,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const log = deps.log ?? createLogger(config.logFormat);
   const now = deps.now ?? Date.now;
   const shutdown = new AbortController();
-
-  // The S3 code is loaded only when a bucket is configured.
-  const tier = config.storage
-    ? (await import("./storage_s3/mod.ts")).openBucketTier(config.storage, {
-      log,
-      now,
-      maxFillBytes: Math.min(config.limits.archiveBytes, config.maxCacheSizeBytes ?? Infinity),
-    })
-    : undefined;
+  // S3 code loads only with a bucket; its leases (`fleet`) make one fetch per archive fleet-wide.
+  const maxFillBytes = Math.min(config.limits.archiveBytes, config.maxCacheSizeBytes ?? Infinity);
+  const s3 = config.storage ? await import("./storage_s3/mod.ts") : undefined;
+  const tier = s3?.openBucketTier(config.storage!, { log, now, maxFillBytes });
   const cache = await openCacheDir(config.cacheDir, log, {
-    ...(tier ? { tier: tier.wrap } : {}),
-    onSwept: (removed) => {
-      if (removed > 0) {
-        log.warn("removed leftover temp files from an earlier run", { count: removed });
-      }
+    tier: tier?.wrap,
+    onSwept: (count) => {
+      if (count > 0) log.warn("removed leftover temp files from an earlier run", { count });
     },
   });
   const { refs, packages } = cache;
@@ -135,12 +133,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     downloadIdleTimeoutMs: deps.downloadIdleTimeoutMs,
     backgroundSleep: deps.backgroundSleep,
     diskProbeIntervalMs: deps.diskProbeIntervalMs,
-    // One upstream fetch per archive across the replicas on the bucket.
-    fleet: {
-      ...(tier ? { store: tier.bucket.coordination(), ttlMs: config.storage!.leaseTtlMs } : {}),
-      ...(tier ? { maxWaitMs: config.storage!.leaseWaitMs } : {}),
-      ...deps.fleet,
-    },
+    fleet: { ...tier?.fleet(), ...deps.fleet },
   });
   const { inventory, downloads, diskHealth, verifier } = upkeep;
   tier?.onFilled(upkeep.stored);
@@ -150,10 +143,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     inventory,
     inflightDownloads: () => downloads.count,
     backgroundVerify: verifier.stats,
+    maxCacheBytes: config.maxCacheSizeBytes,
     now,
   });
+  // Captured once: off, the request path has no tracing code in it at all.
+  const tracer = tracingHooks();
+  const fetchFn: FetchFn = deps.fetch ?? ((input, init) => fetch(input, init));
   const clients = upstreamClients(config, {
-    fetch: deps.fetch ?? ((input, init) => fetch(input, init)),
+    fetch: tracer ? tracer.fetch(fetchFn) : fetchFn,
     log,
     userAgent: USER_AGENT,
     timeoutMs: config.upstreamTimeoutMs,
@@ -172,6 +169,18 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     ? new CacheSource(cache)
     : new UpstreamSource({ config, metadata, packages, downloads, log, shutdown: shutdown.signal });
 
+  const modules = await createModuleService(config, {
+    ...cache,
+    log,
+    now,
+    shutdown: shutdown.signal,
+    clients,
+    metrics: telemetry.registry,
+    onStored: upkeep.afterStore,
+    resolve: deps.resolve,
+    env: deps.env,
+    ...(config.offline ? {} : { answer: source.moduleAnswer.bind(source) }),
+  });
   const access = config.auth ? new AccessControl(config.auth, urlKey!) : undefined;
   const services: Services = {
     config,
@@ -180,6 +189,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     source,
     packages,
     refs,
+    modules,
     answers: new ResponseCache(
       () => refs.generation,
       now,
@@ -201,8 +211,13 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     mapErrors(services),
   );
 
+  const handle = (req: Request, ctx: ReturnType<typeof newContext>) => {
+    const kept = keptAnswer(req, ctx, services);
+    return kept ? Promise.resolve(kept) : pipeline(req, ctx);
+  };
   const settle = async () => {
     await source.settle?.();
+    await modules.settle();
     await metadata.settle();
     await upkeep.settle();
     await tier?.settle();
@@ -217,10 +232,10 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     telemetry,
     inventory,
     verifier,
+    modules,
     handle(req) {
       const ctx = newContext(req, services);
-      const kept = keptAnswer(req, ctx, services);
-      return kept ? Promise.resolve(kept) : pipeline(req, ctx);
+      return tracer ? tracer.request(req, ctx, handle) : handle(req, ctx);
     },
     settle,
     async close() {
@@ -229,20 +244,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       await settle();
       // Whatever an aborted download left behind goes now, not at next start.
       await cache.close();
+      telemetry.close();
     },
   };
-}
-
-/**
- * Serves `app` on its configured address; shutting the server down also
- * closes the app (stops downloads, removes their temp files).
- */
-export function serveApp(app: App): RunningServer {
-  return startServer(app.handle, {
-    ...app.config.listen,
-    tls: app.config.tls,
-    log: app.log,
-    limits: app.config.limits,
-    onDrained: () => app.close(),
-  });
 }

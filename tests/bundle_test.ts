@@ -33,7 +33,8 @@ Deno.test("the bundled main.ts runs alone: --version, then serve, readyz, metric
   const code = (await Deno.readTextFile(bundle))
     .replace(/\/\*[\s\S]*?\*\//g, "")
     .replace(/^\s*\/\/.*$/gm, "");
-  for (const m of code.matchAll(/\bimport\s*\(\s*([^)]*)\)/g)) {
+  // Not `x.import(...)` nor a method named import (`import(data) {`): the X.509 library has both.
+  for (const m of code.matchAll(/(?<![.\w$])import\s*\(\s*([^)]*)\)(?!\s*\{)/g)) {
     assertMatch(m[1]!, /^"node:[a-z_/]+"$/, "import() only of a Node built-in");
   }
   const specifiers = [...code.matchAll(/^\s*import\s[^;]*?from\s+"([^"]+)"/gm)].map((m) => m[1]!);
@@ -82,7 +83,7 @@ Deno.test("the bundled main.ts runs alone: --version, then serve, readyz, metric
   assertEquals(await health.json(), { status: "ok", version: VERSION });
   const ready = await fetch(p.url + "-/readyz");
   assertEquals(ready.status, 200);
-  assertEquals(await ready.json(), { status: "ready" });
+  assertEquals((await ready.json()).status, "ready");
   const metrics = await fetch(p.url + "-/metrics");
   assertEquals(metrics.status, 200);
   const m = parseExposition(await metrics.text());

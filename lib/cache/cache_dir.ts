@@ -303,7 +303,7 @@ export async function openCacheDir(
     create?: boolean;
     onSwept?: (removed: number) => void;
     /** Puts a shared tier behind the local disk for refs and packages (`storage.kind: s3`). */
-    tier?: (local: DiskStorage) => Storage;
+    tier?: ((local: DiskStorage) => Storage) | undefined;
   } = {},
 ): Promise<CacheDir> {
   if (opts.create ?? true) {

@@ -18,6 +18,7 @@ import { hashZipH1 } from "../integrity/dirhash.ts";
 import type { ArchiveMeta } from "../cache/archive_meta.ts";
 import { platformString, providerString } from "../protocol/names.ts";
 import { formatSize } from "../base/size.ts";
+import { type ModuleVerifyReport, verifyModules } from "./module_ops.ts";
 
 /** A cached archive and its file on the local disk. */
 export type LocalFile = CachedFile & { path: string };
@@ -37,6 +38,8 @@ export interface VerifyReport {
   mismatches: Mismatch[];
   /** Archive files without a record: never served, so not judged (prune may evict them). */
   unrecorded: LocalFile[];
+  /** The module archives (`modules/`), checked the same way. */
+  modules: ModuleVerifyReport;
 }
 
 async function check(f: LocalFile, meta: ArchiveMeta): Promise<string | undefined> {
@@ -75,7 +78,13 @@ export async function verifyCache(
     files.push({ ...f, path: cache.storage.pathOf(f.key) });
   }
   const total = files.reduce((n, f) => n + f.size, 0);
-  const report: VerifyReport = { checked: 0, bytes: 0, mismatches: [], unrecorded: [] };
+  const report: VerifyReport = {
+    checked: 0,
+    bytes: 0,
+    mismatches: [],
+    unrecorded: [],
+    modules: { checked: 0, bytes: 0, mismatches: [] },
+  };
   for (const f of files) {
     opts.progress?.update(
       report.checked,
@@ -148,6 +157,7 @@ export async function verifyCache(
     `archives  ${formatSize(report.bytes)}`,
     true,
   );
+  report.modules = await verifyModules(cache, now);
   return report;
 }
 
@@ -189,6 +199,14 @@ export const verifyCommand: Command = defineCommand({
         `${report.checked - report.mismatches.length} ok, ${report.mismatches.length} quarantined` +
         (report.unrecorded.length ? `, ${report.unrecorded.length} without a record` : ""),
     );
-    return report.mismatches.length > 0 ? EXIT_FAILED : EXIT_OK;
+    const mods = report.modules;
+    for (const m of mods.mismatches) io.err(`repoxy verify: MISMATCH module ${m}`);
+    if (mods.checked > 0) {
+      io.out(
+        `verify: ${mods.checked} module archive(s) (${formatSize(mods.bytes)}) checked: ` +
+          `${mods.checked - mods.mismatches.length} ok, ${mods.mismatches.length} quarantined`,
+      );
+    }
+    return report.mismatches.length + mods.mismatches.length > 0 ? EXIT_FAILED : EXIT_OK;
   },
 });

@@ -459,3 +459,29 @@ function closeQuietly(c: { close(): void }): void {
     c.close();
   } catch { /* already closed */ }
 }
+
+/** What {@link serveApp} needs of an application (lib/app.ts's `App`). */
+export interface ServableApp {
+  handle(req: Request): Promise<Response>;
+  readonly config: {
+    listen: { hostname: string; port: number };
+    tls?: ServerOptions["tls"];
+    limits?: ServerOptions["limits"];
+  };
+  readonly log: Logger;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `app` on its configured address; shutting the server down also
+ * closes the app (stops downloads, removes their temp files).
+ */
+export function serveApp(app: ServableApp): RunningServer {
+  return startServer(app.handle, {
+    ...app.config.listen,
+    tls: app.config.tls,
+    log: app.log,
+    limits: app.config.limits,
+    onDrained: () => app.close(),
+  });
+}

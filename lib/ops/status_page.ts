@@ -28,6 +28,12 @@ export interface StatusPageData {
   ratios?: Record<"archive" | "metadata", { hits: number; stale: number; total: number }>;
   /** `tokenKey`: the config key of the token it is reached with (default `upstreams.{host}.token`). */
   upstreams: Array<{ hostname: string; url: string; health: UpstreamHealth; tokenKey?: string }>;
+  /** Stored registry modules, moved upstream tags, and the git CLI's state. */
+  modules?: {
+    git: string;
+    stored: Array<{ name: string; size: number; commit?: string }>;
+    moved: Array<{ module: string; source: string; pinned: string; upstream: string }>;
+  };
 }
 
 /** Escapes text for HTML element content and double- or single-quoted attributes. */
@@ -123,6 +129,31 @@ function upstreamRows(d: StatusPageData): string {
       escapeHtml(url)
     }</div></td><td>${state}</td><td class="num">${h.requests}<div class="small">${h.failures} failed</div></td><td>${success}</td><td>${failure}</td></tr>`;
   }).join("\n");
+}
+
+function moduleRows(d: StatusPageData): string {
+  const m = d.modules;
+  if (!m) return "";
+  const rows = m.stored.map((s) =>
+    `<tr data-module="${escapeHtml(s.name)}"><td>${escapeHtml(s.name)}</td><td><code>${
+      escapeHtml(s.commit?.slice(0, 12) ?? "")
+    }</code></td><td class="num">${escapeHtml(formatBytes(s.size))}</td></tr>`
+  ).join("\n");
+  const moved = m.moved.map((t) =>
+    `<li data-moved="${escapeHtml(t.module)}"><strong>${
+      escapeHtml(t.module)
+    }</strong>: upstream <code>${escapeHtml(t.source)}</code> now names <code>${
+      escapeHtml(t.upstream.slice(0, 12))
+    }</code>; serving the pinned <code>${escapeHtml(t.pinned.slice(0, 12))}</code></li>`
+  ).join("\n");
+  return `<h2 id="modules">Cached modules</h2>
+<p class="small">git CLI: ${escapeHtml(m.git)}</p>
+${
+    rows
+      ? `<table class="cached"><thead><tr><th>Module</th><th>Commit</th><th class="num">Size</th></tr></thead><tbody>\n${rows}\n</tbody></table>`
+      : `<p class="muted">No module is stored yet.</p>`
+  }
+${moved ? `<h3>Moved upstream tags</h3>\n<ul class="moved">\n${moved}\n</ul>` : ""}`;
 }
 
 function providerRows(d: StatusPageData): string {
@@ -241,6 +272,7 @@ ${upstreamRows(d)}
 
 <h2 id="cached">Cached providers</h2>
 ${providerRows(d)}
+${moduleRows(d)}
 
 <footer>${
     d.cacheDir === undefined ? "" : `Cache directory <code>${escapeHtml(d.cacheDir)}</code> · `

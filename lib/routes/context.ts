@@ -17,6 +17,7 @@ import type { ResponseCache } from "../http/response_cache.ts";
 import type { Telemetry } from "../ops/telemetry.ts";
 import type { Route } from "../protocol/paths.ts";
 import type { ProviderSource } from "../sources/source.ts";
+import type { ModuleService } from "../modules/module_service.ts";
 
 /** Per-request facts: the generic ones, plus what Repoxy's handlers record. */
 export interface RequestContext extends RequestInfo {
@@ -43,6 +44,8 @@ export interface RequestContext extends RequestInfo {
   linked?: boolean;
   /** `performance.now()` at which the answer's deadline passes (set by dispatch; none for streams). */
   deadlineAt?: number;
+  /** The request's OpenTelemetry trace id, when tracing is on (ops/tracing.ts), for the access log. */
+  traceId?: string;
 }
 
 /**
@@ -74,6 +77,8 @@ export interface Services {
   source: ProviderSource;
   packages: PackageStore;
   refs: RefsStore;
+  /** Registry modules: version lists, stored archives, passed-through sources. */
+  modules: ModuleService;
   /** Finished metadata answers kept for reuse. */
   answers: ResponseCache;
   telemetry: Telemetry;

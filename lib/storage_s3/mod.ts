@@ -11,6 +11,7 @@
  * @module
  */
 import type { Logger } from "../base/log.ts";
+import type { CoordinationStore } from "../cache/coordination.ts";
 import type { DiskStorage } from "../cache/disk_storage.ts";
 import type { OpenObject, Storage } from "../cache/storage.ts";
 import type { S3StorageConfig } from "../config/storage_config.ts";
@@ -44,6 +45,8 @@ export interface BucketTier extends BucketView {
   onFilled(l: FilledListener): void;
   /** Waits for background work (fills, the start-up sweep). */
   settle(): Promise<void>;
+  /** The fleet lease settings (upkeep's `fleet`): the bucket coordinates, with the config's TTL and wait. */
+  fleet(): { store: CoordinationStore; ttlMs: number; maxWaitMs: number };
 }
 
 /** Opens the bucket of `config` (nothing is sent before the background start-up jobs). */
@@ -117,5 +120,10 @@ export function openBucketTier(
       await startup;
       await tiered?.settle();
     },
+    fleet: () => ({
+      store: bucket.coordination(),
+      ttlMs: config.leaseTtlMs,
+      maxWaitMs: config.leaseWaitMs,
+    }),
   };
 }
