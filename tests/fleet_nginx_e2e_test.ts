@@ -12,7 +12,8 @@
  * replica with an empty disk, serve what the fleet cached); and one replica
  * losing the bucket while the upstream is also gone, inside the fleet
  * (readyz, logs, its local tier, and the balancer still giving clients
- * every cached archive).
+ * every cached archive, because docs/deploy/nginx/repoxy.conf passes a 502
+ * on to the next replica, once).
  * @module
  */
 import { hashZipH1 } from "../lib/integrity/dirhash.ts";
@@ -309,7 +310,7 @@ Deno.test({ name: NAME, ignore: NO_RGW || !TERRAFORM || !NGINX }, async (t) => {
     );
 
     await t.step(
-      "replica c loses the bucket too: its local tier serves, readyz and logs say so, nginx still serves everything",
+      "replica c loses the bucket too: its local tier serves, readyz and logs say so, nginx still serves every cached archive and tries an uncached one on two replicas at most",
       async () => {
         await gw.stop();
         for (const a of cached.slice(1)) assertEquals(await fetchSha(direct(2) + path(a)), ok(a));
@@ -345,6 +346,21 @@ Deno.test({ name: NAME, ignore: NO_RGW || !TERRAFORM || !NGINX }, async (t) => {
         assert(answer.status >= 500, `c answers ${answer.status}`);
         for (let k = 0; k < 6; k++) assertEquals(await fetchSha(lb + path(orphan)), ok(orphan));
         assertEquals(await init(viaRegistry), expectedLock("registry"));
+
+        // What the fleet never cached fails everywhere: the balancer's retry
+        // of a 502 costs one more replica, never all of them.
+        const never = fake.archive("alpha", "1.0.0", "darwin_arm64");
+        const failed = await get(lb + path(never));
+        await failed.body?.cancel();
+        assertEquals(failed.status, 502);
+        const tried = () =>
+          NAMES.map((_, i) =>
+            records(replicas[i]!).filter((r) =>
+              r.msg === "request" && String(r.path).endsWith(never.filename)
+            ).length
+          );
+        await until(() => tried().reduce((x, y) => x + y) >= 2, () => `two tries: ${tried()}`);
+        assertEquals(tried().reduce((x, y) => x + y), 2, `proxy_next_upstream_tries: ${tried()}`);
       },
     );
   } finally {
