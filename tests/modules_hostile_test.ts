@@ -6,6 +6,9 @@
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { HostileArchiveError, unpackTarGz } from "../lib/modules/unpack.ts";
+import { fetchGitCommit, GitFetchError } from "../lib/modules/git_fetch.ts";
+import { EgressPolicy } from "../lib/upstream/egress.ts";
+import { findGitBackend, makeRepo, startGitServer } from "./_git_server.ts";
 import { makeTarGz, type TarEntry } from "./fake_module_registry.ts";
 import { tempDir } from "./_helpers.ts";
 
@@ -89,4 +92,48 @@ Deno.test("tar: a well-formed archive with PAX path and a GNU longname still unp
   assertEquals(await Deno.readTextFile(join(d.path, long)), "pax\n");
   assertEquals(await Deno.readTextFile(join(d.path, "dir/gnu.tf")), "gnu\n");
   assert(!(await Deno.stat(join(d.path, "ignored")).catch(() => null)));
+});
+
+const GIT = await findGitBackend();
+if (!GIT) {
+  // deno-lint-ignore no-console
+  console.log("SKIP: modules_hostile_test (git parts): git http-backend is not installed");
+}
+
+/** Bytes nothing compresses (a blob git cannot shrink in its pack). */
+function noise(n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, i + 65536));
+  return b;
+}
+
+Deno.test({
+  name:
+    "git: a pack of few objects is bounded as it arrives too (git would unpack it to loose objects nobody watched)",
+  ignore: !GIT,
+  async fn() {
+    await using d = await tempDir();
+    const root = join(d.path, "git");
+    await Deno.mkdir(root);
+    // Three objects (commit, tree, blob): under git's unpackLimit of 100, so
+    // git explodes the pack into .git/objects/xx/ instead of keeping it.
+    await makeRepo(root, "big", { "blob.bin": noise(3 * 2 ** 20) }, "v1");
+    await using server = await startGitServer(root);
+    const egress = new EgressPolicy(
+      { allowPrivateNetworks: false, egressAllow: [new URL(server.url).host] },
+      { exemptOrigins: [], env: () => undefined },
+    );
+    const work = join(d.path, "work");
+    await Deno.mkdir(work);
+    const err = await rejection(
+      fetchGitCommit(new URL(`${server.url}big.git`), "v1", work, {
+        egress,
+        maxBytes: 2 ** 20,
+        timeoutMs: 20_000,
+      }),
+    );
+    assert(err instanceof GitFetchError, String(err));
+    // The transfer bound stopped it, not the tree check after a full download.
+    assertMatch(err.message, /transfer over 1048576 bytes/);
+  },
 });
