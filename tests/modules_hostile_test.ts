@@ -9,8 +9,11 @@ import { HostileArchiveError, unpackTarGz } from "../lib/modules/unpack.ts";
 import { fetchGitCommit, GitFetchError } from "../lib/modules/git_fetch.ts";
 import { EgressPolicy } from "../lib/upstream/egress.ts";
 import { findGitBackend, makeRepo, startGitServer } from "./_git_server.ts";
-import { makeTarGz, type TarEntry } from "./fake_module_registry.ts";
-import { tempDir } from "./_helpers.ts";
+import { parseModuleSource } from "../lib/modules/source_address.ts";
+import { makeTarGz, startFakeModuleRegistry, type TarEntry } from "./fake_module_registry.ts";
+import { bytesOf, makeTestApp, tempDir } from "./_helpers.ts";
+
+const H = "registry.terraform.io";
 
 /** The error `p` rejects with (the test fails when it resolves). */
 async function rejection(p: Promise<unknown>): Promise<Error> {
@@ -135,5 +138,44 @@ Deno.test({
     assert(err instanceof GitFetchError, String(err));
     // The transfer bound stopped it, not the tree check after a full download.
     assertMatch(err.message, /transfer over 1048576 bytes/);
+  },
+});
+
+Deno.test({
+  name:
+    "git: a ref with URL syntax in it (v1&sshkey=x, a#b) is recorded encoded: the moved-tag check asks for the same ref",
+  ignore: !GIT,
+  async fn() {
+    await using d = await tempDir();
+    const root = join(d.path, "git");
+    await Deno.mkdir(root);
+    const ref = "v1&sshkey=x#y";
+    await makeRepo(root, "net", { "main.tf": "# net\n" }, ref);
+    await using server = await startGitServer(root);
+    await using reg = await startFakeModuleRegistry({
+      modules: {
+        "example/net/aws": {
+          "1.0.0": `git::${server.url}net.git?ref=${encodeURIComponent(ref)}`,
+        },
+      },
+    });
+    const t = await makeTestApp(undefined, join(d.path, "cache"), {
+      upstreams: { [H]: { url: reg.url } },
+      egressAllow: [new URL(server.url).host, new URL(reg.url).host],
+    });
+    try {
+      const base = `/v1/modules/${H}/example/net/aws`;
+      const a = await t.get(`${base}/1.0.0/module.tar.gz`);
+      assertEquals(a.status, 200);
+      await bytesOf(a);
+      const record = JSON.parse(
+        await Deno.readTextFile(join(d.path, "cache/modules", H, "example/net/aws/1.0.0.json")),
+      );
+      const again = parseModuleSource(record.source);
+      assertEquals(again.kind, "git", record.source);
+      assertEquals(again.kind === "git" && again.ref, ref);
+    } finally {
+      await t.app.close();
+    }
   },
 });

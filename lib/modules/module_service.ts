@@ -389,8 +389,12 @@ export class ModuleService {
         tree = await this.#fetchArchive(m, src, work, bounds, signal);
       }
       const packed = await packDirectory(tree, archive, bounds);
+      // The ref encoded: `&`, `#` and `%` are legal in git ref names, and the
+      // moved-tag check parses this string again.
       const source = src.kind === "git"
-        ? `git::${src.url.href}${src.ref !== undefined ? `?ref=${src.ref}` : ""}`
+        ? `git::${src.url.href}${
+          src.ref !== undefined ? `?ref=${encodeURIComponent(src.ref)}` : ""
+        }`
         : `${src.url.origin}${src.url.pathname}`;
       const record: ModuleRecord = {
         sha256: packed.sha256,
