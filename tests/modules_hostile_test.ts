@@ -179,3 +179,44 @@ Deno.test({
     }
   },
 });
+
+Deno.test("source: git refs with control characters, '..', '@{' or thousands of characters are not fetched", () => {
+  for (
+    const ref of ["v1%00", "v1%0Aevil", "a..b", "v1@%7B-1%7D", "x".repeat(2000), "%7F"]
+  ) {
+    const s = parseModuleSource(`git::https://example.com/r.git?ref=${ref}`);
+    assertEquals(s.kind, "other", ref);
+  }
+  const ok = parseModuleSource("git::https://example.com/r.git?ref=release/v1.2.3");
+  assertEquals(ok.kind === "git" && ok.ref, "release/v1.2.3");
+});
+
+Deno.test("download: a location with CR/LF or NUL from the registry is a 502, never a header (was a 500)", async () => {
+  await using d = await tempDir();
+  await using reg = await startFakeModuleRegistry({
+    jsonLocation: true,
+    modules: {
+      "example/net/aws": {
+        "1.0.0": "s3::https://bucket.example/y.zip\r\nSet-Cookie: a=b",
+        "2.0.0": "https://archive.example/m.tar.gz\u0000",
+      },
+    },
+  });
+  const t = await makeTestApp(undefined, join(d.path, "cache"), {
+    upstreams: { [H]: { url: reg.url } },
+    egressAllow: [new URL(reg.url).host],
+  });
+  try {
+    for (const v of ["1.0.0", "2.0.0"]) {
+      const r = await t.get(`/v1/modules/${H}/example/net/aws/${v}/download`);
+      const body = new TextDecoder().decode(await bytesOf(r));
+      assertEquals(r.status, 502, body);
+      assertEquals(r.headers.get("x-terraform-get"), null);
+      assertEquals(r.headers.get("set-cookie"), null);
+      assertMatch(body, /control character/);
+    }
+    assertEquals(t.log.records.filter((r) => r.msg === "internal error").length, 0);
+  } finally {
+    await t.app.close();
+  }
+});

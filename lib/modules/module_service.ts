@@ -265,6 +265,14 @@ export class ModuleService {
     if (!loc) {
       throw new UpstreamError(`upstream ${m.hostname} named no location for ${version}`);
     }
+    // A JSON `location` may hold anything: a CR/LF would be refused as a header
+    // (a 500), a NUL lost by the URL parser. An upstream fault, said as one.
+    // deno-lint-ignore no-control-regex
+    if (/[\x00-\x1f\x7f]/.test(loc) || loc.length > 8192) {
+      throw new UpstreamError(
+        `upstream ${m.hostname} named a location for ${version} with a control character or over 8192 characters`,
+      );
+    }
     return loc;
   }
 
