@@ -220,3 +220,48 @@ Deno.test("download: a location with CR/LF or NUL from the registry is a 502, ne
     await t.app.close();
   }
 });
+
+Deno.test({
+  name:
+    "git: a redirect from the vetted host to one nobody vetted is not followed (the other server sees nothing)",
+  ignore: !GIT,
+  async fn() {
+    await using d = await tempDir();
+    const root = join(d.path, "git");
+    await Deno.mkdir(root);
+    await makeRepo(root, "net", { "main.tf": "# net\n" }, "v1");
+    // The real repository is on a server the egress policy does not allow
+    // (stands in for 169.254.169.254); the allowed one only redirects there.
+    await using hidden = await startGitServer(root);
+    const redirects: string[] = [];
+    const front = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+      const u = new URL(req.url);
+      redirects.push(u.pathname);
+      return new Response(null, {
+        status: 302,
+        headers: { location: `${hidden.url}${u.pathname.slice(1)}${u.search}` },
+      });
+    });
+    try {
+      const frontUrl = `http://127.0.0.1:${(front.addr as Deno.NetAddr).port}/`;
+      const egress = new EgressPolicy(
+        { allowPrivateNetworks: false, egressAllow: [new URL(frontUrl).host] },
+        { exemptOrigins: [], env: () => undefined },
+      );
+      const work = join(d.path, "work");
+      await Deno.mkdir(work);
+      const err = await rejection(
+        fetchGitCommit(new URL(`${frontUrl}net.git`), "v1", work, {
+          egress,
+          maxBytes: 2 ** 20,
+          timeoutMs: 20_000,
+        }),
+      );
+      assert(err instanceof GitFetchError, String(err));
+      assert(redirects.length > 0, "git asked the vetted host");
+      assertEquals(hidden.requests, [], "and never the one it redirected to");
+    } finally {
+      await front.shutdown();
+    }
+  },
+});
