@@ -28,3 +28,18 @@ Deno.test("config check: a bad URL's userinfo and query never reach the messages
   }
   assert(all.includes("mirror.example"), "the rest of the URL is shown");
 });
+
+Deno.test("config check: a JSON typo next to a literal secret does not print part of it (V8 quotes the text)", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/repoxy.json`;
+  await Deno.writeTextFile(
+    path,
+    `{\n  "listen": "127.0.0.1:8080",\n  "auth": {\n    "urlKey": supersecretkeyvalue-0123456789abcdef\n  }\n}\n`,
+  );
+  const io = captureIo();
+  assertEquals(await configCommand.run(["check", "-c", path], testContext(io)), 2);
+  const all = [...io.outLines, ...io.errLines].join("\n");
+  assertEquals(/supersecr|0123456789/.test(all), false, all);
+  assert(all.includes("not valid JSON"), all);
+  assert(all.includes("line 4"), `the line is named:\n${all}`);
+});
