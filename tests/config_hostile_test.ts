@@ -4,7 +4,9 @@
  */
 import { configCommand } from "../lib/commands/config.ts";
 import { assert, assertEquals } from "../lib/deps/assert.ts";
+import { fromFileUrl, join } from "../lib/deps/path.ts";
 import { captureIo, testContext, writeConfig } from "./_cli.ts";
+import { spawnRepoxy } from "./_process.ts";
 import { tempDir } from "./_helpers.ts";
 
 Deno.test("config check: a bad URL's userinfo and query never reach the messages (publicUrl, upstream url)", async () => {
@@ -42,4 +44,33 @@ Deno.test("config check: a JSON typo next to a literal secret does not print par
   assertEquals(/supersecr|0123456789/.test(all), false, all);
   assert(all.includes("not valid JSON"), all);
   assert(all.includes("line 4"), `the line is named:\n${all}`);
+});
+
+Deno.test("the real server says at start which REPOXY_* variables set what, and warns when one turned allowPrivateNetworks on", async () => {
+  await using dir = await tempDir();
+  const root = fromFileUrl(new URL("..", import.meta.url));
+  const file = join(dir.path, "repoxy.json");
+  await Deno.writeTextFile(file, JSON.stringify({ cacheDir: join(dir.path, "cache") }));
+  await using p = await spawnRepoxy(Deno.execPath(), [
+    ...["run", "-q", "--frozen", "--config", join(root, "deno.json"), "-P=serve"],
+    join(root, "main.ts"),
+    "serve",
+    "--config",
+    file,
+    "--listen",
+    "127.0.0.1:0",
+  ], {
+    cwd: dir.path,
+    env: { REPOXY_ALLOW_PRIVATE_NETWORKS: "true", REPOXY_LOG_FORMAT: "json" },
+  });
+  const records = [...p.stdout, ...p.stderr].filter((l) => l.startsWith("{")).map((l) =>
+    JSON.parse(l)
+  );
+  const started = records.find((r) => r.msg === "repoxy started");
+  assertEquals(
+    started?.environment,
+    "REPOXY_LOG_FORMAT (logFormat), REPOXY_ALLOW_PRIVATE_NETWORKS (allowPrivateNetworks)",
+  );
+  const warn = records.find((r) => r.level === "warn" && /allowPrivateNetworks is on/.test(r.msg));
+  assertEquals(warn?.setBy, "REPOXY_ALLOW_PRIVATE_NETWORKS", JSON.stringify(records));
 });
