@@ -11,7 +11,9 @@ import { EgressPolicy } from "../lib/upstream/egress.ts";
 import { findGitBackend, makeRepo, startGitServer } from "./_git_server.ts";
 import { parseModuleSource } from "../lib/modules/source_address.ts";
 import { makeTarGz, startFakeModuleRegistry, type TarEntry } from "./fake_module_registry.ts";
-import { bytesOf, makeTestApp, tempDir } from "./_helpers.ts";
+import { bytesOf, makeTestApp, sha256Hex, tempDir } from "./_helpers.ts";
+import { importTree } from "../lib/commands/import.ts";
+import { buildConfig } from "../lib/config/config.ts";
 
 const H = "registry.terraform.io";
 
@@ -264,4 +266,52 @@ Deno.test({
       await front.shutdown();
     }
   },
+});
+
+Deno.test("import: a bundle's module record with a hostile subdir or commit is refused (the subdir reached X-Terraform-Get)", async () => {
+  await using d = await tempDir();
+  const tree = join(d.path, "tree");
+  const side = join(tree, ".repoxy/modules", H, "evil/m/aws");
+  await Deno.mkdir(side, { recursive: true });
+  const tgz = await makeTarGz([{ name: "a.tf", content: "x\n" }]);
+  const write = async (version: string, extra: Record<string, unknown>) => {
+    await Deno.writeFile(join(side, `${version}.tar.gz`), tgz);
+    await Deno.writeTextFile(
+      join(side, `${version}.json`),
+      JSON.stringify({
+        sha256: sha256Hex(tgz),
+        size: tgz.length,
+        source: "https://x/y.tgz",
+        subdir: "",
+        fetchedAt: 1,
+        ...extra,
+      }),
+    );
+  };
+  await write("1.0.0", { subdir: "../../outside" });
+  await write("1.0.1", { subdir: "x?archive=zip" });
+  await write("1.0.2", { subdir: "a\r\nx-evil: 1" });
+  await write("1.0.3", { commit: "--upload-pack=sh" });
+  await write("1.0.4", { subdir: "modules/vpc", commit: "ab".repeat(20) });
+  const config = await buildConfig({ cacheDir: join(d.path, "cache"), offline: true });
+  const im = await importTree(config, tree);
+  assertEquals(im.modules.imported, 1, im.modules.refused.join("\n"));
+  assertEquals(im.modules.refused.length, 4);
+  const t = await makeTestApp(undefined, join(d.path, "cache"), {
+    offline: true,
+    upstreams: { [H]: { url: "http://127.0.0.1:9" } },
+  });
+  try {
+    const base = `/v1/modules/${H}/evil/m/aws`;
+    for (const v of ["1.0.0", "1.0.1", "1.0.2", "1.0.3"]) {
+      const r = await t.get(`${base}/${v}/download`);
+      await bytesOf(r);
+      assertEquals(r.status, 404, v);
+    }
+    const ok = await t.get(`${base}/1.0.4/download`);
+    assertEquals(ok.status, 204, new TextDecoder().decode(await bytesOf(ok)));
+    assertEquals(ok.headers.get("x-terraform-get"), `${base}/1.0.4/module.tar.gz//modules/vpc`);
+  } finally {
+    await t.app.close();
+  }
 });
