@@ -61,6 +61,9 @@ export function parseModuleKey(
   return { module: { hostname, namespace, name, system }, version, file };
 }
 
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/;
+
 /**
  * Parses a record; undefined when it is not one. Checked field by field, not
  * only typed: a record may come from an imported bundle or a shared store,
@@ -73,9 +76,7 @@ export function parseRecord(bytes: Uint8Array): ModuleRecord | undefined {
     if (
       r && typeof r.sha256 === "string" && /^[0-9a-f]{64}$/.test(r.sha256) &&
       Number.isSafeInteger(r.size) && r.size >= 0 &&
-      // deno-lint-ignore no-control-regex
-      typeof r.source === "string" && r.source.length <= 8192 &&
-      !/[\x00-\x1f\x7f]/.test(r.source) &&
+      typeof r.source === "string" && r.source.length <= 8192 && !CONTROL.test(r.source) &&
       typeof r.subdir === "string" && validSubdir(r.subdir) &&
       typeof r.fetchedAt === "number" &&
       (r.commit === undefined ||
