@@ -315,3 +315,44 @@ Deno.test("import: a bundle's module record with a hostile subdir or commit is r
     await t.app.close();
   }
 });
+
+Deno.test({
+  name:
+    "moved-tag checks: many download answers at once start one git ls-remote per version, not one each (metadataTtl 0)",
+  ignore: !GIT,
+  async fn() {
+    await using d = await tempDir();
+    const root = join(d.path, "git");
+    await Deno.mkdir(root);
+    await makeRepo(root, "net", { "main.tf": "# net\n" }, "v1");
+    await using server = await startGitServer(root);
+    await using reg = await startFakeModuleRegistry({
+      modules: { "example/net/aws": { "1.0.0": `git::${server.url}net.git?ref=v1` } },
+    });
+    const t = await makeTestApp(undefined, join(d.path, "cache"), {
+      upstreams: { [H]: { url: reg.url } },
+      egressAllow: [new URL(server.url).host, new URL(reg.url).host],
+      metadataTtl: 0,
+    });
+    try {
+      const base = `/v1/modules/${H}/example/net/aws`;
+      await bytesOf(await t.get(`${base}/1.0.0/module.tar.gz`));
+      await t.app.settle();
+      const before = server.requests.length;
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, () => t.get(`${base}/1.0.0/download`)),
+      );
+      for (const a of answers) {
+        assertEquals(a.status, 204);
+        await bytesOf(a);
+      }
+      await t.app.settle();
+      // One ls-remote is one or two HTTP requests (refs advertisement, ls-refs);
+      // a loaded machine may let one check end before the burst does (before: 10+).
+      const spawned = server.requests.length - before;
+      assert(spawned >= 1 && spawned <= 4, `${spawned} git requests for 20 answers`);
+    } finally {
+      await t.app.close();
+    }
+  },
+});

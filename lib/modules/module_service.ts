@@ -128,6 +128,8 @@ export class ModuleService {
   readonly #slots = new Slots(MODULE_FETCH_CONCURRENCY);
   readonly #background = new Set<Promise<unknown>>();
   readonly #checkedAt = new Map<string, number>();
+  /** Versions whose moved-tag check (a git process) is running. */
+  readonly #checking = new Set<string>();
   /** Moved tags seen (newest last), bounded. */
   readonly moved = new Map<string, MovedTag>();
   readonly stats: ModuleStats = { fetched: 0, passedThrough: 0, failed: 0, refused: 0 };
@@ -500,10 +502,15 @@ export class ModuleService {
     const last = this.#checkedAt.get(key);
     if (last !== undefined && now - last < Math.max(this.deps.config.metadataTtlMs, 1)) return;
     if (this.#gitKnown && !this.#gitKnown.available) return;
+    // Each check is a git process: one per version at a time, a few at once
+    // in all; a busy moment skips it (the next answer tries again). Without
+    // this, answers in a burst (metadataTtl 0) each spawned one.
+    if (this.#checking.has(key) || this.#checking.size >= MODULE_FETCH_CONCURRENCY) return;
     this.#checkedAt.set(key, now);
     if (this.#checkedAt.size > 10_000) this.#checkedAt.delete(this.#checkedAt.keys().next().value!);
     const src = parseModuleSource(record.source);
     if (src.kind !== "git") return;
+    this.#checking.add(key);
     this.#track(
       (async () => {
         const upstream = await remoteCommit(src.url, src.ref, {
@@ -537,7 +544,7 @@ export class ModuleService {
           module: key,
           error: (e as Error).message,
         });
-      }),
+      }).finally(() => this.#checking.delete(key)),
     );
   }
 
