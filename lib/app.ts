@@ -13,6 +13,7 @@
 import { AccessControl } from "./auth/access.ts";
 import { loadUrlKey } from "./auth/url_key.ts";
 import { createLogger, type Logger } from "./base/log.ts";
+import { withFields } from "./base/log_fields.ts";
 import { USER_AGENT, VERSION } from "./base/version.ts";
 import type { BackgroundVerifier } from "./cache/background_verify.ts";
 import { type CacheDir, openCacheDir } from "./cache/cache_dir.ts";
@@ -24,6 +25,7 @@ import type { Config } from "./config/config.ts";
 import { compose } from "./http/middleware.ts";
 import { ResponseCache } from "./http/response_cache.ts";
 import { type RunningServer, startServer } from "./http/server.ts";
+import { registerStorageMetrics } from "./ops/storage_metrics.ts";
 import { Telemetry } from "./ops/telemetry.ts";
 import type { Services } from "./routes/context.ts";
 import { dispatch, keptAnswer, mapErrors, newContext, observe } from "./routes/pipeline.ts";
@@ -91,7 +93,7 @@ export interface App {
  * process's own temp folder in it (removing those of dead processes).
  */
 export async function createApp(config: Config, deps: AppDeps = {}): Promise<App> {
-  const log = deps.log ?? createLogger(config.logFormat);
+  const log = withFields(deps.log ?? createLogger(config.logFormat), config.storage?.replicaId);
   const now = deps.now ?? Date.now;
   const shutdown = new AbortController();
 
@@ -136,14 +138,11 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     backgroundSleep: deps.backgroundSleep,
     diskProbeIntervalMs: deps.diskProbeIntervalMs,
     // One upstream fetch per archive across the replicas on the bucket.
-    fleet: {
-      ...(tier ? { store: tier.bucket.coordination(), ttlMs: config.storage!.leaseTtlMs } : {}),
-      ...(tier ? { maxWaitMs: config.storage!.leaseWaitMs } : {}),
-      ...deps.fleet,
-    },
+    fleet: { ...tier?.fleetTuning(), ...deps.fleet },
   });
   const { inventory, downloads, diskHealth, verifier } = upkeep;
   tier?.onFilled(upkeep.stored);
+  if (tier) tier.leases = downloads.opts.fleet?.stats;
   const telemetry = new Telemetry({
     version: VERSION,
     upstreams: [...config.upstreams.keys()],
@@ -152,6 +151,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     backgroundVerify: verifier.stats,
     now,
   });
+  registerStorageMetrics(telemetry.registry, { bucket: tier?.figures, fleet: tier?.leases });
   const clients = upstreamClients(config, {
     fetch: deps.fetch ?? ((input, init) => fetch(input, init)),
     log,

@@ -187,6 +187,11 @@ export async function warm(app: App, opts: WarmOptions): Promise<WarmReport> {
   return report;
 }
 
+async function drain(object: { read(buf: Uint8Array): Promise<number | null> }): Promise<void> {
+  const buf = new Uint8Array(1 << 20);
+  while (await object.read(buf) !== null) { /* the tier writes what passes */ }
+}
+
 async function warmArchive(
   app: App,
   t: WarmTarget & { version: string },
@@ -208,6 +213,12 @@ async function warmArchive(
     const cached = await app.packages.open(p, t.version, pl);
     let sha256: string;
     if (cached) {
+      // On a bucket, an archive the fleet holds but this host does not is
+      // read through once: the tier keeps it locally as it streams.
+      const key = app.packages.keyOf(p, t.version, pl);
+      if (app.config.storage && !(await app.cache.storage.stat(key))) {
+        await drain(cached.object).catch(() => {}); // a failed fill is only a later miss
+      }
       cached.object.close();
       sha256 = cached.meta.sha256;
       item.bytes = cached.object.size;
@@ -285,7 +296,9 @@ Options:
   -j, --concurrency N     archives fetched at once (default 4)
 ${COMMON_HELP}
 
-Archives already in the cache are skipped. Shows a progress bar when stderr is a
+Archives already in the cache are skipped. With "storage.kind": "s3", fetched
+archives go to the shared bucket (and this host's local tier); archives the
+bucket already holds are copied into the local tier, not fetched again. Shows a progress bar when stderr is a
 terminal, and prints one summary line. Exit codes: 0 all present, 1 something
 failed (each failure is named), 2 bad arguments or config.`;
 

@@ -39,6 +39,24 @@ export interface S3StorageConfig {
   leaseTtlMs: number;
   /** Longest a replica waits for another one's download before fetching itself (default 30 s). */
   leaseWaitMs: number;
+  /**
+   * Names this replica in its logs, lease bodies, metrics and status page
+   * (default `<hostname>-<pid>`).
+   */
+  replicaId: string;
+  /**
+   * Bucket retention applied by `repoxy prune` (absent: the bucket keeps
+   * everything). Each bound is optional.
+   */
+  retention?: BucketRetention;
+}
+
+/** How much the bucket keeps (`storage.retention`). */
+export interface BucketRetention {
+  /** Total archive bytes the bucket may hold; least recently used go first. */
+  maxBytes?: number;
+  /** Archives not used for this long (ms) are evicted. */
+  maxAgeMs?: number;
 }
 
 /** The storage configuration: undefined for the local disk alone. */
@@ -60,6 +78,8 @@ const KEYS = [
   "timeout",
   "leaseTtl",
   "leaseWait",
+  "replicaId",
+  "retention",
 ];
 
 /** S3's smallest part (all but the last). */
@@ -193,7 +213,14 @@ export async function parseStorage(
     timeoutMs: duration("timeout", 10_000),
     leaseTtlMs: duration("leaseTtl", 15_000),
     leaseWaitMs: duration("leaseWait", 30_000),
+    replicaId: "",
   };
+  const replicaId = raw.replicaId === undefined ? defaultReplicaId() : raw.replicaId;
+  if (typeof replicaId !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(replicaId)) {
+    throw new Err(`"storage.replicaId" must be 1 to 64 letters, digits, ".", "_" or "-"`);
+  }
+  config.replicaId = replicaId;
+  if (raw.retention !== undefined) config.retention = parseRetention(raw.retention, Err);
   // The bucket's Last-Modified has one-second precision (cache/fleet_lease.ts).
   if (config.leaseTtlMs < 3_000) throw new Err(`"storage.leaseTtl" must be at least 3s`);
   if (credentials) config.credentials = credentials;
@@ -201,4 +228,41 @@ export async function parseStorage(
     throw new Err(`"storage.redirectTtl" must be at most 7 days (S3's limit for presigned URLs)`);
   }
   return config;
+}
+
+/** `<hostname>-<pid>`, cut to the characters a replica id may hold. */
+export function defaultReplicaId(): string {
+  let host = "replica";
+  try {
+    host = Deno.hostname();
+  } catch { /* no --allow-sys: keep the generic name */ }
+  return `${host.replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 50)}-${Deno.pid}`;
+}
+
+function parseRetention(raw: unknown, Err: ErrorCtor): BucketRetention {
+  if (!isObject(raw)) throw new Err(`"storage.retention" must be an object`);
+  const out: BucketRetention = {};
+  for (const k of Object.keys(raw)) {
+    if (k !== "maxSize" && k !== "maxAge") {
+      throw new Err(`unknown key "storage.retention.${k}" (known: maxSize, maxAge)`);
+    }
+  }
+  if (raw.maxSize !== undefined) {
+    const n = parseSize(raw.maxSize);
+    if (n === undefined || n <= 0) {
+      throw new Err(`"storage.retention.maxSize" must be a size such as "500GB"`);
+    }
+    out.maxBytes = n;
+  }
+  if (raw.maxAge !== undefined) {
+    // Days are the natural unit of retention; the shared parser stops at hours.
+    const days = typeof raw.maxAge === "string" ? /^(\d+)d$/.exec(raw.maxAge.trim()) : null;
+    const ms = days ? Number(days[1]) * 86_400_000 : parseDurationMs(raw.maxAge);
+    // At least a day: recency across replicas is known to a day (access marks).
+    if (ms === undefined || ms < 86_400_000) {
+      throw new Err(`"storage.retention.maxAge" must be a duration of at least 1d, such as "90d"`);
+    }
+    out.maxAgeMs = ms;
+  }
+  return out;
 }

@@ -243,6 +243,25 @@ export class S3Storage implements Storage {
     return there !== undefined;
   }
 
+  /** Copies `from` to `to` inside the bucket (server side: no bytes through this process). */
+  async copy(from: string, to: string): Promise<void> {
+    const src = this.bucketKey(from).split("/").map(encodeURIComponent).join("/");
+    const k = this.bucketKey(to);
+    const a = await this.client.call("PUT", k, {
+      headers: { "x-amz-copy-source": `/${encodeURIComponent(this.client.opts.bucket)}/${src}` },
+    });
+    // A copy may fail after a 200 (the error is in the body).
+    if (a.status !== 200 || /<Error>/.test(a.text)) throw this.client.error("COPY", k, a);
+  }
+
+  /** The bucket's own clock (the `Date` of a HEAD of the bucket): replica clocks are not trusted. */
+  async serverNow(): Promise<number> {
+    const a = await this.client.call("HEAD", "");
+    if (a.status !== 200) throw this.client.error("HEAD", "", a);
+    const d = Date.parse(a.headers.get("date") ?? "");
+    return Number.isFinite(d) ? d : Date.now();
+  }
+
   /** A presigned GET of `key`, valid for `seconds`. */
   presign(key: string, seconds: number): Promise<string> {
     return this.client.presignGet(this.bucketKey(key), seconds);
