@@ -141,7 +141,7 @@ async function pruneFleetBucket(
       : `unused for more than ${Math.round(retention.maxAgeMs / 86_400_000)} day(s)`,
   ].filter(Boolean).join(", ");
   io.out(
-    `prune: bucket ${bucket.locate("")}: ${verb} ${r.evicted.length} of ${r.files} archive(s), ` +
+    `prune: bucket ${bucket.where()}: ${verb} ${r.evicted.length} of ${r.files} archive(s), ` +
       `${formatSize(r.sizeBefore - r.sizeAfter)} freed; ${formatSize(r.sizeAfter)} ` +
       `${dryRun ? "would remain" : "remain"} (${limit})` +
       (r.leased.length ? `; ${r.leased.length} leased skipped` : ""),

@@ -229,7 +229,7 @@ async function verifyFleetBucket(
   }
   io.out(
     `verify: ${r.checked} archive(s) (${formatSize(r.bytes)}) checked in ${
-      cmd.tier!.bucket.locate("")
+      cmd.tier!.bucket.where()
     }: ${r.checked - r.mismatches.length} ok, ${r.mismatches.length} quarantined` +
       (r.unrecorded.length ? `, ${r.unrecorded.length} without a record` : ""),
   );

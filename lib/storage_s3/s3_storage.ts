@@ -46,6 +46,11 @@ export class S3Storage implements Storage {
     return this.client.where(this.bucketKey(key));
   }
 
+  /** `s3://bucket/prefix/`, for messages. */
+  where(): string {
+    return this.client.where(this.opts.prefix ? `${this.opts.prefix}/` : "");
+  }
+
   /** Absent (404) is undefined; any other failure throws an {@link S3Error}. */
   async get(key: string, maxBytes = SMALL_OBJECT_MAX_BYTES): Promise<Uint8Array | undefined> {
     const k = this.bucketKey(key);
