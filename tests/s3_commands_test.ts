@@ -80,13 +80,21 @@ Deno.test({
     const io = captureIo();
     assertEquals(await verifyCommand.run(["-c", config], testContext(io)), 1);
     const err = io.errLines.join("\n");
-    assertMatch(err, /MISMATCH in the bucket registry\.terraform\.io\/example\/alpha 1\.0\.0 linux_amd64/);
-    assertMatch(io.outLines.join("\n"), /2 archive\(s\) .* checked in s3:\/\/.*: 1 ok, 1 quarantined/);
+    assertMatch(
+      err,
+      /MISMATCH in the bucket registry\.terraform\.io\/example\/alpha 1\.0\.0 linux_amd64/,
+    );
+    assertMatch(
+      io.outLines.join("\n"),
+      /2 archive\(s\) .* checked in s3:\/\/.*: 1 ok, 1 quarantined/,
+    );
 
     const keys = (await listBucket(rgw!, bucket)).map((o) => o.key);
     assert(!keys.includes(key(linux!.filename)), "no bad object stays under packages/");
     assert(keys.includes(key(darwin!.filename)));
-    const q = keys.filter((k) => k.startsWith(`m/quarantine/${H}/example/alpha/${linux!.filename}.`));
+    const q = keys.filter((k) =>
+      k.startsWith(`m/quarantine/${H}/example/alpha/${linux!.filename}.`)
+    );
     assertEquals(q.length, 2, q.join(", ")); // the object and its note
     const moved = q.find((k) => !k.endsWith(".json"))!;
     assertEquals(sha256Hex(await bytesOf(await bucketObject(bucket, moved))), sha256Hex(bad));
@@ -185,12 +193,18 @@ Deno.test({
       ...storageConfig(bucket),
     });
     const io = captureIo();
-    assertEquals(await exportCommand.run(["-c", config, out], testContext(io)), 0, io.errLines.join("\n"));
+    assertEquals(
+      await exportCommand.run(["-c", config, out], testContext(io)),
+      0,
+      io.errLines.join("\n"),
+    );
     for (const f of [linux!, darwin!]) {
       const got = await Deno.readFile(join(out, H, "example", "alpha", f.filename));
       assertEquals(sha256Hex(got), f.sha256);
     }
-    const index = JSON.parse(await Deno.readTextFile(join(out, H, "example", "alpha", "index.json")));
+    const index = JSON.parse(
+      await Deno.readTextFile(join(out, H, "example", "alpha", "index.json")),
+    );
     assertEquals(Object.keys(index.versions), ["1.0.0"]);
     // The export did not fill this host's local tier.
     assertEquals([...Deno.readDirSync(join(dir.path, "b", "packages"))].length, 0);
@@ -203,7 +217,11 @@ Deno.test({
       ...storageConfig(bucket2),
     });
     const io2 = captureIo();
-    assertEquals(await importCommand.run(["-c", config2, out], testContext(io2)), 0, io2.errLines.join("\n"));
+    assertEquals(
+      await importCommand.run(["-c", config2, out], testContext(io2)),
+      0,
+      io2.errLines.join("\n"),
+    );
     const there = await listBucket(rgw!, bucket2, "m/packages/");
     assertEquals(
       there.map((o) => [o.key, o.size]).sort(),
@@ -232,7 +250,8 @@ Deno.test({
     await using dir = await tempDir();
     const bucket = await newBucket(rgw!);
     const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
-    const localFile = (cache: string) => join(cache, "packages", H, "example", "alpha", linux.filename);
+    const localFile = (cache: string) =>
+      join(cache, "packages", H, "example", "alpha", linux.filename);
     const run = async (cacheDir: string) => {
       const sub = join(dir.path, `cfg-${cacheDir}`);
       await Deno.mkdir(sub);
