@@ -27,6 +27,7 @@ import { ResponseCache } from "./http/response_cache.ts";
 import { type RunningServer, startServer } from "./http/server.ts";
 import { registerStorageMetrics } from "./ops/storage_metrics.ts";
 import { Telemetry } from "./ops/telemetry.ts";
+import { tracingHooks } from "./ops/tracing.ts";
 import type { Services } from "./routes/context.ts";
 import { dispatch, keptAnswer, mapErrors, newContext, observe } from "./routes/pipeline.ts";
 import { ROUTES } from "./routes/table.ts";
@@ -97,20 +98,14 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const now = deps.now ?? Date.now;
   const shutdown = new AbortController();
 
-  // The S3 code is loaded only when a bucket is configured.
-  const tier = config.storage
-    ? (await import("./storage_s3/mod.ts")).openBucketTier(config.storage, {
-      log,
-      now,
-      maxFillBytes: Math.min(config.limits.archiveBytes, config.maxCacheSizeBytes ?? Infinity),
-    })
-    : undefined;
+  // S3 code loads only with a bucket; its leases (`fleet`) make one fetch per archive fleet-wide.
+  const maxFillBytes = Math.min(config.limits.archiveBytes, config.maxCacheSizeBytes ?? Infinity);
+  const s3 = config.storage ? await import("./storage_s3/mod.ts") : undefined;
+  const tier = s3?.openBucketTier(config.storage!, { log, now, maxFillBytes });
   const cache = await openCacheDir(config.cacheDir, log, {
     ...(tier ? { tier: tier.wrap } : {}),
-    onSwept: (removed) => {
-      if (removed > 0) {
-        log.warn("removed leftover temp files from an earlier run", { count: removed });
-      }
+    onSwept: (count) => {
+      if (count > 0) log.warn("removed leftover temp files from an earlier run", { count });
     },
   });
   const { refs, packages } = cache;
@@ -142,18 +137,21 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   });
   const { inventory, downloads, diskHealth, verifier } = upkeep;
   tier?.onFilled(upkeep.stored);
-  if (tier) tier.leases = downloads.opts.fleet?.stats;
   const telemetry = new Telemetry({
     version: VERSION,
     upstreams: [...config.upstreams.keys()],
     inventory,
     inflightDownloads: () => downloads.count,
     backgroundVerify: verifier.stats,
+    maxCacheBytes: config.maxCacheSizeBytes,
     now,
   });
-  registerStorageMetrics(telemetry.registry, { bucket: tier?.figures, fleet: tier?.leases });
+  registerStorageMetrics(telemetry.registry, tier?.observed(downloads.opts.fleet?.stats) ?? {});
+  // Captured once: off, the request path has no tracing code in it at all.
+  const tracer = tracingHooks();
+  const fetchFn: FetchFn = deps.fetch ?? ((input, init) => fetch(input, init));
   const clients = upstreamClients(config, {
-    fetch: deps.fetch ?? ((input, init) => fetch(input, init)),
+    fetch: tracer ? tracer.fetch(fetchFn) : fetchFn,
     log,
     userAgent: USER_AGENT,
     timeoutMs: config.upstreamTimeoutMs,
@@ -201,6 +199,10 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     mapErrors(services),
   );
 
+  const handle = (req: Request, ctx: ReturnType<typeof newContext>) => {
+    const kept = keptAnswer(req, ctx, services);
+    return kept ? Promise.resolve(kept) : pipeline(req, ctx);
+  };
   const settle = async () => {
     await source.settle?.();
     await metadata.settle();
@@ -219,8 +221,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     verifier,
     handle(req) {
       const ctx = newContext(req, services);
-      const kept = keptAnswer(req, ctx, services);
-      return kept ? Promise.resolve(kept) : pipeline(req, ctx);
+      return tracer ? tracer.request(req, ctx, handle) : handle(req, ctx);
     },
     settle,
     async close() {
@@ -229,6 +230,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
       await settle();
       // Whatever an aborted download left behind goes now, not at next start.
       await cache.close();
+      telemetry.close();
     },
   };
 }

@@ -51,9 +51,11 @@ export const BAKED_ENV = [
  * config and TLS files and the upstreams are all chosen at run time. The
  * systemd unit narrows the filesystem instead (ProtectSystem=strict plus its
  * State/Cache/Configuration directories). No run or sys permission: Repoxy
- * starts no processes. `ffi` is granted for one call only — setsockopt
- * TCP_NODELAY on the listening socket through libc (lib/http/tcp_nodelay.ts);
- * without it every HTTPS response stalls ~40 ms on delayed ACKs.
+ * starts no processes. `ffi` is granted for two uses of libc only —
+ * setsockopt TCP_NODELAY on the listening socket (lib/http/tcp_nodelay.ts),
+ * without which every HTTPS response stalls ~40 ms on delayed ACKs, and
+ * reading /proc/self for the process_* metrics (lib/ops/procfs.ts), which
+ * Deno's own file API refuses without --allow-all.
  */
 export function permissionFlags(): string[] {
   return [

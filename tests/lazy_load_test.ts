@@ -20,6 +20,9 @@ const M = "/registry.terraform.io/example/alpha";
 /** Modules a server answering from its cache must not have loaded. */
 const ONLY_WHEN_NEEDED: Array<[string, RegExp]> = [
   ["OpenPGP", /\/openpgp\//],
+  // Without OTEL_DENO=true (this server), tracing loads nothing.
+  ["the OpenTelemetry API", /\/@opentelemetry\/api\//],
+  ["the X.509 library", /\/(@peculiar|reflect-metadata|tsyringe|asn1js)\//],
   ["the status page", /\/lib\/ops\/status_page\.ts$/],
   [
     "a subcommand",

@@ -157,7 +157,7 @@ Deno.test("/-/metrics counts requests, cache results, bytes and upstream calls e
   assertEquals(m.value("repoxy_cache_size_bytes"), fa.bytes.length);
   assertEquals(m.value("repoxy_build_info", { version: VERSION }), 1);
   assert(m.value("process_resident_memory_bytes") > 1_000_000);
-  assert(m.value("process_heap_used_bytes") > 0);
+  assert(m.value("deno_heap_used_bytes") > 0);
   assertEquals(m.types.get("repoxy_http_requests_total"), "counter");
   assertEquals(m.types.get("repoxy_upstream_request_duration_seconds"), "histogram");
   assertEquals(m.types.get("repoxy_cache_size_bytes"), "gauge");

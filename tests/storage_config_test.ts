@@ -72,6 +72,17 @@ Deno.test("storage: mistakes name the key", async () => {
     [{ ...BASE, extra: 1 }, /storage\.extra/],
     [{ ...BASE, credentials: { accessKeyId: "env:NOPE", secretAccessKey: "x" } }, /NOPE/],
     [{ kind: "disk", bucket: "x" }, /kind "disk"/],
+    ["s3", /"storage" must be an object such as/],
+    [{ bucket: "mirror-bucket" }, /unknown key "storage\.bucket" \(storage with kind "disk"/],
+    [{ kind: "s3", bucket: "mirror-bucket" }, /"storage\.endpoint" is required/],
+    [{ ...BASE, multipartThreshold: "8MiB" }, /"storage\.multipartThreshold" must be at least/],
+    [{ ...BASE, partSize: "32MiB", multipartThreshold: "16MiB" }, /storage\.multipartThreshold/],
+    [{ ...BASE, redirectTtl: "200h" }, /"storage\.redirectTtl" must be at most 7 days/],
+    [{ ...BASE, timeout: 0 }, /"storage\.timeout" must be at least/],
+    [{ ...BASE, leaseWait: "soon" }, /"storage\.leaseWait" must be a duration/],
+    [{ ...BASE, endpoint: "http://u:p@rgw" }, /"storage\.endpoint" must not carry credentials/],
+    [{ ...BASE, credentials: { accessKeyId: "", secretAccessKey: "x" } }, /accessKeyId/],
+    [{ ...BASE, credentials: { accessKeyId: "a" } }, /"storage\.credentials\.secretAccessKey"/],
   ];
   for (const [storage, msg] of bad) {
     await assertRejects(() => buildConfig({ storage }, {}, "/x", env({})), ConfigError, undefined);

@@ -23,7 +23,7 @@
  * @module
  */
 import { releaseChunk } from "../base/buffers.ts";
-import { span } from "../base/trace.ts";
+import { span, traced } from "../base/trace.ts";
 import { redactUrl } from "../base/redact.ts";
 import type { Logger } from "../base/log.ts";
 import { createHash } from "../deps/crypto.ts";
@@ -140,7 +140,14 @@ export class Downloads {
       );
     }
     const tmp = this.packages.storage.tempPath(archiveFilename(p.type, version, pl));
-    const d = new Download(tmp, key, this.packages, (d) => this.#run(d, p, version, pl, source));
+    // Traced as one span (the upstream requests, body and commit nest in it).
+    const d = new Download(tmp, key, this.packages, (d) =>
+      traced(
+        "archive download",
+        { key },
+        () => this.#run(d, p, version, pl, source),
+        (m) => ({ bytes: m.size }),
+      ));
     if (!this.opts.health.ok) this.#startedUncached.add(d);
     this.#downloads.set(key, d);
     this.#running.add(d);

@@ -53,6 +53,11 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map(
       async () => (await import("./prune.ts")).pruneCommand,
     ),
     lazyCommand(
+      "config",
+      "config check: validate and print the effective configuration",
+      async () => (await import("./config.ts")).configCommand,
+    ),
+    lazyCommand(
       "tls",
       "tls init: make a local CA and localhost certificate for HTTPS",
       async () => (await import("./tls.ts")).tlsCommand,

@@ -14,6 +14,7 @@ import { parseArgs } from "../deps/cli.ts";
 import { type RunningServer, SHUTDOWN_DRAIN_MS } from "../http/server.ts";
 import { isLoopbackHost } from "../upstream/egress.ts";
 import { clientSnippet } from "../ops/client_snippet.ts";
+import { parsePropagateTo, startTracing } from "../ops/tracing.ts";
 import { COMMANDS } from "./mod.ts";
 
 const HELP = `Repoxy ${VERSION} — a caching mirror for Terraform and OpenTofu providers
@@ -35,6 +36,9 @@ Options:
   -h, --help             show this help
   -V, --version          show the version
 
+Environment: REPOXY_LISTEN, REPOXY_CACHE_DIR, ... override config keys; a flag
+wins over them ("repoxy config --help" lists them; "repoxy config check" shows
+the result).
 Exit codes: 0 ok, 1 runtime failure, 2 bad flags or config.
 Docs: README.md (client setup, every config key).`;
 
@@ -110,6 +114,9 @@ export async function serve(argv: string[]): Promise<number> {
     throw e;
   }
 
+  // OpenTelemetry (OTEL_DENO=true): before the app, which captures the hooks.
+  const propagateTo = parsePropagateTo(readEnvOr("REPOXY_OTEL_PROPAGATE_TO"));
+  const traced = await startTracing({ version: VERSION, propagateTo });
   let app;
   try {
     app = await createApp(config);
@@ -117,6 +124,9 @@ export async function serve(argv: string[]): Promise<number> {
     if (!(e instanceof CacheLayoutError)) throw e;
     fail("cannot use the cache directory", { error: e.message });
     return 1;
+  }
+  if (traced) {
+    app.log.info("tracing with OpenTelemetry", { propagateTo: propagateTo.join(",") || "none" });
   }
   // Profiling aid (bench/cold_init.ts --trace): one "trace" line per timed span.
   // A binary built with a narrower --allow-env cannot read it: no trace then.

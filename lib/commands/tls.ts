@@ -129,7 +129,7 @@ export async function tlsInit(
     try {
       const key = await importKey(fromPem("PRIVATE KEY", caKeyPem));
       const certDer = fromPem("CERTIFICATE", caCertPem);
-      if (!equal(readCertificate(certDer).publicKey, key.publicKey)) {
+      if (!equal(readCertificate(certDer).spki, key.spki)) {
         throw new Error("ca.key does not belong to ca.pem");
       }
       ca = { key, certDer };
@@ -172,7 +172,7 @@ export async function tlsInit(
       const info = readCertificate(fromPem("CERTIFICATE", certPem));
       const key = await importKey(fromPem("PRIVATE KEY", keyPem));
       if (
-        equal(info.issuer, caInfo.subject) && equal(info.publicKey, key.publicKey) &&
+        equal(info.issuer, caInfo.subject) && equal(info.spki, key.spki) &&
         info.notAfter.getTime() - now() > RENEW_BEFORE_DAYS * DAY
       ) certNotAfter = info.notAfter;
     } catch { /* unreadable: reissue */ }

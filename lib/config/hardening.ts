@@ -2,13 +2,15 @@
  * The config sections that bound what hostile peers can cost: `limits`,
  * egress (`allowPrivateNetworks`, `egressAllow`), client `auth` and
  * `backgroundVerify`. Each has a default that holds without any config, so a
- * bare install is already bounded.
+ * bare install is already bounded. The schema pieces here are spread into
+ * the whole config's schema (`schema.ts`); `resolveAuth` does what a schema
+ * cannot: read `env:`/`file:` secrets and hash tokens.
  * @module
  */
-import { MAX_TIMER_MS, parseDurationMs } from "../base/duration.ts";
 import { parseCidr } from "../base/ip.ts";
-import { parseSize } from "../base/size.ts";
 import { createHash } from "../deps/crypto.ts";
+import * as v from "../deps/valibot.ts";
+import { bool, duration, positiveInt, size, str, strict, stringList } from "./fields.ts";
 
 /** Resource bounds; every one has a default (see README "Limits"). */
 export interface Limits {
@@ -93,218 +95,178 @@ export interface EgressConfig {
   egressAllow: string[];
 }
 
-type ErrorCtor = new (message: string) => Error;
-type Secret = (value: string, key: string) => Promise<string>;
+const LIMIT_FIELDS = {
+  metadataMemory: "metadataMemoryBytes",
+  metadataDocument: "metadataDocumentBytes",
+  moduleAnswer: "moduleAnswerBytes",
+  platformConcurrency: "platformConcurrency",
+  archiveSize: "archiveBytes",
+  minTransferRate: "minTransferRate",
+  transferRateWindow: "transferRateWindowMs",
+  headerTimeout: "headerTimeoutMs",
+  idleTimeout: "idleTimeoutMs",
+  maxConnections: "maxConnections",
+  negativeTtl: "negativeTtlMs",
+  negativeEntries: "negativeEntries",
+} as const satisfies Record<string, keyof Limits>;
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
+// "4KB/s" reads naturally for a rate; every limit size takes the optional "/s".
+const LIMITS_SCHEMA = strict(
+  {
+    metadataMemory: v.optional(size({ rate: true })),
+    metadataDocument: v.optional(size({ rate: true, min: 1024, minText: "1KB" })),
+    moduleAnswer: v.optional(size({ rate: true })),
+    platformConcurrency: v.optional(positiveInt()),
+    archiveSize: v.optional(size({ rate: true })),
+    minTransferRate: v.optional(size({ rate: true })),
+    transferRateWindow: v.optional(duration(1000, "1s")),
+    headerTimeout: v.optional(duration(100, "100ms")),
+    idleTimeout: v.optional(duration(100, "100ms")),
+    maxConnections: v.optional(positiveInt()),
+    negativeTtl: v.optional(duration()),
+    negativeEntries: v.optional(positiveInt()),
+  } satisfies Record<keyof typeof LIMIT_FIELDS, unknown>,
+);
+
+// The same parsers the egress policy uses: an entry it could not use is
+// refused here rather than silently ignored there.
+function egressEntryOk(entry: string): boolean {
+  return entry.includes("/")
+    ? parseCidr(entry) !== undefined
+    : /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:\d{1,5})?$/.test(entry) &&
+      URL.canParse(`http://${entry}`);
 }
 
-function checkKeys(
-  obj: Record<string, unknown>,
-  where: string,
-  known: readonly string[],
-  Err: ErrorCtor,
-): void {
-  for (const k of Object.keys(obj)) {
-    if (!known.includes(k)) {
-      throw new Err(`unknown key "${where}.${k}" (known: ${known.join(", ")})`);
+const EGRESS_ALLOW = v.pipe(
+  stringList(),
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (!dataset.typed) return;
+    for (const entry of dataset.value) {
+      if (egressEntryOk(entry)) continue;
+      addIssue({
+        message: `entries are "host", "host:port" or a CIDR such as "10.0.0.0/8", got "${entry}"`,
+      });
     }
-  }
-}
+  }),
+);
 
-function duration(v: unknown, key: string, Err: ErrorCtor): number {
-  const ms = parseDurationMs(v);
-  if (ms === undefined) {
-    throw new Err(`"${key}" must be a duration such as "10s" or "5m", got ${JSON.stringify(v)}`);
-  }
-  // These end up in timers, which fire at once past MAX_TIMER_MS.
-  if (ms > MAX_TIMER_MS) throw new Err(`"${key}" must be at most 596h (about 24 days)`);
-  return ms;
-}
+const TOKEN_SCHEMA = strict({
+  name: v.pipe(
+    str(),
+    v.regex(/^[\w.@-]{1,64}$/, `must be 1-64 letters, digits, ".", "@", "_" or "-"`),
+  ),
+  token: v.optional(str(`a string (env:NAME, file:PATH or the token)`)),
+  sha256: v.optional(
+    v.pipe(str(), v.regex(/^[0-9a-fA-F]{64}$/, "must be 64 hex digits (sha256 of the token)")),
+  ),
+  upstreams: v.optional(stringList()),
+  namespaces: v.optional(stringList()),
+});
 
-function size(v: unknown, key: string, Err: ErrorCtor): number {
-  // "4KB/s" reads naturally for a rate; the "/s" is optional.
-  const value = typeof v === "string" ? v.replace(/\/s$/i, "") : v;
-  const n = parseSize(value);
-  if (n === undefined) {
-    throw new Err(
-      `"${key}" must be a size such as "8MB" or a number of bytes, got ${JSON.stringify(v)}`,
-    );
-  }
-  return n;
-}
+const TOKENS_MSG = `must be a non-empty array of { "name", "token" | "sha256" }`;
 
-function positiveInt(v: unknown, key: string, Err: ErrorCtor): number {
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
-    throw new Err(`"${key}" must be a positive integer, got ${JSON.stringify(v)}`);
-  }
-  return v;
-}
+const AUTH_SCHEMA = strict({
+  tokens: v.pipe(v.array(TOKEN_SCHEMA, TOKENS_MSG), v.minLength(1, TOKENS_MSG)),
+  protectOps: v.optional(bool()),
+  urlTtl: v.optional(duration(60_000, "1m")),
+  urlKey: v.optional(str()),
+});
 
-function stringList(v: unknown, key: string, Err: ErrorCtor): string[] {
-  if (!Array.isArray(v) || v.some((s) => typeof s !== "string" || s === "")) {
-    throw new Err(`"${key}" must be an array of non-empty strings`);
-  }
-  return v as string[];
-}
+const BACKGROUND_VERIFY_SCHEMA = strict({
+  rate: v.optional(size({ rate: true })),
+  interval: v.optional(duration()),
+});
 
-const LIMIT_KEYS = {
-  metadataMemory: ["metadataMemoryBytes", "size"],
-  metadataDocument: ["metadataDocumentBytes", "size"],
-  moduleAnswer: ["moduleAnswerBytes", "size"],
-  platformConcurrency: ["platformConcurrency", "int"],
-  archiveSize: ["archiveBytes", "size"],
-  minTransferRate: ["minTransferRate", "size"],
-  transferRateWindow: ["transferRateWindowMs", "duration"],
-  headerTimeout: ["headerTimeoutMs", "duration"],
-  idleTimeout: ["idleTimeoutMs", "duration"],
-  maxConnections: ["maxConnections", "int"],
-  negativeTtl: ["negativeTtlMs", "duration"],
-  negativeEntries: ["negativeEntries", "int"],
-} as const satisfies Record<string, readonly [keyof Limits, "size" | "int" | "duration"]>;
+/** The config keys this file owns, spread into the whole config's schema. */
+export const HARDENING_ENTRIES = {
+  limits: v.optional(LIMITS_SCHEMA),
+  allowPrivateNetworks: v.optional(bool()),
+  egressAllow: v.optional(EGRESS_ALLOW),
+  auth: v.optional(AUTH_SCHEMA),
+  backgroundVerify: v.optional(BACKGROUND_VERIFY_SCHEMA),
+};
 
-/** Parses `limits`, filling defaults. */
-export function parseLimits(raw: unknown, Err: ErrorCtor): Limits {
+type HardeningInput = v.InferOutput<v.ObjectSchema<typeof HARDENING_ENTRIES, undefined>>;
+
+/** `limits` with defaults filled. */
+export function toLimits(raw: HardeningInput["limits"]): Limits {
   const limits: Limits = { ...DEFAULT_LIMITS };
-  if (raw === undefined) return limits;
-  if (!isObject(raw)) throw new Err(`"limits" must be an object`);
-  checkKeys(raw, "limits", Object.keys(LIMIT_KEYS), Err);
-  for (const [name, [field, kind]] of Object.entries(LIMIT_KEYS)) {
-    const v = raw[name];
-    if (v === undefined) continue;
-    const key = `limits.${name}`;
-    limits[field] = kind === "size"
-      ? size(v, key, Err)
-      : kind === "int"
-      ? positiveInt(v, key, Err)
-      : duration(v, key, Err);
-  }
-  if (limits.metadataDocumentBytes < 1024) {
-    throw new Err(`"limits.metadataDocument" must be at least 1KB`);
-  }
-  if (limits.headerTimeoutMs < 100 || limits.idleTimeoutMs < 100) {
-    throw new Err(`"limits.headerTimeout" and "limits.idleTimeout" must be at least 100ms`);
-  }
-  if (limits.transferRateWindowMs < 1000) {
-    throw new Err(`"limits.transferRateWindow" must be at least 1s`);
+  for (const [name, field] of Object.entries(LIMIT_FIELDS)) {
+    const value = raw?.[name as keyof typeof LIMIT_FIELDS];
+    if (value !== undefined) limits[field] = value;
   }
   return limits;
 }
 
-/** Parses `allowPrivateNetworks` and `egressAllow`. */
-export function parseEgress(
-  allowPrivate: unknown,
-  allow: unknown,
-  Err: ErrorCtor,
-): EgressConfig {
-  if (allowPrivate !== undefined && typeof allowPrivate !== "boolean") {
-    throw new Err(`"allowPrivateNetworks" must be true or false`);
-  }
-  const list = allow === undefined ? [] : stringList(allow, "egressAllow", Err);
-  for (const entry of list) {
-    // The same parsers the egress policy uses: an entry it could not use is
-    // refused here rather than silently ignored there.
-    const ok = entry.includes("/")
-      ? parseCidr(entry) !== undefined
-      : /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:\d{1,5})?$/.test(entry) &&
-        URL.canParse(`http://${entry}`);
-    if (!ok) {
-      throw new Err(
-        `"egressAllow" entries are "host", "host:port" or a CIDR such as "10.0.0.0/8", got "${entry}"`,
-      );
-    }
-  }
+/** `allowPrivateNetworks` and `egressAllow` with defaults filled. */
+export function toEgress(raw: HardeningInput): EgressConfig {
   return {
-    allowPrivateNetworks: allowPrivate === true,
-    egressAllow: list.map((s) => s.toLowerCase()),
+    allowPrivateNetworks: raw.allowPrivateNetworks === true,
+    egressAllow: (raw.egressAllow ?? []).map((s) => s.toLowerCase()),
   };
 }
 
-const AUTH_KEYS = ["tokens", "protectOps", "urlTtl", "urlKey"];
-const TOKEN_KEYS = ["name", "token", "sha256", "upstreams", "namespaces"];
+/** `backgroundVerify` with defaults filled. */
+export function toBackgroundVerify(
+  raw: HardeningInput["backgroundVerify"],
+): BackgroundVerifyConfig {
+  return {
+    bytesPerSecond: raw?.rate ?? 4 * 2 ** 20,
+    intervalMs: raw?.interval ?? 86_400_000,
+  };
+}
 
-/** Parses `auth`; `secret` resolves `env:`/`file:` values. */
-export async function parseAuth(
-  raw: unknown,
-  Err: ErrorCtor,
-  secret: Secret,
+/** Resolves an `env:`/`file:` secret named by its key; undefined after reporting a problem. */
+export type SecretResolver = (value: string, key: string) => Promise<string | undefined>;
+
+/**
+ * `auth` with defaults filled, tokens resolved and hashed (the token itself is
+ * never kept). Problems go to `problem`, named by key path; undefined when
+ * there is no `auth` (every client is let in).
+ */
+export async function resolveAuth(
+  raw: HardeningInput["auth"],
+  secret: SecretResolver,
+  problem: (message: string) => void,
 ): Promise<AuthConfig | undefined> {
   if (raw === undefined) return undefined;
-  if (!isObject(raw)) throw new Err(`"auth" must be an object`);
-  checkKeys(raw, "auth", AUTH_KEYS, Err);
-  if (!Array.isArray(raw.tokens) || raw.tokens.length === 0) {
-    throw new Err(`"auth.tokens" must be a non-empty array of { "name", "token" | "sha256" }`);
-  }
   const tokens: AuthToken[] = [];
   const names = new Set<string>();
   for (const [i, t] of raw.tokens.entries()) {
     const key = `auth.tokens[${i}]`;
-    if (!isObject(t)) throw new Err(`"${key}" must be an object`);
-    checkKeys(t, key, TOKEN_KEYS, Err);
-    if (typeof t.name !== "string" || !/^[\w.@-]{1,64}$/.test(t.name)) {
-      throw new Err(`"${key}.name" must be 1-64 letters, digits, ".", "@", "_" or "-"`);
-    }
-    if (names.has(t.name)) throw new Err(`"${key}.name": "${t.name}" is used twice`);
+    if (names.has(t.name)) problem(`"${key}.name": "${t.name}" is used twice`);
     names.add(t.name);
     if ((t.token === undefined) === (t.sha256 === undefined)) {
-      throw new Err(`"${key}" needs exactly one of "token" (env:/file:/literal) or "sha256"`);
+      problem(`"${key}" needs exactly one of "token" (env:/file:/literal) or "sha256"`);
+      continue;
     }
     let sha256: string;
     if (t.token !== undefined) {
-      if (typeof t.token !== "string") throw new Err(`"${key}.token" must be a string`);
       const token = await secret(t.token, `${key}.token`);
+      if (token === undefined) continue;
       if (!/^[\x21-\x7e]{16,}$/.test(token)) {
-        throw new Err(`"${key}.token" must be at least 16 printable ASCII characters`);
+        problem(`"${key}.token" must be at least 16 printable ASCII characters`);
+        continue;
       }
       sha256 = createHash("sha256").update(token).digest("hex");
     } else {
-      if (typeof t.sha256 !== "string" || !/^[0-9a-fA-F]{64}$/.test(t.sha256)) {
-        throw new Err(`"${key}.sha256" must be 64 hex digits (sha256 of the token)`);
-      }
-      sha256 = t.sha256.toLowerCase();
+      sha256 = t.sha256!.toLowerCase();
     }
     const token: AuthToken = { name: t.name, sha256 };
-    if (t.upstreams !== undefined) {
-      token.upstreams = stringList(t.upstreams, `${key}.upstreams`, Err).map((s) =>
-        s.toLowerCase()
-      );
-    }
-    if (t.namespaces !== undefined) {
-      token.namespaces = stringList(t.namespaces, `${key}.namespaces`, Err).map((s) =>
-        s.toLowerCase()
-      );
-    }
+    if (t.upstreams !== undefined) token.upstreams = t.upstreams.map((s) => s.toLowerCase());
+    if (t.namespaces !== undefined) token.namespaces = t.namespaces.map((s) => s.toLowerCase());
     tokens.push(token);
   }
-  let protectOps = true;
-  if (raw.protectOps !== undefined) {
-    if (typeof raw.protectOps !== "boolean") {
-      throw new Err(`"auth.protectOps" must be true or false`);
-    }
-    protectOps = raw.protectOps;
-  }
-  const urlTtlMs = raw.urlTtl === undefined ? 3_600_000 : duration(raw.urlTtl, "auth.urlTtl", Err);
-  if (urlTtlMs < 60_000) throw new Err(`"auth.urlTtl" must be at least 1m`);
-  const auth: AuthConfig = { tokens, protectOps, urlTtlMs };
+  const auth: AuthConfig = {
+    tokens,
+    protectOps: raw.protectOps ?? true,
+    urlTtlMs: raw.urlTtl ?? 3_600_000,
+  };
   if (raw.urlKey !== undefined) {
-    if (typeof raw.urlKey !== "string") throw new Err(`"auth.urlKey" must be a string`);
     const key = await secret(raw.urlKey, "auth.urlKey");
-    if (key.length < 32) throw new Err(`"auth.urlKey" must be at least 32 characters`);
-    auth.urlKey = key;
+    if (key !== undefined && key.length < 32) {
+      problem(`"auth.urlKey" must be at least 32 characters`);
+    } else if (key !== undefined) auth.urlKey = key;
   }
   return auth;
-}
-
-/** Parses `backgroundVerify`. */
-export function parseBackgroundVerify(raw: unknown, Err: ErrorCtor): BackgroundVerifyConfig {
-  const out: BackgroundVerifyConfig = { bytesPerSecond: 4 * 2 ** 20, intervalMs: 86_400_000 };
-  if (raw === undefined) return out;
-  if (!isObject(raw)) throw new Err(`"backgroundVerify" must be an object`);
-  checkKeys(raw, "backgroundVerify", ["rate", "interval"], Err);
-  if (raw.rate !== undefined) out.bytesPerSecond = size(raw.rate, "backgroundVerify.rate", Err);
-  if (raw.interval !== undefined) {
-    out.intervalMs = duration(raw.interval, "backgroundVerify.interval", Err);
-  }
-  return out;
 }

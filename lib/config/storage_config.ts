@@ -6,8 +6,9 @@
  * read-through tier in front of it.
  * @module
  */
-import { MAX_TIMER_MS, parseDurationMs } from "../base/duration.ts";
-import { parseSize } from "../base/size.ts";
+import * as v from "../deps/valibot.ts";
+import { parseDurationMs } from "../base/duration.ts";
+import { bool, duration, httpUrl, nonEmpty, size, str, strict, typeName } from "./fields.ts";
 
 /** A bucket on S3-compatible object storage (`storage.kind: "s3"`). */
 export interface S3StorageConfig {
@@ -62,170 +63,164 @@ export interface BucketRetention {
 /** The storage configuration: undefined for the local disk alone. */
 export type StorageConfig = S3StorageConfig | undefined;
 
-const KEYS = [
-  "kind",
-  "endpoint",
-  "bucket",
-  "prefix",
-  "region",
-  "pathStyle",
-  "credentials",
-  "redirect",
-  "redirectTtl",
-  "multipartThreshold",
-  "partSize",
-  "abandonedUploadAge",
-  "timeout",
-  "leaseTtl",
-  "leaseWait",
-  "replicaId",
-  "retention",
-];
-
 /** S3's smallest part (all but the last). */
 export const MIN_PART_BYTES = 5 * 2 ** 20;
 
-type ErrorCtor = new (message: string) => Error;
+const SECRET = v.pipe(
+  str("a non-empty string (literal, env: or file:)"),
+  v.minLength(1, "must be a non-empty string (literal, env: or file:)"),
+);
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
+const DAY_MS = 24 * 3_600_000;
+
+// Any positive duration up to the timer ceiling.
+const positiveDuration = () => duration(1, "1ms");
 
 /**
- * Parses `storage`. `secret` resolves `env:`/`file:` values (the same rules
- * as upstream tokens).
+ * How long an archive may go unused in the bucket: a duration, also in days
+ * ("90d": the natural unit of retention, which the shared parser stops short
+ * of), at least a day (recency across replicas is known to a day).
  */
-export async function parseStorage(
-  raw: unknown,
-  Err: ErrorCtor,
-  secret: (value: string, key: string) => Promise<string>,
+function retentionAge() {
+  const msg = (i: { input: unknown }) =>
+    `must be a duration such as "90d", "720h" or a number of seconds, got ${
+      JSON.stringify(i.input)
+    }`;
+  return v.pipe(
+    v.union([
+      v.pipe(v.string(msg), v.regex(/^\s*\d+(\.\d+)?(ms|s|m|h|d)\s*$/, msg)),
+      v.pipe(v.number(msg), v.minValue(0, msg)),
+    ], msg),
+    v.transform((x) =>
+      typeof x === "string" && /d\s*$/.test(x) ? parseFloat(x) * DAY_MS : parseDurationMs(x)!
+    ),
+    v.minValue(DAY_MS, "must be at least 1d (recency across replicas is known to a day)"),
+  );
+}
+
+const DISK = strict(
+  { kind: v.optional(v.literal("disk")) },
+  `storage with kind "disk" takes no other keys; known`,
+);
+
+const S3 = strict({
+  kind: v.literal("s3"),
+  endpoint: httpUrl(),
+  bucket: v.pipe(
+    str(),
+    v.regex(
+      /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
+      (i) => `is not a valid bucket name: ${JSON.stringify(i.input)}`,
+    ),
+  ),
+  prefix: v.optional(v.pipe(
+    str(),
+    v.regex(
+      // "/"-separated names, none of them "." or "..": a key never climbs out of the prefix.
+      /^(?!(?:.*\/)?\.\.?(?:\/|$))([A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*)?$/,
+      `must be "/"-separated names of letters, digits, ".", "_", "-" (no leading or trailing "/", no "." or "..")`,
+    ),
+  )),
+  region: v.optional(nonEmpty()),
+  pathStyle: v.optional(bool()),
+  credentials: v.optional(strict({
+    accessKeyId: SECRET,
+    secretAccessKey: SECRET,
+    sessionToken: v.optional(SECRET),
+  })),
+  redirect: v.optional(bool()),
+  redirectTtl: v.optional(v.pipe(
+    positiveDuration(),
+    v.maxValue(7 * DAY_MS, "must be at most 7 days (S3's limit for presigned URLs)"),
+  )),
+  multipartThreshold: v.optional(size({ min: MIN_PART_BYTES, minText: "5MiB" })),
+  partSize: v.optional(size({ min: MIN_PART_BYTES, minText: "5MiB (S3's smallest part)" })),
+  abandonedUploadAge: v.optional(positiveDuration()),
+  timeout: v.optional(positiveDuration()),
+  // The bucket's Last-Modified has one-second precision (cache/fleet_lease.ts).
+  leaseTtl: v.optional(duration(3_000, "3s")),
+  leaseWait: v.optional(positiveDuration()),
+  replicaId: v.optional(v.pipe(
+    str(),
+    v.regex(/^[A-Za-z0-9._-]{1,64}$/, `must be 1 to 64 letters, digits, ".", "_" or "-"`),
+  )),
+  retention: v.optional(strict({
+    maxSize: v.optional(size({ min: 1, minText: "1 byte" })),
+    maxAge: v.optional(retentionAge()),
+  })),
+});
+
+// The kind picks the option, so a mistake is reported against that option's keys.
+const STORAGE = v.variant(
+  "kind",
+  [DISK, S3],
+  (i) =>
+    // The same message serves a section that is no object and a kind that is neither.
+    i.expected === "Object"
+      ? `must be an object such as { "kind": "s3", ... }, got ${typeName(i.input)}`
+      : `must be "disk" or "s3", got ${JSON.stringify(i.input)}`,
+);
+
+/** The config key this file owns, spread into the whole config's schema. */
+export const STORAGE_ENTRIES = { storage: v.optional(STORAGE) };
+
+type StorageInput = v.InferOutput<typeof STORAGE>;
+
+/**
+ * `storage` with defaults filled and credentials read (`secret` resolves
+ * `env:`/`file:` values, the same rules as upstream tokens). Problems go to
+ * `problem` by key path: the rule spanning two keys (`multipartThreshold` at
+ * least `partSize`) is checked here, after the schema.
+ */
+export async function resolveStorage(
+  raw: StorageInput | undefined,
+  secret: (value: string, key: string) => Promise<string | undefined>,
+  problem: (message: string) => void,
 ): Promise<StorageConfig> {
-  if (raw === undefined) return undefined;
-  if (!isObject(raw)) throw new Err(`"storage" must be an object`);
-  for (const k of Object.keys(raw)) {
-    if (!KEYS.includes(k)) throw new Err(`unknown key "storage.${k}" (known: ${KEYS.join(", ")})`);
-  }
-  if (raw.kind === "disk" || raw.kind === undefined) {
-    if (Object.keys(raw).some((k) => k !== "kind")) {
-      throw new Err(`"storage" with kind "disk" takes no other keys`);
-    }
-    return undefined;
-  }
-  if (raw.kind !== "s3") {
-    throw new Err(`"storage.kind" must be "disk" or "s3", got ${JSON.stringify(raw.kind)}`);
-  }
-  const str = (k: string, dflt?: string): string => {
-    const v = raw[k] ?? dflt;
-    if (typeof v !== "string" || v === "") {
-      throw new Err(`"storage.${k}" must be a non-empty string`);
-    }
-    return v;
-  };
-  const bool = (k: string, dflt: boolean): boolean => {
-    const v = raw[k] ?? dflt;
-    if (typeof v !== "boolean") throw new Err(`"storage.${k}" must be true or false`);
-    return v;
-  };
-  const size = (k: string, dflt: number, min: number): number => {
-    if (raw[k] === undefined) return dflt;
-    const n = parseSize(raw[k]);
-    if (n === undefined || n < min) {
-      throw new Err(`"storage.${k}" must be a size of at least ${min} bytes, such as "16MiB"`);
-    }
-    return n;
-  };
-  const duration = (k: string, dflt: number): number => {
-    if (raw[k] === undefined) return dflt;
-    const ms = parseDurationMs(raw[k]);
-    if (ms === undefined || ms <= 0 || ms > MAX_TIMER_MS) {
-      throw new Err(`"storage.${k}" must be a duration such as "10s" or "5m"`);
-    }
-    return ms;
-  };
-  const endpoint = str("endpoint");
-  let url: URL;
-  try {
-    url = new URL(endpoint);
-  } catch {
-    throw new Err(`"storage.endpoint" must be an http(s) URL, got ${JSON.stringify(endpoint)}`);
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new Err(`"storage.endpoint" must be an http(s) URL`);
-  }
-  if (url.search || url.hash || url.username) {
-    throw new Err(`"storage.endpoint" must have no query, fragment or user`);
-  }
-  const bucket = str("bucket");
-  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
-    throw new Err(`"storage.bucket" is not a valid bucket name: ${JSON.stringify(bucket)}`);
-  }
-  const prefix = raw.prefix === undefined ? "" : String(raw.prefix);
-  if (typeof raw.prefix !== "undefined" && typeof raw.prefix !== "string") {
-    throw new Err(`"storage.prefix" must be a string`);
-  }
-  if (
-    prefix && !/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/.test(prefix) ||
-    /(^|\/)\.\.?(\/|$)/.test(prefix)
-  ) {
-    throw new Err(
-      `"storage.prefix" must be "/"-separated names of letters, digits, ".", "_", "-" (no leading or trailing "/")`,
-    );
-  }
-  let credentials: S3StorageConfig["credentials"];
-  if (raw.credentials !== undefined) {
-    const c = raw.credentials;
-    if (!isObject(c)) throw new Err(`"storage.credentials" must be an object`);
-    for (const k of Object.keys(c)) {
-      if (!["accessKeyId", "secretAccessKey", "sessionToken"].includes(k)) {
-        throw new Err(
-          `unknown key "storage.credentials.${k}" (known: accessKeyId, secretAccessKey, sessionToken)`,
-        );
-      }
-    }
-    const get = async (k: string) => {
-      const v = c[k];
-      if (typeof v !== "string" || v === "") {
-        throw new Err(
-          `"storage.credentials.${k}" must be a non-empty string (literal, env: or file:)`,
-        );
-      }
-      return await secret(v, `storage.credentials.${k}`);
-    };
-    credentials = {
-      accessKeyId: await get("accessKeyId"),
-      secretAccessKey: await get("secretAccessKey"),
-      ...(c.sessionToken !== undefined ? { sessionToken: await get("sessionToken") } : {}),
-    };
-  }
-  const partSizeBytes = size("partSize", 16 * 2 ** 20, MIN_PART_BYTES);
+  if (raw === undefined || raw.kind !== "s3") return undefined;
+  const partSizeBytes = raw.partSize ?? 16 * 2 ** 20;
   const config: S3StorageConfig = {
     kind: "s3",
-    endpoint: endpoint.replace(/\/+$/, ""),
-    bucket,
-    prefix,
-    region: str("region", "us-east-1"),
-    pathStyle: bool("pathStyle", true),
-    redirect: bool("redirect", false),
-    redirectTtlMs: duration("redirectTtl", 300_000),
-    multipartThresholdBytes: size("multipartThreshold", 64 * 2 ** 20, partSizeBytes),
+    endpoint: raw.endpoint.replace(/\/+$/, ""),
+    bucket: raw.bucket,
+    prefix: raw.prefix ?? "",
+    region: raw.region ?? "us-east-1",
+    pathStyle: raw.pathStyle ?? true,
+    redirect: raw.redirect ?? false,
+    redirectTtlMs: raw.redirectTtl ?? 300_000,
+    multipartThresholdBytes: raw.multipartThreshold ?? 64 * 2 ** 20,
     partSizeBytes,
-    abandonedUploadAgeMs: duration("abandonedUploadAge", 24 * 3_600_000),
-    timeoutMs: duration("timeout", 10_000),
-    leaseTtlMs: duration("leaseTtl", 15_000),
-    leaseWaitMs: duration("leaseWait", 30_000),
-    replicaId: "",
+    abandonedUploadAgeMs: raw.abandonedUploadAge ?? DAY_MS,
+    timeoutMs: raw.timeout ?? 10_000,
+    leaseTtlMs: raw.leaseTtl ?? 15_000,
+    leaseWaitMs: raw.leaseWait ?? 30_000,
+    replicaId: raw.replicaId ?? defaultReplicaId(),
   };
-  const replicaId = raw.replicaId === undefined ? defaultReplicaId() : raw.replicaId;
-  if (typeof replicaId !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(replicaId)) {
-    throw new Err(`"storage.replicaId" must be 1 to 64 letters, digits, ".", "_" or "-"`);
+  if (raw.retention) {
+    config.retention = {
+      ...(raw.retention.maxSize !== undefined ? { maxBytes: raw.retention.maxSize } : {}),
+      ...(raw.retention.maxAge !== undefined ? { maxAgeMs: raw.retention.maxAge } : {}),
+    };
   }
-  config.replicaId = replicaId;
-  if (raw.retention !== undefined) config.retention = parseRetention(raw.retention, Err);
-  // The bucket's Last-Modified has one-second precision (cache/fleet_lease.ts).
-  if (config.leaseTtlMs < 3_000) throw new Err(`"storage.leaseTtl" must be at least 3s`);
-  if (credentials) config.credentials = credentials;
-  if (config.redirectTtlMs > 7 * 24 * 3_600_000) {
-    throw new Err(`"storage.redirectTtl" must be at most 7 days (S3's limit for presigned URLs)`);
+  if (config.multipartThresholdBytes < partSizeBytes) {
+    problem(
+      `"storage.multipartThreshold" must be at least "storage.partSize" (${partSizeBytes} bytes)`,
+    );
+  }
+  const c = raw.credentials;
+  if (c !== undefined) {
+    const id = await secret(c.accessKeyId, "storage.credentials.accessKeyId");
+    const key = await secret(c.secretAccessKey, "storage.credentials.secretAccessKey");
+    const session = c.sessionToken === undefined
+      ? undefined
+      : await secret(c.sessionToken, "storage.credentials.sessionToken");
+    if (id === undefined || key === undefined) return undefined;
+    if (c.sessionToken !== undefined && session === undefined) return undefined;
+    config.credentials = {
+      accessKeyId: id,
+      secretAccessKey: key,
+      ...(session !== undefined ? { sessionToken: session } : {}),
+    };
   }
   return config;
 }
@@ -237,32 +232,4 @@ export function defaultReplicaId(): string {
     host = Deno.hostname();
   } catch { /* no --allow-sys: keep the generic name */ }
   return `${host.replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 50)}-${Deno.pid}`;
-}
-
-function parseRetention(raw: unknown, Err: ErrorCtor): BucketRetention {
-  if (!isObject(raw)) throw new Err(`"storage.retention" must be an object`);
-  const out: BucketRetention = {};
-  for (const k of Object.keys(raw)) {
-    if (k !== "maxSize" && k !== "maxAge") {
-      throw new Err(`unknown key "storage.retention.${k}" (known: maxSize, maxAge)`);
-    }
-  }
-  if (raw.maxSize !== undefined) {
-    const n = parseSize(raw.maxSize);
-    if (n === undefined || n <= 0) {
-      throw new Err(`"storage.retention.maxSize" must be a size such as "500GB"`);
-    }
-    out.maxBytes = n;
-  }
-  if (raw.maxAge !== undefined) {
-    // Days are the natural unit of retention; the shared parser stops at hours.
-    const days = typeof raw.maxAge === "string" ? /^(\d+)d$/.exec(raw.maxAge.trim()) : null;
-    const ms = days ? Number(days[1]) * 86_400_000 : parseDurationMs(raw.maxAge);
-    // At least a day: recency across replicas is known to a day (access marks).
-    if (ms === undefined || ms < 86_400_000) {
-      throw new Err(`"storage.retention.maxAge" must be a duration of at least 1d, such as "90d"`);
-    }
-    out.maxAgeMs = ms;
-  }
-  return out;
 }

@@ -19,6 +19,8 @@
  * central names (a redirect to a bucket, say) is vetted as usual.
  * @module
  */
+import * as v from "../deps/valibot.ts";
+import { httpUrl, pickOption, str, strict, typeName } from "./fields.ts";
 
 /** The parsed `via` key. */
 export interface ViaConfig {
@@ -37,73 +39,54 @@ export interface ViaUpstream {
   via?: string;
 }
 
-type ErrorClass = new (message: string) => Error;
+const VIA_URL = httpUrl();
+const VIA_OBJECT = strict({
+  url: httpUrl(),
+  token: v.optional(str(`a string (env:NAME, file:PATH or the token)`)),
+});
 
-function typeName(v: unknown): string {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "an array";
-  return `a ${typeof v}`;
-}
+// A string is the URL, an object the long form; anything else is neither.
+const VIA = pickOption(
+  v.union(
+    [VIA_URL, VIA_OBJECT],
+    (i) =>
+      `must be the central Repoxy's URL or { "url": ..., "token": ... }, got ${typeName(i.input)}`,
+  ),
+  (x) =>
+    typeof x === "string"
+      ? VIA_URL
+      : typeof x === "object" && x !== null && !Array.isArray(x)
+      ? VIA_OBJECT
+      : undefined,
+);
+
+/** The config key this file owns, spread into the whole config's schema. */
+export const VIA_ENTRIES = { via: v.optional(VIA) };
+
+type ViaInput = v.InferOutput<typeof VIA>;
 
 /**
- * Parses `via`: a URL string, or `{ url, token }`.
- *
- * @param resolveSecret resolves `env:` / `file:` token values as for upstream tokens
- * @throws the given error class, naming the key
+ * `via` with its token read (`env:`/`file:` as for upstream tokens); problems
+ * go to `problem` by key path. Undefined when there is no `via`, or after a
+ * problem.
  */
-export async function parseVia(
-  raw: unknown,
-  Err: ErrorClass,
-  resolveSecret: (value: string, key: string) => Promise<string>,
+export async function resolveVia(
+  raw: ViaInput | undefined,
+  secret: (value: string, key: string) => Promise<string | undefined>,
+  problem: (message: string) => void,
 ): Promise<ViaConfig | undefined> {
   if (raw === undefined) return undefined;
-  let url: unknown;
-  let token: unknown;
-  if (typeof raw === "string") url = raw;
-  else if (typeof raw === "object" && raw !== null && !Array.isArray(raw)) {
-    const obj = raw as Record<string, unknown>;
-    for (const k of Object.keys(obj)) {
-      if (k !== "url" && k !== "token") {
-        throw new Err(`unknown key "via.${k}" (known: url, token)`);
-      }
-    }
-    url = obj.url;
-    token = obj.token;
-    if (url === undefined) throw new Err(`"via.url" is required`);
-  } else {
-    throw new Err(
-      `"via" must be the central Repoxy's URL or { "url": ..., "token": ... }, got ${
-        typeName(raw)
-      }`,
-    );
+  const { url, token } = typeof raw === "string" ? { url: raw, token: undefined } : raw;
+  const href = new URL(url).href;
+  const out: ViaConfig = { url: href.endsWith("/") ? href : href + "/" };
+  if (token === undefined) return out;
+  const t = await secret(token, "via.token");
+  if (t === undefined) return undefined;
+  if (!/^[\x21-\x7e]+$/.test(t)) {
+    problem(`"via.token" must be printable ASCII without spaces`);
+    return undefined;
   }
-  const key = typeof raw === "string" ? "via" : "via.url";
-  if (typeof url !== "string") throw new Err(`"${key}" must be a string, got ${typeName(url)}`);
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new Err(`"${key}" is not a valid URL: "${url}"`);
-  }
-  if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {
-    throw new Err(`"${key}" must be an http or https URL, got "${url}"`);
-  }
-  if (parsed.username || parsed.password || parsed.search || parsed.hash) {
-    throw new Err(
-      `"${key}" must not carry credentials, a query or a fragment (put the token in "via.token")`,
-    );
-  }
-  const out: ViaConfig = { url: parsed.href.endsWith("/") ? parsed.href : parsed.href + "/" };
-  if (token !== undefined) {
-    if (typeof token !== "string") {
-      throw new Err(`"via.token" must be a string, got ${typeName(token)}`);
-    }
-    const t = await resolveSecret(token, "via.token");
-    if (!/^[\x21-\x7e]+$/.test(t)) {
-      throw new Err(`"via.token" must be printable ASCII without spaces`);
-    }
-    out.token = t;
-  }
+  out.token = t;
   return out;
 }
 
@@ -113,26 +96,34 @@ export async function parseVia(
  * it (a registry the central does not serve). An upstream token without a
  * `url` is refused: the edge never talks to that registry, so the token
  * would go to the central, which holds the registry's own token itself.
+ * A central naming itself (`publicUrl` equal to `via`) is refused: every
+ * upstream request would come back to this instance and wait for itself.
+ * These rules span keys, so they are checked here, after the schema.
  *
  * @param explicit hostnames whose `url` the config set
  * @param explicitToken hostnames whose `token` the config set
- * @throws the given error class, naming the key
+ * @param publicUrl this instance's `publicUrl` (ending in `/`), if set
  */
 export function applyVia(
   via: ViaConfig,
   upstreams: Iterable<ViaUpstream>,
   explicit: ReadonlySet<string>,
   explicitToken: ReadonlySet<string>,
-  Err: ErrorClass,
+  publicUrl: string | undefined,
+  problem: (message: string) => void,
 ): void {
+  if (publicUrl === via.url) {
+    problem(`"via" is this instance's own publicUrl; only an edge names its central`);
+  }
   for (const up of upstreams) {
     if (explicit.has(up.hostname)) continue;
     if (explicitToken.has(up.hostname)) {
-      throw new Err(
+      problem(
         `"upstreams.${up.hostname}.token": with "via", this registry is reached through ${via.url}, ` +
           `which holds the registry's own token; give the central's token as "via.token" ` +
           `(or set "upstreams.${up.hostname}.url" to reach the registry directly)`,
       );
+      continue;
     }
     // The hostname is a valid registry hostname (lowercase, punycode, optional
     // :port): a single path segment, nothing to escape.

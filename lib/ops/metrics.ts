@@ -15,7 +15,8 @@ export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8
 /** Label values by label name. */
 export type Labels = Record<string, string | number>;
 
-interface Metric {
+/** One metric family: a {@link Counter}, {@link Gauge} or {@link Histogram}. */
+export interface Metric {
   readonly name: string;
   readonly help: string;
   readonly type: "counter" | "gauge" | "histogram";
@@ -245,23 +246,65 @@ export class Histogram implements Metric {
   }
 }
 
+/**
+ * Several unlabelled families read together at scrape time (one reading of
+ * `/proc/self` serves six series). A family the collector cannot know on
+ * this system is left out entirely rather than rendered with a made-up value.
+ */
+export interface Collector {
+  /** Every family name it may render (checked for clashes when registered). */
+  readonly names: readonly string[];
+  /** Appends whole families, HELP and TYPE lines included (see {@link renderFamily}). */
+  render(out: string[]): void;
+}
+
+/** Appends one family with a single unlabelled sample, for {@link Collector}s. */
+export function renderFamily(
+  out: string[],
+  name: string,
+  help: string,
+  type: "counter" | "gauge",
+  value: number,
+): void {
+  out.push(`# HELP ${name} ${escapeHelp(help)}`, `# TYPE ${name} ${type}`);
+  out.push(`${name} ${formatValue(value)}`);
+}
+
 /** A set of metrics rendered together. */
 export class Registry {
-  readonly #metrics: Metric[] = [];
+  readonly #items: (Metric | Collector)[] = [];
+  readonly #names = new Set<string>();
+
+  #claim(names: readonly string[]): void {
+    for (const n of names) {
+      if (!NAME_RE.test(n)) throw new TypeError(`Invalid metric name "${n}"`);
+      if (this.#names.has(n)) throw new TypeError(`Metric "${n}" is already registered`);
+    }
+    for (const n of names) this.#names.add(n);
+  }
 
   /** Adds a metric; names must be unique. Returns it for chaining. */
   register<M extends Metric>(m: M): M {
-    if (this.#metrics.some((x) => x.name === m.name)) {
-      throw new TypeError(`Metric "${m.name}" is already registered`);
-    }
-    this.#metrics.push(m);
+    this.#claim([m.name]);
+    this.#items.push(m);
     return m;
+  }
+
+  /** Adds a collector; its names must not clash with any other. Returns it for chaining. */
+  registerCollector<C extends Collector>(c: C): C {
+    this.#claim(c.names);
+    this.#items.push(c);
+    return c;
   }
 
   /** The whole registry in the text exposition format, ending with a newline. */
   render(): string {
     const out: string[] = [];
-    for (const m of this.#metrics) {
+    for (const m of this.#items) {
+      if ("names" in m) {
+        m.render(out);
+        continue;
+      }
       out.push(`# HELP ${m.name} ${escapeHelp(m.help)}`);
       out.push(`# TYPE ${m.name} ${m.type}`);
       m.samples(out);

@@ -7,6 +7,7 @@
 import type { CacheInventory } from "../cache/inventory.ts";
 import type { CredentialsProblem, UpstreamRequestInfo } from "../upstream/client.ts";
 import { Counter, Gauge, Histogram, Registry } from "./metrics.ts";
+import { ProcessCollector, type ProcessSources } from "./process_metrics.ts";
 
 /** The last good and the last bad exchange with one upstream. */
 export interface UpstreamHealth {
@@ -30,6 +31,10 @@ export interface TelemetrySources {
   inflightDownloads: () => number;
   /** What the background check did (background_verify.ts), when it runs. */
   backgroundVerify?: { archives: number; bytes: number; bad: number };
+  /** The configured `maxCacheSize` in bytes, exported so dashboards can show usage against it. */
+  maxCacheBytes?: number | undefined;
+  /** Where the process series are read (tests only; the default is the real process). */
+  process?: ProcessSources;
   now?: () => number;
 }
 
@@ -79,6 +84,7 @@ export class Telemetry {
   readonly startedAt: number;
   readonly #health = new Map<string, UpstreamHealth>();
   readonly #now: () => number;
+  readonly #process: ProcessCollector;
 
   constructor(readonly sources: TelemetrySources) {
     this.#now = sources.now ?? Date.now;
@@ -167,6 +173,17 @@ export class Telemetry {
         (g) => g.set({}, sources.inventory.count),
       ),
     );
+    const quota = sources.maxCacheBytes;
+    if (quota !== undefined) {
+      r.register(
+        new Gauge(
+          "repoxy_cache_max_bytes",
+          "The configured maxCacheSize: archives are evicted to keep repoxy_cache_size_bytes under it",
+          [],
+          (g) => g.set({}, quota),
+        ),
+      );
+    }
     const bv = sources.backgroundVerify;
     if (bv) {
       r.register(
@@ -186,39 +203,8 @@ export class Telemetry {
         ),
       );
     }
-    const mem = () => Deno.memoryUsage();
-    r.register(
-      new Gauge(
-        "process_resident_memory_bytes",
-        "Resident set size of the process",
-        [],
-        (g) => g.set({}, mem().rss),
-      ),
-    );
-    r.register(
-      new Gauge(
-        "process_heap_used_bytes",
-        "V8 heap in use",
-        [],
-        (g) => g.set({}, mem().heapUsed),
-      ),
-    );
-    r.register(
-      new Gauge(
-        "process_heap_total_bytes",
-        "V8 heap reserved",
-        [],
-        (g) => g.set({}, mem().heapTotal),
-      ),
-    );
-    r.register(
-      new Gauge(
-        "process_start_time_seconds",
-        "Start time of the process since the Unix epoch",
-        [],
-        (g) => g.set({}, Math.floor(this.startedAt / 1000)),
-      ),
-    );
+    // Standard process_* series (and the heap), from /proc/self where there is one.
+    this.#process = r.registerCollector(new ProcessCollector(sources.process));
     // Zero series from the start, so `rate()` and alerts see the first failure.
     for (const u of sources.upstreams) {
       this.upstreamErrors.inc({ upstream: u, reason: "no_response" }, 0);
@@ -295,6 +281,11 @@ export class Telemetry {
     const hits = count("hit") + count("revalidated");
     const stale = count("stale");
     return { hits, stale, total: hits + stale + count("miss") };
+  }
+
+  /** Releases what the process collector keeps open (libc); rendering again reopens it. */
+  close(): void {
+    this.#process[Symbol.dispose]();
   }
 
   /** The metrics in the Prometheus text format. */

@@ -44,6 +44,8 @@ export interface RequestContext extends RequestInfo {
   linked?: boolean;
   /** `performance.now()` at which the answer's deadline passes (set by dispatch; none for streams). */
   deadlineAt?: number;
+  /** The request's OpenTelemetry trace id, when tracing is on (ops/tracing.ts), for the access log. */
+  traceId?: string;
 }
 
 /**

@@ -74,6 +74,7 @@ function accessLog(log: Logger, req: Request, ctx: RequestContext, end: BodyEnd)
     // Absent fields are left out of the line by the logger: no spread per request.
     client: ctx.client || undefined,
     note: end.note || undefined,
+    trace: ctx.traceId,
   });
 }
 

@@ -30,6 +30,7 @@
  * @module
  */
 import type { Logger } from "../base/log.ts";
+import { traced, traceNote } from "../base/trace.ts";
 import { type CacheStatus, worstStatus } from "../cache/cache_status.ts";
 import type { Download, Downloads } from "../cache/download.ts";
 import type { PackageStore } from "../cache/package_store.ts";
@@ -360,6 +361,7 @@ export class UpstreamSource implements ProviderSource {
 
   async fetchArchive(p: ProviderRef, version: string, pl: PlatformRef): Promise<ArchiveFetch> {
     const joined = this.deps.downloads.inflight(p, version, pl);
+    traceNote("joined", joined !== undefined);
     if (joined) return await archiveFetchOf(joined);
     return await archiveFetchOf(await this.#startDownload(p, version, pl));
   }
@@ -401,7 +403,8 @@ export class UpstreamSource implements ProviderSource {
    */
   #readAhead(work: () => Promise<void>): void {
     if (this.#ahead.size >= READ_AHEAD_SLOTS || this.deps.shutdown.aborted) return;
-    const run = work().catch(() => {});
+    // A span of its own: its upstream requests are not the client's request's.
+    const run = traced("read-ahead", {}, work).catch(() => {});
     this.#ahead.add(run);
     run.finally(() => this.#ahead.delete(run));
   }

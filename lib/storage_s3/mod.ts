@@ -74,6 +74,8 @@ export interface BucketTier extends BucketView {
   fleetTuning(): { store: CoordinationStore; ttlMs: number; maxWaitMs: number; replica: string };
   /** The lease counters shown with {@link BucketView.figures}. */
   leases: FleetStats | undefined;
+  /** Keeps `leases` for the figures; returns what `/-/metrics` reads (ops/storage_metrics.ts). */
+  observed(leases: FleetStats | undefined): { bucket: () => BucketFigures; fleet?: FleetStats };
   /** Waits for background work (fills, the start-up sweep). */
   settle(): Promise<void>;
 }
@@ -139,6 +141,10 @@ export function openBucketTier(
       tiered?.onFilled(l);
     },
     leases: undefined,
+    observed(leases) {
+      self.leases = leases;
+      return { bucket: () => self.figures(), ...(leases ? { fleet: leases } : {}) };
+    },
     fleetTuning() {
       return {
         store: bucket.coordination(),

@@ -11,6 +11,7 @@
  * @module
  */
 import type { Logger } from "../base/log.ts";
+import { traced, traceNote, tracing } from "../base/trace.ts";
 import { NotFoundError, UpstreamError, UpstreamTimeoutError } from "../http/errors.ts";
 import { NegativeCache } from "../cache/negative_cache.ts";
 import type { Sourced } from "../cache/cache_status.ts";
@@ -149,8 +150,25 @@ export class RefCache {
    * revalidate it: answering {@link NOT_MODIFIED} (the upstream's 304) keeps
    * the stored entry, object and bytes, and only moves its time
    * (status `revalidated`).
+   *
+   * Traced as a "cache lookup" span: the upstream request, if any, nests in it.
    */
-  async cached(
+  cached(
+    key: string,
+    ttlMs: number,
+    fetcher: (stored: RefEntry | undefined) => Promise<RefEntry | typeof NOT_MODIFIED>,
+    opts: { force?: boolean; hostname: string },
+  ): Promise<Sourced<RefEntry>> {
+    if (!tracing()) return this.#cached(key, ttlMs, fetcher, opts);
+    return traced(
+      "cache lookup",
+      { key },
+      () => this.#cached(key, ttlMs, fetcher, opts),
+      (r) => ({ decision: r.status }),
+    );
+  }
+
+  async #cached(
     key: string,
     ttlMs: number,
     fetcher: (stored: RefEntry | undefined) => Promise<RefEntry | typeof NOT_MODIFIED>,
@@ -171,6 +189,8 @@ export class RefCache {
       return { value: stored, status: "stale", fetchedAt: stored.fetchedAt };
     }
     let p = this.#inflight.get(key);
+    // Another request's upstream fetch for this key is already under way: wait for it.
+    traceNote("joined", p !== undefined);
     if (!p) {
       p = (async (): Promise<Refreshed> => {
         let got: RefEntry | typeof NOT_MODIFIED;
