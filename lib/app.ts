@@ -37,6 +37,8 @@ import { UpstreamSource } from "./sources/upstream_source.ts";
 import { type FetchFn, upstreamClients, type UpstreamRequestInfo } from "./upstream/client.ts";
 import type { Resolver } from "./upstream/egress.ts";
 import { Metadata } from "./upstream/metadata.ts";
+import type { ModuleService } from "./modules/module_service.ts";
+import { createModuleService } from "./modules/wiring.ts";
 
 export { ROUTES };
 /** Injected dependencies; every field has a real default. */
@@ -81,6 +83,8 @@ export interface App {
   readonly inventory: CacheInventory;
   /** Re-hashes the cache in the background (`backgroundVerify`). */
   readonly verifier: BackgroundVerifier;
+  /** Registry modules: version lists, stored archives. */
+  readonly modules: ModuleService;
   /** Handles one request. Never throws: errors become JSON responses. */
   handle(req: Request): Promise<Response>;
   /** Waits for in-flight downloads and background jobs. */
@@ -170,6 +174,18 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     ? new CacheSource(cache)
     : new UpstreamSource({ config, metadata, packages, downloads, log, shutdown: shutdown.signal });
 
+  const modules = await createModuleService(config, {
+    ...cache,
+    log,
+    now,
+    shutdown: shutdown.signal,
+    clients,
+    metrics: telemetry.registry,
+    onStored: upkeep.afterStore,
+    resolve: deps.resolve,
+    env: deps.env,
+    ...(config.offline ? {} : { answer: source.moduleAnswer.bind(source) }),
+  });
   const access = config.auth ? new AccessControl(config.auth, urlKey!) : undefined;
   const services: Services = {
     config,
@@ -178,6 +194,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     source,
     packages,
     refs,
+    modules,
     answers: new ResponseCache(
       () => refs.generation,
       now,
@@ -205,6 +222,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   };
   const settle = async () => {
     await source.settle?.();
+    await modules.settle();
     await metadata.settle();
     await upkeep.settle();
     await tier?.settle();
@@ -219,6 +237,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     telemetry,
     inventory,
     verifier,
+    modules,
     handle(req) {
       const ctx = newContext(req, services);
       return tracer ? tracer.request(req, ctx, handle) : handle(req, ctx);

@@ -50,12 +50,13 @@ export const BAKED_ENV = [
  * narrowed to paths or hosts here: the listen address, the cache dir, the
  * config and TLS files and the upstreams are all chosen at run time. The
  * systemd unit narrows the filesystem instead (ProtectSystem=strict plus its
- * State/Cache/Configuration directories). No run or sys permission: Repoxy
- * starts no processes. `ffi` is granted for two uses of libc only —
- * setsockopt TCP_NODELAY on the listening socket (lib/http/tcp_nodelay.ts),
- * without which every HTTPS response stalls ~40 ms on delayed ACKs, and
- * reading /proc/self for the process_* metrics (lib/ops/procfs.ts), which
- * Deno's own file API refuses without --allow-all.
+ * State/Cache/Configuration directories). No sys permission; `run` only for
+ * `git` (lib/modules/git_fetch.ts: git-sourced modules are fetched with the
+ * git CLI, under a cleared environment and hardened config). `ffi` is
+ * granted for two uses of libc only — setsockopt TCP_NODELAY on the listening
+ * socket (lib/http/tcp_nodelay.ts), without which every HTTPS response stalls
+ * ~40 ms on delayed ACKs, and reading /proc/self for the process_* metrics
+ * (lib/ops/procfs.ts), which Deno's own file API refuses without --allow-all.
  */
 export function permissionFlags(): string[] {
   return [
@@ -63,6 +64,7 @@ export function permissionFlags(): string[] {
     "--allow-read",
     "--allow-write",
     "--allow-ffi",
+    "--allow-run=git",
     `--allow-env=${BAKED_ENV.join(",")}`,
     "--no-prompt",
   ];

@@ -83,7 +83,7 @@ Deno.test("the bundled main.ts runs alone: --version, then serve, readyz, metric
   assertEquals(await health.json(), { status: "ok", version: VERSION });
   const ready = await fetch(p.url + "-/readyz");
   assertEquals(ready.status, 200);
-  assertEquals(await ready.json(), { status: "ready" });
+  assertEquals((await ready.json()).status, "ready");
   const metrics = await fetch(p.url + "-/metrics");
   assertEquals(metrics.status, 200);
   const m = parseExposition(await metrics.text());

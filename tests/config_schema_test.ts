@@ -45,6 +45,28 @@ Deno.test("repoxy.schema.json is what `deno task schema` generates (no drift)", 
     assert(schema.properties[k]?.type || schema.properties[k]?.anyOf, `schema types ${k}`);
   }
   assertEquals(Object.keys(schema.properties.limits.properties).length, 12);
+  // The sections of issue 13: via (a URL or { url, token }) and storage (disk, or an S3 bucket).
+  assertEquals(schema.properties.via.anyOf.map((o: { type: string }) => o.type), [
+    "string",
+    "object",
+  ]);
+  assertEquals(schema.properties.via.anyOf[1].required, ["url"]);
+  const [disk, s3] = schema.properties.storage.oneOf;
+  assertEquals(disk.properties.kind, { const: "disk" });
+  assertEquals(s3.properties.kind, { const: "s3" });
+  assertEquals(s3.required, ["kind", "endpoint", "bucket"]);
+  for (const k of ["prefix", "pathStyle", "credentials", "redirect", "leaseTtl", "leaseWait"]) {
+    assert(s3.properties[k], `schema types storage.${k}`);
+  }
+  assertEquals(s3.properties.credentials.required, ["accessKeyId", "secretAccessKey"]);
+});
+
+Deno.test("the fleet configs in docs/deploy validate against repoxy.schema.json", async () => {
+  for (const name of ["replica.json", "edge.json"]) {
+    const url = new URL(`../docs/deploy/config/${name}`, import.meta.url);
+    const doc = JSON.parse(await Deno.readTextFile(url));
+    assertEquals(validate(doc), true, `${name}: ${JSON.stringify(validate.errors)}`);
+  }
 });
 
 Deno.test("config.example.json validates against repoxy.schema.json, with its $schema key", async () => {

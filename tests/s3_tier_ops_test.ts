@@ -309,3 +309,46 @@ Deno.test({
     assertEquals(await tempLeftovers(b.path), []);
   },
 });
+
+Deno.test({
+  name:
+    "S3 tier: no credentials anywhere → the replica serves from upstream and disk, readyz names the missing credentials",
+  ignore,
+  async fn() {
+    await using fake = await startFakeRegistry({ providers: ALPHA });
+    await using dir = await tempDir();
+    const bucket = await newBucket(rgw!);
+    // No source of the chain may answer: this process's environment says so.
+    const vars: Record<string, string | undefined> = {
+      AWS_EC2_METADATA_DISABLED: "true",
+      AWS_SHARED_CREDENTIALS_FILE: `${dir.path}/no-such-file`,
+      AWS_ACCESS_KEY_ID: undefined,
+      AWS_SECRET_ACCESS_KEY: undefined,
+      AWS_WEB_IDENTITY_TOKEN_FILE: undefined,
+      AWS_CONTAINER_CREDENTIALS_FULL_URI: undefined,
+      AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: undefined,
+    };
+    const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, Deno.env.get(k)]));
+    const apply = (v: Record<string, string | undefined>) => {
+      for (const [k, x] of Object.entries(v)) {
+        x === undefined ? Deno.env.delete(k) : Deno.env.set(k, x);
+      }
+    };
+    apply(vars);
+    try {
+      const { credentials: _none, ...section } = storage(bucket).storage;
+      await using t = await makeTestApp(fake, dir.path, { storage: section });
+      const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
+      const r = await t.get(path(linux.filename));
+      assertEquals(r.status, 200);
+      assertEquals(sha256Hex(await bytesOf(r)), linux.sha256);
+      await t.app.settle();
+      const body = await (await t.get("/-/readyz")).json();
+      assertEquals(body.status, "degraded");
+      assert(/no S3 credentials found/.test(body.storage.reason), body.storage.reason);
+      assertEquals(await listBucket(rgw!, bucket), []);
+    } finally {
+      apply(saved);
+    }
+  },
+});

@@ -169,7 +169,7 @@ Deno.test("/-/readyz is 200 while tmp/ is writable and 503 with the reason when 
   await using t = await makeTestApp(undefined, dir.path);
   const ok = await t.get("/-/readyz");
   assertEquals(ok.status, 200);
-  assertEquals(await jsonOf(ok), { status: "ready" });
+  assertEquals((await jsonOf(ok) as { status: string }).status, "ready");
   assertEquals(await tempLeftovers(dir.path), [], "the probe cleans up");
 
   // A file where the directory should be: fails even for root, unlike chmod.

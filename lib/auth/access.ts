@@ -46,7 +46,7 @@ export class AccessControl {
     }
     const scope = route ? scopeOf(route) : undefined;
     let linkProblem: SignatureProblem | "revoked" | undefined;
-    if (kind === "archive" || kind === "registrySums") {
+    if (kind === "archive" || kind === "registrySums" || kind === "moduleArchive") {
       const check = this.signer.verify(url.pathname, url.searchParams, nowMs);
       if (check.kind === "valid") {
         const token = this.tokens.byName(check.tokenName);

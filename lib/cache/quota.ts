@@ -19,12 +19,22 @@
  * archives down to `maxCacheSize` minus what the downloads in flight reserve
  * (their declared size, or what they wrote so far), and a download that
  * cannot fit beside the others is passed through uncached (see download.ts).
+ *
+ * Module archives (`modules/…/{version}.tar.gz`, laid out by
+ * modules/module_store.ts) count and are evicted the same way, by the same
+ * recency; a module version loses its record before its archive, so it is
+ * fetched anew when next asked for, never served half.
  * @module
  */
 import { formatSize } from "../base/size.ts";
 import type { Logger } from "../base/log.ts";
 import type { CacheDir } from "./cache_dir.ts";
 import { type CachedFile, scanPackages } from "./scan.ts";
+import type { ObjectInfo } from "./storage.ts";
+
+/** Where module archives live (modules/module_store.ts owns the layout). */
+const MODULE_ARCHIVES = "modules/";
+const MODULE_ARCHIVE_EXT = ".tar.gz";
 
 /** Options of {@link pruneCache}. */
 export interface PruneOptions {
@@ -45,9 +55,12 @@ export interface PruneResult {
   evicted: CachedFile[];
   /** Candidates skipped because someone is reading them. */
   busy: CachedFile[];
+  /** Module archives evicted (their storage keys), and those skipped as in use. */
+  evictedModules: ObjectInfo[];
+  busyModules: ObjectInfo[];
 }
 
-function lastUse(f: CachedFile): number {
+function lastUse(f: ObjectInfo): number {
   return (f.atime ?? f.mtime)?.getTime() ?? 0;
 }
 
@@ -57,8 +70,11 @@ function lastUse(f: CachedFile): number {
  * still the file that was scanned) and then its meta record.
  */
 export async function pruneCache(cache: CacheDir, opts: PruneOptions): Promise<PruneResult> {
-  const files: CachedFile[] = [];
+  const files: Array<ObjectInfo & { module?: true }> = [];
   for await (const f of scanPackages(cache.storage)) files.push(f);
+  for await (const info of cache.storage.list(MODULE_ARCHIVES)) {
+    if (info.key.endsWith(MODULE_ARCHIVE_EXT)) files.push({ ...info, module: true });
+  }
   const sizeBefore = files.reduce((n, f) => n + f.size, 0);
   const result: PruneResult = {
     sizeBefore,
@@ -66,6 +82,8 @@ export async function pruneCache(cache: CacheDir, opts: PruneOptions): Promise<P
     files: files.length,
     evicted: [],
     busy: [],
+    evictedModules: [],
+    busyModules: [],
   };
   if (sizeBefore <= opts.maxBytes) return result;
   const candidates = [...files].sort((a, b) => lastUse(a) - lastUse(b) || (a.key < b.key ? -1 : 1));
@@ -74,14 +92,20 @@ export async function pruneCache(cache: CacheDir, opts: PruneOptions): Promise<P
     if (size <= opts.maxBytes) break;
     if (opts.protect?.has(f.key)) continue;
     if (opts.dryRun) {
-      result.evicted.push(f);
+      if (f.module) result.evictedModules.push(f);
+      else result.evicted.push(f as CachedFile);
       size -= f.size;
       continue;
     }
-    const outcome = await evict(cache, f);
-    if (outcome === "busy") result.busy.push(f);
-    else {
-      if (outcome === "evicted") result.evicted.push(f);
+    const outcome = f.module ? await evictModule(cache, f) : await evict(cache, f as CachedFile);
+    if (outcome === "busy") {
+      if (f.module) result.busyModules.push(f);
+      else result.busy.push(f as CachedFile);
+    } else {
+      if (outcome === "evicted") {
+        if (f.module) result.evictedModules.push(f);
+        else result.evicted.push(f as CachedFile);
+      }
       size -= f.size;
     }
   }
@@ -114,6 +138,28 @@ async function evict(cache: CacheDir, f: CachedFile): Promise<"evicted" | "gone"
     // File first, record second: a reader in between sees "not cached" and
     // fetches again, never a record without its file being served.
     if (meta) await cache.packages.dropMeta(f.provider, f.version, f.platform, meta);
+    return "evicted";
+  } finally {
+    file.close();
+  }
+}
+
+/** Evicts a module archive: its record first (never served half), then the file. */
+async function evictModule(cache: CacheDir, f: ObjectInfo): Promise<"evicted" | "gone" | "busy"> {
+  const path = cache.storage.pathOf(f.key);
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return "gone";
+    throw e;
+  }
+  try {
+    if (!(await file.tryLock(true))) return "busy";
+    const [held, current] = await Promise.all([file.stat(), Deno.stat(path)]);
+    if (held.ino !== current.ino || held.dev !== current.dev) return "busy";
+    await cache.storage.delete(f.key.slice(0, -MODULE_ARCHIVE_EXT.length) + ".json");
+    await Deno.remove(path).catch(() => {});
     return "evicted";
   } finally {
     file.close();

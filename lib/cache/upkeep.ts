@@ -52,6 +52,8 @@ export interface Upkeep {
   readonly verifier: BackgroundVerifier;
   /** Tells inventory and quota about an archive that reached the disk by other means (a fill from the bucket). */
   stored(key: string, size: number): void;
+  /** Another archive (a module's) was stored under `key`: prunes for it under a quota. */
+  afterStore(key: string): void;
   /** Waits for downloads, stores and pruning in flight. */
   settle(): Promise<void>;
   /** Stops the background jobs, gives `h1:` jobs a short grace, then abandons them. */
@@ -124,6 +126,7 @@ export async function startUpkeep(cache: CacheDir, opts: UpkeepOptions): Promise
     downloads,
     diskHealth,
     verifier,
+    afterStore: (key) => quota?.afterStore(key),
     settle,
     stored(key, size) {
       const a = parsePackedPath(key.slice(PACKAGES_PREFIX.length));

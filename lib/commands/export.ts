@@ -44,6 +44,7 @@ import {
   providerString,
 } from "../protocol/names.ts";
 import { exportRegistryDocs } from "./registry_docs.ts";
+import { exportModules } from "./module_ops.ts";
 import {
   ArgumentError,
   parsePlatform,
@@ -85,6 +86,9 @@ export interface ExportReport {
    * cache: they install from the tree through the mirror protocols only.
    */
   mirrorOnly: string[];
+  /** Module versions written to `.repoxy/modules/` (all of them, unless providers were named). */
+  modules: number;
+  moduleBytes: number;
 }
 
 let seq = 0;
@@ -203,6 +207,8 @@ export async function exportCache(
     skipped: [],
     registryVersions: 0,
     mirrorOnly: [],
+    modules: 0,
+    moduleBytes: 0,
   };
   // provider dir → version → archives
   const listing = new Map<
@@ -285,6 +291,12 @@ export async function exportCache(
     report.mirrorOnly.push(...side.notes);
     report.providers++;
   }
+  if (!opts.providers?.length) {
+    const m = await exportModules(cache, outDir);
+    report.modules = m.exported;
+    report.moduleBytes = m.bytes;
+    report.problems.push(...m.problems);
+  }
   return report;
 }
 
@@ -352,7 +364,8 @@ export const exportCommand: Command = defineCommand({
     io.out(
       `export: ${report.archives} archive(s) of ${report.providers} provider(s) (${
         formatSize(report.bytes)
-      }) written to ${outDir}; registry protocol documents of ${report.registryVersions} version(s)`,
+      }) written to ${outDir}; registry protocol documents of ${report.registryVersions} version(s); ` +
+        `${report.modules} module version(s) (${formatSize(report.moduleBytes)})`,
     );
     return report.problems.length > 0 ? EXIT_FAILED : EXIT_OK;
   },

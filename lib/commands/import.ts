@@ -51,6 +51,7 @@ import { platformString, providerString } from "../protocol/names.ts";
 import { formatSize } from "../base/size.ts";
 import { entries, kindOf, readBounded } from "./tree_files.ts";
 import { importRegistryDocs, type RegistryItem, registryItemName } from "./registry_docs.ts";
+import { importModules } from "./module_ops.ts";
 
 /** Outcome for one zip of the source tree. */
 export interface ImportItem {
@@ -71,6 +72,8 @@ export interface ImportReport {
   registry: RegistryItem[];
   /** Things in the tree that are not importable at all (wrong layout, bad names). */
   problems: string[];
+  /** Module versions from the sidecar (`.repoxy/modules/`): counts, and each refusal. */
+  modules: { imported: number; cached: number; refused: string[] };
 }
 
 /** Options of {@link importTree}. */
@@ -147,7 +150,12 @@ export async function importTree(
   opts: ImportOptions = {},
 ): Promise<ImportReport> {
   const now = opts.now ?? Date.now;
-  const report: ImportReport = { items: [], registry: [], problems: [] };
+  const report: ImportReport = {
+    items: [],
+    registry: [],
+    problems: [],
+    modules: { imported: 0, cached: 0, refused: [] },
+  };
   // With a bucket, archives go to it through the same verified commit.
   const cmd = await openCommandCache(
     config.cacheDir,
@@ -226,6 +234,7 @@ export async function importTree(
     opts.progress?.update(done, done, `archives  ${formatSize(bytes)}`, true);
     // After the archives: a download document is only accepted for an archive the cache holds.
     report.registry = await importRegistryDocs(config, cache, srcDir, report.problems, now);
+    report.modules = await importModules(config, cache, srcDir, report.problems);
   } finally {
     await cmd[Symbol.asyncDispose]();
   }
@@ -454,7 +463,15 @@ export const importCommand: Command = defineCommand({
         } already cached, ${report.registry.filter((r) => r.status === "refused").length} refused`,
       );
     }
-    const refused = n("refused") + report.registry.filter((r) => r.status === "refused").length;
+    for (const r of report.modules.refused) io.err(`repoxy import: REFUSED module ${r}`);
+    const mods = report.modules;
+    if (mods.imported + mods.cached + mods.refused.length > 0) {
+      io.out(
+        `import: modules: ${mods.imported} imported, ${mods.cached} already cached, ${mods.refused.length} refused`,
+      );
+    }
+    const refused = n("refused") + report.registry.filter((r) => r.status === "refused").length +
+      mods.refused.length;
     return refused > 0 || report.problems.length > 0 ? EXIT_FAILED : EXIT_OK;
   },
 });

@@ -25,7 +25,7 @@ import { openCommandCache } from "./command_storage.ts";
 
 const HELP = `Usage: repoxy prune [options]
 
-Evicts the least recently used provider archives until the archives in the
+Evicts the least recently used provider and module archives until the archives in the
 cache take at most the given size. Archives being downloaded or served right
 now are never evicted (they are skipped). Safe to run next to a live server,
 which itself prunes after each new archive when "maxCacheSize" is set.
@@ -96,12 +96,17 @@ async function pruneLocal(config: Config, maxBytes: number, dryRun: boolean, io:
         })`,
       );
     }
-    for (const f of r.busy) io.err(`repoxy prune: skipped ${cache.storage.pathOf(f.key)}: in use`);
+    for (const f of r.evictedModules) io.out(`${verb} module ${f.key} (${formatSize(f.size)})`);
+    for (const f of [...r.busy, ...r.busyModules]) {
+      io.err(`repoxy prune: skipped ${cache.storage.pathOf(f.key)}: in use`);
+    }
     io.out(
-      `prune: ${verb} ${r.evicted.length} of ${r.files} archive(s), ` +
+      `prune: ${verb} ${r.evicted.length + r.evictedModules.length} of ${r.files} archive(s), ` +
         `${formatSize(r.sizeBefore - r.sizeAfter)} freed; ${formatSize(r.sizeAfter)} ` +
         `${dryRun ? "would remain" : "remain"} (limit ${formatSize(maxBytes)})` +
-        (r.busy.length ? `; ${r.busy.length} in use skipped` : ""),
+        (r.busy.length + r.busyModules.length
+          ? `; ${r.busy.length + r.busyModules.length} in use skipped`
+          : ""),
     );
     if (r.sizeAfter > maxBytes) {
       io.err(`repoxy prune: the cache is still over ${formatSize(maxBytes)}`);

@@ -21,6 +21,7 @@ import { formatSize } from "../base/size.ts";
 import { openCommandCache } from "./command_storage.ts";
 import type { CliIo } from "./cli.ts";
 import type { Config } from "../config/config.ts";
+import { type ModuleVerifyReport, verifyModules } from "./module_ops.ts";
 
 /** A cached archive and its file on the local disk. */
 export type LocalFile = CachedFile & { path: string };
@@ -40,6 +41,8 @@ export interface VerifyReport {
   mismatches: Mismatch[];
   /** Archive files without a record: never served, so not judged (prune may evict them). */
   unrecorded: LocalFile[];
+  /** The module archives (`modules/`), checked the same way. */
+  modules: ModuleVerifyReport;
 }
 
 async function check(f: LocalFile, meta: ArchiveMeta): Promise<string | undefined> {
@@ -78,7 +81,13 @@ export async function verifyCache(
     files.push({ ...f, path: cache.storage.pathOf(f.key) });
   }
   const total = files.reduce((n, f) => n + f.size, 0);
-  const report: VerifyReport = { checked: 0, bytes: 0, mismatches: [], unrecorded: [] };
+  const report: VerifyReport = {
+    checked: 0,
+    bytes: 0,
+    mismatches: [],
+    unrecorded: [],
+    modules: { checked: 0, bytes: 0, mismatches: [] },
+  };
   for (const f of files) {
     opts.progress?.update(
       report.checked,
@@ -151,6 +160,7 @@ export async function verifyCache(
     `archives  ${formatSize(report.bytes)}`,
     true,
   );
+  report.modules = await verifyModules(cache, now);
   return report;
 }
 
@@ -183,8 +193,6 @@ export const verifyCommand: Command = defineCommand({
     const progress = new Progress(io);
     const report = await verifyCache(config.cacheDir, { progress });
     progress.done();
-    // On a bucket: the fleet's copies too (the local tier was checked above).
-    const bucketBad = config.storage ? await verifyFleetBucket(config, io) : 0;
     for (const m of report.mismatches) {
       const name = `${providerString(m.file.provider)} ${m.file.version} ${
         platformString(m.file.platform)
@@ -199,7 +207,19 @@ export const verifyCommand: Command = defineCommand({
         `${report.checked - report.mismatches.length} ok, ${report.mismatches.length} quarantined` +
         (report.unrecorded.length ? `, ${report.unrecorded.length} without a record` : ""),
     );
-    return report.mismatches.length + bucketBad > 0 ? EXIT_FAILED : EXIT_OK;
+    const mods = report.modules;
+    for (const m of mods.mismatches) io.err(`repoxy verify: MISMATCH module ${m}`);
+    if (mods.checked > 0) {
+      io.out(
+        `verify: ${mods.checked} module archive(s) (${formatSize(mods.bytes)}) checked: ` +
+          `${mods.checked - mods.mismatches.length} ok, ${mods.mismatches.length} quarantined`,
+      );
+    }
+    // On a bucket: the fleet's copies too (the local tier was checked above).
+    const bucketBad = config.storage ? await verifyFleetBucket(config, io) : 0;
+    return report.mismatches.length + mods.mismatches.length + bucketBad > 0
+      ? EXIT_FAILED
+      : EXIT_OK;
   },
 });
 

@@ -35,6 +35,7 @@ import {
 } from "../protocol/names.ts";
 import { ArgumentError, parseProviderAddress } from "../protocol/provider_address.ts";
 import { formatSize } from "../base/size.ts";
+import { isModuleArg, moduleTargets, type ModuleWarmTarget, warmModules } from "./module_ops.ts";
 
 /** Something to warm: a provider, maybe a version, maybe hashes a lock file pins. */
 export interface WarmTarget {
@@ -288,6 +289,8 @@ Arguments:
   PROVIDER[@VERSION]   [HOSTNAME/]NAMESPACE/TYPE, e.g. hashicorp/aws@5.31.0 or
                        registry.opentofu.org/hashicorp/random; without @VERSION the
                        newest release; without HOSTNAME the default upstream
+  MODULE@VERSION       a registry module, HOSTNAME/NAMESPACE/NAME/SYSTEM@VERSION
+  modules.json         .terraform/modules/modules.json: every registry module it lists
   (none)               ./.terraform.lock.hcl
 
 Options:
@@ -357,9 +360,17 @@ export const warmCommand: Command = defineCommand({
     }
     let targets: WarmTarget[];
     let platforms: PlatformRef[];
+    let modules: ModuleWarmTarget[];
+    const providerArgs = parsed.positionals.filter((a) => !isModuleArg(a));
+    const moduleArgs = parsed.positionals.filter(isModuleArg);
     try {
       platforms = platformsFlag(parsed);
-      targets = await collectTargets(parsed.positionals, config.defaultUpstream);
+      modules = await moduleTargets(moduleArgs).catch((e) => {
+        throw new ArgumentError((e as Error).message);
+      });
+      targets = providerArgs.length === 0 && moduleArgs.length > 0
+        ? []
+        : await collectTargets(providerArgs, config.defaultUpstream);
     } catch (e) {
       if (e instanceof ArgumentError || e instanceof LockFileError) {
         io.err(`repoxy warm: ${e.message}`);
@@ -382,7 +393,21 @@ export const warmCommand: Command = defineCommand({
     await using app = await createCommandApp(config, commandLogger(config, progress));
     const started = Date.now();
     const report = await warm(app, { targets, platforms, concurrency, progress });
+    const mods = await warmModules(app, modules);
     progress.done();
+    for (const m of mods) {
+      if (m.status === "failed") io.err(`repoxy warm: FAILED module ${m.name}: ${m.error}`);
+      if (m.status === "passed-through") io.err(`repoxy warm: note: module ${m.name}: ${m.error}`);
+    }
+    if (mods.length > 0) {
+      const c = (s: string) => mods.filter((m) => m.status === s).length;
+      io.out(
+        `warm: ${mods.length} module version(s): ${c("fetched")} fetched, ${
+          c("cached")
+        } already cached, ` +
+          `${c("passed-through")} not cacheable, ${c("failed")} failed`,
+      );
+    }
 
     for (const f of report.failures) io.err(`repoxy warm: FAILED ${f}`);
     for (const i of report.items) {
@@ -395,7 +420,8 @@ export const warmCommand: Command = defineCommand({
       (n, i) => n + i.bytes,
       0,
     );
-    const failed = count("failed") + report.failures.length;
+    const failed = count("failed") + report.failures.length +
+      mods.filter((m) => m.status === "failed").length;
     io.out(
       `warm: ${report.items.length} archive(s) for ${platforms.map(platformString).join(", ")}: ` +
         `${count("fetched")} fetched (${formatSize(fetchedBytes)}), ${

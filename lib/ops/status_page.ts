@@ -34,6 +34,12 @@ export interface StatusPageData {
    * the local disk alone, and for a client whose token has rules.
    */
   storage?: StorageFigures & { leases?: Record<string, number> };
+  /** Stored registry modules, moved upstream tags, and the git CLI's state. */
+  modules?: {
+    git: string;
+    stored: Array<{ name: string; size: number; commit?: string }>;
+    moved: Array<{ module: string; source: string; pinned: string; upstream: string }>;
+  };
 }
 
 /** Escapes text for HTML element content and double- or single-quoted attributes. */
@@ -171,6 +177,31 @@ function upstreamRows(d: StatusPageData): string {
   }).join("\n");
 }
 
+function moduleRows(d: StatusPageData): string {
+  const m = d.modules;
+  if (!m) return "";
+  const rows = m.stored.map((s) =>
+    `<tr data-module="${escapeHtml(s.name)}"><td>${escapeHtml(s.name)}</td><td><code>${
+      escapeHtml(s.commit?.slice(0, 12) ?? "")
+    }</code></td><td class="num">${escapeHtml(formatBytes(s.size))}</td></tr>`
+  ).join("\n");
+  const moved = m.moved.map((t) =>
+    `<li data-moved="${escapeHtml(t.module)}"><strong>${
+      escapeHtml(t.module)
+    }</strong>: upstream <code>${escapeHtml(t.source)}</code> now names <code>${
+      escapeHtml(t.upstream.slice(0, 12))
+    }</code>; serving the pinned <code>${escapeHtml(t.pinned.slice(0, 12))}</code></li>`
+  ).join("\n");
+  return `<h2 id="modules">Cached modules</h2>
+<p class="small">git CLI: ${escapeHtml(m.git)}</p>
+${
+    rows
+      ? `<table class="cached"><thead><tr><th>Module</th><th>Commit</th><th class="num">Size</th></tr></thead><tbody>\n${rows}\n</tbody></table>`
+      : `<p class="muted">No module is stored yet.</p>`
+  }
+${moved ? `<h3>Moved upstream tags</h3>\n<ul class="moved">\n${moved}\n</ul>` : ""}`;
+}
+
 function providerRows(d: StatusPageData): string {
   if (d.providers.length === 0) {
     return `<p class="muted">Nothing is cached yet. Archives appear here after the first <code>terraform init</code> or <code>tofu init</code> through this mirror.</p>`;
@@ -288,6 +319,7 @@ ${upstreamRows(d)}
 
 <h2 id="cached">Cached providers</h2>
 ${providerRows(d)}
+${moduleRows(d)}
 
 <footer>${
     d.cacheDir === undefined ? "" : `Cache directory <code>${escapeHtml(d.cacheDir)}</code> · `

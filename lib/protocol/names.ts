@@ -70,7 +70,7 @@ export function unknownModuleMessage(
   offline: boolean,
 ): string {
   return offline
-    ? "module registry answers are not cached and this mirror is offline"
+    ? `nothing of module ${m.namespace}/${m.name}/${m.system} is cached and this mirror is offline`
     : `upstream ${m.hostname} has no module ${m.namespace}/${m.name}/${m.system}`;
 }
 

@@ -53,7 +53,12 @@ export type Route =
   }
   | { kind: "registrySums"; provider: ProviderRef; version: string; signature: boolean }
   | { kind: "moduleVersions"; module: ModuleRef }
-  | { kind: "moduleDownload"; module: ModuleRef; version: string };
+  | { kind: "moduleDownload"; module: ModuleRef; version: string }
+  /** Repoxy's own archive of a module version (`…/{version}/module.tar.gz`). */
+  | { kind: "moduleArchive"; module: ModuleRef; version: string };
+
+/** The file name of Repoxy's archive of a module version (go-getter unpacks it by its extension). */
+export const MODULE_ARCHIVE_NAME = "module.tar.gz";
 
 /** A module in a registry: `{namespace}/{name}/{system}`. */
 export interface ModuleRef {
@@ -167,12 +172,14 @@ export function parseRoute(pathname: string, defaultUpstream: string): Route | u
   }
 
   if (segs[0] === "v1" && segs[1] === "modules") {
-    // {host}/{ns}/{name}/{system}/versions or {host}/{ns}/{name}/{system}/{version}/download
+    // {host}/{ns}/{name}/{system}/versions, {host}/{ns}/{name}/{system}/{version}/download
+    // and Repoxy's own {host}/{ns}/{name}/{system}/{version}/module.tar.gz
     const [host, ns, name, system, a, b] = segs.slice(2);
     // The shape first: names are validated only on paths something is served at.
     const isVersions = segs.length === 7 && a === "versions";
     const isDownload = segs.length === 8 && b === "download";
-    if (!isVersions && !isDownload) return undefined;
+    const isArchive = segs.length === 8 && b === MODULE_ARCHIVE_NAME;
+    if (!isVersions && !isDownload && !isArchive) return undefined;
     const p = provider(host!, ns!, name!);
     if (!isValidPart(system!.toLowerCase())) {
       throw new BadPathError(`invalid module system "${system}"`);
@@ -184,6 +191,7 @@ export function parseRoute(pathname: string, defaultUpstream: string): Route | u
       system: system!.toLowerCase(),
     };
     if (isVersions) return { kind: "moduleVersions", module };
+    if (isArchive) return { kind: "moduleArchive", module, version: version(a!) };
     return { kind: "moduleDownload", module, version: version(a!) };
   }
 

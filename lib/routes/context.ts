@@ -18,6 +18,7 @@ import type { ResponseCache } from "../http/response_cache.ts";
 import type { Telemetry } from "../ops/telemetry.ts";
 import type { Route } from "../protocol/paths.ts";
 import type { ProviderSource } from "../sources/source.ts";
+import type { ModuleService } from "../modules/module_service.ts";
 
 /** Per-request facts: the generic ones, plus what Repoxy's handlers record. */
 export interface RequestContext extends RequestInfo {
@@ -77,6 +78,8 @@ export interface Services {
   source: ProviderSource;
   packages: PackageStore;
   refs: RefsStore;
+  /** Registry modules: version lists, stored archives, passed-through sources. */
+  modules: ModuleService;
   /** Finished metadata answers kept for reuse. */
   answers: ResponseCache;
   telemetry: Telemetry;

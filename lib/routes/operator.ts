@@ -26,7 +26,12 @@ export const health: RouteHandler<"health"> = (req, _ctx, _r, s) =>
 
 /** `GET /-/readyz`: the cache can take new downloads (and whether the shared bucket answers). */
 export const ready: RouteHandler<"ready"> = async (req, _ctx, _r, s) =>
-  healthResponse(req, s.diskHealth, s.bucket ? await s.bucket.readiness() : undefined);
+  healthResponse(
+    req,
+    s.diskHealth,
+    s.modules.gitStatus(),
+    s.bucket ? await s.bucket.readiness() : undefined,
+  );
 
 /**
  * `GET /-/metrics`: the Prometheus text format. Its series name every
@@ -88,15 +93,17 @@ async function recentProbe(health: DiskHealth): Promise<boolean> {
 async function healthResponse(
   req: Request,
   health: DiskHealth,
+  git: string,
   bucket?: { ok: boolean; kind: "s3"; bucket: string; reason?: string },
 ): Promise<Response> {
   // A failed disk is probed on its own schedule, not by every readyz; a
   // healthy one at most once a second (readyz is open to anyone, and each
   // probe is a write, an fsync and a remove).
   const ok = health.ok && await recentProbe(health);
+  // git is named, not required: without it git-sourced modules are passed through.
   const body: Record<string, unknown> = ok
-    ? { status: bucket && !bucket.ok ? "degraded" : "ready" }
-    : { status: "unavailable", reason: health.reason ?? "cache directory is not writable" };
+    ? { status: bucket && !bucket.ok ? "degraded" : "ready", git }
+    : { status: "unavailable", reason: health.reason ?? "cache directory is not writable", git };
   if (bucket) {
     body.storage = {
       kind: bucket.kind,
@@ -181,6 +188,18 @@ export function statusPageData(req: Request, s: Services, token?: AuthToken): St
       metadata: s.telemetry.cacheRatio("metadata"),
     };
   }
+  const visible = <T extends { module: string }>(x: T) =>
+    !token || mayAccess(token, x.module.split("/")[0]!, x.module.split("/")[1]!);
+  data.modules = {
+    git: s.modules.gitStatus(),
+    stored: s.modules.stored().map((m) => ({
+      name:
+        `${m.module.hostname}/${m.module.namespace}/${m.module.name}/${m.module.system}@${m.version}`,
+      size: m.size,
+      ...(m.commit ? { commit: m.commit } : {}),
+    })).filter((m) => visible({ module: m.name })),
+    moved: [...s.modules.moved.values()].filter(visible),
+  };
   return data;
 }
 

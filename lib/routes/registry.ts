@@ -1,17 +1,15 @@
 /**
  * The provider registry protocol (a pull-through registry behind a `host`
  * block): service discovery, `versions`, `download` with its three URLs
- * pointed at Repoxy, SHA256SUMS and its signature byte for byte; and the
- * module registry's answers.
+ * pointed at Repoxy, SHA256SUMS and its signature byte for byte (the module
+ * registry's answers are `modules.ts`'s).
  * @module
  */
-import { errorResponse, NotFoundError, UpstreamError } from "../http/errors.ts";
-import type { ModuleRef } from "../protocol/paths.ts";
+import { errorResponse, NotFoundError } from "../http/errors.ts";
 import { utf8Length } from "../http/serve_body.ts";
-import { archiveFilename, providerString, unknownModuleMessage } from "../protocol/names.ts";
+import { archiveFilename, providerString } from "../protocol/names.ts";
 import { rewriteDownloadDoc } from "../protocol/registry_json.ts";
-import type { ModuleAnswer } from "../sources/source.ts";
-import { type RequestContext, type RouteHandler } from "./context.ts";
+import { type RouteHandler } from "./context.ts";
 import { jsonResponse, keptJson } from "./json_answer.ts";
 import { withDeadline } from "./deadline.ts";
 
@@ -162,54 +160,3 @@ export const registrySums: RouteHandler<"registrySums"> = async (req, ctx, r, s)
   });
   return new Response(req.method === "HEAD" ? null : bytes as BodyInit, { status: 200, headers });
 };
-
-/** `GET /v1/modules/{host}/{ns}/{name}/{system}/versions`. */
-export const moduleVersions: RouteHandler<"moduleVersions"> = (req, ctx, r, s) =>
-  moduleAnswer(
-    req,
-    ctx,
-    r.module,
-    withDeadline(req, ctx, (signal) => s.source.moduleAnswer(r.module, "versions", signal)),
-  );
-
-/** `GET /v1/modules/{host}/{ns}/{name}/{system}/{version}/download`. */
-export const moduleDownload: RouteHandler<"moduleDownload"> = (req, ctx, r, s) =>
-  moduleAnswer(
-    req,
-    ctx,
-    r.module,
-    withDeadline(
-      req,
-      ctx,
-      (signal) => s.source.moduleAnswer(r.module, `${r.version}/download`, signal),
-    ),
-  );
-
-/** A module answer as the upstream gave it (locations made absolute), never kept. */
-async function moduleAnswer(
-  req: Request,
-  ctx: RequestContext,
-  route: ModuleRef,
-  answer: Promise<ModuleAnswer>,
-): Promise<Response> {
-  const a = await answer;
-  ctx.cache = "miss";
-  const { hostname } = route;
-  if (a.status === 404) {
-    throw new NotFoundError(unknownModuleMessage(route, false));
-  }
-  if (a.status !== 200 && a.status !== 204) {
-    throw new UpstreamError(`upstream ${hostname} answered ${a.status} for ${a.url.pathname}`);
-  }
-  const headers = new Headers({
-    "cache-control": "no-store",
-    "x-repoxy-cache": "miss",
-    "content-type": a.contentType,
-  });
-  if (a.terraformGet) headers.set("x-terraform-get", a.terraformGet);
-  if (a.status !== 204) headers.set("content-length", String(utf8Length(a.body)));
-  return new Response(req.method === "HEAD" || a.status === 204 ? null : a.body, {
-    status: a.status,
-    headers,
-  });
-}

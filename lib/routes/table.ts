@@ -6,10 +6,9 @@
 import { archive, mirrorIndex, mirrorVersion } from "./mirror.ts";
 import { health, metrics, ready, status } from "./operator.ts";
 import type { RouteTable } from "./pipeline.ts";
+import { moduleArchive, moduleDownload, moduleVersions } from "./modules.ts";
 import {
   hostWellKnown,
-  moduleDownload,
-  moduleVersions,
   registryDownload,
   registryLegacyLookup,
   registrySums,
@@ -32,6 +31,8 @@ export const ROUTES: RouteTable = {
   registrySums: { handler: registrySums },
   moduleVersions: { handler: moduleVersions },
   moduleDownload: { handler: moduleDownload },
+  // Fetching a module's source may take longer than a metadata answer's deadline.
+  moduleArchive: { handler: moduleArchive, streams: true },
   // Operators.
   health: { handler: health },
   ready: { handler: ready },

@@ -102,6 +102,15 @@ export class S3Client {
     this.timeoutMs = opts.timeoutMs ?? 10_000;
   }
 
+  /** The current credentials; none to be had makes the bucket unusable (an {@link S3Error}). */
+  async #credentials(): Promise<S3Credentials> {
+    try {
+      return await this.opts.credentials();
+    } catch (e) {
+      throw new S3Error(`s3://${this.opts.bucket}: ${(e as Error).message}`, 0);
+    }
+  }
+
   /** The URL of a key (the bucket itself for ""), with a query. */
   url(key: string, query: Record<string, string> = {}): URL {
     const base = new URL(this.opts.endpoint);
@@ -123,7 +132,7 @@ export class S3Client {
     headers: Record<string, string>,
     payloadSha256: string,
   ): Promise<{ url: URL; headers: Headers }> {
-    const c = await this.opts.credentials();
+    const c = await this.#credentials();
     const signer = new AwsV4Signer({
       method,
       url: url.toString(),
@@ -291,7 +300,7 @@ export class S3Client {
 
   /** A presigned GET of `key`, valid for `expiresSeconds`. */
   async presignGet(key: string, expiresSeconds: number): Promise<string> {
-    const c = await this.opts.credentials();
+    const c = await this.#credentials();
     const url = this.url(key, { "X-Amz-Expires": String(expiresSeconds) });
     const signer = new AwsV4Signer({
       method: "GET",
