@@ -136,7 +136,6 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     downloadIdleTimeoutMs: deps.downloadIdleTimeoutMs,
     backgroundSleep: deps.backgroundSleep,
     diskProbeIntervalMs: deps.diskProbeIntervalMs,
-    // One upstream fetch per archive across the replicas on the bucket.
     fleet: { ...tier?.fleetTuning(), ...deps.fleet },
   });
   const { inventory, downloads, diskHealth, verifier } = upkeep;
