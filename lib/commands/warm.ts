@@ -24,6 +24,7 @@ import {
   Progress,
 } from "./cli.ts";
 import { createHash } from "../deps/crypto.ts";
+import type { OpenObject } from "../cache/storage.ts";
 import { join } from "../deps/path.ts";
 import { LockFileError, readLockFile } from "../protocol/lockfile.ts";
 import {
@@ -188,7 +189,9 @@ export async function warm(app: App, opts: WarmOptions): Promise<WarmReport> {
   return report;
 }
 
-async function drain(object: { read(buf: Uint8Array): Promise<number | null> }): Promise<void> {
+async function drain(object: OpenObject): Promise<void> {
+  // From the start: the open's fingerprint check left the position at the end.
+  await object.seek(0, Deno.SeekMode.Start);
   const buf = new Uint8Array(1 << 20);
   while (await object.read(buf) !== null) { /* the tier writes what passes */ }
 }
