@@ -38,6 +38,12 @@ async function bucketObject(bucket: string, k: string): Promise<Response> {
   return await rgwClient(rgw!).fetch(`${rgw!.endpoint}/${bucket}/${k}`);
 }
 
+async function etagOf(bucket: string, k: string): Promise<string | null> {
+  const r = await rgwClient(rgw!).fetch(`${rgw!.endpoint}/${bucket}/${k}`, { method: "HEAD" });
+  await r.body?.cancel();
+  return r.status === 200 ? r.headers.get("etag") : null;
+}
+
 async function putObject(
   bucket: string,
   k: string,
@@ -129,9 +135,22 @@ Deno.test({
       for (const f of [a!, b!, c!]) await bytesOf(await app.get(path(f.filename)));
       await app.app.settle();
     }
-    // a is used later than every upload (the bucket's clock: a second later).
+    // No use recorded at upload: the upload's Last-Modified is the use.
+    assertEquals(await listBucket(rgw!, bucket, "m/access/"), []);
+    // a is used later than every upload (the bucket's clock: a second later),
+    // by another replica, which records it once.
     await new Promise((r) => setTimeout(r, 1_100));
-    await putObject(bucket, `m/access/${H}/example/alpha/${a!.filename}`, "{}\n");
+    const mark = `m/access/${H}/example/alpha/${a!.filename}`;
+    {
+      await using other = await makeTestApp(fake, join(dir.path, "r2"), storageConfig(bucket));
+      assertEquals(sha256Hex(await bytesOf(await other.get(path(a!.filename)))), a!.sha256);
+      await other.app.settle();
+      const first = await etagOf(bucket, mark);
+      assert(first, "the use is recorded in the bucket");
+      await bytesOf(await other.get(path(a!.filename))); // now from its local tier
+      await other.app.settle();
+      assertEquals(await etagOf(bucket, mark), first, "once a day");
+    }
     // b is being fetched by some replica right now.
     await putObject(bucket, `m/leases/${H}/example/alpha/${b!.filename}.lease`, "{}\n");
 
@@ -295,7 +314,7 @@ Deno.test({
   },
 });
 
-Deno.test("bucket retention: maxAge evicts archives unused for longer (bucket clock), never a leased one", async () => {
+Deno.test("bucket retention: maxAge evicts archives unused for longer (bucket clock), never one with a live lease", async () => {
   const day = 86_400_000;
   const now = Date.parse("2026-06-01T00:00:00Z");
   const obj = (k: string, ageDays: number, size = 10) => ({
@@ -314,6 +333,8 @@ Deno.test("bucket retention: maxAge evicts archives unused for longer (bucket cl
     "access/": [obj(`access/${H}/example/alpha/terraform-provider-alpha_1.0.0_linux_amd64.zip`, 2)],
     "leases/": [
       obj(`leases/${H}/example/alpha/terraform-provider-alpha_1.0.0_windows_amd64.zip.lease`, 0),
+      // A holder that died two days ago protects nothing.
+      obj(`leases/${H}/example/alpha/terraform-provider-alpha_1.0.0_darwin_arm64.zip.lease`, 2),
     ],
   };
   const deleted: string[] = [];

@@ -139,6 +139,13 @@ export interface BucketPruneReport {
   leased: BucketEntry[];
 }
 
+/**
+ * A lease object not renewed for this long (bucket clock) belongs to a
+ * replica that died without anyone taking its archive over since: it no
+ * longer protects the archive. A live holder renews every few seconds.
+ */
+export const DEAD_LEASE_MS = 3_600_000;
+
 /** Options of {@link pruneBucket}: at least one bound. */
 export interface BucketPruneOptions {
   maxBytes?: number | undefined;
@@ -151,8 +158,9 @@ export interface BucketPruneOptions {
 /**
  * Evicts archives from the bucket: those unused for longer than `maxAgeMs`,
  * then the least recently used until the rest takes at most `maxBytes`.
- * An archive with a lease object (a replica is fetching it, or died doing
- * so) is never evicted. Its access marker goes with it.
+ * An archive with a live lease object (a replica is fetching it; one not
+ * renewed for {@link DEAD_LEASE_MS} is a dead holder's) is never evicted.
+ * An evicted archive's access marker goes with it.
  */
 export async function pruneBucket(
   bucket: S3Storage,
@@ -165,6 +173,7 @@ export async function pruneBucket(
   }
   const leased = new Set<string>();
   for await (const l of bucket.list("leases/")) {
+    if (l.mtime && now - l.mtime.getTime() > DEAD_LEASE_MS) continue;
     leased.add("packages/" + l.key.replace(/^leases\//, "").replace(/\.lease$/, ""));
   }
   const entries: BucketEntry[] = (await listBucketArchives(bucket)).map((f) => ({
