@@ -17,6 +17,9 @@
  *   deno task bench --quick    smaller sizes, about a minute
  *   deno task bench --smoke    tiny sizes, seconds (the test suite runs this)
  *
+ * With a Ceph RGW (tests/run.ts's, or one started here; the smoke run only
+ * uses tests/run.ts's), bench/fleet.ts adds the rows of a fleet on S3.
+ *
  * Options: --out FILE (markdown, default bench/out/latest.md), --json FILE,
  * --keep (keep the work dir), --no-terraform, --nginx-workers N (default
  * "auto", as Debian ships it), --cpu-prof DIR (V8 CPU profile of Repoxy,
@@ -28,6 +31,7 @@ import { createHash } from "../lib/deps/crypto.ts";
 import { dirname, fromFileUrl, join, resolve } from "../lib/deps/path.ts";
 import { makeProviderZip } from "../tests/_zip.ts";
 import { makeTestTls } from "../tests/_tls.ts";
+import { fleetBench } from "./fleet.ts";
 import { startNginx } from "./nginx.ts";
 import { COLD_PROFILES, type ColdInitResult, coldInitTableRows, runColdInit } from "./cold_init.ts";
 import {
@@ -839,6 +843,12 @@ export async function main(argv: string[]): Promise<number> {
       if (coldInit) rows.push(...coldInitTableRows(coldInit));
     }
 
+    // --- the fleet on S3 (issue 13; bench/fleet.ts), when an RGW is available -----
+    await phase("fleet on S3: replicas on one RGW bucket");
+    const fleet = await fleetBench({ profile: profile.name, log: note });
+    if ("skip" in fleet) out(`SKIP: fleet rows: ${fleet.skip}`);
+    else rows.push(...fleet.rows);
+
     const table = [
       "| Measure | Repoxy | nginx / direct | Ratio | Per-round range | Target | Met |",
       "|---|---:|---:|---:|---:|---|---|",
@@ -912,6 +922,7 @@ export async function main(argv: string[]): Promise<number> {
               nginxRssWarm,
               tf,
               coldInit,
+              fleet: "raw" in fleet ? fleet.raw : fleet.skip,
             },
           },
           null,

@@ -13,6 +13,7 @@
 import { AccessControl } from "./auth/access.ts";
 import { loadUrlKey } from "./auth/url_key.ts";
 import { createLogger, type Logger } from "./base/log.ts";
+import { withFields } from "./base/log_fields.ts";
 import { USER_AGENT, VERSION } from "./base/version.ts";
 import type { BackgroundVerifier } from "./cache/background_verify.ts";
 import { type CacheDir, openCacheDir } from "./cache/cache_dir.ts";
@@ -23,6 +24,7 @@ import { startUpkeep, type UpkeepOptions } from "./cache/upkeep.ts";
 import type { Config } from "./config/config.ts";
 import { compose } from "./http/middleware.ts";
 import { ResponseCache } from "./http/response_cache.ts";
+import { registerStorageMetrics } from "./ops/storage_metrics.ts";
 import { Telemetry } from "./ops/telemetry.ts";
 import { tracingHooks } from "./ops/tracing.ts";
 import type { Services } from "./routes/context.ts";
@@ -96,7 +98,7 @@ export interface App {
  * process's own temp folder in it (removing those of dead processes).
  */
 export async function createApp(config: Config, deps: AppDeps = {}): Promise<App> {
-  const log = deps.log ?? createLogger(config.logFormat);
+  const log = withFields(deps.log ?? createLogger(config.logFormat), config.storage?.replicaId);
   const now = deps.now ?? Date.now;
   const shutdown = new AbortController();
   // S3 code loads only with a bucket; its leases (`fleet`) make one fetch per archive fleet-wide.
@@ -111,13 +113,11 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   });
   const { refs, packages } = cache;
   // Before anything starts: a key file that cannot be trusted stops start-up here.
-  let urlKey: Uint8Array | undefined;
-  try {
-    urlKey = config.auth ? await loadUrlKey(config.cacheDir, config.auth.urlKey) : undefined;
-  } catch (e) {
-    await cache.close();
-    throw e;
-  }
+  const urlKey = config.auth &&
+    await loadUrlKey(config.cacheDir, config.auth.urlKey).catch(async (e) => {
+      await cache.close();
+      throw e;
+    });
   // limits.metadataMemory bounds all metadata held: 5/8 for refs entries (and
   // what is parsed from them), 1/8 for `{version}.json` renderings
   // (routes/mirror.ts), 1/4 for finished answers.
@@ -133,7 +133,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     downloadIdleTimeoutMs: deps.downloadIdleTimeoutMs,
     backgroundSleep: deps.backgroundSleep,
     diskProbeIntervalMs: deps.diskProbeIntervalMs,
-    fleet: { ...tier?.fleet(), ...deps.fleet },
+    fleet: { ...tier?.fleetTuning(), ...deps.fleet },
   });
   const { inventory, downloads, diskHealth, verifier } = upkeep;
   tier?.onFilled(upkeep.stored);
@@ -146,6 +146,7 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     maxCacheBytes: config.maxCacheSizeBytes,
     now,
   });
+  registerStorageMetrics(telemetry.registry, tier?.observed(downloads.opts.fleet?.stats) ?? {});
   // Captured once: off, the request path has no tracing code in it at all.
   const tracer = tracingHooks();
   const fetchFn: FetchFn = deps.fetch ?? ((input, init) => fetch(input, init));
@@ -168,7 +169,6 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
   const source: ProviderSource = config.offline
     ? new CacheSource(cache)
     : new UpstreamSource({ config, metadata, packages, downloads, log, shutdown: shutdown.signal });
-
   const modules = await createModuleService(config, {
     ...cache,
     log,
@@ -210,7 +210,6 @@ export async function createApp(config: Config, deps: AppDeps = {}): Promise<App
     observe(services),
     mapErrors(services),
   );
-
   const handle = (req: Request, ctx: ReturnType<typeof newContext>) => {
     const kept = keptAnswer(req, ctx, services);
     return kept ? Promise.resolve(kept) : pipeline(req, ctx);

@@ -139,10 +139,30 @@ async function gatewayUp(endpoint: string): Promise<boolean> {
 }
 
 /**
+ * {@link startRgwOnce}, tried a second time in a fresh folder when the first
+ * attempt fails: on a loaded machine the monitor sometimes refuses its first
+ * commands ("EPERM: problem getting command descriptions from mon"), and a
+ * cluster that did not start turns every RGW test into a SKIP.
+ */
+export async function startRgw(): Promise<RunningRgw> {
+  try {
+    return await startRgwOnce();
+  } catch (first) {
+    try {
+      return await startRgwOnce();
+    } catch (second) {
+      throw new Error(
+        `${(second as Error).message} (first attempt: ${(first as Error).message.split("\n")[0]})`,
+      );
+    }
+  }
+}
+
+/**
  * Starts a single-node cluster with one gateway in a fresh temp folder.
  * Throws with the failing step when it cannot.
  */
-export async function startRgw(): Promise<RunningRgw> {
+async function startRgwOnce(): Promise<RunningRgw> {
   const t0 = performance.now();
   const dir = await Deno.makeTempDir({ prefix: "repoxy-rgw-" });
   const runDir = join(dir, "run");

@@ -66,6 +66,22 @@ Deno.test("bench/run.ts --smoke runs end to end and fills every row", async () =
       );
     }
   }
+  // With the RGW of tests/run.ts: the fleet rows (bench/fleet.ts), one fetch for the fleet.
+  if (!stdout.includes("SKIP: fleet rows")) {
+    for (
+      const expected of [
+        "Fleet on S3: warm archive from the local tier",
+        "(vs the same file from Repoxy on disk only)",
+        "Fleet on S3: warm archive from the bucket",
+        "Fleet on S3: cold miss, total time",
+      ]
+    ) {
+      assert(measures.includes(expected), `missing row "${expected}" in:\n${measures}`);
+    }
+    const shapes = result.rows.filter((r) => / cold clients × \d+ replicas/.test(r.measure));
+    assert(shapes.length > 0, `no fleet fetch rows in:\n${measures}`);
+    for (const r of shapes) assert(r.repoxy.startsWith("1 fetch,"), `${r.measure}: ${r.repoxy}`);
+  }
   for (const r of result.rows) {
     if (r.ratio !== "-") assert(/^[+-]?[\d.]+( ms)?$/.test(r.ratio), `${r.measure}: ${r.ratio}`);
   }

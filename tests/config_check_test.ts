@@ -4,6 +4,7 @@
  * path, exit 2. In-process for the output, spawned for the real environment.
  */
 import { configCommand } from "../lib/commands/config.ts";
+import { defaultReplicaId } from "../lib/config/storage_config.ts";
 import { createHash } from "../lib/deps/crypto.ts";
 import { join } from "../lib/deps/path.ts";
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
@@ -163,6 +164,8 @@ Deno.test("config check redacts via.token and every storage credential, literal,
     timeout: "10s",
     leaseTtl: "20s",
     leaseWait: "30s",
+    // Not set in the file: this process's default, `<hostname>-<pid>`.
+    replicaId: defaultReplicaId(),
     credentials: {
       accessKeyId: "<redacted>",
       secretAccessKey: "<redacted>",

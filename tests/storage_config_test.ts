@@ -5,7 +5,9 @@
  * @module
  */
 import { buildConfig, type ConfigEnv, ConfigError } from "../lib/config/config.ts";
-import { assertEquals, assertRejects } from "../lib/deps/assert.ts";
+import { defaultReplicaId } from "../lib/config/storage_config.ts";
+import { effectiveConfig } from "../lib/config/effective.ts";
+import { assert, assertEquals, assertMatch, assertRejects } from "../lib/deps/assert.ts";
 import { awsCredentialChain, type ChainEnv } from "../lib/storage_s3/credentials.ts";
 
 function env(vars: Record<string, string>, files: Record<string, string> = {}): ConfigEnv {
@@ -55,6 +57,7 @@ Deno.test("storage: s3 defaults and env:/file: credentials", async () => {
     timeoutMs: 10_000,
     leaseTtlMs: 15_000,
     leaseWaitMs: 30_000,
+    replicaId: defaultReplicaId(),
     credentials: { accessKeyId: "AKIA1", secretAccessKey: "s3cr3t" },
   });
 });
@@ -176,7 +179,7 @@ Deno.test("credential chain: nothing configured says what it tried", async () =>
   await assertRejects(() => chain(), Error, "no S3 credentials found");
 });
 
-Deno.test("the S3 code is reached only through app.ts's dynamic import (the disk default never loads it)", async () => {
+Deno.test("the S3 code is reached only through dynamic imports (the disk default never loads it)", async () => {
   const lib = new URL("../lib/", import.meta.url).pathname;
   const importers: string[] = [];
   const walk = async (dir: string) => {
@@ -185,14 +188,24 @@ Deno.test("the S3 code is reached only through app.ts's dynamic import (the disk
       if (e.isDirectory) await walk(p);
       else if (e.name.endsWith(".ts") && !p.includes("/storage_s3/")) {
         const text = await Deno.readTextFile(p);
-        for (const m of text.matchAll(/(import\s*\(|from)\s*["'][^"']*storage_s3\/[^"']+["']/g)) {
-          importers.push(`${p.slice(lib.length)}: ${m[0]}`);
+        const re =
+          /(import\s+type\s[^;]*?from|import\s*\(|from)\s*["'][^"']*storage_s3\/[^"']+["']/g;
+        for (const m of text.matchAll(re)) {
+          // Type-only imports are erased: they load nothing.
+          if (!m[1]!.startsWith("import type")) importers.push(`${p.slice(lib.length)}: ${m[0]}`);
         }
       }
     }
   };
   await walk(lib.replace(/\/$/, ""));
-  assertEquals(importers, ['app.ts: import("./storage_s3/mod.ts"']);
+  // app.ts for the server; the commands (with the bucket's maintenance) when storage.kind is s3.
+  assertEquals(importers.sort(), [
+    'app.ts: import("./storage_s3/mod.ts"',
+    'commands/command_storage.ts: import("../storage_s3/mod.ts"',
+    'commands/export.ts: import("../storage_s3/bucket_maintenance.ts"',
+    'commands/prune.ts: import("../storage_s3/bucket_maintenance.ts"',
+    'commands/verify.ts: import("../storage_s3/bucket_maintenance.ts"',
+  ]);
   const aws = new URL("../lib/deps/aws4fetch.ts", import.meta.url).pathname;
   const users: string[] = [];
   for await (const e of Deno.readDir(lib + "storage_s3")) {
@@ -200,4 +213,39 @@ Deno.test("the S3 code is reached only through app.ts's dynamic import (the disk
     if (/deps\/(aws4fetch|node_http)\.ts/.test(text)) users.push(e.name);
   }
   assertEquals(users.sort(), ["s3_client.ts"], `${aws} and node_http.ts only behind the S3 client`);
+});
+
+Deno.test("storage.retention and storage.replicaId: parsed, bounded, printed back", async () => {
+  const c = await buildConfig(
+    {
+      storage: { ...BASE, replicaId: "eu-1.a", retention: { maxSize: "500GB", maxAge: "90d" } },
+    },
+    {},
+    "/x",
+    env({}),
+  );
+  assertEquals(c.storage?.replicaId, "eu-1.a");
+  assertEquals(c.storage?.retention, { maxBytes: 500e9, maxAgeMs: 90 * 86_400_000 });
+  const shown = effectiveConfig(c).storage as Record<string, unknown>;
+  assertEquals([shown.replicaId, shown.retention], ["eu-1.a", { maxSize: 500e9, maxAge: "90d" }]);
+  const hours = await buildConfig(
+    { storage: { ...BASE, retention: { maxAge: "48h" } } },
+    {},
+    "/x",
+    env({}),
+  );
+  assertEquals(hours.storage?.retention, { maxAgeMs: 48 * 3_600_000 });
+  for (
+    const [storage, msg] of [
+      [{ ...BASE, retention: { maxAge: "2h" } }, /storage\.retention\.maxAge.*at least 1d/],
+      [{ ...BASE, retention: { maxAge: "soon" } }, /storage\.retention\.maxAge/],
+      [{ ...BASE, retention: { maxSize: "lots" } }, /storage\.retention\.maxSize/],
+      [{ ...BASE, retention: { keep: 1 } }, /storage\.retention.*keep/],
+      [{ ...BASE, replicaId: "a b" }, /storage\.replicaId/],
+    ] as const
+  ) {
+    const e = await buildConfig({ storage }, {}, "/x", env({})).then(() => undefined, (x) => x);
+    assert(e instanceof ConfigError, `${JSON.stringify(storage)} is refused`);
+    assertMatch(e.message, msg);
+  }
 });

@@ -17,7 +17,7 @@ import {
 } from "./cli.ts";
 import { ConfigError } from "../config/config.ts";
 import { effectiveConfig } from "../config/effective.ts";
-import { ENV_OVERRIDES } from "../config/env_overrides.ts";
+import { ENV_OVERRIDES, overridesInEffect } from "../config/env_overrides.ts";
 import { findConfigFile } from "../config/lookup.ts";
 
 const HELP = `Usage: repoxy config check [options]
@@ -36,17 +36,6 @@ file; an empty variable counts as unset):
 ${ENV_OVERRIDES.map((o) => `  ${o.name.padEnd(30)} ${o.key}`).join("\n")}
 
 Exit codes: 0 valid, 2 bad arguments or an invalid configuration.`;
-
-/** The variables set in this process, as shown in the summary line. */
-function overridesInEffect(getEnv: (name: string) => string | undefined): string[] {
-  return ENV_OVERRIDES.filter((o) => {
-    try {
-      return (getEnv(o.name) ?? "") !== "";
-    } catch {
-      return false;
-    }
-  }).map((o) => `${o.name} (${o.key})`);
-}
 
 /** `repoxy config`. */
 export const configCommand: Command = {

@@ -16,7 +16,10 @@
  * @module
  */
 import { createLogger, type Logger } from "../base/log.ts";
-import { openCacheDir } from "../cache/cache_dir.ts";
+import type { OpenObject } from "../cache/storage.ts";
+import type { StorageConfig } from "../config/storage_config.ts";
+import { createHash } from "../deps/crypto.ts";
+import { openCommandCache } from "./command_storage.ts";
 import { type CachedFile, scanPackages } from "../cache/scan.ts";
 import { copyHashed } from "../integrity/hashing.ts";
 import { providerDir } from "../protocol/packed_layout.ts";
@@ -59,6 +62,12 @@ export interface ExportOptions {
   progress?: Progress;
   /** Where warnings go (default: stderr, warnings and errors only). */
   log?: Logger;
+  /**
+   * The shared bucket (`storage.kind: "s3"`): the export holds what the
+   * fleet holds, read from this host's local tier where it has the archive
+   * and streamed from the bucket otherwise.
+   */
+  storage?: StorageConfig;
 }
 
 /** What an export did. */
@@ -102,6 +111,32 @@ async function writeAtomically(path: string, data: string | Uint8Array): Promise
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});
     throw e;
+  }
+}
+
+/** Copies an open stored object to `to` (atomically, fsynced); returns the sha256 written. */
+async function copyObjectInto(from: OpenObject, to: string): Promise<string> {
+  const tmp = hiddenTemp(to);
+  try {
+    const h = createHash("sha256");
+    {
+      using f = await Deno.open(tmp, { write: true, createNew: true });
+      const buf = new Uint8Array(1 << 20);
+      for (let n = await from.read(buf); n !== null; n = await from.read(buf)) {
+        const chunk = buf.subarray(0, n);
+        h.update(chunk);
+        let off = 0;
+        while (off < n) off += await f.write(chunk.subarray(off));
+      }
+      await f.syncData();
+    }
+    await Deno.rename(tmp, to);
+    return h.digest("hex");
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  } finally {
+    from.close();
   }
 }
 
@@ -152,13 +187,18 @@ export async function exportCache(
   }
   await Deno.mkdir(outDir, { recursive: true });
 
-  await using cache = await openCacheDir(
+  await using cmd = await openCommandCache(
     cacheDir,
+    opts.storage,
     opts.log ?? createLogger("text", undefined, "warn"),
-    { create: false },
+    { create: opts.storage !== undefined },
   );
+  const { cache, tier } = cmd;
   const files: CachedFile[] = [];
-  for await (const f of scanPackages(cache.storage)) if (wanted(f, opts)) files.push(f);
+  const all = tier
+    ? (await import("../storage_s3/bucket_maintenance.ts")).listBucketArchives(tier.bucket)
+    : scanPackages(cache.storage);
+  for await (const f of await all) if (wanted(f, opts)) files.push(f);
   const report: ExportReport = {
     archives: 0,
     bytes: 0,
@@ -182,7 +222,7 @@ export async function exportCache(
     done++;
     const name = `${providerString(f.provider)} ${f.version} ${platformString(f.platform)}`;
     const meta = await cache.packages.readMeta(f.provider, f.version, f.platform);
-    const path = cache.storage.pathOf(f.key);
+    const path = tier ? tier.bucket.locate(f.key) : cache.storage.pathOf(f.key);
     if (!meta || meta.size !== f.size) {
       // Not served either: a download's leftover or a file nothing vouches for.
       report.skipped.push(`${name}: skipped, the cache holds no matching record for ${path}`);
@@ -193,13 +233,19 @@ export async function exportCache(
     const dest = join(dir, f.filename);
     let sha256: string;
     try {
-      sha256 = await copyInto(path, dest);
+      if (tier) {
+        // This host's copy when it has one (disk speed), else the bucket's
+        // (read directly: an export does not fill the local tier).
+        const object = await cache.storage.open(f.key) ?? await tier.bucket.open(f.key);
+        if (!object) throw new Deno.errors.NotFound(f.key);
+        sha256 = await copyObjectInto(object, dest);
+      } else sha256 = await copyInto(path, dest);
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
       report.skipped.push(`${name}: skipped, evicted while exporting`);
       continue;
     }
-    await cache.storage.restoreTimes(f);
+    if (!tier) await cache.storage.restoreTimes(f);
     if (sha256 !== meta.sha256) {
       await Deno.remove(dest).catch(() => {});
       report.problems.push(
@@ -274,6 +320,10 @@ Options:
   -p, --platform OS_ARCH  only this platform, repeatable (default: all cached)
 ${COMMON_HELP}
 
+With "storage.kind": "s3", DIR gets what the bucket holds (the whole fleet's
+cache): archives this host has are read from its local tier, the others are
+streamed from the bucket.
+
 Every archive's sha256 is checked against its record while it is copied; a
 mismatch is left out and reported. Exit codes: 0 ok, 1 something was left out,
 2 bad arguments or config.`;
@@ -297,6 +347,7 @@ export const exportCommand: Command = defineCommand({
       };
       const platforms = flagStrings(parsed, "platform").map(parsePlatform);
       if (platforms.length > 0) opts.platforms = platforms;
+      if (config.storage) opts.storage = config.storage;
       report = await exportCache(config.cacheDir, outDir, opts);
     } catch (e) {
       if (e instanceof ArgumentError) {

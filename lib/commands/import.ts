@@ -44,7 +44,9 @@ import {
 } from "../protocol/names.ts";
 import type { ArchiveMeta } from "../cache/archive_meta.ts";
 import { createLogger, type Logger } from "../base/log.ts";
-import { type CacheDir, openCacheDir } from "../cache/cache_dir.ts";
+import type { CacheDir } from "../cache/cache_dir.ts";
+import type { Storage } from "../cache/storage.ts";
+import { openCommandCache } from "./command_storage.ts";
 import { platformString, providerString } from "../protocol/names.ts";
 import { formatSize } from "../base/size.ts";
 import { entries, kindOf, readBounded } from "./tree_files.ts";
@@ -154,10 +156,14 @@ export async function importTree(
     problems: [],
     modules: { imported: 0, cached: 0, refused: [] },
   };
-  const cache = await openCacheDir(
+  // With a bucket, archives go to it through the same verified commit.
+  const cmd = await openCommandCache(
     config.cacheDir,
+    config.storage,
     opts.log ?? createLogger("text", undefined, "warn"),
+    { create: true },
   );
+  const { cache, shared } = cmd;
   let done = 0;
   let bytes = 0;
   const linked = (path: string) => report.problems.push(`${path}: a symbolic link; not followed`);
@@ -217,7 +223,7 @@ export async function importTree(
               continue;
             }
             opts.progress?.update(done, done, `archives  ${formatSize(bytes)}`);
-            const item = await importOne(config, cache, dir, p, e.name, listing, opts, now);
+            const item = await importOne(config, cache, shared, dir, p, e.name, listing, opts, now);
             report.items.push(item);
             if (item.status === "imported") bytes += item.bytes;
             done++;
@@ -230,7 +236,7 @@ export async function importTree(
     report.registry = await importRegistryDocs(config, cache, srcDir, report.problems, now);
     report.modules = await importModules(config, cache, srcDir, report.problems);
   } finally {
-    await cache.close();
+    await cmd[Symbol.asyncDispose]();
   }
   return report;
 }
@@ -261,6 +267,7 @@ async function copyBounded(
 async function importOne(
   config: Config,
   cache: CacheDir,
+  shared: Storage,
   dir: string,
   p: ProviderRef,
   zip: string,
@@ -333,7 +340,7 @@ async function importOne(
     const checked = [zh.length > 0 ? "zh:" : "", h1s.length > 0 ? "h1:" : ""].filter(Boolean);
 
     const existing = await cache.packages.readMeta(p, version, pl);
-    const existingSize = (await cache.storage.stat(cache.packages.keyOf(p, version, pl)))?.size;
+    const existingSize = (await shared.stat(cache.packages.keyOf(p, version, pl)))?.size;
     if (existing && existingSize === existing.size) {
       if (existing.sha256 === sha256) {
         return { ...item, status: "cached", detail: "already cached with the same sha256" };

@@ -10,6 +10,7 @@ import { setTraceSink } from "../base/trace.ts";
 import { VERSION } from "../base/version.ts";
 import { type Config, ConfigError, loadConfig } from "../config/config.ts";
 import { type ConfigLocation, findConfigFile } from "../config/lookup.ts";
+import { overridesInEffect } from "../config/env_overrides.ts";
 import { parseArgs } from "../deps/cli.ts";
 import { type RunningServer, SHUTDOWN_DRAIN_MS } from "../http/server.ts";
 import { isLoopbackHost } from "../upstream/egress.ts";
@@ -189,9 +190,23 @@ function announce(app: App, server: RunningServer, configFile: ConfigLocation | 
     ...(config.tls ? { alpn: server.alpnProtocols.join(",") } : {}),
     config: configFile?.path ?? "none (defaults)",
     configSource: configFile?.source,
+    // Settings the platform's environment changed, unseen in the config file.
+    environment: overridesInEffect((n) => Deno.env.get(n)).join(", ") || "none",
   });
   const warning = openAccessWarning(config);
   if (warning) app.log.warn(warning, { listen: config.listen.hostname });
+  if (config.egress.allowPrivateNetworks) {
+    // The guard against upstream documents steering fetches inward is off:
+    // said once at start, whether the file or a REPOXY_* variable turned it off.
+    app.log.warn(
+      "allowPrivateNetworks is on: upstream documents may make this mirror fetch from private, loopback and link-local addresses",
+      {
+        setBy: (Deno.env.get("REPOXY_ALLOW_PRIVATE_NETWORKS") ?? "") !== ""
+          ? "REPOXY_ALLOW_PRIVATE_NETWORKS"
+          : "config",
+      },
+    );
+  }
   const base = config.publicUrl ?? server.url;
   const snippet = clientSnippet(
     base,

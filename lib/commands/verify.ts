@@ -18,6 +18,9 @@ import { hashZipH1 } from "../integrity/dirhash.ts";
 import type { ArchiveMeta } from "../cache/archive_meta.ts";
 import { platformString, providerString } from "../protocol/names.ts";
 import { formatSize } from "../base/size.ts";
+import { openCommandCache } from "./command_storage.ts";
+import type { CliIo } from "./cli.ts";
+import type { Config } from "../config/config.ts";
 import { type ModuleVerifyReport, verifyModules } from "./module_ops.ts";
 
 /** A cached archive and its file on the local disk. */
@@ -169,6 +172,11 @@ note of what was expected; removed instead when quarantine/ is not a real
 directory of the cache, e.g. a planted link) and their records dropped, so the
 next request downloads a good copy. Safe to run next to a live server.
 
+With "storage.kind": "s3", the bucket's archives are re-hashed too (streamed
+from the bucket, against the record the fleet shares): a mismatch is copied
+to <prefix>/quarantine/ in the bucket with a .json note and deleted from
+<prefix>/packages/, so no replica serves or fills from it again.
+
 Options:
 ${COMMON_HELP}
 
@@ -207,6 +215,43 @@ export const verifyCommand: Command = defineCommand({
           `${mods.checked - mods.mismatches.length} ok, ${mods.mismatches.length} quarantined`,
       );
     }
-    return report.mismatches.length + mods.mismatches.length > 0 ? EXIT_FAILED : EXIT_OK;
+    // On a bucket: the fleet's copies too (the local tier was checked above).
+    const bucketBad = config.storage ? await verifyFleetBucket(config, io) : 0;
+    return report.mismatches.length + mods.mismatches.length + bucketBad > 0
+      ? EXIT_FAILED
+      : EXIT_OK;
   },
 });
+
+/** Verifies the archives of `storage`'s bucket; returns how many were quarantined. */
+async function verifyFleetBucket(
+  config: Config,
+  io: CliIo,
+): Promise<number> {
+  const log = createLogger("text", (l) => io.err(l), "warn");
+  await using cmd = await openCommandCache(config.cacheDir, config.storage, log, { create: true });
+  const { verifyBucket } = await import("../storage_s3/bucket_maintenance.ts");
+  const progress = new Progress(io);
+  const r = await verifyBucket(cmd.tier!.bucket, {
+    readMeta: (f) => cmd.cache.packages.readMeta(f.provider, f.version, f.platform),
+    onProgress: (done, total, bytes) =>
+      progress.update(done, total, `bucket archives  ${formatSize(bytes)}`),
+  });
+  progress.done();
+  for (const m of r.mismatches) {
+    const name = `${providerString(m.file.provider)} ${m.file.version} ${
+      platformString(m.file.platform)
+    }`;
+    io.err(`repoxy verify: MISMATCH in the bucket ${name}: ${m.reason}; moved to ${m.quarantined}`);
+  }
+  for (const u of r.unrecorded) {
+    io.err(`repoxy verify: note: ${cmd.tier!.bucket.locate(u.key)} has no record (not judged)`);
+  }
+  io.out(
+    `verify: ${r.checked} archive(s) (${formatSize(r.bytes)}) checked in ${
+      cmd.tier!.bucket.where()
+    }: ${r.checked - r.mismatches.length} ok, ${r.mismatches.length} quarantined` +
+      (r.unrecorded.length ? `, ${r.unrecorded.length} without a record` : ""),
+  );
+  return r.mismatches.length;
+}

@@ -24,6 +24,7 @@ import {
   Progress,
 } from "./cli.ts";
 import { createHash } from "../deps/crypto.ts";
+import type { OpenObject } from "../cache/storage.ts";
 import { join } from "../deps/path.ts";
 import { LockFileError, readLockFile } from "../protocol/lockfile.ts";
 import {
@@ -188,6 +189,13 @@ export async function warm(app: App, opts: WarmOptions): Promise<WarmReport> {
   return report;
 }
 
+async function drain(object: OpenObject): Promise<void> {
+  // From the start: the open's fingerprint check left the position at the end.
+  await object.seek(0, Deno.SeekMode.Start);
+  const buf = new Uint8Array(1 << 20);
+  while (await object.read(buf) !== null) { /* the tier writes what passes */ }
+}
+
 async function warmArchive(
   app: App,
   t: WarmTarget & { version: string },
@@ -209,6 +217,12 @@ async function warmArchive(
     const cached = await app.packages.open(p, t.version, pl);
     let sha256: string;
     if (cached) {
+      // On a bucket, an archive the fleet holds but this host does not is
+      // read through once: the tier keeps it locally as it streams.
+      const key = app.packages.keyOf(p, t.version, pl);
+      if (app.config.storage && !(await app.cache.storage.stat(key))) {
+        await drain(cached.object).catch(() => {}); // a failed fill is only a later miss
+      }
       cached.object.close();
       sha256 = cached.meta.sha256;
       item.bytes = cached.object.size;
@@ -288,7 +302,9 @@ Options:
   -j, --concurrency N     archives fetched at once (default 4)
 ${COMMON_HELP}
 
-Archives already in the cache are skipped. Shows a progress bar when stderr is a
+Archives already in the cache are skipped. With "storage.kind": "s3", fetched
+archives go to the shared bucket (and this host's local tier); archives the
+bucket already holds are copied into the local tier, not fetched again. Shows a progress bar when stderr is a
 terminal, and prints one summary line. Exit codes: 0 all present, 1 something
 failed (each failure is named), 2 bad arguments or config.`;
 

@@ -20,7 +20,7 @@ import {
   toEgress,
   toLimits,
 } from "./hardening.ts";
-import { ConfigError, describeIssue, type Origins } from "./issues.ts";
+import { ConfigError, describeIssue, jsonSyntaxMessage, type Origins } from "./issues.ts";
 import { applyEnvOverrides } from "./env_overrides.ts";
 import {
   type ConfigEnv,
@@ -295,7 +295,9 @@ export async function loadConfig(
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new ConfigError(`config file "${abs}" is not valid JSON: ${(e as Error).message}`);
+    throw new ConfigError(
+      `config file "${abs}" is not valid JSON: ${jsonSyntaxMessage(text, (e as Error).message)}`,
+    );
   }
   const { doc, origins } = applyEnvOverrides(raw, env.getEnv);
   try {

@@ -105,7 +105,18 @@ function effectiveStorage(s: S3StorageConfig): Record<string, unknown> {
     timeout: formatDurationMs(s.timeoutMs),
     leaseTtl: formatDurationMs(s.leaseTtlMs),
     leaseWait: formatDurationMs(s.leaseWaitMs),
+    replicaId: s.replicaId,
   };
+  if (s.retention) {
+    const age = s.retention.maxAgeMs;
+    out.retention = {
+      ...(s.retention.maxBytes !== undefined ? { maxSize: s.retention.maxBytes } : {}),
+      // Whole days as days ("90d"), the unit retention is written in.
+      ...(age === undefined
+        ? {}
+        : { maxAge: age % 86_400_000 === 0 ? `${age / 86_400_000}d` : formatDurationMs(age) }),
+    };
+  }
   if (s.credentials) {
     out.credentials = {
       accessKeyId: REDACTED,

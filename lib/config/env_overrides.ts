@@ -90,3 +90,14 @@ export function applyEnvOverrides(
   }
   return { doc, origins };
 }
+
+/**
+ * The variables set in this process, as `NAME (key)`: what `config check`
+ * and the server's start-up line show, since a variable set by the platform
+ * changes a setting nobody reads in the config file.
+ */
+export function overridesInEffect(getEnv: (name: string) => string | undefined): string[] {
+  return ENV_OVERRIDES.filter((o) => (read(getEnv, o.name) ?? "") !== "").map((o) =>
+    `${o.name} (${o.key})`
+  );
+}

@@ -100,6 +100,16 @@ export function size(opts: { rate?: boolean; min?: number; minText?: string } = 
   );
 }
 
+/**
+ * A URL as a message may quote it: userinfo, query and fragment replaced,
+ * found by text so an unparseable URL is cut too (a token may sit there, and
+ * the value may have come from a variable an operator never reads back).
+ */
+export function urlForMessage(s: string): string {
+  return s.replace(/^([^/?#]*\/\/)[^/?#]*@/, "$1<redacted>@").replace(/[?#].*$/s, "?<redacted>")
+    .slice(0, 200);
+}
+
 /** An http(s) URL without credentials, query or fragment: what may be fetched from. */
 export function httpUrl() {
   return v.pipe(
@@ -111,11 +121,11 @@ export function httpUrl() {
       try {
         u = new URL(s);
       } catch {
-        addIssue({ message: `is not a valid URL: "${s}"` });
+        addIssue({ message: `is not a valid URL: "${urlForMessage(s)}"` });
         return;
       }
       if (u.protocol !== "https:" && u.protocol !== "http:") {
-        addIssue({ message: `must be an http or https URL, got "${s}"` });
+        addIssue({ message: `must be an http or https URL, got "${urlForMessage(s)}"` });
       } else if (u.username || u.password || u.search || u.hash) {
         addIssue({ message: `must not carry credentials, a query or a fragment` });
       }

@@ -46,3 +46,21 @@ export function describeIssue(
   }
   return `"${name}" ${issue.message}`;
 }
+
+/**
+ * JSON.parse's message for `text` without the quote of the text V8 puts in
+ * some (`Unexpected token 's', ..."urlKey": supersecre"... is not valid
+ * JSON`): a literal secret next to a typo would be printed in part. The
+ * quote is turned into the line it is on; positions are kept as they are.
+ */
+export function jsonSyntaxMessage(text: string, message: string): string {
+  const m = /^(.*?), (\.\.\.)?"(.*)"(?:\.\.\.)? is not valid JSON$/s.exec(message);
+  if (!m) return message;
+  const what = m[1]!.replace(/ '.*'$/s, "");
+  const at = text.indexOf(m[3]!);
+  if (at < 0) return `${what} (the text around it is not shown: it may hold a secret)`;
+  // V8 quotes ten characters before the offending one when it cuts the start.
+  const offset = at + (m[2] ? 10 : 0);
+  const line = text.slice(0, offset).split("\n").length;
+  return `${what} on line ${line} (the text is not shown: it may hold a secret)`;
+}

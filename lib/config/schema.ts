@@ -17,6 +17,7 @@ import {
   str,
   strict,
   typeName,
+  urlForMessage,
 } from "./fields.ts";
 import { HARDENING_ENTRIES } from "./hardening.ts";
 import { STORAGE_ENTRIES } from "./storage_config.ts";
@@ -80,7 +81,7 @@ const PUBLIC_URL = v.pipe(
     } catch {
       return false;
     }
-  }, (i) => `must be an http(s) URL, got "${i.input}"`),
+  }, (i) => `must be an http(s) URL, got "${urlForMessage(String(i.input))}"`),
 );
 
 /** Keys of the server itself: where it listens, what it caches, which upstreams. */

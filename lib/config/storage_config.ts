@@ -7,6 +7,7 @@
  * @module
  */
 import * as v from "../deps/valibot.ts";
+import { parseDurationMs } from "../base/duration.ts";
 import { bool, duration, httpUrl, nonEmpty, size, str, strict, typeName } from "./fields.ts";
 
 /** A bucket on S3-compatible object storage (`storage.kind: "s3"`). */
@@ -39,6 +40,24 @@ export interface S3StorageConfig {
   leaseTtlMs: number;
   /** Longest a replica waits for another one's download before fetching itself (default 30 s). */
   leaseWaitMs: number;
+  /**
+   * Names this replica in its logs, lease bodies, metrics and status page
+   * (default `<hostname>-<pid>`).
+   */
+  replicaId: string;
+  /**
+   * Bucket retention applied by `repoxy prune` (absent: the bucket keeps
+   * everything). Each bound is optional.
+   */
+  retention?: BucketRetention;
+}
+
+/** How much the bucket keeps (`storage.retention`). */
+export interface BucketRetention {
+  /** Total archive bytes the bucket may hold; least recently used go first. */
+  maxBytes?: number;
+  /** Archives not used for this long (ms) are evicted. */
+  maxAgeMs?: number;
 }
 
 /** The storage configuration: undefined for the local disk alone. */
@@ -56,6 +75,28 @@ const DAY_MS = 24 * 3_600_000;
 
 // Any positive duration up to the timer ceiling.
 const positiveDuration = () => duration(1, "1ms");
+
+/**
+ * How long an archive may go unused in the bucket: a duration, also in days
+ * ("90d": the natural unit of retention, which the shared parser stops short
+ * of), at least a day (recency across replicas is known to a day).
+ */
+function retentionAge() {
+  const msg = (i: { input: unknown }) =>
+    `must be a duration such as "90d", "720h" or a number of seconds, got ${
+      JSON.stringify(i.input)
+    }`;
+  return v.pipe(
+    v.union([
+      v.pipe(v.string(msg), v.regex(/^\s*\d+(\.\d+)?(ms|s|m|h|d)\s*$/, msg)),
+      v.pipe(v.number(msg), v.minValue(0, msg)),
+    ], msg),
+    v.transform((x) =>
+      typeof x === "string" && /d\s*$/.test(x) ? parseFloat(x) * DAY_MS : parseDurationMs(x)!
+    ),
+    v.minValue(DAY_MS, "must be at least 1d (recency across replicas is known to a day)"),
+  );
+}
 
 const DISK = strict(
   { kind: v.optional(v.literal("disk")) },
@@ -99,6 +140,14 @@ const S3 = strict({
   // The bucket's Last-Modified has one-second precision (cache/fleet_lease.ts).
   leaseTtl: v.optional(duration(3_000, "3s")),
   leaseWait: v.optional(positiveDuration()),
+  replicaId: v.optional(v.pipe(
+    str(),
+    v.regex(/^[A-Za-z0-9._-]{1,64}$/, `must be 1 to 64 letters, digits, ".", "_" or "-"`),
+  )),
+  retention: v.optional(strict({
+    maxSize: v.optional(size({ min: 1, minText: "1 byte" })),
+    maxAge: v.optional(retentionAge()),
+  })),
 });
 
 // The kind picks the option, so a mistake is reported against that option's keys.
@@ -145,7 +194,14 @@ export async function resolveStorage(
     timeoutMs: raw.timeout ?? 10_000,
     leaseTtlMs: raw.leaseTtl ?? 15_000,
     leaseWaitMs: raw.leaseWait ?? 30_000,
+    replicaId: raw.replicaId ?? defaultReplicaId(),
   };
+  if (raw.retention) {
+    config.retention = {
+      ...(raw.retention.maxSize !== undefined ? { maxBytes: raw.retention.maxSize } : {}),
+      ...(raw.retention.maxAge !== undefined ? { maxAgeMs: raw.retention.maxAge } : {}),
+    };
+  }
   if (config.multipartThresholdBytes < partSizeBytes) {
     problem(
       `"storage.multipartThreshold" must be at least "storage.partSize" (${partSizeBytes} bytes)`,
@@ -167,4 +223,13 @@ export async function resolveStorage(
     };
   }
   return config;
+}
+
+/** `<hostname>-<pid>`, cut to the characters a replica id may hold. */
+export function defaultReplicaId(): string {
+  let host = "replica";
+  try {
+    host = Deno.hostname();
+  } catch { /* no --allow-sys: keep the generic name */ }
+  return `${host.replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 50)}-${Deno.pid}`;
 }

@@ -103,6 +103,11 @@ function gitConfig(url: URL, route: { via: string; address?: string; proxy?: str
     "filter.lfs.process=",
     "filter.lfs.required=false",
     "advice.detachedHead=false",
+    // Every fetch kept as a pack in objects/pack, the one place the transfer
+    // bound watches: below the default limit of 100 objects git would explode
+    // the pack into loose objects, unwatched and unbounded.
+    "fetch.unpackLimit=1",
+    "transfer.unpackLimit=1",
     "init.defaultBranch=main",
     `http.proxy=${route.via === "proxy" ? route.proxy ?? "" : ""}`,
   ];
@@ -291,6 +296,10 @@ export async function fetchGitCommit(
     }
   }
   if (lastError) throw lastError;
+  // The watch polls: a fast transfer may finish between two looks.
+  if (await dirBytes(`${work}/.git/objects/pack`) > opts.maxBytes) {
+    throw new GitFetchError(`git fetch: transfer over ${opts.maxBytes} bytes`);
+  }
   const commit = await run(
     [...cfg, "rev-parse", "--verify", "FETCH_HEAD^{commit}"],
     work,

@@ -128,6 +128,8 @@ export class ModuleService {
   readonly #slots = new Slots(MODULE_FETCH_CONCURRENCY);
   readonly #background = new Set<Promise<unknown>>();
   readonly #checkedAt = new Map<string, number>();
+  /** Versions whose moved-tag check (a git process) is running. */
+  readonly #checking = new Set<string>();
   /** Moved tags seen (newest last), bounded. */
   readonly moved = new Map<string, MovedTag>();
   readonly stats: ModuleStats = { fetched: 0, passedThrough: 0, failed: 0, refused: 0 };
@@ -265,6 +267,14 @@ export class ModuleService {
     if (!loc) {
       throw new UpstreamError(`upstream ${m.hostname} named no location for ${version}`);
     }
+    // A JSON `location` may hold anything: a CR/LF would be refused as a header
+    // (a 500), a NUL lost by the URL parser. An upstream fault, said as one.
+    // deno-lint-ignore no-control-regex
+    if (/[\x00-\x1f\x7f]/.test(loc) || loc.length > 8192) {
+      throw new UpstreamError(
+        `upstream ${m.hostname} named a location for ${version} with a control character or over 8192 characters`,
+      );
+    }
     return loc;
   }
 
@@ -389,8 +399,12 @@ export class ModuleService {
         tree = await this.#fetchArchive(m, src, work, bounds, signal);
       }
       const packed = await packDirectory(tree, archive, bounds);
+      // The ref encoded: `&`, `#` and `%` are legal in git ref names, and the
+      // moved-tag check parses this string again.
       const source = src.kind === "git"
-        ? `git::${src.url.href}${src.ref !== undefined ? `?ref=${src.ref}` : ""}`
+        ? `git::${src.url.href}${
+          src.ref !== undefined ? `?ref=${encodeURIComponent(src.ref)}` : ""
+        }`
         : `${src.url.origin}${src.url.pathname}`;
       const record: ModuleRecord = {
         sha256: packed.sha256,
@@ -488,10 +502,15 @@ export class ModuleService {
     const last = this.#checkedAt.get(key);
     if (last !== undefined && now - last < Math.max(this.deps.config.metadataTtlMs, 1)) return;
     if (this.#gitKnown && !this.#gitKnown.available) return;
+    // Each check is a git process: one per version at a time, a few at once
+    // in all; a busy moment skips it (the next answer tries again). Without
+    // this, answers in a burst (metadataTtl 0) each spawned one.
+    if (this.#checking.has(key) || this.#checking.size >= MODULE_FETCH_CONCURRENCY) return;
     this.#checkedAt.set(key, now);
     if (this.#checkedAt.size > 10_000) this.#checkedAt.delete(this.#checkedAt.keys().next().value!);
     const src = parseModuleSource(record.source);
     if (src.kind !== "git") return;
+    this.#checking.add(key);
     this.#track(
       (async () => {
         const upstream = await remoteCommit(src.url, src.ref, {
@@ -525,7 +544,7 @@ export class ModuleService {
           module: key,
           error: (e as Error).message,
         });
-      }),
+      }).finally(() => this.#checking.delete(key)),
     );
   }
 

@@ -9,6 +9,7 @@
  */
 import type { ModuleRef } from "../protocol/paths.ts";
 import type { ObjectInfo, OpenObject, Storage } from "../cache/storage.ts";
+import { validSubdir } from "./source_address.ts";
 
 /** The storage prefix of every module object. */
 export const MODULES_PREFIX = "modules/";
@@ -60,15 +61,26 @@ export function parseModuleKey(
   return { module: { hostname, namespace, name, system }, version, file };
 }
 
-/** Parses a record; undefined when it is not one. */
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/;
+
+/**
+ * Parses a record; undefined when it is not one. Checked field by field, not
+ * only typed: a record may come from an imported bundle or a shared store,
+ * and its `subdir` goes into `X-Terraform-Get`, its `commit` and `source`
+ * onto the status page and into the moved-tag check.
+ */
 export function parseRecord(bytes: Uint8Array): ModuleRecord | undefined {
   try {
     const r = JSON.parse(new TextDecoder().decode(bytes));
     if (
       r && typeof r.sha256 === "string" && /^[0-9a-f]{64}$/.test(r.sha256) &&
-      typeof r.size === "number" && typeof r.source === "string" &&
-      typeof r.subdir === "string" && typeof r.fetchedAt === "number" &&
-      (r.commit === undefined || typeof r.commit === "string")
+      Number.isSafeInteger(r.size) && r.size >= 0 &&
+      typeof r.source === "string" && r.source.length <= 8192 && !CONTROL.test(r.source) &&
+      typeof r.subdir === "string" && validSubdir(r.subdir) &&
+      typeof r.fetchedAt === "number" &&
+      (r.commit === undefined ||
+        (typeof r.commit === "string" && /^[0-9a-f]{40}(?:[0-9a-f]{24})?$/.test(r.commit)))
     ) return r as ModuleRecord;
   } catch { /* not a record */ }
   return undefined;

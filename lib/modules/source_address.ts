@@ -57,6 +57,18 @@ export function validSubdir(subdir: string): boolean {
   return subdir.split("/").every((s) => s !== ".." && s !== "." && s !== "");
 }
 
+/**
+ * Whether a `?ref=` (already percent-decoded) is a name git accepts and no
+ * option: git's ref-name rules that matter here (no control characters,
+ * space, `\ : ~ ^ ? * [`, `..` or `@{`), not starting with `-`, bounded.
+ */
+function plainRef(ref: string): boolean {
+  if (ref === "" || ref.length > 255 || ref.startsWith("-")) return false;
+  if (ref.includes("..") || ref.includes("@{")) return false;
+  // deno-lint-ignore no-control-regex
+  return !/[\x00-\x20\x7f\\:~^?*[]/.test(ref);
+}
+
 const ARCHIVE_EXT: Array<[string, "tar.gz" | "zip"]> = [
   [".tar.gz", "tar.gz"],
   [".tgz", "tar.gz"],
@@ -87,7 +99,7 @@ export function parseModuleSource(raw: string): ModuleSource {
   if (forced === "git") {
     if (!web) return { kind: "other", why: `git over ${url.protocol} is not fetched by Repoxy` };
     const ref = url.searchParams.get("ref") ?? undefined;
-    if (ref !== undefined && (ref === "" || ref.startsWith("-") || /[\s\\:~^?*[]/.test(ref))) {
+    if (ref !== undefined && !plainRef(ref)) {
       return { kind: "other", why: `git ref "${ref}" is not a plain name` };
     }
     for (const k of [...url.searchParams.keys()]) {

@@ -105,6 +105,14 @@ class ExactReader {
       },
     });
   }
+  /** Reads and drops exactly n bytes, 64 KiB at a time (never n bytes at once). */
+  async skip(n: number): Promise<void> {
+    for (let left = n; left > 0;) {
+      const k = Math.min(left, 64 * 1024);
+      await this.take(k);
+      left -= k;
+    }
+  }
   cancel(): Promise<void> {
     return this.#reader.cancel().catch(() => {});
   }
@@ -164,28 +172,31 @@ export async function unpackTarGz(
       const size = num(h, 124, 12);
       const type = String.fromCharCode(h[156]!);
       const padded = size + ((512 - (size % 512)) % 512);
-      if (type === "x" || type === "L") {
+      // Every header counts, metadata ones too: a gzip bomb of PAX headers
+      // would otherwise loop with no bound but the deadline.
+      if (++entries > 4 * bounds.maxFiles) {
+        throw new HostileArchiveError(`archive has more than ${4 * bounds.maxFiles} entries`);
+      }
+      if (type === "x" || type === "L" || type === "g") {
+        // Read whole into memory, so bounded (a global one is read and dropped).
         if (size > 64 * 1024) throw new HostileArchiveError("oversized tar extended header");
         const body = await r.take(padded);
+        if (type === "g") continue;
         const text = dec.decode(body.subarray(0, size));
         longName = type === "L" ? text.replace(/\0+$/, "") : paxPathOf(text) ?? longName;
-        continue;
-      }
-      if (type === "g") {
-        await r.take(padded);
         continue;
       }
       const prefix = field(h, 345, 155);
       const raw = longName ?? (prefix ? `${prefix}/${field(h, 0, 100)}` : field(h, 0, 100));
       longName = undefined;
       const rel = safeEntryPath(raw);
-      // Directories count too: a million empty ones cost a million mkdirs.
-      if (++entries > 4 * bounds.maxFiles) {
-        throw new HostileArchiveError(`archive has more than ${4 * bounds.maxFiles} entries`);
-      }
       if (type === "5") {
         if (rel) await Deno.mkdir(`${dir}/${rel}`, { recursive: true });
-        await r.take(padded);
+        // A directory's payload (meaningless, but a header may claim gigabytes
+        // of it) is dropped as it streams and counts toward the size bound.
+        budget.bytes -= size;
+        if (budget.bytes < 0) throw new HostileArchiveError("archive content over the size limit");
+        await r.skip(padded);
         continue;
       }
       if (type === "1" || type === "2") {

@@ -142,16 +142,18 @@ export class ProcessCollector implements Collector, Disposable {
   render(out: string[]): void {
     const proc = this.#proc;
     const reader = proc === undefined ? undefined : this.#procReader();
-    const readText = (name: string) => reader?.readText(`${proc}/${name}`) ?? "";
+    // Kept open between scrapes: out of descriptors, the series stay.
+    const readText = (name: string) => reader?.readKept(`${proc}/${name}`) ?? "";
     const stat = parseProcStat(readText("stat"));
     const mem = this.#memoryUsage();
     if (stat) renderFamily(out, "process_cpu_seconds_total", HELP.cpu, "counter", stat.cpuSeconds);
     if (reader) {
-      // The listing's own descriptor is in it while it is read; prom-client
-      // leaves it out too (client_golang counts it).
-      const open = reader.countEntries(`${proc}/fd`, 1);
-      if (open !== undefined) renderFamily(out, "process_open_fds", HELP.openFds, "gauge", open);
+      // Read before the listing, so its kept descriptor is in the count from the first scrape.
       const max = parseMaxFds(readText("limits"));
+      // The listing's own descriptor is left out, as prom-client does
+      // (client_golang counts it); stat's and limits', kept, are counted.
+      const open = reader.countKept(`${proc}/fd`, 1);
+      if (open !== undefined) renderFamily(out, "process_open_fds", HELP.openFds, "gauge", open);
       if (max !== undefined) renderFamily(out, "process_max_fds", HELP.maxFds, "gauge", max);
     }
     if (stat) {

@@ -20,10 +20,12 @@ const MAX_BYTES = 16 * 1024;
 const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
   opendir: { parameters: ["buffer"], result: "pointer" },
   readdir: { parameters: ["pointer"], result: "pointer" },
   closedir: { parameters: ["pointer"], result: "i32" },
+  rewinddir: { parameters: ["pointer"], result: "void" },
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>;
@@ -32,6 +34,9 @@ type Libc = Deno.DynamicLibrary<typeof SYMBOLS>;
 export class ProcReader implements Disposable {
   readonly #lib: Libc;
   readonly #buf = new Uint8Array(MAX_BYTES);
+  /** Files and directories kept open between reads ({@link readKept}, {@link countKept}). */
+  readonly #keptFiles = new Map<string, number>();
+  readonly #keptDirs = new Map<string, Deno.PointerObject>();
 
   private constructor(lib: Libc) {
     this.#lib = lib;
@@ -89,8 +94,55 @@ export class ProcReader implements Disposable {
     }
   }
 
-  /** Releases the library handle. */
+  /**
+   * Like {@link readText}, but the file is opened once and kept: each call
+   * reads it again from offset 0 (`pread`; procfs makes the text anew then).
+   * A scrape then needs no new descriptor, so its readings are there when the
+   * process has run out of descriptors, which is when they matter.
+   */
+  readKept(path: string): string | undefined {
+    const s = this.#lib.symbols;
+    let fd = this.#keptFiles.get(path);
+    if (fd === undefined) {
+      fd = s.open(cString(path), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return undefined;
+      this.#keptFiles.set(path, fd);
+    }
+    let n = 0;
+    while (n < MAX_BYTES) {
+      const got = Number(s.pread(fd, this.#buf.subarray(n), BigInt(MAX_BYTES - n), BigInt(n)));
+      if (got < 0) return undefined;
+      if (got === 0) break;
+      n += got;
+    }
+    return new TextDecoder().decode(this.#buf.subarray(0, n));
+  }
+
+  /**
+   * Like {@link countEntries}, with the directory kept open and rewound for
+   * each count (no new descriptor, as {@link readKept}); `own` is
+   * subtracted as in {@link countEntries}.
+   */
+  countKept(path: string, own = 0): number | undefined {
+    const s = this.#lib.symbols;
+    let dir = this.#keptDirs.get(path);
+    if (dir === undefined) {
+      const opened = s.opendir(cString(path));
+      if (opened === null) return undefined;
+      this.#keptDirs.set(path, dir = opened);
+    } else s.rewinddir(dir);
+    let n = 0;
+    while (s.readdir(dir) !== null) n++;
+    return n - 2 - own;
+  }
+
+  /** Closes what was kept open, then the library handle. */
   [Symbol.dispose](): void {
+    const s = this.#lib.symbols;
+    for (const fd of this.#keptFiles.values()) s.close(fd);
+    for (const dir of this.#keptDirs.values()) s.closedir(dir);
+    this.#keptFiles.clear();
+    this.#keptDirs.clear();
     this.#lib.close();
   }
 }

@@ -6,6 +6,7 @@
  */
 import type { InventoryProvider } from "../cache/inventory.ts";
 import type { UpstreamHealth } from "./telemetry.ts";
+import type { StorageFigures } from "./storage_metrics.ts";
 
 /** Everything the page shows. */
 export interface StatusPageData {
@@ -28,6 +29,11 @@ export interface StatusPageData {
   ratios?: Record<"archive" | "metadata", { hits: number; stale: number; total: number }>;
   /** `tokenKey`: the config key of the token it is reached with (default `upstreams.{host}.token`). */
   upstreams: Array<{ hostname: string; url: string; health: UpstreamHealth; tokenKey?: string }>;
+  /**
+   * The shared bucket as this replica sees it (`storage.kind: s3`); absent on
+   * the local disk alone, and for a client whose token has rules.
+   */
+  storage?: StorageFigures & { leases?: Record<string, number> };
   /** Stored registry modules, moved upstream tags, and the git CLI's state. */
   modules?: {
     git: string;
@@ -81,6 +87,46 @@ function when(at: number | undefined, now: number): string {
   return `<time datetime="${escapeHtml(iso)}" title="${escapeHtml(iso)}">${
     escapeHtml(formatDuration(now - at))
   } ago</time>`;
+}
+
+/** The shared bucket as this replica sees it, and what its local tier did. */
+function storageSection(f: NonNullable<StatusPageData["storage"]>, now: number, local: number) {
+  const state = f.reachable
+    ? `<span class="badge ok">reachable</span>`
+    : `<span class="badge bad">unreachable</span>`;
+  const rows: Array<[string, string]> = [
+    ["Storage", `s3 · <code>${escapeHtml(f.bucket)}</code>`],
+    ["Replica", `<code>${escapeHtml(f.replicaId)}</code>`],
+    ["Bucket", `${state} since ${when(f.since, now)}`],
+    [
+      "Last bucket error",
+      f.lastError === undefined
+        ? `<span class="muted">none</span>`
+        : `${escapeHtml(f.lastError)} (${when(f.lastErrorAt, now)}; ${f.errors} since start)`,
+    ],
+    ["Local tier", escapeHtml(formatBytes(local))],
+    [
+      "Fills from the bucket",
+      escapeHtml(`${f.tier.fills} (${formatBytes(f.tier.fillBytes)})`),
+    ],
+    [
+      "Uploads to the bucket",
+      escapeHtml(
+        `${f.tier.uploads} (${formatBytes(f.tier.uploadBytes)}), ${f.tier.uploadFailures} failed`,
+      ),
+    ],
+  ];
+  if (f.leases) {
+    rows.push([
+      "Fleet leases",
+      escapeHtml(Object.entries(f.leases).map(([k, v]) => `${k} ${v}`).join(" · ")),
+    ]);
+  }
+  return `<h2 id="storage">Storage</h2>
+<table class="storage"><tbody>
+${rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${v}</td></tr>`).join("\n")}
+</tbody></table>
+`;
 }
 
 function card(label: string, big: string, small: string): string {
@@ -261,6 +307,7 @@ export function renderStatusPage(d: StatusPageData): string {
 ${cards}
 </section>
 
+${d.storage ? storageSection(d.storage, d.now, d.bytes) : ""}
 <h2 id="client-config">Client configuration</h2>
 <p>Put this in <code>~/.terraformrc</code> (Terraform) or <code>~/.tofurc</code> (OpenTofu) — on Windows <code>%APPDATA%\\terraform.rc</code> or <code>%APPDATA%\\tofu.rc</code> — or point <code>TF_CLI_CONFIG_FILE</code> at a file holding it:</p>
 <pre id="snippet">${escapeHtml(d.snippet)}</pre>

@@ -11,6 +11,7 @@ import type { CacheInventory } from "../cache/inventory.ts";
 import type { PackageStore } from "../cache/package_store.ts";
 import type { RefsStore } from "../cache/refs_store.ts";
 import type { OpenObject } from "../cache/storage.ts";
+import type { StorageFigures } from "../ops/storage_metrics.ts";
 import type { Config } from "../config/config.ts";
 import type { RequestInfo } from "../http/middleware.ts";
 import type { ResponseCache } from "../http/response_cache.ts";
@@ -91,6 +92,7 @@ export interface Services {
   bucket?: {
     readiness(): Promise<{ ok: boolean; kind: "s3"; bucket: string; reason?: string }>;
     redirect(object: OpenObject): Promise<string | undefined>;
+    figures(): StorageFigures;
   };
   now: () => number;
   version: string;

@@ -182,6 +182,7 @@ export function statusPageData(req: Request, s: Services, token?: AuthToken): St
   if (!token?.upstreams && !token?.namespaces) {
     data.cacheDir = s.config.cacheDir;
     data.inflightDownloads = s.inflightDownloads();
+    if (s.bucket) data.storage = s.bucket.figures();
     data.ratios = {
       archive: s.telemetry.cacheRatio("archive"),
       metadata: s.telemetry.cacheRatio("metadata"),

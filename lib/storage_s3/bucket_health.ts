@@ -21,6 +21,9 @@ export class BucketHealth {
   #retryAt = 0;
   #checkedAt = -Infinity;
   #checking: Promise<void> | undefined;
+  #since: number;
+  #lastError: { message: string; at: number } | undefined;
+  #errors = 0;
 
   constructor(
     readonly where: string,
@@ -28,7 +31,27 @@ export class BucketHealth {
     readonly ping: () => Promise<void>,
     readonly now: () => number = Date.now,
     readonly retryMs = RETRY_MS,
-  ) {}
+  ) {
+    this.#since = now();
+  }
+
+  /** For the status page and metrics: state, since when, the last error (kept after recovery). */
+  snapshot(): {
+    ok: boolean;
+    since: number;
+    errors: number;
+    lastError?: string;
+    lastErrorAt?: number;
+  } {
+    return {
+      ok: this.#ok,
+      since: this.#since,
+      errors: this.#errors,
+      ...(this.#lastError
+        ? { lastError: this.#lastError.message, lastErrorAt: this.#lastError.at }
+        : {}),
+    };
+  }
 
   /** True while the bucket is believed reachable. */
   get ok(): boolean {
@@ -49,8 +72,11 @@ export class BucketHealth {
   fail(e: Error): void {
     this.#retryAt = this.now() + this.retryMs;
     this.#reason = e.message;
+    this.#errors++;
+    this.#lastError = { message: e.message, at: this.now() };
     if (!this.#ok) return;
     this.#ok = false;
+    this.#since = this.now();
     this.log.warn("storage bucket unreachable; serving from the local tier", {
       bucket: this.where,
       error: e.message,
@@ -61,6 +87,7 @@ export class BucketHealth {
   succeed(): void {
     if (this.#ok) return;
     this.#ok = true;
+    this.#since = this.now();
     this.#reason = undefined;
     this.log.info("storage bucket reachable again", { bucket: this.where });
   }

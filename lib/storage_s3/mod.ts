@@ -11,15 +11,22 @@
  * @module
  */
 import type { Logger } from "../base/log.ts";
-import type { CoordinationStore } from "../cache/coordination.ts";
 import type { DiskStorage } from "../cache/disk_storage.ts";
+import type { CoordinationStore } from "../cache/coordination.ts";
+import type { FleetStats } from "../cache/fleet_lease.ts";
 import type { OpenObject, Storage } from "../cache/storage.ts";
 import type { S3StorageConfig } from "../config/storage_config.ts";
+import { AccessMarks } from "./access_marks.ts";
 import { BucketHealth } from "./bucket_health.ts";
 import { awsCredentialChain, fixedCredentials } from "./credentials.ts";
 import { S3Client } from "./s3_client.ts";
 import { S3Storage } from "./s3_storage.ts";
-import { type FilledListener, FillingObject, TieredStorage } from "./tiered_storage.ts";
+import {
+  type FilledListener,
+  FillingObject,
+  TieredStorage,
+  type TierStats,
+} from "./tiered_storage.ts";
 
 /** A readiness ping waits at most this long (readyz must answer quickly). */
 const PING_TIMEOUT_MS = 2_000;
@@ -33,6 +40,26 @@ export interface BucketView {
    * bucket; undefined otherwise (served from the local tier, or streamed).
    */
   redirect(object: OpenObject): Promise<string | undefined>;
+  /** What this replica sees of the bucket and did with it (status page, metrics). */
+  figures(): BucketFigures;
+}
+
+/** One replica's view of the bucket, for the status page and `/-/metrics`. */
+export interface BucketFigures {
+  kind: "s3";
+  /** `s3://bucket/prefix/`. */
+  bucket: string;
+  replicaId: string;
+  reachable: boolean;
+  /** Since when the bucket has been reachable (or not), in ms since the epoch. */
+  since: number;
+  /** Failed bucket requests since start. */
+  errors: number;
+  lastError?: string;
+  lastErrorAt?: number;
+  tier: TierStats;
+  /** This replica's fleet lease outcomes (once the leases run). */
+  leases?: FleetStats;
 }
 
 /** The bucket, its health and the tier built on it. */
@@ -43,10 +70,14 @@ export interface BucketTier extends BucketView {
   wrap(local: DiskStorage): Storage;
   /** Calls `l` after each archive the local tier got from the bucket. */
   onFilled(l: FilledListener): void;
+  /** The fleet lease settings of this bucket (store, TTL, wait, replica id). */
+  fleetTuning(): { store: CoordinationStore; ttlMs: number; maxWaitMs: number; replica: string };
+  /** The lease counters shown with {@link BucketView.figures}. */
+  leases: FleetStats | undefined;
+  /** Keeps `leases` for the figures; returns what `/-/metrics` reads (ops/storage_metrics.ts). */
+  observed(leases: FleetStats | undefined): { bucket: () => BucketFigures; fleet?: FleetStats };
   /** Waits for background work (fills, the start-up sweep). */
   settle(): Promise<void>;
-  /** The fleet lease settings (upkeep's `fleet`): the bucket coordinates, with the config's TTL and wait. */
-  fleet(): { store: CoordinationStore; ttlMs: number; maxWaitMs: number };
 }
 
 /** Opens the bucket of `config` (nothing is sent before the background start-up jobs). */
@@ -80,6 +111,7 @@ export function openBucketTier(
     const a = await client.call("HEAD", "", { signal: AbortSignal.timeout(PING_TIMEOUT_MS) });
     if (a.status !== 200) throw client.error("HEAD", "", a);
   }, deps.now);
+  const marks = new AccessMarks(bucket, config.replicaId, deps.now);
   const startup = (async () => {
     await health.check();
     if (!health.ok) return;
@@ -95,17 +127,43 @@ export function openBucketTier(
       });
     }
   })();
-  return {
+  const self: BucketTier = {
     bucket,
     health,
     wrap(local) {
       tiered = new TieredStorage(local, bucket, health, log, deps.maxFillBytes);
+      tiered.marks = marks;
       for (const l of listeners) tiered.onFilled(l);
       return tiered;
     },
     onFilled(l) {
       listeners.push(l);
       tiered?.onFilled(l);
+    },
+    leases: undefined,
+    observed(leases) {
+      self.leases = leases;
+      return { bucket: () => self.figures(), ...(leases ? { fleet: leases } : {}) };
+    },
+    fleetTuning() {
+      return {
+        store: bucket.coordination(),
+        ttlMs: config.leaseTtlMs,
+        maxWaitMs: config.leaseWaitMs,
+        replica: config.replicaId,
+      };
+    },
+    figures() {
+      return {
+        ...(self.leases ? { leases: self.leases } : {}),
+        kind: "s3" as const,
+        bucket: where,
+        replicaId: config.replicaId,
+        ...health.snapshot(),
+        reachable: health.ok,
+        tier: tiered?.stats ??
+          { fills: 0, fillBytes: 0, uploads: 0, uploadBytes: 0, uploadFailures: 0 },
+      };
     },
     async readiness() {
       const r = await health.check();
@@ -124,10 +182,6 @@ export function openBucketTier(
       await startup;
       await tiered?.settle();
     },
-    fleet: () => ({
-      store: bucket.coordination(),
-      ttlMs: config.leaseTtlMs,
-      maxWaitMs: config.leaseWaitMs,
-    }),
   };
+  return self;
 }

@@ -47,6 +47,11 @@ export class S3Storage implements Storage {
     return this.client.where(this.bucketKey(key));
   }
 
+  /** `s3://bucket/prefix/`, for messages. */
+  where(): string {
+    return this.client.where(this.opts.prefix ? `${this.opts.prefix}/` : "");
+  }
+
   /** Absent (404) is undefined; any other failure throws an {@link S3Error}. */
   async get(key: string, maxBytes = SMALL_OBJECT_MAX_BYTES): Promise<Uint8Array | undefined> {
     const k = this.bucketKey(key);
@@ -223,6 +228,25 @@ export class S3Storage implements Storage {
       throw this.client.error("DELETE", k, a);
     }
     return there !== undefined;
+  }
+
+  /** Copies `from` to `to` inside the bucket (server side: no bytes through this process). */
+  async copy(from: string, to: string): Promise<void> {
+    const src = this.bucketKey(from).split("/").map(encodeURIComponent).join("/");
+    const k = this.bucketKey(to);
+    const a = await this.client.call("PUT", k, {
+      headers: { "x-amz-copy-source": `/${encodeURIComponent(this.client.opts.bucket)}/${src}` },
+    });
+    // A copy may fail after a 200 (the error is in the body).
+    if (a.status !== 200 || /<Error>/.test(a.text)) throw this.client.error("COPY", k, a);
+  }
+
+  /** The bucket's own clock (the `Date` of a HEAD of the bucket): replica clocks are not trusted. */
+  async serverNow(): Promise<number> {
+    const a = await this.client.call("HEAD", "");
+    if (a.status !== 200) throw this.client.error("HEAD", "", a);
+    const d = Date.parse(a.headers.get("date") ?? "");
+    return Number.isFinite(d) ? d : Date.now();
   }
 
   /** A presigned GET of `key`, valid for `seconds`. */

@@ -26,6 +26,7 @@ import type { DiskStorage } from "../cache/disk_storage.ts";
 import type { ObjectInfo, OpenObject, Storage } from "../cache/storage.ts";
 import { SMALL_OBJECT_MAX_BYTES } from "../cache/storage.ts";
 import { createHash } from "../deps/crypto.ts";
+import type { AccessMarks } from "./access_marks.ts";
 import type { BucketHealth } from "./bucket_health.ts";
 import { S3Error } from "./s3_client.ts";
 import { identityOf, type S3Object } from "./s3_object.ts";
@@ -49,8 +50,29 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+/** What one replica's tier did since start (metrics, status page). */
+export interface TierStats {
+  /** Archives copied from the bucket into the local tier, and their bytes. */
+  fills: number;
+  fillBytes: number;
+  /** Archives this replica uploaded to the bucket, and their bytes. */
+  uploads: number;
+  uploadBytes: number;
+  /** Archives kept on the local tier only because the upload failed. */
+  uploadFailures: number;
+}
+
 /** A local {@link DiskStorage} in front of an {@link S3Storage}. */
 export class TieredStorage implements Storage {
+  readonly stats: TierStats = {
+    fills: 0,
+    fillBytes: 0,
+    uploads: 0,
+    uploadBytes: 0,
+    uploadFailures: 0,
+  };
+  /** Records archive use in the bucket for its retention (set by mod.ts). */
+  marks: AccessMarks | undefined;
   readonly #jobs = new Set<Promise<void>>();
   readonly #filled: FilledListener[] = [];
   /** Keys being filled from the bucket now: one fill per key. */
@@ -95,6 +117,20 @@ export class TieredStorage implements Storage {
     job.finally(() => this.#jobs.delete(job)).catch(() => {});
   }
 
+  #mark(key: string): void {
+    const marks = this.marks;
+    if (!marks?.due(key) || !this.health.usable) return;
+    // Off the serving path; a failure only makes the archive look older.
+    this.#track(
+      marks.write(key).catch((e) => {
+        this.log.warn("cannot record an archive's use in the bucket", {
+          bucket: this.bucket.locate(key),
+          error: (e as Error).message,
+        });
+      }),
+    );
+  }
+
   locate(key: string): string {
     return this.local.locate(key);
   }
@@ -123,10 +159,16 @@ export class TieredStorage implements Storage {
 
   async open(key: string): Promise<OpenObject | undefined> {
     const here = await this.local.open(key);
-    if (here || !key.startsWith("packages/")) return here;
+    if (!key.startsWith("packages/")) return here;
+    // Served from either tier, it counts as used for the bucket's retention.
+    if (here) {
+      this.#mark(key);
+      return here;
+    }
     const there = await this.#remote(() => this.bucket.open(key));
     if (there === DOWN || there === undefined) return undefined;
     if (this.#bad.get(key) === there.identity) return undefined;
+    this.#mark(key);
     return new FillingObject(there as S3Object, this);
   }
 
@@ -167,6 +209,7 @@ export class TieredStorage implements Storage {
       r = await this.#remote(() => this.bucket.uploadFile(file, key, sha256, bad));
       if (r !== DOWN) this.#bad.delete(key);
     } catch (e) {
+      this.stats.uploadFailures++;
       // Not the bucket's fault (a local read failed): the local commit stands.
       this.log.warn("cannot upload an archive to the bucket", {
         path,
@@ -174,7 +217,12 @@ export class TieredStorage implements Storage {
       });
       return;
     }
-    if (r === DOWN) {
+    if (r !== DOWN) {
+      this.stats.uploads++;
+      this.stats.uploadBytes += (await file.stat().catch(() => ({ size: 0 }))).size;
+      this.marks?.wrote(key);
+    } else {
+      this.stats.uploadFailures++;
       this.log.warn("archive kept on the local tier only; the bucket did not take it", {
         path,
         bucket: this.bucket.locate(key),
@@ -223,6 +271,8 @@ export class TieredStorage implements Storage {
           file?.close();
         }
         await this.local.commit(tmp, key);
+        this.stats.fills++;
+        this.stats.fillBytes += size;
         for (const l of this.#filled) l(key, size);
       } catch (e) {
         await Deno.remove(tmp).catch(() => {});
