@@ -113,8 +113,15 @@ export async function pruneCache(cache: CacheDir, opts: PruneOptions): Promise<P
   return result;
 }
 
-async function evict(cache: CacheDir, f: CachedFile): Promise<"evicted" | "gone" | "busy"> {
-  const path = cache.storage.pathOf(f.key);
+/**
+ * Runs `remove` on the file at `path` while holding its exclusive lock, if
+ * nobody serves it and it is still the copy that was chosen (a download may
+ * have committed a new one since the scan: that one is fresh).
+ */
+async function evictLocked(
+  path: string,
+  remove: () => Promise<"evicted" | "gone" | "busy">,
+): Promise<"evicted" | "gone" | "busy"> {
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
@@ -124,10 +131,17 @@ async function evict(cache: CacheDir, f: CachedFile): Promise<"evicted" | "gone"
   }
   try {
     if (!(await file.tryLock(true))) return "busy";
-    // A download may have committed a new copy since the scan; that one is
-    // fresh, not the one we chose.
     const [held, current] = await Promise.all([file.stat(), Deno.stat(path)]);
     if (held.ino !== current.ino || held.dev !== current.dev) return "busy";
+    return await remove();
+  } finally {
+    file.close();
+  }
+}
+
+function evict(cache: CacheDir, f: CachedFile): Promise<"evicted" | "gone" | "busy"> {
+  const path = cache.storage.pathOf(f.key);
+  return evictLocked(path, async () => {
     const meta = await cache.packages.readMeta(f.provider, f.version, f.platform);
     try {
       await Deno.remove(path);
@@ -139,31 +153,17 @@ async function evict(cache: CacheDir, f: CachedFile): Promise<"evicted" | "gone"
     // fetches again, never a record without its file being served.
     if (meta) await cache.packages.dropMeta(f.provider, f.version, f.platform, meta);
     return "evicted";
-  } finally {
-    file.close();
-  }
+  });
 }
 
 /** Evicts a module archive: its record first (never served half), then the file. */
-async function evictModule(cache: CacheDir, f: ObjectInfo): Promise<"evicted" | "gone" | "busy"> {
+function evictModule(cache: CacheDir, f: ObjectInfo): Promise<"evicted" | "gone" | "busy"> {
   const path = cache.storage.pathOf(f.key);
-  let file: Deno.FsFile;
-  try {
-    file = await Deno.open(path, { read: true });
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return "gone";
-    throw e;
-  }
-  try {
-    if (!(await file.tryLock(true))) return "busy";
-    const [held, current] = await Promise.all([file.stat(), Deno.stat(path)]);
-    if (held.ino !== current.ino || held.dev !== current.dev) return "busy";
+  return evictLocked(path, async () => {
     await cache.storage.delete(f.key.slice(0, -MODULE_ARCHIVE_EXT.length) + ".json");
     await Deno.remove(path).catch(() => {});
     return "evicted";
-  } finally {
-    file.close();
-  }
+  });
 }
 
 /**

@@ -100,3 +100,31 @@ export interface Storage {
   /** Removes an object; false when it was not there. */
   delete(key: string): Promise<boolean>;
 }
+
+/** What a local tier did with a shared bucket behind it (lib/storage_s3). */
+export interface TierStats {
+  /** Archives copied from the bucket into the local tier, and their bytes. */
+  fills: number;
+  fillBytes: number;
+  /** Archives this replica uploaded to the bucket, and their bytes. */
+  uploads: number;
+  uploadBytes: number;
+  /** Archives kept on the local tier only because the upload failed. */
+  uploadFailures: number;
+}
+
+/** One replica's view of a shared bucket, for the status page and `/-/metrics`. */
+export interface BucketFigures {
+  kind: "s3";
+  /** `s3://bucket/prefix/`. */
+  bucket: string;
+  replicaId: string;
+  reachable: boolean;
+  /** Since when the bucket has been reachable (or not), in ms since the epoch. */
+  since: number;
+  /** Failed bucket requests since start. */
+  errors: number;
+  lastError?: string;
+  lastErrorAt?: number;
+  tier: TierStats;
+}

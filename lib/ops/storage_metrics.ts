@@ -7,26 +7,11 @@
  * @module
  */
 import type { FleetStats } from "../cache/fleet_lease.ts";
+import type { BucketFigures } from "../cache/storage.ts";
 import { formatValue, Gauge, type Labels, type Registry } from "./metrics.ts";
 
 /** One replica's view of the shared bucket (see lib/storage_s3/mod.ts `figures()`). */
-export interface StorageFigures {
-  kind: "s3";
-  bucket: string;
-  replicaId: string;
-  reachable: boolean;
-  since: number;
-  errors: number;
-  lastError?: string;
-  lastErrorAt?: number;
-  tier: {
-    fills: number;
-    fillBytes: number;
-    uploads: number;
-    uploadBytes: number;
-    uploadFailures: number;
-  };
-}
+export type StorageFigures = BucketFigures;
 
 /** Where the storage figures are read from. */
 export interface StorageMetricSources {

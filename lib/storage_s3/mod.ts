@@ -14,19 +14,14 @@ import type { Logger } from "../base/log.ts";
 import type { DiskStorage } from "../cache/disk_storage.ts";
 import type { CoordinationStore } from "../cache/coordination.ts";
 import type { FleetStats } from "../cache/fleet_lease.ts";
-import type { OpenObject, Storage } from "../cache/storage.ts";
+import type { BucketFigures as BaseBucketFigures, OpenObject, Storage } from "../cache/storage.ts";
 import type { S3StorageConfig } from "../config/storage_config.ts";
 import { AccessMarks } from "./access_marks.ts";
 import { BucketHealth } from "./bucket_health.ts";
 import { awsCredentialChain, fixedCredentials } from "./credentials.ts";
 import { S3Client } from "./s3_client.ts";
 import { S3Storage } from "./s3_storage.ts";
-import {
-  type FilledListener,
-  FillingObject,
-  TieredStorage,
-  type TierStats,
-} from "./tiered_storage.ts";
+import { type FilledListener, FillingObject, TieredStorage } from "./tiered_storage.ts";
 
 /** A readiness ping waits at most this long (readyz must answer quickly). */
 const PING_TIMEOUT_MS = 2_000;
@@ -44,21 +39,8 @@ export interface BucketView {
   figures(): BucketFigures;
 }
 
-/** One replica's view of the bucket, for the status page and `/-/metrics`. */
-export interface BucketFigures {
-  kind: "s3";
-  /** `s3://bucket/prefix/`. */
-  bucket: string;
-  replicaId: string;
-  reachable: boolean;
-  /** Since when the bucket has been reachable (or not), in ms since the epoch. */
-  since: number;
-  /** Failed bucket requests since start. */
-  errors: number;
-  lastError?: string;
-  lastErrorAt?: number;
-  tier: TierStats;
-  /** This replica's fleet lease outcomes (once the leases run). */
+/** One replica's view of the bucket, with its fleet lease outcomes once the leases run. */
+export interface BucketFigures extends BaseBucketFigures {
   leases?: FleetStats;
 }
 

@@ -23,7 +23,7 @@
  */
 import type { Logger } from "../base/log.ts";
 import type { DiskStorage } from "../cache/disk_storage.ts";
-import type { ObjectInfo, OpenObject, Storage } from "../cache/storage.ts";
+import type { ObjectInfo, OpenObject, Storage, TierStats } from "../cache/storage.ts";
 import { SMALL_OBJECT_MAX_BYTES } from "../cache/storage.ts";
 import { createHash } from "../deps/crypto.ts";
 import type { AccessMarks } from "./access_marks.ts";
@@ -48,18 +48,6 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
-}
-
-/** What one replica's tier did since start (metrics, status page). */
-export interface TierStats {
-  /** Archives copied from the bucket into the local tier, and their bytes. */
-  fills: number;
-  fillBytes: number;
-  /** Archives this replica uploaded to the bucket, and their bytes. */
-  uploads: number;
-  uploadBytes: number;
-  /** Archives kept on the local tier only because the upload failed. */
-  uploadFailures: number;
 }
 
 /** A local {@link DiskStorage} in front of an {@link S3Storage}. */
