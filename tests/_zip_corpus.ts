@@ -25,7 +25,7 @@ async function deflateRaw(data: Uint8Array): Promise<Uint8Array> {
 }
 
 /** Deterministic incompressible bytes. */
-function noise(length: number, seed: number): Uint8Array {
+export function noise(length: number, seed = 1): Uint8Array {
   const out = new Uint8Array(length);
   let x = seed * 2654435761 >>> 0 || 1;
   for (let i = 0; i < length; i++) {
@@ -106,7 +106,7 @@ interface Options {
   suffix?: Uint8Array;
 }
 
-/** Builds an archive from raw entries. */
+/** Builds an archive from raw entries (also the hand-made archives of tests/zip_reader_test.ts). */
 export async function buildZip(entries: Entry[], opts: Options = {}): Promise<Uint8Array> {
   const out = new Bytes();
   const central = new Bytes();
