@@ -31,7 +31,8 @@ export interface ZipInput {
   mode?: number;
 }
 
-async function deflateRaw(data: Uint8Array): Promise<Uint8Array> {
+/** Raw deflate (no zlib header), as a zip entry holds it. */
+export async function deflateRaw(data: Uint8Array): Promise<Uint8Array> {
   const stream = new Blob([data as BlobPart]).stream().pipeThrough(
     new CompressionStream("deflate-raw"),
   );

@@ -6,7 +6,7 @@
  * descriptors, prepended data, duplicate names, damaged CRCs and sizes, ...
  * @module
  */
-import { crc32 } from "./_zip.ts";
+import { crc32, deflateRaw } from "./_zip.ts";
 
 const enc = new TextEncoder();
 
@@ -15,13 +15,6 @@ export interface ZipCase {
   /** A file name for it, [a-z0-9-]. */
   name: string;
   bytes: Uint8Array;
-}
-
-async function deflateRaw(data: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([data as BlobPart]).stream().pipeThrough(
-    new CompressionStream("deflate-raw"),
-  );
-  return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
 /** Deterministic incompressible bytes. */

@@ -12,15 +12,10 @@ import { type ZipFile, ZipFormatError } from "../lib/integrity/zip_reader.ts";
 import { bytesOf, jsonOf, mirrorFixture, sha256Hex, tempDir } from "./_helpers.ts";
 import { openCacheDir } from "../lib/cache/cache_dir.ts";
 import { memoryLogger } from "../lib/base/log.ts";
-import { crc32, makeZip } from "./_zip.ts";
+import { crc32, deflateRaw, makeZip } from "./_zip.ts";
 
 const H = "registry.terraform.io";
 const KERNEL_BYTES = 8 * 2 ** 20;
-
-async function deflateRaw(data: Uint8Array): Promise<Uint8Array> {
-  const s = new Blob([data as BlobPart]).stream().pipeThrough(new CompressionStream("deflate-raw"));
-  return new Uint8Array(await new Response(s).arrayBuffer());
-}
 
 /**
  * The overlapping zip bomb: one local header and one deflate stream of 8 MiB
