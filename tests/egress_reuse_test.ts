@@ -3,7 +3,7 @@
  * kept client per (origin, vetted address), so requests reuse a keep-alive
  * connection instead of a new TCP connection each; the pin still holds.
  */
-import { assertEquals } from "../lib/deps/assert.ts";
+import { assertEquals, assertRejects } from "../lib/deps/assert.ts";
 import { memoryLogger } from "../lib/base/log.ts";
 import { EgressPolicy } from "../lib/upstream/egress.ts";
 import { EgressConnections, MAX_PINNED_CLIENTS } from "../lib/upstream/egress_connections.ts";
@@ -96,4 +96,24 @@ Deno.test("kept pinned clients are bounded: the least recently used is closed", 
   } finally {
     connections.close();
   }
+});
+
+Deno.test("a pinned client retired while a request waits for its headers is closed by that request's done(), not before", async () => {
+  await using a = recorder("127.0.0.2");
+  const connections = new EgressConnections();
+  const url = new URL(`http://h.example:${a.port}/x`);
+  const lease = connections.clientFor({ via: "pinned", address: "127.0.0.2" }, url);
+  const client = lease.client!;
+  try {
+    // Shut down while the request is in flight: the client must stay usable...
+    connections.close();
+    const res = await fetch(url, { client });
+    assertEquals(await res.text(), "from 127.0.0.2");
+    assertEquals(connections.pinnedCount, 0);
+  } finally {
+    // ...and be closed by the last user, or it leaks (a fetch on it then fails).
+    lease.done();
+  }
+  await assertRejects(() => fetch(url, { client }));
+  assertEquals(a.seen.length, 1);
 });
