@@ -356,3 +356,61 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "git: at the deadline git's helpers (git-remote-http) are killed too, and the fetch ends (a trickling host kept it open forever)",
+  ignore: !GIT,
+  async fn() {
+    await using d = await tempDir();
+    // Trickles 4 KiB/s of advertisement forever: above curl's speed floor
+    // (1 KiB/s), so only Repoxy's deadline can end the fetch.
+    const timers = new Set<ReturnType<typeof setInterval>>();
+    const host = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          start(c) {
+            const t = setInterval(() => {
+              try {
+                c.enqueue(new Uint8Array(1024).fill(0x30));
+              } catch {
+                clearInterval(t);
+                timers.delete(t);
+              }
+            }, 250);
+            timers.add(t);
+          },
+          cancel() {
+            for (const t of timers) clearInterval(t);
+            timers.clear();
+          },
+        }),
+        { headers: { "content-type": "application/x-git-upload-pack-advertisement" } },
+      ));
+    const url = `http://127.0.0.1:${(host.addr as Deno.NetAddr).port}/`;
+    const egress = new EgressPolicy(
+      { allowPrivateNetworks: false, egressAllow: [new URL(url).host] },
+      { exemptOrigins: [], env: () => undefined },
+    );
+    const work = join(d.path, "work");
+    await Deno.mkdir(work);
+    let fence: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const outcome = await Promise.race([
+        rejection(fetchGitCommit(new URL(`${url}net.git`), "v1", work, {
+          egress,
+          maxBytes: 2 ** 20,
+          timeoutMs: 1000,
+        })),
+        // Not a timing assertion: before the fix the fetch never ended at all.
+        new Promise<string>((r) => fence = setTimeout(() => r("still running"), 25_000)),
+      ]);
+      assert(outcome instanceof GitFetchError, String(outcome));
+      assertMatch(outcome.message, /^git fetch: timed out/);
+    } finally {
+      clearTimeout(fence);
+      for (const t of timers) clearInterval(t);
+      await host.shutdown();
+    }
+  },
+});
