@@ -361,12 +361,13 @@ export async function remoteCommit(
   ref: string | undefined,
   opts: GitFetchOptions,
 ): Promise<string | undefined> {
+  // A commit id cannot move: nothing to ask, nor a directory to make.
+  if (ref && /^[0-9a-f]{40}$/.test(ref)) return ref;
   const route = await gitRoute(opts.egress, url);
   const home = await Deno.makeTempDir({ prefix: "repoxy-git-" });
   try {
     const signals = [AbortSignal.timeout(opts.timeoutMs)];
     if (opts.signal) signals.push(opts.signal);
-    if (ref && /^[0-9a-f]{40}$/.test(ref)) return ref;
     const names = ref === undefined ? ["HEAD"] : [`refs/tags/${ref}`, `refs/heads/${ref}`];
     const out = await run(
       [...gitConfig(url, route), "ls-remote", "--", url.href, ...names],
