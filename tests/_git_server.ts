@@ -208,3 +208,19 @@ function pktLines(text: string): string[] {
   }
   return out;
 }
+
+/**
+ * `{dir}/git/{name}.git` made from `files` and tagged `tag` ({@link makeRepo}),
+ * served ({@link startGitServer}): the set-up of most module tests.
+ */
+export async function serveRepo(
+  dir: string,
+  name: string,
+  files: Record<string, string | Uint8Array>,
+  tag: string,
+): Promise<GitServer & { root: string; commit: string }> {
+  const root = `${dir}/git`;
+  await Deno.mkdir(root);
+  const commit = await makeRepo(root, name, files, tag);
+  return Object.assign(await startGitServer(root), { root, commit });
+}

@@ -17,7 +17,7 @@ import { exportCache } from "../lib/commands/export.ts";
 import { importTree } from "../lib/commands/import.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { makeTarGz, startFakeModuleRegistry } from "./fake_module_registry.ts";
-import { findGitBackend, makeRepo, startGitServer } from "./_git_server.ts";
+import { findGitBackend, serveRepo } from "./_git_server.ts";
 import { sha256Hex, tempDir, TWO_PROVIDERS } from "./_helpers.ts";
 import { findTerraform, runTerraform, skip } from "./_terraform.ts";
 
@@ -66,16 +66,13 @@ async function tree(dir: string): Promise<Record<string, string>> {
 
 Deno.test({ name: NAME, ignore: !TERRAFORM || !GIT }, async () => {
   await using dir = await tempDir();
-  const root = join(dir.path, "git");
-  await Deno.mkdir(root);
-  await makeRepo(root, "net", {
+  const git = await serveRepo(dir.path, "net", {
     "README.md": "net\n",
     "main.tf": "# root module of the repository\n",
     "modules/vpc/main.tf":
       'variable "cidr" {\n  default = "10.0.0.0/16"\n}\noutput "cidr" {\n  value = var.cidr\n}\n',
     "modules/vpc/scripts/run.sh": "#!/bin/sh\necho hi\n",
   }, "v1.0.0");
-  const git = await startGitServer(root);
   const mods = await startFakeModuleRegistry();
   mods.archives.set(
     "store-2.1.0.tar.gz",

@@ -8,7 +8,7 @@ import { join } from "../lib/deps/path.ts";
 import { HostileArchiveError, unpackTarGz } from "../lib/modules/unpack.ts";
 import { fetchGitCommit, GitFetchError } from "../lib/modules/git_fetch.ts";
 import { EgressPolicy } from "../lib/upstream/egress.ts";
-import { findGitBackend, makeRepo, startGitServer } from "./_git_server.ts";
+import { findGitBackend, serveRepo } from "./_git_server.ts";
 import { parseModuleSource } from "../lib/modules/source_address.ts";
 import { makeTarGz, startFakeModuleRegistry, type TarEntry } from "./fake_module_registry.ts";
 import { bytesOf, makeTestApp, sha256Hex, tempDir } from "./_helpers.ts";
@@ -105,6 +105,14 @@ if (!GIT) {
   console.log("SKIP: modules_hostile_test (git parts): git http-backend is not installed");
 }
 
+/** An egress policy letting through only the host of `url` (no proxy from the environment). */
+function onlyTo(url: string): EgressPolicy {
+  return new EgressPolicy(
+    { allowPrivateNetworks: false, egressAllow: [new URL(url).host] },
+    { exemptOrigins: [], env: () => undefined },
+  );
+}
+
 /** Bytes nothing compresses (a blob git cannot shrink in its pack). */
 function noise(n: number): Uint8Array {
   const b = new Uint8Array(n);
@@ -118,16 +126,10 @@ Deno.test({
   ignore: !GIT,
   async fn() {
     await using d = await tempDir();
-    const root = join(d.path, "git");
-    await Deno.mkdir(root);
     // Three objects (commit, tree, blob): under git's unpackLimit of 100, so
     // git explodes the pack into .git/objects/xx/ instead of keeping it.
-    await makeRepo(root, "big", { "blob.bin": noise(3 * 2 ** 20) }, "v1");
-    await using server = await startGitServer(root);
-    const egress = new EgressPolicy(
-      { allowPrivateNetworks: false, egressAllow: [new URL(server.url).host] },
-      { exemptOrigins: [], env: () => undefined },
-    );
+    await using server = await serveRepo(d.path, "big", { "blob.bin": noise(3 * 2 ** 20) }, "v1");
+    const egress = onlyTo(server.url);
     const work = join(d.path, "work");
     await Deno.mkdir(work);
     const err = await rejection(
@@ -149,11 +151,8 @@ Deno.test({
   ignore: !GIT,
   async fn() {
     await using d = await tempDir();
-    const root = join(d.path, "git");
-    await Deno.mkdir(root);
     const ref = "v1&sshkey=x#y";
-    await makeRepo(root, "net", { "main.tf": "# net\n" }, ref);
-    await using server = await startGitServer(root);
+    await using server = await serveRepo(d.path, "net", { "main.tf": "# net\n" }, ref);
     await using reg = await startFakeModuleRegistry({
       modules: {
         "example/net/aws": {
@@ -229,12 +228,9 @@ Deno.test({
   ignore: !GIT,
   async fn() {
     await using d = await tempDir();
-    const root = join(d.path, "git");
-    await Deno.mkdir(root);
-    await makeRepo(root, "net", { "main.tf": "# net\n" }, "v1");
     // The real repository is on a server the egress policy does not allow
     // (stands in for 169.254.169.254); the allowed one only redirects there.
-    await using hidden = await startGitServer(root);
+    await using hidden = await serveRepo(d.path, "net", { "main.tf": "# net\n" }, "v1");
     const redirects: string[] = [];
     const front = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
       const u = new URL(req.url);
@@ -246,10 +242,7 @@ Deno.test({
     });
     try {
       const frontUrl = `http://127.0.0.1:${(front.addr as Deno.NetAddr).port}/`;
-      const egress = new EgressPolicy(
-        { allowPrivateNetworks: false, egressAllow: [new URL(frontUrl).host] },
-        { exemptOrigins: [], env: () => undefined },
-      );
+      const egress = onlyTo(frontUrl);
       const work = join(d.path, "work");
       await Deno.mkdir(work);
       const err = await rejection(
@@ -322,10 +315,7 @@ Deno.test({
   ignore: !GIT,
   async fn() {
     await using d = await tempDir();
-    const root = join(d.path, "git");
-    await Deno.mkdir(root);
-    await makeRepo(root, "net", { "main.tf": "# net\n" }, "v1");
-    await using server = await startGitServer(root);
+    await using server = await serveRepo(d.path, "net", { "main.tf": "# net\n" }, "v1");
     await using reg = await startFakeModuleRegistry({
       modules: { "example/net/aws": { "1.0.0": `git::${server.url}net.git?ref=v1` } },
     });
@@ -353,6 +343,61 @@ Deno.test({
       assert(spawned >= 1 && spawned <= 4, `${spawned} git requests for 20 answers`);
     } finally {
       await t.app.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "git: at the deadline git's helpers (git-remote-http) are killed too, and the fetch ends (a trickling host kept it open forever)",
+  ignore: !GIT,
+  async fn() {
+    await using d = await tempDir();
+    // Trickles 4 KiB/s of advertisement forever: above curl's speed floor
+    // (1 KiB/s), so only Repoxy's deadline can end the fetch.
+    const timers = new Set<ReturnType<typeof setInterval>>();
+    const host = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          start(c) {
+            const t = setInterval(() => {
+              try {
+                c.enqueue(new Uint8Array(1024).fill(0x30));
+              } catch {
+                clearInterval(t);
+                timers.delete(t);
+              }
+            }, 250);
+            timers.add(t);
+          },
+          cancel() {
+            for (const t of timers) clearInterval(t);
+            timers.clear();
+          },
+        }),
+        { headers: { "content-type": "application/x-git-upload-pack-advertisement" } },
+      ));
+    const url = `http://127.0.0.1:${(host.addr as Deno.NetAddr).port}/`;
+    const egress = onlyTo(url);
+    const work = join(d.path, "work");
+    await Deno.mkdir(work);
+    let fence: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const outcome = await Promise.race([
+        rejection(fetchGitCommit(new URL(`${url}net.git`), "v1", work, {
+          egress,
+          maxBytes: 2 ** 20,
+          timeoutMs: 1000,
+        })),
+        // Not a timing assertion: before the fix the fetch never ended at all.
+        new Promise<string>((r) => fence = setTimeout(() => r("still running"), 25_000)),
+      ]);
+      assert(outcome instanceof GitFetchError, String(outcome));
+      assertMatch(outcome.message, /^git fetch: timed out/);
+    } finally {
+      clearTimeout(fence);
+      for (const t of timers) clearInterval(t);
+      await host.shutdown();
     }
   },
 });

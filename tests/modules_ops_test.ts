@@ -12,7 +12,7 @@ import { exportCache } from "../lib/commands/export.ts";
 import { importTree } from "../lib/commands/import.ts";
 import { buildConfig } from "../lib/config/config.ts";
 import { createHash } from "../lib/deps/crypto.ts";
-import { findGitBackend, makeRepo, startGitServer } from "./_git_server.ts";
+import { findGitBackend, serveRepo } from "./_git_server.ts";
 import { makeTarGz, startFakeModuleRegistry } from "./fake_module_registry.ts";
 import { captureIo, testContext, writeConfig } from "./_cli.ts";
 import { bytesOf, makeTestApp, sha256Hex, tempDir } from "./_helpers.ts";
@@ -30,10 +30,8 @@ Deno.test({
   ignore: !GIT,
   async fn() {
     await using dir = await tempDir();
-    const root = join(dir.path, "git");
-    await Deno.mkdir(root);
-    const commit = await makeRepo(root, "net", { "main.tf": "# net\n" }, "v1.2.0");
-    await using git = await startGitServer(root);
+    await using git = await serveRepo(dir.path, "net", { "main.tf": "# net\n" }, "v1.2.0");
+    const { commit } = git;
     await using reg = await startFakeModuleRegistry();
     reg.archives.set("s.tgz", await makeTarGz([{ name: "main.tf", content: "# store\n" }]));
     reg.modules.set("example/net/aws", new Map([["1.2.0", `git::${git.url}net.git?ref=v1.2.0`]]));

@@ -6,13 +6,7 @@
  */
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
-import {
-  findGitBackend,
-  type GitServer,
-  makeRepo,
-  moveTag,
-  startGitServer,
-} from "./_git_server.ts";
+import { findGitBackend, type GitServer, makeRepo, moveTag, serveRepo } from "./_git_server.ts";
 import { makeTarGz, startFakeModuleRegistry } from "./fake_module_registry.ts";
 import { bytesOf, makeTestApp, sha256Hex, tempDir } from "./_helpers.ts";
 
@@ -35,10 +29,8 @@ async function setup(
   opts: { egress?: boolean; raw?: Record<string, unknown>; location?: (git: GitServer) => string } =
     {},
 ) {
-  const root = join(dir, "git");
-  await Deno.mkdir(root);
-  const commit = await makeRepo(root, "net", NET, "v1.0.0");
-  const git = await startGitServer(root);
+  const git = await serveRepo(dir, "net", NET, "v1.0.0");
+  const { root, commit } = git;
   const reg = await startFakeModuleRegistry({
     modules: {
       "example/net/aws": {

@@ -164,7 +164,7 @@ export async function importModules(
             const version = f.name.slice(0, -7);
             if (!isValidVersion(version)) continue;
             const label = moduleVersionString(m, version);
-            const why = await importOneModule(store, cache, dir, m, version, bounds);
+            const why = await importOneModule(store, dir, m, version, bounds);
             if (why === "cached") out.cached++;
             else if (why === undefined) out.imported++;
             else out.refused.push(`${label}: ${why}`);
@@ -179,7 +179,6 @@ export async function importModules(
 
 async function importOneModule(
   store: ModuleStore,
-  cache: CacheDir,
   dir: string,
   m: ModuleRef,
   version: string,
@@ -218,7 +217,6 @@ async function importOneModule(
   } finally {
     await Deno.remove(temp).catch(() => {});
     await Deno.remove(scratch, { recursive: true }).catch(() => {});
-    void cache;
   }
 }
 
@@ -332,7 +330,9 @@ export async function warmModules(
         const text = await a.text();
         throw new Error(`archive ${a.status}: ${text.slice(0, 200)}`);
       }
-      const bytes = (await a.arrayBuffer()).byteLength;
+      // Counted as it streams: a module archive may be up to limits.archiveSize.
+      let bytes = 0;
+      for await (const chunk of a.body ?? []) bytes += chunk.length;
       items.push({
         name,
         status: a.headers.get("x-repoxy-cache") === "hit" ? "cached" : "fetched",

@@ -280,10 +280,12 @@ async function warmArchive(
   }
 }
 
-const HELP = `Usage: repoxy warm [options] [LOCKFILE | DIR | PROVIDER[@VERSION]]...
+const HELP = `Usage: repoxy warm [options]
+         [LOCKFILE | DIR | PROVIDER[@VERSION] | MODULE@VERSION | modules.json]...
 
-Pre-fetches provider archives into the cache, verified exactly as when a client
-asks for them, so later "terraform init"s (and an offline mirror) find them.
+Pre-fetches provider archives and module versions into the cache, verified
+exactly as when a client asks for them, so later "terraform init"s (and an
+offline mirror) find them.
 
 Arguments:
   LOCKFILE             a .terraform.lock.hcl: every provider at its locked version;

@@ -196,13 +196,21 @@ async function run(
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
+    // Its own process group: `git fetch` runs git-remote-http and index-pack,
+    // which inherit the pipes; killing git alone left them running (and the
+    // pipes open) until curl's speed floor gave up, 30 s past the deadline.
+    detached: true,
   }).spawn();
   let killedWhy: string | undefined;
   const kill = (why: string) => {
     killedWhy ??= why;
     try {
-      child.kill("SIGKILL");
-    } catch { /* already gone */ }
+      Deno.kill(-child.pid, "SIGKILL");
+    } catch {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* already gone */ }
+    }
   };
   const onAbort = () => kill("timed out or cancelled");
   signal.addEventListener("abort", onAbort, { once: true });
@@ -219,7 +227,10 @@ async function run(
       boundedText(child.stderr, MAX_STDERR),
     ]);
     const status = await child.status;
-    if (killedWhy) throw new GitFetchError(`git ${args.at(-3) ?? ""}: ${killedWhy}`);
+    if (killedWhy) {
+      const sub = args.find((a, i) => a !== "-c" && args[i - 1] !== "-c") ?? "";
+      throw new GitFetchError(`git ${sub}: ${killedWhy}`);
+    }
     if (!status.success) {
       throw new GitFetchError(
         `git failed: ${err.trim().split("\n").slice(-2).join(" ").slice(0, 300)}`,
@@ -350,12 +361,13 @@ export async function remoteCommit(
   ref: string | undefined,
   opts: GitFetchOptions,
 ): Promise<string | undefined> {
+  // A commit id cannot move: nothing to ask, nor a directory to make.
+  if (ref && /^[0-9a-f]{40}$/.test(ref)) return ref;
   const route = await gitRoute(opts.egress, url);
   const home = await Deno.makeTempDir({ prefix: "repoxy-git-" });
   try {
     const signals = [AbortSignal.timeout(opts.timeoutMs)];
     if (opts.signal) signals.push(opts.signal);
-    if (ref && /^[0-9a-f]{40}$/.test(ref)) return ref;
     const names = ref === undefined ? ["HEAD"] : [`refs/tags/${ref}`, `refs/heads/${ref}`];
     const out = await run(
       [...gitConfig(url, route), "ls-remote", "--", url.href, ...names],

@@ -28,8 +28,8 @@ export const moduleVersions: RouteHandler<"moduleVersions"> = async (req, ctx, r
 
 /**
  * `GET /v1/modules/{host}/{ns}/{name}/{system}/{version}/download`: 204 with
- * `X-Terraform-Get`, and the same location as JSON `location` for clients
- * that read a body (OpenTofu reads the header from a 204).
+ * `X-Terraform-Get` and no body, the answer both clients read (Terraform
+ * reads only the header; OpenTofu reads the header of a 204).
  */
 export const moduleDownload: RouteHandler<"moduleDownload"> = async (req, ctx, r, s) => {
   const got = await withDeadline(
