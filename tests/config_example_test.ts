@@ -1,5 +1,7 @@
 import { buildConfig, type ConfigEnv, DEFAULT_LIMITS } from "../lib/config/config.ts";
-import { assert, assertEquals } from "../lib/deps/assert.ts";
+import { ENV_OVERRIDES } from "../lib/config/env_overrides.ts";
+import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
+import { runCli } from "./_cli.ts";
 
 Deno.test("config.example.json is valid and shows every key", async () => {
   const raw = JSON.parse(
@@ -59,4 +61,37 @@ Deno.test("config.example.json is valid and shows every key", async () => {
     Object.keys(DEFAULT_LIMITS).length,
     "config.example.json shows every limit",
   );
+});
+
+/** Every `"REPOXY_…"` string literal in lib/: the variables the code reads by name. */
+async function variablesRead(dir: URL, found = new Set<string>()): Promise<Set<string>> {
+  for await (const e of Deno.readDir(dir)) {
+    const at = new URL(e.name + (e.isDirectory ? "/" : ""), dir);
+    if (e.isDirectory) await variablesRead(at, found);
+    else if (e.name.endsWith(".ts")) {
+      for (const m of (await Deno.readTextFile(at)).matchAll(/"(REPOXY_[A-Z0-9_]+)"/g)) {
+        found.add(m[1]!);
+      }
+    }
+  }
+  return found;
+}
+
+Deno.test("every REPOXY_* variable the code reads is in --help and the README; each override names its key", async () => {
+  const names = await variablesRead(new URL("../lib/", import.meta.url));
+  // The scan itself works: the overrides and the two serve-only variables are found.
+  for (const o of ENV_OVERRIDES) assert(names.has(o.name), o.name);
+  assert(names.has("REPOXY_TRACE") && names.has("REPOXY_OTEL_PROPAGATE_TO"), [...names].join());
+  const [top, config] = await Promise.all([runCli(["--help"]), runCli(["config", "--help"])]);
+  assertEquals([top.code, config.code], [0, 0], top.stderr + config.stderr);
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  for (const name of names) {
+    assert(`${top.stdout}\n${config.stdout}`.includes(name), `--help names ${name}`);
+    assert(readme.includes(`\`${name}`), `README names ${name}`);
+  }
+  for (const o of ENV_OVERRIDES) {
+    assertMatch(config.stdout, new RegExp(`^  ${o.name} +${o.key.replace(".", "\\.")}$`, "m"));
+    const row = readme.split("\n").find((l) => l.startsWith("|") && l.includes(`\`${o.name}\``));
+    assert(row?.includes(`\`${o.key}\``), `README's env table maps ${o.name} to ${o.key}`);
+  }
 });

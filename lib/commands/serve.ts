@@ -39,7 +39,11 @@ Options:
 
 Environment: REPOXY_LISTEN, REPOXY_CACHE_DIR, ... override config keys; a flag
 wins over them ("repoxy config --help" lists them; "repoxy config check" shows
-the result).
+the result). For "serve" only:
+  REPOXY_TRACE=1                 log a "trace" line per timed step of a miss
+  OTEL_DENO=true                 export OpenTelemetry traces (OTEL_EXPORTER_*)
+  REPOXY_OTEL_PROPAGATE_TO=H,... upstream hostnames that may receive the
+                                 client's trace context (README: Tracing)
 Exit codes: 0 ok, 1 runtime failure, 2 bad flags or config.
 Docs: README.md (client setup, every config key).`;
 
