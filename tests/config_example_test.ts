@@ -1,10 +1,12 @@
 import { CONFIG_SCHEMA } from "../lib/config/schema.ts";
 import { buildConfig, type ConfigEnv, DEFAULT_LIMITS } from "../lib/config/config.ts";
+import { effectiveConfig } from "../lib/config/effective.ts";
 import { ENV_OVERRIDES } from "../lib/config/env_overrides.ts";
 import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
 import { runCli } from "./_cli.ts";
 
-Deno.test("config.example.json is valid and shows every key", async () => {
+/** Reads config.example.json; its files and variables come from fakes. */
+async function example() {
   const raw = JSON.parse(
     await Deno.readTextFile(new URL("../config.example.json", import.meta.url)),
   );
@@ -22,6 +24,11 @@ Deno.test("config.example.json is valid and shows every key", async () => {
         : undefined,
     cwd: () => "/",
   };
+  return { raw, env };
+}
+
+Deno.test("config.example.json is valid and shows every key", async () => {
+  const { raw, env } = await example();
   const c = await buildConfig(raw, {}, "/etc/repoxy", env);
   assertEquals(c.upstreams.get("tfe.example.com")?.token, "t0ken");
   assertEquals(c.upstreams.get("tfe.example.com")?.trustedKeys.length, 1);
@@ -103,4 +110,26 @@ Deno.test("every REPOXY_* variable the code reads is in --help and the README; e
     const row = readme.split("\n").find((l) => l.startsWith("|") && l.includes(`\`${o.name}\``));
     assert(row?.includes(`\`${o.key}\``), `README's env table maps ${o.name} to ${o.key}`);
   }
+});
+
+Deno.test("config check's effective config shows every key the schema takes", async () => {
+  const { raw, env } = await example();
+  const full = {
+    ...raw,
+    via: { url: "https://central.corp/", token: "central-token" },
+    storage: {
+      kind: "s3",
+      endpoint: "http://rgw.corp:7480",
+      bucket: "mirror-bucket",
+      credentials: { accessKeyId: "id", secretAccessKey: "secret", sessionToken: "session" },
+      retention: { maxSize: "1TB", maxAge: "90d" },
+    },
+  };
+  const shown = effectiveConfig(await buildConfig(full, {}, "/etc/repoxy", env));
+  const missing = schemaKeys(CONFIG_SCHEMA).filter((k) => {
+    const path = k.split(".").map((part) => part === "<host>" ? "tfe.example.com" : part);
+    // deno-lint-ignore no-explicit-any
+    return path.reduce((o: any, part) => o?.[part], shown) === undefined;
+  });
+  assertEquals(missing, [], "effective.ts leaves these keys out");
 });
