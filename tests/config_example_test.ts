@@ -1,3 +1,5 @@
+import { parseDurationMs } from "../lib/base/duration.ts";
+import { parseSize } from "../lib/base/size.ts";
 import { CONFIG_SCHEMA } from "../lib/config/schema.ts";
 import { buildConfig, type ConfigEnv, DEFAULT_LIMITS } from "../lib/config/config.ts";
 import { effectiveConfig } from "../lib/config/effective.ts";
@@ -132,4 +134,39 @@ Deno.test("config check's effective config shows every key the schema takes", as
     return path.reduce((o: any, part) => o?.[part], shown) === undefined;
   });
   assertEquals(missing, [], "effective.ts leaves these keys out");
+});
+
+Deno.test("the README config table's defaults are what config check shows for an empty file (and a bare storage section)", async () => {
+  const { env } = await example();
+  const shown = effectiveConfig(await buildConfig({}, {}, "/etc/repoxy", env));
+  // A section's defaults show once the section is there.
+  const storage = { kind: "s3", endpoint: "http://rgw.corp:7480", bucket: "mirror-bucket" };
+  shown.storage = effectiveConfig(await buildConfig({ storage }, {}, "/etc/repoxy", env)).storage;
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const same = (doc: string, actual: unknown): boolean => {
+    const text = doc.replace(/^"(.*)"$/, "$1");
+    if (typeof actual === "boolean") return text === String(actual);
+    if (typeof actual === "number") return parseSize(text) === actual;
+    if (typeof actual !== "string") return false;
+    const ms = parseDurationMs(actual);
+    return text === actual || (ms !== undefined && parseDurationMs(text) === ms);
+  };
+  const checked: string[] = [];
+  const wrong: string[] = [];
+  for (const line of readme.split("\n")) {
+    // One key, one literal default: | `limits.idleTimeout` | `"60s"` | ...
+    const m = /^\| `([\w.]+)` +\| `([^`]+)` +\|/.exec(line);
+    // These depend on the machine, or are what the bare section sets.
+    if (!m || ["cacheDir", "storage.replicaId", "storage.kind"].includes(m[1]!)) continue;
+    // deno-lint-ignore no-explicit-any
+    const actual = m[1]!.split(".").reduce((o: any, part) => o?.[part], shown);
+    if (actual === undefined || typeof actual === "object") continue;
+    checked.push(m[1]!);
+    if (!same(m[2]!, actual)) wrong.push(`${m[1]}: README ${m[2]}, config check ${actual}`);
+  }
+  assert(
+    checked.includes("limits.idleTimeout") && checked.includes("storage.leaseTtl"),
+    checked.join(),
+  );
+  assertEquals(wrong, []);
 });
