@@ -34,13 +34,19 @@ Deno.test("otel: a request's query (a signed link's signature) is in none of Rep
   });
   const all = rx.bodies.join("\n");
   assert(all.includes("registryVersions"), "spans were exported");
+  assert(rx.spans.some((sp) => sp.scope === "repoxy"), "Repoxy's own spans were exported");
   // Deno's own server span ("deno" scope) records url.full with the query,
   // and appends rather than replaces when set again: not Repoxy's to redact
   // (README: Tracing). Repoxy's spans never do.
-  const leaks = rx.spans.filter((sp) => sp.scope === "repoxy").flatMap((sp) =>
-    Object.entries(sp.attributes)
-      .filter(([, v]) => String(v).includes("SIGSECRET"))
-      .map(([k, v]) => `${sp.scope} ${sp.name} ${k}=${v}`)
+  // The whole span: name, attributes, events (a recorded exception), status.
+  const leaks = rx.bodies.flatMap((b) =>
+    // deno-lint-ignore no-explicit-any
+    (JSON.parse(b).resourceSpans ?? []).flatMap((rs: any) => rs.scopeSpans ?? [])
+      // deno-lint-ignore no-explicit-any
+      .filter((ss: any) => ss.scope?.name === "repoxy")
+      // deno-lint-ignore no-explicit-any
+      .flatMap((ss: any) => ss.spans ?? []).map((sp: unknown) => JSON.stringify(sp))
+      .filter((text: string) => text.includes("SIGSECRET"))
   );
   assertEquals(leaks, [], `a query reached the exporter:\n${leaks.join("\n")}`);
   // Malformed, all-zero and unknown-version trace ids start new traces.
