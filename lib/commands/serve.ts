@@ -10,7 +10,7 @@ import { setTraceSink } from "../base/trace.ts";
 import { VERSION } from "../base/version.ts";
 import { type Config, ConfigError, loadConfig } from "../config/config.ts";
 import { type ConfigLocation, findConfigFile } from "../config/lookup.ts";
-import { overridesInEffect } from "../config/env_overrides.ts";
+import { overridesInEffect, readEnv } from "../config/env_overrides.ts";
 import { parseArgs } from "../deps/cli.ts";
 import { type RunningServer, SHUTDOWN_DRAIN_MS } from "../http/server.ts";
 import { isLoopbackHost } from "../upstream/egress.ts";
@@ -120,7 +120,7 @@ export async function serve(argv: string[]): Promise<number> {
   }
 
   // OpenTelemetry (OTEL_DENO=true): before the app, which captures the hooks.
-  const propagateTo = parsePropagateTo(readEnvOr("REPOXY_OTEL_PROPAGATE_TO"));
+  const propagateTo = parsePropagateTo(readEnv("REPOXY_OTEL_PROPAGATE_TO"));
   const traced = await startTracing({ version: VERSION, propagateTo });
   let app;
   try {
@@ -135,7 +135,7 @@ export async function serve(argv: string[]): Promise<number> {
   }
   // Profiling aid (bench/cold_init.ts --trace): one "trace" line per timed span.
   // A binary built with a narrower --allow-env cannot read it: no trace then.
-  if (readEnvOr("REPOXY_TRACE") === "1") {
+  if (readEnv("REPOXY_TRACE") === "1") {
     setTraceSink((what, ms, fields) => app.log.info("trace", { what, ms, ...fields }));
   }
   let server;
@@ -248,14 +248,5 @@ function isLoopback(hostname: string): boolean {
     return isLoopbackHost(new URL(`http://${h.includes(":") ? `[${h}]` : h}/`));
   } catch {
     return false; // not a host name a URL can hold: warn
-  }
-}
-
-/** An environment variable, or undefined where it may not be read. */
-function readEnvOr(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
   }
 }
