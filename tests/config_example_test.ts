@@ -103,14 +103,17 @@ Deno.test("every REPOXY_* variable the code reads is in --help and the README; e
   const [top, config] = await Promise.all([runCli(["--help"]), runCli(["config", "--help"])]);
   assertEquals([top.code, config.code], [0, 0], top.stderr + config.stderr);
   const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const commands = await Deno.readTextFile(new URL("../docs/commands.md", import.meta.url));
   for (const name of names) {
     assert(`${top.stdout}\n${config.stdout}`.includes(name), `--help names ${name}`);
     assert(readme.includes(`\`${name}`), `README names ${name}`);
   }
   for (const o of ENV_OVERRIDES) {
     assertMatch(config.stdout, new RegExp(`^  ${o.name} +${o.key.replace(".", "\\.")}$`, "m"));
-    const row = readme.split("\n").find((l) => l.startsWith("|") && l.includes(`\`${o.name}\``));
-    assert(row?.includes(`\`${o.key}\``), `README's env table maps ${o.name} to ${o.key}`);
+    for (const [doc, text] of [["README", readme], ["docs/commands.md", commands]] as const) {
+      const row = text.split("\n").find((l) => l.startsWith("|") && l.includes(`\`${o.name}\``));
+      assert(row?.includes(`\`${o.key}\``), `${doc}'s env table maps ${o.name} to ${o.key}`);
+    }
   }
 });
 

@@ -237,7 +237,7 @@ export function openAccessWarning(
   if (config.auth || isLoopback(config.listen.hostname)) return undefined;
   return `listening on ${config.listen.hostname} without client auth: anyone who can reach ` +
     `this address gets every provider of every upstream. Add "auth": { "tokens": ` +
-    `[{ "name": "ci", "token": "env:REPOXY_TOKEN_CI" }] } to the config (clients then set ` +
+    `[{ "name": "ci", "token": "env:REPOXY_CI_TOKEN" }] } to the config (clients then set ` +
     `credentials "<mirror host>" { token = ... }), or listen on 127.0.0.1`;
 }
 
