@@ -8,134 +8,15 @@
  * @module
  */
 import { assert, assertEquals, assertNotEquals } from "../lib/deps/assert.ts";
-import { ROOT, writeFakeConfig } from "./_cli.ts";
-import { tempDir } from "./_helpers.ts";
-import { spawnRepoxy } from "./_process.ts";
-import { type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
+import { ancestors, type ExportedSpan, withTracedServer } from "./_otel.ts";
+import { startFakeRegistry } from "./fake_registry.ts";
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const P = "/v1/providers/registry.terraform.io/example/alpha";
 const M = "/registry.terraform.io/example/alpha";
 const ZIP = "terraform-provider-alpha_1.0.0_linux_amd64.zip";
-
-/** A span as exported (OTLP JSON), attributes flattened. */
-interface ExportedSpan {
-  name: string;
-  scope: string;
-  traceId: string;
-  spanId: string;
-  parentSpanId: string;
-  kind: number;
-  attributes: Record<string, string | number | boolean>;
-  status?: { code?: number };
-}
-
-/** An OTLP/HTTP receiver on 127.0.0.1:0 that keeps the spans it is sent (JSON encoding). */
-function startReceiver() {
-  const spans: ExportedSpan[] = [];
-  const paths: string[] = [];
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-    const path = new URL(req.url).pathname;
-    paths.push(`${path} ${req.headers.get("content-type")}`);
-    const body = await req.json();
-    for (const rs of body.resourceSpans ?? []) {
-      for (const ss of rs.scopeSpans ?? []) {
-        for (const s of ss.spans ?? []) {
-          const attributes: ExportedSpan["attributes"] = {};
-          for (const a of s.attributes ?? []) {
-            const v = a.value;
-            attributes[a.key] = v.stringValue ?? v.boolValue ??
-              (v.intValue !== undefined ? Number(v.intValue) : v.doubleValue);
-          }
-          spans.push({
-            name: s.name,
-            scope: ss.scope?.name ?? "",
-            traceId: s.traceId,
-            spanId: s.spanId,
-            parentSpanId: s.parentSpanId ?? "",
-            kind: s.kind,
-            attributes,
-            status: s.status,
-          });
-        }
-      }
-    }
-    return Response.json({});
-  });
-  return {
-    endpoint: `http://127.0.0.1:${server.addr.port}`,
-    spans,
-    paths,
-    stop: () => server.shutdown(),
-  };
-}
-
-/** The chain of parents of `s` (nearest first), as far as exported spans reach. */
-function ancestors(spans: ExportedSpan[], s: ExportedSpan): ExportedSpan[] {
-  const byId = new Map(spans.map((x) => [x.spanId, x]));
-  const out: ExportedSpan[] = [];
-  for (let p = byId.get(s.parentSpanId); p; p = byId.get(p.parentSpanId)) out.push(p);
-  return out;
-}
-
 const TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN = "00f067aa0ba902b7";
 const TRACEPARENT = `00-${TRACE_ID}-${CLIENT_SPAN}-01`;
-
-async function withServer(
-  fake: FakeRegistry,
-  env: Record<string, string>,
-  work: (url: string) => Promise<void>,
-  expectSpans = true,
-  config: Record<string, unknown> = {},
-): Promise<ReturnType<typeof startReceiver> & { log: string[] }> {
-  const receiver = startReceiver();
-  const log: string[] = [];
-  await using dir = await tempDir("repoxy-otel-");
-  const written = await writeFakeConfig(dir.path, fake, config);
-  try {
-    const server = await spawnRepoxy(Deno.execPath(), [
-      "run",
-      "-P=serve",
-      MAIN,
-      "serve",
-      "--config",
-      written.config,
-      "--listen",
-      "127.0.0.1:0",
-    ], {
-      cwd: ROOT,
-      env: {
-        OTEL_DENO: "true",
-        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
-        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
-        OTEL_SERVICE_NAME: "repoxy",
-        OTEL_DENO_CONSOLE: "ignore",
-        OTEL_DENO_METRICS: "false",
-        ...env,
-      },
-    });
-    try {
-      await work(server.url.replace(/\/$/, ""));
-    } finally {
-      // A clean exit flushes the exporter.
-      const status = await server.stop("SIGTERM");
-      log.push(...server.stdout, ...server.stderr);
-      assertEquals(status.code, 0, server.stderr.join("\n"));
-    }
-    // The last batch may still be on its way.
-    for (
-      let i = 0;
-      expectSpans && i < 50 && !receiver.spans.some((s) => s.scope === "repoxy");
-      i++
-    ) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  } finally {
-    await receiver.stop();
-  }
-  return { ...receiver, log };
-}
 
 async function get(url: string, headers: Record<string, string> = {}): Promise<Response> {
   return await fetch(url, { headers });
@@ -161,7 +42,7 @@ Deno.test("otel: request, cache lookup, upstream and signature spans reach an OT
     },
   });
   const archive = fake.archive("alpha", "1.0.0", "linux_amd64");
-  const rx = await withServer(fake, {}, async (base) => {
+  const rx = await withTracedServer(fake, {}, async (base) => {
     const first = get(`${base}${P}/versions`, { traceparent: TRACEPARENT });
     // The first request is at the upstream before the second is sent.
     for (let i = 0; i < 100 && versionsAsked === 0; i++) {
@@ -314,7 +195,7 @@ Deno.test("otel: REPOXY_OTEL_PROPAGATE_TO lets a listed upstream see the client'
       versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
     }],
   });
-  const rx = await withServer(
+  const rx = await withTracedServer(
     fake,
     { REPOXY_OTEL_PROPAGATE_TO: " Example.test , 127.0.0.1" },
     async (base) => {
@@ -347,7 +228,7 @@ Deno.test("otel: with the sampler off nothing is exported and the log names no t
       versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
     }],
   });
-  const rx = await withServer(fake, { OTEL_TRACES_SAMPLER: "always_off" }, async (base) => {
+  const rx = await withTracedServer(fake, { OTEL_TRACES_SAMPLER: "always_off" }, async (base) => {
     const res = await get(`${base}${P}/versions`);
     assertEquals(res.status, 200);
     await res.body?.cancel();
@@ -373,7 +254,7 @@ Deno.test("otel: revalidated and stale answers say so, and a failing upstream's 
         ? new Response("down", { status: 503, headers: { "retry-after": "0" } })
         : undefined,
   });
-  const rx = await withServer(
+  const rx = await withTracedServer(
     fake,
     {},
     async (base) => {

@@ -10,7 +10,7 @@ import { setTraceSink } from "../base/trace.ts";
 import { VERSION } from "../base/version.ts";
 import { type Config, ConfigError, loadConfig } from "../config/config.ts";
 import { type ConfigLocation, findConfigFile } from "../config/lookup.ts";
-import { overridesInEffect } from "../config/env_overrides.ts";
+import { overridesInEffect, readEnv } from "../config/env_overrides.ts";
 import { parseArgs } from "../deps/cli.ts";
 import { type RunningServer, SHUTDOWN_DRAIN_MS } from "../http/server.ts";
 import { isLoopbackHost } from "../upstream/egress.ts";
@@ -39,7 +39,11 @@ Options:
 
 Environment: REPOXY_LISTEN, REPOXY_CACHE_DIR, ... override config keys; a flag
 wins over them ("repoxy config --help" lists them; "repoxy config check" shows
-the result).
+the result). For "serve" only:
+  REPOXY_TRACE=1                 log a "trace" line per timed step of a miss
+  OTEL_DENO=true                 export OpenTelemetry traces (OTEL_EXPORTER_*)
+  REPOXY_OTEL_PROPAGATE_TO=H,... upstream hostnames that may receive the
+                                 client's trace context (README: Tracing)
 Exit codes: 0 ok, 1 runtime failure, 2 bad flags or config.
 Docs: README.md (client setup, every config key).`;
 
@@ -116,7 +120,7 @@ export async function serve(argv: string[]): Promise<number> {
   }
 
   // OpenTelemetry (OTEL_DENO=true): before the app, which captures the hooks.
-  const propagateTo = parsePropagateTo(readEnvOr("REPOXY_OTEL_PROPAGATE_TO"));
+  const propagateTo = parsePropagateTo(readEnv("REPOXY_OTEL_PROPAGATE_TO"));
   const traced = await startTracing({ version: VERSION, propagateTo });
   let app;
   try {
@@ -131,7 +135,7 @@ export async function serve(argv: string[]): Promise<number> {
   }
   // Profiling aid (bench/cold_init.ts --trace): one "trace" line per timed span.
   // A binary built with a narrower --allow-env cannot read it: no trace then.
-  if (readEnvOr("REPOXY_TRACE") === "1") {
+  if (readEnv("REPOXY_TRACE") === "1") {
     setTraceSink((what, ms, fields) => app.log.info("trace", { what, ms, ...fields }));
   }
   let server;
@@ -233,7 +237,7 @@ export function openAccessWarning(
   if (config.auth || isLoopback(config.listen.hostname)) return undefined;
   return `listening on ${config.listen.hostname} without client auth: anyone who can reach ` +
     `this address gets every provider of every upstream. Add "auth": { "tokens": ` +
-    `[{ "name": "ci", "token": "env:REPOXY_TOKEN_CI" }] } to the config (clients then set ` +
+    `[{ "name": "ci", "token": "env:REPOXY_CI_TOKEN" }] } to the config (clients then set ` +
     `credentials "<mirror host>" { token = ... }), or listen on 127.0.0.1`;
 }
 
@@ -244,14 +248,5 @@ function isLoopback(hostname: string): boolean {
     return isLoopbackHost(new URL(`http://${h.includes(":") ? `[${h}]` : h}/`));
   } catch {
     return false; // not a host name a URL can hold: warn
-  }
-}
-
-/** An environment variable, or undefined where it may not be read. */
-function readEnvOr(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
   }
 }

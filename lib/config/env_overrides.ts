@@ -46,6 +46,14 @@ function convert(text: string, kind: Kind): unknown {
   return kind === "string" ? text : t;
 }
 
+/**
+ * A variable of this process, or undefined when it is not set or this build's
+ * `--allow-env` leaves its name out (serve's `REPOXY_TRACE`, say).
+ */
+export function readEnv(name: string): string | undefined {
+  return read((n) => Deno.env.get(n), name);
+}
+
 function read(getEnv: (name: string) => string | undefined, name: string): string | undefined {
   try {
     return getEnv(name);

@@ -97,12 +97,6 @@ export async function startTracing(opts: TracingOptions): Promise<boolean> {
   return true;
 }
 
-/** Turns tracing off again (tests). */
-export function stopTracing(): void {
-  hooks = undefined;
-  setSpanBackend(undefined);
-}
-
 /**
  * Reads `REPOXY_OTEL_PROPAGATE_TO`: comma-separated hostnames, blanks
  * ignored.
