@@ -4,7 +4,7 @@
  * carrying them across an air gap (an offline mirror then serves them), and
  * `import` refusing a tampered or hostile module archive.
  */
-import { assert, assertEquals, assertMatch } from "../lib/deps/assert.ts";
+import { assert, assertEquals, assertMatch, assertRejects } from "../lib/deps/assert.ts";
 import { join } from "../lib/deps/path.ts";
 import { warmCommand } from "../lib/commands/warm.ts";
 import { verifyCommand } from "../lib/commands/verify.ts";
@@ -78,6 +78,19 @@ Deno.test({
     const ex = await exportCache(cacheDir, tree);
     assertEquals(ex.modules, 2);
     assertEquals(ex.problems, []);
+    // A copy that fails half-way (the stored archive grew past its record) leaves nothing
+    // under the archive's name in the tree, and no temp file (it used to leave the file it
+    // had started).
+    const grown = join(dir.path, "grown.tar.gz");
+    await Deno.copyFile(`${netKey}.tar.gz`, grown);
+    await Deno.writeFile(`${netKey}.tar.gz`, new Uint8Array(1024), { append: true });
+    const tree2 = join(dir.path, "export2");
+    await assertRejects(() => exportCache(cacheDir, tree2), /over the limit/);
+    const netDir = join(tree2, ".repoxy", "modules", H, "example", "net", "aws");
+    const names: string[] = [];
+    for await (const e of Deno.readDir(netDir)) names.push(e.name);
+    assertEquals(names.filter((n) => n.startsWith("1.2.0.tar.gz") || n.includes(".tmp-")), []);
+    await Deno.rename(grown, `${netKey}.tar.gz`);
     const farCache = join(dir.path, "far");
     const farConfig = await buildConfig({
       cacheDir: farCache,

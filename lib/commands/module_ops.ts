@@ -86,6 +86,8 @@ function sidecarDir(root: string, m: ModuleRef): string {
   return join(root, SIDECAR, "modules", m.hostname, m.namespace, m.name, m.system);
 }
 
+let tempSeq = 0;
+
 /**
  * Copies every stored module archive (re-hashed on the way: a bad one is not
  * exported), its record and the module's version list into `outDir`'s sidecar.
@@ -103,10 +105,20 @@ export async function exportModules(
     const dir = sidecarDir(outDir, module);
     await Deno.mkdir(dir, { recursive: true });
     const dest = join(dir, `${version}.tar.gz`);
-    using src = await Deno.open(cache.storage.pathOf(info.key));
-    const got = await copyHashed(src, dest, rec.size + 1);
-    if (got.sha256 !== rec.sha256 || got.size !== rec.size) {
-      await Deno.remove(dest).catch(() => {});
+    // Into a dot-prefixed temp file, renamed when whole: a failed or repeated export never
+    // leaves a partial archive (or trips over the previous one) under its final name.
+    const temp = join(dir, `.${version}.tar.gz.tmp-${Deno.pid}-${tempSeq++}`);
+    let got: { sha256: string; size: number };
+    try {
+      using src = await Deno.open(cache.storage.pathOf(info.key));
+      got = await copyHashed(src, temp, rec.size + 1);
+    } catch (e) {
+      await Deno.remove(temp).catch(() => {});
+      throw e;
+    }
+    if (got.sha256 === rec.sha256 && got.size === rec.size) await Deno.rename(temp, dest);
+    else {
+      await Deno.remove(temp).catch(() => {});
       out.problems.push(
         `${
           moduleVersionString(module, version)
