@@ -11,7 +11,7 @@ import type { Storage } from "../cache/storage.ts";
 import type { Config } from "../config/config.ts";
 import type { ModuleRef } from "../protocol/paths.ts";
 import type { UpstreamClient } from "../upstream/client.ts";
-import { EgressPolicy, type Resolver } from "../upstream/egress.ts";
+import { configEgress, type Resolver } from "../upstream/egress.ts";
 import { ModuleService, type UpstreamModuleAnswer } from "./module_service.ts";
 import { ModuleStore } from "./module_store.ts";
 import { registerModuleMetrics } from "./module_metrics.ts";
@@ -39,11 +39,7 @@ export async function createModuleService(
   config: Config,
   w: ModuleWiring,
 ): Promise<ModuleService> {
-  const egress = new EgressPolicy(config.egress, {
-    exemptOrigins: [...config.upstreams.values()].map((up) => new URL(up.url).origin),
-    ...(w.resolve ? { resolve: w.resolve } : {}),
-    ...(w.env ? { env: w.env } : {}),
-  });
+  const egress = configEgress(config, w);
   const client = (hostname: string) => {
     const c = w.clients.get(hostname);
     if (!c) throw new Error(`registry ${hostname} is not configured on this mirror`);

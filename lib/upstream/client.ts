@@ -21,6 +21,7 @@ import type { Logger } from "../base/log.ts";
 import { redactUrl } from "../base/redact.ts";
 import { jsonShapeProblem } from "../protocol/json_shape.ts";
 import {
+  configEgress,
   EgressPolicy,
   EgressRefusedError,
   type EgressRoute,
@@ -631,11 +632,7 @@ export class UpstreamClient {
 
 /** One client per configured upstream, keyed by hostname; no other registry is ever contacted. */
 export function upstreamClients(config: Config, deps: UpstreamDeps): Map<string, UpstreamClient> {
-  const egress = deps.egress ?? new EgressPolicy(config.egress, {
-    exemptOrigins: [...config.upstreams.values()].map((up) => new URL(up.url).origin),
-    ...(deps.resolve ? { resolve: deps.resolve } : {}),
-    ...(deps.env ? { env: deps.env } : {}),
-  });
+  const egress = deps.egress ?? configEgress(config, deps);
   const connections = deps.connections ?? new EgressConnections(deps.signal);
   const shared = { ...deps, egress, connections };
   return new Map([...config.upstreams].map(([host, up]) => [host, new UpstreamClient(up, shared)]));

@@ -18,6 +18,7 @@
  * @module
  */
 import type { EgressConfig } from "../config/hardening.ts";
+import type { Config } from "../config/config.ts";
 import { lookup } from "../deps/dns.ts";
 import { UpstreamError } from "../http/errors.ts";
 import { type Addr, type Cidr, inPrefix, parseAddr, parseCidr, parseV4 } from "../base/ip.ts";
@@ -374,4 +375,18 @@ export function isLoopbackHost(url: URL): boolean {
   const h = url.hostname.replace(/\.$/, "");
   if (h === "localhost" || h.endsWith(".localhost")) return true;
   return internalReason(h) === "a loopback address";
+}
+/** The egress policy of a config: its configured upstream origins exempt, all else vetted. */
+export function configEgress(
+  config: Config,
+  deps: {
+    resolve?: Resolver | undefined;
+    env?: ((name: string) => string | undefined) | undefined;
+  },
+): EgressPolicy {
+  return new EgressPolicy(config.egress, {
+    exemptOrigins: [...config.upstreams.values()].map((up) => new URL(up.url).origin),
+    ...(deps.resolve ? { resolve: deps.resolve } : {}),
+    ...(deps.env ? { env: deps.env } : {}),
+  });
 }
