@@ -6,7 +6,9 @@
  * @module
  */
 import { join } from "../lib/deps/path.ts";
-import { cannotStart, RGW_ENV, type RgwEndpoint, startRgw } from "./_rgw_cluster.ts";
+import { cannotStart, newBucket, RGW_ENV, type RgwEndpoint, startRgw } from "./_rgw_cluster.ts";
+import { type FakeArchive, type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
+import { bytesOf, makeTestApp, sha256Hex, tempDir } from "./_helpers.ts";
 
 export * from "./_rgw_cluster.ts";
 
@@ -90,4 +92,66 @@ export function storageConfig(
       ...over,
     },
   };
+}
+
+/** `n` random bytes (`crypto.getRandomValues` fills at most 64 KiB a call). */
+export function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
+  return out;
+}
+
+/** What {@link bucketWithOneArchive} set up; disposing it stops the fake registry. */
+export interface OneArchiveBucket extends AsyncDisposable {
+  /** The fake upstream serving the one archive. */
+  fake: FakeRegistry;
+  /** The fresh bucket, holding the archive under prefix `m`. */
+  bucket: string;
+  /** `example/alpha 1.0.0 linux_amd64`. */
+  linux: FakeArchive;
+  /** The storage config fragment the first replica used ({@link storageConfig}). */
+  config: { storage: Record<string, unknown> };
+}
+
+/**
+ * A fresh bucket already holding one archive: a fake registry serving
+ * `example/alpha 1.0.0 linux_amd64` as `zip`, and a first replica (own temp
+ * dir, closed again) that fetched it once, served it whole and stored it.
+ * `over` replaces keys of the storage section.
+ */
+export async function bucketWithOneArchive(
+  zip: Uint8Array,
+  over: Record<string, unknown> = {},
+): Promise<OneArchiveBucket> {
+  const fake = await startFakeRegistry({
+    providers: [{
+      namespace: "example",
+      type: "alpha",
+      versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
+    }],
+    zipOverride: () => zip,
+  });
+  try {
+    const bucket = await newBucket(rgw!);
+    const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
+    const config = storageConfig(bucket, over);
+    await using dir = await tempDir();
+    {
+      await using first = await makeTestApp(fake, dir.path, config);
+      const url = `/registry.terraform.io/example/alpha/${linux.filename}`;
+      const got = sha256Hex(await bytesOf(await first.get(url)));
+      if (got !== linux.sha256) throw new Error(`the first replica served ${got}`);
+      await first.app.settle();
+    }
+    return {
+      fake,
+      bucket,
+      linux,
+      config,
+      [Symbol.asyncDispose]: () => fake[Symbol.asyncDispose](),
+    };
+  } catch (e) {
+    await fake[Symbol.asyncDispose]();
+    throw e;
+  }
 }

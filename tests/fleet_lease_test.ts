@@ -41,6 +41,25 @@ function gate(): { wait: Promise<void>; open: () => void } {
   return { wait, open };
 }
 
+/**
+ * The fake registry of {@link TWO_PROVIDERS} (archives served directly) whose
+ * first `hung` archive fetches wait for `release` and then answer 503: a
+ * holder that is stuck, or about to die.
+ */
+function hangingArchives(release: Promise<void>, hung: number): Promise<FakeRegistry> {
+  let n = 0;
+  return startFakeRegistry({
+    providers: TWO_PROVIDERS,
+    redirectDownloads: false,
+    intercept: async (req, server) => {
+      if (server !== "release" || !new URL(req.url).pathname.endsWith(".zip")) return undefined;
+      if (n++ >= hung) return undefined;
+      await release;
+      return new Response("late", { status: 503 });
+    },
+  });
+}
+
 /** Three replicas on one cache dir and one coordination store. */
 async function fleet(
   fake: FakeRegistry,
@@ -136,20 +155,8 @@ Deno.test("8 concurrent cold requests over 3 replicas: exactly 1 upstream fetch 
 
 Deno.test("a holder that dies mid-download: after the TTL by the store's clock exactly one replica takes over and completes; nothing partial is ever stored", async () => {
   const first = gate();
-  let n = 0;
-  await using fake = await startFakeRegistry({
-    providers: TWO_PROVIDERS,
-    redirectDownloads: false,
-    // The first fetch of the archive hangs (its holder is about to die).
-    intercept: async (req, server) => {
-      if (server !== "release" || !new URL(req.url).pathname.endsWith(".zip")) return undefined;
-      if (n++ === 0) {
-        await first.wait;
-        return new Response("gone", { status: 503 });
-      }
-      return undefined;
-    },
-  });
+  // The first fetch of the archive hangs (its holder is about to die).
+  await using fake = await hangingArchives(first.wait, 1);
   await using dir = await tempDir();
   const store = new FakeCoordinationStore();
   const clients = new Map<string, ReturnType<FakeCoordinationStore["client"]>>();
@@ -273,19 +280,7 @@ Deno.test("the holder's upstream fails: the waiters do not wait out their budget
 
 Deno.test("a holder alive but stuck: the waiters fetch the archive themselves once their wait budget is spent", async () => {
   const stuck = gate();
-  let n = 0;
-  await using fake = await startFakeRegistry({
-    providers: TWO_PROVIDERS,
-    redirectDownloads: false,
-    intercept: async (req, server) => {
-      if (server !== "release" || !new URL(req.url).pathname.endsWith(".zip")) return undefined;
-      if (n++ === 0) {
-        await stuck.wait;
-        return new Response("late", { status: 503 });
-      }
-      return undefined;
-    },
-  });
+  await using fake = await hangingArchives(stuck.wait, 1);
   await using dir = await tempDir();
   const store = new FakeCoordinationStore();
   const apps = await fleet(fake, dir.path, store, { ...FAST, maxWaitMs: 300 });
@@ -495,15 +490,7 @@ Deno.test("store errors while waiting (RGW answers a lost race with 500) are loo
 
 Deno.test("a waiting replica shutting down stops waiting at once: its client gets an error, its close does not wait out the budget", async () => {
   const stuck = gate();
-  await using fake = await startFakeRegistry({
-    providers: TWO_PROVIDERS,
-    redirectDownloads: false,
-    intercept: async (req, server) => {
-      if (server !== "release" || !new URL(req.url).pathname.endsWith(".zip")) return undefined;
-      await stuck.wait;
-      return new Response("late", { status: 503 });
-    },
-  });
+  await using fake = await hangingArchives(stuck.wait, Infinity);
   await using dir = await tempDir();
   const store = new FakeCoordinationStore();
   // A budget longer than the test takes: only the shutdown may end the wait.

@@ -14,7 +14,7 @@ import { importCommand } from "../lib/commands/import.ts";
 import { pruneCommand } from "../lib/commands/prune.ts";
 import { verifyCommand } from "../lib/commands/verify.ts";
 import { warmCommand } from "../lib/commands/warm.ts";
-import { startFakeRegistry } from "./fake_registry.ts";
+import { type FakeArchive, type FakeRegistry, startFakeRegistry } from "./fake_registry.ts";
 import { bytesOf, makeTestApp, sha256Hex, tempDir } from "./_helpers.ts";
 import { captureIo, testContext, writeFakeConfig } from "./_cli.ts";
 import { makeProviderZip } from "./_zip.ts";
@@ -33,6 +33,23 @@ const key = (file: string) => `m/packages/${H}/example/alpha/${file}`;
 // Archive bytes sent by the fake's release server (not its redirects).
 const zips = (f: { server: string; path: string }) =>
   f.server === "release" && f.path.endsWith(".zip") && !f.path.startsWith("/redirect/");
+
+/**
+ * How many archive fetches from upstream a fresh replica on `bucket` (cache
+ * dir `cacheDir`) makes to serve `f` whole, checked against its sha256.
+ */
+async function upstreamFetchesToServe(
+  fake: FakeRegistry,
+  cacheDir: string,
+  bucket: string,
+  f: FakeArchive,
+): Promise<number> {
+  const before = fake.count(zips);
+  await using t = await makeTestApp(fake, cacheDir, storageConfig(bucket));
+  assertEquals(sha256Hex(await bytesOf(await t.get(path(f.filename)))), f.sha256);
+  await t.app.settle();
+  return fake.count(zips) - before;
+}
 
 async function bucketObject(bucket: string, k: string): Promise<Response> {
   return await rgwClient(rgw!).fetch(`${rgw!.endpoint}/${bucket}/${k}`);
@@ -113,11 +130,7 @@ Deno.test({
     assertEquals(await verifyCommand.run(["-c", config], testContext(io2)), 0);
 
     // The fleet fetches a good copy again.
-    const before = fake.count(zips);
-    await using c = await makeTestApp(fake, join(dir.path, "c"), storageConfig(bucket));
-    assertEquals(sha256Hex(await bytesOf(await c.get(path(linux!.filename)))), linux!.sha256);
-    await c.app.settle();
-    assertEquals(fake.count(zips) - before, 1);
+    assertEquals(await upstreamFetchesToServe(fake, join(dir.path, "c"), bucket, linux!), 1);
   },
 });
 
@@ -253,11 +266,7 @@ Deno.test({
     );
     assertEquals(head.headers.get("x-amz-meta-sha256"), linux!.sha256);
 
-    const before = fake.count(zips);
-    await using d = await makeTestApp(fake, join(dir.path, "d"), storageConfig(bucket2));
-    assertEquals(sha256Hex(await bytesOf(await d.get(path(darwin!.filename)))), darwin!.sha256);
-    await d.app.settle();
-    assertEquals(fake.count(zips) - before, 0);
+    assertEquals(await upstreamFetchesToServe(fake, join(dir.path, "d"), bucket2, darwin!), 0);
   },
 });
 

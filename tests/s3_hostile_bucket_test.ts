@@ -12,7 +12,7 @@ import { S3Storage } from "../lib/storage_s3/s3_storage.ts";
 import { headOf, S3Object } from "../lib/storage_s3/s3_object.ts";
 import { awsCredentialChain } from "../lib/storage_s3/credentials.ts";
 import { FillingObject, type TieredStorage } from "../lib/storage_s3/tiered_storage.ts";
-import { sha256Hex } from "./_helpers.ts";
+import { sha256Hex, tempDir } from "./_helpers.ts";
 
 const TIMEOUT_MS = 150;
 
@@ -305,4 +305,68 @@ Deno.test("hostile bucket: a store that answers a second GET of the same object 
   assertEquals(marked, ["packages/x.zip"]);
   assertEquals(gets, 2);
   o.close();
+});
+
+/** A body of spaces that never ends, counting what was pulled from it. */
+function endlessBody(): { body: ReadableStream<Uint8Array>; pulled: () => number } {
+  let pulled = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(c) {
+      pulled += 65536;
+      c.enqueue(new Uint8Array(65536).fill(0x20));
+    },
+  }, { highWaterMark: 0 });
+  return { body, pulled: () => pulled };
+}
+
+Deno.test("hostile bucket: a listing (or any small answer) without end is read to a bound (8 MiB) and fails, not into memory", async () => {
+  const endless = endlessBody();
+  const s = storageOf(clientOf(() => new Response(endless.body, { status: 200 })));
+  const listed = (async () => {
+    for await (const _ of s.list("packages/")) { /* nothing arrives */ }
+  })();
+  const err = await within(listed.then(() => undefined, (e) => e), 5_000, "the listing");
+  assert(err instanceof S3Error, String(err));
+  assert(/more than 8388608 bytes/.test(err.message), err.message);
+  assert(endless.pulled() <= 8 * 2 ** 20 + 2 * 65536, `${endless.pulled()} bytes pulled`);
+});
+
+Deno.test("hostile bucket: an upload answered with a body without end fails at the bound (8 MiB) instead of buffering it", async () => {
+  await using dir = await tempDir();
+  const file = `${dir.path}/f`;
+  await Deno.writeFile(file, new TextEncoder().encode("archive"));
+  let sent = 0;
+  const ac = new AbortController();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen() {} },
+    async (req) => {
+      await req.body?.cancel();
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          sent += 65536;
+          if (sent > 64 * 2 ** 20) return c.close(); // the old code read it all
+          c.enqueue(new Uint8Array(65536).fill(0x20));
+        },
+      }, { highWaterMark: 0 });
+      return new Response(body, { status: 200 });
+    },
+  );
+  try {
+    const client = new S3Client({
+      endpoint: `http://127.0.0.1:${server.addr.port}`,
+      bucket: "b",
+      region: "us-east-1",
+      pathStyle: true,
+      credentials: () => Promise.resolve({ accessKeyId: "AKIDTEST", secretAccessKey: "s3cr3t" }),
+      timeoutMs: 5_000,
+    });
+    using f = await Deno.open(file);
+    const put = client.putFile("k", f, 0, 7, sha256Hex(new TextEncoder().encode("archive")));
+    const err = await within(put.then(() => undefined, (e) => e), 10_000, "the upload");
+    assert(err instanceof S3Error, String(err));
+    assert(/more than 8388608 bytes/.test(err.message), err.message);
+  } finally {
+    ac.abort();
+    await server.finished;
+  }
 });

@@ -7,9 +7,16 @@
  * @module
  */
 import { assert, assertEquals } from "../lib/deps/assert.ts";
-import { startFakeRegistry } from "./fake_registry.ts";
 import { makeTestApp, sha256Hex, tempDir } from "./_helpers.ts";
-import { newBucket, rgw, rgwClient, skipUnlessRgw, storageConfig } from "./_rgw.ts";
+import {
+  bucketWithOneArchive,
+  newBucket,
+  randomBytes,
+  rgw,
+  rgwClient,
+  skipUnlessRgw,
+  storageConfig,
+} from "./_rgw.ts";
 import { S3Client } from "../lib/storage_s3/s3_client.ts";
 import { S3Storage } from "../lib/storage_s3/s3_storage.ts";
 
@@ -45,29 +52,12 @@ for (const forged of ["forged", "absent", "kept"] as const) {
     ignore,
     async fn() {
       // Larger than the fingerprint (first and last 64 KiB), changed in between.
-      const good = new Uint8Array(400 * 1024);
-      for (let i = 0; i < good.length; i += 65536) {
-        crypto.getRandomValues(good.subarray(i, i + 65536));
-      }
-      await using fake = await startFakeRegistry({
-        providers: [{
-          namespace: "example",
-          type: "alpha",
-          versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
-        }],
-        zipOverride: () => good,
-      });
-      await using a = await tempDir();
+      const good = randomBytes(400 * 1024);
+      await using seeded = await bucketWithOneArchive(good);
+      const { fake, bucket, linux } = seeded;
       await using b = await tempDir();
-      const bucket = await newBucket(rgw!);
-      const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
       const zips = () =>
         fake.count((r) => r.path.startsWith("/files/") && r.path.endsWith(linux.filename));
-      {
-        await using first = await makeTestApp(fake, a.path, storageConfig(bucket));
-        await (await first.get(path(linux.filename))).arrayBuffer();
-        await first.app.settle();
-      }
       assertEquals(zips(), 1);
       const bad = good.slice();
       bad[200 * 1024] = bad[200 * 1024]! ^ 0xff;
@@ -112,28 +102,10 @@ Deno.test({
     "S3 red team: storage.redirect never sends a client to a bucket object whose recorded sha256 is not the archive's; it is streamed and checked instead",
   ignore,
   async fn() {
-    const good = new Uint8Array(400 * 1024);
-    for (let i = 0; i < good.length; i += 65536) {
-      crypto.getRandomValues(good.subarray(i, i + 65536));
-    }
-    await using fake = await startFakeRegistry({
-      providers: [{
-        namespace: "example",
-        type: "alpha",
-        versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
-      }],
-      zipOverride: () => good,
-    });
-    await using a = await tempDir();
+    const good = randomBytes(400 * 1024);
+    await using seeded = await bucketWithOneArchive(good, { redirect: true });
+    const { fake, bucket, linux, config } = seeded;
     await using b = await tempDir();
-    const bucket = await newBucket(rgw!);
-    const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
-    const config = storageConfig(bucket, { redirect: true });
-    {
-      await using first = await makeTestApp(fake, a.path, config);
-      await (await first.get(path(linux.filename))).arrayBuffer();
-      await first.app.settle();
-    }
     {
       // The honest object: a replica with an empty disk redirects to it.
       await using probe = await makeTestApp(fake, b.path, config);

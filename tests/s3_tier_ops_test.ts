@@ -9,9 +9,11 @@ import { assert, assertEquals } from "../lib/deps/assert.ts";
 import { startFakeRegistry } from "./fake_registry.ts";
 import { bytesOf, makeTestApp, sha256Hex, tempDir, tempLeftovers } from "./_helpers.ts";
 import {
+  bucketWithOneArchive,
   listBucket,
   listUploads,
   newBucket,
+  randomBytes,
   rgw,
   rgwClient,
   skipUnlessRgw,
@@ -147,27 +149,12 @@ Deno.test({
     "S3 tier: an archive above storage.multipartThreshold goes up in parts and comes back exact on an empty replica",
   ignore,
   async fn() {
-    const big = new Uint8Array(11 * 2 ** 20 + 333);
-    for (let i = 0; i < big.length; i += 65536) crypto.getRandomValues(big.subarray(i, i + 65536));
-    await using fake = await startFakeRegistry({
-      providers: [{
-        namespace: "example",
-        type: "alpha",
-        versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
-      }],
-      zipOverride: () => big,
-    });
-    await using a = await tempDir();
-    await using b = await tempDir();
-    const bucket = await newBucket(rgw!);
+    const big = randomBytes(11 * 2 ** 20 + 333);
     const over = { multipartThreshold: "6MiB", partSize: "5MiB" };
-    const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
+    await using seeded = await bucketWithOneArchive(big, over);
+    const { fake, bucket, linux } = seeded;
     assertEquals(linux.sha256, sha256Hex(big));
-    {
-      await using first = await makeTestApp(fake, a.path, storage(bucket, over));
-      assertEquals(sha256Hex(await bytesOf(await first.get(path(linux.filename)))), linux.sha256);
-      await first.app.settle();
-    }
+    await using b = await tempDir();
     assertEquals(await listBucket(rgw!, bucket, "m/packages/"), [{
       key: key(linux.filename),
       size: big.length,
@@ -192,27 +179,10 @@ Deno.test({
   name: "S3 tier: a bucket object altered past the fingerprint is never kept on the local tier",
   ignore,
   async fn() {
-    const good = new Uint8Array(400 * 1024);
-    for (let i = 0; i < good.length; i += 65536) {
-      crypto.getRandomValues(good.subarray(i, i + 65536));
-    }
-    await using fake = await startFakeRegistry({
-      providers: [{
-        namespace: "example",
-        type: "alpha",
-        versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
-      }],
-      zipOverride: () => good,
-    });
-    await using a = await tempDir();
+    const good = randomBytes(400 * 1024);
+    await using seeded = await bucketWithOneArchive(good);
+    const { fake, bucket, linux } = seeded;
     await using b = await tempDir();
-    const bucket = await newBucket(rgw!);
-    const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
-    {
-      await using first = await makeTestApp(fake, a.path, storage(bucket));
-      assertEquals(sha256Hex(await bytesOf(await first.get(path(linux.filename)))), linux.sha256);
-      await first.app.settle();
-    }
     // Same size, same head and tail (the cheap fingerprint), one byte changed
     // in the middle, the recorded sha256 kept.
     const bad = good.slice();
@@ -273,25 +243,10 @@ Deno.test({
     "S3 tier: an archive larger than the replica's maxCacheSize streams from the bucket, never filling its disk",
   ignore,
   async fn() {
-    const big = new Uint8Array(400 * 1024);
-    for (let i = 0; i < big.length; i += 65536) crypto.getRandomValues(big.subarray(i, i + 65536));
-    await using fake = await startFakeRegistry({
-      providers: [{
-        namespace: "example",
-        type: "alpha",
-        versions: [{ version: "1.0.0", platforms: ["linux_amd64"] }],
-      }],
-      zipOverride: () => big,
-    });
-    await using a = await tempDir();
+    const big = randomBytes(400 * 1024);
+    await using seeded = await bucketWithOneArchive(big);
+    const { fake, bucket, linux } = seeded;
     await using b = await tempDir();
-    const bucket = await newBucket(rgw!);
-    const linux = fake.archive("alpha", "1.0.0", "linux_amd64");
-    {
-      await using first = await makeTestApp(fake, a.path, storage(bucket));
-      assertEquals(sha256Hex(await bytesOf(await first.get(path(linux.filename)))), linux.sha256);
-      await first.app.settle();
-    }
     await using small = await makeTestApp(fake, b.path, {
       ...storage(bucket),
       maxCacheSize: "300KiB",

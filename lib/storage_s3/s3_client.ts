@@ -9,6 +9,10 @@
 import { AwsV4Signer } from "../deps/aws4fetch.ts";
 import { createHash } from "../deps/crypto.ts";
 import { httpRequest, httpsRequest, type IncomingMessage } from "../deps/node_http.ts";
+import { S3Error } from "./s3_error.ts";
+import { readSmallBody } from "./small_body.ts";
+
+export { S3Error };
 
 /** Credentials of one signing identity. */
 export interface S3Credentials {
@@ -36,17 +40,11 @@ export interface S3ClientOptions {
   fetch?: typeof fetch;
 }
 
-/** The bucket answered with an error status, or could not be reached. */
-export class S3Error extends Error {
-  override name = "S3Error";
-  /**
-   * @param status the HTTP status, 0 when the bucket could not be reached
-   * @param code S3's error code (`NoSuchKey`, `PreconditionFailed`, …)
-   */
-  constructor(message: string, readonly status: number, readonly code?: string) {
-    super(message);
-  }
-}
+/**
+ * Most bytes of an answer read whole (XML listings, errors, empty answers): a
+ * full ListObjectsV2 page of 1,000 keys of 1,024 bytes stays well under it.
+ */
+export const ANSWER_MAX_BYTES = 8 * 2 ** 20;
 
 /** sha256 of the empty payload. */
 export const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -202,13 +200,17 @@ export class S3Client {
       ...init,
       signal: init.signal ? AbortSignal.any([init.signal, timeout]) : timeout,
     });
-    let text: string;
-    try {
-      text = await res.text();
-    } catch (e) {
-      throw new S3Error(`${method} ${this.where(key)}: ${(e as Error).message}`, 0);
+    if (method === "HEAD") {
+      await res.body?.cancel().catch(() => {});
+      return { status: res.status, headers: res.headers, text: "" };
     }
-    return { status: res.status, headers: res.headers, text };
+    // Bounded: a hostile or broken bucket cannot fill the heap within the timeout.
+    const where = this.where(key);
+    const body = await readSmallBody(res, ANSWER_MAX_BYTES, this.timeoutMs, where, method);
+    if (body === undefined) {
+      throw new S3Error(`${method} ${where}: answered more than ${ANSWER_MAX_BYTES} bytes`, 0);
+    }
+    return { status: res.status, headers: res.headers, text: new TextDecoder().decode(body) };
   }
 
   /** An {@link S3Error} for an answer that was not expected. */
@@ -264,7 +266,13 @@ export class S3Client {
       req.on("error", fail);
       req.on("response", (res: IncomingMessage) => {
         const chunks: Uint8Array[] = [];
-        res.on("data", (c: Uint8Array) => chunks.push(c));
+        let got = 0;
+        res.on("data", (c: Uint8Array) => {
+          got += c.length;
+          if (got <= ANSWER_MAX_BYTES) return void chunks.push(c);
+          res.destroy();
+          fail(new Error(`answered more than ${ANSWER_MAX_BYTES} bytes`));
+        });
         res.on("error", fail);
         res.on("end", () => {
           const h = new Headers();

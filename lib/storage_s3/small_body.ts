@@ -5,19 +5,20 @@
  * costs at most `maxBytes` of memory and `idleMs` of waiting per chunk.
  * @module
  */
-import { S3Error } from "./s3_client.ts";
+import { S3Error } from "./s3_error.ts";
 
 /**
  * The body of `res` whole, or undefined when it is (or announces being)
  * larger than `maxBytes` (the body is then cancelled). Throws an
  * {@link S3Error} (status 0) when the body fails or sends nothing for
- * `idleMs`; `where` names the object in that message.
+ * `idleMs`; `method` and `where` name the request in that message.
  */
 export async function readSmallBody(
   res: Response,
   maxBytes: number,
   idleMs: number,
   where: string,
+  method = "GET",
 ): Promise<Uint8Array | undefined> {
   const len = Number(res.headers.get("content-length") ?? "NaN");
   if (len > maxBytes || !res.body) {
@@ -32,7 +33,7 @@ export async function readSmallBody(
       let timer: ReturnType<typeof setTimeout> | undefined;
       const stalled = new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () => reject(new S3Error(`GET ${where}: sent nothing for ${idleMs} ms`, 0)),
+          () => reject(new S3Error(`${method} ${where}: sent nothing for ${idleMs} ms`, 0)),
           idleMs,
         );
       });
@@ -61,7 +62,7 @@ export async function readSmallBody(
   } catch (e) {
     await reader.cancel().catch(() => {});
     if (e instanceof S3Error) throw e;
-    throw new S3Error(`GET ${where}: ${(e as Error).message}`, 0);
+    throw new S3Error(`${method} ${where}: ${(e as Error).message}`, 0);
   }
   return buf.subarray(0, n);
 }
