@@ -370,3 +370,30 @@ Deno.test("hostile bucket: an upload answered with a body without end fails at t
     await server.finished;
   }
 });
+
+Deno.test("hostile bucket: a listing that never moves on (the same continuation token again) fails instead of looping, and keys outside the prefix are not listed", async () => {
+  let pages = 0;
+  const storage = storageOf(clientOf(() => {
+    pages++;
+    return new Response(
+      `<ListBucketResult><IsTruncated>true</IsTruncated>` +
+        `<NextContinuationToken>same</NextContinuationToken>` +
+        `<Contents><Key>m/packages/a.zip</Key><Size>1</Size></Contents>` +
+        `<Contents><Key>elsewhere/packages/b.zip</Key><Size>1</Size></Contents>` +
+        `</ListBucketResult>`,
+      { status: 200 },
+    );
+  }));
+  const keys: string[] = [];
+  const err = await within(
+    rejection((async () => {
+      for await (const o of storage.list("packages/")) keys.push(o.key);
+    })()),
+    5_000,
+    "the listing",
+  );
+  assert(err instanceof S3Error, String(err));
+  assert(/does not move on/.test(err.message), err.message);
+  assertEquals(pages, 2);
+  assertEquals(keys, ["packages/a.zip", "packages/a.zip"]);
+});

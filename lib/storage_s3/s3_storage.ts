@@ -93,14 +93,19 @@ export class S3Storage implements Storage {
 
   async *list(prefix: string): AsyncGenerator<ObjectInfo> {
     const base = this.opts.prefix ? `${this.opts.prefix}/` : "";
+    const seen = new Set<string>();
     let token: string | undefined;
-    do {
+    // Bounded like the sweep: a store that always answers "truncated" (with the same token, or
+    // a new one forever) must not keep verify or prune listing without end.
+    for (let page = 0; page < LIST_MAX_PAGES; page++) {
       const query: Record<string, string> = { "list-type": "2", prefix: base + prefix };
       if (token) query["continuation-token"] = token;
       const a = await this.client.call("GET", "", { query });
       if (a.status !== 200) throw this.client.error("LIST", base + prefix, a);
       for (const c of xmlBlocks(a.text, "Contents")) {
-        const k = xmlValue(c, "Key")!;
+        const k = xmlValue(c, "Key");
+        // Only what was asked for: a key outside the prefix would name another object.
+        if (k === undefined || !k.startsWith(base + prefix)) continue;
         const lm = xmlValue(c, "LastModified");
         yield {
           key: k.slice(base.length),
@@ -112,7 +117,13 @@ export class S3Storage implements Storage {
       token = xmlValue(a.text, "IsTruncated") === "true"
         ? xmlValue(a.text, "NextContinuationToken")
         : undefined;
-    } while (token);
+      if (!token) return;
+      if (seen.has(token)) {
+        throw new S3Error(`listing ${base + prefix} does not move on (token repeated)`, 200);
+      }
+      seen.add(token);
+    }
+    throw new S3Error(`listing ${base + prefix} has more than ${LIST_MAX_PAGES} pages`, 200);
   }
 
   tempPath(hint: string): string {
@@ -327,6 +338,8 @@ async function hashRegion(
 
 /** Pages of abandoned uploads one sweep walks at most (1000 uploads a page). */
 const SWEEP_MAX_PAGES = 1000;
+/** Pages of 1000 keys a listing may have: 10 million objects under one prefix. */
+const LIST_MAX_PAGES = 10_000;
 
 /** A lease is a line of JSON; anything larger was not written by a replica. */
 const LEASE_MAX_BYTES = 64 * 1024;
